@@ -1,0 +1,217 @@
+"""Command line: ``sdtui`` (the app), ``sdtui generate`` (headless).
+
+Bad input exits 2 with one line naming the field; a runtime failure exits 1 with one
+line. Heavy libraries are imported only once work starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from tui import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class UsageError(Exception):
+    """Bad input at start-up: one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+GLOBAL_PREFIX = "global_"
+_MODEL_KEYS = ("model", "demo", "device", "dtype", "attention_slicing", "allow_pickle", "verbose")
+
+
+def _add_model_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The model flags, accepted before and after a subcommand. Values given before it are
+    stored under ``prefix`` names, since argparse lets a subcommand's defaults overwrite them."""
+    from tui.engine.device import DEVICES, DTYPES, SWITCHES
+
+    group = parser.add_argument_group("model and device")
+    source = group.add_mutually_exclusive_group()
+    source.add_argument("--model", dest=prefix + "model", metavar="M", help="Hub id or local diffusers folder "
+                                                     "(default: stable-diffusion-v1-5/stable-diffusion-v1-5)")
+    source.add_argument("--demo", dest=prefix + "demo", action="store_true",
+                        help="use the built-in demo model (random weights, offline, makes noise)")
+    group.add_argument("--device", dest=prefix + "device", choices=DEVICES, help="where to run (auto: mps, else cuda, else cpu)")
+    group.add_argument("--dtype", dest=prefix + "dtype", choices=DTYPES, help="weights precision (auto: float16 on a GPU, float32 on cpu)")
+    group.add_argument("--attention-slicing", dest=prefix + "attention_slicing", choices=SWITCHES,
+                       help="compute attention in slices to save memory (auto: on for mps under 64 GB)")
+    group.add_argument("--allow-pickle", dest=prefix + "allow_pickle", action="store_true",
+                       help="allow .ckpt/.bin/.pt weights, which can run code when loaded")
+    parser.add_argument("-v", "--verbose", dest=prefix + "verbose", action="store_true", help="also print log lines to stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sdtui", description="Stable Diffusion in the terminal.")
+    parser.add_argument("--version", action="version", version=f"sdtui {__version__}")
+    _add_model_options(parser, GLOBAL_PREFIX)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    generate = commands.add_parser("generate", help="make images without the interface; prints each saved path",
+                                   description="Make images headless: progress on stderr, saved paths on stdout.")
+    generate.add_argument("prompt", metavar="PROMPT")
+    generate.add_argument("--negative", metavar="TEXT", help="negative prompt")
+    generate.add_argument("--steps", metavar="N")
+    generate.add_argument("--guidance", metavar="G", help="classifier-free guidance scale, 0..50")
+    generate.add_argument("--seed", metavar="S", help="0..4294967295, or 'random'")
+    generate.add_argument("--width", metavar="W", help="multiple of 8, 64..2048")
+    generate.add_argument("--height", metavar="H", help="multiple of 8, 64..2048")
+    generate.add_argument("--scheduler", metavar="NAME", help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")
+    generate.add_argument("--count", metavar="N", help="images to make, 1..100 (seeds S, S+1, ...)")
+    generate.add_argument("--output", metavar="PATH", type=Path,
+                          help="write the image here (several: PATH-1.png, PATH-2.png, ...)")
+    _add_model_options(generate)
+    return parser
+
+
+def _settings_from(args: argparse.Namespace):
+    from tui.config import ConfigError, load_settings, override
+    from tui.locations import locations
+
+    try:
+        settings = load_settings(locations().config_file)
+        values: dict[str, Any] = {
+            "model": "demo" if getattr(args, "demo", False) else getattr(args, "model", None),
+            "device": getattr(args, "device", None),
+            "dtype": getattr(args, "dtype", None),
+            "attention_slicing": getattr(args, "attention_slicing", None),
+        }
+        for key, flag in (("negative_prompt", "negative"), ("steps", "steps"), ("guidance", "guidance"),
+                          ("seed", "seed"), ("width", "width"), ("height", "height"), ("scheduler", "scheduler"),
+                          ("count", "count")):
+            values[key] = getattr(args, flag, None)
+        return override(settings, values)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+
+
+def _merge_global(args: argparse.Namespace) -> None:
+    """Flags given before the subcommand apply too (``sdtui --demo generate x``); those after it win."""
+    for key in _MODEL_KEYS:
+        if getattr(args, key, None) in (None, False):
+            setattr(args, key, getattr(args, GLOBAL_PREFIX + key))
+    if args.model and args.demo:
+        raise UsageError("--model and --demo: give one of them, not both")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        _merge_global(args)
+        if args.command == "generate":
+            return run_generate(args)
+        return run_app(args)
+    except UsageError as error:
+        print(f"sdtui: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def run_app(args: argparse.Namespace) -> int:
+    settings = _settings_from(args)
+    try:
+        from tui.app import run
+    except ImportError:
+        print("sdtui: the interactive app is not part of this build; use `sdtui generate PROMPT` "
+              "(see sdtui --help)", file=sys.stderr)
+        return EXIT_USAGE
+    return run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    from tui.engine.device import enable_mps_fallback
+
+    enable_mps_fallback()  # before anything can import torch
+    from tui.cli_progress import StderrProgress
+    from tui.engine import Engine, EngineOptions, Failed, InvalidRequest, ModelLoadError, validate_request
+    from tui.engine.device import DeviceError
+    from tui.engine.models import resolve_source
+    from tui.jobs import JobRecorder
+    from tui.locations import locations
+    from tui.logs import setup_logging
+    from tui.store.history import History
+
+    settings = _settings_from(args)
+    try:
+        request = validate_request({"prompt": args.prompt, **settings.request_fields()})
+        resolve_source(settings.model)
+    except InvalidRequest as error:
+        raise UsageError("; ".join(p.message for p in error.problems)) from None
+    except ModelLoadError as error:
+        raise UsageError(str(error)) from None
+
+    places = locations()
+    setup_logging(places.log_file, verbose=args.verbose)
+    outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
+    try:
+        history = History(places.history_db, outputs)
+    except OSError as error:
+        print(f"sdtui: history: cannot open {places.history_db} ({error.strerror or error})", file=sys.stderr)
+        return EXIT_FAILED
+    report = history.reconcile()
+    progress = StderrProgress()
+    if report.changed:
+        progress(_notice(report.message()))
+    engine = Engine(EngineOptions(model=settings.model, device=settings.device, dtype=settings.dtype,
+                                  attention_slicing=settings.attention_slicing, warmup=settings.warmup,
+                                  allow_pickle=args.allow_pickle, previews=False))
+    recorder = JobRecorder(history, output=args.output)
+    outcome: dict[str, Any] = {}
+
+    def on_event(event) -> None:
+        progress(event)
+        path = recorder(event)
+        if path is not None:
+            print(path, flush=True)
+        if isinstance(event, Failed):
+            outcome["failed"] = event.message
+
+    interrupted = _cancel_on_interrupt(engine)
+    try:
+        try:
+            engine.load(progress)
+        except (ModelLoadError, DeviceError) as error:
+            print(f"sdtui: {error}", file=sys.stderr)
+            return EXIT_FAILED
+        engine.generate(request, on_event)
+    except OSError as error:
+        print(f"sdtui: saving failed: {error.strerror or error} ({getattr(error, 'filename', '') or ''})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        history.close()
+    if interrupted():
+        return EXIT_INTERRUPTED
+    if "failed" in outcome:
+        print(f"sdtui: {outcome['failed']}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _notice(message: str):
+    from tui.engine.events import Notice
+
+    return Notice(message, "warning")
+
+
+def _cancel_on_interrupt(engine) -> Any:
+    """First Ctrl-C cancels at the end of the current step (and records it); a second one quits at once."""
+    state = {"count": 0}
+
+    def handler(signum, frame):
+        state["count"] += 1
+        if state["count"] > 1:
+            raise KeyboardInterrupt
+        print("\nsdtui: cancelling after this step (Ctrl-C again to quit at once)", file=sys.stderr)
+        engine.cancel()
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: state["count"] > 0

@@ -1,0 +1,115 @@
+"""The headless progress display on stderr: a one-line bar with it/s, ETA and memory.
+
+On a terminal the line redraws in place; piped to a file it prints a line at each
+quarter of a job, so logs stay readable.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from typing import TextIO
+
+from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted, Notice,
+                               Started, Step)
+from tui.engine.memory import MemorySample, format_bytes
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def memory_summary(memory: MemorySample) -> str:
+    parts = []
+    if memory.device_allocated is not None:
+        parts.append(f"GPU {format_bytes(memory.device_allocated)}/{format_bytes(memory.device_limit)}")
+    parts.append(f"RSS {format_bytes(memory.process_rss)}")
+    parts.append(f"RAM {format_bytes(memory.system_used)}/{format_bytes(memory.system_total)}")
+    parts.append(f"swap {format_bytes(memory.swap_used)}")
+    return "  ".join(parts)
+
+
+class StderrProgress:
+    def __init__(self, stream: TextIO | None = None, width: int = 24):
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.width = width
+        self._step_times: list[float] = []
+        self._images = 1
+        self._open_line = False
+        self._last_quarter = -1
+        self._last_draw = 0.0
+
+    def _line(self, text: str) -> None:
+        if self._open_line:
+            self.stream.write("\n")
+            self._open_line = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _redraw(self, text: str) -> None:
+        self.stream.write("\r\x1b[2K" + text)
+        self.stream.flush()
+        self._open_line = True
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, LoadStarted):
+            self._line(f"loading {event.model} ({event.source})")
+        elif isinstance(event, DownloadProgress):
+            total = format_bytes(event.total_bytes) if event.total_bytes else "?"
+            text = f"downloading {event.model}: {format_bytes(event.done_bytes)} of {total}"
+            if self.tty:
+                self._redraw(text)
+            elif time.monotonic() - self._last_draw > 5:
+                self._last_draw = time.monotonic()
+                self._line(text)
+        elif isinstance(event, Loaded):
+            self._line(f"loaded {event.model} [{event.family}] on {event.device} ({event.dtype}) "
+                       f"in {event.seconds:.1f} s")
+        elif isinstance(event, Started):
+            self._images = event.images
+            self._step_times = []
+            self._last_quarter = -1
+            request = event.request
+            self._line(f"generating {event.images} image(s) {request.width}x{request.height}, {request.steps} steps, "
+                       f"{request.scheduler}, seed {request.seed}")
+        elif isinstance(event, Step):
+            self._step(event)
+        elif isinstance(event, Notice):
+            self._line(f"{'warning: ' if event.level == 'warning' else ''}{event.message}")
+        elif isinstance(event, Finished):
+            if self._open_line:
+                self.stream.write("\n")
+                self._open_line = False
+            self._line(f"image {event.index + 1}/{event.request.count}: seed {event.seed}, "
+                       f"{event.timings.total_s:.1f} s, {event.timings.it_per_s:.2f} it/s")
+        elif isinstance(event, Cancelled):
+            self._line(f"cancelled after {event.completed} image(s)")
+        elif isinstance(event, Failed):
+            self._line(f"failed: {event.message}")
+
+    def _step(self, event: Step) -> None:
+        self._step_times.append(event.step_seconds)
+        median = statistics.median(self._step_times[-20:])
+        remaining_images = self._images - event.image_index - 1
+        remaining = (event.total - event.step) + remaining_images * event.total
+        filled = int(self.width * event.step / event.total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        text = (f"[{bar}] {event.step}/{event.total}"
+                + (f" image {event.image_index + 1}/{self._images}" if self._images > 1 else "")
+                + f"  {event.it_per_s:.2f} it/s  ETA {format_duration(median * remaining)}"
+                + f"  {memory_summary(event.memory)}")
+        if self.tty:
+            now = time.monotonic()
+            if now - self._last_draw >= 0.1 or event.step == event.total:
+                self._last_draw = now
+                self._redraw(text)
+            return
+        quarter = 4 * event.step // event.total
+        if quarter != self._last_quarter:
+            self._last_quarter = quarter
+            self._line(text)

@@ -1,0 +1,83 @@
+"""Memory readings: the device's allocator, the process, the system, and swap.
+
+On a Mac the GPU shares unified memory with everything else, so swap is what turns a
+20-second image into a 10-minute one; a rising swap figure during a run is reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+SWAP_WARNING_BYTES = 256 * 1024**2
+
+
+@dataclass(frozen=True)
+class MemorySample:
+    device_allocated: int | None  # bytes held by tensors on the device
+    device_reserved: int | None  # bytes the device driver/allocator holds
+    device_limit: int | None  # what the device can give (mps recommended max, cuda total)
+    process_rss: int
+    system_used: int
+    system_total: int
+    swap_used: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _device_figures(device: str) -> tuple[int | None, int | None, int | None]:
+    if device == "cuda":
+        import torch
+
+        return (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(),
+                torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+    if device == "mps":
+        import torch
+
+        limit = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
+        return torch.mps.current_allocated_memory(), torch.mps.driver_allocated_memory(), limit
+    return None, None, None
+
+
+_process = psutil.Process()
+
+
+def sample_memory(device: str) -> MemorySample:
+    allocated, reserved, limit = _device_figures(device)
+    system = psutil.virtual_memory()
+    return MemorySample(
+        device_allocated=allocated,
+        device_reserved=reserved,
+        device_limit=limit,
+        process_rss=_process.memory_info().rss,
+        system_used=system.total - system.available,
+        system_total=system.total,
+        swap_used=psutil.swap_memory().used,
+    )
+
+
+def total_ram() -> int:
+    return psutil.virtual_memory().total
+
+
+def swap_growth_warning(swap_at_start: int, swap_now: int, threshold: int = SWAP_WARNING_BYTES) -> str | None:
+    """A warning when swap grew by more than ``threshold`` since the job started."""
+    grown = swap_now - swap_at_start
+    if grown <= threshold:
+        return None
+    return (f"swap grew by {format_bytes(grown)} during this job: the system is short of memory and "
+            "generation will slow down sharply; try attention slicing, a smaller size or closing other apps")
+
+
+def format_bytes(count: int | None) -> str:
+    if count is None:
+        return "n/a"
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

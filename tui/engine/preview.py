@@ -1,0 +1,83 @@
+"""Live previews: a cheap RGB picture of the latents at a step, with no VAE decode.
+
+Each latent channel maps linearly to RGB. The factors per latent format are the
+published approximations (as in ComfyUI's latent formats): SD 1.x/2.x share one set,
+SDXL has its own with a bias. The product runs on the device; only a small
+(width/8 x height/8) image comes back to the CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+LATENT_RGB = {
+    "sd": {
+        "factors": ((0.3512, 0.2297, 0.3227),
+                    (0.3250, 0.4974, 0.2350),
+                    (-0.2829, 0.1762, 0.2721),
+                    (-0.2120, -0.2616, -0.7177)),
+        "bias": (0.0, 0.0, 0.0),
+    },
+    "sdxl": {
+        "factors": ((0.3651, 0.4232, 0.4341),
+                    (-0.2533, -0.0042, 0.1068),
+                    (0.1076, 0.1111, -0.0362),
+                    (-0.3165, -0.2492, -0.2188)),
+        "bias": (0.1084, -0.0175, -0.0011),
+    },
+}
+
+
+def latent_format_for(pipeline_class_name: str) -> str:
+    return "sdxl" if "XL" in pipeline_class_name else "sd"
+
+
+@dataclass
+class PreviewThrottle:
+    """At most one preview per ``interval`` steps and per 1/``max_fps`` seconds."""
+
+    interval: int = 1
+    max_fps: float = 4.0
+    _last_time: float = float("-inf")
+
+    def reset(self) -> None:
+        self._last_time = float("-inf")
+
+    def due(self, step_index: int, now: float | None = None) -> bool:
+        if self.interval < 1 or (step_index + 1) % self.interval:
+            return False
+        now = time.monotonic() if now is None else now
+        if self.max_fps > 0 and now - self._last_time < 1.0 / self.max_fps:
+            return False
+        self._last_time = now
+        return True
+
+
+class LatentPreviewer:
+    def __init__(self, latent_format: str):
+        self.latent_format = latent_format
+        self._cache: dict[tuple[Any, Any], tuple[Any, Any]] = {}
+
+    def _weights(self, device, dtype):
+        key = (device, dtype)
+        if key not in self._cache:
+            import torch
+
+            spec = LATENT_RGB[self.latent_format]
+            self._cache[key] = (torch.tensor(spec["factors"], device=device, dtype=dtype),
+                                torch.tensor(spec["bias"], device=device, dtype=dtype))
+        return self._cache[key]
+
+    def to_image(self, latents):
+        """RGB PIL image of the first latent in a (batch, 4, h, w) tensor."""
+        import torch
+        from PIL import Image
+
+        with torch.no_grad():
+            sample = latents[0].float()
+            factors, bias = self._weights(sample.device, sample.dtype)
+            rgb = torch.einsum("chw,cr->hwr", sample[: factors.shape[0]], factors) + bias
+            rgb = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
+        return Image.fromarray(rgb)

@@ -1,0 +1,176 @@
+"""What a generation asks for, and the rules it must satisfy before any work starts."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+from tui.engine.schedulers import DEFAULT_SCHEDULER, find_scheduler, scheduler_names
+
+SIZE_MIN, SIZE_MAX = 64, 2048
+STEPS_MIN, STEPS_MAX = 1, 500
+GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 50.0
+SEED_MAX = 2**32 - 1
+COUNT_MIN, COUNT_MAX = 1, 100
+
+REQUEST_FIELDS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height",
+                  "seed", "scheduler", "count")
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequest(ValueError):
+    """One or more fields of a request are out of bounds; each problem names its field."""
+
+    def __init__(self, problems: list[FieldProblem]):
+        self.problems = problems
+        super().__init__("; ".join(p.message for p in problems))
+
+    @property
+    def fields(self) -> list[str]:
+        return [p.field for p in self.problems]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt: str
+    negative_prompt: str = ""
+    steps: int = 20
+    guidance: float = 7.0
+    width: int = 512
+    height: int = 512
+    seed: int | None = None  # None: pick a random seed when the job starts
+    scheduler: str = DEFAULT_SCHEDULER
+    count: int = 1
+
+    def with_seed(self) -> "GenerationRequest":
+        """This request with its seed fixed, drawing a random one if it has none."""
+        if self.seed is not None:
+            return self
+        return replace(self, seed=random.randint(0, SEED_MAX - COUNT_MAX))
+
+    def seed_for(self, index: int) -> int:
+        """Image ``index`` of a request uses seed+index, wrapping inside the 32-bit range."""
+        assert self.seed is not None
+        return (self.seed + index) % (SEED_MAX + 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _as_int(field: str, value: Any, rule: str) -> tuple[int | None, FieldProblem | None]:
+    problem = FieldProblem(field, f"{field}: {value!r} is not a whole number; {rule}")
+    if isinstance(value, bool):
+        return None, problem
+    if isinstance(value, int):
+        return value, None
+    if isinstance(value, float) and value.is_integer():
+        return int(value), None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text, 10), None
+        except ValueError:
+            pass
+    return None, problem
+
+
+def _check_range(field: str, value: int, low: int, high: int) -> FieldProblem | None:
+    if not low <= value <= high:
+        return FieldProblem(field, f"{field}: {value} is outside {low}..{high}")
+    return None
+
+
+def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
+    """Turn user input (strings from a CLI or a form, or typed values) into a checked request.
+
+    Every bad field is reported, each in one sentence naming the field and what is allowed.
+    Fields missing from ``raw`` take the request defaults.
+    """
+    unknown = sorted(set(raw) - set(REQUEST_FIELDS))
+    if unknown:
+        raise InvalidRequest([FieldProblem(k, f"{k}: not a request field; known fields are "
+                                              f"{', '.join(REQUEST_FIELDS)}") for k in unknown])
+    defaults = GenerationRequest(prompt="")
+    values = {**asdict(defaults), **raw}
+    problems: list[FieldProblem] = []
+    out: dict[str, Any] = {}
+
+    prompt = values["prompt"]
+    if not isinstance(prompt, str) or not prompt.strip():
+        problems.append(FieldProblem("prompt", "prompt: must not be empty or blank"))
+    else:
+        out["prompt"] = prompt
+    negative = values["negative_prompt"]
+    if negative is None:
+        negative = ""
+    if not isinstance(negative, str):
+        problems.append(FieldProblem("negative_prompt", "negative prompt: expected text"))
+    else:
+        out["negative_prompt"] = negative
+
+    for field, low, high in (("steps", STEPS_MIN, STEPS_MAX), ("count", COUNT_MIN, COUNT_MAX)):
+        number, problem = _as_int(field, values[field], f"use {low} to {high}")
+        problem = problem or _check_range(field, number, low, high)
+        if problem:
+            problems.append(problem)
+        else:
+            out[field] = number
+
+    size_rule = f"use a multiple of 8 from {SIZE_MIN} to {SIZE_MAX}"
+    for field in ("width", "height"):
+        number, problem = _as_int(field, values[field], size_rule)
+        if problem is None and (number % 8 or not SIZE_MIN <= number <= SIZE_MAX):
+            problem = FieldProblem(field, f"{field}: {number} is not allowed; {size_rule}")
+        if problem:
+            problems.append(problem)
+        else:
+            out[field] = number
+
+    guidance = values["guidance"]
+    try:
+        if isinstance(guidance, bool):
+            raise ValueError
+        guidance = float(guidance.strip() if isinstance(guidance, str) else guidance)
+    except (TypeError, ValueError):
+        problems.append(FieldProblem("guidance", f"guidance: expected a number from 0 to 50, got {guidance!r}"))
+    else:
+        if not math.isfinite(guidance) or not GUIDANCE_MIN <= guidance <= GUIDANCE_MAX:
+            problems.append(FieldProblem("guidance", f"guidance: {guidance} is not allowed; "
+                                                     "use a finite number from 0 to 50"))
+        else:
+            out["guidance"] = guidance
+
+    seed = values["seed"]
+    if seed is None or (isinstance(seed, str) and seed.strip().casefold() in ("", "random", "-1")) \
+            or (isinstance(seed, int) and not isinstance(seed, bool) and seed == -1):
+        out["seed"] = None
+    else:
+        number, problem = _as_int("seed", seed, f"use 0 to {SEED_MAX}, or 'random'")
+        if problem is None and not 0 <= number <= SEED_MAX:
+            problem = FieldProblem("seed", f"seed: {number} is outside 0..{SEED_MAX}; use 'random' for a new seed")
+        if problem:
+            problems.append(problem)
+        else:
+            out["seed"] = number
+
+    scheduler = values["scheduler"]
+    spec = find_scheduler(scheduler) if isinstance(scheduler, str) else None
+    if spec is None:
+        problems.append(FieldProblem("scheduler", f"scheduler: unknown {scheduler!r}; known schedulers are "
+                                                  f"{', '.join(scheduler_names())}"))
+    else:
+        out["scheduler"] = spec.name
+
+    if problems:
+        raise InvalidRequest(problems)
+    return GenerationRequest(**out)

@@ -1,0 +1,328 @@
+"""The engine: loads one pipeline and turns requests into images, reporting events.
+
+It knows nothing about Textual. The CLI, the app's worker thread and the benchmarks
+all drive it the same way: ``load()`` once, ``generate()`` per job, ``cancel()`` from
+any thread.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tui.engine import device as devices
+from tui.engine.demo import DEMO_LABEL
+from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
+                               Notice, Started, Step, Timings)
+from tui.engine.memory import sample_memory, swap_growth_warning, total_ram
+from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, check_single_file, fetch_from_hub, load_pipeline,
+                               resolve_source)
+from tui.engine.preview import LatentPreviewer, PreviewThrottle, latent_format_for
+from tui.engine.request import GenerationRequest
+from tui.engine.schedulers import build_scheduler, find_scheduler
+
+log = logging.getLogger("tui.engine")
+OnEvent = Callable[[Event], None]
+
+
+def _ignore(_event: Event) -> None:
+    pass
+
+
+@dataclass
+class EngineOptions:
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    attention_slicing: str = "auto"
+    warmup: str = "auto"
+    allow_pickle: bool = False
+    previews: bool = True
+    preview_interval: int = 1
+    preview_max_fps: float = 4.0
+
+
+class _CancelRequested(Exception):
+    """Raised inside the step callback to leave the pipeline at once, skipping the VAE decode."""
+
+
+class Engine:
+    def __init__(self, options: EngineOptions | None = None):
+        self.options = options or EngineOptions()
+        self.pipe = None
+        self.model_label = ""
+        self.family = ""
+        self.device = ""
+        self.dtype = ""
+        self.load_seconds = 0.0
+        self.decisions: list[devices.Decision] = []
+        self._cancel = threading.Event()
+        self._base_scheduler_config: dict[str, Any] = {}
+        self._schedulers: dict[str, Any] = {}
+        self._scheduler_name = ""
+        self._denoised = None
+        self._previewer: LatentPreviewer | None = None
+
+    # --- loading ------------------------------------------------------------------------
+
+    @property
+    def loaded(self) -> bool:
+        return self.pipe is not None
+
+    def load(self, on_event: OnEvent = _ignore) -> None:
+        """Load the configured model; raises ModelLoadError or DeviceError with a one-line message."""
+        devices.enable_mps_fallback()
+        from tui.engine.quiet import quiet_libraries
+
+        quiet_libraries()
+        import torch
+
+        self.unload()
+        options = self.options
+        source = resolve_source(options.model)
+        on_event(LoadStarted(source.label, source.kind))
+        started = time.perf_counter()
+        device = devices.choose_device(options.device, torch.backends.mps.is_available(), torch.cuda.is_available())
+        dtype = devices.choose_dtype(options.dtype, device.value)
+        torch_dtype = getattr(torch, dtype.value)
+        if source.kind == "demo":
+            from tui.engine.demo import build_demo_pipeline
+
+            pipe = build_demo_pipeline().to(dtype=torch_dtype)
+        elif source.kind == "file":
+            check_single_file(Path(source.ref), options.allow_pickle)
+            raise AssertionError("unreachable: single files are refused above")
+        else:
+            folder = Path(source.ref)
+            if source.kind == "hub":
+                folder = fetch_from_hub(source.ref, options.allow_pickle,
+                                        lambda done, total: on_event(DownloadProgress(source.label, done, total)))
+            pipe = load_pipeline(folder, torch_dtype, options.allow_pickle)
+        pipe = pipe.to(device.value)
+        pipe.set_progress_bar_config(disable=True)
+
+        slicing = devices.choose_attention_slicing(options.attention_slicing, device.value, total_ram())
+        if slicing.value:
+            pipe.enable_attention_slicing()
+        else:
+            pipe.disable_attention_slicing()
+        self.pipe = pipe
+        self.model_label = source.label
+        self.device, self.dtype = device.value, dtype.value
+        self.family = _family(pipe, source.label)
+        self._previewer = LatentPreviewer(latent_format_for(type(pipe).__name__))
+        self._base_scheduler_config = dict(pipe.scheduler.config)
+        self._schedulers = {}
+        self._scheduler_name = ""
+        warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
+        if warmup.value:
+            pipe(prompt="warm-up", num_inference_steps=1, width=256, height=256, output_type="latent")
+        self.decisions = [device, dtype, slicing, warmup]
+        for decision in self.decisions:
+            log.info(decision.describe())
+        self.load_seconds = time.perf_counter() - started
+        log.info("loaded %s (%s) on %s in %.1f s", self.model_label, self.family, self.device, self.load_seconds)
+        on_event(Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
+                        tuple(d.describe() for d in self.decisions)))
+
+    def unload(self) -> None:
+        if self.pipe is None:
+            return
+        self.pipe = None
+        self._schedulers = {}
+        _free_device_memory(self.device)
+
+    # --- generation ---------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Ask the running job to stop; honoured at the end of the current step. Thread-safe."""
+        self._cancel.set()
+
+    def generate(self, request: GenerationRequest, on_event: OnEvent = _ignore) -> list[Finished]:
+        """Run ``request``; returns the finished images. Never raises for runtime failures:
+        they arrive as a Failed event and the engine stays usable."""
+        called = time.perf_counter()
+        self._cancel.clear()
+        request = request.with_seed()
+        results: list[Finished] = []
+        try:
+            if not self.loaded:
+                self.load(on_event)
+            self._use_scheduler(request.scheduler)
+            self._report_truncation(request, on_event)
+            on_event(Started(request, request.count, request.steps))
+            batch = devices.choose_batch_size(self.device, request.count).value
+            swap_start = sample_memory(self.device).swap_used
+            for first in range(0, request.count, batch):
+                indices = list(range(first, min(first + batch, request.count)))
+                results += self._run_batch(request, indices, called, swap_start, on_event)
+        except _CancelRequested:
+            log.info("cancelled after %d of %d images", len(results), request.count)
+            on_event(Cancelled(request, len(results)))
+        except (ModelLoadError, devices.DeviceError) as error:
+            on_event(Failed(request, str(error), completed=len(results)))
+        except Exception as error:  # the engine must survive any pipeline failure
+            oom = devices.is_out_of_memory(error)
+            _free_device_memory(self.device)
+            if oom:
+                message = (f"out of memory on {self.device} at {request.width}x{request.height}; "
+                           "turn attention slicing on, use a smaller size or fewer images at once")
+                log.error(message)
+            else:
+                detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                message = f"generation failed: {type(error).__name__}: {detail}".rstrip(": ")
+                log.exception("generation failed")
+            on_event(Failed(request, message, out_of_memory=oom, completed=len(results)))
+        return results
+
+    def _use_scheduler(self, name: str) -> None:
+        spec = find_scheduler(name)
+        if spec is None:
+            raise ValueError(f"scheduler: unknown {name!r}")
+        if spec.name == self._scheduler_name:
+            return
+        if spec.name not in self._schedulers:
+            scheduler = build_scheduler(spec, self._base_scheduler_config)
+            self._schedulers[spec.name] = self._tap(scheduler)
+        self.pipe.scheduler = self._schedulers[spec.name]
+        self._scheduler_name = spec.name
+
+    def _tap(self, scheduler):
+        """Wrap ``scheduler.step`` to keep the denoised estimate (x0) for previews.
+
+        Pipelines discard it (they take ``step(...)[0]``); schedulers that compute it
+        return it as ``pred_original_sample``, and the multistep solvers that predict
+        x0 keep it as their latest model output.
+        """
+        original = scheduler.step
+        predicts_x0 = (str(scheduler.config.get("algorithm_type", "")).endswith("dpmsolver++")
+                       or bool(scheduler.config.get("predict_x0", False)))
+
+        def step(*args, return_dict: bool = True, **kwargs):
+            output = original(*args, return_dict=True, **kwargs)
+            denoised = getattr(output, "pred_original_sample", None)
+            if denoised is None and predicts_x0 and getattr(scheduler, "model_outputs", None):
+                denoised = scheduler.model_outputs[-1]
+            self._denoised = denoised
+            return output if return_dict else output.to_tuple()
+
+        scheduler.step = step
+        return scheduler
+
+    def _report_truncation(self, request: GenerationRequest, on_event: OnEvent) -> None:
+        tokenizer = getattr(self.pipe, "tokenizer", None)
+        if tokenizer is None:
+            return
+        limit = tokenizer.model_max_length
+        for label, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
+            if not text:
+                continue
+            count = len(tokenizer(text, truncation=False).input_ids)
+            if count > limit:
+                message = (f"{label} is {count} tokens; the model reads {limit}, "
+                           f"so the last {count - limit} are dropped")
+                log.warning(message)
+                on_event(Notice(message, "warning"))
+
+    def _run_batch(self, request: GenerationRequest, indices: list[int], called: float, swap_start: int,
+                   on_event: OnEvent) -> list[Finished]:
+        import torch
+
+        opts = self.options
+        throttle = PreviewThrottle(opts.preview_interval, opts.preview_max_fps)
+        seeds = [request.seed_for(i) for i in indices]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        step_times: list[float] = []
+        clock = {"began": time.perf_counter(), "last": time.perf_counter(), "first": None, "peak": 0}
+        swap_warned = False
+
+        def on_step_end(pipe, step_index, timestep, callback_kwargs):
+            nonlocal swap_warned
+            now = time.perf_counter()
+            step_times.append(now - clock["last"])
+            clock["last"] = now
+            if clock["first"] is None:
+                clock["first"] = now - called
+            if self._cancel.is_set():
+                raise _CancelRequested
+            memory = sample_memory(self.device)
+            clock["peak"] = max(clock["peak"], memory.device_allocated or memory.process_rss)
+            if not swap_warned:
+                warning = swap_growth_warning(swap_start, memory.swap_used)
+                if warning:
+                    swap_warned = True
+                    log.warning(warning)
+                    on_event(Notice(warning, "warning"))
+            preview = None
+            if opts.previews and step_index + 1 < request.steps and throttle.due(step_index, now):
+                source = self._denoised if self._denoised is not None else callback_kwargs["latents"]
+                preview = self._previewer.to_image(source)
+            elapsed = now - clock["began"]
+            on_event(Step(indices[0], step_index + 1, request.steps, elapsed, step_times[-1],
+                          (step_index + 1) / elapsed if elapsed > 0 else 0.0, memory, preview))
+            return callback_kwargs
+
+        self._denoised = None
+        output = self.pipe(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt or None,
+            num_inference_steps=request.steps,
+            guidance_scale=request.guidance,
+            width=request.width,
+            height=request.height,
+            num_images_per_prompt=len(indices),
+            generator=generators if len(generators) > 1 else generators[0],
+            callback_on_step_end=on_step_end,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        self._denoised = None
+        total = time.perf_counter() - clock["began"]
+        denoise_steps = statistics.median(step_times) if step_times else 0.0
+        final_memory = sample_memory(self.device)
+        peak = max(clock["peak"], final_memory.device_allocated or final_memory.process_rss)
+        results = []
+        for image, index, seed in zip(output.images, indices, seeds):
+            timings = Timings(load_s=self.load_seconds, first_step_s=clock["first"] or total, total_s=total,
+                              it_per_s=(1.0 / denoise_steps) if denoise_steps else 0.0, peak_memory=peak)
+            finished = Finished(image, index, seed, request, timings, self.describe())
+            log.info("image %d/%d seed %d in %.2f s (%.2f it/s)", index + 1, request.count, seed, total,
+                     timings.it_per_s)
+            on_event(finished)
+            results.append(finished)
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the images, for metadata and history."""
+        return {"model": self.model_label, "family": self.family, "device": self.device, "dtype": self.dtype}
+
+
+def _family(pipe, label: str) -> str:
+    name = type(pipe).__name__
+    turbo = "turbo" in label.casefold()
+    if "XL" in name:
+        return "SDXL Turbo" if turbo else "SDXL"
+    encoder = getattr(pipe, "text_encoder", None)
+    hidden = getattr(getattr(encoder, "config", None), "hidden_size", 768)
+    family = "SD 2.x" if hidden == 1024 else "SD 1.x"
+    if label == DEMO_LABEL:
+        family = "SD 1.x (demo)"
+    return f"{family} Turbo" if turbo else family
+
+
+def _free_device_memory(device: str) -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if device == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        elif device == "mps" and torch.backends.mps.is_available():
+            torch.mps.empty_cache()
+    except Exception:  # freeing caches is best effort
+        log.debug("could not empty the device cache", exc_info=True)

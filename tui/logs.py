@@ -1,0 +1,29 @@
+"""Where log records go: a rotating file always; stderr only when asked (--verbose)."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    if log_file is not None:
+        try:
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=2_000_000, backupCount=3,
+                                                           encoding="utf-8")
+        except OSError:
+            handler = logging.NullHandler()  # an unwritable log must not stop image generation
+        handler.setFormatter(logging.Formatter(FORMAT))
+        root.addHandler(handler)
+    else:
+        root.addHandler(logging.NullHandler())
+    if verbose:
+        stream = logging.StreamHandler()
+        stream.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.addHandler(stream)

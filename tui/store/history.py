@@ -1,0 +1,384 @@
+"""The history of every generation, in SQLite (WAL), beside the images it points to.
+
+Writing an image follows one order so that a crash at any moment leaves a state that
+``reconcile()`` can explain: the PNG is written under a temporary name, the row is
+inserted inside an open transaction, the file is renamed to its final name, and only
+then does the row commit. A crash leaves at worst a temporary file (removed on the next
+start) or an image without a row (adopted from its own metadata on the next start).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+from tui.engine.request import GenerationRequest
+from tui.store.images import SDTUI_KEY, png_text, prompt_slug, write_png
+
+log = logging.getLogger("tui.store")
+SCHEMA_VERSION = 1
+STATUSES = ("done", "cancelled", "failed")
+TEMP_SUFFIX = ".partial"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS generations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at TEXT NOT NULL,
+    prompt TEXT NOT NULL,
+    negative_prompt TEXT NOT NULL DEFAULT '',
+    steps INTEGER NOT NULL,
+    guidance REAL NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    seed INTEGER,
+    scheduler TEXT NOT NULL,
+    count INTEGER NOT NULL DEFAULT 1,
+    image_index INTEGER NOT NULL DEFAULT 0,
+    model TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT '',
+    dtype TEXT NOT NULL DEFAULT '',
+    status TEXT NOT NULL CHECK (status IN ('done', 'cancelled', 'failed')),
+    error TEXT,
+    load_s REAL,
+    first_step_s REAL,
+    total_s REAL,
+    it_per_s REAL,
+    peak_memory INTEGER,
+    image_path TEXT,
+    missing INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS generations_newest ON generations (created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS generations_path ON generations (image_path);
+"""
+
+
+@dataclass
+class HistoryEntry:
+    prompt: str
+    negative_prompt: str
+    steps: int
+    guidance: float
+    width: int
+    height: int
+    seed: int | None
+    scheduler: str
+    status: str
+    count: int = 1
+    image_index: int = 0
+    model: str = ""
+    device: str = ""
+    dtype: str = ""
+    error: str | None = None
+    load_s: float | None = None
+    first_step_s: float | None = None
+    total_s: float | None = None
+    it_per_s: float | None = None
+    peak_memory: int | None = None
+    image_path: str | None = None
+    missing: int = 0
+    created_at: str = ""
+    id: int | None = None
+
+    @classmethod
+    def for_request(cls, request: GenerationRequest, status: str, **extra: Any) -> "HistoryEntry":
+        return cls(prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
+                   guidance=request.guidance, width=request.width, height=request.height, seed=request.seed,
+                   scheduler=request.scheduler, count=request.count, status=status, **extra)
+
+    def request(self) -> GenerationRequest:
+        """The request that re-makes this image alone: its own seed, count 1."""
+        return GenerationRequest(prompt=self.prompt, negative_prompt=self.negative_prompt, steps=self.steps,
+                                 guidance=self.guidance, width=self.width, height=self.height, seed=self.seed,
+                                 scheduler=self.scheduler, count=1)
+
+
+_COLUMNS = [f.name for f in fields(HistoryEntry) if f.name != "id"]
+
+
+@dataclass
+class ReconcileReport:
+    marked_missing: int = 0
+    found_again: int = 0
+    adopted: int = 0
+    temp_removed: int = 0
+    unreadable: int = 0
+    moved_aside: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return any((self.marked_missing, self.found_again, self.adopted, self.temp_removed, self.unreadable,
+                    self.moved_aside))
+
+    def message(self) -> str:
+        parts = []
+        if self.moved_aside:
+            parts.append(f"the history database was unreadable and was moved to {self.moved_aside}; "
+                         "a new one was started")
+        if self.marked_missing:
+            parts.append(f"{self.marked_missing} image file(s) are gone and are marked missing")
+        if self.found_again:
+            parts.append(f"{self.found_again} missing image file(s) are back")
+        if self.adopted:
+            parts.append(f"{self.adopted} image(s) without a history row were added back from their metadata")
+        if self.temp_removed:
+            parts.append(f"{self.temp_removed} unfinished image file(s) from an interrupted run were removed")
+        if self.unreadable:
+            parts.append(f"{self.unreadable} PNG file(s) in the outputs folder have no sdtui metadata and "
+                         "were left alone")
+        return "history: " + "; ".join(parts) if parts else "history: consistent"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class History:
+    def __init__(self, db_path: Path, outputs_dir: Path):
+        self.db_path = Path(db_path)
+        self.outputs_dir = Path(outputs_dir)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self.moved_aside: str | None = None
+        self._lock = threading.RLock()  # one connection, shared by the UI and the worker thread
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as error:
+            self._db = self._open_after_moving_aside(error)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        db.row_factory = sqlite3.Row
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"schema version {version} is newer than this sdtui understands")
+            db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _open_after_moving_aside(self, error: Exception) -> sqlite3.Connection:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            source = Path(str(self.db_path) + suffix)
+            if source.exists():
+                os.replace(source, Path(str(aside) + suffix))
+        log.error("history database %s was unreadable (%s); moved to %s", self.db_path, error, aside)
+        self.moved_aside = str(aside)
+        return self._open()
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- writing ------------------------------------------------------------------------
+
+    def add(self, entry: HistoryEntry) -> int:
+        """Record a generation that has no image (cancelled or failed)."""
+        entry.created_at = entry.created_at or _now()
+        with self._transaction():
+            return self._insert(entry)
+
+    def _insert(self, entry: HistoryEntry) -> int:
+        values = asdict(entry)
+        cursor = self._db.execute(
+            f"INSERT INTO generations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
+            [values[c] for c in _COLUMNS])
+        entry.id = cursor.lastrowid
+        return entry.id
+
+    def _transaction(self):
+        return _Transaction(self._db, self._lock)
+
+    def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def save_image(self, image, request: GenerationRequest, seed: int, index: int, entry: HistoryEntry,
+                   info: dict[str, Any] | None = None, output: Path | None = None) -> Path:
+        """Write the PNG and its row in the crash-safe order; returns the image's path.
+
+        ``output`` names the file exactly (replacing any file there); otherwise a new
+        name is made under the outputs folder.
+        """
+        entry.created_at = entry.created_at or _now()
+        if output is not None:
+            final = Path(output).expanduser().resolve()
+            final.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            final = self._new_image_path(request.prompt, seed)
+        temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
+        write_png(temp, image, request, seed, index, info)
+        try:
+            with self._transaction():
+                entry.image_path = str(final)
+                self._insert(entry)
+                if output is not None:
+                    os.replace(temp, final)
+                else:
+                    final = self._claim(temp, final)
+                    self._db.execute("UPDATE generations SET image_path = ? WHERE id = ?", (str(final), entry.id))
+                    entry.image_path = str(final)
+        finally:
+            if temp.exists():
+                temp.unlink()
+        return final
+
+    def _new_image_path(self, prompt: str, seed: int) -> Path:
+        folder = self.outputs_dir / time.strftime("%Y-%m-%d")
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{time.strftime('%H%M%S')}-{seed}-{prompt_slug(prompt)}.png"
+
+    @staticmethod
+    def _claim(temp: Path, final: Path) -> Path:
+        """Give ``temp`` the name ``final`` (or ``final-2``, ...) without ever replacing an existing file."""
+        stem, n = final.stem, 1
+        while True:
+            try:
+                os.link(temp, final)  # fails if the name is taken, even by another process
+                temp.unlink()
+                return final
+            except FileExistsError:
+                n += 1
+                final = final.with_name(f"{stem}-{n}.png")
+
+    def delete(self, entry_id: int) -> bool:
+        """Remove a row and its image file. The file goes first: a crash in between leaves
+        a row marked missing, never a deleted entry whose image comes back."""
+        entry = self.get(entry_id)
+        if entry is None:
+            return False
+        if entry.image_path:
+            try:
+                Path(entry.image_path).unlink()
+            except FileNotFoundError:
+                pass
+        with self._transaction():
+            self._db.execute("DELETE FROM generations WHERE id = ?", (entry_id,))
+        return True
+
+    # --- reading ------------------------------------------------------------------------
+
+    def get(self, entry_id: int) -> HistoryEntry | None:
+        rows = self._query("SELECT * FROM generations WHERE id = ?", (entry_id,))
+        return _entry(rows[0]) if rows else None
+
+    def recent(self, limit: int = 50, offset: int = 0) -> list[HistoryEntry]:
+        rows = self._query("SELECT * FROM generations ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                                (limit, offset))
+        return [_entry(r) for r in rows]
+
+    def search(self, text: str, limit: int = 200) -> list[HistoryEntry]:
+        """Entries whose prompt or negative prompt contains ``text`` (case-insensitive for ASCII), newest first."""
+        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self._query(
+            "SELECT * FROM generations WHERE prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\' "
+            "ORDER BY created_at DESC, id DESC LIMIT ?", (pattern, pattern, limit))
+        return [_entry(r) for r in rows]
+
+    def recent_prompts(self, limit: int = 200) -> list[str]:
+        rows = self._query(
+            "SELECT prompt FROM generations GROUP BY prompt ORDER BY MAX(created_at) DESC LIMIT ?", (limit,))
+        return [r[0] for r in rows]
+
+    def count(self) -> int:
+        return self._query("SELECT COUNT(*) FROM generations")[0][0]
+
+    def integrity_ok(self) -> bool:
+        return self._query("PRAGMA integrity_check")[0][0] == "ok"
+
+    # --- reconcile ----------------------------------------------------------------------
+
+    def reconcile(self) -> ReconcileReport:
+        """Bring rows and files back into agreement after a crash or a manual change."""
+        report = ReconcileReport(moved_aside=self.moved_aside)
+        known: set[str] = set()
+        rows = self._query("SELECT id, image_path, missing FROM generations WHERE image_path IS NOT NULL")
+        gone, back = [], []
+        for entry_id, path, missing in rows:
+            known.add(path)
+            exists = os.path.exists(path)
+            if not exists and not missing:
+                gone.append(entry_id)
+            elif exists and missing:
+                back.append(entry_id)
+        with self._transaction():
+            self._db.executemany("UPDATE generations SET missing = 1 WHERE id = ?", [(i,) for i in gone])
+            self._db.executemany("UPDATE generations SET missing = 0 WHERE id = ?", [(i,) for i in back])
+        report.marked_missing, report.found_again = len(gone), len(back)
+        for path in _walk_files(self.outputs_dir):
+            if path.name.endswith(TEMP_SUFFIX):
+                path.unlink(missing_ok=True)
+                report.temp_removed += 1
+            elif path.suffix.lower() == ".png" and str(path) not in known:
+                if self._adopt(path):
+                    report.adopted += 1
+                else:
+                    report.unreadable += 1
+        if report.changed:
+            log.warning(report.message())
+        return report
+
+    def _adopt(self, path: Path) -> bool:
+        try:
+            data = json.loads(png_text(path)[SDTUI_KEY])
+            request = GenerationRequest(**data["request"])
+            info = data.get("info", {})
+            entry = HistoryEntry.for_request(request, "done", image_index=int(data.get("index", 0)),
+                                             model=info.get("model", ""), device=info.get("device", ""),
+                                             dtype=info.get("dtype", ""), image_path=str(path))
+            entry.seed = int(data["seed"])
+            entry.created_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
+                timespec="milliseconds")
+        except (OSError, KeyError, ValueError, TypeError):
+            return False
+        self.add(entry)
+        return True
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    if not root.is_dir():
+        return
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            yield Path(folder) / name
+
+
+def _entry(row: sqlite3.Row) -> HistoryEntry:
+    return HistoryEntry(**{key: row[key] for key in row.keys()})
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (the connection is in autocommit mode)."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock):
+        self._db = db
+        self._lock = lock
+
+    def __enter__(self):
+        self._lock.acquire()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._db
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()
+        return False

@@ -1,0 +1,191 @@
+"""PNG files with their generation parameters.
+
+Each image carries an A1111-compatible ``parameters`` text chunk, which A1111, ComfyUI
+loaders, InvokeAI, civitai and sdtui itself all read, plus the full request as JSON in
+an ``sdtui`` chunk. The reader also turns other tools' ``parameters`` text back into a
+request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui import __version__
+from tui.engine.request import GenerationRequest, InvalidRequest, validate_request
+from tui.engine.schedulers import find_scheduler, scheduler_from_a1111
+
+PARAMETERS_KEY = "parameters"
+SDTUI_KEY = "sdtui"
+NEGATIVE_PREFIX = "Negative prompt:"
+
+# One "Key: value" pair of an A1111 parameters line; a value is either JSON-quoted or runs to the next comma.
+_PAIR = re.compile(r'\s*(\w[\w \-/+.]*?):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    if any(ch in text for ch in ',:\n"'):
+        return json.dumps(text, ensure_ascii=False)
+    return text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any] | None = None) -> str:
+    """The A1111 ``parameters`` text for one image made with ``seed``."""
+    info = info or {}
+    spec = find_scheduler(request.scheduler)
+    pairs = [
+        ("Steps", request.steps),
+        ("Sampler", spec.a1111_name if spec else request.scheduler),
+        ("CFG scale", _number(request.guidance)),
+        ("Seed", seed),
+        ("Size", f"{request.width}x{request.height}"),
+    ]
+    if info.get("model"):
+        pairs.append(("Model", info["model"]))
+    pairs.append(("Version", f"sdtui {__version__}"))
+    lines = [request.prompt]
+    if request.negative_prompt:
+        lines.append(f"{NEGATIVE_PREFIX} {request.negative_prompt}")
+    lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in pairs))
+    return "\n".join(lines)
+
+
+@dataclass
+class ParsedParameters:
+    prompt: str
+    negative_prompt: str = ""
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return str(json.loads(value))
+        except ValueError:
+            return value[1:-1]
+    return value
+
+
+def _settings_line(line: str) -> dict[str, str] | None:
+    pairs = _PAIR.findall(line)
+    # A prompt line can hold a "key: value" by chance; a settings line has several, Steps among them.
+    if len(pairs) < 3 or not any(key.strip() == "Steps" for key, _ in pairs):
+        return None
+    return {key.strip(): _unquote(value) for key, value in pairs}
+
+
+def parse_parameters(text: str) -> ParsedParameters:
+    """Split A1111 ``parameters`` text into prompt, negative prompt and the settings line."""
+    lines = text.strip("\n").split("\n")
+    settings = _settings_line(lines[-1]) if lines else None
+    if settings is not None:
+        lines = lines[:-1]
+    prompt_lines: list[str] = []
+    negative_lines: list[str] = []
+    target = prompt_lines
+    for line in lines:
+        if target is prompt_lines and line.startswith(NEGATIVE_PREFIX):
+            target = negative_lines
+            line = line[len(NEGATIVE_PREFIX):].lstrip(" ")
+        target.append(line)
+    return ParsedParameters("\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), settings or {})
+
+
+class MetadataError(ValueError):
+    """A PNG has no parameters sdtui can use; the message says what was found."""
+
+
+def request_from_parameters(text: str) -> GenerationRequest:
+    parsed = parse_parameters(text)
+    settings = parsed.settings
+    raw: dict[str, Any] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
+    if "Steps" in settings:
+        raw["steps"] = settings["Steps"]
+    if "CFG scale" in settings:
+        raw["guidance"] = settings["CFG scale"]
+    if "Seed" in settings:
+        raw["seed"] = settings["Seed"]
+    size = settings.get("Size", "")
+    if "x" in size:
+        raw["width"], raw["height"] = (part.strip() for part in size.split("x", 1))
+    if "Sampler" in settings:
+        spec = scheduler_from_a1111(settings["Sampler"], settings.get("Schedule type"))
+        if spec is None:
+            raise MetadataError(f"scheduler: {settings['Sampler']!r} from the image is not one sdtui knows")
+        raw["scheduler"] = spec.name
+    try:
+        return validate_request(raw)
+    except InvalidRequest as error:
+        raise MetadataError(f"the image's parameters are not usable: {error}") from None
+
+
+def png_text(path: Path) -> dict[str, str]:
+    """All text chunks of a PNG (tEXt, zTXt, iTXt)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()  # text chunks after the image data are read only once the data is
+        return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
+
+
+def read_request(path: Path) -> GenerationRequest:
+    """The request an image was made with: sdtui's own chunk first, else A1111 ``parameters``."""
+    try:
+        chunks = png_text(path)
+    except OSError as error:
+        raise MetadataError(f"{path.name}: cannot read it as a PNG ({error})") from None
+    if SDTUI_KEY in chunks:
+        try:
+            data = json.loads(chunks[SDTUI_KEY])
+            return validate_request({**data["request"], "seed": data["seed"], "count": 1})
+        except (ValueError, KeyError, TypeError, InvalidRequest):
+            pass  # fall back to the A1111 text
+    if PARAMETERS_KEY in chunks:
+        return request_from_parameters(chunks[PARAMETERS_KEY])
+    raise MetadataError(f"{path.name}: no generation parameters found in its metadata")
+
+
+def write_png(path: Path, image, request: GenerationRequest, seed: int, index: int,
+              info: dict[str, Any] | None = None) -> None:
+    """Write ``image`` with both chunks and flush it to disk."""
+    from PIL.PngImagePlugin import PngInfo
+
+    meta = PngInfo()
+    meta.add_text(PARAMETERS_KEY, format_parameters(request, seed, info))
+    payload = {"request": request.to_dict(), "seed": seed, "index": index, "info": info or {},
+               "version": __version__}
+    meta.add_text(SDTUI_KEY, json.dumps(payload, ensure_ascii=False))
+    with open(path, "wb") as handle:
+        image.save(handle, format="PNG", pnginfo=meta)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def prompt_slug(prompt: str, limit: int = 48) -> str:
+    """A file-name-safe fragment of a prompt: lowercase ASCII letters, digits and dashes only,
+    so no prompt can make a path leave the outputs folder or hit a reserved device name."""
+    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii").lower()
+    words = re.findall(r"[a-z0-9]+", ascii_text)
+    slug = ""
+    for word in words:
+        candidate = f"{slug}-{word}" if slug else word
+        if len(candidate) > limit:
+            break
+        slug = candidate
+    if not slug or slug in _RESERVED:
+        slug = f"image-{slug}" if slug else "image"
+    return slug[:limit]
