@@ -48,6 +48,25 @@ class EngineOptions:
     preview_max_fps: float = 4.0
 
 
+class _ListenerError(Exception):
+    """An exception raised by the caller's event handler (saving an image, say): it is the
+    caller's to handle, so it passes through the engine instead of becoming a Failed event."""
+
+    def __init__(self, error: Exception):
+        super().__init__(str(error))
+        self.error = error
+
+
+def _guarded(on_event: OnEvent) -> OnEvent:
+    def emit(event: Event) -> None:
+        try:
+            on_event(event)
+        except Exception as error:
+            raise _ListenerError(error) from error
+
+    return emit
+
+
 class _CancelRequested(Exception):
     """Raised inside the step callback to leave the pipeline at once, skipping the VAE decode."""
 
@@ -149,7 +168,12 @@ class Engine:
         they arrive as a Failed event and the engine stays usable."""
         called = time.perf_counter()
         self._cancel.clear()
-        request = request.with_seed()
+        try:
+            return self._generate(request.with_seed(), _guarded(on_event), called)
+        except _ListenerError as error:
+            raise error.error from None
+
+    def _generate(self, request: GenerationRequest, on_event: OnEvent, called: float) -> list[Finished]:
         results: list[Finished] = []
         try:
             if not self.loaded:
@@ -162,6 +186,8 @@ class Engine:
             for first in range(0, request.count, batch):
                 indices = list(range(first, min(first + batch, request.count)))
                 results += self._run_batch(request, indices, called, swap_start, on_event)
+        except _ListenerError:
+            raise
         except _CancelRequested:
             log.info("cancelled after %d of %d images", len(results), request.count)
             on_event(Cancelled(request, len(results)))

@@ -114,8 +114,8 @@ class ReconcileReport:
 
     @property
     def changed(self) -> bool:
-        return any((self.marked_missing, self.found_again, self.adopted, self.temp_removed, self.unreadable,
-                    self.moved_aside))
+        """Whether anything was repaired. Foreign PNGs left alone are not news on every start."""
+        return any((self.marked_missing, self.found_again, self.adopted, self.temp_removed, self.moved_aside))
 
     def message(self) -> str:
         parts = []

@@ -184,6 +184,7 @@ def prompt_slug(prompt: str, limit: int = 48) -> str:
     for word in words:
         candidate = f"{slug}-{word}" if slug else word
         if len(candidate) > limit:
+            slug = slug or word[:limit]
             break
         slug = candidate
     if not slug or slug in _RESERVED:

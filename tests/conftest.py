@@ -1,0 +1,49 @@
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Library progress bars and telemetry off for the whole test run, and never the network.
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+@pytest.fixture
+def sdtui_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("SDTUI_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def demo_engine():
+    from tui.engine import Engine, EngineOptions
+
+    engine = Engine(EngineOptions(model="demo", preview_max_fps=0))
+    engine.load()
+    return engine
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_dir(tmp_path_factory, demo_engine):
+    """The demo pipeline saved as a diffusers folder (safetensors), for from_pretrained tests."""
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    from tui.engine.demo import build_demo_pipeline
+
+    build_demo_pipeline().save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def sdtui_command() -> list[str]:
+    """The installed console script, as a user runs it."""
+    script = shutil.which("sdtui", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    assert script, "the sdtui console script is not installed (pip install -e '.[test]')"
+    return [script]
+
+
+def run_sdtui(args, env_extra=None, timeout=120, cwd=None):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(sdtui_command() + list(args), capture_output=True, text=True, timeout=timeout, env=env,
+                          cwd=cwd)

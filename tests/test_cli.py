@@ -1,0 +1,95 @@
+"""The installed ``sdtui`` command, run as a user runs it."""
+
+import re
+import sqlite3
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_sdtui
+from tui.store.images import read_request, request_from_parameters
+
+
+def test_generate_writes_a_png_whose_parameters_parse_back_and_repeats_exactly(sdtui_home, tmp_path):
+    first = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", "--output", str(tmp_path / "fox.png")])
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == f"{tmp_path / 'fox.png'}\n"
+    image = Image.open(tmp_path / "fox.png")
+    request = request_from_parameters(image.text["parameters"])
+    assert (request.prompt, request.seed, request.steps, request.width, request.height) == ("a red fox", 7, 20, 512,
+                                                                                          512)
+    assert read_request(tmp_path / "fox.png") == request
+    second = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", "--output", str(tmp_path / "fox2.png")])
+    assert second.returncode == 0
+    assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "fox2.png")))
+    rows = sqlite3.connect(sdtui_home / "history.db").execute(
+        "SELECT prompt, seed, status, image_path, model, device FROM generations ORDER BY id").fetchall()
+    assert rows == [("a red fox", 7, "done", str(tmp_path / "fox.png"), "demo model (random weights)", "cpu"),
+                    ("a red fox", 7, "done", str(tmp_path / "fox2.png"), "demo model (random weights)", "cpu")]
+
+
+def test_progress_goes_to_stderr_without_library_noise(sdtui_home):
+    result = run_sdtui(["generate", "a fox " * 40, "--demo", "--steps", "4", "--width", "128", "--height", "128",
+                        "--count", "2", "--seed", "1", "--scheduler", "euler a"])
+    assert result.returncode == 0, result.stderr
+    paths = result.stdout.split()
+    assert len(paths) == 2 and all(p.endswith(".png") for p in paths)
+    assert "-1-a-fox-a-fox" in paths[0] and "-2-a-fox" in paths[1]
+    err = result.stderr
+    assert "loaded demo model (random weights)" in err and "4/4" in err and "it/s" in err and "RSS" in err
+    assert "warning: prompt is 162 tokens; the model reads 77, so the last 85 are dropped" in err
+    for noise in ("Warning", "warn(", "Traceback", "it/s]", "%|", "torchvision", "deprecat"):
+        assert noise not in err, noise
+
+
+@pytest.mark.parametrize("args,field", [
+    (["generate", "", "--demo"], "prompt"),
+    (["generate", "   ", "--demo"], "prompt"),
+    (["generate", "x", "--demo", "--width", "513"], "width"),
+    (["generate", "x", "--demo", "--height", "abc"], "height"),
+    (["generate", "x", "--demo", "--steps", "0"], "steps"),
+    (["generate", "x", "--demo", "--guidance", "nan"], "guidance"),
+    (["generate", "x", "--demo", "--seed", "-3"], "seed"),
+    (["generate", "x", "--demo", "--count", "101"], "count"),
+    (["generate", "x", "--demo", "--scheduler", "warp"], "scheduler"),
+    (["generate", "x", "--model", "/no/such/folder"], "model"),
+    (["generate", "x", "--demo", "--device", "tpu"], "--device"),
+    (["generate", "x", "--demo", "--bogus"], "--bogus"),
+    (["--demo", "generate", "x", "--model", "m/n"], "--model"),
+])
+def test_invalid_input_exits_2_with_one_line_naming_the_field(sdtui_home, args, field):
+    result = run_sdtui(args, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sdtui: ") and field in lines[0]
+    assert result.stdout == ""
+
+
+def test_bad_config_file_exits_2_naming_file_and_key(sdtui_home):
+    sdtui_home.mkdir()
+    (sdtui_home / "config.toml").write_text("stepz = 4\n")
+    result = run_sdtui(["generate", "x", "--demo"], timeout=60)
+    assert result.returncode == 2
+    assert re.fullmatch(r"sdtui: .*config\.toml: unknown key 'stepz'; known keys are .*\n", result.stderr)
+
+
+def test_flags_before_the_subcommand_apply(sdtui_home, tmp_path):
+    result = run_sdtui(["--demo", "generate", "x", "--steps", "1", "--width", "64", "--height", "64"])
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_lists_the_subcommands():
+    result = run_sdtui(["--help"], timeout=60)
+    assert result.returncode == 0 and "generate" in result.stdout
+    sub = run_sdtui(["generate", "--help"], timeout=60)
+    assert "--negative" in sub.stdout and "--allow-pickle" in sub.stdout and "--output" in sub.stdout
+
+
+def test_unwritable_output_is_a_runtime_failure(sdtui_home, tmp_path):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("x")
+    result = run_sdtui(["generate", "x", "--demo", "--steps", "1", "--width", "64", "--height", "64",
+                        "--output", str(blocked / "out.png")])
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("sdtui: saving failed:")

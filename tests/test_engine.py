@@ -1,0 +1,223 @@
+"""The engine on the real diffusers code, with the demo model."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from tui.engine import (Cancelled, Engine, EngineOptions, Failed, Finished, GenerationRequest, Notice, Started,
+                        Step)
+
+SMALL = dict(width=128, height=128, steps=6)
+
+
+def run(engine, request):
+    events = []
+    results = engine.generate(request, events.append)
+    return results, events
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def test_event_order_for_a_two_image_job(demo_engine):
+    results, events = run(demo_engine, GenerationRequest("a red fox", seed=11, count=2, **SMALL))
+    names = kinds(events)
+    assert names[0] == "Started"
+    assert names == ["Started"] + ["Step"] * 6 + ["Finished"] + ["Step"] * 6 + ["Finished"]
+    steps = [e for e in events if isinstance(e, Step)]
+    assert [s.step for s in steps] == [1, 2, 3, 4, 5, 6] * 2
+    assert all(s.total == 6 and s.it_per_s > 0 and s.memory.process_rss > 0 for s in steps)
+    assert [r.seed for r in results] == [11, 12]
+    assert results[0].image.size == (128, 128)
+    assert results[0].timings.total_s > 0 and results[0].timings.peak_memory > 0
+    assert results[0].info["model"] == "demo model (random weights)"
+
+
+def test_same_seed_gives_identical_pixels_and_image_k_uses_seed_plus_k(demo_engine):
+    first, _ = run(demo_engine, GenerationRequest("a lighthouse", seed=1234, **SMALL))
+    again, _ = run(demo_engine, GenerationRequest("a lighthouse", seed=1234, **SMALL))
+    pair, _ = run(demo_engine, GenerationRequest("a lighthouse", seed=1233, count=2, **SMALL))
+    pixels = np.asarray(first[0].image)
+    assert np.array_equal(pixels, np.asarray(again[0].image))
+    assert np.array_equal(pixels, np.asarray(pair[1].image))
+    assert not np.array_equal(pixels, np.asarray(pair[0].image))
+
+
+def test_random_seed_is_drawn_and_reported(demo_engine):
+    results, events = run(demo_engine, GenerationRequest("x", seed=None, **SMALL))
+    started = events[0]
+    assert isinstance(started, Started) and started.request.seed is not None
+    assert results[0].seed == started.request.seed
+
+
+def test_previews_are_small_rgb_images_of_latent_size(demo_engine):
+    _, events = run(demo_engine, GenerationRequest("x", seed=1, width=256, height=192, steps=5))
+    previews = [e.preview for e in events if isinstance(e, Step) and e.preview is not None]
+    assert previews, "the demo engine has preview_max_fps=0 (unthrottled), so previews must come"
+    assert all(p.size == (256 // 8, 192 // 8) and p.mode == "RGB" for p in previews)
+    # The last step has no preview: the final image is on its way.
+    assert events[-2].preview is None
+
+
+@pytest.mark.parametrize("scheduler", ["Euler", "DPM++ 2M Karras", "UniPC", "DDIM", "PNDM", "LMS"])
+def test_previews_use_the_denoised_estimate_where_the_scheduler_gives_one(demo_engine, scheduler):
+    captured = []
+    original = demo_engine._previewer.to_image
+
+    def spy(latents):
+        captured.append(latents)
+        return original(latents)
+
+    demo_engine._previewer.to_image = spy
+    try:
+        run(demo_engine, GenerationRequest("x", seed=3, scheduler=scheduler, **SMALL))
+    finally:
+        demo_engine._previewer.to_image = original
+    assert captured and all(t.shape == (1, 4, 16, 16) for t in captured)
+
+
+def test_preview_interval_and_switch_off():
+    engine = Engine(EngineOptions(model="demo", preview_interval=3, preview_max_fps=0))
+    _, events = run(engine, GenerationRequest("x", seed=1, width=128, height=128, steps=9))
+    with_preview = [e.step for e in events if isinstance(e, Step) and e.preview is not None]
+    assert with_preview == [3, 6]
+    engine.options.previews = False
+    _, events = run(engine, GenerationRequest("x", seed=1, **SMALL))
+    assert all(e.preview is None for e in events if isinstance(e, Step))
+
+
+def test_cancel_is_honoured_within_one_step_and_skips_the_vae_decode(demo_engine):
+    decodes = []
+    original_decode = demo_engine.pipe.vae.decode
+
+    def counting_decode(*args, **kwargs):
+        decodes.append(1)
+        return original_decode(*args, **kwargs)
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, Step) and event.step == 3:
+            demo_engine.cancel()
+
+    events = []
+    demo_engine.pipe.vae.decode = counting_decode
+    try:
+        results = demo_engine.generate(GenerationRequest("x", seed=5, count=3, **SMALL), on_event)
+    finally:
+        demo_engine.pipe.vae.decode = original_decode
+    assert results == []
+    assert kinds(events) == ["Started", "Step", "Step", "Step", "Cancelled"]
+    assert decodes == []
+    # The engine stays usable and a new job is not affected by the old cancel.
+    results, events = run(demo_engine, GenerationRequest("x", seed=5, **SMALL))
+    assert len(results) == 1 and kinds(events)[-1] == "Finished"
+
+
+def test_cancel_from_another_thread(demo_engine):
+    first_step = threading.Event()
+    events = []
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, Step):
+            first_step.set()
+
+    worker = threading.Thread(target=demo_engine.generate,
+                              args=(GenerationRequest("x", seed=1, width=256, height=256, steps=200), on_event))
+    worker.start()
+    assert first_step.wait(60)
+    demo_engine.cancel()
+    worker.join(30)
+    assert not worker.is_alive()
+    assert isinstance(events[-1], Cancelled)
+    assert sum(isinstance(e, Step) for e in events) < 200
+
+
+def test_out_of_memory_inside_the_unet_becomes_a_failed_event_and_the_next_job_runs(demo_engine):
+    def raise_oom(module, args, output):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    handle = demo_engine.pipe.unet.register_forward_hook(raise_oom)
+    try:
+        results, events = run(demo_engine, GenerationRequest("x", seed=1, **SMALL))
+    finally:
+        handle.remove()
+    assert results == []
+    failed = events[-1]
+    assert isinstance(failed, Failed) and failed.out_of_memory
+    assert "attention slicing" in failed.message and "smaller size" in failed.message
+    results, events = run(demo_engine, GenerationRequest("x", seed=1, **SMALL))
+    assert len(results) == 1 and isinstance(events[-1], Finished)
+
+
+def test_mps_out_of_memory_runtime_error_is_recognised(demo_engine):
+    def raise_mps_oom(module, args, output):
+        raise RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1 GB)")
+
+    handle = demo_engine.pipe.unet.register_forward_hook(raise_mps_oom)
+    try:
+        _, events = run(demo_engine, GenerationRequest("x", seed=1, **SMALL))
+    finally:
+        handle.remove()
+    assert isinstance(events[-1], Failed) and events[-1].out_of_memory
+
+
+def test_any_other_pipeline_error_is_one_line_and_the_engine_survives(demo_engine):
+    def explode(module, args, output):
+        raise ValueError("boom\nsecond line")
+
+    handle = demo_engine.pipe.unet.register_forward_hook(explode)
+    try:
+        _, events = run(demo_engine, GenerationRequest("x", seed=1, **SMALL))
+    finally:
+        handle.remove()
+    assert isinstance(events[-1], Failed) and events[-1].message == "generation failed: ValueError: boom"
+    assert kinds(run(demo_engine, GenerationRequest("x", seed=1, **SMALL))[1])[-1] == "Finished"
+
+
+def test_long_prompt_is_accepted_and_the_dropped_tokens_are_reported(demo_engine):
+    _, events = run(demo_engine, GenerationRequest("fox " * 60, seed=1, **SMALL))
+    notices = [e for e in events if isinstance(e, Notice)]
+    assert len(notices) == 1 and notices[0].level == "warning"
+    # The demo tokenizer is byte-level with no merges: each "fox" is f, o, x</w>; plus start and end.
+    assert notices[0].message == "prompt is 182 tokens; the model reads 77, so the last 105 are dropped"
+    assert isinstance(events[-1], Finished)
+
+
+def test_changing_scheduler_never_reloads_the_model(demo_engine):
+    pipe, unet = demo_engine.pipe, demo_engine.pipe.unet
+    for name in ("Euler a", "DDIM", "DPM++ 2M SDE Karras", "Heun", "Euler a"):
+        _, events = run(demo_engine, GenerationRequest("x", seed=2, scheduler=name, **SMALL))
+        assert isinstance(events[-1], Finished)
+        assert type(demo_engine.pipe.scheduler).__name__ != "PNDMScheduler"
+    assert demo_engine.pipe is pipe and demo_engine.pipe.unet is unet
+
+
+def test_demo_model_is_identical_on_every_build():
+    from tui.engine.demo import build_demo_pipeline
+
+    first, second = build_demo_pipeline(), build_demo_pipeline()
+    for a, b in zip(first.unet.parameters(), second.unet.parameters()):
+        assert torch.equal(a, b)
+    assert first.vae_scale_factor == 8
+
+
+def test_load_reports_decisions_with_reasons():
+    events = []
+    engine = Engine(EngineOptions(model="demo"))
+    engine.load(events.append)
+    assert kinds(events) == ["LoadStarted", "Loaded"]
+    loaded = events[-1]
+    assert loaded.device == "cpu" and loaded.dtype == "float32"
+    assert any(line.startswith("attention slicing: off (auto:") for line in loaded.decisions)
+    assert any(line.startswith("warm-up pass: off") for line in loaded.decisions)
+
+
+def test_bad_device_fails_generation_with_a_clear_message():
+    engine = Engine(EngineOptions(model="demo", device="cuda"))
+    _, events = run(engine, GenerationRequest("x", **SMALL))
+    assert isinstance(events[-1], Failed) and events[-1].message.startswith("device: cuda was asked for")

@@ -1,0 +1,165 @@
+"""The SQLite history and its images: saving, queries, delete, reconcile, crash safety."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tui.engine.request import GenerationRequest
+from tui.store.history import History, HistoryEntry
+
+
+@pytest.fixture
+def history(tmp_path):
+    store = History(tmp_path / "history.db", tmp_path / "outputs")
+    yield store
+    store.close()
+
+
+def save(history, prompt="a red fox", seed=7, **kwargs):
+    request = GenerationRequest(prompt, seed=seed, **kwargs)
+    entry = HistoryEntry.for_request(request, "done", model="demo", total_s=1.5, it_per_s=8.0, peak_memory=123)
+    path = history.save_image(Image.new("RGB", (16, 16), "blue"), request, seed, 0, entry, {"model": "demo"})
+    return entry, path
+
+
+def test_save_writes_the_png_and_its_row(history, tmp_path):
+    entry, path = save(history)
+    assert path.exists() and path.is_relative_to(tmp_path / "outputs")
+    assert path.name.endswith("-7-a-red-fox.png")
+    row = history.get(entry.id)
+    assert row.image_path == str(path) and row.status == "done" and row.model == "demo"
+    assert (row.prompt, row.seed, row.steps, row.scheduler, row.total_s) == ("a red fox", 7, 20, "DPM++ 2M Karras", 1.5)
+    assert row.created_at.endswith("+00:00")
+    assert not list(path.parent.glob(".*partial"))
+
+
+def test_same_name_never_overwrites(history):
+    _, first = save(history)
+    _, second = save(history)
+    assert first != second and first.exists() and second.exists()
+
+
+def test_wal_mode_and_schema_version(history, tmp_path):
+    db = sqlite3.connect(tmp_path / "history.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_recent_search_get_and_delete(history):
+    ids = []
+    for i, prompt in enumerate(["a red fox", "a blue whale", "50% off_sale", "a red car"]):
+        ids.append(save(history, prompt, seed=i)[0].id)
+    history.add(HistoryEntry.for_request(GenerationRequest("cancelled fox", seed=1), "cancelled", error="cancelled"))
+    assert [e.prompt for e in history.recent(3)] == ["cancelled fox", "a red car", "50% off_sale"]
+    assert [e.prompt for e in history.recent(2, offset=3)] == ["a blue whale", "a red fox"]
+    assert {e.prompt for e in history.search("RED")} == {"a red fox", "a red car"}
+    assert [e.prompt for e in history.search("50%")] == ["50% off_sale"]
+    assert history.search("_") and history.search("%_") == []
+    assert history.recent_prompts()[:2] == ["cancelled fox", "a red car"]
+    entry = history.get(ids[0])
+    assert history.delete(ids[0]) and history.get(ids[0]) is None
+    assert not Path(entry.image_path).exists()
+    assert not history.delete(ids[0])
+    assert history.count() == 4
+
+
+def test_request_of_an_entry_remakes_that_image(history):
+    entry, _ = save(history, "x", seed=41, steps=9, width=256)
+    assert history.get(entry.id).request() == GenerationRequest("x", seed=41, steps=9, width=256)
+
+
+def test_reconcile_marks_missing_files_adopts_orphans_and_removes_partials(history, tmp_path):
+    kept, kept_path = save(history, "kept")
+    gone, gone_path = save(history, "gone", seed=2)
+    orphan, orphan_path = save(history, "orphan", seed=3)
+    gone_path.unlink()
+    with history._transaction() as db:  # an image whose row never committed
+        db.execute("DELETE FROM generations WHERE id = ?", (orphan.id,))
+    partial = orphan_path.with_name(".half-written.png.partial")
+    partial.write_bytes(b"\x89PNG")
+    stranger = orphan_path.with_name("from-elsewhere.png")
+    Image.new("RGB", (4, 4)).save(stranger)
+
+    report = history.reconcile()
+    assert (report.marked_missing, report.adopted, report.temp_removed, report.unreadable) == (1, 1, 1, 1)
+    assert "marked missing" in report.message() and "added back" in report.message()
+    assert history.get(gone.id).missing == 1 and history.get(kept.id).missing == 0
+    adopted = history.search("orphan")[0]
+    assert adopted.image_path == str(orphan_path) and adopted.seed == 3 and adopted.status == "done"
+    assert not partial.exists() and stranger.exists()
+
+    Image.new("RGB", (4, 4)).save(gone_path)  # the file comes back
+    second = history.reconcile()
+    assert second.found_again == 1 and history.get(gone.id).missing == 0
+    assert not history.reconcile().changed
+
+
+def test_a_corrupt_database_is_moved_aside_and_a_new_one_started(tmp_path):
+    db_path = tmp_path / "history.db"
+    db_path.write_bytes(b"this is not a database" * 200)
+    store = History(db_path, tmp_path / "outputs")
+    try:
+        assert store.moved_aside and Path(store.moved_aside).exists()
+        report = store.reconcile()
+        assert "moved to" in report.message()
+        save(store)
+        assert store.count() == 1 and store.integrity_ok()
+    finally:
+        store.close()
+
+
+def test_exact_output_path_replaces_and_records(history, tmp_path):
+    request = GenerationRequest("x", seed=1)
+    target = tmp_path / "elsewhere" / "fox.png"
+    for _ in range(2):
+        entry = HistoryEntry.for_request(request, "done")
+        path = history.save_image(Image.new("RGB", (8, 8)), request, 1, 0, entry, output=target)
+    assert path == target and target.exists() and history.count() == 2
+
+
+WRITER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from PIL import Image
+    from tui.engine.request import GenerationRequest
+    from tui.store.history import History, HistoryEntry
+    root = Path(sys.argv[1])
+    store = History(root / "history.db", root / "outputs")
+    image = Image.effect_noise((256, 256), 64).convert("RGB")
+    print("ready", flush=True)
+    for i in range(100000):
+        request = GenerationRequest(f"prompt {i}", seed=i)
+        store.save_image(image, request, i, 0, HistoryEntry.for_request(request, "done"))
+""")
+
+
+@pytest.mark.slow
+def test_sigkill_during_saves_leaves_a_consistent_history(tmp_path):
+    rng = random.Random(1)
+    for _ in range(6):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.05, 0.6))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    store = History(tmp_path / "history.db", tmp_path / "outputs")
+    try:
+        assert store.integrity_ok()
+        report = store.reconcile()
+        assert report.marked_missing == 0, "a committed row never lacks its file"
+        rows = store.recent(1_000_000)
+        assert len(rows) > 6
+        assert all(Path(r.image_path).exists() for r in rows)
+        on_disk = {str(p) for p in (tmp_path / "outputs").rglob("*") if p.is_file()}
+        assert on_disk == {r.image_path for r in rows}, "every file has a row and no partial file is left"
+    finally:
+        store.close()
