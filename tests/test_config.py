@@ -29,7 +29,7 @@ def test_values_from_the_file(tmp_path):
     ('device = "gpu"', "device = 'gpu' is not allowed; use one of auto, mps, cuda, cpu"),
     ('attention_slicing = "yes"', "use one of auto, on, off"),
     ('previews = "yes"', "previews = 'yes' is not allowed; use true or false"),
-    ("preview_max_fps = 0", "preview_max_fps = 0 is not allowed"),
+    ("preview_max_fps = -1", "preview_max_fps = -1 is not allowed"),
     ('scheduler = "nope"', "scheduler: unknown 'nope'"),
     ("steps = [1, 2]", "steps = [1, 2] is not allowed"),
     ("steps = true", "steps = True is not allowed"),

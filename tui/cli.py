@@ -116,13 +116,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_app(args: argparse.Namespace) -> int:
+    from tui.engine.device import enable_mps_fallback
+
+    enable_mps_fallback()  # before the generation thread imports torch
     settings = _settings_from(args)
-    try:
-        from tui.app import run
-    except ImportError:
-        print("sdtui: the interactive app is not part of this build; use `sdtui generate PROMPT` "
-              "(see sdtui --help)", file=sys.stderr)
-        return EXIT_USAGE
+    from tui.app import run
+
     return run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose)
 
 

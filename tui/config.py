@@ -80,8 +80,8 @@ def _check(key: str, value: Any, where: str) -> Any:
         return value
     if key == "preview_max_fps":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0 < value <= 60:
-            raise bad("use a number of previews per second above 0, at most 60")
+                or not 0 <= value <= 60:
+            raise bad("use a number of previews per second from 0 (no limit) to 60")
         return float(value)
     if key in ("model", "outputs_dir"):
         if not isinstance(value, str) or (key == "model" and not value.strip()):

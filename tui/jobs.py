@@ -48,6 +48,7 @@ class JobRecorder:
         entry.seed = event.seed
         output = numbered_output(self.output, event.index, request.count) if self.output else None
         path = self.history.save_image(event.image, request, event.seed, event.index, entry, info, output)
-        log.info("saved %s (seed %d)", path, event.seed)
+        log.info("image %d/%d saved: seed %d, %.1f s, %.2f it/s, %s", event.index + 1, request.count, event.seed,
+                 timings.total_s, timings.it_per_s, path)
         self.saved.append(path)
         return path

@@ -87,6 +87,7 @@ class Engine:
         self._scheduler_name = ""
         self._denoised = None
         self._previewer: LatentPreviewer | None = None
+        self._slicing: bool | None = None
 
     # --- loading ------------------------------------------------------------------------
 
@@ -105,6 +106,7 @@ class Engine:
         self.unload()
         options = self.options
         source = resolve_source(options.model)
+        log.info("loading %s (%s)", source.label, source.kind)
         on_event(LoadStarted(source.label, source.kind))
         started = time.perf_counter()
         device = devices.choose_device(options.device, torch.backends.mps.is_available(), torch.cuda.is_available())
@@ -113,7 +115,9 @@ class Engine:
         if source.kind == "demo":
             from tui.engine.demo import build_demo_pipeline
 
-            pipe = build_demo_pipeline().to(dtype=torch_dtype)
+            pipe = build_demo_pipeline()
+            if torch_dtype != torch.float32:
+                pipe = pipe.to(dtype=torch_dtype)
         elif source.kind == "file":
             check_single_file(Path(source.ref), options.allow_pickle)
             raise AssertionError("unreachable: single files are refused above")
@@ -126,14 +130,11 @@ class Engine:
         pipe = pipe.to(device.value)
         pipe.set_progress_bar_config(disable=True)
 
-        slicing = devices.choose_attention_slicing(options.attention_slicing, device.value, total_ram())
-        if slicing.value:
-            pipe.enable_attention_slicing()
-        else:
-            pipe.disable_attention_slicing()
         self.pipe = pipe
+        self.device = device.value
+        slicing = self._apply_attention_slicing()
         self.model_label = source.label
-        self.device, self.dtype = device.value, dtype.value
+        self.dtype = dtype.value
         self.family = _family(pipe, source.label)
         self._previewer = LatentPreviewer(latent_format_for(type(pipe).__name__))
         self._base_scheduler_config = dict(pipe.scheduler.config)
@@ -150,11 +151,29 @@ class Engine:
         on_event(Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
                         tuple(d.describe() for d in self.decisions)))
 
+    @property
+    def attention_slicing_active(self) -> bool:
+        return bool(self._slicing)
+
+    def _apply_attention_slicing(self) -> devices.Decision:
+        """Apply the attention slicing setting; cheap, so it can change between jobs without a reload."""
+        decision = devices.choose_attention_slicing(self.options.attention_slicing, self.device, total_ram())
+        if decision.value != self._slicing:
+            if decision.value:
+                self.pipe.enable_attention_slicing()
+            else:
+                self.pipe.disable_attention_slicing()
+            if self._slicing is not None:
+                log.info(decision.describe())
+            self._slicing = decision.value
+        return decision
+
     def unload(self) -> None:
         if self.pipe is None:
             return
         self.pipe = None
         self._schedulers = {}
+        self._slicing = None
         _free_device_memory(self.device)
 
     # --- generation ---------------------------------------------------------------------
@@ -179,6 +198,7 @@ class Engine:
             if not self.loaded:
                 self.load(on_event)
             self._use_scheduler(request.scheduler)
+            self._apply_attention_slicing()
             self._report_truncation(request, on_event)
             on_event(Started(request, request.count, request.steps))
             batch = devices.choose_batch_size(self.device, request.count).value
@@ -317,8 +337,8 @@ class Engine:
             timings = Timings(load_s=self.load_seconds, first_step_s=clock["first"] or total, total_s=total,
                               it_per_s=(1.0 / denoise_steps) if denoise_steps else 0.0, peak_memory=peak)
             finished = Finished(image, index, seed, request, timings, self.describe())
-            log.info("image %d/%d seed %d in %.2f s (%.2f it/s)", index + 1, request.count, seed, total,
-                     timings.it_per_s)
+            log.debug("image %d/%d seed %d in %.2f s (%.2f it/s)", index + 1, request.count, seed, total,
+                      timings.it_per_s)
             on_event(finished)
             results.append(finished)
         return results

@@ -1,0 +1,38 @@
+"""Shared set-up for the app tests: an isolated SDTUI_HOME, the demo model, and waiting on
+conditions (never on fixed sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tui.config import Settings
+
+FAST = dict(model="demo", steps=4, width=128, height=128, seed=7, preview_max_fps=0)
+
+
+def make_app(**overrides):
+    from tui.app import SdtuiApp
+    from tui.locations import locations
+
+    return SdtuiApp(Settings(**{**FAST, **overrides}), places=locations())
+
+
+async def wait_for(pilot, predicate, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
+async def wait_loaded(pilot, app) -> None:
+    await wait_for(pilot, lambda: app.engine.loaded and not app.service.busy, what="the model to load")
+
+
+async def type_prompt(pilot, text: str) -> None:
+    prompt = pilot.app.main_screen.query_one("#prompt")
+    prompt.value = ""
+    prompt.focus()
+    await pilot.press(*text) if text else None

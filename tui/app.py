@@ -1,0 +1,201 @@
+"""The sdtui app: composes the screens, owns the settings, the history and the
+generation thread. Reports from that thread become messages for the main screen."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import replace
+from pathlib import Path
+
+from textual import on
+from textual.app import App
+from textual.binding import Binding
+from textual.worker import Worker, WorkerState
+
+from tui.commands import SdtuiCommands
+from tui.config import Settings, save_settings
+from tui.engine.runner import Engine, EngineOptions
+from tui.generation import GenerationService, ImageSaved
+from tui.locations import Locations, locations, styles_dir
+from tui.messages import LogLine, wrap
+from tui.screens.ask import AskScreen
+from tui.screens.help import HelpScreen
+from tui.screens.main import MainScreen
+from tui.store.history import History
+from tui.widgets.log import LogForwarder, LogPanel
+from tui.widgets.settings import SettingsPanel
+
+log = logging.getLogger("tui.app")
+
+
+def engine_options(settings: Settings, allow_pickle: bool) -> EngineOptions:
+    return EngineOptions(model=settings.model, device=settings.device, dtype=settings.dtype,
+                         attention_slicing=settings.attention_slicing, warmup=settings.warmup,
+                         allow_pickle=allow_pickle, previews=settings.previews,
+                         preview_interval=settings.preview_interval, preview_max_fps=settings.preview_max_fps)
+
+
+class SdtuiApp(App[int]):
+    TITLE = "sdtui"
+    CSS_PATH = str(styles_dir() / "app.tcss")
+    COMMANDS = App.COMMANDS | {SdtuiCommands}
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="help"),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+    ]
+
+    def __init__(self, settings: Settings, allow_pickle: bool = False, places: Locations | None = None,
+                 save: bool = True) -> None:
+        super().__init__()
+        self.settings = settings
+        self.allow_pickle = allow_pickle
+        self.places = places or locations()
+        self.save = save
+        outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else self.places.outputs_dir
+        self.history = History(self.places.history_db, outputs)
+        self.engine = Engine(engine_options(settings, allow_pickle))
+        self.service = GenerationService(self.engine, self.history, self._report)
+        self.main_screen = MainScreen()
+        self._forwarder = LogForwarder(self._post_log)
+
+    # --- start and stop -----------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(self.main_screen)
+        self.sub_title = "starting…"
+        root = logging.getLogger()
+        root.addHandler(self._forwarder)
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        self.main_screen.recall.prompts.extend(self.history.recent_prompts())
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass  # no SIGHUP on this platform, or not the main thread (tests)
+        self.run_worker(self.service.serve, thread=True, name="generation", exit_on_error=False)
+        # Loading imports torch; start it once the first frame is on screen.
+        self.call_after_refresh(self._first_load)
+
+    def _first_load(self) -> None:
+        report = self.history.reconcile()
+        if report.changed:
+            self.notify(report.message(), severity="warning", timeout=10)
+        self.service.load(engine_options(self.settings, self.allow_pickle))
+
+    def _hang_up(self) -> None:
+        log.info("terminal hung up; stopping")
+        self.shutdown(129)
+
+    def shutdown(self, code: int = 0) -> None:
+        self.service.stop()
+        logging.getLogger().removeHandler(self._forwarder)
+        self.exit(code)
+
+    async def action_quit(self) -> None:
+        self.shutdown(0)
+
+    def on_unmount(self) -> None:
+        self.service.stop()
+        logging.getLogger().removeHandler(self._forwarder)
+        self.history.close()
+
+    @on(Worker.StateChanged)
+    def _worker_state(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            log.error("the generation thread stopped: %s", error)
+            self.notify(f"The generation thread stopped ({type(error).__name__}: {error}); restart sdtui.",
+                        severity="error", timeout=30)
+
+    # --- from the generation thread -------------------------------------------------------
+
+    def _report(self, report: object) -> None:
+        self.main_screen.post_message(wrap(report))
+
+    def _post_log(self, level: str, text: str, created: float) -> None:
+        self.main_screen.post_message(LogLine(level, text, created))
+
+    def image_finished(self, report: ImageSaved) -> None:
+        if self.settings.bell and not getattr(self, "app_focus", True):
+            self.bell()
+
+    # --- settings -----------------------------------------------------------------------
+
+    def settings_changed(self, settings: Settings, key: str, reload: bool) -> None:
+        self.settings = settings
+        options = self.engine.options
+        options.previews = settings.previews
+        options.attention_slicing = settings.attention_slicing
+        options.preview_interval, options.preview_max_fps = settings.preview_interval, settings.preview_max_fps
+        if self.save:
+            try:
+                save_settings(settings, self.places.config_file)
+            except OSError as error:
+                self.notify(f"Settings not saved: {error.strerror} ({self.places.config_file})", severity="warning")
+        if reload:
+            self.service.load(engine_options(settings, self.allow_pickle))
+
+    def use_model(self, model: str) -> None:
+        self.main_screen.query_one(SettingsPanel).set_value("model", model)
+
+    # --- actions ------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        bindings = [("app", b) for b in self.BINDINGS]
+        bindings += [("main", b) for b in MainScreen.BINDINGS]
+        from tui.widgets.prompt import PromptInput
+
+        bindings += [("prompt", b) for b in PromptInput.BINDINGS]
+        bindings.append(("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")))
+        bindings.append(("app", Binding("ctrl+p", "command_palette", "Command palette")))
+        self.push_screen(HelpScreen(bindings))
+
+    def action_switch_model(self) -> None:
+        def chosen(model: str | None) -> None:
+            if model:
+                self.use_model(model)
+
+        self.push_screen(AskScreen("Model: a Hub id (owner/name), a local diffusers folder, or demo",
+                                   self.settings.model), chosen)
+
+    def action_toggle_slicing(self) -> None:
+        setting = self.main_screen.settings.attention_slicing
+        current = self.engine.attention_slicing_active if setting == "auto" else setting == "on"
+        value = "off" if current else "on"
+        self.main_screen.query_one(SettingsPanel).set_value("attention_slicing", value)
+        self.notify(f"Attention slicing {value} from the next job.", timeout=3)
+
+    def action_toggle_previews(self) -> None:
+        value = not self.main_screen.settings.previews
+        self.main_screen.query_one(SettingsPanel).set_value("previews", value)
+        self.notify(f"Previews {'on' if value else 'off'}.", timeout=3)
+
+    def action_copy_path(self) -> None:
+        path = self.main_screen.last_path
+        if not path:
+            self.notify("No image yet.", timeout=3)
+            return
+        self.copy_to_clipboard(path)
+        self.notify(f"Copied {path}", timeout=4)
+
+    def action_clear_log(self) -> None:
+        self.main_screen.query_one(LogPanel).clear_lines()
+
+    def action_show_outputs(self) -> None:
+        self.notify(f"Images are saved in {self.history.outputs_dir}", timeout=8)
+        self.main_screen.log_line(f"outputs folder: {self.history.outputs_dir}")
+
+    def action_clear_queue(self) -> None:
+        self.main_screen.action_clear_queue()
+
+
+def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False) -> int:
+    from tui.logs import setup_logging
+
+    places = locations()
+    setup_logging(places.log_file, verbose=False)
+    app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places)
+    code = app.run()
+    return code or 0

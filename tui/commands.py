@@ -1,0 +1,33 @@
+"""Command palette entries, named ``category: action``."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+
+class SdtuiCommands(Provider):
+    def _commands(self):
+        app = self.app
+        return [
+            ("model: switch", "Load another model (Hub id, local folder, or demo)", app.action_switch_model),
+            ("model: use the demo model", "Tiny random-weight model, offline", partial(app.use_model, "demo")),
+            ("settings: toggle attention slicing", "Slices attention to save memory", app.action_toggle_slicing),
+            ("settings: toggle previews", "Live previews while generating", app.action_toggle_previews),
+            ("image: copy last image path", "To the clipboard (OSC 52, works over SSH)", app.action_copy_path),
+            ("log: clear", "Empty the live log", app.action_clear_log),
+            ("outputs: show folder path", "Where images are saved", app.action_show_outputs),
+            ("queue: clear", "Drop jobs waiting to run", app.action_clear_queue),
+        ]
+
+    async def discover(self) -> Hits:
+        for name, help_text, callback in self._commands():
+            yield DiscoveryHit(name, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback in self._commands():
+            score = matcher.match(name)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

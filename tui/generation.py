@@ -1,0 +1,197 @@
+"""The job queue between the interface and the engine.
+
+One thread runs ``serve()``: it loads models and runs jobs one at a time, saving each
+finished image with its history row, and reports everything through ``report``, a
+thread-safe callback. The interface never touches the engine directly; it enqueues
+commands here and reads what comes back. No Textual import: the app adapts the
+reports into messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from tui.engine.events import Event, Failed, Finished
+from tui.engine.request import GenerationRequest
+from tui.jobs import JobRecorder
+from tui.store.history import History
+
+log = logging.getLogger("tui.generation")
+
+
+@dataclass(frozen=True)
+class LoadModel:
+    options: Any  # EngineOptions
+
+
+@dataclass(frozen=True)
+class Job:
+    request: GenerationRequest
+    number: int
+
+
+@dataclass(frozen=True)
+class QueueChanged:
+    waiting: int
+    running: bool
+
+
+@dataclass(frozen=True)
+class ImageSaved:
+    finished: Finished
+    path: Path
+
+
+@dataclass(frozen=True)
+class SaveFailed:
+    message: str
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    model: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobDone:
+    number: int
+    images: int
+
+
+Report = Callable[[object], None]
+
+
+@dataclass
+class GenerationService:
+    engine: Any  # Engine
+    history: History
+    report: Report
+    _commands: deque = field(default_factory=deque)
+    _wake: threading.Condition = field(default_factory=threading.Condition)
+    _stopping: bool = False
+    _running: bool = False
+    _numbers: int = 0
+
+    # --- called from the interface thread ------------------------------------------------
+
+    def load(self, options) -> None:
+        """Load a model before any waiting job (a reload applies to the jobs that follow)."""
+        with self._wake:
+            self._commands.append(LoadModel(options))
+            self._wake.notify()
+        self._report_queue()
+
+    def submit(self, request: GenerationRequest) -> int:
+        with self._wake:
+            self._numbers += 1
+            self._commands.append(Job(request, self._numbers))
+            self._wake.notify()
+        self._report_queue()
+        return self._numbers
+
+    def cancel_current(self) -> bool:
+        """Stop the running job at the end of its current step; returns whether one was running."""
+        if self._running:
+            self.engine.cancel()
+            return True
+        return False
+
+    def clear_queue(self) -> int:
+        """Drop waiting jobs (not model loads); returns how many were dropped."""
+        with self._wake:
+            jobs = [c for c in self._commands if isinstance(c, Job)]
+            for job in jobs:
+                self._commands.remove(job)
+        self._report_queue()
+        return len(jobs)
+
+    def waiting(self) -> int:
+        with self._wake:
+            return sum(isinstance(c, Job) for c in self._commands)
+
+    @property
+    def busy(self) -> bool:
+        return self._running
+
+    def stop(self) -> None:
+        """Cancel the running job and let ``serve()`` return; waiting jobs are dropped."""
+        with self._wake:
+            self._stopping = True
+            self._commands.clear()
+            self._wake.notify()
+        self.engine.cancel()
+
+    # --- the worker thread ---------------------------------------------------------------
+
+    def serve(self) -> None:
+        while True:
+            with self._wake:
+                while not self._commands and not self._stopping:
+                    self._wake.wait()
+                if self._stopping:
+                    return
+                command = self._commands.popleft()
+                self._running = isinstance(command, Job)
+            self._report_queue()
+            try:
+                if isinstance(command, LoadModel):
+                    self._load(command.options)
+                else:
+                    self._run(command)
+            finally:
+                self._running = False
+                self._report_queue()
+
+    def _report_queue(self) -> None:
+        self.report(QueueChanged(self.waiting(), self._running))
+
+    def _load(self, options) -> None:
+        from tui.engine.device import DeviceError
+        from tui.engine.models import ModelLoadError
+
+        self.engine.unload()
+        self.engine.options = options
+        try:
+            self.engine.load(self.report)
+        except (ModelLoadError, DeviceError) as error:
+            log.error("%s", error)
+            self.report(LoadFailed(options.model, str(error)))
+        except Exception as error:  # any library failure while loading must leave the app usable
+            log.exception("loading %s failed", options.model)
+            self.report(LoadFailed(options.model, f"model: loading {options.model} failed: "
+                                                  f"{type(error).__name__}: {error}".splitlines()[0]))
+
+    def _run(self, job: Job) -> None:
+        if not self.engine.loaded:
+            self.report(Failed(job.request, "no model is loaded; switch model or use the demo model first"))
+            return
+        recorder = JobRecorder(self.history)
+        saved = 0
+
+        def on_event(event: Event) -> None:
+            nonlocal saved
+            self.report(event)
+            if isinstance(event, Finished):
+                try:
+                    path = recorder(event)
+                except OSError as error:
+                    message = f"saving failed: {error.strerror or error} ({error.filename or 'outputs'})"
+                    log.error(message)
+                    self.report(SaveFailed(message))
+                    return
+                saved += 1
+                self.report(ImageSaved(event, path))
+            else:
+                try:
+                    recorder(event)
+                except OSError as error:
+                    log.error("recording the job in history failed: %s", error)
+
+        self.engine.generate(job.request, on_event)
+        self.report(JobDone(job.number, saved))

@@ -1,0 +1,50 @@
+"""F1: the keys, generated from the bindings themselves, so the help cannot drift from them."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+def binding_rows(bindings: list[tuple[str, Binding]]) -> list[tuple[str, str, str]]:
+    """(where, keys, description) for each described binding, in order, without repeats."""
+    seen: set[tuple[str, str]] = set()
+    rows = []
+    for where, binding in bindings:
+        if not binding.description:
+            continue
+        keys = ", ".join(k.strip() for k in binding.key.split(","))
+        if (keys, binding.description) in seen:
+            continue
+        seen.add((keys, binding.description))
+        rows.append((where, keys, binding.description))
+    return rows
+
+
+class HelpScreen(ModalScreen[None]):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll { width: 72; max-height: 90%; border: thick $primary; background: $surface; }
+    """
+    BINDINGS = [Binding("escape,f1,q", "app.pop_screen", "Close help", id="close-help")]
+
+    def __init__(self, bindings: list[tuple[str, Binding]]) -> None:
+        super().__init__()
+        self.rows = binding_rows(bindings)
+
+    def compose(self) -> ComposeResult:
+        table = Table(title="sdtui keys", expand=True, show_edge=False)
+        table.add_column("key", style="bold")
+        table.add_column("action")
+        table.add_column("where", style="dim")
+        for where, keys, description in self.rows:
+            table.add_row(Text(keys), Text(description), Text(where))
+        with VerticalScroll():
+            yield Static(table)
+            yield Static(Text("Ctrl+P opens the command palette: model, settings, image, log, outputs, queue.",
+                              style="dim"))

@@ -1,0 +1,236 @@
+"""The main screen: prompt, settings, live preview, progress and memory, and the log.
+
+Reports from the generation thread arrive as messages; the handlers here own every
+change to the widgets.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Input, Static
+
+from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
+                               Step)
+from tui.engine.memory import format_bytes
+from tui.engine.request import SEED_MAX, InvalidRequest, validate_request
+from tui.generation import ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed
+from tui.messages import EngineReport, LogLine
+from tui.text import visible
+from tui.widgets.log import LogPanel
+from tui.widgets.prompt import PromptInput, PromptRecall
+from tui.widgets.settings import SettingsPanel
+from tui.widgets.status import StatusPanel
+from tui.widgets.thumbnail import Thumbnail
+
+STEP_KEYS = {"steps": 1, "guidance": 0.5}
+
+
+class MainScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel", id="cancel"),
+        Binding("ctrl+r", "reroll", "Reroll", id="reroll"),
+        Binding("ctrl+l", "toggle_seed_lock", "Seed lock", id="seed-lock"),
+        Binding("ctrl+g", "reuse_seed", "Last seed", id="reuse-seed"),
+        Binding("f5", "adjust('steps', -1)", "Steps -", id="steps-down", show=False),
+        Binding("f6", "adjust('steps', 1)", "Steps +", id="steps-up", show=False),
+        Binding("f7", "adjust('guidance', -1)", "Guidance -", id="guidance-down", show=False),
+        Binding("f8", "adjust('guidance', 1)", "Guidance +", id="guidance-up", show=False),
+        Binding("f9", "clear_queue", "Clear queue", id="clear-queue"),
+        Binding("f4", "toggle_settings", "Settings", id="toggle-settings"),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.last_seed: int | None = None
+        self.last_path: str | None = None
+        self.recall = PromptRecall()
+
+    @property
+    def settings(self):
+        return self.query_one(SettingsPanel).settings
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            yield SettingsPanel(self.app.settings, id="settings")
+            with Vertical(id="work"):
+                yield PromptInput(self.recall, placeholder="prompt (Enter to generate, Up/Down for earlier prompts)",
+                                  id="prompt", compact=True)
+                yield Input(self.app.settings.negative_prompt, placeholder="negative prompt", id="negative",
+                            compact=True)
+                yield Static(id="caption")
+                yield Thumbnail(id="preview")
+                yield StatusPanel(id="status")
+        yield LogPanel(id="log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt", PromptInput).focus()
+
+    # --- generation ---------------------------------------------------------------------
+
+    @on(Input.Submitted, "#prompt")
+    def _prompt_submitted(self, event: Input.Submitted) -> None:
+        self.generate()
+
+    @on(Input.Submitted, "#negative")
+    def _negative_submitted(self, event: Input.Submitted) -> None:
+        self.generate()
+
+    def generate(self, seed_override: int | None = None) -> bool:
+        """Queue a job: a snapshot of the prompt and settings as they are now."""
+        panel = self.query_one(SettingsPanel)
+        if not panel.valid:
+            field, message = next(iter(panel.problems.items()))
+            self.app.notify(f"Fix {field} first: {message}", severity="error")
+            return False
+        prompt = self.query_one("#prompt", PromptInput).value
+        negative = self.query_one("#negative", Input).value
+        fields = {**panel.settings.request_fields(), "negative_prompt": negative}
+        if seed_override is not None:
+            fields["seed"] = seed_override
+        try:
+            request = validate_request({"prompt": prompt, **fields})
+        except InvalidRequest as error:
+            self.app.notify(str(error.problems[0]), severity="error")
+            return False
+        self.recall.remember(prompt)
+        number = self.app.service.submit(request)
+        waiting = self.app.service.waiting()
+        seed = "random seed" if request.seed is None else f"seed {request.seed}"
+        self.log_line(f"job {number} queued: {request.width}x{request.height}, {request.steps} steps, "
+                      f"{request.scheduler}, {seed}" + (f" ({waiting} waiting)" if waiting > 1 else ""))
+        return True
+
+    def action_cancel(self) -> None:
+        if self.app.service.cancel_current():
+            self.log_line("cancelling the running job at the end of this step")
+        else:
+            self.app.notify("Nothing is running.", timeout=2)
+
+    def action_toggle_settings(self) -> None:
+        self.query_one(SettingsPanel).toggle_class("hidden")
+
+    def action_clear_queue(self) -> None:
+        dropped = self.app.service.clear_queue()
+        self.log_line(f"queue cleared: {dropped} waiting job(s) dropped")
+
+    def action_reroll(self) -> None:
+        self.generate(seed_override=random.randint(0, SEED_MAX))
+
+    def action_toggle_seed_lock(self) -> None:
+        panel = self.query_one(SettingsPanel)
+        if panel.settings.seed == "random":
+            seed = self.last_seed if self.last_seed is not None else random.randint(0, SEED_MAX)
+            panel.set_value("seed", seed)
+            self.app.notify(f"Seed locked to {seed}.", timeout=2)
+        else:
+            panel.set_value("seed", "random")
+            self.app.notify("Seed unlocked: each job draws a random seed.", timeout=2)
+
+    def action_reuse_seed(self) -> None:
+        if self.last_seed is None:
+            self.app.notify("No image yet, so no seed to reuse.", timeout=2)
+            return
+        self.query_one(SettingsPanel).set_value("seed", self.last_seed)
+        self.app.notify(f"Seed locked to {self.last_seed} (the last image's).", timeout=2)
+
+    def action_adjust(self, key: str, direction: int) -> None:
+        panel = self.query_one(SettingsPanel)
+        value = getattr(panel.settings, key) + direction * STEP_KEYS[key]
+        low, high = (1, 500) if key == "steps" else (0.0, 50.0)
+        value = min(high, max(low, value))
+        panel.set_value(key, value if key == "steps" else f"{value:g}")
+
+    # --- reports from the generation thread -------------------------------------------
+
+    @on(EngineReport)
+    def _report(self, message: EngineReport) -> None:
+        report = message.report
+        status = self.query_one(StatusPanel)
+        preview = self.query_one("#preview", Thumbnail)
+        if isinstance(report, Step):
+            status.step(report.step, report.total, report.image_index, report.step_seconds, report.elapsed,
+                        report.it_per_s, report.memory)
+            if report.preview is not None:
+                preview.show(report.preview)
+        elif isinstance(report, Started):
+            request = report.request
+            status.job_started(report.images, report.steps)
+            self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
+        elif isinstance(report, ImageSaved):
+            finished: Finished = report.finished
+            self.last_seed, self.last_path = finished.seed, str(report.path)
+            preview.show(finished.image)
+            self.set_caption(finished.request.prompt, f"seed {finished.seed} · {report.path.name}")
+            self.app.image_finished(report)
+        elif isinstance(report, Finished):
+            preview.show(report.image)
+        elif isinstance(report, QueueChanged):
+            status.set_queue(report.waiting)
+        elif isinstance(report, Notice):
+            if "swap" in report.message:
+                status.swap_warning(report.message)
+        elif isinstance(report, Cancelled):
+            status.job_ended("cancelled")
+        elif isinstance(report, Failed):
+            status.job_ended("failed")
+            self.app.notify(report.message, severity="error", timeout=8)
+        elif isinstance(report, SaveFailed):
+            self.app.notify(report.message, severity="error", timeout=8)
+        elif isinstance(report, JobDone):
+            if status.state == "generating":
+                status.job_ended("done")
+        elif isinstance(report, LoadStarted):
+            self.app.sub_title = f"loading {report.model}…"
+            self.set_caption(f"loading {report.model}…", "")
+        elif isinstance(report, DownloadProgress):
+            total = format_bytes(report.total_bytes) if report.total_bytes else "?"
+            self.set_caption(f"downloading {report.model}", f"{format_bytes(report.done_bytes)} of {total}")
+        elif isinstance(report, Loaded):
+            self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
+            self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
+        elif isinstance(report, LoadFailed):
+            self.app.sub_title = "no model loaded"
+            self.set_caption("no model loaded", "switch model (Ctrl+P, model: switch) or use the demo model")
+            self.app.notify(f"{report.message}. Switch model from the command palette (Ctrl+P) "
+                            "or use the demo model.", severity="error", timeout=15)
+
+    def set_caption(self, title: str, detail: str) -> None:
+        text = Text(visible(title), style="bold")
+        if detail:
+            text.append("  " + visible(detail), style="dim")
+        self.query_one("#caption", Static).update(text)
+
+    @on(LogLine)
+    def _log_line(self, message: LogLine) -> None:
+        self.query_one(LogPanel).add(message.text, message.level, message.created)
+
+    def log_line(self, text: str, level: str = "info") -> None:
+        self.query_one(LogPanel).add(text, level)
+
+    # --- settings -----------------------------------------------------------------------
+
+    @on(SettingsPanel.Changed)
+    def _setting_changed(self, message: SettingsPanel.Changed) -> None:
+        if message.key == "seed_lock":
+            if message.value and self.settings.seed == "random":
+                self.action_toggle_seed_lock()
+            elif not message.value and self.settings.seed != "random":
+                self.action_toggle_seed_lock()
+            return
+        self.app.settings_changed(self.query_one(SettingsPanel).settings, message.key, message.reload)
+
+    @on(Input.Changed, "#negative")
+    def _negative_changed(self, event: Input.Changed) -> None:
+        panel = self.query_one(SettingsPanel)
+        panel.settings = replace(panel.settings, negative_prompt=event.value)
+        self.app.settings_changed(panel.settings, "negative_prompt", False)

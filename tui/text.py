@@ -1,0 +1,33 @@
+"""Showing untrusted text (prompts, file names, metadata, library messages) safely.
+
+Rich markup is never interpreted because sdtui renders such text as ``rich.text.Text``,
+never as markup. Terminal control characters are a second risk: an ESC in a prompt
+could recolour, move the cursor, set the clipboard (OSC 52) or plant a link (OSC 8).
+``visible()`` turns every control character, and the bidirectional overrides that can
+reorder what is shown, into a printable escape such as ``\\x1b``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_BIDI_CONTROLS = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F, 0x061C)}
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, keep_newlines: bool = False) -> str:
+    out = []
+    for ch in text:
+        if ch == "\t" or (ch == "\n" and keep_newlines):
+            out.append(ch)
+        elif ch == "\n":
+            out.append("⏎ ")
+        elif unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS:
+            out.append(_escape(ch))
+        else:
+            out.append(ch)
+    return "".join(out)

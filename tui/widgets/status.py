@@ -1,0 +1,112 @@
+"""Progress and memory: step i/N, it/s, ETA from the median step time, elapsed, queue,
+device memory and limit, process RSS, system RAM and swap, with a swap warning that
+stands out while it lasts."""
+
+from __future__ import annotations
+
+import statistics
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from tui.cli_progress import format_duration
+from tui.engine.memory import MemorySample, format_bytes
+
+
+def eta_seconds(step_times: list[float], steps_left: int) -> float:
+    """Remaining time from the median of recent step times (robust to a slow first step)."""
+    if not step_times or steps_left <= 0:
+        return 0.0
+    return statistics.median(step_times[-20:]) * steps_left
+
+
+def memory_text(memory: MemorySample | None) -> Text:
+    if memory is None:
+        return Text("memory: waiting for the first step", style="dim")
+    text = Text()
+    if memory.device_allocated is not None:
+        text.append("GPU ", style="bold")
+        text.append(f"{format_bytes(memory.device_allocated)}")
+        if memory.device_limit:
+            text.append(f" / {format_bytes(memory.device_limit)}")
+        text.append("  ")
+    text.append("RSS ", style="bold")
+    text.append(format_bytes(memory.process_rss) + "  ")
+    text.append("RAM ", style="bold")
+    text.append(f"{format_bytes(memory.system_used)} / {format_bytes(memory.system_total)}  ")
+    text.append("swap ", style="bold")
+    text.append(format_bytes(memory.swap_used))
+    return text
+
+
+class StatusPanel(Vertical):
+    DEFAULT_CSS = """
+    StatusPanel { height: auto; }
+    StatusPanel ProgressBar { width: 1fr; }
+    StatusPanel #swap-warning { display: none; background: $error; color: $text; text-style: bold; }
+    StatusPanel.swapping #swap-warning { display: block; }
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.step_times: list[float] = []
+        self.total_steps = 0
+        self.images = 1
+        self.queue = 0
+        self.state = "idle"
+
+    def compose(self) -> ComposeResult:
+        yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress")
+        yield Static(id="progress-text")
+        yield Static(memory_text(None), id="memory")
+        yield Static(id="swap-warning")
+
+    def on_mount(self) -> None:
+        self._show_progress(0, 0, 0.0, 0.0, 0)
+
+    def set_queue(self, waiting: int) -> None:
+        self.queue = waiting
+        self._refresh_line()
+
+    def job_started(self, images: int, steps: int) -> None:
+        self.step_times = []
+        self.images, self.total_steps = images, steps
+        self.state = "generating"
+        self.remove_class("swapping")
+        self._show_progress(0, steps, 0.0, 0.0, 0)
+
+    def step(self, step: int, total: int, image_index: int, step_seconds: float, elapsed: float,
+             it_per_s: float, memory: MemorySample) -> None:
+        self.step_times.append(step_seconds)
+        self._show_progress(step, total, elapsed, it_per_s, image_index)
+        self.query_one("#memory", Static).update(memory_text(memory))
+
+    def job_ended(self, state: str) -> None:
+        self.state = state
+        self.remove_class("swapping")
+        self._refresh_line()
+
+    def swap_warning(self, message: str) -> None:
+        self.query_one("#swap-warning", Static).update(Text(f"⚠ {message}"))
+        self.add_class("swapping")
+
+    def _show_progress(self, step: int, total: int, elapsed: float, it_per_s: float, image_index: int) -> None:
+        self._last = (step, total, elapsed, it_per_s, image_index)
+        bar = self.query_one("#progress", ProgressBar)
+        bar.update(total=max(total, 1), progress=step)
+        self._refresh_line()
+
+    def _refresh_line(self) -> None:
+        step, total, elapsed, it_per_s, image_index = getattr(self, "_last", (0, 0, 0.0, 0.0, 0))
+        steps_left = (total - step) + (self.images - image_index - 1) * total
+        text = Text()
+        text.append(f"{step}/{total}", style="bold")
+        if self.images > 1:
+            text.append(f"  image {image_index + 1}/{self.images}")
+        text.append(f"  {it_per_s:.2f} it/s  ETA {format_duration(eta_seconds(self.step_times, steps_left))}"
+                    f"  elapsed {format_duration(elapsed)}")
+        text.append(f"  queue {self.queue}", style="bold" if self.queue else "dim")
+        text.append(f"  {self.state}", style="dim")
+        self.query_one("#progress-text", Static).update(text)
