@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import replace
+import threading
 from pathlib import Path
 
-from textual import on
 from textual.app import App
 from textual.binding import Binding
-from textual.worker import Worker, WorkerState
 
 from tui.commands import SdtuiCommands
 from tui.config import Settings, save_settings
 from tui.engine.runner import Engine, EngineOptions
-from tui.generation import GenerationService, ImageSaved
+from tui.generation import GenerationService, ImageSaved, ServiceCrashed
 from tui.locations import Locations, locations, styles_dir
 from tui.messages import LogLine, wrap
 from tui.screens.ask import AskScreen
@@ -28,6 +26,7 @@ from tui.widgets.log import LogForwarder, LogPanel
 from tui.widgets.settings import SettingsPanel
 
 log = logging.getLogger("tui.app")
+QUIT_GRACE_S = 1.5  # how long quitting waits for the running step to end
 
 
 def engine_options(settings: Settings, allow_pickle: bool) -> EngineOptions:
@@ -74,7 +73,10 @@ class SdtuiApp(App[int]):
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
         except (NotImplementedError, RuntimeError, ValueError):
             pass  # no SIGHUP on this platform, or not the main thread (tests)
-        self.run_worker(self.service.serve, thread=True, name="generation", exit_on_error=False)
+        # A daemon thread rather than a Textual thread worker: those run in asyncio's executor,
+        # which is joined at exit, so quitting during a long model load would hang.
+        self._thread = threading.Thread(target=self.service.serve, name="sdtui-generation", daemon=True)
+        self._thread.start()
         # Loading imports torch; start it once the first frame is on screen.
         self.call_after_refresh(self._first_load)
 
@@ -89,29 +91,32 @@ class SdtuiApp(App[int]):
         self.shutdown(129)
 
     def shutdown(self, code: int = 0) -> None:
-        self.service.stop()
-        logging.getLogger().removeHandler(self._forwarder)
+        self._stop_generation()
         self.exit(code)
 
     async def action_quit(self) -> None:
         self.shutdown(0)
 
-    def on_unmount(self) -> None:
+    def _stop_generation(self) -> None:
+        """Cancel the running job and give it until the end of its step; a model load in
+        progress is abandoned (the history is consistent at every moment by design)."""
         self.service.stop()
         logging.getLogger().removeHandler(self._forwarder)
-        self.history.close()
+        thread = getattr(self, "_thread", None)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(QUIT_GRACE_S)
 
-    @on(Worker.StateChanged)
-    def _worker_state(self, event: Worker.StateChanged) -> None:
-        if event.state == WorkerState.ERROR:
-            error = event.worker.error
-            log.error("the generation thread stopped: %s", error)
-            self.notify(f"The generation thread stopped ({type(error).__name__}: {error}); restart sdtui.",
-                        severity="error", timeout=30)
+    def on_unmount(self) -> None:
+        self._stop_generation()
+        if not self.service.busy:
+            self.history.close()
 
     # --- from the generation thread -------------------------------------------------------
 
     def _report(self, report: object) -> None:
+        if isinstance(report, ServiceCrashed):
+            self.call_from_thread(self.notify, f"The generation thread stopped ({report.message}); restart sdtui.",
+                                  severity="error", timeout=30)
         self.main_screen.post_message(wrap(report))
 
     def _post_log(self, level: str, text: str, created: float) -> None:

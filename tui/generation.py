@@ -59,6 +59,11 @@ class LoadFailed:
 
 
 @dataclass(frozen=True)
+class ServiceCrashed:
+    message: str
+
+
+@dataclass(frozen=True)
 class JobDone:
     number: int
     images: int
@@ -130,6 +135,14 @@ class GenerationService:
     # --- the worker thread ---------------------------------------------------------------
 
     def serve(self) -> None:
+        """Run commands until ``stop()``; a bug that escapes is reported, never silent."""
+        try:
+            self._serve()
+        except Exception as error:
+            log.exception("the generation thread stopped")
+            self.report(ServiceCrashed(f"{type(error).__name__}: {error}"))
+
+    def _serve(self) -> None:
         while True:
             with self._wake:
                 while not self._commands and not self._stopping:

@@ -170,7 +170,9 @@ class MainScreen(Screen):
             finished: Finished = report.finished
             self.last_seed, self.last_path = finished.seed, str(report.path)
             preview.show(finished.image)
-            self.set_caption(finished.request.prompt, f"seed {finished.seed} · {report.path.name}")
+            request = finished.request
+            self.set_caption(request.prompt, f"seed {finished.seed} · {request.width}x{request.height} · "
+                                             f"{request.steps} steps · {request.scheduler}")
             self.app.image_finished(report)
         elif isinstance(report, Finished):
             preview.show(report.image)

@@ -45,6 +45,7 @@ class StatusPanel(Vertical):
     DEFAULT_CSS = """
     StatusPanel { height: auto; }
     StatusPanel ProgressBar { width: 1fr; }
+    StatusPanel ProgressBar Bar { width: 1fr; }
     StatusPanel #swap-warning { display: none; background: $error; color: $text; text-style: bold; }
     StatusPanel.swapping #swap-warning { display: block; }
     """
