@@ -137,9 +137,13 @@ def test_cancel_from_another_thread(demo_engine):
     assert sum(isinstance(e, Step) for e in events) < 200
 
 
-def test_out_of_memory_inside_the_unet_becomes_a_failed_event_and_the_next_job_runs(demo_engine):
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1 GB)"),
+], ids=["cuda", "mps"])
+def test_out_of_memory_inside_the_unet_becomes_a_failed_event_and_the_next_job_runs(demo_engine, error):
     def raise_oom(module, args, output):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise error
 
     handle = demo_engine.pipe.unet.register_forward_hook(raise_oom)
     try:
@@ -152,18 +156,6 @@ def test_out_of_memory_inside_the_unet_becomes_a_failed_event_and_the_next_job_r
     assert "attention slicing" in failed.message and "smaller size" in failed.message
     results, events = run(demo_engine, GenerationRequest("x", seed=1, **SMALL))
     assert len(results) == 1 and isinstance(events[-1], Finished)
-
-
-def test_mps_out_of_memory_runtime_error_is_recognised(demo_engine):
-    def raise_mps_oom(module, args, output):
-        raise RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1 GB)")
-
-    handle = demo_engine.pipe.unet.register_forward_hook(raise_mps_oom)
-    try:
-        _, events = run(demo_engine, GenerationRequest("x", seed=1, **SMALL))
-    finally:
-        handle.remove()
-    assert isinstance(events[-1], Failed) and events[-1].out_of_memory
 
 
 def test_any_other_pipeline_error_is_one_line_and_the_engine_survives(demo_engine):

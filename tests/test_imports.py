@@ -9,7 +9,8 @@ HEAVY = ("torch", "diffusers", "transformers", "huggingface_hub")
 
 
 def test_importing_tui_and_engine_does_not_import_heavy_libraries():
-    code = ("import sys, tui, tui.engine, tui.store, tui.config, tui.cli, tui.jobs, tui.locations; "
+    code = ("import sys, tui, tui.engine, tui.store, tui.config, tui.cli, tui.jobs, tui.locations, "
+            "tui.app, tui.generation; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"

@@ -181,6 +181,8 @@ class GenerationService:
                                                   f"{type(error).__name__}: {error}".splitlines()[0]))
 
     def _run(self, job: Job) -> None:
+        if self._stopping:  # stop() came between taking the job and starting it
+            return
         if not self.engine.loaded:
             self.report(Failed(job.request, "no model is loaded; switch model or use the demo model first"))
             return

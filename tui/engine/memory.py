@@ -75,9 +75,11 @@ def swap_growth_warning(swap_at_start: int, swap_now: int, threshold: int = SWAP
 def format_bytes(count: int | None) -> str:
     if count is None:
         return "n/a"
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    if abs(count) < 1024:
+        return f"{count:.0f} B"
+    value = count / 1024
+    for unit in ("KB", "MB"):
+        if abs(value) < 1024:
+            return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"

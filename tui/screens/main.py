@@ -7,6 +7,7 @@ change to the widgets.
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import replace
 
 from rich.text import Text
@@ -19,6 +20,7 @@ from textual.widgets import Footer, Header, Input, Static
 
 from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
                                Step)
+from tui.cli_progress import format_duration
 from tui.engine.memory import format_bytes
 from tui.engine.request import SEED_MAX, InvalidRequest, validate_request
 from tui.generation import ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed
@@ -52,6 +54,7 @@ class MainScreen(Screen):
         self.last_seed: int | None = None
         self.last_path: str | None = None
         self.recall = PromptRecall()
+        self._download_start: tuple[float, int] | None = None
 
     @property
     def settings(self):
@@ -195,9 +198,9 @@ class MainScreen(Screen):
             self.app.sub_title = f"loading {report.model}…"
             self.set_caption(f"loading {report.model}…", "")
         elif isinstance(report, DownloadProgress):
-            total = format_bytes(report.total_bytes) if report.total_bytes else "?"
-            self.set_caption(f"downloading {report.model}", f"{format_bytes(report.done_bytes)} of {total}")
+            self.set_caption(f"downloading {report.model}", self._download_text(report))
         elif isinstance(report, Loaded):
+            self._download_start = None
             self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
             self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
         elif isinstance(report, LoadFailed):
@@ -205,6 +208,18 @@ class MainScreen(Screen):
             self.set_caption("no model loaded", "switch model (Ctrl+P, model: switch) or use the demo model")
             self.app.notify(f"{report.message}. Switch model from the command palette (Ctrl+P) "
                             "or use the demo model.", severity="error", timeout=15)
+
+    def _download_text(self, report: DownloadProgress) -> str:
+        now = time.monotonic()
+        if self._download_start is None:
+            self._download_start = (now, report.done_bytes)
+        began, first_bytes = self._download_start
+        rate = (report.done_bytes - first_bytes) / (now - began) if now > began else 0.0
+        total = format_bytes(report.total_bytes) if report.total_bytes else "?"
+        text = f"{format_bytes(report.done_bytes)} of {total} at {format_bytes(int(rate))}/s"
+        if rate > 0 and report.total_bytes:
+            text += f", {format_duration((report.total_bytes - report.done_bytes) / rate)} left"
+        return text
 
     def set_caption(self, title: str, detail: str) -> None:
         text = Text(visible(title), style="bold")

@@ -1,0 +1,158 @@
+"""More of the app: start-up before torch, queueing while loading, resize, swap warning, bell,
+download progress, and the pieces behind the widgets."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
+from tui.engine.events import DownloadProgress, Notice
+from tui.widgets.prompt import PromptRecall
+from tui.widgets.status import StatusPanel, eta_seconds
+from tui.widgets.thumbnail import Thumbnail, fit_size
+from tui.text import visible
+
+
+def test_first_frame_comes_before_torch_is_imported(tmp_path):
+    script = textwrap.dedent("""
+        import asyncio, os, sys
+        os.environ["SDTUI_HOME"] = sys.argv[1]
+        from tui.app import SdtuiApp
+        from tui.config import Settings
+
+        seen = {}
+
+        class Probe(SdtuiApp):
+            def _first_load(self):
+                seen["torch at first frame"] = "torch" in sys.modules
+                super()._first_load()
+
+        async def main():
+            app = Probe(Settings(model="demo"))
+            async with app.run_test() as pilot:
+                while not app.engine.loaded:
+                    await pilot.pause(0.05)
+            print(seen["torch at first frame"], "torch" in sys.modules)
+
+        asyncio.run(main())
+    """)
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["False", "True"], result.stderr
+
+
+@pytest.mark.asyncio
+async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
+    app = make_app(steps=2)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await type_prompt(pilot, "early bird")
+        await pilot.press("enter")
+        assert not app.engine.loaded or app.service.waiting() <= 1
+        await wait_for(pilot, lambda: app.main_screen.last_path is not None, what="the queued job")
+        assert app.engine.loaded
+
+
+@pytest.mark.asyncio
+async def test_thumbnail_fills_its_panel_and_re_renders_on_resize(sdtui_home):
+    app = make_app(steps=2, width=256, height=128)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        await type_prompt(pilot, "wide")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        thumbnail = app.main_screen.query_one("#preview", Thumbnail)
+        await pilot.pause()
+        first = thumbnail._rendered[0][1]
+        await pilot.resize_terminal(160, 50)
+        await pilot.pause(0.2)
+        thumbnail.render()
+        second = thumbnail._rendered[0][1]
+        assert second[0] > first[0] and second[0] / second[1] == pytest.approx(2.0, rel=0.1)
+
+
+@pytest.mark.asyncio
+async def test_swap_warning_stands_out_while_it_lasts(sdtui_home):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        status = app.main_screen.query_one(StatusPanel)
+        app.service.report(Notice("swap grew by 1.0 GB during this job: the system is short of memory", "warning"))
+        await wait_for(pilot, lambda: status.has_class("swapping"))
+        assert "swap grew" in str(status.query_one("#swap-warning").render())
+        status.job_ended("done")
+        assert not status.has_class("swapping")
+
+
+@pytest.mark.asyncio
+async def test_bell_rings_when_a_job_ends_out_of_focus(sdtui_home):
+    app = make_app(steps=1)
+    rings = []
+    async with app.run_test(size=(120, 40)) as pilot:
+        app.bell = lambda: rings.append(1)
+        await wait_loaded(pilot, app)
+        await type_prompt(pilot, "focused")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        assert rings == []
+        app.app_focus = False  # the terminal reported focus lost; no widget has focus now
+        app.main_screen.last_path = None
+        assert app.main_screen.generate()
+        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        assert rings == [1]
+
+
+@pytest.mark.asyncio
+async def test_download_progress_shows_bytes_and_rate(sdtui_home):
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        app.service.report(DownloadProgress("owner/model", 0, 4 * 1024**3))
+        await pilot.pause(0.2)
+        app.service.report(DownloadProgress("owner/model", 1024**3, 4 * 1024**3))
+        await pilot.pause(0.1)
+        caption = str(app.main_screen.query_one("#caption").render())
+        assert "downloading owner/model" in caption and "1.0 GB of 4.0 GB at" in caption and "left" in caption
+
+
+@pytest.mark.parametrize("image,cells,expected", [
+    ((512, 512), (80, 24), (48, 48)),
+    ((64, 64), (100, 30), (60, 60)),
+    ((1024, 512), (40, 40), (40, 20)),
+    ((512, 1024), (100, 10), (10, 20)),
+    ((8, 8), (1, 1), (1, 2)),
+])
+def test_fit_size_keeps_aspect_and_even_height(image, cells, expected):
+    assert fit_size(image, cells) == expected
+
+
+def test_eta_uses_the_median_step_time():
+    assert eta_seconds([5.0, 1.0, 1.0, 1.0], 10) == pytest.approx(10.0)
+    assert eta_seconds([], 10) == 0.0
+
+
+def test_prompt_recall_order_and_draft():
+    recall = PromptRecall(["newest", "older", "newest", "oldest"])
+    assert recall.older("draft") == "newest"
+    assert recall.older("newest") == "older"
+    assert recall.older("older") == "oldest"
+    assert recall.older("oldest") == "oldest"
+    assert recall.newer("oldest") == "older"
+    assert recall.newer("older") == "newest"
+    assert recall.newer("newest") == "draft"
+    recall.remember("older")
+    assert recall.prompts[:2] == ["older", "newest"]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("[bold]x[/bold]", "[bold]x[/bold]"),
+    ("\x1b[31mred", "\\x1b[31mred"),
+    ("\x1b]52;c;aGk=\x07", "\\x1b]52;c;aGk=\\x07"),
+    ("\x1b]8;;http://x\x1b\\link", "\\x1b]8;;http://x\\x1b\\link"),
+    ("a\x00b\x7fc\x9bd", "a\\x00b\\x7fc\\x9bd"),
+    ("\u202eevil", "\\u202eevil"),
+    ("עברית 🦊 日本", "עברית 🦊 日本"),
+    ("two\nlines", "two⏎ lines"),
+])
+def test_visible_neutralises_control_characters(text, expected):
+    assert visible(text) == expected

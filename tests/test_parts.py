@@ -1,0 +1,80 @@
+"""Pure parts of the engine: schedulers by name, preview throttling and colours, memory readings."""
+
+import pytest
+import torch
+
+from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning
+from tui.engine.preview import LATENT_RGB, LatentPreviewer, PreviewThrottle, latent_format_for
+from tui.engine.schedulers import SCHEDULERS, build_scheduler, find_scheduler, scheduler_from_a1111
+
+SD15_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+                         "num_train_timesteps": 1000, "steps_offset": 1, "set_alpha_to_one": False,
+                         "skip_prk_steps": True, "clip_sample": False}
+
+
+@pytest.mark.parametrize("spec", SCHEDULERS, ids=lambda s: s.name)
+def test_every_scheduler_builds_from_an_sd_config(spec):
+    scheduler = build_scheduler(spec, SD15_SCHEDULER_CONFIG)
+    assert type(scheduler).__name__ == spec.diffusers_class
+    scheduler.set_timesteps(10)
+    for key, value in spec.options.items():
+        assert scheduler.config[key] == value
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("euler a", "Euler a"), ("EULER", "Euler"), ("PLMS", "PNDM"), ("k_dpmpp_2m", "DPM++ 2M"),
+    ("euler_ancestral", "Euler a"), (" UniPC ", "UniPC"), ("nope", None),
+])
+def test_scheduler_names_from_other_tools(name, expected):
+    spec = find_scheduler(name)
+    assert (spec.name if spec else None) == expected
+
+
+def test_a1111_schedule_type_combines_with_the_sampler():
+    assert scheduler_from_a1111("DPM++ 2M", "Karras").name == "DPM++ 2M Karras"
+    assert scheduler_from_a1111("DPM++ 2M", "Automatic").name == "DPM++ 2M"
+    assert scheduler_from_a1111("Euler a", "Karras").name == "Euler a"
+
+
+def test_preview_throttle_interval_and_rate():
+    every_third = PreviewThrottle(interval=3, max_fps=0)
+    assert [i + 1 for i in range(9) if every_third.due(i, now=float(i))] == [3, 6, 9]
+    four_per_second = PreviewThrottle(interval=1, max_fps=4)
+    times = [0.0, 0.1, 0.2, 0.26, 0.4, 0.55, 0.6]
+    assert [t for i, t in enumerate(times) if four_per_second.due(i, now=t)] == [0.0, 0.26, 0.55]
+
+
+def test_latent_format_by_pipeline():
+    assert latent_format_for("StableDiffusionXLPipeline") == "sdxl"
+    assert latent_format_for("StableDiffusionPipeline") == "sd"
+    assert LATENT_RGB["sd"]["factors"] != LATENT_RGB["sdxl"]["factors"]
+
+
+def test_latent_preview_colours_follow_the_factors():
+    latents = torch.zeros(1, 4, 2, 3)
+    latents[0, 0] = 1.0  # only the first channel: RGB = (1 + factors[0]) * 127.5
+    image = LatentPreviewer("sd").to_image(latents)
+    assert image.size == (3, 2) and image.mode == "RGB"
+    expected = tuple(int((1 + f) * 127.5) for f in LATENT_RGB["sd"]["factors"][0])
+    assert all(abs(a - b) <= 1 for a, b in zip(image.getpixel((0, 0)), expected))
+    xl = LatentPreviewer("sdxl").to_image(torch.zeros(1, 4, 1, 1)).getpixel((0, 0))
+    assert all(abs(a - int((1 + b) * 127.5)) <= 1 for a, b in zip(xl, LATENT_RGB["sdxl"]["bias"]))
+
+
+def test_memory_sample_on_the_cpu():
+    sample = sample_memory("cpu")
+    assert sample.device_allocated is None and sample.device_limit is None
+    assert 0 < sample.process_rss < sample.system_total and 0 < sample.system_used <= sample.system_total
+    assert sample.swap_used >= 0
+
+
+def test_swap_growth_warning_threshold():
+    mb = 1024**2
+    assert swap_growth_warning(100 * mb, 300 * mb) is None
+    warning = swap_growth_warning(100 * mb, 1124 * mb)
+    assert warning.startswith("swap grew by 1.0 GB during this job") and "attention slicing" in warning
+
+
+@pytest.mark.parametrize("count,text", [(None, "n/a"), (512, "512 B"), (1536, "1.5 KB"), (5 * 1024**3, "5.0 GB")])
+def test_format_bytes(count, text):
+    assert format_bytes(count) == text
