@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_sdtui
-from tui.store.images import read_request, request_from_parameters
+from tui.store.images import request_from_parameters
+from tui.store.importers import read_request
 
 
 def test_generate_writes_a_png_whose_parameters_parse_back_and_repeats_exactly(sdtui_home, tmp_path):

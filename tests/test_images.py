@@ -8,7 +8,8 @@ from PIL.PngImagePlugin import PngInfo
 
 from tui.engine.request import GenerationRequest
 from tui.store.images import (MetadataError, format_parameters, parse_parameters, png_text, prompt_slug,
-                              read_request, request_from_parameters, write_png)
+                              request_from_parameters, write_png)
+from tui.store.importers import read_request
 
 REQUESTS = [
     GenerationRequest("a red fox", seed=7),
@@ -88,7 +89,7 @@ def test_a_png_from_another_tool_reads_through_its_parameters(tmp_path):
 def test_pngs_without_metadata_or_not_png_give_a_clear_message(tmp_path):
     plain = tmp_path / "plain.png"
     Image.new("RGB", (8, 8)).save(plain)
-    with pytest.raises(MetadataError, match="no generation parameters"):
+    with pytest.raises(MetadataError, match="no generation parameters found .* ComfyUI"):
         read_request(plain)
     text = tmp_path / "notes.png"
     text.write_text("hello")

@@ -139,23 +139,6 @@ def png_text(path: Path) -> dict[str, str]:
         return {str(k): str(v) for k, v in getattr(image, "text", {}).items()}
 
 
-def read_request(path: Path) -> GenerationRequest:
-    """The request an image was made with: sdtui's own chunk first, else A1111 ``parameters``."""
-    try:
-        chunks = png_text(path)
-    except OSError as error:
-        raise MetadataError(f"{path.name}: cannot read it as a PNG ({error})") from None
-    if SDTUI_KEY in chunks:
-        try:
-            data = json.loads(chunks[SDTUI_KEY])
-            return validate_request({**data["request"], "seed": data["seed"], "count": 1})
-        except (ValueError, KeyError, TypeError, InvalidRequest):
-            pass  # fall back to the A1111 text
-    if PARAMETERS_KEY in chunks:
-        return request_from_parameters(chunks[PARAMETERS_KEY])
-    raise MetadataError(f"{path.name}: no generation parameters found in its metadata")
-
-
 def write_png(path: Path, image, request: GenerationRequest, seed: int, index: int,
               info: dict[str, Any] | None = None) -> None:
     """Write ``image`` with both chunks and flush it to disk."""
