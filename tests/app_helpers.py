@@ -36,3 +36,14 @@ async def type_prompt(pilot, text: str) -> None:
     prompt.value = ""
     prompt.focus()
     await pilot.press(*text) if text else None
+
+
+def plain(widget) -> str:
+    """The text a Static shows, rendered as a terminal would (tables and all), without styles."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=200, file=io.StringIO(), color_system=None)
+    console.print(widget.content)
+    return console.file.getvalue()

@@ -22,6 +22,7 @@ from tui.screens.ask import AskScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
 from tui.store.history import History
+from tui.store.thumbs import ThumbnailCache
 from tui.widgets.log import LogForwarder, LogPanel
 from tui.widgets.settings import SettingsPanel
 
@@ -42,6 +43,7 @@ class SdtuiApp(App[int]):
     COMMANDS = App.COMMANDS | {SdtuiCommands}
     BINDINGS = [
         Binding("f1", "help", "Help", id="help"),
+        Binding("f2", "history", "History", id="history"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -54,6 +56,7 @@ class SdtuiApp(App[int]):
         self.save = save
         outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else self.places.outputs_dir
         self.history = History(self.places.history_db, outputs)
+        self.thumbs = ThumbnailCache(self.places.data_dir / "thumbs")
         self.engine = Engine(engine_options(settings, allow_pickle))
         self.service = GenerationService(self.engine, self.history, self._report)
         self.main_screen = MainScreen()
@@ -156,6 +159,48 @@ class SdtuiApp(App[int]):
         bindings.append(("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")))
         bindings.append(("app", Binding("ctrl+p", "command_palette", "Command palette")))
         self.push_screen(HelpScreen(bindings))
+
+    def action_history(self) -> None:
+        self.open_history(None)
+
+    def open_history(self, entry_id: int | None) -> None:
+        from tui.screens.history import HistoryScreen
+
+        if isinstance(self.screen, HistoryScreen):
+            return
+        self.push_screen(HistoryScreen(select_id=entry_id))
+
+    def load_image(self, path: str | None):
+        """The full image at ``path`` for a large view, or None when it is missing or unreadable."""
+        if not path:
+            return None
+        from PIL import Image
+
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except OSError:
+            return None
+
+    def action_import_png(self) -> None:
+        from tui.store.images import MetadataError
+        from tui.store.importers import import_png
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                imported = import_png(Path(path))
+            except MetadataError as error:
+                self.notify(str(error), severity="error", timeout=10)
+                return
+            while self.screen is not self.main_screen and len(self.screen_stack) > 1:
+                self.pop_screen()
+            self.main_screen.load_request(imported.request)
+            notes = f" ({'; '.join(imported.notes)})" if imported.notes else ""
+            self.notify(f"Loaded {imported.source} parameters from {Path(path).name}{notes}.", timeout=8)
+
+        self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
 
     def action_switch_model(self) -> None:
         def chosen(model: str | None) -> None:

@@ -11,6 +11,9 @@ class SdtuiCommands(Provider):
     def _commands(self):
         app = self.app
         return [
+            ("history: open", "Every generation, searchable (F2)", app.action_history),
+            ("history: import PNG", "Load parameters from an A1111, ComfyUI, InvokeAI or sdtui PNG",
+             app.action_import_png),
             ("model: switch", "Load another model (Hub id, local folder, or demo)", app.action_switch_model),
             ("model: use the demo model", "Tiny random-weight model, offline", partial(app.use_model, "demo")),
             ("settings: toggle attention slicing", "Slices attention to save memory", app.action_toggle_slicing),

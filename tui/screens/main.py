@@ -30,6 +30,7 @@ from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.settings import SettingsPanel
 from tui.widgets.status import StatusPanel
+from tui.widgets.strip import RecentStrip, StripItem
 from tui.widgets.thumbnail import Thumbnail
 
 STEP_KEYS = {"steps": 1, "guidance": 0.5}
@@ -72,10 +73,32 @@ class MainScreen(Screen):
                 yield Static(id="caption")
                 yield Thumbnail(id="preview")
                 yield StatusPanel(id="status")
+                yield RecentStrip(id="recent")
         yield LogPanel(id="log")
         yield Footer()
 
     def on_mount(self) -> None:
+        self.query_one("#prompt", PromptInput).focus()
+        self.refresh_recent()
+
+    def refresh_recent(self) -> None:
+        from tui.widgets.strip import STRIP_SIZE
+
+        entries = self.app.history.query(status="done", limit=STRIP_SIZE)
+        self.query_one(RecentStrip).show([(e.id, self.app.thumbs.get(e.image_path)) for e in entries])
+
+    @on(StripItem.Opened)
+    def _open_recent(self, message: StripItem.Opened) -> None:
+        self.app.open_history(message.entry_id)
+
+    def load_request(self, request) -> None:
+        """Fill the prompt, negative prompt and settings from ``request`` (from history or an import)."""
+        self.query_one("#prompt", PromptInput).value = request.prompt
+        self.query_one("#negative", Input).value = request.negative_prompt
+        panel = self.query_one(SettingsPanel)
+        for key in ("steps", "guidance", "width", "height", "scheduler", "count"):
+            panel.set_value(key, getattr(request, key) if key != "guidance" else f"{request.guidance:g}")
+        panel.set_value("seed", "random" if request.seed is None else request.seed)
         self.query_one("#prompt", PromptInput).focus()
 
     # --- generation ---------------------------------------------------------------------
@@ -177,6 +200,7 @@ class MainScreen(Screen):
             self.set_caption(request.prompt, f"seed {finished.seed} · {request.width}x{request.height} · "
                                              f"{request.steps} steps · {request.scheduler}")
             self.app.image_finished(report)
+            self.refresh_recent()
         elif isinstance(report, Finished):
             preview.show(report.image)
         elif isinstance(report, QueueChanged):

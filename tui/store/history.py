@@ -276,17 +276,41 @@ class History:
         return _entry(rows[0]) if rows else None
 
     def recent(self, limit: int = 50, offset: int = 0) -> list[HistoryEntry]:
-        rows = self._query("SELECT * FROM generations ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
-                                (limit, offset))
-        return [_entry(r) for r in rows]
+        return self.query(limit=limit, offset=offset)
 
     def search(self, text: str, limit: int = 200) -> list[HistoryEntry]:
         """Entries whose prompt or negative prompt contains ``text`` (case-insensitive for ASCII), newest first."""
-        pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        rows = self._query(
-            "SELECT * FROM generations WHERE prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\' "
-            "ORDER BY created_at DESC, id DESC LIMIT ?", (pattern, pattern, limit))
+        return self.query(text=text, limit=limit)
+
+    def query(self, text: str = "", status: str | None = None, model: str | None = None, limit: int = 50,
+              offset: int = 0) -> list[HistoryEntry]:
+        """Newest first, filtered by prompt text, status and model; ``limit``/``offset`` page through."""
+        where, params = self._filters(text, status, model)
+        rows = self._query(f"SELECT * FROM generations {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+                           (*params, limit, offset))
         return [_entry(r) for r in rows]
+
+    def count_matching(self, text: str = "", status: str | None = None, model: str | None = None) -> int:
+        where, params = self._filters(text, status, model)
+        return self._query(f"SELECT COUNT(*) FROM generations {where}", params)[0][0]
+
+    @staticmethod
+    def _filters(text: str, status: str | None, model: str | None) -> tuple[str, tuple]:
+        clauses, params = [], []
+        if text:
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            clauses.append("(prompt LIKE ? ESCAPE '\\' OR negative_prompt LIKE ? ESCAPE '\\')")
+            params += [pattern, pattern]
+        if status:
+            clauses.append("status = ?")
+            params.append(status)
+        if model:
+            clauses.append("model = ?")
+            params.append(model)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), tuple(params)
+
+    def models(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT DISTINCT model FROM generations WHERE model != '' ORDER BY model")]
 
     def recent_prompts(self, limit: int = 200) -> list[str]:
         rows = self._query(

@@ -1,0 +1,39 @@
+"""Two history entries side by side, with the parameters that differ highlighted."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from tui.store.history import HistoryEntry
+from tui.widgets.details import details_table
+from tui.widgets.thumbnail import Thumbnail
+
+
+class CompareScreen(Screen):
+    DEFAULT_CSS = """
+    CompareScreen #pictures { height: 1fr; }
+    CompareScreen Thumbnail { width: 1fr; height: 1fr; }
+    CompareScreen #compare-params { height: auto; max-height: 45%; }
+    """
+    BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", id="compare-back")]
+
+    def __init__(self, first: HistoryEntry, second: HistoryEntry) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="pictures"):
+            for side, entry in (("left", self.first), ("right", self.second)):
+                thumb = Thumbnail(placeholder="no image", id=f"compare-{side}")
+                image = self.app.load_image(entry.image_path)
+                if image is not None:
+                    thumb.show(image)
+                yield thumb
+        with VerticalScroll(id="compare-params"):
+            yield Static(details_table(self.first, self.second), id="compare-table")
+        yield Footer()

@@ -1,0 +1,59 @@
+"""Every parameter of a history entry as a two-column table, optionally highlighting
+the ones that differ from another entry (for compare)."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+
+from tui.engine.memory import format_bytes
+from tui.store.history import HistoryEntry
+from tui.text import visible
+
+
+def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
+    def seconds(value: float | None) -> str:
+        return "" if value is None else f"{value:.2f} s"
+
+    return [
+        ("prompt", entry.prompt),
+        ("negative", entry.negative_prompt),
+        ("seed", "" if entry.seed is None else str(entry.seed)),
+        ("steps", str(entry.steps)),
+        ("guidance", f"{entry.guidance:g}"),
+        ("size", f"{entry.width}x{entry.height}"),
+        ("scheduler", entry.scheduler),
+        ("model", entry.model),
+        ("device", f"{entry.device} {entry.dtype}".strip()),
+        ("status", entry_status(entry)),
+        ("error", entry.error or ""),
+        ("time", entry.created_at.replace("T", " ")[:19]),
+        ("duration", seconds(entry.total_s)),
+        ("it/s", "" if entry.it_per_s is None else f"{entry.it_per_s:.2f}"),
+        ("first step", seconds(entry.first_step_s)),
+        ("peak memory", "" if entry.peak_memory is None else format_bytes(entry.peak_memory)),
+        ("file", entry.image_path or ""),
+    ]
+
+
+def entry_status(entry: HistoryEntry) -> str:
+    return "missing" if entry.status == "done" and entry.missing else entry.status
+
+
+def details_table(entry: HistoryEntry, other: HistoryEntry | None = None) -> Table:
+    table = Table.grid(padding=(0, 1))
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(ratio=1)
+    if other is not None:
+        table.add_column(ratio=1)
+    theirs = dict(entry_fields(other)) if other is not None else {}
+    for name, value in entry_fields(entry):
+        if other is None:
+            table.add_row(Text(name), Text(visible(value)))
+            continue
+        differs = name not in ("time", "file", "duration", "it/s", "first step", "peak memory") and \
+            value != theirs[name]
+        style = "bold yellow" if differs else ""
+        table.add_row(Text(name, style=style), Text(visible(value), style=style), Text(visible(theirs[name]),
+                                                                                      style=style))
+    return table
