@@ -66,6 +66,7 @@ class HistoryScreen(Screen):
         Binding("i", "import_png", "Import PNG", id="history-import"),
     ]
     VARIATIONS = 4
+    AUTO_FOCUS = None  # focus is set in on_mount, before the first frame, so a quick "/" is never undone
 
     def __init__(self, select_id: int | None = None) -> None:
         super().__init__()
@@ -101,8 +102,8 @@ class HistoryScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.reload()
         self.query_one("#table", DataTable).focus()
+        self.reload()
 
     # --- loading rows -----------------------------------------------------------------
 
