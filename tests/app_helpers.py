@@ -3,7 +3,6 @@ conditions (never on fixed sleeps)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from tui.config import Settings

@@ -1,7 +1,6 @@
 """The engine on the real diffusers code, with the demo model."""
 
 import threading
-import time
 
 import numpy as np
 import pytest

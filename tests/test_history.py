@@ -1,6 +1,5 @@
 """The SQLite history and its images: saving, queries, delete, reconcile, crash safety."""
 
-import os
 import random
 import signal
 import sqlite3

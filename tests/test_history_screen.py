@@ -12,6 +12,7 @@ from tests.app_helpers import make_app, plain, type_prompt, wait_for, wait_loade
 from tui.screens.compare import CompareScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.history import HistoryScreen
+from tui.store.history import HistoryEntry
 from tui.widgets.settings import SettingsPanel
 from tui.widgets.thumbnail import Thumbnail
 
@@ -57,7 +58,7 @@ async def test_load_rerun_and_variations(sdtui_home):
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app)
         app.main_screen.query_one(SettingsPanel).set_value("steps", 9)
-        screen = await open_history(pilot, app)
+        await open_history(pilot, app)
         await pilot.press("down")  # beta whale
         await pilot.press("r")
         await wait_for(pilot, lambda: app.history.count() == 4 and not app.service.busy)
@@ -74,15 +75,13 @@ async def test_load_rerun_and_variations(sdtui_home):
         assert app.main_screen.query_one("#prompt").value == "beta whale"
         settings = app.main_screen.query_one(SettingsPanel).settings
         assert (settings.steps, settings.seed) == (2, 7)
-        assert screen is not None
 
 
 async def test_search_as_you_type_and_filters(sdtui_home):
     app = make_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app)
-        app.history.add(__import__("tui.store.history", fromlist=["HistoryEntry"]).HistoryEntry.for_request(
-            app.history.recent(1)[0].request(), "failed", error="boom"))
+        app.history.add(HistoryEntry.for_request(app.history.recent(1)[0].request(), "failed", error="boom"))
         screen = await open_history(pilot, app)
         assert screen.total == 4
         await pilot.press("slash", *"WHALE")
@@ -152,7 +151,7 @@ async def test_compare_highlights_the_differences(sdtui_home):
         await made(pilot, app, prompts=("same prompt",))
         app.main_screen.query_one(SettingsPanel).set_value("steps", 3)
         await made(pilot, app, prompts=("same prompt",))
-        screen = await open_history(pilot, app)
+        await open_history(pilot, app)
         await pilot.press("space", "down", "equals_sign")
         await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
         first, second = app.screen.first, app.screen.second
@@ -162,7 +161,6 @@ async def test_compare_highlights_the_differences(sdtui_home):
         grid = app.screen.query_one("#compare-table").content
         styles = {str(cell): cell.style for cell in grid.columns[0]._cells}
         assert styles["steps"] == "bold yellow" and styles["prompt"] == "" and styles["seed"] == ""
-        assert screen is not None
 
 
 async def test_recent_strip_opens_the_history_at_that_entry(sdtui_home):

@@ -6,11 +6,9 @@ times), and the status figures that depend on machine speed set to fixed values
 through the panel's own step() method.
 """
 
-import pytest
-
-from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from textual.widgets import Input
 
+from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from tui.engine.memory import MemorySample
 from tui.widgets.log import LogPanel
 from tui.widgets.status import StatusPanel

@@ -8,6 +8,8 @@ cursor rests on it.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -238,8 +240,6 @@ class HistoryScreen(Screen):
     def action_variations(self) -> None:
         entry = self._need_selection()
         if entry:
-            from dataclasses import replace
-
             request = replace(entry.request(), seed=None, count=self.VARIATIONS)
             number = self.app.service.submit(request)
             self.app.notify(f"Job {number} queued: {self.VARIATIONS} variations with new seeds.", timeout=3)

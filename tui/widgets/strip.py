@@ -45,6 +45,7 @@ class RecentStrip(Horizontal):
     """
 
     def compose(self) -> ComposeResult:
+        self.tooltip = Text("Enter or click: open in history")
         for index in range(STRIP_SIZE):
             yield StripItem(id=f"recent-{index}")
 
@@ -61,4 +62,3 @@ class RecentStrip(Horizontal):
                     cell.clear("missing")
                 else:
                     cell.show(image)
-        self.tooltip = Text("Enter or click: open in history")
