@@ -156,3 +156,26 @@ def test_prompt_recall_order_and_draft():
 ])
 def test_visible_neutralises_control_characters(text, expected):
     assert visible(text) == expected
+
+
+def test_half_block_cells_match_rich_pixels_rendering():
+    """Our fast cell builder draws exactly what rich-pixels' half-block renderer draws
+    (for colours already on the 6-bit grid it quantises to)."""
+    import io
+
+    from PIL import Image
+    from rich.console import Console
+    from rich_pixels import Pixels
+
+    from tui.widgets.thumbnail import half_block_segments
+
+    picture = Image.effect_noise((24, 16), 60).convert("RGB").point(lambda v: v & 0xFC)
+
+    def rendered(renderable) -> str:
+        console = Console(file=io.StringIO(), width=80, color_system="truecolor")
+        console.print(renderable)
+        return console.file.getvalue()
+
+    ours = rendered(Pixels.from_segments(half_block_segments(picture)))
+    assert ours == rendered(Pixels.from_image(picture))
+    assert ours.count("▄") == 24 * 8

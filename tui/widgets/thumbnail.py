@@ -14,6 +14,42 @@ from rich.text import Text
 from textual.widget import Widget
 
 
+def half_block_segments(picture) -> list:
+    """Segments drawing an RGB image with "▄" cells: the cell's background is the upper pixel,
+    its foreground the lower one, so each cell shows two pixels.
+
+    This runs on the interface thread several times a second while the model computes, so it
+    avoids rich's colour parsing: colours are built directly, quantised to 6 bits a channel
+    (262,144 colours, invisible on a preview) so that neighbouring cells share them.
+    """
+    from rich.color import Color, ColorType
+    from rich.color_triplet import ColorTriplet
+    from rich.segment import Segment
+    from rich.style import Style
+
+    width, height = picture.size
+    data = picture.tobytes()
+    colours: dict[int, Color] = {}
+    from_color = Style.from_color
+
+    def colour(offset: int) -> Color:
+        r, g, b = data[offset] & 0xFC, data[offset + 1] & 0xFC, data[offset + 2] & 0xFC
+        key = (r << 16) | (g << 8) | b
+        found = colours.get(key)
+        if found is None:
+            found = colours[key] = Color(f"#{key:06x}", ColorType.TRUECOLOR, triplet=ColorTriplet(r, g, b))
+        return found
+
+    segments = []
+    row_bytes = width * 3
+    for top in range(0, height - 1, 2):
+        upper, lower = top * row_bytes, (top + 1) * row_bytes
+        for x in range(0, row_bytes, 3):
+            segments.append(Segment("▄", from_color(colour(lower + x), colour(upper + x))))
+        segments.append(Segment.line())
+    return segments
+
+
 def fit_size(image_size: tuple[int, int], cells: tuple[int, int]) -> tuple[int, int]:
     """Pixel size that fills ``cells`` (columns, rows) at two pixels per row, keeping the aspect ratio.
 
@@ -69,5 +105,6 @@ class Thumbnail(Widget):
             from rich_pixels import Pixels
 
             picture = self._image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-            self._rendered = (key, Align.center(Pixels.from_image(picture), vertical="middle"))
+            pixels = Pixels.from_segments(half_block_segments(picture))
+            self._rendered = (key, Align.center(pixels, vertical="middle"))
         return self._rendered[1]
