@@ -64,11 +64,10 @@ async def test_thumbnail_fills_its_panel_and_re_renders_on_resize(sdtui_home):
         await wait_for(pilot, lambda: app.main_screen.last_path is not None)
         thumbnail = app.main_screen.query_one("#preview", Thumbnail)
         await pilot.pause()
-        first = thumbnail._rendered[0][1]
+        first = thumbnail.picture_size
         await pilot.resize_terminal(160, 50)
         await pilot.pause(0.2)
-        thumbnail.render()
-        second = thumbnail._rendered[0][1]
+        second = thumbnail.picture_size
         assert second[0] > first[0] and second[0] / second[1] == pytest.approx(2.0, rel=0.1)
 
 

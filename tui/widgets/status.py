@@ -7,8 +7,10 @@ from __future__ import annotations
 import statistics
 
 from rich.text import Text
+from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
 from tui.cli_progress import format_duration
@@ -41,6 +43,28 @@ def memory_text(memory: MemorySample | None) -> Text:
     return text
 
 
+class Line(Widget):
+    """Text that changes every step. Unlike ``Static.update``, which asks for a new layout of
+    the whole screen, it only repaints itself unless the number of lines it needs changes."""
+
+    DEFAULT_CSS = "Line { height: auto; }"
+
+    def __init__(self, text: Text | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.text = text or Text()
+        self._rows = 1
+
+    def set(self, text: Text) -> None:
+        self.text = text
+        width = max(1, self.content_size.width)
+        rows = max(1, -(-cell_len(text.plain) // width))
+        self.refresh(layout=rows != self._rows)
+        self._rows = rows
+
+    def render(self) -> Text:
+        return self.text
+
+
 class StatusPanel(Vertical):
     DEFAULT_CSS = """
     StatusPanel { height: auto; }
@@ -60,8 +84,8 @@ class StatusPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress")
-        yield Static(id="progress-text")
-        yield Static(memory_text(None), id="memory")
+        yield Line(id="progress-text")
+        yield Line(memory_text(None), id="memory")
         yield Static(id="swap-warning")
 
     def on_mount(self) -> None:
@@ -82,7 +106,7 @@ class StatusPanel(Vertical):
              it_per_s: float, memory: MemorySample) -> None:
         self.step_times.append(step_seconds)
         self._show_progress(step, total, elapsed, it_per_s, image_index)
-        self.query_one("#memory", Static).update(memory_text(memory))
+        self.query_one("#memory", Line).set(memory_text(memory))
 
     def job_ended(self, state: str) -> None:
         self.state = state
@@ -110,4 +134,4 @@ class StatusPanel(Vertical):
                     f"  elapsed {format_duration(elapsed)}")
         text.append(f"  queue {self.queue}", style="bold" if self.queue else "dim")
         text.append(f"  {self.state}", style="dim")
-        self.query_one("#progress-text", Static).update(text)
+        self.query_one("#progress-text", Line).set(text)

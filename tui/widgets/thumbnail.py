@@ -14,9 +14,9 @@ from rich.text import Text
 from textual.widget import Widget
 
 
-def half_block_segments(picture) -> list:
-    """Segments drawing an RGB image with "▄" cells: the cell's background is the upper pixel,
-    its foreground the lower one, so each cell shows two pixels.
+def half_block_rows(picture) -> list[list]:
+    """Rows of segments drawing an RGB image with "▄" cells: the cell's background is the
+    upper pixel, its foreground the lower one, so each cell shows two pixels.
 
     This runs on the interface thread several times a second while the model computes, so it
     avoids rich's colour parsing: colours are built directly, quantised to 6 bits a channel
@@ -40,12 +40,21 @@ def half_block_segments(picture) -> list:
             found = colours[key] = Color(f"#{key:06x}", ColorType.TRUECOLOR, triplet=ColorTriplet(r, g, b))
         return found
 
-    segments = []
+    rows = []
     row_bytes = width * 3
     for top in range(0, height - 1, 2):
         upper, lower = top * row_bytes, (top + 1) * row_bytes
-        for x in range(0, row_bytes, 3):
-            segments.append(Segment("▄", from_color(colour(lower + x), colour(upper + x))))
+        rows.append([Segment("▄", from_color(colour(lower + x), colour(upper + x))) for x in range(0, row_bytes, 3)])
+    return rows
+
+
+def half_block_segments(picture) -> list:
+    """The same cells as one segment list with line breaks, as rich-pixels' ``Pixels`` takes them."""
+    from rich.segment import Segment
+
+    segments = []
+    for row in half_block_rows(picture):
+        segments.extend(row)
         segments.append(Segment.line())
     return segments
 
@@ -64,6 +73,9 @@ def fit_size(image_size: tuple[int, int], cells: tuple[int, int]) -> tuple[int, 
 
 
 class Thumbnail(Widget):
+    """Draws through Textual's line API (one prebuilt Strip per row), which is several times
+    cheaper per repaint than handing Textual a Rich renderable of thousands of segments."""
+
     DEFAULT_CSS = """
     Thumbnail {
         width: 1fr;
@@ -75,15 +87,20 @@ class Thumbnail(Widget):
         super().__init__(**kwargs)
         self.placeholder = placeholder
         self._image = None
-        self._rendered: tuple[tuple, RenderableType] | None = None
+        self._strips: tuple[tuple, list] | None = None
 
     @property
     def image(self):
         return self._image
 
+    @property
+    def picture_size(self) -> tuple[int, int] | None:
+        """The pixel size the image is drawn at now (None without an image)."""
+        return self._strips[0][1] if self._strips else None
+
     def show(self, image) -> None:
         self._image = image
-        self._rendered = None
+        self._strips = None
         self.refresh()
 
     def clear(self, placeholder: str | None = None) -> None:
@@ -92,19 +109,34 @@ class Thumbnail(Widget):
         self.show(None)
 
     def on_resize(self) -> None:
-        self._rendered = None
+        self._strips = None
         self.refresh()
 
     def render(self) -> RenderableType:
-        if self._image is None:
-            return Align.center(Text(self.placeholder, style="dim"), vertical="middle")
-        size = fit_size(self._image.size, (self.content_size.width, self.content_size.height))
-        key = (id(self._image), size)
-        if self._rendered is None or self._rendered[0] != key:
-            from PIL import Image
-            from rich_pixels import Pixels
+        return Align.center(Text(self.placeholder, style="dim"), vertical="middle")
 
+    def _picture_strips(self) -> list:
+        from PIL import Image
+        from textual.strip import Strip
+
+        width, height = self.content_size.width, self.content_size.height
+        size = fit_size(self._image.size, (width, height))
+        key = (id(self._image), size, width, height)
+        if self._strips is None or self._strips[0] != key:
             picture = self._image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-            pixels = Pixels.from_segments(half_block_segments(picture))
-            self._rendered = (key, Align.center(pixels, vertical="middle"))
-        return self._rendered[1]
+            left = (width - size[0]) // 2
+            strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
+                      for row in half_block_rows(picture)]
+            self._strips = (key, strips)
+        return self._strips[1]
+
+    def render_line(self, y: int):
+        if self._image is None:
+            return super().render_line(y)
+        from textual.strip import Strip
+
+        strips = self._picture_strips()
+        row = y - (self.content_size.height - len(strips)) // 2
+        if 0 <= row < len(strips):
+            return strips[row]
+        return Strip.blank(self.content_size.width)
