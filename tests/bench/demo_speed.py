@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -51,7 +52,7 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "size": args.size,
         "steps": args.steps,
