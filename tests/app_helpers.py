@@ -30,6 +30,17 @@ async def wait_loaded(pilot, app) -> None:
     await wait_for(pilot, lambda: app.engine.loaded and not app.service.busy, what="the model to load")
 
 
+async def generate_each(pilot, app, prompts) -> None:
+    """Generate one image per prompt through the app's prompt box, oldest first, and wait for all."""
+    await wait_loaded(pilot, app)
+    for prompt in prompts:
+        await type_prompt(pilot, prompt)
+        await pilot.press("enter")
+    await wait_for(pilot, lambda: app.history.count() >= len(prompts) and not app.service.busy
+                   and app.service.waiting() == 0, what="the images")
+    await pilot.pause(0.2)
+
+
 async def type_prompt(pilot, text: str) -> None:
     prompt = pilot.app.main_screen.query_one("#prompt")
     prompt.value = ""

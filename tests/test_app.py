@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
+from tests.app_helpers import generate_each, make_app, type_prompt, wait_for, wait_loaded
 from tui.config import load_settings
 from tui.widgets.log import LogPanel
 from tui.widgets.settings import SettingsPanel
@@ -180,11 +180,8 @@ async def test_a_model_that_cannot_load_leaves_the_app_usable(sdtui_home):
 async def test_prompts_are_recalled_newest_first_including_earlier_runs(sdtui_home):
     first = make_app(steps=1)
     async with first.run_test(size=SIZE) as pilot:
-        await wait_loaded(pilot, first)
-        for prompt in ("old one", "old two"):
-            await type_prompt(pilot, prompt)
-            await pilot.press("enter")
-        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 2 and not first.service.busy)
+        await generate_each(pilot, first, ("old one", "old two"))
+        assert len(rows(sdtui_home)) == 2
     app = make_app(steps=1)
     async with app.run_test(size=SIZE) as pilot:
         prompt = app.main_screen.query_one("#prompt")

@@ -178,3 +178,27 @@ def test_half_block_cells_match_rich_pixels_rendering():
     ours = rendered(Pixels.from_segments(half_block_segments(picture)))
     assert ours == rendered(Pixels.from_image(picture))
     assert ours.count("▄") == 24 * 8
+
+
+@pytest.mark.asyncio
+async def test_showing_the_same_image_again_does_not_redraw_it():
+    from PIL import Image
+    from textual.app import App
+
+    class One(App):
+        def compose(self):
+            yield Thumbnail(id="t")
+
+    picture = Image.effect_noise((64, 64), 50).convert("RGB")
+    async with One().run_test(size=(40, 20)) as pilot:
+        thumbnail = pilot.app.query_one(Thumbnail)
+        thumbnail.show(picture)
+        await pilot.pause()
+        drawn = thumbnail._strips
+        assert drawn is not None
+        thumbnail.show(picture)
+        await pilot.pause()
+        assert thumbnail._strips is drawn
+        thumbnail.show(picture.copy())
+        await pilot.pause()
+        assert thumbnail._strips is not drawn

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from tests.app_helpers import make_app, plain, type_prompt, wait_for, wait_loaded
+from tests.app_helpers import generate_each, make_app, plain, wait_for
 from tui.screens.compare import CompareScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.history import HistoryScreen
@@ -22,14 +22,7 @@ PROMPTS = ("alpha fox", "beta whale", "gamma owl")
 
 
 async def made(pilot, app, prompts=PROMPTS):
-    """Generate one image per prompt through the app, oldest first."""
-    await wait_loaded(pilot, app)
-    for prompt in prompts:
-        await type_prompt(pilot, prompt)
-        await pilot.press("enter")
-    await wait_for(pilot, lambda: app.history.count() >= len(prompts) and not app.service.busy
-                   and app.service.waiting() == 0, what="the images")
-    await pilot.pause(0.2)
+    await generate_each(pilot, app, prompts)
 
 
 async def open_history(pilot, app):

@@ -184,7 +184,8 @@ class Engine:
 
     def generate(self, request: GenerationRequest, on_event: OnEvent = _ignore) -> list[Finished]:
         """Run ``request``; returns the finished images. Never raises for runtime failures:
-        they arrive as a Failed event and the engine stays usable."""
+        they arrive as a Failed event and the engine stays usable. An exception raised by
+        ``on_event`` itself (saving an image, say) propagates to the caller unchanged."""
         called = time.perf_counter()
         self._cancel.clear()
         try:

@@ -119,7 +119,8 @@ class HistoryScreen(Screen):
         if self.select_id is not None:
             self._move_to(self.select_id)
             self.select_id = None
-        self._show_detail()
+        self._show_params()
+        self._show_image()
 
     def _load_page(self) -> None:
         page = self.history.query(self.text, self.status, self.model, limit=PAGE, offset=len(self.entries))
@@ -155,25 +156,25 @@ class HistoryScreen(Screen):
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.cursor_row >= len(self.entries) - 20 and len(self.entries) < self.total:
             self._load_page()
-        entry = self.selected
-        if entry is not None:
-            self.query_one("#param-text", Static).update(details_table(entry))
+        self._show_params()
         if self._detail_timer is not None:
             self._detail_timer.stop()
-        self._detail_timer = self.set_timer(0.12, self._show_detail)  # decode only once the cursor rests
+        self._detail_timer = self.set_timer(0.12, self._show_image)  # decode only once the cursor rests
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
         self.action_load()
 
-    def _show_detail(self) -> None:
+    def _show_params(self) -> None:
+        entry = self.selected
+        self.query_one("#param-text", Static).update(details_table(entry) if entry is not None else "")
+
+    def _show_image(self) -> None:
         entry = self.selected
         large = self.query_one("#large", Thumbnail)
         if entry is None:
             large.clear("no entries" if not self.total else "no entry selected")
-            self.query_one("#param-text", Static).update("")
             return
-        self.query_one("#param-text", Static).update(details_table(entry))
         if entry.status != "done":
             large.clear(f"no image: {entry.status}")
             return

@@ -81,6 +81,7 @@ class StatusPanel(Vertical):
         self.images = 1
         self.queue = 0
         self.state = "idle"
+        self._last: tuple[int, int, float, float, int] = (0, 0, 0.0, 0.0, 0)  # step, total, elapsed, it/s, image
 
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress")
@@ -124,7 +125,7 @@ class StatusPanel(Vertical):
         self._refresh_line()
 
     def _refresh_line(self) -> None:
-        step, total, elapsed, it_per_s, image_index = getattr(self, "_last", (0, 0, 0.0, 0.0, 0))
+        step, total, elapsed, it_per_s, image_index = self._last
         steps_left = (total - step) + (self.images - image_index - 1) * total
         text = Text()
         text.append(f"{step}/{total}", style="bold")

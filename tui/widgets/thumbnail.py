@@ -99,6 +99,8 @@ class Thumbnail(Widget):
         return self._strips[0][1] if self._strips else None
 
     def show(self, image) -> None:
+        if image is not None and image is self._image:
+            return  # the finished image arrives twice (finished, then saved); draw it once
         self._image = image
         self._strips = None
         self.refresh()
