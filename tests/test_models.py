@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import run_sdtui
+from tests.tiny_models import hub_cache_with
 from tui.engine import Engine, EngineOptions, Finished, GenerationRequest, ModelLoadError
-from tui.engine.models import _progress_class, pickle_weights, resolve_source
+from tui.engine.models import pickle_weights, resolve_source
 
 SMALL = dict(width=128, height=128, steps=4, seed=9)
 
@@ -47,7 +48,8 @@ def test_pickle_weights_load_when_allowed(pickle_folder):
 
 
 @pytest.mark.parametrize("name,words", [("model.ckpt", "pickle checkpoint"), ("model.pt", "pickle checkpoint"),
-                                        ("model.safetensors", "single-file checkpoint")])
+                                        ("model.safetensors", "not a .safetensors file"),
+                                        ("notes.txt", "not a model")])
 def test_single_files_are_refused_with_a_reason(tmp_path, name, words):
     path = tmp_path / name
     path.write_bytes(b"\x80\x04not really a model")
@@ -81,20 +83,9 @@ def test_unusable_model_names_say_what_to_give(text):
         resolve_source(text)
 
 
-def hub_cache_with(tmp_path, folder, repo_id="someone/tiny-sd"):
-    """A Hugging Face cache layout holding ``folder`` as the main revision of ``repo_id``."""
-    cache = tmp_path / "hub"
-    repo = cache / ("models--" + repo_id.replace("/", "--"))
-    revision = "0123456789abcdef0123456789abcdef01234567"
-    shutil.copytree(folder, repo / "snapshots" / revision)
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(revision)
-    return cache
-
-
 @pytest.mark.parametrize("offline", ["1", ""])
 def test_a_cached_hub_model_loads_without_the_network(tiny_pipeline_dir, tmp_path, offline):
-    cache = hub_cache_with(tmp_path, tiny_pipeline_dir)
+    cache = hub_cache_with(tmp_path / "hub", tiny_pipeline_dir, "someone/tiny-sd")
     result = run_sdtui(["generate", "a fox", "--model", "someone/tiny-sd", "--steps", "2", "--width", "64",
                         "--height", "64", "--output", str(tmp_path / "out.png")],
                        env_extra={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": offline,
@@ -116,18 +107,3 @@ def test_a_missing_model_offline_says_so_in_seconds(tmp_path, offline):
     assert "--model PATH" in last and "--demo" in last
     assert "Traceback" not in result.stderr and "Retrying" not in result.stderr
     assert elapsed < 20  # python start and imports included; the hub check itself gives up within 3 s
-
-
-def test_download_progress_reports_bytes_and_prints_nothing(capfd):
-    reports = []
-    bar_class = _progress_class(lambda done, total: reports.append((done, total)))
-    bar = bar_class(total=1000, unit="B", desc="Downloading bytes")
-    bar.update(400)
-    bar.update(600)
-    bar.close()
-    counter = bar_class(total=3, desc="Fetching 3 files")  # file counts are not byte progress
-    counter.update(3)
-    counter.close()
-    assert reports[-1] == (1000, 1000) and all(total == 1000 for _, total in reports)
-    captured = capfd.readouterr()
-    assert captured.out == "" and captured.err == ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.request import GenerationRequest
 
@@ -34,6 +35,15 @@ class Loaded:
     dtype: str
     seconds: float
     decisions: tuple[str, ...]
+    family_info: ModelFamily | None = None
+    memory: MemorySample | None = None
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    """The previous model is gone and its memory handed back; ``memory`` is measured after."""
+    model: str
+    memory: MemorySample
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ can run arbitrary code, so they are refused unless the user allows pickle.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +25,7 @@ PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 SAFE_SUFFIXES = (".safetensors",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PROBE_TIMEOUT_S = 3.0
+log = logging.getLogger("tui.engine.models")
 
 
 class ModelLoadError(Exception):
@@ -91,12 +92,126 @@ def check_folder(folder: Path, allow_pickle: bool) -> None:
                              "if you trust the source")
 
 
-def check_single_file(path: Path, allow_pickle: bool) -> None:
-    if path.suffix.lower() in PICKLE_SUFFIXES and not allow_pickle:
-        raise ModelLoadError(f"model: {path.name} is a pickle checkpoint, which can run code when loaded; "
-                             "use a .safetensors file or pass --allow-pickle if you trust the source")
-    raise ModelLoadError(f"model: {path.name} is a single-file checkpoint; sdtui loads diffusers folders "
-                         "(with model_index.json) for now; give --model PATH to such a folder, or --demo")
+def check_single_file(path: Path, allow_pickle: bool):
+    """The checkpoint's header (None for a pickle file), after refusing what cannot load."""
+    from tui.engine.families import family_from_checkpoint
+    from tui.engine.safetensors_header import HeaderError, read_header
+
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        if not allow_pickle:
+            raise ModelLoadError(f"model: {path.name} is a pickle checkpoint, which can run code when loaded; "
+                                 "use a .safetensors file or pass --allow-pickle if you trust the source")
+        return None
+    if suffix not in SAFE_SUFFIXES:
+        raise ModelLoadError(f"model: {path.name} is not a model; give a .safetensors checkpoint, a diffusers "
+                             "folder (with model_index.json), a Hub id, or --demo")
+    try:
+        header = read_header(path)
+    except HeaderError as error:
+        raise ModelLoadError(f"model: {path.name} cannot be used: {error}") from None
+    if header.truncated:
+        raise ModelLoadError(f"model: {path.name} is truncated ({header.file_bytes:,} of "
+                             f"{8 + header.header_bytes + header.data_bytes:,} bytes); download it again")
+    if family_from_checkpoint(header.shapes.keys(), path.name) is None:
+        raise ModelLoadError(f"model: {path.name} is not a whole Stable Diffusion checkpoint (it has no UNet "
+                             "weights); it may be a LoRA, a VAE or an embedding")
+    return header
+
+
+class _ShapeOnly:
+    """Stands in for a tensor where only its shape is looked at."""
+
+    def __init__(self, shape):
+        self.shape = shape
+
+
+def single_file_config_repo(path: Path, header, allow_pickle: bool) -> str:
+    """The Hub repository whose configs diffusers uses for this checkpoint (its own choice,
+    made from tensor names and shapes, so sdtui and diffusers never disagree)."""
+    from diffusers.loaders.single_file_utils import fetch_diffusers_config, load_single_file_checkpoint
+
+    if header is not None:
+        tensors = {name: _ShapeOnly(shape) for name, shape in header.shapes.items()}
+    else:
+        tensors = load_single_file_checkpoint(str(path), local_files_only=True)
+    try:
+        return fetch_diffusers_config(tensors)["pretrained_model_name_or_path"]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise ModelLoadError(f"model: diffusers does not recognise {path.name} as a checkpoint it can "
+                             f"load ({error})") from None
+
+
+CONFIG_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model"]
+
+
+def single_file_configs(repo_id: str) -> Path:
+    """The local folder of ``repo_id``'s configs, fetching the configs (a few kilobytes, no
+    weights) only when the Hub may be used. Never goes online behind the user's back: offline,
+    a missing config is an error that names the repository."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    from tui.engine.catalog import hub_cache_dir
+
+    cache = hub_cache_dir()
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=CONFIG_PATTERNS, local_files_only=True,
+                                        cache_dir=cache))
+        if _configs_complete(folder):
+            return folder
+    except LocalEntryNotFoundError:
+        pass
+    needed = (f"model: this checkpoint needs the configs of {repo_id}, which are not in the local Hugging Face "
+              f"cache and {{reason}}; fetch them once online with `hf download {repo_id} --include "
+              f"'*.json' '*.txt'` (a few KB), or load a diffusers folder instead")
+    if hub_offline():
+        raise ModelLoadError(needed.format(reason="HF_HUB_OFFLINE is set"))
+    if not hub_reachable():
+        raise ModelLoadError(needed.format(reason="the Hub cannot be reached"))
+    log.info("fetching the configs of %s (no weights)", repo_id)
+    try:
+        folder = Path(snapshot_download(repo_id, allow_patterns=CONFIG_PATTERNS, cache_dir=cache))
+    except (HfHubHTTPError, OSError, LocalEntryNotFoundError) as error:
+        raise ModelLoadError(needed.format(reason=f"fetching them failed ({str(error).splitlines()[0]})")) from None
+    if not _configs_complete(folder):
+        raise ModelLoadError(f"model: {repo_id} on the Hub has no diffusers configs for this checkpoint")
+    return folder
+
+
+def _configs_complete(folder: Path) -> bool:
+    if not (folder / "model_index.json").is_file():
+        return False
+    for name in _components(folder / "model_index.json"):
+        sub = folder / name
+        if name in ("safety_checker", "feature_extractor"):
+            continue
+        if not sub.is_dir() or not any(f.suffix in (".json", ".txt", ".model") for f in sub.iterdir()):
+            return False
+    return True
+
+
+def load_single_file(path: Path, torch_dtype, allow_pickle: bool):
+    """A whole .safetensors (or, when allowed, .ckpt) checkpoint through diffusers' single-file
+    loader, configured from the matching diffusers configs in the local cache."""
+    import diffusers
+
+    header = check_single_file(path, allow_pickle)
+    configs = single_file_configs(single_file_config_repo(path, header, allow_pickle))
+    index = json.loads((configs / "model_index.json").read_text())
+    pipeline_class = getattr(diffusers, str(index.get("_class_name", "")), None)
+    if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
+        raise ModelLoadError(f"model: {path.name} needs {index.get('_class_name')!r}, which cannot load "
+                             "single files")
+    extra = {}
+    if "safety_checker" in index:
+        extra = {"safety_checker": None, "requires_safety_checker": False}
+    try:
+        return pipeline_class.from_single_file(str(path), config=str(configs), torch_dtype=torch_dtype,
+                                               local_files_only=True, **extra)
+    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"model: loading {path.name} failed: {first}") from None
 
 
 # --- Hugging Face Hub -------------------------------------------------------------------
@@ -106,11 +221,16 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
 
 
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """A quick TCP check, so an offline machine hears so in seconds, not after the Hub client's retries."""
+def hub_endpoint() -> str:
+    """The Hub's address, read from the environment now (HF_ENDPOINT), not at import time."""
     from huggingface_hub import constants
 
-    url = urlparse(constants.ENDPOINT)
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """A quick TCP check, so an offline machine hears so in seconds, not after the Hub client's retries."""
+    url = urlparse(hub_endpoint())
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
     result: list[bool] = []
 
@@ -145,70 +265,71 @@ def _download_patterns(components: list[str], allow_pickle: bool) -> tuple[list[
 ProgressCallback = Callable[[int, int | None], None]
 
 
-def _progress_class(on_progress: ProgressCallback):
-    """A tqdm class for huggingface_hub that reports byte counts instead of drawing a bar."""
-    from tqdm.std import tqdm
-
-    class ReportingTqdm(tqdm):
-        _last_report = 0.0
-
-        def __init__(self, *args, **kwargs):
-            kwargs["file"] = open(os.devnull, "w")  # noqa: SIM115 (closed in close())
-            kwargs["disable"] = False
-            kwargs.pop("name", None)
-            super().__init__(*args, **kwargs)
-
-        def update(self, n=1):
-            result = super().update(n)
-            now = time.monotonic()
-            if self.unit == "B" and (now - self._last_report > 0.25 or (self.total and self.n >= self.total)):
-                self._last_report = now
-                on_progress(int(self.n), int(self.total) if self.total else None)
-            return result
-
-        def close(self):
-            handle = self.fp
-            super().close()
-            try:
-                handle.close()
-            except Exception:
-                pass
-
-    return ReportingTqdm
+def _never() -> bool:
+    return False
 
 
-def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallback) -> Path:
-    """The local snapshot folder of ``repo_id``, downloading what is missing when the Hub is reachable."""
-    from huggingface_hub import hf_hub_download, snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+def cached_snapshot(repo_id: str, allow_pickle: bool) -> Path | None:
+    """The cached snapshot of ``repo_id``'s main revision if it holds every component's
+    weights; an interrupted download leaves an incomplete one, which does not count."""
+    from tui.engine.catalog import hub_cache_dir
+    from tui.engine.download import repo_folder
 
-    def snapshot(local_only: bool) -> Path:
-        index = hf_hub_download(repo_id, "model_index.json", local_files_only=local_only)
-        allow, ignore = _download_patterns(_components(Path(index)), allow_pickle)
-        return Path(snapshot_download(repo_id, allow_patterns=allow, ignore_patterns=ignore,
-                                      local_files_only=local_only,
-                                      tqdm_class=None if local_only else _progress_class(on_progress)))
-
+    repo = repo_folder(hub_cache_dir(), repo_id)
     try:
-        return snapshot(local_only=True)
-    except LocalEntryNotFoundError:
-        pass
+        snapshot = repo / "snapshots" / (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    index = snapshot / "model_index.json"
+    if not index.is_file():
+        return None
+    weights = SAFE_SUFFIXES + ((".bin",) if allow_pickle else ())
+    for name in _components(index):
+        sub = snapshot / name
+        if (sub / "config.json").is_file() and not any(f.name.endswith(weights) for f in sub.iterdir()):
+            return None
+    return snapshot
+
+
+def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallback,
+                   cancelled: Callable[[], bool] = _never) -> Path:
+    """The local snapshot folder of ``repo_id``, downloading what is missing when the Hub is
+    reachable. A cancelled download keeps its files and partial file; the next call resumes."""
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    from tui.engine.catalog import hub_cache_dir
+    from tui.engine.download import DownloadCancelled, download_snapshot
+
+    snapshot = cached_snapshot(repo_id, allow_pickle)
+    if snapshot is not None:
+        return snapshot
     if hub_offline():
         raise ModelLoadError(offline_message(repo_id, "HF_HUB_OFFLINE is set"))
     if not hub_reachable():
         raise ModelLoadError(offline_message(repo_id, "the Hub cannot be reached"))
+    cache, endpoint = hub_cache_dir(), hub_endpoint()
     try:
-        return snapshot(local_only=False)
+        first = download_snapshot(repo_id, ["model_index.json"], [], cache, lambda *_: None, cancelled, endpoint)
+        allow, ignore = _download_patterns(_components(first / "model_index.json"), allow_pickle)
+        return download_snapshot(repo_id, allow, ignore, cache, on_progress, cancelled, endpoint)
+    except DownloadCancelled:
+        raise ModelLoadError(f"model: downloading {repo_id} was cancelled; choose it again to resume "
+                             "where it stopped") from None
     except GatedRepoError:
-        raise ModelLoadError(f"model: {repo_id} is gated; accept its licence on the Hub, then log in "
-                             "with `hf auth login` and try again") from None
+        raise ModelLoadError(f"model: {repo_id} is gated; accept its licence on its Hub page, then log in "
+                             "with the Hugging Face CLI (`hf auth login`) and try again") from None
     except RepositoryNotFoundError:
         raise ModelLoadError(f"model: {repo_id} was not found on the Hub (or it is private and you are "
                              "not logged in: `hf auth login`)") from None
-    except LocalEntryNotFoundError:
-        raise ModelLoadError(offline_message(repo_id, "the download failed")) from None
     except (HfHubHTTPError, OSError) as error:
-        raise ModelLoadError(f"model: downloading {repo_id} failed: {error}".splitlines()[0]) from None
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelLoadError(f"model: downloading {repo_id} failed: {first_line}; try again to resume") from None
+    except Exception as error:  # httpx errors (connection reset, timeouts) have no common base here
+        if type(error).__module__.startswith(("httpx", "httpcore")):
+            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ModelLoadError(f"model: downloading {repo_id} failed: {type(error).__name__} {detail}; "
+                                 "try again to resume") from None
+        raise
 
 
 def load_pipeline(folder: Path, torch_dtype, allow_pickle: bool):

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine import device as devices
-from tui.engine.demo import DEMO_LABEL
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
-                               Notice, Started, Step, Timings)
+                               Notice, Started, Step, Timings, Unloaded)
+from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import sample_memory, swap_growth_warning, total_ram
-from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, check_single_file, fetch_from_hub, load_pipeline,
+from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, fetch_from_hub, load_pipeline, load_single_file,
                                resolve_source)
-from tui.engine.preview import LatentPreviewer, PreviewThrottle, latent_format_for
+from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
 
@@ -77,6 +77,7 @@ class Engine:
         self.pipe = None
         self.model_label = ""
         self.family = ""
+        self.family_info: ModelFamily | None = None
         self.device = ""
         self.dtype = ""
         self.load_seconds = 0.0
@@ -103,7 +104,8 @@ class Engine:
         quiet_libraries()
         import torch
 
-        self.unload()
+        self.unload(on_event)
+        self._cancel.clear()
         options = self.options
         source = resolve_source(options.model)
         log.info("loading %s (%s)", source.label, source.kind)
@@ -119,13 +121,13 @@ class Engine:
             if torch_dtype != torch.float32:
                 pipe = pipe.to(dtype=torch_dtype)
         elif source.kind == "file":
-            check_single_file(Path(source.ref), options.allow_pickle)
-            raise AssertionError("unreachable: single files are refused above")
+            pipe = load_single_file(Path(source.ref), torch_dtype, options.allow_pickle)
         else:
             folder = Path(source.ref)
             if source.kind == "hub":
                 folder = fetch_from_hub(source.ref, options.allow_pickle,
-                                        lambda done, total: on_event(DownloadProgress(source.label, done, total)))
+                                        lambda done, total: on_event(DownloadProgress(source.label, done, total)),
+                                        self._cancel.is_set)
             pipe = load_pipeline(folder, torch_dtype, options.allow_pickle)
         pipe = pipe.to(device.value)
         pipe.set_progress_bar_config(disable=True)
@@ -135,21 +137,37 @@ class Engine:
         slicing = self._apply_attention_slicing()
         self.model_label = source.label
         self.dtype = dtype.value
-        self.family = _family(pipe, source.label)
-        self._previewer = LatentPreviewer(latent_format_for(type(pipe).__name__))
+        self.family_info = _family(pipe, source.label)
+        self.family = self.family_info.label + (" (demo)" if source.kind == "demo" else "")
+        self._previewer = LatentPreviewer(self.family_info.latent_format)
+        upcast = self._apply_vae_upcast()
         self._base_scheduler_config = dict(pipe.scheduler.config)
         self._schedulers = {}
         self._scheduler_name = ""
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
         if warmup.value:
             pipe(prompt="warm-up", num_inference_steps=1, width=256, height=256, output_type="latent")
-        self.decisions = [device, dtype, slicing, warmup]
+        self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
         for decision in self.decisions:
             log.info(decision.describe())
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %.1f s", self.model_label, self.family, self.device, self.load_seconds)
         on_event(Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
-                        tuple(d.describe() for d in self.decisions)))
+                        tuple(d.describe() for d in self.decisions), self.family_info, sample_memory(self.device)))
+
+    def _apply_vae_upcast(self) -> devices.Decision | None:
+        vae = getattr(self.pipe, "vae", None)
+        if vae is None or not hasattr(vae, "register_to_config"):
+            return None
+        configured = vae.config.get("force_upcast")
+        upcast = needs_vae_upcast(self.family_info, self.dtype, configured)
+        if upcast and not configured:
+            vae.register_to_config(force_upcast=True)
+        if self.family_info.base != "SDXL" or self.dtype != "float16":
+            return None
+        reason = ("SDXL's VAE overflows in float16 (black images), so it decodes in float32" if upcast
+                  else "this VAE is marked float16-safe, so it decodes in float16")
+        return devices.Decision("vae upcast", upcast, reason)
 
     @property
     def attention_slicing_active(self) -> bool:
@@ -168,13 +186,22 @@ class Engine:
             self._slicing = decision.value
         return decision
 
-    def unload(self) -> None:
+    def unload(self, on_event: OnEvent = _ignore) -> None:
+        """Drop the pipeline and hand its memory back before anything else is loaded."""
         if self.pipe is None:
             return
+        label = self.model_label
         self.pipe = None
         self._schedulers = {}
+        self._scheduler_name = ""
+        self._base_scheduler_config = {}
+        self._previewer = None
+        self._denoised = None
         self._slicing = None
         _free_device_memory(self.device)
+        memory = sample_memory(self.device)
+        log.info("unloaded %s", label)
+        on_event(Unloaded(label, memory))
 
     # --- generation ---------------------------------------------------------------------
 
@@ -349,17 +376,12 @@ class Engine:
         return {"model": self.model_label, "family": self.family, "device": self.device, "dtype": self.dtype}
 
 
-def _family(pipe, label: str) -> str:
-    name = type(pipe).__name__
-    turbo = "turbo" in label.casefold()
-    if "XL" in name:
-        return "SDXL Turbo" if turbo else "SDXL"
-    encoder = getattr(pipe, "text_encoder", None)
-    hidden = getattr(getattr(encoder, "config", None), "hidden_size", 768)
-    family = "SD 2.x" if hidden == 1024 else "SD 1.x"
-    if label == DEMO_LABEL:
-        family = "SD 1.x (demo)"
-    return f"{family} Turbo" if turbo else family
+def _family(pipe, label: str) -> ModelFamily:
+    def config(component) -> dict:
+        return dict(getattr(getattr(pipe, component, None), "config", None) or {})
+
+    index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
+    return family_from_configs(index, config("unet"), config("scheduler"), label)
 
 
 def _free_device_memory(device: str) -> None:

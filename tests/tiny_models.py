@@ -1,0 +1,201 @@
+"""Tiny real pipelines for model-management tests: an SDXL pipeline small enough to run on
+the CPU in a second, and an exporter that writes any tiny pipeline as an original-format
+single-file checkpoint (the layout model sites distribute), so diffusers' single-file
+loader is exercised the way a user's download would exercise it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tui.engine.demo import _byte_level_vocab
+
+
+def build_tiny_sdxl():
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    vocab = _byte_level_vocab()
+    # The two text encoders differ in width, as SDXL's do, because diffusers tells them
+    # apart in a single file by the width of their position embeddings.
+    first, second, time_dim = 32, 40, 8
+
+    def text_config(hidden, layers):
+        return CLIPTextConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=37,
+                              num_attention_heads=4, num_hidden_layers=layers, max_position_embeddings=77,
+                              projection_dim=hidden, bos_token_id=0, eos_token_id=1, pad_token_id=1,
+                              hidden_act="gelu")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        unet = UNet2DConditionModel(
+            sample_size=32, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4), use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=time_dim, transformer_layers_per_block=(1, 2),
+            projection_class_embeddings_input_dim=6 * time_dim + second, cross_attention_dim=first + second,
+            norm_num_groups=32)
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8, 8, 16, 16),
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            layers_per_block=1, norm_num_groups=8, sample_size=256, scaling_factor=0.13025,
+                            force_upcast=True)
+        text_encoder = CLIPTextModel(text_config(first, 2))
+        # Ten layers: diffusers recognises an SDXL checkpoint by its second encoder's tenth block.
+        text_encoder_2 = CLIPTextModelWithProjection(text_config(second, 10))
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                       num_train_timesteps=1000, steps_offset=1, timestep_spacing="leading")
+    return StableDiffusionXLPipeline(vae=vae.eval(), text_encoder=text_encoder.eval(),
+                                     text_encoder_2=text_encoder_2.eval(), tokenizer=tokenizer,
+                                     tokenizer_2=tokenizer, unet=unet.eval(), scheduler=scheduler)
+
+
+# --- diffusers layout -> original (LDM) single-file layout ------------------------------
+
+_RESNET = (("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"),
+           ("conv2", "out_layers.3"), ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection"))
+_UNET_FLAT = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+              "conv_in": "input_blocks.0.0", "conv_norm_out": "out.0", "conv_out": "out.2",
+              "add_embedding.linear_1": "label_emb.0.0", "add_embedding.linear_2": "label_emb.0.2"}
+_VAE_ATTENTION = (("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out"))
+
+
+def _rename(text: str, pairs) -> str:
+    for old, new in pairs:
+        text = re.sub(rf"(^|\.){re.escape(old)}\.", rf"\g<1>{new}.", text)
+    return text
+
+
+def unet_to_original(state: dict, layers_per_block: int) -> dict:
+    per_block = layers_per_block + 1
+    attention_up_blocks = {int(m.group(1)) for k in state if (m := re.match(r"up_blocks\.(\d+)\.attentions", k))}
+    out = {}
+    for key, value in state.items():
+        head, _, tail = key.rpartition(".")  # tail: weight | bias
+        if head in _UNET_FLAT:
+            out[f"{_UNET_FLAT[head]}.{tail}"] = value
+            continue
+        if m := re.match(r"down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+            b, j, rest = int(m[1]), int(m[2]), m[3]
+            out[f"input_blocks.{1 + b * per_block + j}.0.{_rename(rest, _RESNET)}"] = value
+        elif m := re.match(r"down_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+            b, j, rest = int(m[1]), int(m[2]), m[3]
+            out[f"input_blocks.{1 + b * per_block + j}.1.{rest}"] = value
+        elif m := re.match(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+            out[f"input_blocks.{(int(m[1]) + 1) * per_block}.0.op.{m[2]}"] = value
+        elif m := re.match(r"mid_block\.resnets\.(\d+)\.(.*)", key):
+            out[f"middle_block.{0 if m[1] == '0' else 2}.{_rename(m[2], _RESNET)}"] = value
+        elif m := re.match(r"mid_block\.attentions\.0\.(.*)", key):
+            out[f"middle_block.1.{m[1]}"] = value
+        elif m := re.match(r"up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+            b, j, rest = int(m[1]), int(m[2]), m[3]
+            out[f"output_blocks.{b * per_block + j}.0.{_rename(rest, _RESNET)}"] = value
+        elif m := re.match(r"up_blocks\.(\d+)\.attentions\.(\d+)\.(.*)", key):
+            b, j, rest = int(m[1]), int(m[2]), m[3]
+            out[f"output_blocks.{b * per_block + j}.1.{rest}"] = value
+        elif m := re.match(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+            b = int(m[1])
+            slot = 2 if b in attention_up_blocks else 1
+            out[f"output_blocks.{b * per_block + layers_per_block}.{slot}.conv.{m[2]}"] = value
+        else:
+            raise KeyError(f"no original-format name for unet key {key}")
+    return out
+
+
+def vae_to_original(state: dict, up_blocks: int) -> dict:
+    out = {}
+    for key, value in state.items():
+        key = key.replace("conv_norm_out", "norm_out")
+        if m := re.match(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+            key = f"encoder.down.{m[1]}.block.{m[2]}.{m[3]}"
+        elif m := re.match(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.*)", key):
+            key = f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
+        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.*)", key):
+            key = f"decoder.up.{up_blocks - 1 - int(m[1])}.block.{m[2]}.{m[3]}"
+        elif m := re.match(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.*)", key):
+            key = f"decoder.up.{up_blocks - 1 - int(m[1])}.upsample.conv.{m[2]}"
+        elif m := re.match(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.*)", key):
+            key = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
+        elif m := re.match(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.*)", key):
+            key = f"{m[1]}.mid.attn_1.{_rename(m[2], _VAE_ATTENTION)}"
+            if value.ndim == 2:  # the original attention is 1x1 convolutions
+                value = value[:, :, None, None]
+        out[key.replace("conv_shortcut", "nin_shortcut")] = value
+    return out
+
+
+def _text_model_keys(state: dict) -> dict:
+    """transformers 5 flattened CLIPTextModel's keys; original checkpoints keep ``text_model.``."""
+    return {k if k.startswith(("text_model.", "text_projection")) else f"text_model.{k}": v
+            for k, v in state.items()}
+
+
+def open_clip_to_original(state: dict) -> dict:
+    import torch
+
+    state = _text_model_keys(state)
+    out = {"token_embedding.weight": state["text_model.embeddings.token_embedding.weight"],
+           "positional_embedding": state["text_model.embeddings.position_embedding.weight"],
+           "ln_final.weight": state["text_model.final_layer_norm.weight"],
+           "ln_final.bias": state["text_model.final_layer_norm.bias"],
+           "text_projection": state["text_projection.weight"].T.contiguous()}
+    layers = {int(m[1]) for k in state if (m := re.match(r"text_model\.encoder\.layers\.(\d+)\.", k))}
+    for i in layers:
+        src, dst = f"text_model.encoder.layers.{i}.", f"transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat(
+                [state[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            out[f"{dst}attn.out_proj.{kind}"] = state[f"{src}self_attn.out_proj.{kind}"]
+            out[f"{dst}ln_1.{kind}"] = state[f"{src}layer_norm1.{kind}"]
+            out[f"{dst}ln_2.{kind}"] = state[f"{src}layer_norm2.{kind}"]
+            out[f"{dst}mlp.c_fc.{kind}"] = state[f"{src}mlp.fc1.{kind}"]
+            out[f"{dst}mlp.c_proj.{kind}"] = state[f"{src}mlp.fc2.{kind}"]
+    return out
+
+
+def save_single_file(pipe, path: Path) -> Path:
+    """Write ``pipe`` (a tiny SD 1.x or SDXL pipeline) as one original-format .safetensors file."""
+    from safetensors.torch import save_file
+
+    tensors = {}
+
+    def put(prefix: str, state: dict) -> None:
+        for key, value in state.items():
+            tensors[prefix + key] = value.detach().clone().contiguous()
+
+    put("model.diffusion_model.", unet_to_original(pipe.unet.state_dict(), pipe.unet.config.layers_per_block))
+    put("first_stage_model.", vae_to_original(pipe.vae.state_dict(), len(pipe.vae.config.up_block_types)))
+    text = _text_model_keys(pipe.text_encoder.state_dict())
+    text = {k: v for k, v in text.items() if not k.endswith("position_ids")}
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        put("conditioner.embedders.0.transformer.", text)
+        put("conditioner.embedders.1.model.", open_clip_to_original(pipe.text_encoder_2.state_dict()))
+    else:
+        put("cond_stage_model.transformer.", text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
+def hub_cache_with(cache: Path, folder: Path, repo_id: str, configs_only: bool = False) -> Path:
+    """A Hugging Face cache layout under ``cache`` holding ``folder`` as ``repo_id``'s main
+    revision (only its config and tokenizer files when ``configs_only``)."""
+    import shutil
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / revision
+    if configs_only:
+        for file in folder.rglob("*"):
+            if file.is_file() and file.suffix in (".json", ".txt"):
+                target = snapshot / file.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target)
+    else:
+        shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return cache

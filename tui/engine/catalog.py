@@ -1,0 +1,242 @@
+"""The models a user can pick from: diffusers pipelines in the local Hugging Face cache,
+folders and single-file checkpoints in the models folder, recently used models, and the
+demo model. Each entry says its family, its size on disk and where it is.
+
+Only files are read (configs and safetensors headers), never weights, and nothing goes
+online: the picker lists what is already here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
+from tui.engine.families import ModelFamily, family_from_checkpoint, family_from_configs
+from tui.engine.models import PICKLE_SUFFIXES
+from tui.engine.safetensors_header import HeaderError, read_header
+
+log = logging.getLogger("tui.engine.catalog")
+RECENT_LIMIT = 12
+DEMO_FAMILY = ModelFamily("SD 1.x", False, 512)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    ref: str  # what the model setting is set to when picked
+    name: str
+    kind: str  # demo | hub | folder | file
+    family: ModelFamily | None
+    size_bytes: int | None
+    where: str
+    recent: bool = False
+    note: str = ""  # why it may not load as it is
+
+    @property
+    def family_label(self) -> str:
+        return self.family.label if self.family else "?"
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache as huggingface_hub would find it, read from the environment now
+    (not when huggingface_hub was imported), so a changed HF_HUB_CACHE is honoured."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache_home).expanduser() / "huggingface" / "hub"
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def folder_family(folder: Path, name: str = "") -> ModelFamily:
+    return family_from_configs(_read_json(folder / "model_index.json"), _read_json(folder / "unet" / "config.json"),
+                               _read_json(folder / "scheduler" / "scheduler_config.json"), name or folder.name)
+
+
+def checkpoint_family(path: Path) -> tuple[ModelFamily | None, str]:
+    """The family of a single-file checkpoint and a note when it cannot be used as it is."""
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        return None, "pickle format: loads only with --allow-pickle"
+    try:
+        header = read_header(path)
+    except HeaderError as error:
+        return None, str(error)
+    family = family_from_checkpoint(header.shapes.keys(), path.name)
+    if family is None:
+        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)"
+    return family, "truncated: download it again" if header.truncated else ""
+
+
+def _folder_size(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += (Path(root) / name).stat().st_size  # follows the cache's symlinks to blobs
+            except OSError:
+                pass
+    return total
+
+
+def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
+    """Diffusers pipelines (a snapshot with model_index.json) and whole single-file
+    checkpoints in the Hugging Face cache, one entry per repository."""
+    cache_dir = cache_dir or hub_cache_dir()
+    if not cache_dir.is_dir():
+        return []
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        info = scan_cache_dir(cache_dir)
+    except (CacheNotFound, OSError) as error:
+        log.warning("cannot scan the Hugging Face cache %s: %s", cache_dir, error)
+        return []
+    entries = []
+    for repo in sorted(info.repos, key=lambda r: r.repo_id.casefold()):
+        if repo.repo_type != "model" or not repo.revisions:
+            continue
+        main = next((r for r in repo.revisions if "main" in r.refs), None)
+        revision = main or max(repo.revisions, key=lambda r: r.last_modified)
+        snapshot = Path(revision.snapshot_path)
+        where = f"Hugging Face cache ({cache_dir})"
+        if (snapshot / "model_index.json").is_file():
+            entries.append(CatalogEntry(repo.repo_id, repo.repo_id, "hub", folder_family(snapshot, repo.repo_id),
+                                        repo.size_on_disk, where))
+            continue
+        for file in sorted(snapshot.glob("*.safetensors")):
+            family, note = checkpoint_family(file)
+            if family is not None:
+                entries.append(CatalogEntry(str(file), f"{repo.repo_id}/{file.name}", "file", family,
+                                            _size(file), where, note=note))
+    return entries
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def scan_models_dir(models_dir: Path) -> list[CatalogEntry]:
+    """Diffusers folders and single-file checkpoints in ``models_dir`` and its subfolders
+    (two levels, as people sort checkpoints into folders by family)."""
+    if not models_dir.is_dir():
+        return []
+    entries = []
+    for path in sorted(_walk(models_dir, depth=2), key=lambda p: str(p).casefold()):
+        where = f"models folder ({models_dir})"
+        name = str(path.relative_to(models_dir))
+        if path.is_dir():
+            entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where))
+        else:
+            family, note = checkpoint_family(path)
+            if family is None and path.suffix.lower() not in PICKLE_SUFFIXES:
+                continue  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
+            entries.append(CatalogEntry(str(path), name, "file", family, _size(path), where, note=note))
+    return entries
+
+
+def _walk(folder: Path, depth: int):
+    try:
+        children = list(folder.iterdir())
+    except OSError:
+        return
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        if child.is_dir():
+            if (child / "model_index.json").is_file():
+                yield child
+            elif depth > 1:
+                yield from _walk(child, depth - 1)
+        elif child.suffix.lower() in (".safetensors", ".ckpt"):
+            yield child
+
+
+def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
+    """An entry for one model setting (a recent model, say), however it was given."""
+    if ref.strip().casefold() == DEMO_MODEL_ID:
+        return CatalogEntry(DEMO_MODEL_ID, DEMO_LABEL, "demo", DEMO_FAMILY, 0, "built in memory")
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        note = "" if (path / "model_index.json").is_file() else "no model_index.json"
+        return CatalogEntry(ref, path.name, "folder", folder_family(path), _folder_size(path), str(path.parent),
+                            note=note)
+    if path.is_file():
+        family, note = checkpoint_family(path)
+        return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note)
+    if "/" in ref and not ref.startswith(("/", ".", "~")):
+        repo = (cache_dir or hub_cache_dir()) / ("models--" + ref.replace("/", "--"))
+        snapshot = _main_snapshot(repo)
+        if snapshot is not None and (snapshot / "model_index.json").is_file():
+            return CatalogEntry(ref, ref, "hub", folder_family(snapshot, ref), _folder_size(snapshot),
+                                "Hugging Face cache")
+        return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
+    return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
+
+
+def _main_snapshot(repo: Path) -> Path | None:
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    snapshot = repo / "snapshots" / revision
+    return snapshot if snapshot.is_dir() else None
+
+
+def build_catalog(models_dir: Path, recent: list[str], cache_dir: Path | None = None) -> list[CatalogEntry]:
+    """Recently used models first (most recent first), then the Hugging Face cache, then the
+    models folder, then the demo model; each model once."""
+    scanned = scan_hub_cache(cache_dir) + scan_models_dir(models_dir)
+    by_ref = {entry.ref: entry for entry in scanned}
+    entries, seen = [], set()
+    for ref in recent:
+        if ref in seen:
+            continue
+        seen.add(ref)
+        entry = by_ref.get(ref) or describe(ref, cache_dir)
+        entries.append(replace(entry, recent=True))
+    entries += [e for e in scanned if e.ref not in seen]
+    seen.update(e.ref for e in scanned)
+    if DEMO_MODEL_ID not in seen:
+        entries.append(describe(DEMO_MODEL_ID))
+    return entries
+
+
+# --- recently used models ---------------------------------------------------------------
+
+
+def load_recent(path: Path) -> list[str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [r for r in data if isinstance(r, str) and r.strip()][:RECENT_LIMIT] if isinstance(data, list) else []
+
+
+def remember_recent(path: Path, ref: str) -> list[str]:
+    """Put ``ref`` first in the recent list at ``path`` (written atomically); returns the list."""
+    refs = [ref] + [r for r in load_recent(path) if r != ref]
+    refs = refs[:RECENT_LIMIT]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(path.name + ".tmp")
+        temp.write_text(json.dumps(refs, indent=1), encoding="utf-8")
+        temp.replace(path)
+    except OSError as error:
+        log.warning("cannot remember recent models in %s: %s", path, error)
+    return refs
