@@ -36,6 +36,16 @@ def tiny_pipeline_dir(tmp_path_factory, demo_engine):
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory):
+    """A tiny random-weight SDXL pipeline saved as a diffusers folder."""
+    from tests.tiny_models import build_tiny_sdxl
+
+    folder = tmp_path_factory.mktemp("tiny-sdxl")
+    build_tiny_sdxl().save_pretrained(folder)
+    return folder
+
+
 def sdtui_command() -> list[str]:
     """The installed console script, as a user runs it."""
     script = shutil.which("sdtui", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.fake_hub import FakeHub
-from tests.tiny_models import build_tiny_sdxl, hub_cache_with, save_single_file
+from tests.tiny_models import hub_cache_with, save_single_file
 from tui.engine import Engine, EngineOptions, GenerationRequest, Loaded, ModelLoadError
 from tui.engine.catalog import build_catalog, load_recent, remember_recent, scan_hub_cache, scan_models_dir
 from tui.engine.events import DownloadProgress, Unloaded
@@ -23,13 +23,6 @@ from tui.engine.models import cached_snapshot, fetch_from_hub
 SD1_CONFIG_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SDXL_CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 TINY = dict(width=64, height=64, steps=2, seed=3)
-
-
-@pytest.fixture(scope="session")
-def tiny_sdxl_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-sdxl")
-    build_tiny_sdxl().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -275,3 +268,21 @@ def test_gated_and_missing_repositories_say_what_to_do(fake_hub):
         fetch_from_hub("someone/gated-sd", False, lambda *_: None)
     with pytest.raises(ModelLoadError, match="was not found on the Hub"):
         fetch_from_hub("someone/no-such-model", False, lambda *_: None)
+
+
+def test_the_cli_renders_a_single_file_at_its_family_size_unless_told(single_files, tiny_sdxl_dir, tmp_path):
+    from PIL import Image
+
+    from tests.conftest import run_sdtui
+
+    cache = hub_cache_with(tmp_path / "hub", tiny_sdxl_dir, SDXL_CONFIG_REPO, configs_only=True)
+    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "SDTUI_HOME": str(tmp_path / "home")}
+    native = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1",
+                        "--output", str(tmp_path / "native.png")], env_extra=env)
+    assert native.returncode == 0, native.stderr
+    assert "SDXL defaults: width 256, height 256" in native.stderr
+    assert Image.open(tmp_path / "native.png").size == (256, 256)
+    chosen = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1", "--width", "64",
+                        "--height", "128", "--output", str(tmp_path / "chosen.png")], env_extra=env)
+    assert chosen.returncode == 0, chosen.stderr
+    assert Image.open(tmp_path / "chosen.png").size == (64, 128) and "defaults" not in chosen.stderr

@@ -29,6 +29,7 @@ def test_main_screen_idle(snap_compare, sdtui_home):
     async def ready(pilot):
         await wait_loaded(pilot, app)
         app.main_screen.query_one(LogPanel).clear_lines()
+        app.main_screen.query_one(StatusPanel).show_memory(FIXED_MEMORY)
         steady_cursor(app)
         await pilot.pause()
 

@@ -14,6 +14,9 @@ from textual.binding import Binding
 
 from tui.commands import SdtuiCommands
 from tui.config import Settings, save_settings
+from tui.engine.catalog import load_recent, remember_recent
+from tui.engine.events import Loaded
+from tui.engine.families import ModelFamily, defaults_on_switch
 from tui.engine.runner import Engine, EngineOptions
 from tui.generation import GenerationService, ImageSaved, ServiceCrashed
 from tui.locations import Locations, locations, styles_dir
@@ -44,6 +47,7 @@ class SdtuiApp(App[int]):
     BINDINGS = [
         Binding("f1", "help", "Help", id="help"),
         Binding("f2", "history", "History", id="history"),
+        Binding("f3", "models", "Models", id="models"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
     ]
 
@@ -61,6 +65,9 @@ class SdtuiApp(App[int]):
         self.service = GenerationService(self.engine, self.history, self._report)
         self.main_screen = MainScreen()
         self._forwarder = LogForwarder(self._post_log)
+        self.family: ModelFamily | None = None  # of the loaded model
+        self._switching_from: ModelFamily | None = None
+        self._switching = False  # the user picked another model; its family's defaults apply once loaded
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -143,10 +150,37 @@ class SdtuiApp(App[int]):
             except OSError as error:
                 self.notify(f"Settings not saved: {error.strerror} ({self.places.config_file})", severity="warning")
         if reload:
+            if key == "model":
+                self._switching, self._switching_from = True, self.family
             self.service.load(engine_options(settings, self.allow_pickle))
 
     def use_model(self, model: str) -> None:
         self.main_screen.query_one(SettingsPanel).set_value("model", model)
+
+    def models_dir(self) -> Path:
+        return Path(self.settings.models_dir).expanduser() if self.settings.models_dir else self.places.models_dir
+
+    def model_loaded(self, report: Loaded) -> None:
+        """Remember the model as recently used and, when the user just switched to it, apply
+        its family's defaults (size; steps and guidance for Turbo), saying what changed."""
+        remember_recent(self.places.recent_models_file, self.settings.model)
+        family = report.family_info
+        self.family = family
+        if not (self._switching and family is not None):
+            return
+        self._switching = False
+        if not self.settings.family_defaults:
+            return
+        panel = self.main_screen.query_one(SettingsPanel)
+        changes = {k: v for k, v in defaults_on_switch(self._switching_from, family).items()
+                   if getattr(self.settings, k) != v}
+        for key, value in changes.items():
+            panel.set_value(key, value if key != "guidance" else f"{value:g}")
+        if changes:
+            summary = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in changes.items())
+            self.main_screen.log_line(f"{family.label} defaults applied: {summary} (change them in settings; "
+                                      "family_defaults = false in config.toml turns this off)")
+            self.notify(f"{family.label}: {summary}", timeout=5)
 
     # --- actions ------------------------------------------------------------------------
 
@@ -202,12 +236,26 @@ class SdtuiApp(App[int]):
 
         self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
 
+    def action_models(self) -> None:
+        from tui.screens.models import ModelPickerScreen
+
+        if isinstance(self.screen, ModelPickerScreen):
+            return
+
+        def chosen(model: str | None) -> None:
+            if model:
+                self.use_model(model)
+
+        self.push_screen(ModelPickerScreen(self.models_dir(), load_recent(self.places.recent_models_file),
+                                           self.settings.model), chosen)
+
     def action_switch_model(self) -> None:
         def chosen(model: str | None) -> None:
             if model:
                 self.use_model(model)
 
-        self.push_screen(AskScreen("Model: a Hub id (owner/name), a local diffusers folder, or demo",
+        self.push_screen(AskScreen("Model: a Hub id (owner/name), a diffusers folder, a .safetensors "
+                                   "checkpoint, or demo",
                                    self.settings.model), chosen)
 
     def action_toggle_slicing(self) -> None:

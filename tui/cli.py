@@ -180,6 +180,7 @@ def run_generate(args: argparse.Namespace) -> int:
         except (ModelLoadError, DeviceError) as error:
             print(f"sdtui: {error}", file=sys.stderr)
             return EXIT_FAILED
+        request = _with_family_defaults(request, settings, args, engine, progress)
         engine.generate(request, on_event)
     except OSError as error:
         print(f"sdtui: saving failed: {error.strerror or error} ({getattr(error, 'filename', '') or ''})",
@@ -193,6 +194,31 @@ def run_generate(args: argparse.Namespace) -> int:
         print(f"sdtui: {outcome['failed']}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _with_family_defaults(request, settings, args: argparse.Namespace, engine, progress):
+    """The loaded model's family size (and Turbo's steps and guidance) for whatever neither
+    a flag nor config.toml set: an SDXL checkpoint should not silently render at 512x512."""
+    from dataclasses import replace
+
+    from tui.config import configured_keys
+    from tui.engine.families import family_defaults
+    from tui.locations import locations
+
+    if not settings.family_defaults or engine.family_info is None:
+        return request
+    chosen = configured_keys(locations().config_file)
+    chosen |= {key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
+    changes = {key: value for key, value in family_defaults(engine.family_info).items()
+               if key not in chosen and getattr(request, key) != value}
+    if not changes:
+        return request
+    summary = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in changes.items())
+    from tui.engine.events import Notice
+
+    progress(Notice(f"{engine.family_info.label} defaults: {summary} (flags or config.toml override them)"))
+    return replace(request, **changes)
 
 
 def _notice(message: str):

@@ -47,6 +47,8 @@ class Settings:
     scheduler: str = DEFAULT_SCHEDULER
     count: int = 1
     outputs_dir: str = ""  # empty: the default outputs folder
+    models_dir: str = ""  # empty: the default models folder
+    family_defaults: bool = True  # switching model sets its family's size (and Turbo's steps and guidance)
     bell: bool = True
 
     def request_fields(self) -> dict[str, Any]:
@@ -70,7 +72,7 @@ def _check(key: str, value: Any, where: str) -> Any:
         if value not in CHOICES[key]:
             raise bad(f"use one of {', '.join(CHOICES[key])}")
         return value
-    if key in ("previews", "bell"):
+    if key in ("previews", "bell", "family_defaults"):
         if not isinstance(value, bool):
             raise bad("use true or false")
         return value
@@ -83,7 +85,7 @@ def _check(key: str, value: Any, where: str) -> Any:
                 or not 0 <= value <= 60:
             raise bad("use a number of previews per second from 0 (no limit) to 60")
         return float(value)
-    if key in ("model", "outputs_dir"):
+    if key in ("model", "outputs_dir", "models_dir"):
         if not isinstance(value, str) or (key == "model" and not value.strip()):
             raise bad("use a Hub id, a folder path or \"demo\"" if key == "model" else "use a folder path")
         return value
@@ -115,6 +117,15 @@ def load_settings(path: Path) -> Settings:
     for key, value in data.items():
         setattr(settings, key, _check(key, value, str(path)))
     return settings
+
+
+def configured_keys(path: Path) -> set[str]:
+    """The keys ``path`` sets (after load_settings has accepted it), so defaults can tell
+    what the user chose from what was merely not given."""
+    try:
+        return set(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return set()
 
 
 def override(settings: Settings, values: dict[str, Any], where: str = "") -> Settings:

@@ -81,6 +81,7 @@ class GenerationService:
     _wake: threading.Condition = field(default_factory=threading.Condition)
     _stopping: bool = False
     _running: bool = False
+    _loading: bool = False
     _numbers: int = 0
 
     # --- called from the interface thread ------------------------------------------------
@@ -100,12 +101,17 @@ class GenerationService:
         self._report_queue()
         return self._numbers
 
-    def cancel_current(self) -> bool:
-        """Stop the running job at the end of its current step; returns whether one was running."""
+    def cancel_current(self) -> str | None:
+        """Stop the running job at the end of its current step, or a model download in
+        progress (its files are kept, so loading it again resumes). Returns "job", "load"
+        or None when nothing was running."""
         if self._running:
             self.engine.cancel()
-            return True
-        return False
+            return "job"
+        if self._loading:
+            self.engine.cancel()
+            return "load"
+        return None
 
     def clear_queue(self) -> int:
         """Drop waiting jobs (not model loads); returns how many were dropped."""
@@ -168,8 +174,8 @@ class GenerationService:
         from tui.engine.device import DeviceError
         from tui.engine.models import ModelLoadError
 
-        self.engine.unload()
         self.engine.options = options
+        self._loading = True
         try:
             self.engine.load(self.report)
         except (ModelLoadError, DeviceError) as error:
@@ -179,6 +185,8 @@ class GenerationService:
             log.exception("loading %s failed", options.model)
             self.report(LoadFailed(options.model, f"model: loading {options.model} failed: "
                                                   f"{type(error).__name__}: {error}".splitlines()[0]))
+        finally:
+            self._loading = False
 
     def _run(self, job: Job) -> None:
         if self._stopping:  # stop() came between taking the job and starting it

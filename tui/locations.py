@@ -32,6 +32,15 @@ class Locations:
         return self.data_dir / "outputs"
 
     @property
+    def models_dir(self) -> Path:
+        """Where the model picker looks for diffusers folders and single-file checkpoints."""
+        return self.data_dir / "models"
+
+    @property
+    def recent_models_file(self) -> Path:
+        return self.data_dir / "recent_models.json"
+
+    @property
     def logs_dir(self) -> Path:
         return self.data_dir / "logs"
 

@@ -19,7 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Input, Static
 
 from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
-                               Step)
+                               Step, Unloaded)
 from tui.cli_progress import format_duration
 from tui.engine.memory import format_bytes
 from tui.engine.request import SEED_MAX, InvalidRequest, validate_request
@@ -29,7 +29,7 @@ from tui.text import visible
 from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import StatusPanel
+from tui.widgets.status import StatusPanel, memory_text
 from tui.widgets.strip import RecentStrip, StripItem
 from tui.widgets.thumbnail import Thumbnail
 
@@ -137,8 +137,11 @@ class MainScreen(Screen):
         return True
 
     def action_cancel(self) -> None:
-        if self.app.service.cancel_current():
+        cancelled = self.app.service.cancel_current()
+        if cancelled == "job":
             self.log_line("cancelling the running job at the end of this step")
+        elif cancelled == "load":
+            self.log_line("cancelling the download; what arrived is kept, so choosing the model again resumes")
         else:
             self.app.notify("Nothing is running.", timeout=2)
 
@@ -222,16 +225,27 @@ class MainScreen(Screen):
             self.app.sub_title = f"loading {report.model}…"
             self.set_caption(f"loading {report.model}…", "")
         elif isinstance(report, DownloadProgress):
-            self.set_caption(f"downloading {report.model}", self._download_text(report))
+            detail = self._download_text(report)
+            self.set_caption(f"downloading {report.model}", detail)
+            status.download(report.done_bytes, report.total_bytes, detail)
+        elif isinstance(report, Unloaded):
+            status.show_memory(report.memory)
+            self.log_line(f"unloaded {report.model}; memory now: {memory_text(report.memory).plain}")
         elif isinstance(report, Loaded):
             self._download_start = None
+            status.download_ended()
+            if report.memory is not None:
+                status.show_memory(report.memory)
             self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
             self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
+            self.app.model_loaded(report)
         elif isinstance(report, LoadFailed):
+            self._download_start = None
+            status.download_ended()
             self.app.sub_title = "no model loaded"
-            self.set_caption("no model loaded", "switch model (Ctrl+P, model: switch) or use the demo model")
-            self.app.notify(f"{report.message}. Switch model from the command palette (Ctrl+P) "
-                            "or use the demo model.", severity="error", timeout=15)
+            self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
+            self.app.notify(f"{report.message}. Pick another model with F3, or use the demo model.",
+                            severity="error", timeout=15)
 
     def _download_text(self, report: DownloadProgress) -> str:
         now = time.monotonic()

@@ -14,7 +14,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
-from textual.widgets import Checkbox, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from tui.config import ConfigError, Settings, override
 from tui.engine.device import DEVICES, DTYPES, SWITCHES
@@ -75,6 +75,10 @@ class SettingsPanel(VerticalScroll):
                 with Horizontal(classes="row"):
                     yield Label("", classes="name")
                     yield Checkbox("seed locked", value=s.seed != "random", id="seed-lock", compact=True)
+            if key == "model":
+                with Horizontal(classes="row"):
+                    yield Label("", classes="name")
+                    yield Button("Browse models (F3)", id="browse-models", compact=True)
         for key, title, options in CHOICE_FIELDS:
             with Horizontal(classes="row"):
                 yield Label(title, classes="name")
@@ -135,6 +139,11 @@ class SettingsPanel(VerticalScroll):
         key = (event.select.id or "").removeprefix("setting-")
         if event.value is not Select.NULL and getattr(self.settings, key) != event.value:
             self._apply(key, event.value)
+
+    @on(Button.Pressed, "#browse-models")
+    def _browse_models(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.app.run_action("models")
 
     @on(Checkbox.Changed)
     def _checkbox_changed(self, event: Checkbox.Changed) -> None:

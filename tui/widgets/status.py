@@ -109,6 +109,21 @@ class StatusPanel(Vertical):
         self._show_progress(step, total, elapsed, it_per_s, image_index)
         self.query_one("#memory", Line).set(memory_text(memory))
 
+    def show_memory(self, memory: MemorySample) -> None:
+        """Memory between jobs, such as just after a model was unloaded or loaded."""
+        self.query_one("#memory", Line).set(memory_text(memory))
+
+    def download(self, done: int, total: int | None, detail: str) -> None:
+        """The progress bar and line show a model download instead of steps."""
+        self.state = "downloading"
+        self.query_one("#progress", ProgressBar).update(total=max(total or done, 1), progress=done)
+        self.query_one("#progress-text", Line).set(Text.assemble((detail, "bold"), ("  Esc cancels", "dim")))
+
+    def download_ended(self) -> None:
+        if self.state == "downloading":
+            self.state = "idle"
+            self._show_progress(0, 0, 0.0, 0.0, 0)
+
     def job_ended(self, state: str) -> None:
         self.state = state
         self.remove_class("swapping")

@@ -1,0 +1,120 @@
+"""The model picker and model switching in the app: listing, filtering, loading what is
+picked with its family's defaults, freeing the old model, and an in-app download that is
+cancelled with Esc and resumed by picking the model again."""
+
+import shutil
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from tests.app_helpers import make_app, wait_for, wait_loaded
+from tests.fake_hub import FakeHub
+from tests.tiny_models import hub_cache_with
+from tui.screens.models import ModelPickerScreen
+from tui.widgets.log import LogPanel
+from tui.widgets.settings import SettingsPanel
+from tui.widgets.status import StatusPanel
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+def log_text(app) -> str:
+    return "\n".join(app.main_screen.query_one(LogPanel).lines_written)
+
+
+def table_names(screen) -> list[str]:
+    table = screen.query_one(DataTable)
+    return [str(table.get_row_at(i)[1]) for i in range(table.row_count)]
+
+
+async def open_picker(pilot, app) -> ModelPickerScreen:
+    await pilot.press("f3")
+    await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen) and app.screen.entries,
+                   what="the model list")
+    return app.screen
+
+
+async def test_pick_a_cached_sdxl_model_then_go_back_to_the_demo(sdtui_home, hub_cache, tiny_sdxl_dir,
+                                                                  tiny_pipeline_dir):
+    hub_cache_with(hub_cache, tiny_sdxl_dir, "someone/tiny-sdxl")
+    hub_cache_with(hub_cache, tiny_pipeline_dir, "someone/tiny-sd")
+    models = sdtui_home / "models"
+    shutil.copytree(tiny_pipeline_dir, models / "my-sd15")
+    app = make_app()
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        picker = await open_picker(pilot, app)
+        names = table_names(picker)
+        assert {"someone/tiny-sdxl", "someone/tiny-sd", "my-sd15"} <= {n.split("  (")[0] for n in names}
+        assert any("demo model" in n for n in names)
+        await pilot.press(*"xl")  # filtering
+        assert [n for n in table_names(picker)] == ["someone/tiny-sdxl"]
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.engine.loaded and app.engine.model_label == "someone/tiny-sdxl",
+                       what="the SDXL model")
+        await wait_for(pilot, lambda: app.settings.width == 256, what="the SDXL family's size")
+        panel = app.main_screen.query_one(SettingsPanel)
+        assert panel.query_one("#setting-model", Input).value == "someone/tiny-sdxl"
+        assert (app.settings.width, app.settings.height) == (256, 256)  # this tiny SDXL's native size
+        assert "SDXL defaults applied: width 256, height 256" in log_text(app)
+        assert "unloaded demo model" in log_text(app)
+
+        picker = await open_picker(pilot, app)
+        assert table_names(picker)[0].startswith("someone/tiny-sdxl")  # most recent first
+        await pilot.press(*"demo", "enter")
+        await wait_for(pilot, lambda: app.engine.loaded and app.engine.family.endswith("(demo)"),
+                       what="the demo model again")
+        await wait_for(pilot, lambda: app.settings.width == 512, what="the SD 1.x size")
+        assert "unloaded someone/tiny-sdxl" in log_text(app)
+
+
+async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(sdtui_home, hub_cache):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_loaded(pilot, app)
+        picker = await open_picker(pilot, app)
+        await pilot.press(*"nobody/not-here")
+        assert table_names(picker)[0].startswith("load nobody/not-here")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "no model loaded" in app.sub_title, what="the load failure")
+        assert not isinstance(app.screen, ModelPickerScreen)
+        await pilot.press("f3")
+        await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen), what="the picker again")
+        await pilot.press("escape")
+        assert not isinstance(app.screen, ModelPickerScreen)
+
+
+async def test_a_download_in_the_app_cancels_with_escape_and_resumes(sdtui_home, hub_cache, tiny_pipeline_dir,
+                                                                     monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    with FakeHub() as hub:
+        hub.add_folder("someone/tiny-sd", tiny_pipeline_dir)
+        hub.delay_per_chunk = 0.05
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        app = make_app()
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_loaded(pilot, app)
+            status = app.main_screen.query_one(StatusPanel)
+            app.use_model("someone/tiny-sd")
+            await wait_for(pilot, lambda: status.state == "downloading", what="the download to start")
+            await wait_for(pilot, lambda: hub.bytes_sent > 500_000, what="some bytes")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: "no model loaded" in app.sub_title, what="the cancelled download")
+            assert "cancelling the download" in log_text(app)
+            assert "cancelled; choose it again to resume" in log_text(app)
+            assert status.state == "idle"
+            hub.delay_per_chunk = 0
+            hub.requests.clear()
+            app.use_model("someone/tiny-sd")
+            await wait_for(pilot, lambda: app.engine.loaded and app.engine.model_label == "someone/tiny-sd",
+                           what="the resumed download")
+            assert any(r for _, r in hub.requests), "the second download did not resume with a range"
