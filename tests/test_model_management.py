@@ -286,3 +286,18 @@ def test_the_cli_renders_a_single_file_at_its_family_size_unless_told(single_fil
                         "--height", "128", "--output", str(tmp_path / "chosen.png")], env_extra=env)
     assert chosen.returncode == 0, chosen.stderr
     assert Image.open(tmp_path / "chosen.png").size == (64, 128) and "defaults" not in chosen.stderr
+
+
+def test_a_pickle_checkpoint_loads_only_when_allowed(single_files, tiny_pipeline_dir, hub_cache, tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    hub_cache_with(hub_cache, tiny_pipeline_dir, SD1_CONFIG_REPO, configs_only=True)
+    ckpt = tmp_path / "tiny-sd15.ckpt"
+    torch.save({"state_dict": load_file(str(single_files["sd1"]))}, ckpt)
+    with pytest.raises(ModelLoadError, match="pickle checkpoint"):
+        Engine(EngineOptions(model=str(ckpt))).load()
+    engine = Engine(EngineOptions(model=str(ckpt), allow_pickle=True, preview_max_fps=0))
+    engine.load()
+    reference = Engine(EngineOptions(model=str(tiny_pipeline_dir), preview_max_fps=0))
+    assert np.array_equal(pixels(engine), pixels(reference))
