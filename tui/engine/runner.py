@@ -29,6 +29,7 @@ from tui.engine.schedulers import build_scheduler, find_scheduler
 
 log = logging.getLogger("tui.engine")
 OnEvent = Callable[[Event], None]
+MEMORY_SAMPLE_INTERVAL_S = 0.25  # a step's memory figures are at most this old
 
 
 def _ignore(_event: Event) -> None:
@@ -315,6 +316,7 @@ class Engine:
         step_times: list[float] = []
         clock = {"began": time.perf_counter(), "last": time.perf_counter(), "first": None, "peak": 0}
         swap_warned = False
+        memory_sample: list = [None, 0.0]  # the latest sample and when it was taken
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
             nonlocal swap_warned
@@ -325,7 +327,10 @@ class Engine:
                 clock["first"] = now - called
             if self._cancel.is_set():
                 raise _CancelRequested
-            memory = sample_memory(self.device)
+            if memory_sample[0] is None or now - memory_sample[1] >= MEMORY_SAMPLE_INTERVAL_S \
+                    or step_index + 1 == request.steps:
+                memory_sample[:] = [sample_memory(self.device), now]
+            memory = memory_sample[0]
             clock["peak"] = max(clock["peak"], memory.device_allocated or memory.process_rss)
             if not swap_warned:
                 warning = swap_growth_warning(swap_start, memory.swap_used)

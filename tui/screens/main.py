@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input, Static
+from textual.widgets import Footer, Header, Input
 
 from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
                                Step, Unloaded)
@@ -29,11 +29,15 @@ from tui.text import visible
 from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import StatusPanel, memory_text
+from tui.widgets.status import Line, StatusPanel, memory_text
 from tui.widgets.strip import RecentStrip, StripItem
-from tui.widgets.thumbnail import Thumbnail
+from tui.widgets.thumbnail import ByteBudget, Thumbnail
 
 STEP_KEYS = {"steps": 1, "guidance": 0.5}
+# What the picture and the progress lines may send to the terminal while a job runs: an
+# SSH link should carry well under 100 KB/s at 200x60 with previews on.
+PREVIEW_BYTES_PER_S = 64 * 1024
+STATUS_INTERVAL_S = 0.25
 
 
 class MainScreen(Screen):
@@ -56,6 +60,12 @@ class MainScreen(Screen):
         self.last_path: str | None = None
         self.recall = PromptRecall()
         self._download_start: tuple[float, int] | None = None
+        self._preview_budget = ByteBudget(PREVIEW_BYTES_PER_S)
+        self._pending_preview = None
+        self._preview_timer = None
+        self._pending_step: Step | None = None
+        self._status_due = 0.0
+        self._status_timer = None
 
     @property
     def settings(self):
@@ -70,7 +80,7 @@ class MainScreen(Screen):
                                   id="prompt", compact=True)
                 yield Input(self.app.settings.negative_prompt, placeholder="negative prompt", id="negative",
                             compact=True)
-                yield Static(id="caption")
+                yield Line(id="caption", wrap=False)
                 yield Thumbnail(id="preview")
                 yield StatusPanel(id="status")
                 yield RecentStrip(id="recent")
@@ -187,10 +197,9 @@ class MainScreen(Screen):
         status = self.query_one(StatusPanel)
         preview = self.query_one("#preview", Thumbnail)
         if isinstance(report, Step):
-            status.step(report.step, report.total, report.image_index, report.step_seconds, report.elapsed,
-                        report.it_per_s, report.memory)
+            self._queue_status(report)
             if report.preview is not None:
-                preview.show(report.preview)
+                self._offer_preview(report.preview)
         elif isinstance(report, Started):
             request = report.request
             status.job_started(report.images, report.steps)
@@ -203,8 +212,11 @@ class MainScreen(Screen):
             self.set_caption(request.prompt, f"seed {finished.seed} · {request.width}x{request.height} · "
                                              f"{request.steps} steps · {request.scheduler}")
             self.app.image_finished(report)
+            self.app.thumbs.put(report.path, finished.image)
             self.refresh_recent()
         elif isinstance(report, Finished):
+            self._drop_pending_preview()
+            self._flush_status()
             preview.show(report.image)
         elif isinstance(report, QueueChanged):
             status.set_queue(report.waiting)
@@ -212,8 +224,12 @@ class MainScreen(Screen):
             if "swap" in report.message:
                 status.swap_warning(report.message)
         elif isinstance(report, Cancelled):
+            self._drop_pending_preview()
+            self._flush_status()
             status.job_ended("cancelled")
         elif isinstance(report, Failed):
+            self._drop_pending_preview()
+            self._flush_status()
             status.job_ended("failed")
             self.app.notify(report.message, severity="error", timeout=8)
         elif isinstance(report, SaveFailed):
@@ -247,6 +263,52 @@ class MainScreen(Screen):
             self.app.notify(f"{report.message}. Pick another model with F3, or use the demo model.",
                             severity="error", timeout=15)
 
+    def _queue_status(self, report: Step) -> None:
+        """Progress lines repaint at most every STATUS_INTERVAL_S; the last step at once."""
+        now = time.monotonic()
+        self._pending_step = report
+        if report.step == report.total or now >= self._status_due:
+            self._flush_status()
+        elif self._status_timer is None:
+            self._status_timer = self.set_timer(self._status_due - now, self._flush_status)
+
+    def _flush_status(self) -> None:
+        if self._status_timer is not None:
+            self._status_timer.stop()
+            self._status_timer = None
+        report, self._pending_step = self._pending_step, None
+        if report is None:
+            return
+        self.query_one(StatusPanel).step(report.step, report.total, report.image_index, report.step_seconds,
+                                         report.elapsed, report.it_per_s, report.memory)
+        self._status_due = time.monotonic() + STATUS_INTERVAL_S
+
+    def _offer_preview(self, image) -> None:
+        """Show a preview now if the byte budget allows, else keep the newest for later."""
+        preview = self.query_one("#preview", Thumbnail)
+        now = time.monotonic()
+        wait = self._preview_budget.wait_for(preview.frame_bytes, now)
+        if wait <= 0:
+            self._pending_preview = None
+            preview.show(image, upscale=False)
+            self._preview_budget.spend(preview.frame_bytes, now)
+            return
+        self._pending_preview = image
+        if self._preview_timer is None:
+            self._preview_timer = self.set_timer(wait, self._flush_preview)
+
+    def _flush_preview(self) -> None:
+        self._preview_timer = None
+        image, self._pending_preview = self._pending_preview, None
+        if image is not None:
+            self._offer_preview(image)
+
+    def _drop_pending_preview(self) -> None:
+        self._pending_preview = None
+        if self._preview_timer is not None:
+            self._preview_timer.stop()
+            self._preview_timer = None
+
     def _download_text(self, report: DownloadProgress) -> str:
         now = time.monotonic()
         if self._download_start is None:
@@ -263,7 +325,8 @@ class MainScreen(Screen):
         text = Text(visible(title), style="bold")
         if detail:
             text.append("  " + visible(detail), style="dim")
-        self.query_one("#caption", Static).update(text)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        self.query_one("#caption", Line).set(text)
 
     @on(LogLine)
     def _log_line(self, message: LogLine) -> None:

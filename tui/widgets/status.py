@@ -49,13 +49,17 @@ class Line(Widget):
 
     DEFAULT_CSS = "Line { height: auto; }"
 
-    def __init__(self, text: Text | None = None, **kwargs) -> None:
+    def __init__(self, text: Text | None = None, wrap: bool = True, **kwargs) -> None:
         super().__init__(**kwargs)
         self.text = text or Text()
+        self.wrap = wrap
         self._rows = 1
 
     def set(self, text: Text) -> None:
         self.text = text
+        if not self.wrap:
+            self.refresh()
+            return
         width = max(1, self.content_size.width)
         rows = max(1, -(-cell_len(text.plain) // width))
         self.refresh(layout=rows != self._rows)

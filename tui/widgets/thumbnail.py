@@ -14,37 +14,64 @@ from rich.text import Text
 from textual.widget import Widget
 
 
+_STYLE_CACHE: dict[int, object] = {}
+_COLOUR_CACHE: dict[int, object] = {}
+_CACHE_LIMIT = 1 << 17
+
+
+def _colour(rgb: int):
+    colour = _COLOUR_CACHE.get(rgb)
+    if colour is None:
+        from rich.color import Color, ColorType
+        from rich.color_triplet import ColorTriplet
+
+        if len(_COLOUR_CACHE) >= _CACHE_LIMIT:
+            _COLOUR_CACHE.clear()
+        colour = _COLOUR_CACHE[rgb] = Color(f"#{rgb:06x}", ColorType.TRUECOLOR,
+                                            triplet=ColorTriplet(rgb >> 16, (rgb >> 8) & 0xFF, rgb & 0xFF))
+    return colour
+
+
+def _style_for(key: int):
+    """The Rich style of one half-block cell, ``key`` packing the upper pixel (background)
+    above the lower (foreground) at 24 bits each. Styles and colours are kept between
+    frames: Textual caches each style's escape codes on the object, so reuse saves that too."""
+    style = _STYLE_CACHE.get(key)
+    if style is None:
+        from rich.style import Style
+
+        if len(_STYLE_CACHE) >= _CACHE_LIMIT:
+            _STYLE_CACHE.clear()
+        style = _STYLE_CACHE[key] = Style.from_color(_colour(key & 0xFFFFFF), _colour(key >> 24))
+    return style
+
+
 def half_block_rows(picture) -> list[list]:
     """Rows of segments drawing an RGB image with "▄" cells: the cell's background is the
     upper pixel, its foreground the lower one, so each cell shows two pixels.
 
-    This runs on the interface thread several times a second while the model computes, so it
-    avoids rich's colour parsing: colours are built directly, quantised to 6 bits a channel
-    (262,144 colours, invisible on a preview) so that neighbouring cells share them.
+    This runs on the interface thread several times a second while the model computes, so
+    the per-pixel work is done by numpy: colours are quantised to 6 bits a channel (262,144
+    colours, invisible on a preview) so that cells share styles, and runs of identical
+    cells become one segment.
     """
-    from rich.color import Color, ColorType
-    from rich.color_triplet import ColorTriplet
+    import numpy as np
     from rich.segment import Segment
-    from rich.style import Style
 
-    width, height = picture.size
-    data = picture.tobytes()
-    colours: dict[int, Color] = {}
-    from_color = Style.from_color
-
-    def colour(offset: int) -> Color:
-        r, g, b = data[offset] & 0xFC, data[offset + 1] & 0xFC, data[offset + 2] & 0xFC
-        key = (r << 16) | (g << 8) | b
-        found = colours.get(key)
-        if found is None:
-            found = colours[key] = Color(f"#{key:06x}", ColorType.TRUECOLOR, triplet=ColorTriplet(r, g, b))
-        return found
-
+    pixels = np.asarray(picture.convert("RGB"), dtype=np.uint32) & 0xFC
+    height = pixels.shape[0] - pixels.shape[0] % 2
+    packed = (pixels[:height, :, 0] << 16) | (pixels[:height, :, 1] << 8) | pixels[:height, :, 2]
+    keys = (packed[0::2].astype(np.uint64) << np.uint64(24)) | packed[1::2]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    styles = [_style_for(key) for key in unique.tolist()]
+    inverse = inverse.reshape(keys.shape)
     rows = []
-    row_bytes = width * 3
-    for top in range(0, height - 1, 2):
-        upper, lower = top * row_bytes, (top + 1) * row_bytes
-        rows.append([Segment("▄", from_color(colour(lower + x), colour(upper + x))) for x in range(0, row_bytes, 3)])
+    for cells in inverse:
+        starts = np.flatnonzero(np.diff(cells)) + 1
+        bounds = [0, *starts.tolist(), len(cells)]
+        indices = cells[bounds[:-1]].tolist()
+        rows.append([Segment("▄" * (end - begin), styles[index])
+                     for begin, end, index in zip(bounds, bounds[1:], indices)])
     return rows
 
 
@@ -59,17 +86,51 @@ def half_block_segments(picture) -> list:
     return segments
 
 
-def fit_size(image_size: tuple[int, int], cells: tuple[int, int]) -> tuple[int, int]:
-    """Pixel size that fills ``cells`` (columns, rows) at two pixels per row, keeping the aspect ratio.
+def fit_size(image_size: tuple[int, int], cells: tuple[int, int], upscale: bool = True) -> tuple[int, int]:
+    """Pixel size that fills ``cells`` (columns, rows) at two pixels per row, keeping the aspect ratio
+    (and, without ``upscale``, never larger than the image itself).
 
     Width and height are at least 1 and 2; height is even so every cell holds two pixels.
     """
     width, height = image_size
     box_w, box_h = max(1, cells[0]), max(2, cells[1] * 2)
     scale = min(box_w / width, box_h / height)
+    if not upscale:
+        scale = min(scale, 1.0)
     fitted_w = max(1, min(box_w, round(width * scale)))
     fitted_h = max(2, min(box_h, round(height * scale)))
     return fitted_w, fitted_h - fitted_h % 2
+
+
+# A cell whose colours differ from its left neighbour's costs two 24-bit colour escapes
+# (about 38 bytes); each cell adds its 3-byte character.
+BYTES_PER_STYLE_CHANGE = 38
+
+
+class ByteBudget:
+    """A token bucket of terminal bytes per second: previews wait (the newest one is kept)
+    rather than exceed what an SSH link should carry."""
+
+    def __init__(self, bytes_per_second: float):
+        self.rate = bytes_per_second
+        self.tokens = bytes_per_second  # one second's worth to start with
+        self.stamp: float | None = None
+
+    def _fill(self, now: float) -> None:
+        if self.stamp is not None:
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+
+    def wait_for(self, cost: float, now: float) -> float:
+        """Seconds until ``cost`` bytes may be sent (0: now)."""
+        if self.rate <= 0:
+            return 0.0
+        self._fill(now)
+        return max(0.0, (min(cost, self.rate) - self.tokens) / self.rate)
+
+    def spend(self, cost: float, now: float) -> None:
+        self._fill(now)
+        self.tokens -= cost
 
 
 class Thumbnail(Widget):
@@ -87,7 +148,9 @@ class Thumbnail(Widget):
         super().__init__(**kwargs)
         self.placeholder = placeholder
         self._image = None
+        self._upscale = True
         self._strips: tuple[tuple, list] | None = None
+        self.frame_bytes = 0  # about what the last picture costs to send to the terminal
 
     @property
     def image(self):
@@ -98,10 +161,13 @@ class Thumbnail(Widget):
         """The pixel size the image is drawn at now (None without an image)."""
         return self._strips[0][1] if self._strips else None
 
-    def show(self, image) -> None:
+    def show(self, image, upscale: bool = True) -> None:
+        """Draw ``image`` fitted to the panel; ``upscale=False`` for latent previews, which hold
+        no more detail than their own pixels, so enlarging them would only cost bytes."""
         if image is not None and image is self._image:
             return  # the finished image arrives twice (finished, then saved); draw it once
         self._image = image
+        self._upscale = upscale
         self._strips = None
         self.refresh()
 
@@ -122,13 +188,17 @@ class Thumbnail(Widget):
         from textual.strip import Strip
 
         width, height = self.content_size.width, self.content_size.height
-        size = fit_size(self._image.size, (width, height))
+        size = fit_size(self._image.size, (width, height), self._upscale)
         key = (id(self._image), size, width, height)
         if self._strips is None or self._strips[0] != key:
-            picture = self._image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+            picture = self._image.convert("RGB")
+            if picture.size != size:
+                picture = picture.resize(size, Image.Resampling.LANCZOS)
             left = (width - size[0]) // 2
+            rows = half_block_rows(picture)
+            self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
             strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
-                      for row in half_block_rows(picture)]
+                      for row in rows]
             self._strips = (key, strips)
         return self._strips[1]
 

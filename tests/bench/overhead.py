@@ -1,0 +1,246 @@
+"""sdtui's cost over bare diffusers, side by side in one run.
+
+Run: python -m tests.bench.overhead [--model demo|sd15] [--device cpu|cuda|mps] [--repeats N]
+                                    [--steps N] [--size N]
+
+``demo`` is the built-in tiny model (CPU, 512x512, 20 steps by default). ``sd15`` builds a
+pipeline with Stable Diffusion 1.5's published architecture and random weights, saves it
+as a diffusers folder and loads it as users' models load (float16 on a GPU, 30 steps).
+On the same pipeline, seed, scheduler, size and steps it alternates:
+  bare    ``pipe(...)`` with an untouched scheduler;
+  engine  ``Engine.generate`` with live previews (4 per second) and memory sampling;
+  app     the whole app, headless (Textual's test driver), from Enter in the prompt box to
+          the finished image on screen ("shown") and to its PNG and history row on disk
+          ("saved"), at 200x60 with previews on and off and at 100x30 with previews on.
+Each app run is paired with a bare run right after it; ratios are medians over medians.
+Writes bench-results/overhead-<model>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+TERMINALS = (((200, 60), True), ((200, 60), False), ((100, 30), True))
+
+
+def build_sd15_folder(folder: Path) -> None:
+    """Stable Diffusion 1.5's published component configurations, random weights."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from tui.engine.demo import _byte_level_vocab
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=768, attention_head_dim=8)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+        block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+        max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu", bos_token_id=0, eos_token_id=1,
+        pad_token_id=1))
+    tokenizer = CLIPTokenizer(vocab=_byte_level_vocab(), merges=[], model_max_length=77)
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              num_train_timesteps=1000, set_alpha_to_one=False, skip_prk_steps=True, steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+
+
+class Bench:
+    """One loaded engine, a bare call on its pipeline, and the request both make."""
+
+    def __init__(self, model: str, device: str, dtype: str, steps: int, size: int):
+        import torch
+
+        from tui.engine import Engine, EngineOptions, GenerationRequest
+        from tui.engine.schedulers import build_scheduler, find_scheduler
+
+        self.torch, self.device, self.dtype, self.model = torch, device, dtype, model
+        self.engine = Engine(EngineOptions(model=model, device=device, dtype=dtype, previews=True,
+                                           preview_max_fps=4.0))
+        self.engine.load()
+        self.request = GenerationRequest("a red fox in the snow", seed=7, steps=steps, width=size, height=size,
+                                         scheduler="Euler a")
+        self.bare_scheduler = build_scheduler(find_scheduler("Euler a"), self.engine._base_scheduler_config)
+
+    def sync(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def bare(self) -> float:
+        pipe, request = self.engine.pipe, self.request
+        tapped, pipe.scheduler = pipe.scheduler, self.bare_scheduler
+        try:
+            self.sync()
+            began = time.perf_counter()
+            pipe(prompt=request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance,
+                 width=request.width, height=request.height, generator=self.torch.Generator("cpu").manual_seed(7))
+            self.sync()
+            return time.perf_counter() - began
+        finally:
+            pipe.scheduler = tapped
+
+    def through_engine(self) -> float:
+        self.sync()
+        began = time.perf_counter()
+        assert len(self.engine.generate(self.request)) == 1
+        self.sync()
+        return time.perf_counter() - began
+
+
+async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previews: bool) -> dict[str, list[float]]:
+    """Enter in the headless app until the image is shown and until it is saved, each run
+    followed by a bare run."""
+    from tui.app import SdtuiApp
+    from tui.config import Settings
+    from tui.locations import locations
+    from tui.widgets.thumbnail import Thumbnail
+
+    request = bench.request
+    settings = Settings(model=bench.model, device=bench.device, dtype=bench.dtype, steps=request.steps,
+                        width=request.width, height=request.height, seed=7, scheduler="Euler a",
+                        previews=previews, preview_max_fps=4.0, family_defaults=False)
+    app = SdtuiApp(settings, places=locations(), save=False)
+    app.engine = bench.engine  # the same loaded pipeline as the bare runs
+    app.service.engine = bench.engine
+    marks: dict[str, float] = {}
+    original_show = Thumbnail.show
+
+    def show(self, image, *args, **kwargs):
+        result = original_show(self, image, *args, **kwargs)
+        if image is not None and image.size == (request.width, request.height) and self.id == "preview":
+            marks.setdefault("shown", time.perf_counter())
+        return result
+
+    Thumbnail.show = show
+    times: dict[str, list[float]] = {"shown": [], "saved": [], "bare": [], "ui_cpu": []}
+    try:
+        async with app.run_test(size=terminal) as pilot:
+            while not (app.engine.loaded and not app.service.busy):
+                await pilot.pause(0.05)
+            prompt = app.main_screen.query_one("#prompt")
+            prompt.value = request.prompt
+            prompt.focus()
+            for attempt in range(repeats + 1):
+                marks.clear()
+                before = app.history.count()
+                ui_cpu = time.thread_time()  # this coroutine runs on the interface thread
+                began = time.perf_counter()
+                await pilot.press("enter")
+                while app.main_screen.last_path is None:
+                    await asyncio.sleep(0.005)
+                assert app.history.count() == before + 1
+                saved = time.perf_counter() - began
+                app.main_screen.last_path = None
+                while app.service.busy:
+                    await asyncio.sleep(0.005)
+                if attempt:  # the first warms the app's own paths
+                    times["ui_cpu"].append(time.thread_time() - ui_cpu)
+                    times["shown"].append(marks.get("shown", began + saved) - began)
+                    times["saved"].append(saved)
+                    times["bare"].append(bench.bare())
+    finally:
+        Thumbnail.show = original_show
+    return times
+
+
+def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> dict:
+    import torch
+
+    from tui.engine.device import choose_device
+
+    device = choose_device(device, torch.backends.mps.is_available(), torch.cuda.is_available()).value
+    dtype = "float32" if device == "cpu" else "float16"
+    work = Path(tempfile.mkdtemp(prefix="sdtui-bench-"))
+    os.environ["SDTUI_HOME"] = str(work / "home")
+    if model == "sd15":
+        folder = work / "sd15-random"
+        build_sd15_folder(folder)
+        model_ref, steps = str(folder), steps or 30
+    else:
+        model_ref, steps = "demo", steps or 20
+    bench = Bench(model_ref, device, dtype, steps, size)
+    bench.through_engine()  # warm-up: kernels, autotuning, the tapped scheduler
+    bench.bare()
+    engine_runs = {"engine": [], "bare": []}
+    for _ in range(repeats):
+        engine_runs["bare"].append(bench.bare())
+        engine_runs["engine"].append(bench.through_engine())
+    median = statistics.median
+    result = {
+        "model": model, "device": _device_name(device), "torch": torch.__version__, "dtype": dtype,
+        "size": size, "steps": steps, "scheduler": "Euler a", "repeats": repeats, "cpus": os.cpu_count(),
+        "date": time.strftime("%Y-%m-%d"),
+        "bare_s": round(median(engine_runs["bare"]), 4),
+        "engine_s": round(median(engine_runs["engine"]), 4),
+        "engine_ratio": round(median(engine_runs["engine"]) / median(engine_runs["bare"]), 4),
+        "app": {}, "runs": {"engine": engine_runs},
+    }
+    for terminal, previews in TERMINALS:
+        label = f"{terminal[0]}x{terminal[1]} previews {'on' if previews else 'off'}"
+        times = asyncio.run(app_runs(bench, repeats, terminal, previews))
+        bare = median(times["bare"])
+        result["app"][label] = {"shown_s": round(median(times["shown"]), 4), "saved_s": round(median(times["saved"]), 4),
+                                "bare_s": round(bare, 4), "ui_cpu_s": round(median(times["ui_cpu"]), 4),
+                                "shown_ratio": round(median(times["shown"]) / bare, 4),
+                                "saved_ratio": round(median(times["saved"]) / bare, 4)}
+        result["runs"][label] = times
+    return result
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"{device} ({platform.machine()}, {os.cpu_count()} cores)"
+
+
+def report(result: dict) -> str:
+    lines = [f"{result['model']} on {result['device']}, torch {result['torch']}, {result['dtype']}, "
+             f"{result['size']}x{result['size']}, {result['steps']} steps, {result['scheduler']}, "
+             f"{result['repeats']} alternating runs",
+             f"  {'bare pipe(...)':34} {result['bare_s']:8.3f} s",
+             f"  {'engine (previews, memory)':34} {result['engine_s']:8.3f} s   ratio {result['engine_ratio']:.3f}"]
+    for label, figures in result["app"].items():
+        lines.append(f"  {'app ' + label + ', shown':34} {figures['shown_s']:8.3f} s   ratio "
+                     f"{figures['shown_ratio']:.3f}   (saved: {figures['saved_s']:.3f} s, "
+                     f"ratio {figures['saved_ratio']:.3f}; bare beside it {figures['bare_s']:.3f} s; "
+                     f"interface thread CPU {figures['ui_cpu_s']:.3f} s)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", choices=("demo", "sd15"), default="demo")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--size", type=int, default=512)
+    args = parser.parse_args()
+    result = run(args.model, args.device, args.repeats, args.steps, args.size)
+    print(report(result), flush=True)
+    out = Path(os.environ.get("OUT", "bench-results"))
+    out.mkdir(exist_ok=True)
+    (out / f"overhead-{args.model}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
