@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--output", metavar="PATH", type=Path,
                           help="write the image here (several: PATH-1.png, PATH-2.png, ...)")
     _add_model_options(generate)
+    bench = commands.add_parser("bench", help="measure it/s and memory of slicing, dtype and schedulers here",
+                                description="Measure this machine with your model and size, and recommend "
+                                            "attention slicing and dtype settings.")
+    bench.add_argument("--steps", metavar="N", type=int, default=10, help="steps per trial (default 10)")
+    bench.add_argument("--width", metavar="W", help="default: the width setting")
+    bench.add_argument("--height", metavar="H", help="default: the height setting")
+    choice = bench.add_mutually_exclusive_group()
+    choice.add_argument("--save", action="store_true", help="save the recommended settings without asking")
+    choice.add_argument("--no-save", action="store_true", help="only print the table")
+    _add_model_options(bench)
     return parser
 
 
@@ -109,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         _merge_global(args)
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "bench":
+            return run_bench(args)
         return run_app(args)
     except UsageError as error:
         print(f"sdtui: {error}", file=sys.stderr)
@@ -193,6 +205,48 @@ def run_generate(args: argparse.Namespace) -> int:
     if "failed" in outcome:
         print(f"sdtui: {outcome['failed']}", file=sys.stderr)
         return EXIT_FAILED
+    return EXIT_OK
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from tui.engine.device import DeviceError, enable_mps_fallback
+
+    enable_mps_fallback()
+    from tui.config import save_settings
+    from tui.engine import ModelLoadError
+    from tui.locations import locations
+    from tui.logs import setup_logging
+    from tui.tuning import recommendation
+    from tui.tuning import run_bench as bench
+
+    settings = _settings_from(args)
+    if not 1 <= args.steps <= 100:
+        raise UsageError(f"--steps {args.steps} is not allowed; use 1 to 100")
+    places = locations()
+    setup_logging(places.log_file, verbose=args.verbose)
+    try:
+        trials, best, current = bench(settings, args.allow_pickle, args.steps, lambda line: print(line, flush=True))
+    except (ModelLoadError, DeviceError) as error:
+        print(f"sdtui: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    if best is None:
+        print("sdtui: every trial failed; see the lines above", file=sys.stderr)
+        return EXIT_FAILED
+    changes = recommendation(best, current)
+    print(f"fastest without swapping: {best.name} ({best.it_per_s:.2f} it/s)")
+    if not changes:
+        print("your settings already match it")
+        return EXIT_OK
+    summary = ", ".join(f"{k} = {v}" for k, v in changes.items())
+    print(f"recommended: {summary}")
+    wanted = args.save
+    if not args.save and not args.no_save and sys.stdin.isatty():
+        wanted = input(f"save {summary} as defaults in {places.config_file}? [y/N] ").strip().lower() in ("y", "yes")
+    if wanted:
+        from tui.config import override
+
+        save_settings(override(_settings_from(argparse.Namespace()), changes), places.config_file)
+        print(f"saved to {places.config_file}")
     return EXIT_OK
 
 
