@@ -78,7 +78,7 @@ async def test_a_queue_of_three_snapshots_each_jobs_settings(sdtui_home):
 
 
 async def test_clear_queue_drops_waiting_jobs(sdtui_home):
-    app = make_app(steps=300, width=256, height=256)
+    app = make_app(steps=500, width=512, height=512)  # long enough that only the cancel can end it
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "running")

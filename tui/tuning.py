@@ -109,8 +109,7 @@ def best_of(trials: list[Trial]) -> Trial | None:
 
 def recommendation(best: Trial, current: dict[str, str]) -> dict[str, str]:
     """The settings that differ from what the current ones resolve to ("auto" included).
-    Schedulers are measured but not recommended: those listed all call the UNet once a step,
-    so they differ in look, not speed."""
+    Schedulers are measured but not recommended: they change the picture, not only the speed."""
     wanted = {"attention_slicing": best.attention_slicing, "dtype": best.dtype}
     return {k: v for k, v in wanted.items() if current.get(k) != v}
 
@@ -152,6 +151,7 @@ def run_bench(settings: Settings, allow_pickle: bool, steps: int,
     trials = [measure(t, settings, steps, engine_for, log) for t in plan_trials(settings, engine.device)]
     best = best_of(trials)
     if best is not None:
-        log("schedulers (one UNet call a step each, so they differ in look more than in speed):")
+        log("schedulers (one UNet call a step each; the multistep solvers do more work between calls, "
+            "which shows where the GPU outruns Python):")
         trials += [measure(t, settings, steps, engine_for, log) for t in scheduler_trials(best, settings.scheduler)]
     return trials, best, resolved_settings(settings, engine.device, total_ram())

@@ -36,7 +36,7 @@ from tui.widgets.thumbnail import ByteBudget, Thumbnail
 STEP_KEYS = {"steps": 1, "guidance": 0.5}
 # What the picture and the progress lines may send to the terminal while a job runs: an
 # SSH link should carry well under 100 KB/s at 200x60 with previews on.
-PREVIEW_BYTES_PER_S = 64 * 1024
+PREVIEW_BYTES_PER_S = 24 * 1024
 STATUS_INTERVAL_S = 0.25
 
 
