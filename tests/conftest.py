@@ -46,6 +46,16 @@ def tiny_sdxl_dir(tmp_path_factory):
     return folder
 
 
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty Hugging Face cache in a temp folder, with the Hub switched off."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
+
+
 def sdtui_command() -> list[str]:
     """The installed console script, as a user runs it."""
     script = shutil.which("sdtui", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))

@@ -18,15 +18,6 @@ from tui.widgets.status import StatusPanel
 pytestmark = pytest.mark.asyncio
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def log_text(app) -> str:
     return "\n".join(app.main_screen.query_one(LogPanel).lines_written)
 

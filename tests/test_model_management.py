@@ -37,15 +37,6 @@ def single_files(tmp_path_factory, tiny_pipeline_dir, tiny_sdxl_dir):
     return {"sd1": sd1, "sdxl": sdxl}
 
 
-@pytest.fixture
-def hub_cache(tmp_path, monkeypatch):
-    cache = tmp_path / "hub"
-    cache.mkdir()
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
-
-
 def pixels(engine: Engine, prompt: str = "a red fox") -> np.ndarray:
     return np.asarray(engine.generate(GenerationRequest(prompt, **TINY))[0].image)
 

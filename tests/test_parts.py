@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning
-from tui.engine.preview import LATENT_RGB, LatentPreviewer, PreviewThrottle, latent_format_for
+from tui.engine.families import family_from_configs
+from tui.engine.preview import LATENT_RGB, LatentPreviewer, PreviewThrottle
 from tui.engine.schedulers import SCHEDULERS, build_scheduler, find_scheduler, scheduler_from_a1111
 
 SD15_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
@@ -45,8 +46,8 @@ def test_preview_throttle_interval_and_rate():
 
 
 def test_latent_format_by_pipeline():
-    assert latent_format_for("StableDiffusionXLPipeline") == "sdxl"
-    assert latent_format_for("StableDiffusionPipeline") == "sd"
+    assert family_from_configs({"_class_name": "StableDiffusionXLPipeline"}).latent_format == "sdxl"
+    assert family_from_configs({"_class_name": "StableDiffusionPipeline"}).latent_format == "sd"
     assert LATENT_RGB["sd"]["factors"] != LATENT_RGB["sdxl"]["factors"]
 
 

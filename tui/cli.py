@@ -225,7 +225,7 @@ def run_bench(args: argparse.Namespace) -> int:
     places = locations()
     setup_logging(places.log_file, verbose=args.verbose)
     try:
-        trials, best, current = bench(settings, args.allow_pickle, args.steps, lambda line: print(line, flush=True))
+        _trials, best, current = bench(settings, args.allow_pickle, args.steps, lambda line: print(line, flush=True))
     except (ModelLoadError, DeviceError) as error:
         print(f"sdtui: {error}", file=sys.stderr)
         return EXIT_FAILED

@@ -10,7 +10,6 @@ from the current settings, runs a short generation after a warm-up, and records 
 
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -69,7 +68,8 @@ def measure(trial: Trial, settings: Settings, steps: int, engine_for: Callable, 
     if failures:
         trial.error = failures[0]
         return trial
-    torch = __import__("torch")
+    import torch
+
     if engine.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     swap_before = sample_memory(engine.device).swap_used
@@ -121,11 +121,6 @@ def resolved_settings(settings: Settings, device: str, ram: int) -> dict[str, st
     slicing = devices.choose_attention_slicing(settings.attention_slicing, device, ram).value
     return {"attention_slicing": "on" if slicing else "off",
             "dtype": devices.choose_dtype(settings.dtype, device).value}
-
-
-def median_it_per_s(trials: list[Trial]) -> float:
-    values = [t.it_per_s for t in trials if t.ok]
-    return statistics.median(values) if values else 0.0
 
 
 def run_bench(settings: Settings, allow_pickle: bool, steps: int,

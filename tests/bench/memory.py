@@ -115,18 +115,11 @@ def measure_second_job(bench, repeats: int) -> dict:
 def run(model: str, device: str, repeats: int) -> dict:
     import torch
 
-    from tests.bench.overhead import Bench, _device_name, build_sd15_folder
-    from tui.engine.device import choose_device
+    from tests.bench.overhead import Bench, device_name, prepare
 
-    device = choose_device(device, torch.backends.mps.is_available(), torch.cuda.is_available()).value
-    dtype = "float32" if device == "cpu" else "float16"
-    steps, size = (20, 512) if model == "demo" else (30, 512)
-    model_ref = "demo"
-    if model == "sd15":
-        folder = Path(tempfile.mkdtemp(prefix="sdtui-sd15-")) / "sd15-random"
-        build_sd15_folder(folder)
-        model_ref = str(folder)
-    result = {"model": model, "device": _device_name(device), "torch": torch.__version__, "dtype": dtype,
+    size = 512
+    model_ref, device, dtype, steps = prepare(model, device, None)
+    result = {"model": model, "device": device_name(device), "torch": torch.__version__, "dtype": dtype,
               "steps": steps, "size": size, "date": time.strftime("%Y-%m-%d"),
               "memory": measure_memory(model_ref, device, steps, size, repeats)}
     bench = Bench(model_ref, device, dtype, steps, size)

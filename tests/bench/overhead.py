@@ -161,21 +161,27 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
     return times
 
 
-def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> dict:
+def prepare(model: str, device: str, steps: int | None) -> tuple[str, str, str, int]:
+    """What a benchmark runs: the model reference (the demo, or a freshly built SD 1.5-architecture
+    folder), the resolved device, its dtype (float16 on a GPU) and the steps (20 demo, 30 sd15)."""
     import torch
 
     from tui.engine.device import choose_device
 
     device = choose_device(device, torch.backends.mps.is_available(), torch.cuda.is_available()).value
     dtype = "float32" if device == "cpu" else "float16"
-    work = Path(tempfile.mkdtemp(prefix="sdtui-bench-"))
-    os.environ["SDTUI_HOME"] = str(work / "home")
-    if model == "sd15":
-        folder = work / "sd15-random"
-        build_sd15_folder(folder)
-        model_ref, steps = str(folder), steps or 30
-    else:
-        model_ref, steps = "demo", steps or 20
+    if model != "sd15":
+        return "demo", device, dtype, steps or 20
+    folder = Path(tempfile.mkdtemp(prefix="sdtui-sd15-")) / "sd15-random"
+    build_sd15_folder(folder)
+    return str(folder), device, dtype, steps or 30
+
+
+def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> dict:
+    import torch
+
+    os.environ["SDTUI_HOME"] = str(Path(tempfile.mkdtemp(prefix="sdtui-bench-")) / "home")
+    model_ref, device, dtype, steps = prepare(model, device, steps)
     bench = Bench(model_ref, device, dtype, steps, size)
     bench.through_engine()  # warm-up: kernels, autotuning, the tapped scheduler
     bench.bare()
@@ -185,7 +191,7 @@ def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> 
         engine_runs["engine"].append(bench.through_engine())
     median = statistics.median
     result = {
-        "model": model, "device": _device_name(device), "torch": torch.__version__, "dtype": dtype,
+        "model": model, "device": device_name(device), "torch": torch.__version__, "dtype": dtype,
         "size": size, "steps": steps, "scheduler": "Euler a", "repeats": repeats, "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
         "bare_s": round(median(engine_runs["bare"]), 4),
@@ -205,7 +211,7 @@ def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> 
     return result
 
 
-def _device_name(device: str) -> str:
+def device_name(device: str) -> str:
     import torch
 
     if device == "cuda":

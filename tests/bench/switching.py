@@ -17,7 +17,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    from tests.bench.overhead import _device_name, build_sd15_folder
+    from tests.bench.overhead import build_sd15_folder, device_name
     from tui.engine import Engine, EngineOptions, GenerationRequest
     from tui.engine.events import Loaded, Unloaded
     from tui.engine.memory import format_bytes
@@ -35,7 +35,7 @@ def main() -> None:
     engine.load(events.append)
     unloaded = next(e for e in events if isinstance(e, Unloaded))
     loaded = next(e for e in events if isinstance(e, Loaded))
-    result = {"device": _device_name(engine.device)}
+    result = {"device": device_name(engine.device)}
     for name, sample in (("SD 1.5 loaded, after a job", loaded_sd15), ("after unloading SD 1.5", unloaded.memory),
                          ("after loading the demo", loaded.memory)):
         result[name] = {"device_allocated": sample.device_allocated, "process_rss": sample.process_rss}

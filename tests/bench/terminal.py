@@ -101,9 +101,9 @@ def session_env(home: Path) -> dict[str, str]:
 
 
 def write_config(home: Path, **values) -> None:
-    home.mkdir(parents=True, exist_ok=True)
-    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    (home / "config.toml").write_text("\n".join(lines) + "\n")
+    from tui.config import Settings, save_settings
+
+    save_settings(Settings(**values), home / "config.toml")
 
 
 def images_saved(home: Path) -> int:

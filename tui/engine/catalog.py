@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
+from tui.engine.download import main_snapshot, repo_folder
 from tui.engine.families import ModelFamily, family_from_checkpoint, family_from_configs
 from tui.engine.models import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, read_header
@@ -180,22 +181,12 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
         family, note = checkpoint_family(path)
         return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note)
     if "/" in ref and not ref.startswith(("/", ".", "~")):
-        repo = (cache_dir or hub_cache_dir()) / ("models--" + ref.replace("/", "--"))
-        snapshot = _main_snapshot(repo)
+        snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():
             return CatalogEntry(ref, ref, "hub", folder_family(snapshot, ref), _folder_size(snapshot),
                                 "Hugging Face cache")
         return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
     return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
-
-
-def _main_snapshot(repo: Path) -> Path | None:
-    try:
-        revision = (repo / "refs" / "main").read_text().strip()
-    except OSError:
-        return None
-    snapshot = repo / "snapshots" / revision
-    return snapshot if snapshot.is_dir() else None
 
 
 def build_catalog(models_dir: Path, recent: list[str], cache_dir: Path | None = None) -> list[CatalogEntry]:

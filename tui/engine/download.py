@@ -41,6 +41,16 @@ def repo_folder(cache_dir: Path, repo_id: str) -> Path:
     return cache_dir / ("models--" + repo_id.replace("/", "--"))
 
 
+def main_snapshot(repo: Path) -> Path | None:
+    """The snapshot folder that ``refs/main`` names, if both exist."""
+    try:
+        revision = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        return None
+    snapshot = repo / "snapshots" / revision
+    return snapshot if revision and snapshot.is_dir() else None
+
+
 def list_remote_files(repo_id: str, allow: list[str], ignore: list[str], endpoint: str | None,
                       revision: str = "main") -> tuple[str, list[RemoteFile]]:
     """The commit that ``revision`` points to and the files matching the patterns."""

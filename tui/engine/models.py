@@ -32,6 +32,25 @@ class ModelLoadError(Exception):
     """A model could not be found or loaded; the message says what to do."""
 
 
+def first_line(error: BaseException, default: str | None = None) -> str:
+    """An exception's message cut to one line, for messages that must stay one line; when
+    it has none, ``default`` (the exception's type name unless given)."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if default is None else default
+
+
+# What diffusers raises for unreadable weights or configs; anything else is a bug to report.
+LOADER_ERRORS = (OSError, ValueError, TypeError, KeyError, RuntimeError)
+
+
+def _without_safety_checker(components) -> dict:
+    """Loader arguments that skip the safety checker, which sdtui never runs (as A1111 and
+    ComfyUI do not); empty for pipelines that have none."""
+    return {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in components else {}
+
+
 @dataclass(frozen=True)
 class ModelSource:
     kind: str  # "demo" | "folder" | "hub" | "file"
@@ -173,7 +192,7 @@ def single_file_configs(repo_id: str) -> Path:
     try:
         folder = Path(snapshot_download(repo_id, allow_patterns=CONFIG_PATTERNS, cache_dir=cache))
     except (HfHubHTTPError, OSError, LocalEntryNotFoundError) as error:
-        raise ModelLoadError(needed.format(reason=f"fetching them failed ({str(error).splitlines()[0]})")) from None
+        raise ModelLoadError(needed.format(reason=f"fetching them failed ({first_line(error)})")) from None
     if not _configs_complete(folder):
         raise ModelLoadError(f"model: {repo_id} on the Hub has no diffusers configs for this checkpoint")
     return folder
@@ -203,15 +222,11 @@ def load_single_file(path: Path, torch_dtype, allow_pickle: bool):
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
         raise ModelLoadError(f"model: {path.name} needs {index.get('_class_name')!r}, which cannot load "
                              "single files")
-    extra = {}
-    if "safety_checker" in index:
-        extra = {"safety_checker": None, "requires_safety_checker": False}
     try:
         return pipeline_class.from_single_file(str(path), config=str(configs), torch_dtype=torch_dtype,
-                                               local_files_only=True, **extra)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"model: loading {path.name} failed: {first}") from None
+                                               local_files_only=True, **_without_safety_checker(index))
+    except LOADER_ERRORS as error:
+        raise ModelLoadError(f"model: loading {path.name} failed: {first_line(error)}") from None
 
 
 # --- Hugging Face Hub -------------------------------------------------------------------
@@ -273,15 +288,11 @@ def cached_snapshot(repo_id: str, allow_pickle: bool) -> Path | None:
     """The cached snapshot of ``repo_id``'s main revision if it holds every component's
     weights; an interrupted download leaves an incomplete one, which does not count."""
     from tui.engine.catalog import hub_cache_dir
-    from tui.engine.download import repo_folder
+    from tui.engine.download import main_snapshot, repo_folder
 
-    repo = repo_folder(hub_cache_dir(), repo_id)
-    try:
-        snapshot = repo / "snapshots" / (repo / "refs" / "main").read_text().strip()
-    except OSError:
-        return None
-    index = snapshot / "model_index.json"
-    if not index.is_file():
+    snapshot = main_snapshot(repo_folder(hub_cache_dir(), repo_id))
+    index = snapshot / "model_index.json" if snapshot is not None else None
+    if index is None or not index.is_file():
         return None
     weights = SAFE_SUFFIXES + ((".bin",) if allow_pickle else ())
     for name in _components(index):
@@ -322,13 +333,12 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         raise ModelLoadError(f"model: {repo_id} was not found on the Hub (or it is private and you are "
                              "not logged in: `hf auth login`)") from None
     except (HfHubHTTPError, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"model: downloading {repo_id} failed: {first_line}; try again to resume") from None
+        raise ModelLoadError(f"model: downloading {repo_id} failed: {first_line(error)}; "
+                             "try again to resume") from None
     except Exception as error:  # httpx errors (connection reset, timeouts) have no common base here
         if type(error).__module__.startswith(("httpx", "httpcore")):
-            detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            raise ModelLoadError(f"model: downloading {repo_id} failed: {type(error).__name__} {detail}; "
-                                 "try again to resume") from None
+            raise ModelLoadError(f"model: downloading {repo_id} failed: {type(error).__name__} "
+                                 f"{first_line(error, '')}; try again to resume") from None
         raise
 
 
@@ -337,13 +347,9 @@ def load_pipeline(folder: Path, torch_dtype, allow_pickle: bool):
     from diffusers import AutoPipelineForText2Image
 
     check_folder(folder, allow_pickle)
-    extra = {}
-    if "safety_checker" in _components(folder / "model_index.json"):
-        extra = {"safety_checker": None, "requires_safety_checker": False}
     try:
         return AutoPipelineForText2Image.from_pretrained(
             str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None,
-            local_files_only=True, **extra)
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelLoadError(f"model: loading {folder} failed: {first}") from None
+            local_files_only=True, **_without_safety_checker(_components(folder / "model_index.json")))
+    except LOADER_ERRORS as error:
+        raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None

@@ -30,10 +30,6 @@ LATENT_RGB = {
 }
 
 
-def latent_format_for(pipeline_class_name: str) -> str:
-    return "sdxl" if "XL" in pipeline_class_name else "sd"
-
-
 @dataclass
 class PreviewThrottle:
     """At most one preview per ``interval`` steps and per 1/``max_fps`` seconds."""

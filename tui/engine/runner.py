@@ -21,8 +21,8 @@ from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finis
                                Notice, Started, Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import sample_memory, swap_growth_warning, total_ram
-from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, fetch_from_hub, load_pipeline, load_single_file,
-                               resolve_source)
+from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, fetch_from_hub, first_line, load_pipeline,
+                               load_single_file, resolve_source)
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
@@ -250,8 +250,7 @@ class Engine:
                            "turn attention slicing on, use a smaller size or fewer images at once")
                 log.error(message)
             else:
-                detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-                message = f"generation failed: {type(error).__name__}: {detail}".rstrip(": ")
+                message = f"generation failed: {type(error).__name__}: {first_line(error, '')}".rstrip(": ")
                 log.exception("generation failed")
             on_event(Failed(request, message, out_of_memory=oom, completed=len(results)))
         return results

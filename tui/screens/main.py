@@ -215,8 +215,7 @@ class MainScreen(Screen):
             self.app.thumbs.put(report.path, finished.image)
             self.refresh_recent()
         elif isinstance(report, Finished):
-            self._drop_pending_preview()
-            self._flush_status()
+            self._finish_painting()
             preview.show(report.image)
         elif isinstance(report, QueueChanged):
             status.set_queue(report.waiting)
@@ -224,12 +223,10 @@ class MainScreen(Screen):
             if "swap" in report.message:
                 status.swap_warning(report.message)
         elif isinstance(report, Cancelled):
-            self._drop_pending_preview()
-            self._flush_status()
+            self._finish_painting()
             status.job_ended("cancelled")
         elif isinstance(report, Failed):
-            self._drop_pending_preview()
-            self._flush_status()
+            self._finish_painting()
             status.job_ended("failed")
             self.app.notify(report.message, severity="error", timeout=8)
         elif isinstance(report, SaveFailed):
@@ -303,11 +300,13 @@ class MainScreen(Screen):
         if image is not None:
             self._offer_preview(image)
 
-    def _drop_pending_preview(self) -> None:
+    def _finish_painting(self) -> None:
+        """A job ended: its last progress shows now, and a preview still waiting is dropped."""
         self._pending_preview = None
         if self._preview_timer is not None:
             self._preview_timer.stop()
             self._preview_timer = None
+        self._flush_status()
 
     def _download_text(self, report: DownloadProgress) -> str:
         now = time.monotonic()
