@@ -292,3 +292,14 @@ def test_a_pickle_checkpoint_loads_only_when_allowed(single_files, tiny_pipeline
     engine.load()
     reference = Engine(EngineOptions(model=str(tiny_pipeline_dir), preview_max_fps=0))
     assert np.array_equal(pixels(engine), pixels(reference))
+
+
+def test_a_name_that_cannot_be_a_model_keeps_the_loaded_one(tiny_pipeline_dir):
+    engine = Engine(EngineOptions(model=str(tiny_pipeline_dir), preview_max_fps=0))
+    engine.load()
+    engine.options = EngineOptions(model="./no/such/folder")
+    events = []
+    with pytest.raises(ModelLoadError, match="neither an existing folder nor a Hub id"):
+        engine.load(events.append)
+    assert engine.loaded and not any(isinstance(e, Unloaded) for e in events)
+    assert pixels(engine).shape == (64, 64, 3)

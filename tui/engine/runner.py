@@ -20,7 +20,7 @@ from tui.engine import device as devices
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
-from tui.engine.memory import sample_memory, swap_growth_warning, total_ram
+from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
 from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, fetch_from_hub, first_line, load_pipeline,
                                load_single_file, resolve_source)
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
@@ -105,10 +105,10 @@ class Engine:
         quiet_libraries()
         import torch
 
+        options = self.options
+        source = resolve_source(options.model)  # a name that cannot be a model keeps the loaded one
         self.unload(on_event)
         self._cancel.clear()
-        options = self.options
-        source = resolve_source(options.model)
         log.info("loading %s (%s)", source.label, source.kind)
         on_event(LoadStarted(source.label, source.kind))
         started = time.perf_counter()
@@ -201,7 +201,8 @@ class Engine:
         self._slicing = None
         _free_device_memory(self.device)
         memory = sample_memory(self.device)
-        log.info("unloaded %s", label)
+        log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
+                 format_bytes(memory.device_allocated), format_bytes(memory.process_rss))
         on_event(Unloaded(label, memory))
 
     # --- generation ---------------------------------------------------------------------

@@ -29,7 +29,7 @@ from tui.text import visible
 from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import Line, StatusPanel, memory_text
+from tui.widgets.status import Line, StatusPanel
 from tui.widgets.strip import RecentStrip, StripItem
 from tui.widgets.thumbnail import ByteBudget, Thumbnail
 
@@ -242,8 +242,7 @@ class MainScreen(Screen):
             self.set_caption(f"downloading {report.model}", detail)
             status.download(report.done_bytes, report.total_bytes, detail)
         elif isinstance(report, Unloaded):
-            status.show_memory(report.memory)
-            self.log_line(f"unloaded {report.model}; memory now: {memory_text(report.memory).plain}")
+            status.show_memory(report.memory)  # the engine logs the figures
         elif isinstance(report, Loaded):
             self._download_start = None
             status.download_ended()

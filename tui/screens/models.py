@@ -106,7 +106,9 @@ class ModelPickerScreen(ModalScreen[str | None]):
         if self._shown:
             self._pick(table.cursor_row)
         elif event.value.strip():
-            self.dismiss(event.value.strip())
+            self.query_one("#model-hint", Static).update(Text(
+                f"model: nothing here matches {visible(event.value.strip())!r}; type a Hub id like owner/name "
+                "or the path of an existing folder or .safetensors file", style="bold red"))
 
     @on(DataTable.RowSelected)
     def _selected(self, event: DataTable.RowSelected) -> None:
