@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from tui.engine.request import GenerationRequest, InvalidRequest, validate_request
+from tui.engine.request import PROMPT_MAX_CHARS, GenerationRequest, InvalidRequest, validate_request
 from tui.engine.schedulers import scheduler_names
 
 BAD = [
@@ -74,8 +74,21 @@ def test_with_seed_draws_once_and_seed_for_counts_up():
     assert [fixed.seed_for(i) for i in range(3)] == [2**32 - 1, 0, 1]
 
 
-def test_long_prompt_is_accepted():
-    assert validate_request({"prompt": "fox " * 5000}).prompt.startswith("fox")
+def test_long_prompts_are_accepted_up_to_the_limit():
+    assert validate_request({"prompt": "fox " * (PROMPT_MAX_CHARS // 4)}).prompt.startswith("fox")
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request({"prompt": "x" * 100_000, "negative_prompt": "y" * (PROMPT_MAX_CHARS + 1)})
+    assert [str(p) for p in caught.value.problems] == [
+        "prompt: 100,000 characters is too long; the limit is 20,000 (the model reads the first 77 tokens)",
+        "negative prompt: 20,001 characters is too long; the limit is 20,000 (the model reads the first 77 tokens)"]
+
+
+def test_nul_is_refused_with_its_position_and_other_controls_are_kept():
+    with pytest.raises(InvalidRequest) as caught:
+        validate_request({"prompt": "ab\x00c"})
+    assert str(caught.value.problems[0]) == "prompt: contains a NUL character (at position 3); remove it"
+    kept = "\x1b[31mred\x07 \u202eevil"
+    assert validate_request({"prompt": kept}).prompt == kept
 
 
 def test_unknown_field_is_rejected():

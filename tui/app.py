@@ -79,10 +79,12 @@ class SdtuiApp(App[int]):
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
         self.main_screen.recall.prompts.extend(self.history.recent_prompts())
-        try:
-            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._hang_up)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # no SIGHUP on this platform, or not the main thread (tests)
+        for signum, cause in ((getattr(signal, "SIGHUP", None), "the terminal hung up"),
+                              (signal.SIGTERM, "asked to stop (SIGTERM)")):
+            try:
+                asyncio.get_running_loop().add_signal_handler(signum, self._stop_on_signal, signum, cause)
+            except (NotImplementedError, RuntimeError, ValueError, TypeError):
+                pass  # not on this platform, or not the main thread (tests)
         # A daemon thread rather than a Textual thread worker: those run in asyncio's executor,
         # which is joined at exit, so quitting during a long model load would hang.
         self._thread = threading.Thread(target=self.service.serve, name="sdtui-generation", daemon=True)
@@ -96,9 +98,11 @@ class SdtuiApp(App[int]):
             self.notify(report.message(), severity="warning", timeout=10)
         self.service.load(engine_options(self.settings, self.allow_pickle))
 
-    def _hang_up(self) -> None:
-        log.info("terminal hung up; stopping")
-        self.shutdown(129)
+    def _stop_on_signal(self, signum: int, cause: str) -> None:
+        """Stop as Ctrl+Q does: the running job ends at its step and is recorded, the
+        terminal is restored, and the exit status says which signal it was."""
+        log.info("%s; stopping", cause)
+        self.shutdown(128 + signum)
 
     def shutdown(self, code: int = 0) -> None:
         self._stop_generation()

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from tui import __version__
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 class UsageError(Exception):
@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"sdtui: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # a second Ctrl-C: quit at once (the history is consistent at every moment)
+        print("\nsdtui: stopped", file=sys.stderr)
+        return 130
 
 
 def run_app(args: argparse.Namespace) -> int:
@@ -145,7 +148,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tui.engine import Engine, EngineOptions, Failed, InvalidRequest, ModelLoadError, validate_request
     from tui.engine.device import DeviceError
     from tui.engine.models import resolve_source
-    from tui.jobs import JobRecorder
+    from tui.jobs import JobRecorder, save_failure_message
     from tui.locations import locations
     from tui.logs import setup_logging
     from tui.store.history import History
@@ -193,15 +196,15 @@ def run_generate(args: argparse.Namespace) -> int:
             print(f"sdtui: {error}", file=sys.stderr)
             return EXIT_FAILED
         request = _with_family_defaults(request, settings, args, engine, progress)
-        engine.generate(request, on_event)
+        if not interrupted():  # Ctrl-C or a signal while the model loaded
+            engine.generate(request, on_event)
     except OSError as error:
-        print(f"sdtui: saving failed: {error.strerror or error} ({getattr(error, 'filename', '') or ''})",
-              file=sys.stderr)
+        print(f"sdtui: {save_failure_message(error)}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         history.close()
     if interrupted():
-        return EXIT_INTERRUPTED
+        return interrupted()
     if "failed" in outcome:
         print(f"sdtui: {outcome['failed']}", file=sys.stderr)
         return EXIT_FAILED
@@ -281,16 +284,27 @@ def _notice(message: str):
     return Notice(message, "warning")
 
 
+STOP_SIGNALS = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGHUP": "the terminal hung up"}
+
+
 def _cancel_on_interrupt(engine) -> Any:
-    """First Ctrl-C cancels at the end of the current step (and records it); a second one quits at once."""
-    state = {"count": 0}
+    """Ctrl-C, SIGTERM or SIGHUP cancels at the end of the current step, so the job is
+    recorded and the history closed; a second one quits at once. Returns a function that
+    gives the exit status for the first signal (128 + its number), or 0 when none came."""
+    state = {"signal": 0}
 
     def handler(signum, frame):
-        state["count"] += 1
-        if state["count"] > 1:
+        if state["signal"]:
             raise KeyboardInterrupt
-        print("\nsdtui: cancelling after this step (Ctrl-C again to quit at once)", file=sys.stderr)
+        state["signal"] = signum
+        cause = STOP_SIGNALS.get(signal.Signals(signum).name, "a signal")
+        try:
+            print(f"\nsdtui: {cause}: cancelling after this step (again to quit at once)", file=sys.stderr)
+        except OSError:
+            pass  # the terminal is gone
         engine.cancel()
 
-    signal.signal(signal.SIGINT, handler)
-    return lambda: state["count"] > 0
+    for name in STOP_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+    return lambda: 128 + state["signal"] if state["signal"] else 0

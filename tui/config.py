@@ -86,7 +86,7 @@ def _check(key: str, value: Any, where: str) -> Any:
             raise bad("use a number of previews per second from 0 (no limit) to 60")
         return float(value)
     if key in ("model", "outputs_dir", "models_dir"):
-        if not isinstance(value, str) or (key == "model" and not value.strip()):
+        if not isinstance(value, str) or (key == "model" and not value.strip()) or "\0" in value:
             raise bad("use a Hub id, a folder path or \"demo\"" if key == "model" else "use a folder path")
         return value
     if key in _REQUEST_KEYS:

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from tui.engine.events import Event, Failed, Finished
 from tui.engine.request import GenerationRequest
-from tui.jobs import JobRecorder
+from tui.jobs import JobRecorder, save_failure_message
 from tui.store.history import History
 
 log = logging.getLogger("tui.generation")
@@ -204,7 +204,7 @@ class GenerationService:
                 try:
                     path = recorder(event)
                 except OSError as error:
-                    message = f"saving failed: {error.strerror or error} ({error.filename or 'outputs'})"
+                    message = save_failure_message(error)
                     log.error(message)
                     self.report(SaveFailed(message))
                     return

@@ -47,8 +47,27 @@ class JobRecorder:
             total_s=timings.total_s, it_per_s=timings.it_per_s, peak_memory=timings.peak_memory)
         entry.seed = event.seed
         output = numbered_output(self.output, event.index, request.count) if self.output else None
-        path = self.history.save_image(event.image, request, event.seed, event.index, entry, info, output)
+        try:
+            path = self.history.save_image(event.image, request, event.seed, event.index, entry, info, output)
+        except OSError as error:
+            self._record_save_failure(event, error)
+            raise
         log.info("image %d/%d saved: seed %d, %.1f s, %.2f it/s, %s", event.index + 1, request.count, event.seed,
                  timings.total_s, timings.it_per_s, path)
         self.saved.append(path)
         return path
+
+    def _record_save_failure(self, event: Finished, error: OSError) -> None:
+        """A row that keeps the seed, so the lost image can be made again once there is room."""
+        entry = HistoryEntry.for_request(event.request, "failed", image_index=event.index,
+                                         error=save_failure_message(error))
+        entry.seed = event.seed
+        try:
+            self.history.add(entry)
+        except Exception as second:  # the database may be on the same full disk
+            log.error("recording the failed save in history failed too: %s", second)
+
+
+def save_failure_message(error: OSError) -> str:
+    """One line: what went wrong and where, e.g. 'saving failed: No space left on device (/x/y.png)'."""
+    return f"saving failed: {error.strerror or error} ({error.filename or 'outputs'})"

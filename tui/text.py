@@ -31,3 +31,16 @@ def visible(text: str, keep_newlines: bool = False) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def stand_in(ch: str) -> str:
+    """``ch`` itself if it is safe to draw, else one visible character in its place: the
+    Unicode control picture for C0 controls and DEL (ESC becomes ␛), � for the rest."""
+    code = ord(ch)
+    if code < 0x20:
+        return chr(0x2400 + code)
+    if code == 0x7F:
+        return "\u2421"
+    if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS:
+        return "\ufffd"
+    return ch

@@ -13,6 +13,7 @@ SIZE_MIN, SIZE_MAX = 64, 2048
 STEPS_MIN, STEPS_MAX = 1, 500
 GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 50.0
 SEED_MAX = 2**32 - 1
+PROMPT_MAX_CHARS = 20_000
 COUNT_MIN, COUNT_MAX = 1, 100
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height",
@@ -90,6 +91,19 @@ def _check_range(field: str, value: int, low: int, high: int) -> FieldProblem | 
     return None
 
 
+def _text_problem(field: str, label: str, text: str) -> FieldProblem | None:
+    """Prompts are kept and shown verbatim (control characters displayed as escapes), with
+    two exceptions: NUL, which PNG text chunks and C strings cannot carry, and text beyond
+    PROMPT_MAX_CHARS, which no model reads (CLIP reads 77 tokens, a few hundred characters)."""
+    if len(text) > PROMPT_MAX_CHARS:
+        return FieldProblem(field, f"{label}: {len(text):,} characters is too long; the limit is "
+                                   f"{PROMPT_MAX_CHARS:,} (the model reads the first 77 tokens)")
+    if "\0" in text:
+        return FieldProblem(field, f"{label}: contains a NUL character (at position {text.index(chr(0)) + 1}); "
+                                   "remove it")
+    return None
+
+
 def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
     """Turn user input (strings from a CLI or a form, or typed values) into a checked request.
 
@@ -117,6 +131,10 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         problems.append(FieldProblem("negative_prompt", "negative prompt: expected text"))
     else:
         out["negative_prompt"] = negative
+    for field, label in (("prompt", "prompt"), ("negative_prompt", "negative prompt")):
+        problem = _text_problem(field, label, out[field]) if field in out else None
+        if problem:
+            problems.append(problem)
 
     for field, low, high in (("steps", STEPS_MIN, STEPS_MAX), ("count", COUNT_MIN, COUNT_MAX)):
         number, problem = _as_int(field, values[field], f"use {low} to {high}")

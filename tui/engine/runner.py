@@ -99,6 +99,12 @@ class Engine:
 
     def load(self, on_event: OnEvent = _ignore) -> None:
         """Load the configured model; raises ModelLoadError or DeviceError with a one-line message."""
+        try:
+            self._load(on_event)
+        finally:
+            self._cancel.clear()  # a cancel meant for the load (a download) must not stop the next job
+
+    def _load(self, on_event: OnEvent) -> None:
         devices.enable_mps_fallback()
         from tui.engine.quiet import quiet_libraries
 
@@ -216,11 +222,14 @@ class Engine:
         they arrive as a Failed event and the engine stays usable. An exception raised by
         ``on_event`` itself (saving an image, say) propagates to the caller unchanged."""
         called = time.perf_counter()
-        self._cancel.clear()
         try:
             return self._generate(request.with_seed(), _guarded(on_event), called)
         except _ListenerError as error:
             raise error.error from None
+        finally:
+            # Cleared at the end, not the start: a cancel that arrives while the job is being
+            # set up (or while the model loads, from Ctrl-C) stops it at its first step.
+            self._cancel.clear()
 
     def _generate(self, request: GenerationRequest, on_event: OnEvent, called: float) -> list[Finished]:
         results: list[Finished] = []

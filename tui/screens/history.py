@@ -22,6 +22,7 @@ from tui.store.history import STATUSES, HistoryEntry
 from tui.text import visible
 from tui.widgets.details import details_table, entry_status
 from tui.widgets.thumbnail import Thumbnail
+from tui.widgets.safe_input import SafeInput
 
 PAGE = 200
 COLUMNS = ("time", "prompt", "seed", "steps", "size", "scheduler", "model", "status", "duration")
@@ -89,7 +90,7 @@ class HistoryScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="filters"):
-            yield Input(placeholder="search prompts (/)", id="search", compact=True)
+            yield SafeInput(placeholder="search prompts (/)", id="search", compact=True)
             yield Static(id="filter-text")
         with Horizontal():
             with Vertical(id="list"):

@@ -28,6 +28,7 @@ from tui.messages import EngineReport, LogLine
 from tui.text import visible
 from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
+from tui.widgets.safe_input import SafeInput
 from tui.widgets.settings import SettingsPanel
 from tui.widgets.status import Line, StatusPanel
 from tui.widgets.strip import RecentStrip, StripItem
@@ -66,6 +67,7 @@ class MainScreen(Screen):
         self._pending_step: Step | None = None
         self._status_due = 0.0
         self._status_timer = None
+        self._idle_cancel_noted = float("-inf")
 
     @property
     def settings(self):
@@ -78,7 +80,7 @@ class MainScreen(Screen):
             with Vertical(id="work"):
                 yield PromptInput(self.recall, placeholder="prompt (Enter to generate, Up/Down for earlier prompts)",
                                   id="prompt", compact=True)
-                yield Input(self.app.settings.negative_prompt, placeholder="negative prompt", id="negative",
+                yield SafeInput(self.app.settings.negative_prompt, placeholder="negative prompt", id="negative",
                             compact=True)
                 yield Line(id="caption", wrap=False)
                 yield Thumbnail(id="preview")
@@ -152,7 +154,8 @@ class MainScreen(Screen):
             self.log_line("cancelling the running job at the end of this step")
         elif cancelled == "load":
             self.log_line("cancelling the download; what arrived is kept, so choosing the model again resumes")
-        else:
+        elif time.monotonic() - self._idle_cancel_noted > 2:  # held or repeated Escape: one toast, not a pile
+            self._idle_cancel_noted = time.monotonic()
             self.app.notify("Nothing is running.", timeout=2)
 
     def action_toggle_settings(self) -> None:

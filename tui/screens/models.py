@@ -20,6 +20,7 @@ from textual.widgets import DataTable, Input, Label, Static
 from tui.engine.catalog import CatalogEntry, build_catalog, hub_cache_dir
 from tui.engine.memory import format_bytes
 from tui.text import visible
+from tui.widgets.safe_input import SafeInput
 
 TYPED = "typed"
 
@@ -50,7 +51,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
             yield Label("[b]Models[/b]: Enter loads the highlighted one, Esc closes")
-            yield Input(placeholder="filter, or type a Hub id (owner/name) or a path to load it",
+            yield SafeInput(placeholder="filter, or type a Hub id (owner/name) or a path to load it",
                         id="model-filter", compact=True)
             yield DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
             yield Static(f"looking in the Hugging Face cache and {self.models_dir}…", id="model-hint")

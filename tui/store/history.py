@@ -220,8 +220,8 @@ class History:
         else:
             final = self._new_image_path(request.prompt, seed)
         temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
-        write_png(temp, image, request, seed, index, info)
         try:
+            write_png(temp, image, request, seed, index, info)  # a full disk fails here, leaving no row
             with self._transaction():
                 entry.image_path = str(final)
                 self._insert(entry)

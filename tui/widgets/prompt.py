@@ -4,7 +4,7 @@ including those from earlier runs, read from the history."""
 from __future__ import annotations
 
 from textual.binding import Binding
-from textual.widgets import Input
+from tui.widgets.safe_input import SafeInput
 
 
 class PromptRecall:
@@ -40,7 +40,7 @@ class PromptRecall:
         return self.prompts[self.position]
 
 
-class PromptInput(Input):
+class PromptInput(SafeInput):
     BINDINGS = [
         Binding("up", "older", "Earlier prompt", show=False),
         Binding("down", "newer", "Later prompt", show=False),

@@ -19,6 +19,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from tui.config import ConfigError, Settings, override
 from tui.engine.device import DEVICES, DTYPES, SWITCHES
 from tui.engine.schedulers import scheduler_names
+from tui.widgets.safe_input import SafeInput
 
 SIZE_PRESETS = ["512x512", "768x768", "1024x1024", "512x768", "768x512", "832x1216", "1216x832", "640x448"]
 RELOAD_KEYS = ("model", "device", "dtype")
@@ -69,7 +70,7 @@ class SettingsPanel(VerticalScroll):
                                  id="size-preset", compact=True)
             with Horizontal(classes="row"):
                 yield Label(title, classes="name")
-                yield Input(str(getattr(s, key)), id=f"setting-{key}", select_on_focus=False, compact=True)
+                yield SafeInput(str(getattr(s, key)), id=f"setting-{key}", select_on_focus=False, compact=True)
             yield Static(id=f"problem-{key}", classes="problem")
             if key == "seed":
                 with Horizontal(classes="row"):

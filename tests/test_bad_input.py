@@ -1,0 +1,266 @@
+"""Bad input, one table per way in: command-line flags, config.toml, model paths, the
+outputs folder and a full disk. Every case must end in one sentence that names the field
+and what is allowed (never a traceback), and must lose nothing: the image and history
+row made before it are still there, byte for byte. The app's tables are in
+test_bad_input_app.py."""
+
+from __future__ import annotations
+
+import hashlib
+import resource
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_sdtui, sdtui_command
+
+SMALL = ["--steps", "1", "--width", "64", "--height", "64"]
+NASTY_MODEL = "demo\x1b]52;c;c2R0dWk=\x07"
+
+
+def history_rows(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "history.db") as db:
+        return db.execute("SELECT id, prompt, seed, status, image_path FROM generations ORDER BY id").fetchall()
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def made_before(sdtui_home):
+    """One finished image and its row, saved before the bad input: what must not be lost."""
+    from PIL import Image
+
+    from tui.engine.request import GenerationRequest
+    from tui.locations import locations
+    from tui.store.history import History, HistoryEntry
+
+    places = locations()
+    history = History(places.history_db, places.outputs_dir)
+    request = GenerationRequest("made before", seed=5, width=64, height=64, steps=1)
+    history.save_image(Image.effect_noise((64, 64), 40).convert("RGB"), request, 5, 0,
+                       HistoryEntry.for_request(request, "done"))
+    history.close()
+    rows = history_rows(sdtui_home)
+    assert len(rows) == 1
+    return rows, {r[4]: digest(r[4]) for r in rows}
+
+
+def assert_nothing_lost(home: Path, before) -> None:
+    rows, files = before
+    now = history_rows(home)
+    assert now[:len(rows)] == rows, "a history row changed"
+    assert {path: digest(path) for path in files} == files, "a finished image changed"
+
+
+def assert_one_clear_line(result, words: str, codes=(1, 2)) -> str:
+    assert result.returncode in codes, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+    last = result.stderr.rstrip("\n").splitlines()[-1]
+    assert last.startswith("sdtui: ") and words in last, last
+    assert "\x1b" not in result.stderr.replace("\r\x1b[2K", ""), "a control character reached the terminal"
+    return last
+
+
+# --- flags ----------------------------------------------------------------------------------
+
+FLAGS = [
+    ("empty prompt", ["generate", ""], "prompt: must not be empty"),
+    ("blank prompt", ["generate", " \t "], "prompt: must not be empty or blank"),
+    ("100,000-character prompt", ["generate", "fox " * 25_000], "prompt: 100,000 characters is too long"),
+    ("100,000-character negative", ["generate", "x", "--negative", "n" * 100_000],
+     "negative prompt: 100,000 characters is too long"),
+    ("steps not a number", ["generate", "x", "--steps", "many"], "steps: 'many' is not a whole number"),
+    ("steps fractional", ["generate", "x", "--steps", "1.5"], "steps"),
+    ("steps negative", ["generate", "x", "--steps", "-1"], "steps: -1 is outside 1..500"),
+    ("steps too many", ["generate", "x", "--steps", "501"], "steps: 501 is outside 1..500"),
+    ("guidance infinite", ["generate", "x", "--guidance", "inf"], "guidance"),
+    ("guidance negative", ["generate", "x", "--guidance", "-0.5"], "guidance"),
+    ("width zero", ["generate", "x", "--width", "0"], "width"),
+    ("width huge", ["generate", "x", "--width", "99999"], "width"),
+    ("height odd", ["generate", "x", "--height", "63"], "height"),
+    ("seed too big", ["generate", "x", "--seed", "4294967296"], "seed"),
+    ("seed text", ["generate", "x", "--seed", "lucky"], "seed"),
+    ("count zero", ["generate", "x", "--count", "0"], "count"),
+    ("scheduler empty", ["generate", "x", "--scheduler", ""], "scheduler"),
+    ("device unknown", ["generate", "x", "--device", "tpu"], "--device"),
+    ("dtype unknown", ["generate", "x", "--dtype", "float8"], "--dtype"),
+    ("slicing unknown", ["generate", "x", "--attention-slicing", "maybe"], "--attention-slicing"),
+    ("unknown flag", ["generate", "x", "--stepz", "3"], "--stepz"),
+    ("no subcommand value", ["generate"], "PROMPT"),
+    ("model and demo", ["generate", "x", "--model", "a/b", "--demo"], "--demo"),
+    ("control characters in a model name", ["generate", "x", "--model", NASTY_MODEL], "model"),
+]
+
+
+@pytest.mark.parametrize("args,words", [c[1:] for c in FLAGS], ids=[c[0] for c in FLAGS])
+def test_bad_flags(made_before, sdtui_home, args, words):
+    demo = [] if "--model" in args or "--demo" in args else ["--demo"]
+    result = run_sdtui([*args, *demo], timeout=60)
+    assert_one_clear_line(result, words, codes=(2,))
+    assert result.stdout == ""
+    assert_nothing_lost(sdtui_home, made_before)
+
+
+# --- config.toml ----------------------------------------------------------------------------
+
+CONFIGS = [
+    ("unknown key", "stepz = 4", "unknown key 'stepz'"),
+    ("wrong type", 'steps = "four"', "steps: 'four' is not a whole number"),
+    ("out of range", "guidance = 80", "guidance"),
+    ("a table", "[steps]\nvalue = 4", "steps = {'value': 4} is not allowed"),
+    ("a list", "width = [512]", "width = [512] is not allowed"),
+    ("not TOML", "steps = = 4", "not valid TOML"),
+    ("duplicate key", "steps = 4\nsteps = 5", "not valid TOML"),
+    ("not UTF-8", b"steps = \xff\xfe", "not UTF-8"),
+    ("code as a value", "steps = \"__import__('os').system('touch PWNED')\"", "steps"),
+    ("a model with NUL", 'model = "demo\\u0000"', "model"),
+    ("outputs with NUL", 'outputs_dir = "out\\u0000put"', "outputs_dir"),
+    ("models_dir as a number", "models_dir = 3", "models_dir = 3 is not allowed; use a folder path"),
+    ("empty model", 'model = " "', "model"),
+]
+
+
+@pytest.mark.parametrize("text,words", [c[1:] for c in CONFIGS], ids=[c[0] for c in CONFIGS])
+def test_bad_config_files(made_before, sdtui_home, tmp_path, text, words):
+    config = sdtui_home / "config.toml"
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for args in (["generate", "x", *SMALL], []):  # headless, and the app, which must not start half-way
+        result = run_sdtui(args, timeout=60, cwd=tmp_path)
+        last = assert_one_clear_line(result, words, codes=(2,))
+        assert "config.toml" in last
+    assert not (tmp_path / "PWNED").exists()
+    assert_nothing_lost(sdtui_home, made_before)
+
+
+def test_a_config_file_that_is_a_folder_is_one_line(made_before, sdtui_home):
+    (sdtui_home / "config.toml").mkdir()
+    assert_one_clear_line(run_sdtui(["generate", "x", "--demo", *SMALL], timeout=60), "config.toml", codes=(2,))
+    assert_nothing_lost(sdtui_home, made_before)
+
+
+# --- model paths ----------------------------------------------------------------------------
+
+def _truncated_safetensors(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+    from tests.tiny_models import save_single_file
+    from tui.engine.demo import build_demo_pipeline
+
+    whole = save_single_file(build_demo_pipeline(), tmp_path / "whole.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return cut
+
+
+def _pickle_folder(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+    from tui.engine.demo import build_demo_pipeline
+
+    folder = tmp_path / "pickled"
+    build_demo_pipeline().save_pretrained(folder, safe_serialization=False)
+    return folder
+
+
+def _folder_without_index(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+    folder = tmp_path / "no-index"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    (folder / "model_index.json").unlink()
+    return folder
+
+
+def _file(name: str, content: bytes):
+    def make(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+        path = tmp_path / name
+        path.write_bytes(content)
+        return path
+    return make
+
+
+MODEL_PATHS = [
+    ("missing folder", lambda tmp, _: tmp / "no-such-model", "neither an existing folder nor a Hub id"),
+    ("a file where a folder is needed", _file("notes.txt", b"hello"), "not a model"),
+    ("model_index.json given as the model", lambda _t, tiny: tiny / "model_index.json", "model"),
+    ("folder without model_index.json", _folder_without_index, "no model_index.json"),
+    ("empty folder", lambda tmp, _: (tmp / "empty").mkdir() or tmp / "empty", "no model_index.json"),
+    ("truncated .safetensors", _truncated_safetensors, "truncated"),
+    ("empty .safetensors", _file("empty.safetensors", b""), "too short to be a .safetensors file"),
+    ("pickle checkpoint", _file("model.ckpt", b"\x80\x04pickle"), "--allow-pickle"),
+    ("pickle weights in a folder", _pickle_folder, "--allow-pickle"),
+]
+
+
+@pytest.mark.parametrize("make,words", [c[1:] for c in MODEL_PATHS], ids=[c[0] for c in MODEL_PATHS])
+def test_bad_model_paths(made_before, sdtui_home, tmp_path, tiny_pipeline_dir, make, words):
+    model = make(tmp_path, tiny_pipeline_dir)
+    result = run_sdtui(["generate", "x", "--model", str(model), *SMALL], env_extra={"HF_HUB_OFFLINE": "1"})
+    last = assert_one_clear_line(result, words)
+    assert "model" in last
+    assert result.stdout == ""
+    assert_nothing_lost(sdtui_home, made_before)
+
+
+# --- where images go ------------------------------------------------------------------------
+
+def test_an_outputs_folder_that_cannot_be_made_fails_the_save_and_keeps_the_seed(made_before, sdtui_home, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    (sdtui_home / "config.toml").write_text(f'outputs_dir = "{blocker / "outputs"}"\n')
+    result = run_sdtui(["generate", "lost for now", "--demo", "--seed", "11", *SMALL])
+    assert_one_clear_line(result, "saving failed: Not a directory", codes=(1,))
+    assert_nothing_lost(sdtui_home, made_before)
+    failed = history_rows(sdtui_home)[-1]
+    assert failed[1:4] == ("lost for now", 11, "failed") and failed[4] is None
+
+
+def _with_file_size_limit(limit: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return apply
+
+
+def test_a_file_size_limit_fails_the_save_with_efbig_and_leaves_no_partial_file(made_before, sdtui_home):
+    # RLIMIT_FSIZE makes the kernel refuse the PNG's writes past 64 KB with EFBIG, as a
+    # full quota would; the history database and log stay far below it.
+    command = sdtui_command() + ["generate", "too big", "--demo", "--seed", "12", "--steps", "1",
+                                 "--width", "256", "--height", "256"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            preexec_fn=_with_file_size_limit(64 * 1024))
+    assert_one_clear_line(result, "saving failed: File too large", codes=(1,))
+    assert_nothing_lost(sdtui_home, made_before)
+    assert history_rows(sdtui_home)[-1][1:4] == ("too big", 12, "failed")
+    outputs = sdtui_home / "outputs"
+    assert sorted(p.name for p in outputs.rglob("*") if p.is_file()) == [
+        Path(p).name for p in made_before[1]], "a partial file was left behind"
+    again = run_sdtui(["generate", "too big", "--demo", "--seed", "12", "--steps", "1",
+                       "--width", "256", "--height", "256"])
+    assert again.returncode == 0, "once there is room, the same seed makes the image"
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A real 256 KB filesystem (tmpfs), where the disk can fill up; needs root."""
+    mount_point = tmp_path / "small-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small filesystem here (needs root); the RLIMIT_FSIZE case covers EFBIG")
+    yield mount_point
+    subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_a_full_disk_fails_the_save_with_enospc_and_the_next_job_runs(made_before, sdtui_home, tiny_filesystem):
+    (tiny_filesystem / "filler").write_bytes(b"\0" * 200 * 1024)
+    (sdtui_home / "config.toml").write_text(f'outputs_dir = "{tiny_filesystem / "outputs"}"\n')
+    big = ["--steps", "1", "--width", "256", "--height", "256"]
+    result = run_sdtui(["generate", "no room", "--demo", "--seed", "13", *big])
+    assert_one_clear_line(result, "saving failed: No space left on device", codes=(1,))
+    assert history_rows(sdtui_home)[-1][1:4] == ("no room", 13, "failed")
+    assert [p for p in (tiny_filesystem / "outputs").rglob("*") if p.is_file()] == []
+    (tiny_filesystem / "filler").unlink()
+    again = run_sdtui(["generate", "no room", "--demo", "--seed", "13", *big])
+    assert again.returncode == 0, again.stderr
+    assert Path(again.stdout.strip()).parent.parent == tiny_filesystem / "outputs"
+    assert_nothing_lost(sdtui_home, made_before)
