@@ -116,6 +116,62 @@ def test_a_corrupt_database_is_moved_aside_and_a_new_one_started(tmp_path):
         store.close()
 
 
+def damaged_copy(tmp_path: Path, kind: str) -> tuple[Path, bytes]:
+    """A history of 300 rows, damaged the way a disk or an interrupted copy damages files."""
+    source = History(tmp_path / "whole.db", tmp_path / "outputs")
+    for i in range(300):
+        source.add(HistoryEntry.for_request(GenerationRequest(f"prompt {i} " * 20, seed=i), "failed", error="x"))
+    source.close()
+    data = bytearray((tmp_path / "whole.db").read_bytes())
+    if kind == "garbage":
+        data = bytearray(b"this is not a database" * 200)
+    elif kind == "truncated":
+        data = data[: len(data) // 2]
+    else:  # one page in the middle overwritten: the header is fine, so opening succeeds
+        data[5 * 4096: 6 * 4096] = random.Random(1).randbytes(4096)
+    damaged = tmp_path / "history.db"
+    damaged.write_bytes(bytes(data))
+    return damaged, bytes(data)
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "page overwritten"])
+def test_a_damaged_database_is_moved_aside_intact_and_a_new_one_started(tmp_path, kind):
+    db_path, original = damaged_copy(tmp_path, kind)
+    store = History(db_path, tmp_path / "outputs")
+    try:
+        store.recent_prompts()  # the app's first read: must not raise, whatever the damage
+        report = store.reconcile()
+        assert "moved to" in report.message()
+        assert Path(store.moved_aside).read_bytes() == original, "the damaged copy is kept as it was"
+        save(store)
+        assert store.count() == 1 and store.integrity_ok()
+    finally:
+        store.close()
+
+
+def test_an_image_saved_into_a_damaged_database_keeps_its_row_after_the_move(tmp_path):
+    db_path, _ = damaged_copy(tmp_path, "page overwritten")
+    store = History(db_path, tmp_path / "outputs")
+    try:
+        assert store.moved_aside is None  # the header is fine, so the damage is not seen yet
+        _, path = save(store, prompt="written after the damage")
+        store.reconcile()  # finds the damage; the image is adopted from its own metadata
+        assert store.moved_aside
+        assert [(e.prompt, e.image_path) for e in store.recent()] == [("written after the damage", str(path))]
+    finally:
+        store.close()
+
+
+def test_two_damaged_databases_in_one_second_are_both_kept(tmp_path):
+    kept = set()
+    for _ in range(2):
+        db_path, original = damaged_copy(tmp_path, "garbage")
+        store = History(db_path, tmp_path / "outputs")
+        kept.add(store.moved_aside)
+        store.close()
+    assert len(kept) == 2 and all(Path(p).exists() for p in kept)
+
+
 def test_exact_output_path_replaces_and_records(history, tmp_path):
     request = GenerationRequest("x", seed=1)
     target = tmp_path / "elsewhere" / "fox.png"

