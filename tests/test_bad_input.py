@@ -11,6 +11,7 @@ import resource
 import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,34 @@ def test_a_full_disk_fails_the_save_with_enospc_and_the_next_job_runs(made_befor
     assert again.returncode == 0, again.stderr
     assert Path(again.stdout.strip()).parent.parent == tiny_filesystem / "outputs"
     assert_nothing_lost(sdtui_home, made_before)
+
+
+def test_a_disk_that_fills_up_in_the_app_says_so_and_the_next_job_saves(sdtui_home):
+    """The real app in a terminal under a 64 KB file size limit: the 256x256 image cannot be
+    written (EFBIG); once the limit is lifted, as when space is freed, the next job saves."""
+    from tests.bench.terminal import TerminalSession, sdtui_script, session_env, wait_ready, write_config
+
+    write_config(sdtui_home, steps=1, width=256, height=256, seed=31)
+    session = TerminalSession(["prlimit", f"--fsize={64 * 1024}:unlimited", "--", sdtui_script(), "--demo"], 120, 40,
+                              session_env(sdtui_home))
+    try:
+        wait_ready(session)
+        sent = session.send(b"too big\r")
+        session.wait_for(b"File too large", sent, timeout=60)
+        assert session.process.poll() is None, "the app is still running"
+        subprocess.run(["prlimit", "--pid", str(session.process.pid), "--fsize=unlimited"], check=True)
+        session.send(b"\x15")  # Ctrl+U clears the prompt box
+        time.sleep(0.3)
+        session.send(b"now it fits\r")
+        deadline = time.monotonic() + 60
+        while len(history_rows(sdtui_home)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        session.close()
+    rows = history_rows(sdtui_home)
+    assert [r[1:4] for r in rows] == [("too big", 31, "failed"), ("now it fits", 31, "done")]
+    with sqlite3.connect(sdtui_home / "history.db") as db:
+        assert db.execute("SELECT error FROM generations WHERE id = 1").fetchone()[0].startswith(
+            "saving failed: File too large")
+    files = [p for p in (sdtui_home / "outputs").rglob("*") if p.is_file()]
+    assert [str(p) for p in files] == [rows[1][4]], "only the saved image, no partial file"
