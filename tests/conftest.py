@@ -67,3 +67,24 @@ def run_sdtui(args, env_extra=None, timeout=120, cwd=None):
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run(sdtui_command() + list(args), capture_output=True, text=True, timeout=timeout, env=env,
                           cwd=cwd)
+
+
+@pytest.fixture
+def made_before(sdtui_home):
+    """One finished image and its row, saved before the bad input: what must not be lost."""
+    from PIL import Image
+
+    from tests.reliability import digest, history_rows
+    from tui.engine.request import GenerationRequest
+    from tui.locations import locations
+    from tui.store.history import History, HistoryEntry
+
+    places = locations()
+    history = History(places.history_db, places.outputs_dir)
+    request = GenerationRequest("made before", seed=5, width=64, height=64, steps=1)
+    history.save_image(Image.effect_noise((64, 64), 40).convert("RGB"), request, 5, 0,
+                       HistoryEntry.for_request(request, "done"))
+    history.close()
+    rows = history_rows(sdtui_home)
+    assert len(rows) == 1
+    return rows, {r[4]: digest(r[4]) for r in rows}

@@ -6,9 +6,7 @@ test_bad_input_app.py."""
 
 from __future__ import annotations
 
-import hashlib
 import resource
-import shutil
 import sqlite3
 import subprocess
 import time
@@ -17,45 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_sdtui, sdtui_command
+from tests.reliability import MODEL_PATHS, assert_nothing_lost, history_rows
 
 SMALL = ["--steps", "1", "--width", "64", "--height", "64"]
 NASTY_MODEL = "demo\x1b]52;c;c2R0dWk=\x07"
-
-
-def history_rows(home: Path) -> list[tuple]:
-    with sqlite3.connect(home / "history.db") as db:
-        return db.execute("SELECT id, prompt, seed, status, image_path FROM generations ORDER BY id").fetchall()
-
-
-def digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-@pytest.fixture
-def made_before(sdtui_home):
-    """One finished image and its row, saved before the bad input: what must not be lost."""
-    from PIL import Image
-
-    from tui.engine.request import GenerationRequest
-    from tui.locations import locations
-    from tui.store.history import History, HistoryEntry
-
-    places = locations()
-    history = History(places.history_db, places.outputs_dir)
-    request = GenerationRequest("made before", seed=5, width=64, height=64, steps=1)
-    history.save_image(Image.effect_noise((64, 64), 40).convert("RGB"), request, 5, 0,
-                       HistoryEntry.for_request(request, "done"))
-    history.close()
-    rows = history_rows(sdtui_home)
-    assert len(rows) == 1
-    return rows, {r[4]: digest(r[4]) for r in rows}
-
-
-def assert_nothing_lost(home: Path, before) -> None:
-    rows, files = before
-    now = history_rows(home)
-    assert now[:len(rows)] == rows, "a history row changed"
-    assert {path: digest(path) for path in files} == files, "a finished image changed"
 
 
 def assert_one_clear_line(result, words: str, codes=(1, 2)) -> str:
@@ -145,52 +108,6 @@ def test_a_config_file_that_is_a_folder_is_one_line(made_before, sdtui_home):
 
 
 # --- model paths ----------------------------------------------------------------------------
-
-def _truncated_safetensors(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
-    from tests.tiny_models import save_single_file
-    from tui.engine.demo import build_demo_pipeline
-
-    whole = save_single_file(build_demo_pipeline(), tmp_path / "whole.safetensors")
-    cut = tmp_path / "cut.safetensors"
-    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
-    return cut
-
-
-def _pickle_folder(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
-    from tui.engine.demo import build_demo_pipeline
-
-    folder = tmp_path / "pickled"
-    build_demo_pipeline().save_pretrained(folder, safe_serialization=False)
-    return folder
-
-
-def _folder_without_index(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
-    folder = tmp_path / "no-index"
-    shutil.copytree(tiny_pipeline_dir, folder)
-    (folder / "model_index.json").unlink()
-    return folder
-
-
-def _file(name: str, content: bytes):
-    def make(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
-        path = tmp_path / name
-        path.write_bytes(content)
-        return path
-    return make
-
-
-MODEL_PATHS = [
-    ("missing folder", lambda tmp, _: tmp / "no-such-model", "neither an existing folder nor a Hub id"),
-    ("a file where a folder is needed", _file("notes.txt", b"hello"), "not a model"),
-    ("model_index.json given as the model", lambda _t, tiny: tiny / "model_index.json", "model"),
-    ("folder without model_index.json", _folder_without_index, "no model_index.json"),
-    ("empty folder", lambda tmp, _: (tmp / "empty").mkdir() or tmp / "empty", "no model_index.json"),
-    ("truncated .safetensors", _truncated_safetensors, "truncated"),
-    ("empty .safetensors", _file("empty.safetensors", b""), "too short to be a .safetensors file"),
-    ("pickle checkpoint", _file("model.ckpt", b"\x80\x04pickle"), "--allow-pickle"),
-    ("pickle weights in a folder", _pickle_folder, "--allow-pickle"),
-]
-
 
 @pytest.mark.parametrize("make,words", [c[1:] for c in MODEL_PATHS], ids=[c[0] for c in MODEL_PATHS])
 def test_bad_model_paths(made_before, sdtui_home, tmp_path, tiny_pipeline_dir, make, words):

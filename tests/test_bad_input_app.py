@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
-import time
 import unicodedata
 from pathlib import Path
 
 import pytest
 
 from tests.app_helpers import make_app, plain, type_prompt, wait_for, wait_loaded
-from tests.test_bad_input import (MODEL_PATHS, assert_nothing_lost, digest, history_rows,  # noqa: F401
-                                  made_before)
+from tests.reliability import MODEL_PATHS, assert_nothing_lost, digest, history_rows
 from tui.store.images import SDTUI_KEY, png_text
 from tui.text import _BIDI_CONTROLS
 from tui.widgets.log import LogPanel

@@ -1,0 +1,71 @@
+"""What the reliability tests share: the history as rows, a check that nothing made
+before a fault was lost, and the bad model paths every way in is tried with."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from pathlib import Path
+
+
+def history_rows(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "history.db") as db:
+        return db.execute("SELECT id, prompt, seed, status, image_path FROM generations ORDER BY id").fetchall()
+
+
+def digest(path: str) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def assert_nothing_lost(home: Path, before) -> None:
+    rows, files = before
+    now = history_rows(home)
+    assert now[:len(rows)] == rows, "a history row changed"
+    assert {path: digest(path) for path in files} == files, "a finished image changed"
+
+
+def _truncated_safetensors(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+    from tests.tiny_models import save_single_file
+    from tui.engine.demo import build_demo_pipeline
+
+    whole = save_single_file(build_demo_pipeline(), tmp_path / "whole.safetensors")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    return cut
+
+
+def _pickle_folder(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+    from tui.engine.demo import build_demo_pipeline
+
+    folder = tmp_path / "pickled"
+    build_demo_pipeline().save_pretrained(folder, safe_serialization=False)
+    return folder
+
+
+def _folder_without_index(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+    folder = tmp_path / "no-index"
+    shutil.copytree(tiny_pipeline_dir, folder)
+    (folder / "model_index.json").unlink()
+    return folder
+
+
+def _file(name: str, content: bytes):
+    def make(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:
+        path = tmp_path / name
+        path.write_bytes(content)
+        return path
+    return make
+
+
+MODEL_PATHS = [
+    ("missing folder", lambda tmp, _: tmp / "no-such-model", "neither an existing folder nor a Hub id"),
+    ("a file where a folder is needed", _file("notes.txt", b"hello"), "not a model"),
+    ("model_index.json given as the model", lambda _t, tiny: tiny / "model_index.json", "model"),
+    ("folder without model_index.json", _folder_without_index, "no model_index.json"),
+    ("empty folder", lambda tmp, _: (tmp / "empty").mkdir() or tmp / "empty", "no model_index.json"),
+    ("truncated .safetensors", _truncated_safetensors, "truncated"),
+    ("empty .safetensors", _file("empty.safetensors", b""), "too short to be a .safetensors file"),
+    ("pickle checkpoint", _file("model.ckpt", b"\x80\x04pickle"), "--allow-pickle"),
+    ("pickle weights in a folder", _pickle_folder, "--allow-pickle"),
+]
