@@ -14,6 +14,7 @@ from textual.widgets import RichLog
 
 from tui.text import visible
 
+LOG_LINES = 2000  # kept on screen for scrolling back; the log file keeps everything
 LEVEL_STYLES = {"error": "bold red", "warning": "yellow", "info": "", "debug": "dim"}
 
 
@@ -23,7 +24,7 @@ class LogPanel(RichLog):
     """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(markup=False, highlight=False, wrap=True, max_lines=5000, auto_scroll=True, **kwargs)
+        super().__init__(markup=False, highlight=False, wrap=True, max_lines=LOG_LINES, auto_scroll=True, **kwargs)
         self.lines_written: list[str] = []
 
     def add(self, text: str, level: str = "info", created: float | None = None) -> None:
@@ -35,7 +36,7 @@ class LogPanel(RichLog):
             line.append(level + ": ", style=LEVEL_STYLES[level])
         line.append(body, style=LEVEL_STYLES.get(level, ""))
         self.lines_written.append(f"{stamp} {level}: {body}")
-        del self.lines_written[:-5000]
+        del self.lines_written[:-LOG_LINES]
         self.write(line)
 
     def clear_lines(self) -> None:
