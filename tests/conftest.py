@@ -10,6 +10,16 @@ import pytest
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--full", action="store_true",
+                     help="run the soak and kill loops at full size (500 generations, 20 kill rounds)")
+
+
+@pytest.fixture
+def full(request) -> bool:
+    return request.config.getoption("--full")
+
+
 @pytest.fixture
 def sdtui_home(tmp_path, monkeypatch):
     home = tmp_path / "home"

@@ -17,6 +17,13 @@ from tui import __version__
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
+def _say(message: str, newline_first: bool = False) -> None:
+    """One line on stderr, with any control characters (from a path or a model name) shown inert."""
+    from tui.text import visible
+
+    print(("\n" if newline_first else "") + "sdtui: " + visible(message), file=sys.stderr)
+
+
 class UsageError(Exception):
     """Bad input at start-up: one line, exit status 2."""
 
@@ -123,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_bench(args)
         return run_app(args)
     except UsageError as error:
-        print(f"sdtui: {error}", file=sys.stderr)
+        _say(str(error))
         return EXIT_USAGE
     except KeyboardInterrupt:  # a second Ctrl-C: quit at once (the history is consistent at every moment)
-        print("\nsdtui: stopped", file=sys.stderr)
+        _say("stopped", newline_first=True)
         return 130
 
 
@@ -152,6 +159,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tui.locations import locations
     from tui.logs import setup_logging
     from tui.store.history import History
+    from tui.text import visible
 
     settings = _settings_from(args)
     try:
@@ -168,7 +176,7 @@ def run_generate(args: argparse.Namespace) -> int:
     try:
         history = History(places.history_db, outputs)
     except OSError as error:
-        print(f"sdtui: history: cannot open {places.history_db} ({error.strerror or error})", file=sys.stderr)
+        _say(f"history: cannot open {places.history_db} ({error.strerror or error})")
         return EXIT_FAILED
     report = history.reconcile()
     progress = StderrProgress()
@@ -183,8 +191,8 @@ def run_generate(args: argparse.Namespace) -> int:
     def on_event(event) -> None:
         progress(event)
         path = recorder(event)
-        if path is not None:
-            print(path, flush=True)
+        if path is not None:  # exact for a pipe; on a terminal, control characters in a path are shown inert
+            print(path if not sys.stdout.isatty() else visible(str(path)), flush=True)
         if isinstance(event, Failed):
             outcome["failed"] = event.message
 
@@ -193,20 +201,20 @@ def run_generate(args: argparse.Namespace) -> int:
         try:
             engine.load(progress)
         except (ModelLoadError, DeviceError) as error:
-            print(f"sdtui: {error}", file=sys.stderr)
+            _say(str(error))
             return EXIT_FAILED
         request = _with_family_defaults(request, settings, args, engine, progress)
         if not interrupted():  # Ctrl-C or a signal while the model loaded
             engine.generate(request, on_event)
     except OSError as error:
-        print(f"sdtui: {save_failure_message(error)}", file=sys.stderr)
+        _say(save_failure_message(error))
         return EXIT_FAILED
     finally:
         history.close()
     if interrupted():
         return interrupted()
     if "failed" in outcome:
-        print(f"sdtui: {outcome['failed']}", file=sys.stderr)
+        _say(outcome["failed"])
         return EXIT_FAILED
     return EXIT_OK
 
@@ -230,10 +238,10 @@ def run_bench(args: argparse.Namespace) -> int:
     try:
         _trials, best, current = bench(settings, args.allow_pickle, args.steps, lambda line: print(line, flush=True))
     except (ModelLoadError, DeviceError) as error:
-        print(f"sdtui: {error}", file=sys.stderr)
+        _say(str(error))
         return EXIT_FAILED
     if best is None:
-        print("sdtui: every trial failed; see the lines above", file=sys.stderr)
+        _say("every trial failed; see the lines above")
         return EXIT_FAILED
     changes = recommendation(best, current)
     print(f"fastest without swapping: {best.name} ({best.it_per_s:.2f} it/s)")

@@ -14,6 +14,7 @@ from typing import TextIO
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted, Notice,
                                Started, Step)
 from tui.engine.memory import MemorySample, format_bytes
+from tui.text import visible
 
 
 def format_duration(seconds: float) -> str:
@@ -48,11 +49,11 @@ class StderrProgress:
         if self._open_line:
             self.stream.write("\n")
             self._open_line = False
-        self.stream.write(text + "\n")
+        self.stream.write(visible(text) + "\n")  # model names and messages may hold control characters
         self.stream.flush()
 
     def _redraw(self, text: str) -> None:
-        self.stream.write("\r\x1b[2K" + text)
+        self.stream.write("\r\x1b[2K" + visible(text))
         self.stream.flush()
         self._open_line = True
 

@@ -9,6 +9,15 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+class VisibleFormatter(logging.Formatter):
+    """For a terminal: control characters in messages (a prompt, a path) shown as escapes."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from tui.text import visible
+
+        return visible(super().format(record), keep_newlines=True)
+
+
 def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
     root = logging.getLogger()
     root.setLevel(logging.INFO)
@@ -25,5 +34,5 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
         root.addHandler(logging.NullHandler())
     if verbose:
         stream = logging.StreamHandler()
-        stream.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        stream.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(stream)

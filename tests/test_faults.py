@@ -1,0 +1,263 @@
+"""Faults: SIGKILL at random moments, SIGHUP and SIGTERM mid-generation, out of memory,
+a hundred cancels into a queue of two hundred jobs, several processes sharing one history,
+and a soak. The kill loops and the soak run short here; ``--full`` runs them at the size
+README gives (python -m pytest tests/test_faults.py --full)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.bench.terminal import TerminalSession, sdtui_script, session_env, wait_ready, write_config
+from tests.conftest import sdtui_command
+from tests.reliability import history_rows
+from tui.store.history import TEMP_SUFFIX, History
+
+SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
+
+
+def assert_history_consistent(home: Path) -> dict:
+    """SQLite's integrity check passes, and after reconcile every row's file exists, every
+    image has a row and no unfinished file is left. Returns the counts."""
+    store = History(home / "history.db", home / "outputs")
+    try:
+        assert store.integrity_ok()
+        report = store.reconcile()
+        assert report.marked_missing == 0, "a committed row lost its file"
+        rows = store.recent(1_000_000)
+        done = [r for r in rows if r.status == "done"]
+        assert all(Path(r.image_path).exists() for r in done)
+        on_disk = {str(p) for p in (home / "outputs").rglob("*") if p.is_file()}
+        assert not [p for p in on_disk if p.endswith(TEMP_SUFFIX)], "an unfinished file was left"
+        assert on_disk == {r.image_path for r in done}, "an image without a row, or a row without its image"
+        return {"rows": len(rows), "done": len(done), "adopted": report.adopted, "partials": report.temp_removed}
+    finally:
+        store.close()
+
+
+# --- SIGKILL --------------------------------------------------------------------------------
+
+def _kill_headless_run(home: Path, rng: random.Random, run: int, generations: int) -> list[str]:
+    """``sdtui generate --count N``, killed after a random number of saved images plus a
+    random part of the next one (zero images: during start-up or loading)."""
+    process = subprocess.Popen(sdtui_command() + ["generate", f"killed run {run}", "--demo", "--count",
+                                                  str(generations), "--seed", str(run * 1000), *SMALL],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               env={**os.environ, "SDTUI_HOME": str(home)})
+    printed = []
+    for _ in range(rng.randrange(generations)):
+        line = process.stdout.readline()
+        if not line:
+            break
+        printed.append(line.strip())
+    time.sleep(rng.uniform(0, 0.1))
+    process.kill()
+    process.wait()
+    return printed
+
+
+def _kill_app(home: Path, rng: random.Random, run: int, generations: int) -> list[str]:
+    """The app in a terminal with a queue of N jobs, killed the same way."""
+    session = TerminalSession([sdtui_script(), "--demo"], 100, 30, session_env(home))
+    try:
+        wait_ready(session)
+        before = len(history_rows(home)) if (home / "history.db").exists() else 0
+        session.send(f"killed app run {run}".encode() + b"\r" * generations)
+        target = before + rng.randrange(generations)
+        deadline = time.monotonic() + 120
+        while len(history_rows(home)) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.1))
+    finally:
+        session.process.kill()
+        session.process.wait()
+        os.close(session.master)
+    return []
+
+
+def test_sigkill_at_random_moments_leaves_a_consistent_history(tmp_path, full):
+    home = tmp_path / "home"
+    home.mkdir()
+    write_config(home, steps=2, width=64, height=64)
+    rng = random.Random(7)
+    rounds, generations = (20, 50) if full else (4, 50)
+    printed: list[str] = []
+    for run in range(rounds):
+        kill = _kill_app if run % 2 else _kill_headless_run
+        printed += kill(home, rng, run, generations)
+    counts = assert_history_consistent(home)
+    rows = {r[4] for r in history_rows(home)}
+    assert set(printed) <= rows, "a path printed as saved has no row"
+    assert counts["done"] > 0
+    print(f"\nSIGKILL x{rounds} (runs of {generations}): {counts}")
+
+
+# --- SIGHUP and SIGTERM ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
+def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signum):
+    write_config(sdtui_home, steps=400, width=256, height=256)
+    session = TerminalSession([sdtui_script(), "--demo"], 100, 30, session_env(sdtui_home))
+    try:
+        wait_ready(session)
+        sent = session.send(b"finished first\r")
+        session.wait_for(b"/400", sent, timeout=60)
+        session.send(b"\x1b")  # cancel, so the second job is the one the signal interrupts
+        deadline = time.monotonic() + 30
+        while len(history_rows(sdtui_home)) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        session.send(b"\x15")
+        time.sleep(0.3)
+        sent = session.send(b"interrupted\r")
+        session.wait_for(b"/400", sent, timeout=60)
+        signalled = time.monotonic()
+        session.process.send_signal(signum)
+        code = session.process.wait(timeout=15)
+        took = time.monotonic() - signalled
+        output = session.output_since(0)
+    finally:
+        if session.process.poll() is None:
+            session.process.kill()
+        os.close(session.master)
+    assert code == 128 + signum and took < 5
+    assert b"Traceback" not in output
+    assert output.rstrip().endswith(b"\x1b[?1049l") or b"\x1b[?1049l" in output[-200:], "the terminal was not restored"
+    assert [r[1] + ":" + r[3] for r in history_rows(sdtui_home)] == ["finished first:cancelled", "interrupted:cancelled"]
+    assert_history_consistent(sdtui_home)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=["SIGHUP", "SIGTERM", "SIGINT"])
+def test_a_signal_during_headless_generation_cancels_records_and_exits(sdtui_home, signum):
+    process = subprocess.Popen(sdtui_command() + ["generate", "interrupted", "--demo", "--steps", "400",
+                                                  "--width", "256", "--height", "256"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "/400" not in seen:
+        char = process.stderr.read(1)
+        assert char, seen
+        seen += char
+    process.send_signal(signum)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 128 + signum
+    assert "Traceback" not in err and "cancelling after this step" in seen + err
+    assert [r[3] for r in history_rows(sdtui_home)] == ["cancelled"]
+    assert_history_consistent(sdtui_home)
+
+
+# --- out of memory, cancels and queues (the app, headless) -----------------------------------
+
+@pytest.mark.asyncio
+async def test_out_of_memory_is_one_message_and_the_next_job_runs(sdtui_home):
+    import torch
+
+    from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
+    from tui.widgets.status import StatusPanel
+
+    app = make_app(steps=2, width=64, height=64)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        calls = {"n": 0}
+
+        def out_of_memory_once(module, args, output):
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+        hook = app.engine.pipe.unet.register_forward_hook(out_of_memory_once)
+        try:
+            await type_prompt(pilot, "too big")
+            await pilot.press("enter")
+            await type_prompt(pilot, "fits")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.history.count() == 2 and not app.service.busy, what="both jobs")
+        finally:
+            hook.remove()
+        errors = [n.message for n in app._notifications if n.severity == "error"]
+        assert errors == ["out of memory on cpu at 64x64; turn attention slicing on, use a smaller size or "
+                          "fewer images at once"]
+        assert [(e.prompt, e.status) for e in reversed(app.history.recent(2))] == [("too big", "failed"),
+                                                                                  ("fits", "done")]
+        assert app.main_screen.query_one(StatusPanel).state == "done"
+
+
+@pytest.mark.asyncio
+async def test_a_hundred_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_home):
+    from tests.app_helpers import make_app, wait_for, wait_loaded
+    from tui.widgets.log import LogPanel
+    from tui.widgets.status import StatusPanel
+
+    app = make_app(steps=3, width=64, height=64, preview_max_fps=4.0)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        prompt = app.main_screen.query_one("#prompt")
+        prompt.value = "queued"
+        prompt.focus()
+        for _ in range(200):
+            await pilot.press("enter")
+        for _ in range(100):
+            await pilot.press("escape")
+        await wait_for(pilot, lambda: app.history.count() == 200 and not app.service.busy
+                       and app.service.waiting() == 0, timeout=300, what="all 200 jobs")
+        await pilot.pause(0.3)
+        statuses = [r.status for r in app.history.recent(1000)]
+        done, cancelled = statuses.count("done"), statuses.count("cancelled")
+        log = app.main_screen.query_one(LogPanel).lines_written
+        queued = sum("queued:" in line for line in log)
+        hits = sum("cancelling the running job" in line for line in log)
+        assert queued == 200 and done + cancelled == 200 and "failed" not in statuses
+        assert 1 <= cancelled <= hits <= 100, "a cancel stops at most the job running when it is pressed"
+        assert len(list(app.history.outputs_dir.rglob("*.png"))) == done
+        status = app.main_screen.query_one(StatusPanel)
+        assert status.state in ("done", "cancelled"), "not stuck generating"
+    print(f"\n200 jobs, 100 quick cancels ({hits} reached a running job): {done} done, {cancelled} cancelled")
+
+
+# --- several processes, one history ---------------------------------------------------------
+
+@pytest.mark.asyncio
+async def test_the_app_and_two_headless_runs_share_one_history_without_losing_a_row(sdtui_home, full):
+    from tests.app_helpers import make_app, wait_for, wait_loaded
+
+    each = 50 if full else 12
+    # Same prompt and seed everywhere, so all three want the same file names at the same time.
+    headless = [subprocess.Popen(sdtui_command() + ["generate", "shared", "--demo", "--seed", "9", "--count",
+                                                    str(each), *SMALL], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    app = make_app(steps=2, width=64, height=64, seed=9)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        prompt = app.main_screen.query_one("#prompt")
+        prompt.value = "shared"
+        prompt.focus()
+        for _ in range(each):
+            await pilot.press("enter")
+        await wait_for(pilot, lambda: not app.service.busy and app.service.waiting() == 0, timeout=300,
+                       what="the app's images")
+    outputs = [p.communicate(timeout=300) for p in headless]
+    assert [p.returncode for p in headless] == [0, 0], [o[1][-500:] for o in outputs]
+    printed = [line for out, _ in outputs for line in out.splitlines()]
+    assert len(printed) == len(set(printed)) == 2 * each, "each headless image has its own file"
+    counts = assert_history_consistent(sdtui_home)
+    assert counts == {"rows": 3 * each, "done": 3 * each, "adopted": 0, "partials": 0}
+
+
+# --- soak -----------------------------------------------------------------------------------
+
+def test_soak_memory_growth_after_warm_up_stays_under_50_mb(full):
+    generations, warmup = (500, 50) if full else (80, 30)
+    result = subprocess.run([sys.executable, "-m", "tests.soak", "--generations", str(generations),
+                             "--warmup", str(warmup), "--json"], capture_output=True, text=True, timeout=1800,
+                            cwd=Path(__file__).parent.parent)
+    assert result.stdout, result.stderr[-2000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    print(f"\nsoak: {figures}")
+    assert figures["done"] == generations
+    assert figures["growth_mb"] < 50
