@@ -32,7 +32,7 @@ PAYLOADS = {
     "clear screen and home": "\x1b[2J\x1b[H",
     "right-to-left override": "\u202e",
 }
-NASTY = "fox " + " ".join(PAYLOADS.values()) + " [bold]not markup[/bold] [@click=app.quit]q[/]"
+NASTY = "[bold]not markup[/bold] [@click=app.quit]q[/] fox " + " ".join(PAYLOADS.values())
 
 
 def test_nothing_untrusted_reaches_the_terminal_raw(sdtui_home, tmp_path):
@@ -77,7 +77,7 @@ def test_nothing_untrusted_reaches_the_terminal_raw(sdtui_home, tmp_path):
     assert len(history_rows(sdtui_home)) == 3, "the CLI's image, the adopted one and the app's"
     leaked = [name for name, payload in PAYLOADS.items() if payload.encode() in output]
     assert leaked == [], f"reached the terminal raw: {leaked}"
-    text = output.decode("utf-8", "replace")
+    text = re.sub(r"\x1b\[[0-9;?<>=$]*[A-Za-z~]", "", output.decode("utf-8", "replace"))  # Textual's own
     assert "\\x1b]52;c;c2R0dWstbGVhaw==" in text or "␛]52;c;c2R0dWstbGVhaw==" in text, "the payload is shown, inert"
     assert "[bold]not markup[/bold]" in text
 
@@ -98,7 +98,6 @@ def test_file_names_from_prompts_stay_inside_the_outputs_folder(tmp_path, prompt
     stem = path.stem.split("-", 2)[2]
     assert stem.split(".")[0] not in {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)),
                                       *(f"lpt{i}" for i in range(10))}
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())[:1] != [], "nothing else"
     assert not (tmp_path / "x").exists()
 
 
@@ -163,6 +162,7 @@ def test_pickle_stays_refused_unless_allowed(sdtui_home, tmp_path):
 
 
 def test_the_config_file_is_data_and_cannot_run_code(sdtui_home, tmp_path):
+    sdtui_home.mkdir()
     marker = tmp_path / "ran"
     code = f"__import__('os').system('touch {marker}')"
     cases = [f'model = "{code}"', f'outputs_dir = "{code}"', f'negative_prompt = "{code}"',
