@@ -108,7 +108,7 @@ def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signu
     session = TerminalSession([sdtui_script(), "--demo"], 100, 30, session_env(sdtui_home))
     try:
         wait_ready(session)
-        sent = session.send(b"finished first\r")
+        sent = session.send(b"cancelled first\r")
         session.wait_for(b"/400", sent, timeout=60)
         session.send(b"\x1b")  # cancel, so the second job is the one the signal interrupts
         deadline = time.monotonic() + 30
@@ -130,7 +130,7 @@ def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signu
     assert code == 128 + signum and took < 5
     assert b"Traceback" not in output
     assert output.rstrip().endswith(b"\x1b[?1049l") or b"\x1b[?1049l" in output[-200:], "the terminal was not restored"
-    assert [r[1] + ":" + r[3] for r in history_rows(sdtui_home)] == ["finished first:cancelled", "interrupted:cancelled"]
+    assert [r[1] + ":" + r[3] for r in history_rows(sdtui_home)] == ["cancelled first:cancelled", "interrupted:cancelled"]
     assert_history_consistent(sdtui_home)
 
 
