@@ -8,6 +8,8 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from tui.store.history import TEMP_SUFFIX, History
+
 
 def history_rows(home: Path) -> list[tuple]:
     with sqlite3.connect(home / "history.db") as db:
@@ -23,6 +25,25 @@ def assert_nothing_lost(home: Path, before) -> None:
     now = history_rows(home)
     assert now[:len(rows)] == rows, "a history row changed"
     assert {path: digest(path) for path in files} == files, "a finished image changed"
+
+
+def assert_history_consistent(home: Path) -> dict:
+    """SQLite's integrity check passes, and after reconcile every row's file exists, every
+    image has a row and no unfinished file is left. Returns the counts."""
+    store = History(home / "history.db", home / "outputs")
+    try:
+        assert store.integrity_ok()
+        report = store.reconcile()
+        assert report.marked_missing == 0, "a committed row lost its file"
+        rows = store.recent(1_000_000)
+        done = [r for r in rows if r.status == "done"]
+        assert all(Path(r.image_path).exists() for r in done)
+        on_disk = {str(p) for p in (home / "outputs").rglob("*") if p.is_file()}
+        assert not [p for p in on_disk if p.endswith(TEMP_SUFFIX)], "an unfinished file was left"
+        assert on_disk == {r.image_path for r in done}, "an image without a row, or a row without its image"
+        return {"rows": len(rows), "done": len(done), "adopted": report.adopted, "partials": report.temp_removed}
+    finally:
+        store.close()
 
 
 def _truncated_safetensors(tmp_path: Path, tiny_pipeline_dir: Path) -> Path:

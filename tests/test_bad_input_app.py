@@ -25,7 +25,21 @@ SMALL = dict(steps=2, width=64, height=64)
 
 
 def messages(app) -> list[str]:
-    return [n.message for n in app._notifications]
+    """Every notification so far, including those whose toast has already timed out."""
+    return app.notified
+
+
+def make_recording_app(**settings):
+    app = make_app(**settings)
+    app.notified = []
+    notify = app.notify
+
+    def recording(message, *args, **kwargs):
+        app.notified.append(message)
+        return notify(message, *args, **kwargs)
+
+    app.notify = recording
+    return app
 
 
 def shown_raw(text: str) -> list[str]:
@@ -64,7 +78,7 @@ SETTINGS = [
 
 
 async def test_each_bad_settings_field_is_one_line_and_no_job_starts(sdtui_home, made_before):
-    app = make_app(**SMALL)
+    app = make_recording_app(**SMALL)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         panel = app.main_screen.query_one(SettingsPanel)
@@ -118,7 +132,7 @@ KEPT = [
 
 
 async def test_prompt_content_is_refused_in_one_line_or_kept_exactly_and_shown_inert(sdtui_home, made_before):
-    app = make_app(**SMALL, seed=3)
+    app = make_recording_app(**SMALL, seed=3)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         prompt = app.main_screen.query_one("#prompt")
@@ -168,7 +182,7 @@ async def test_prompt_content_is_refused_in_one_line_or_kept_exactly_and_shown_i
 
 async def test_each_bad_model_path_is_one_line_and_the_app_goes_on(sdtui_home, made_before, tmp_path,
                                                                    tiny_pipeline_dir):
-    app = make_app(**SMALL)
+    app = make_recording_app(**SMALL)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         for label, make, words in MODEL_PATHS:
@@ -192,7 +206,7 @@ async def test_an_outputs_folder_that_cannot_be_made_is_one_line_per_job_and_the
         sdtui_home, made_before, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    app = make_app(**SMALL, seed=21, outputs_dir=str(blocker / "outputs"))
+    app = make_recording_app(**SMALL, seed=21, outputs_dir=str(blocker / "outputs"))
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         for prompt in ("first", "second"):
@@ -212,7 +226,7 @@ async def test_a_damaged_history_is_moved_aside_said_and_the_app_works(sdtui_hom
 
     damaged, original = damaged_copy(tmp_path, kind)
     os.replace(damaged, sdtui_home / "history.db")
-    app = make_app(**SMALL)
+    app = make_recording_app(**SMALL)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await wait_for(pilot, lambda: any("moved to" in m for m in messages(app)), what="the notice")

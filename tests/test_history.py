@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from tests.reliability import assert_history_consistent
 from tui.engine.request import GenerationRequest
 from tui.store.history import History, HistoryEntry
 
@@ -206,15 +207,4 @@ def test_sigkill_during_saves_leaves_a_consistent_history(tmp_path):
         time.sleep(rng.uniform(0.05, 0.6))
         writer.send_signal(signal.SIGKILL)
         writer.wait()
-    store = History(tmp_path / "history.db", tmp_path / "outputs")
-    try:
-        assert store.integrity_ok()
-        report = store.reconcile()
-        assert report.marked_missing == 0, "a committed row never lacks its file"
-        rows = store.recent(1_000_000)
-        assert len(rows) > 6
-        assert all(Path(r.image_path).exists() for r in rows)
-        on_disk = {str(p) for p in (tmp_path / "outputs").rglob("*") if p.is_file()}
-        assert on_disk == {r.image_path for r in rows}, "every file has a row and no partial file is left"
-    finally:
-        store.close()
+    assert assert_history_consistent(tmp_path)["done"] > 6

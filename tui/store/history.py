@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -257,7 +258,9 @@ class History:
             final.parent.mkdir(parents=True, exist_ok=True)
         else:
             final = self._new_image_path(request.prompt, seed)
-        temp = final.with_name(f".{final.name}{TEMP_SUFFIX}")
+        # Unique to this process and call: two sdtui processes saving the same name at the same
+        # moment must not write into one temporary file.
+        temp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
         def commit() -> Path:
             with self._transaction():
