@@ -12,11 +12,8 @@ Writes each benchmark's JSON and bench-results/summary.json.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from pathlib import Path
 
-from tests.bench import memory, overhead, terminal
+from tests.bench import memory, overhead, save_result, terminal
 
 
 def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
@@ -69,10 +66,8 @@ def main() -> None:
     print(f"\n{'measure':{width}}  {'figure':>12}  {'target':>12}")
     for name, figure, target, ok in rows:
         print(f"{name:{width}}  {figure:>12}  {target:>12}  {'' if ok else 'MISSED'}")
-    out = Path(os.environ.get("OUT", "bench-results"))
-    out.mkdir(exist_ok=True)
     summary = {"targets": [dict(zip(("measure", "figure", "target", "met"), r)) for r in rows], **results}
-    (out / f"summary-{model}.json").write_text(json.dumps(summary, indent=2))
+    save_result(f"summary-{model}.json", summary)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,13 @@ filtered list is on screen. Also times the raw queries. Writes bench-results/his
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from tests.bench import save_result
 
 
 def build_history(home: Path, entries: int) -> None:
@@ -135,9 +136,7 @@ def main() -> None:
     print(f"  F2 to the list on screen (tmux)       {summary['screen_open_ms']:8.1f} ms")
     print(f"  search typed to filtered list (tmux)  {summary['screen_search_ms']:8.1f} ms "
           "(from sending 14 keys at once; includes the 150 ms debounce)")
-    out = Path("bench-results")
-    out.mkdir(exist_ok=True)
-    (out / "history_scale.json").write_text(json.dumps(summary, indent=2))
+    save_result("history_scale.json", summary)
 
 
 if __name__ == "__main__":

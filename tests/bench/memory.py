@@ -13,7 +13,6 @@ Writes bench-results/memory-<model>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -21,6 +20,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tests.bench import save_result
 
 BARE_SCRIPT = """
 import sys, torch
@@ -148,9 +149,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.model, args.device, args.repeats)
     print(report(result), flush=True)
-    out = Path(os.environ.get("OUT", "bench-results"))
-    out.mkdir(exist_ok=True)
-    (out / f"memory-{args.model}.json").write_text(json.dumps(result, indent=2))
+    save_result(f"memory-{args.model}.json", result)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import statistics
 import tempfile
 import time
 from pathlib import Path
+
+from tests.bench import save_result
 
 TERMINALS = (((200, 60), True), ((200, 60), False), ((100, 30), True))
 
@@ -243,9 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.model, args.device, args.repeats, args.steps, args.size)
     print(report(result), flush=True)
-    out = Path(os.environ.get("OUT", "bench-results"))
-    out.mkdir(exist_ok=True)
-    (out / f"overhead-{args.model}.json").write_text(json.dumps(result, indent=2))
+    save_result(f"overhead-{args.model}.json", result)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ Run: python -m tests.bench.switching [--device cuda]   (writes bench-results/swi
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import tempfile
 from pathlib import Path
+
+from tests.bench import save_result
 
 
 def main() -> None:
@@ -40,9 +40,7 @@ def main() -> None:
                          ("after loading the demo", loaded.memory)):
         result[name] = {"device_allocated": sample.device_allocated, "process_rss": sample.process_rss}
         print(f"{name:26} device {format_bytes(sample.device_allocated):>10}  RSS {format_bytes(sample.process_rss):>10}")
-    out = Path(os.environ.get("OUT", "bench-results"))
-    out.mkdir(exist_ok=True)
-    (out / "switching.json").write_text(json.dumps(result, indent=2))
+    save_result("switching.json", result)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
 import random
 import sqlite3
@@ -22,6 +21,8 @@ import termios
 import threading
 import time
 from pathlib import Path
+
+from tests.bench import save_result
 
 FIRST_FRAME_MARK = b"Enter to generate"  # the prompt box's placeholder: the whole first screen is drawn
 
@@ -198,9 +199,7 @@ def main() -> None:
               "bandwidth": [measure_bandwidth(c, r, p, args.repeats) for c, r, p in
                             ((100, 30, True), (200, 60, True), (200, 60, False))]}
     print(report(result))
-    out = Path(os.environ.get("OUT", "bench-results"))
-    out.mkdir(exist_ok=True)
-    (out / "terminal.json").write_text(json.dumps(result, indent=2))
+    save_result("terminal.json", result)
 
 
 def report(result: dict) -> str:
