@@ -307,7 +307,7 @@ def _cancel_on_interrupt(engine) -> Any:
         state["signal"] = signum
         cause = STOP_SIGNALS.get(signal.Signals(signum).name, "a signal")
         try:
-            print(f"\nsdtui: {cause}: cancelling after this step (again to quit at once)", file=sys.stderr)
+            _say(f"{cause}: cancelling after this step (again to quit at once)", newline_first=True)
         except OSError:
             pass  # the terminal is gone
         engine.cancel()
