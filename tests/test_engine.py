@@ -136,6 +136,25 @@ def test_cancel_from_another_thread(demo_engine):
     assert sum(isinstance(e, Step) for e in events) < 200
 
 
+def test_a_cancel_while_idle_or_after_a_job_never_stops_a_later_job(demo_engine):
+    assert demo_engine.cancel() is False  # nothing runs: nothing to cancel, nothing remembered
+    results, events = run(demo_engine, GenerationRequest("x", seed=2, **SMALL))
+    assert len(results) == 1 and kinds(events)[-1] == "Finished"
+    demo_engine.cancel()  # right after the job ended
+    results, events = run(demo_engine, GenerationRequest("x", seed=2, **SMALL))
+    assert len(results) == 1 and kinds(events)[-1] == "Finished"
+
+
+def test_a_jobs_own_token_set_before_it_starts_stops_it_at_its_first_step(demo_engine):
+    token = threading.Event()
+    token.set()
+    events = []
+    assert demo_engine.generate(GenerationRequest("x", seed=2, **SMALL), events.append, cancel=token) == []
+    assert kinds(events) == ["Started", "Cancelled"]
+    results, events = run(demo_engine, GenerationRequest("x", seed=2, **SMALL))  # its token, not this one
+    assert len(results) == 1
+
+
 @pytest.mark.parametrize("error", [
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
     RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB, other allocations: 1 GB)"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -196,16 +197,17 @@ def run_generate(args: argparse.Namespace) -> int:
         if isinstance(event, Failed):
             outcome["failed"] = event.message
 
-    interrupted = _cancel_on_interrupt(engine)
+    cancel = threading.Event()  # this run's one job (and its load)
+    interrupted = _cancel_on_interrupt(cancel)
     try:
         try:
-            engine.load(progress)
+            engine.load(progress, cancel=cancel)
         except (ModelLoadError, DeviceError) as error:
             _say(str(error))
             return EXIT_FAILED
         request = _with_family_defaults(request, settings, args, engine, progress)
         if not interrupted():  # Ctrl-C or a signal while the model loaded
-            engine.generate(request, on_event)
+            engine.generate(request, on_event, cancel=cancel)
     except OSError as error:
         _say(save_failure_message(error))
         return EXIT_FAILED
@@ -295,7 +297,7 @@ def _notice(message: str):
 STOP_SIGNALS = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGHUP": "the terminal hung up"}
 
 
-def _cancel_on_interrupt(engine) -> Any:
+def _cancel_on_interrupt(cancel: threading.Event) -> Any:
     """Ctrl-C, SIGTERM or SIGHUP cancels at the end of the current step, so the job is
     recorded and the history closed; a second one quits at once. Returns a function that
     gives the exit status for the first signal (128 + its number), or 0 when none came."""
@@ -310,7 +312,7 @@ def _cancel_on_interrupt(engine) -> Any:
             _say(f"{cause}: cancelling after this step (again to quit at once)", newline_first=True)
         except OSError:
             pass  # the terminal is gone
-        engine.cancel()
+        cancel.set()
 
     for name in STOP_SIGNALS:
         if hasattr(signal, name):

@@ -27,12 +27,15 @@ log = logging.getLogger("tui.generation")
 @dataclass(frozen=True)
 class LoadModel:
     options: Any  # EngineOptions
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 @dataclass(frozen=True)
 class Job:
     request: GenerationRequest
     number: int
+    # This job's own cancel token: setting it stops this job and nothing else.
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,7 @@ class GenerationService:
     _commands: deque = field(default_factory=deque)
     _wake: threading.Condition = field(default_factory=threading.Condition)
     _stopping: bool = False
-    _running: bool = False
-    _loading: bool = False
+    _current: Job | LoadModel | None = None
     _numbers: int = 0
 
     # --- called from the interface thread ------------------------------------------------
@@ -104,14 +106,27 @@ class GenerationService:
     def cancel_current(self) -> str | None:
         """Stop the running job at the end of its current step, or a model download in
         progress (its files are kept, so loading it again resumes). Returns "job", "load"
-        or None when nothing was running."""
-        if self._running:
-            self.engine.cancel()
-            return "job"
-        if self._loading:
-            self.engine.cancel()
-            return "load"
-        return None
+        or None when nothing was running: then nothing is remembered for a later job."""
+        with self._wake:
+            command = self._current
+            if command is None:
+                return None
+            command.cancel.set()
+        return "job" if isinstance(command, Job) else "load"
+
+    def cancel_job(self, number: int) -> bool:
+        """Cancel job ``number``: stop it if it runs, drop it if it waits. False when it has
+        already ended (or never existed), and then no other job is touched."""
+        with self._wake:
+            if isinstance(self._current, Job) and self._current.number == number:
+                self._current.cancel.set()
+                return True
+            waiting = [c for c in self._commands if isinstance(c, Job) and c.number == number]
+            for job in waiting:
+                self._commands.remove(job)
+        if waiting:
+            self._report_queue()
+        return bool(waiting)
 
     def clear_queue(self) -> int:
         """Drop waiting jobs (not model loads); returns how many were dropped."""
@@ -128,15 +143,22 @@ class GenerationService:
 
     @property
     def busy(self) -> bool:
-        return self._running
+        return isinstance(self._current, Job)
+
+    @property
+    def running_job(self) -> int | None:
+        """The number of the job running now, if any."""
+        command = self._current
+        return command.number if isinstance(command, Job) else None
 
     def stop(self) -> None:
-        """Cancel the running job and let ``serve()`` return; waiting jobs are dropped."""
+        """Cancel the running job or load and let ``serve()`` return; waiting jobs are dropped."""
         with self._wake:
             self._stopping = True
             self._commands.clear()
+            if self._current is not None:
+                self._current.cancel.set()
             self._wake.notify()
-        self.engine.cancel()
 
     # --- the worker thread ---------------------------------------------------------------
 
@@ -156,28 +178,29 @@ class GenerationService:
                 if self._stopping:
                     return
                 command = self._commands.popleft()
-                self._running = isinstance(command, Job)
+                self._current = command
             self._report_queue()
             try:
                 if isinstance(command, LoadModel):
-                    self._load(command.options)
+                    self._load(command)
                 else:
                     self._run(command)
             finally:
-                self._running = False
+                with self._wake:
+                    self._current = None
                 self._report_queue()
 
     def _report_queue(self) -> None:
-        self.report(QueueChanged(self.waiting(), self._running))
+        self.report(QueueChanged(self.waiting(), self.busy))
 
-    def _load(self, options) -> None:
+    def _load(self, command: LoadModel) -> None:
         from tui.engine.device import DeviceError
         from tui.engine.models import ModelLoadError
 
+        options = command.options
         self.engine.options = options
-        self._loading = True
         try:
-            self.engine.load(self.report)
+            self.engine.load(self.report, cancel=command.cancel)
         except (ModelLoadError, DeviceError) as error:
             log.error("%s", error)
             self.report(LoadFailed(options.model, str(error)))
@@ -185,8 +208,6 @@ class GenerationService:
             log.exception("loading %s failed", options.model)
             self.report(LoadFailed(options.model, f"model: loading {options.model} failed: "
                                                   f"{type(error).__name__}: {error}".splitlines()[0]))
-        finally:
-            self._loading = False
 
     def _run(self, job: Job) -> None:
         if self._stopping:  # stop() came between taking the job and starting it
@@ -216,5 +237,5 @@ class GenerationService:
                 except OSError as error:
                     log.error("recording the job in history failed: %s", error)
 
-        self.engine.generate(job.request, on_event)
+        self.engine.generate(job.request, on_event, cancel=job.cancel)
         self.report(JobDone(job.number, saved))

@@ -12,6 +12,7 @@ import logging
 import statistics
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -83,7 +84,10 @@ class Engine:
         self.dtype = ""
         self.load_seconds = 0.0
         self.decisions: list[devices.Decision] = []
-        self._cancel = threading.Event()
+        # The cancel token of the load or job running now (None when idle). A cancel belongs to
+        # one operation: it sets that operation's token and never outlives it.
+        self._active: threading.Event | None = None
+        self._active_lock = threading.Lock()
         self._base_scheduler_config: dict[str, Any] = {}
         self._schedulers: dict[str, Any] = {}
         self._scheduler_name = ""
@@ -97,14 +101,27 @@ class Engine:
     def loaded(self) -> bool:
         return self.pipe is not None
 
-    def load(self, on_event: OnEvent = _ignore) -> None:
-        """Load the configured model; raises ModelLoadError or DeviceError with a one-line message."""
+    @contextmanager
+    def _operation(self, cancel: threading.Event | None):
+        """Make ``cancel`` (or a new token) the one that ``cancel()`` sets while the block runs.
+        A load inside a job keeps the job's token, so one cancel stops both."""
+        with self._active_lock:
+            outer = self._active
+            token = cancel or outer or threading.Event()
+            self._active = token
         try:
-            self._load(on_event)
+            yield token
         finally:
-            self._cancel.clear()  # a cancel meant for the load (a download) must not stop the next job
+            with self._active_lock:
+                self._active = outer
 
-    def _load(self, on_event: OnEvent) -> None:
+    def load(self, on_event: OnEvent = _ignore, cancel: threading.Event | None = None) -> None:
+        """Load the configured model; raises ModelLoadError or DeviceError with a one-line message.
+        Setting ``cancel`` (or calling ``cancel()``) stops a download in progress."""
+        with self._operation(cancel) as token:
+            self._load(on_event, token)
+
+    def _load(self, on_event: OnEvent, cancel: threading.Event) -> None:
         devices.enable_mps_fallback()
         from tui.engine.quiet import quiet_libraries
 
@@ -114,7 +131,6 @@ class Engine:
         options = self.options
         source = resolve_source(options.model)  # a name that cannot be a model keeps the loaded one
         self.unload(on_event)
-        self._cancel.clear()
         log.info("loading %s (%s)", source.label, source.kind)
         on_event(LoadStarted(source.label, source.kind))
         started = time.perf_counter()
@@ -134,7 +150,7 @@ class Engine:
             if source.kind == "hub":
                 folder = fetch_from_hub(source.ref, options.allow_pickle,
                                         lambda done, total: on_event(DownloadProgress(source.label, done, total)),
-                                        self._cancel.is_set)
+                                        cancel.is_set)
             pipe = load_pipeline(folder, torch_dtype, options.allow_pickle)
         pipe = pipe.to(device.value)
         pipe.set_progress_bar_config(disable=True)
@@ -213,29 +229,36 @@ class Engine:
 
     # --- generation ---------------------------------------------------------------------
 
-    def cancel(self) -> None:
-        """Ask the running job to stop; honoured at the end of the current step. Thread-safe."""
-        self._cancel.set()
+    def cancel(self) -> bool:
+        """Stop the load or job running now (a job at the end of its current step). Thread-safe.
+        With nothing running it does nothing and returns False: it can never stop a later job."""
+        with self._active_lock:
+            if self._active is None:
+                return False
+            self._active.set()
+            return True
 
-    def generate(self, request: GenerationRequest, on_event: OnEvent = _ignore) -> list[Finished]:
+    def generate(self, request: GenerationRequest, on_event: OnEvent = _ignore,
+                 cancel: threading.Event | None = None) -> list[Finished]:
         """Run ``request``; returns the finished images. Never raises for runtime failures:
         they arrive as a Failed event and the engine stays usable. An exception raised by
-        ``on_event`` itself (saving an image, say) propagates to the caller unchanged."""
-        called = time.perf_counter()
-        try:
-            return self._generate(request.with_seed(), _guarded(on_event), called)
-        except _ListenerError as error:
-            raise error.error from None
-        finally:
-            # Cleared at the end, not the start: a cancel that arrives while the job is being
-            # set up (or while the model loads, from Ctrl-C) stops it at its first step.
-            self._cancel.clear()
+        ``on_event`` itself (saving an image, say) propagates to the caller unchanged.
 
-    def _generate(self, request: GenerationRequest, on_event: OnEvent, called: float) -> list[Finished]:
+        ``cancel`` is this job's own token: the caller may set it before the job starts (it then
+        stops at its first step) or while it runs; ``cancel()`` sets it too while the job runs."""
+        called = time.perf_counter()
+        with self._operation(cancel) as token:
+            try:
+                return self._generate(request.with_seed(), _guarded(on_event), called, token)
+            except _ListenerError as error:
+                raise error.error from None
+
+    def _generate(self, request: GenerationRequest, on_event: OnEvent, called: float,
+                  cancel: threading.Event) -> list[Finished]:
         results: list[Finished] = []
         try:
             if not self.loaded:
-                self.load(on_event)
+                self.load(on_event, cancel)
             self._use_scheduler(request.scheduler)
             self._apply_attention_slicing()
             self._report_truncation(request, on_event)
@@ -244,7 +267,7 @@ class Engine:
             swap_start = sample_memory(self.device).swap_used
             for first in range(0, request.count, batch):
                 indices = list(range(first, min(first + batch, request.count)))
-                results += self._run_batch(request, indices, called, swap_start, on_event)
+                results += self._run_batch(request, indices, called, swap_start, on_event, cancel)
         except _ListenerError:
             raise
         except _CancelRequested:
@@ -315,7 +338,7 @@ class Engine:
                 on_event(Notice(message, "warning"))
 
     def _run_batch(self, request: GenerationRequest, indices: list[int], called: float, swap_start: int,
-                   on_event: OnEvent) -> list[Finished]:
+                   on_event: OnEvent, cancel: threading.Event) -> list[Finished]:
         import torch
 
         opts = self.options
@@ -334,7 +357,7 @@ class Engine:
             clock["last"] = now
             if clock["first"] is None:
                 clock["first"] = now - called
-            if self._cancel.is_set():
+            if cancel.is_set():
                 raise _CancelRequested
             if memory_sample[0] is None or now - memory_sample[1] >= MEMORY_SAMPLE_INTERVAL_S \
                     or step_index + 1 == request.steps:

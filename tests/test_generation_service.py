@@ -1,0 +1,94 @@
+"""The job queue on the real engine (demo model) and a real history: cancels belong to one job."""
+
+import threading
+import time
+
+import pytest
+
+from tui.engine import GenerationRequest
+from tui.engine.events import Cancelled, Finished, Step
+from tui.generation import GenerationService, JobDone
+from tui.store.history import History
+
+SMALL = dict(width=64, height=64, steps=4, seed=3)
+
+
+class Reports:
+    def __init__(self):
+        self.items: list[object] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, report: object) -> None:
+        with self.changed:
+            self.items.append(report)
+            self.changed.notify_all()
+
+    def wait(self, predicate, what: str, timeout: float = 60.0):
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not (found := [r for r in self.items if predicate(r)]):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"timed out waiting for {what}")
+                self.changed.wait(left)
+        return found
+
+    def done(self, number: int) -> JobDone:
+        return self.wait(lambda r: isinstance(r, JobDone) and r.number == number, f"job {number} to end")[0]
+
+
+@pytest.fixture
+def service(demo_engine, tmp_path):
+    history = History(tmp_path / "history.db", tmp_path / "outputs")
+    reports = Reports()
+    service = GenerationService(demo_engine, history, reports)
+    thread = threading.Thread(target=service.serve, daemon=True)
+    thread.start()
+    yield service, reports
+    service.stop()
+    thread.join(30)
+    assert not thread.is_alive()
+    history.close()
+
+
+def test_cancel_when_idle_or_after_a_job_ended_never_stops_a_later_job(service):
+    service, reports = service
+    assert service.cancel_current() is None
+    first = service.submit(GenerationRequest("first", **SMALL))
+    assert reports.done(first).images == 1
+    assert service.cancel_current() is None  # its job has ended
+    assert service.cancel_job(first) is False
+    second = service.submit(GenerationRequest("second", **SMALL))
+    assert reports.done(second).images == 1
+    assert not [r for r in reports.items if isinstance(r, Cancelled)]
+
+
+def test_cancel_job_stops_only_the_job_it_names(service):
+    service, reports = service
+    running = service.submit(GenerationRequest("long", **{**SMALL, "steps": 300}))
+    waiting = service.submit(GenerationRequest("dropped", **SMALL))
+    after = service.submit(GenerationRequest("kept", **SMALL))
+    reports.wait(lambda r: isinstance(r, Step), "the long job's first step")
+    assert service.cancel_job(waiting) is True  # dropped from the queue, never started
+    assert service.cancel_job(running) is True
+    assert reports.done(running).images == 0
+    assert reports.done(after).images == 1
+    finished = [r.request.prompt for r in reports.items if isinstance(r, Finished)]
+    cancelled = [r.request.prompt for r in reports.items if isinstance(r, Cancelled)]
+    assert finished == ["kept"] and cancelled == ["long"]
+    assert not [r for r in reports.items if isinstance(r, JobDone) and r.number == waiting]
+
+
+def test_stop_of_one_service_leaves_the_shared_engine_ready_for_the_next(demo_engine, tmp_path):
+    """Two services in turn on one loaded engine, as two app sessions in one process are."""
+    for round_ in range(2):
+        history = History(tmp_path / f"h{round_}.db", tmp_path / f"out{round_}")
+        reports = Reports()
+        service = GenerationService(demo_engine, history, reports)
+        thread = threading.Thread(target=service.serve, daemon=True)
+        thread.start()
+        number = service.submit(GenerationRequest("fox", **SMALL))
+        assert reports.done(number).images == 1, f"round {round_}"
+        service.stop()  # with nothing running: must not leave a cancel behind
+        thread.join(30)
+        history.close()
