@@ -1,9 +1,14 @@
-"""Benchmarks that print figures against their targets; see ``python -m tests.bench``."""
+"""Benchmarks that print figures against their targets; see ``python -m tests.bench``.
+
+Every module has a smoke mode (``--smoke``: tiny size, one repeat) that ``.ci/run`` runs, so a
+benchmark that hangs or crashes fails CI, and every wait in them has a deadline."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
 
@@ -14,3 +19,27 @@ def save_result(name: str, result: dict) -> Path:
     path = out / name
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+class BenchTimeout(AssertionError):
+    """A benchmark waited past its deadline: it fails with what it was waiting for."""
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.005) -> float:
+    """Poll ``predicate`` until it is true; returns the time it took, or raises BenchTimeout."""
+    began = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - began > timeout:
+            raise BenchTimeout(f"benchmark: no {what} within {timeout:g} s")
+        time.sleep(interval)
+    return time.perf_counter() - began
+
+
+async def wait_until_async(predicate, timeout: float, what: str, interval: float = 0.005) -> float:
+    """``wait_until`` for code on an event loop (the headless app's)."""
+    began = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - began > timeout:
+            raise BenchTimeout(f"benchmark: no {what} within {timeout:g} s")
+        await asyncio.sleep(interval)
+    return time.perf_counter() - began

@@ -1,13 +1,13 @@
 """Peak memory and second-job latency, each against bare diffusers doing the same job.
 
-Run: python -m tests.bench.memory [--model demo|sd15] [--repeats N]
+Run: python -m tests.bench.memory [--model demo|sd15] [--repeats N] [--smoke]
 
 Memory: the peak RSS of ``sdtui generate`` (CLI, history, PNG) against a bare script that
 loads the same pipeline, calls ``pipe(...)`` and saves the PNG, each in a fresh process.
 Second job: on a loaded model, from the call to the end of the first denoising step,
 through the engine and bare (the prompt's text encoding is most of it); the bare text
 encoding alone is reported beside them.
-Writes bench-results/memory-<model>.json.
+``--smoke``: one repeat at 64x64 and 2 steps. Writes bench-results/memory-<model>.json.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import save_result
+from tests.bench import BenchTimeout, save_result
 
 BARE_SCRIPT = """
 import sys, torch
@@ -43,9 +43,15 @@ PEAK_WRAPPER = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1
                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, r.returncode)")
 
 
+PROCESS_DEADLINE_S = 900  # one whole generation in a fresh process, model load included
+
+
 def peak_rss_kib(argv: list[str], env: dict[str, str]) -> int:
-    done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *argv], capture_output=True, text=True, env=env,
-                          check=True)
+    try:
+        done = subprocess.run([sys.executable, "-c", PEAK_WRAPPER, *argv], capture_output=True, text=True, env=env,
+                              check=True, timeout=PROCESS_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        raise BenchTimeout(f"benchmark: {argv[:3]} did not finish within {PROCESS_DEADLINE_S} s") from None
     kib, code = done.stdout.split()[-2:]
     if code != "0":
         raise RuntimeError(f"{argv[:3]} exited {code}")
@@ -113,13 +119,12 @@ def measure_second_job(bench, repeats: int) -> dict:
             "ratio": round(median["engine"] / median["bare"], 4), "runs": runs}
 
 
-def run(model: str, device: str, repeats: int) -> dict:
+def run(model: str, device: str, repeats: int, steps: int | None = None, size: int = 512) -> dict:
     import torch
 
     from tests.bench.overhead import Bench, device_name, prepare
 
-    size = 512
-    model_ref, device, dtype, steps = prepare(model, device, None)
+    model_ref, device, dtype, steps = prepare(model, device, steps)
     result = {"model": model, "device": device_name(device), "torch": torch.__version__, "dtype": dtype,
               "steps": steps, "size": size, "date": time.strftime("%Y-%m-%d"),
               "memory": measure_memory(model_ref, device, steps, size, repeats)}
@@ -146,8 +151,12 @@ def main() -> None:
     parser.add_argument("--model", choices=("demo", "sd15"), default="demo")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="one repeat at 64x64, 2 steps")
     args = parser.parse_args()
-    result = run(args.model, args.device, args.repeats)
+    if args.smoke:
+        result = run(args.model, args.device, 1, steps=2, size=64)
+    else:
+        result = run(args.model, args.device, args.repeats)
     print(report(result), flush=True)
     save_result(f"memory-{args.model}.json", result)
 

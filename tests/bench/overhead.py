@@ -1,7 +1,7 @@
 """sdtui's cost over bare diffusers, side by side in one run.
 
 Run: python -m tests.bench.overhead [--model demo|sd15] [--device cpu|cuda|mps] [--repeats N]
-                                    [--steps N] [--size N]
+                                    [--steps N] [--size N] [--smoke]
 
 ``demo`` is the built-in tiny model (CPU, 512x512, 20 steps by default). ``sd15`` builds a
 pipeline with Stable Diffusion 1.5's published architecture and random weights, saves it
@@ -13,6 +13,7 @@ On the same pipeline, seed, scheduler, size and steps it alternates:
           the finished image on screen ("shown") and to its PNG and history row on disk
           ("saved"), at 200x60 with previews on and off and at 100x30 with previews on.
 Each app run is paired with a bare run right after it; ratios are medians over medians.
+``--smoke`` runs every part once at 64x64 and 2 steps, to prove the benchmark still runs.
 Writes bench-results/overhead-<model>.json.
 """
 
@@ -27,9 +28,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import save_result
+from tests.bench import save_result, wait_until_async
 
 TERMINALS = (((200, 60), True), ((200, 60), False), ((100, 30), True))
+SMOKE = dict(repeats=1, steps=2, size=64)
+JOB_DEADLINE_S = 600  # one job through the app; a hang fails with a message instead of waiting forever
 
 
 def build_sd15_folder(folder: Path) -> None:
@@ -134,8 +137,8 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
     times: dict[str, list[float]] = {"shown": [], "saved": [], "bare": [], "ui_cpu": []}
     try:
         async with app.run_test(size=terminal) as pilot:
-            while not (app.engine.loaded and not app.service.busy):
-                await pilot.pause(0.05)
+            await wait_until_async(lambda: app.engine.loaded and not app.service.busy, JOB_DEADLINE_S,
+                                   "loaded model in the headless app")
             prompt = app.main_screen.query_one("#prompt")
             prompt.value = request.prompt
             prompt.focus()
@@ -145,13 +148,12 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
                 ui_cpu = time.thread_time()  # this coroutine runs on the interface thread
                 began = time.perf_counter()
                 await pilot.press("enter")
-                while app.main_screen.last_path is None:
-                    await asyncio.sleep(0.005)
+                await wait_until_async(lambda: app.main_screen.last_path is not None, JOB_DEADLINE_S,
+                                       f"saved image from the app ({terminal[0]}x{terminal[1]}, run {attempt})")
                 assert app.history.count() == before + 1
                 saved = time.perf_counter() - began
                 app.main_screen.last_path = None
-                while app.service.busy:
-                    await asyncio.sleep(0.005)
+                await wait_until_async(lambda: not app.service.busy, JOB_DEADLINE_S, "idle app after the job")
                 if attempt:  # the first warms the app's own paths
                     times["ui_cpu"].append(time.thread_time() - ui_cpu)
                     times["shown"].append(marks.get("shown", began + saved) - began)
@@ -241,7 +243,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--smoke", action="store_true", help="each part once at 64x64, 2 steps")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.steps, args.size = SMOKE["repeats"], SMOKE["steps"], SMOKE["size"]
     result = run(args.model, args.device, args.repeats, args.steps, args.size)
     print(report(result), flush=True)
     save_result(f"overhead-{args.model}.json", result)

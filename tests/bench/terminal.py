@@ -2,7 +2,8 @@
 to first frame, key-press-to-screen latency while generating, and bytes written to the
 terminal (what an SSH link carries) per generation and per second.
 
-Run: python -m tests.bench.terminal [--repeats N]   (writes bench-results/terminal.json)
+Run: python -m tests.bench.terminal [--repeats N] [--smoke]   (writes bench-results/terminal.json)
+``--smoke`` runs each measure once, on small images.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.bench import save_result
+from tests.bench import BenchTimeout, save_result, wait_until
 
 FIRST_FRAME_MARK = b"Enter to generate"  # the prompt box's placeholder: the whole first screen is drawn
 
@@ -80,7 +81,7 @@ class TerminalSession:
                     if mark in seen:
                         return stamp
             time.sleep(0.002)
-        raise TimeoutError(f"no {mark!r} within {timeout} s")
+        raise BenchTimeout(f"benchmark: no {mark!r} on the terminal within {timeout} s")
 
     def send(self, data: bytes) -> float:
         stamp = time.perf_counter()
@@ -122,11 +123,7 @@ def wait_ready(session: TerminalSession, timeout: float = 120) -> None:
 def generate_and_wait(session: TerminalSession, home: Path, prompt: bytes = b"a red fox") -> tuple[float, float]:
     before = images_saved(home)
     began = session.send(prompt + b"\r")
-    deadline = time.perf_counter() + 300
-    while images_saved(home) == before:
-        if time.perf_counter() > deadline:
-            raise TimeoutError("the image was not saved")
-        time.sleep(0.02)
+    wait_until(lambda: images_saved(home) > before, 300, "image saved by the app in the terminal", 0.02)
     return began, time.perf_counter()
 
 
@@ -141,21 +138,21 @@ def measure_startup(repeats: int) -> dict:
     imports = []
     for _ in range(repeats):
         began = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import torch, diffusers"], check=True)
+        subprocess.run([sys.executable, "-c", "import torch, diffusers"], check=True, timeout=300)
         imports.append(time.perf_counter() - began)
     return {"first_frame_s": round(statistics.median(first_frames), 3),
             "import_torch_diffusers_s": round(statistics.median(imports), 3),
             "runs": {"first_frame": first_frames, "import": imports}}
 
 
-def measure_responsiveness(samples: int) -> dict:
-    """A key typed into the prompt box while 512x512 images generate, until it is on screen."""
+def measure_responsiveness(samples: int, size: int = 512, settle_s: float = 3.0) -> dict:
+    """A key typed into the prompt box while images of ``size`` generate, until it is on screen."""
     home = Path(tempfile.mkdtemp(prefix="sdtui-keys-"))
-    write_config(home, steps=20, width=512, height=512, count=100)
+    write_config(home, steps=20, width=size, height=size, count=100)
     session = TerminalSession([sdtui_script(), "--demo"], 120, 40, session_env(home))
     wait_ready(session)
     session.send(b"a fox\r")
-    time.sleep(3)  # well into the job
+    time.sleep(settle_s)  # well into the job
     latencies = []
     rng = random.Random(1)
     for _ in range(samples):
@@ -167,12 +164,37 @@ def measure_responsiveness(samples: int) -> dict:
     ordered = sorted(latencies)
     return {"p50_ms": round(1000 * statistics.median(ordered), 1),
             "p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
-            "max_ms": round(1000 * ordered[-1], 1), "samples": len(ordered)}
+            "max_ms": round(1000 * ordered[-1], 1), "samples": len(ordered), "size": size}
 
 
-def measure_bandwidth(cols: int, rows: int, previews: bool, jobs: int) -> dict:
+def measure_quit(repeats: int, generating: bool, size: int = 512) -> dict:
+    """Ctrl+Q until the process has exited and the shell has the terminal back, idle or while
+    images of ``size`` generate."""
+    times = []
+    for _ in range(repeats):
+        home = Path(tempfile.mkdtemp(prefix="sdtui-quit-"))
+        write_config(home, steps=200, width=size, height=size)
+        session = TerminalSession([sdtui_script(), "--demo"], 100, 30, session_env(home))
+        wait_ready(session)
+        if generating:
+            began = session.send(b"a fox\r")
+            session.wait_for(b"it/s", began, timeout=120)  # the first step is on screen
+        sent = session.send(b"\x11")
+        try:
+            session.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            session.process.kill()
+            raise BenchTimeout("benchmark: sdtui did not exit within 30 s of Ctrl+Q") from None
+        times.append(time.perf_counter() - sent)
+        os.close(session.master)
+    ordered = sorted(times)
+    return {"generating": generating, "median_s": round(statistics.median(ordered), 3),
+            "max_s": round(ordered[-1], 3), "runs": times}
+
+
+def measure_bandwidth(cols: int, rows: int, previews: bool, jobs: int, size: int = 512) -> dict:
     home = Path(tempfile.mkdtemp(prefix="sdtui-bytes-"))
-    write_config(home, steps=20, width=512, height=512, previews=previews)
+    write_config(home, steps=20, width=size, height=size, previews=previews)
     session = TerminalSession([sdtui_script(), "--demo"], cols, rows, session_env(home))
     wait_ready(session)
     generate_and_wait(session, home)  # warm-up
@@ -189,15 +211,30 @@ def measure_bandwidth(cols: int, rows: int, previews: bool, jobs: int) -> dict:
             "bytes_per_second": int(statistics.median(per_second))}
 
 
+TERMINALS = ((100, 30, True), (200, 60, True), (200, 60, False))
+
+
+def run(repeats: int, smoke: bool = False) -> dict:
+    """Every measure; ``smoke`` runs each once on 64x64 images (keys while 128x128 ones generate)."""
+    if smoke:
+        return {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "smoke": True,
+                "startup": measure_startup(1),
+                "responsiveness": measure_responsiveness(3, size=128, settle_s=1.0),
+                "quit": [measure_quit(1, False), measure_quit(1, True, size=64)],
+                "bandwidth": [measure_bandwidth(100, 30, True, 1, size=64)]}
+    return {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
+            "startup": measure_startup(repeats),
+            "responsiveness": measure_responsiveness(6 * repeats),
+            "quit": [measure_quit(repeats, False), measure_quit(repeats, True)],
+            "bandwidth": [measure_bandwidth(c, r, p, repeats) for c, r, p in TERMINALS]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="each measure once, on small images")
     args = parser.parse_args()
-    result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
-              "startup": measure_startup(args.repeats),
-              "responsiveness": measure_responsiveness(6 * args.repeats),
-              "bandwidth": [measure_bandwidth(c, r, p, args.repeats) for c, r, p in
-                            ((100, 30, True), (200, 60, True), (200, 60, False))]}
+    result = run(args.repeats, args.smoke)
     print(report(result))
     save_result("terminal.json", result)
 
@@ -206,8 +243,11 @@ def report(result: dict) -> str:
     start, keys = result["startup"], result["responsiveness"]
     lines = [f"start-up to first frame (sdtui --demo in a 100x30 pty)  {start['first_frame_s']:.3f} s   "
              f"(python -c 'import torch, diffusers': {start['import_torch_diffusers_s']:.3f} s)",
-             f"key press to screen while generating 512x512           p50 {keys['p50_ms']:.1f} ms, "
+             f"key press to screen while generating {keys['size']}x{keys['size']}".ljust(55) + f"p50 {keys['p50_ms']:.1f} ms, "
              f"p95 {keys['p95_ms']:.1f} ms, max {keys['max_ms']:.1f} ms ({keys['samples']} keys)"]
+    for q in result["quit"]:
+        lines.append(f"Ctrl+Q to the shell, {'while generating' if q['generating'] else 'idle'}".ljust(55)
+                     + f"median {q['median_s']:.3f} s, max {q['max_s']:.3f} s")
     for b in result["bandwidth"]:
         lines.append(f"bytes to the terminal, {b['terminal']} previews {'on ' if b['previews'] else 'off'}"
                      f"           {b['bytes_per_generation'] / 1024:8.1f} KB per image, "
