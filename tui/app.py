@@ -30,7 +30,9 @@ from tui.widgets.log import LogForwarder, LogPanel
 from tui.widgets.settings import SettingsPanel
 
 log = logging.getLogger("tui.app")
-QUIT_GRACE_S = 1.5  # how long quitting waits for the running step to end
+# How long quitting waits for the running step to end, so the job is recorded as cancelled; a
+# longer step (a large image on a slow device) is left unrecorded, with nothing lost but the job.
+QUIT_GRACE_S = 0.6
 
 
 def engine_options(settings: Settings, allow_pickle: bool) -> EngineOptions:

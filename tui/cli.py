@@ -138,14 +138,30 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def run_app(args: argparse.Namespace) -> int:
+def run_app(args: argparse.Namespace) -> NoReturn:
     from tui.engine.device import enable_mps_fallback
 
     enable_mps_fallback()  # before the generation thread imports torch
     settings = _settings_from(args)
     from tui.app import run
 
-    return run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose)
+    _leave_now(run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose))
+
+
+def _leave_now(code: int) -> NoReturn:
+    """Exit without the interpreter's teardown. By now the app has restored the terminal and
+    closed the history; what is left is unloading torch and its threads, which took 1.2 s of
+    a 1.5 s quit and saves nothing (the history is consistent at every moment by design)."""
+    import logging
+    import os
+
+    logging.shutdown()  # flush the log file
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass  # the terminal is gone (SIGHUP)
+    os._exit(code)
 
 
 def run_generate(args: argparse.Namespace) -> int:
