@@ -8,7 +8,6 @@ is allowed.
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -18,10 +17,7 @@ from tui.engine.models import DEFAULT_MODEL
 from tui.engine.request import InvalidRequest, validate_request
 from tui.engine.schedulers import DEFAULT_SCHEDULER
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+import tomllib
 
 
 class ConfigError(ValueError):
