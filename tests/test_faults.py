@@ -1,6 +1,6 @@
 """Faults: SIGKILL at random moments, SIGHUP and SIGTERM mid-generation, out of memory,
 a hundred cancels into a queue of two hundred jobs, several processes sharing one history,
-and a soak. The kill loops and the soak run short here; ``--full`` runs them at the size
+and a soak. The kill loops, the cancels and the soak run short here; ``--full`` runs them at the size
 README gives (python -m pytest tests/test_faults.py --full)."""
 
 from __future__ import annotations
@@ -168,21 +168,23 @@ async def test_out_of_memory_is_one_message_and_the_next_job_runs(sdtui_home):
         assert app.main_screen.query_one(StatusPanel).state == "done"
 
 
-def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_home):
+def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_home, full):
     """In a real terminal: Enter 200 times in one burst, then Escape 100 times, 40 ms apart,
     while the jobs (about 0.2 s each) run. Every job ends as done or cancelled, no more are
-    cancelled than Escapes were pressed, and the app is left idle and answering."""
+    cancelled than Escapes were pressed, and the app is left idle and answering.
+    The short form queues 50 and presses Escape 25 times."""
+    jobs, escapes = (200, 100) if full else (50, 25)
     write_config(sdtui_home, steps=10, width=64, height=64)
     session = TerminalSession([sdtui_script(), "--demo"], 120, 40, session_env(sdtui_home))
     try:
         wait_ready(session)
-        session.send(b"queued" + b"\r" * 200)
+        session.send(b"queued" + b"\r" * jobs)
         time.sleep(1.0)
-        for _ in range(100):
+        for _ in range(escapes):
             session.send(b"\x1b")
             time.sleep(0.04)
         deadline = time.monotonic() + 300
-        while len(history_rows(sdtui_home)) < 200 and time.monotonic() < deadline:
+        while len(history_rows(sdtui_home)) < jobs and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)
         session.send(b"\x15")  # Ctrl+U; a binding, so it is handled after text sent with it: send it alone
@@ -196,10 +198,10 @@ def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_h
     assert session.process.returncode == 0, "Ctrl+Q ended it normally"
     statuses = [r[3] for r in rows]
     done, cancelled = statuses.count("done"), statuses.count("cancelled")
-    assert len(rows) == 200 and done + cancelled == 200, statuses
-    assert 1 <= cancelled <= 100
+    assert len(rows) == jobs and done + cancelled == jobs, statuses
+    assert 1 <= cancelled <= escapes
     assert_history_consistent(sdtui_home)
-    print(f"\n200 jobs, 100 quick Escapes: {done} done, {cancelled} cancelled")
+    print(f"\n{jobs} jobs, {escapes} quick Escapes: {done} done, {cancelled} cancelled")
 
 
 # --- several processes, one history ---------------------------------------------------------
