@@ -8,6 +8,7 @@ is allowed.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,6 @@ from tui.engine.device import DEVICES, DTYPES, SWITCHES
 from tui.engine.models import DEFAULT_MODEL
 from tui.engine.request import InvalidRequest, validate_request
 from tui.engine.schedulers import DEFAULT_SCHEDULER
-
-import tomllib
 
 
 class ConfigError(ValueError):
