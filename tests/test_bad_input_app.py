@@ -190,7 +190,7 @@ async def test_each_bad_model_path_is_one_line_and_the_app_goes_on(sdtui_home, m
             seen = len(messages(app))
             app.use_model(str(model))
             await wait_for(pilot, lambda: len(messages(app)) > seen and not app.service.busy
-                           and not app.service._loading, what=label)
+                           and not app.service.loading, what=label)
             await wait_for(pilot, lambda: any(words in m for m in messages(app)[seen:]), what=f"{label}: {words}")
             failure = next(m for m in messages(app)[seen:] if words in m)
             assert failure.startswith("model: ") and "\n" not in failure and "Traceback" not in failure, failure

@@ -146,6 +146,11 @@ class GenerationService:
         return isinstance(self._current, Job)
 
     @property
+    def loading(self) -> bool:
+        """A model load (or download) runs now."""
+        return isinstance(self._current, LoadModel)
+
+    @property
     def running_job(self) -> int | None:
         """The number of the job running now, if any."""
         command = self._current
