@@ -15,8 +15,14 @@ from tests.conftest import sdtui_command
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 
 
+# Readline, loaded by the test runner, exports COLUMNS=80 and LINES=24 into the process's C
+# environment (not os.environ); a tmux server started with them hands them to the app, which
+# then draws 80x24 whatever the pane's size. So tmux gets os.environ, and the app runs without them.
+NO_SIZE_OVERRIDE = "env -u COLUMNS -u LINES"
+
+
 def tmux(*args, check=True):
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=check)
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, check=check, env=dict(os.environ))
 
 
 def capture(session, escapes=False):
@@ -34,13 +40,26 @@ def wait_screen(session, predicate, timeout=90):
     raise AssertionError(f"screen never matched; last screen:\n{capture(session)}")
 
 
-@pytest.mark.parametrize("width,height", [(100, 30), (80, 24)])
+def picture_size(screen: str) -> tuple[int, int]:
+    """Columns and rows of the largest block picture on the screen: its widest run of half-block
+    cells, and how many rows hold a run that wide (the recent strip's thumbnails are far narrower)."""
+    runs = [max((len(r) for r in re.findall("▄+", line)), default=0) for line in screen.splitlines()]
+    widest = max(runs)
+    return widest, sum(run >= widest for run in runs)
+
+
+# The picture first: at least this many columns and rows for a square image at each size.
+PICTURE_TARGETS = {(80, 24): (30, 15), (100, 30): (40, 20), (200, 60): (100, 50)}
+
+
+@pytest.mark.parametrize("width,height", [(100, 30), (80, 24), (200, 60)])
 def test_demo_generation_in_a_real_terminal(tmp_path, width, height):
     session = f"sdtui-{uuid.uuid4().hex[:8]}"
     home = tmp_path / "home"
     command = " ".join(sdtui_command() + ["--demo"])
     env = f"TERM=xterm-256color COLORTERM=truecolor SDTUI_HOME={home}"
-    tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height), f"env {env} {command}")
+    tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
+         f"{NO_SIZE_OVERRIDE} {env} {command}")
     try:
         wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
         tmux("send-keys", "-t", session, "-l", "a red fox")
@@ -51,6 +70,11 @@ def test_demo_generation_in_a_real_terminal(tmp_path, width, height):
         half_blocks = [line for line in coloured.splitlines() if line.count("▄") >= 4]
         assert len(half_blocks) >= 3, coloured
         assert all(re.search(r"\x1b\[[0-9;]*(38;[25]|48;[25])", line) for line in half_blocks)
+        columns, rows = picture_size(screen)
+        wanted = PICTURE_TARGETS[(width, height)]
+        assert columns >= wanted[0] and rows >= wanted[1], \
+            f"picture {columns}x{rows} cells at {width}x{height}:\n{screen}"
+        assert ("Steps" in screen) == (width >= 120), "the settings panel starts hidden below 120 columns"
         images = list((home / "outputs").rglob("*.png"))
         assert len(images) == 1
         tmux("send-keys", "-t", session, "C-q")
@@ -67,7 +91,7 @@ def test_sighup_exits_cleanly_and_keeps_history(tmp_path):
     home = tmp_path / "home"
     command = " ".join(sdtui_command() + ["--demo"])
     tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30",
-         f"env TERM=xterm-256color SDTUI_HOME={home} {command}; echo exited $?; sleep 30")
+         f"{NO_SIZE_OVERRIDE} TERM=xterm-256color SDTUI_HOME={home} {command}; echo exited $?; sleep 30")
     try:
         wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
         tmux("send-keys", "-t", session, "-l", "first")

@@ -4,7 +4,8 @@ Run: python -m tests.bench.history_scale [--entries N] [--repeats N] [--smoke]
 Builds a history of N rows (pointing at 50 real PNG files, as a long-used outputs
 folder would), then runs the installed ``sdtui --demo`` in tmux and times, as a user
 sees it: F2 until the list is on screen, and a search typed into the box until the
-filtered list is on screen. Also times the raw queries. ``--smoke``: 300 entries, once. Writes bench-results/history_scale.json.
+filtered list is on screen. Also times the raw queries. ``--smoke``: 300 entries, once.
+Writes bench-results/history_scale.json.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def build_history(home: Path, entries: int) -> None:
 def _tmux(*args: str) -> str:
     import subprocess
 
-    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30).stdout
+    # os.environ, without the COLUMNS and LINES that readline may have exported at C level.
+    return subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=30, env=dict(os.environ)).stdout
 
 
 def _until(session: str, predicate, timeout: float = 60.0) -> float:
@@ -76,7 +78,7 @@ def drive(home: Path, entries: int, matching: int, repeats: int) -> dict:
     for attempt in range(repeats):
         session = f"sdtui-bench-{os.getpid()}-{attempt}"
         _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50",
-              f"env TERM=xterm-256color SDTUI_HOME={home} {sdtui} --demo")
+              f"env -u COLUMNS -u LINES TERM=xterm-256color SDTUI_HOME={home} {sdtui} --demo")
         try:
             _until(session, lambda s: "demo model (random weights) · cpu" in s)
             _tmux("send-keys", "-t", session, "F2")
