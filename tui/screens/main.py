@@ -30,6 +30,7 @@ from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.safe_input import SafeInput
 from tui.widgets.settings import SettingsPanel
+from tui.widgets.stage import Stage
 from tui.widgets.status import Line, StatusPanel
 from tui.widgets.strip import RecentStrip, StripItem
 from tui.widgets.thumbnail import ByteBudget, Thumbnail
@@ -39,6 +40,7 @@ STEP_KEYS = {"steps": 1, "guidance": 0.5}
 # SSH link should carry well under 100 KB/s at 200x60 with previews on.
 PREVIEW_BYTES_PER_S = 24 * 1024
 STATUS_INTERVAL_S = 0.25
+SETTINGS_MIN_WIDTH = 120  # columns; narrower terminals start with the settings panel hidden
 
 
 class MainScreen(Screen):
@@ -83,14 +85,20 @@ class MainScreen(Screen):
                 yield SafeInput(self.app.settings.negative_prompt, placeholder="negative prompt", id="negative",
                             compact=True)
                 yield Line(id="caption", wrap=False)
-                yield Thumbnail(id="preview")
+                with Stage(id="stage"):
+                    yield Thumbnail(id="preview")
+                    with Vertical(id="side"):
+                        yield RecentStrip(id="recent")
+                        yield LogPanel(id="log")
                 yield StatusPanel(id="status")
-                yield RecentStrip(id="recent")
-        yield LogPanel(id="log")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        if self.app.size.width < SETTINGS_MIN_WIDTH:  # the picture first; F4 shows the settings
+            self.query_one(SettingsPanel).add_class("hidden")
+        settings = self.app.settings
+        self.query_one(Stage).fit_to(settings.width, settings.height)
         self.refresh_recent()
 
     def refresh_recent(self) -> None:
@@ -206,6 +214,7 @@ class MainScreen(Screen):
         elif isinstance(report, Started):
             request = report.request
             status.job_started(report.images, report.steps)
+            self.query_one(Stage).fit_to(request.width, request.height)
             self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
         elif isinstance(report, ImageSaved):
             finished: Finished = report.finished

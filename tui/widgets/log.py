@@ -24,7 +24,8 @@ class LogPanel(RichLog):
     """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__(markup=False, highlight=False, wrap=True, max_lines=LOG_LINES, auto_scroll=True, **kwargs)
+        super().__init__(markup=False, highlight=False, wrap=True, max_lines=LOG_LINES, auto_scroll=True,
+                         min_width=20, **kwargs)  # wrap to the side column, however narrow
         self.lines_written: list[str] = []
 
     def add(self, text: str, level: str = "info", created: float | None = None) -> None:

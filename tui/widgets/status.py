@@ -71,11 +71,12 @@ class Line(Widget):
 
 class StatusPanel(Vertical):
     DEFAULT_CSS = """
-    StatusPanel { height: auto; }
+    StatusPanel { height: 4; }
     StatusPanel ProgressBar { width: 1fr; }
     StatusPanel ProgressBar Bar { width: 1fr; }
-    StatusPanel #swap-warning { display: none; background: $error; color: $text; text-style: bold; }
-    StatusPanel.swapping #swap-warning { display: block; }
+    StatusPanel Line { height: 1; text-wrap: nowrap; text-overflow: ellipsis; }
+    StatusPanel #swap-warning { height: 1; visibility: hidden; background: $error; color: $text; text-style: bold; }
+    StatusPanel.swapping #swap-warning { visibility: visible; }
     """
 
     def __init__(self, **kwargs) -> None:
@@ -89,8 +90,9 @@ class StatusPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress")
-        yield Line(id="progress-text")
-        yield Line(memory_text(None), id="memory")
+        # One row each, whatever the width, so nothing below or beside them moves during a job.
+        yield Line(id="progress-text", wrap=False)
+        yield Line(memory_text(None), id="memory", wrap=False)
         yield Static(id="swap-warning")
 
     def on_mount(self) -> None:
