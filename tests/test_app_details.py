@@ -10,6 +10,7 @@ import pytest
 from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from tui.engine.events import DownloadProgress, Notice
 from tui.widgets.prompt import PromptRecall
+from tui.widgets.stage import SIDE_MIN, picture_width
 from tui.widgets.status import StatusPanel, eta_seconds
 from tui.widgets.thumbnail import Thumbnail, fit_size
 from tui.text import visible
@@ -123,6 +124,16 @@ async def test_download_progress_shows_bytes_and_rate(sdtui_home):
 ])
 def test_fit_size_keeps_aspect_and_even_height(image, cells, expected):
     assert fit_size(image, cells) == expected
+
+
+@pytest.mark.parametrize("stage,aspect,expected", [
+    ((98, 21), 1.0, 42),  # 100x30: a square image fills the stage's height, the rest is the side column
+    ((98, 21), 1.5, 63),  # a wider image takes more columns
+    ((98, 40), 1.0, 98 - SIDE_MIN),  # the side column keeps its minimum
+    ((20, 40), 1.0, 8),  # never narrower than 8 columns
+])
+def test_picture_width_follows_the_aspect_at_full_height(stage, aspect, expected):
+    assert picture_width(*stage, aspect) == expected
 
 
 def test_eta_uses_the_median_step_time():
