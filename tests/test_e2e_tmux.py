@@ -75,6 +75,8 @@ def test_demo_generation_in_a_real_terminal(tmp_path, width, height):
         assert columns >= wanted[0] and rows >= wanted[1], \
             f"picture {columns}x{rows} cells at {width}x{height}:\n{screen}"
         assert ("Steps" in screen) == (width >= 120), "the settings panel starts hidden below 120 columns"
+        footer = next(line for line in screen.splitlines() if "palette" in line)
+        assert all(key in footer for key in ("f1 Help", "f2 History", "f3 Models", "^q Quit")), footer
         images = list((home / "outputs").rglob("*.png"))
         assert len(images) == 1
         tmux("send-keys", "-t", session, "C-q")

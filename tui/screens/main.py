@@ -45,15 +45,17 @@ SETTINGS_MIN_WIDTH = 120  # columns; narrower terminals start with the settings 
 
 class MainScreen(Screen):
     BINDINGS = [
+        # The footer keeps to what a newcomer needs first, so F1 help, F2 history, F3 models and quit
+        # still fit at 80 columns; every key is in F1 help (generated from these lists) and the palette.
         Binding("escape", "cancel", "Cancel", id="cancel"),
-        Binding("ctrl+r", "reroll", "Reroll", id="reroll"),
-        Binding("ctrl+l", "toggle_seed_lock", "Seed lock", id="seed-lock"),
-        Binding("ctrl+g", "reuse_seed", "Last seed", id="reuse-seed"),
+        Binding("ctrl+r", "reroll", "Reroll", id="reroll", show=False),
+        Binding("ctrl+l", "toggle_seed_lock", "Seed lock", id="seed-lock", show=False),
+        Binding("ctrl+g", "reuse_seed", "Last seed", id="reuse-seed", show=False),
         Binding("f5", "adjust('steps', -1)", "Steps -", id="steps-down", show=False),
         Binding("f6", "adjust('steps', 1)", "Steps +", id="steps-up", show=False),
         Binding("f7", "adjust('guidance', -1)", "Guidance -", id="guidance-down", show=False),
         Binding("f8", "adjust('guidance', 1)", "Guidance +", id="guidance-up", show=False),
-        Binding("f9", "clear_queue", "Clear queue", id="clear-queue"),
+        Binding("f9", "clear_queue", "Clear queue", id="clear-queue", show=False),
         Binding("f4", "toggle_settings", "Settings", id="toggle-settings"),
     ]
 
