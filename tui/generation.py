@@ -150,12 +150,6 @@ class GenerationService:
         """A model load (or download) runs now."""
         return isinstance(self._current, LoadModel)
 
-    @property
-    def running_job(self) -> int | None:
-        """The number of the job running now, if any."""
-        command = self._current
-        return command.number if isinstance(command, Job) else None
-
     def stop(self) -> None:
         """Cancel the running job or load and let ``serve()`` return; waiting jobs are dropped."""
         with self._wake:

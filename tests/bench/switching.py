@@ -44,7 +44,8 @@ def run(device: str = "auto", smoke: bool = False) -> dict:
     for name, sample in ((f"{first} loaded, after a job", loaded_sd15), (f"after unloading {first}", unloaded.memory),
                          ("after loading the demo", loaded.memory)):
         result[name] = {"device_allocated": sample.device_allocated, "process_rss": sample.process_rss}
-        print(f"{name:33} device {format_bytes(sample.device_allocated):>10}  RSS {format_bytes(sample.process_rss):>10}")
+        print(f"{name:33} device {format_bytes(sample.device_allocated):>10}  "
+              f"RSS {format_bytes(sample.process_rss):>10}")
     save_result("switching.json", result)
     return result
 

@@ -243,8 +243,9 @@ def report(result: dict) -> str:
     start, keys = result["startup"], result["responsiveness"]
     lines = [f"start-up to first frame (sdtui --demo in a 100x30 pty)  {start['first_frame_s']:.3f} s   "
              f"(python -c 'import torch, diffusers': {start['import_torch_diffusers_s']:.3f} s)",
-             f"key press to screen while generating {keys['size']}x{keys['size']}".ljust(55) + f"p50 {keys['p50_ms']:.1f} ms, "
-             f"p95 {keys['p95_ms']:.1f} ms, max {keys['max_ms']:.1f} ms ({keys['samples']} keys)"]
+             f"key press to screen while generating {keys['size']}x{keys['size']}".ljust(55)
+             + f"p50 {keys['p50_ms']:.1f} ms, p95 {keys['p95_ms']:.1f} ms, max {keys['max_ms']:.1f} ms "
+               f"({keys['samples']} keys)"]
     for q in result["quit"]:
         lines.append(f"Ctrl+Q to the shell, {'while generating' if q['generating'] else 'idle'}".ljust(55)
                      + f"median {q['median_s']:.3f} s, max {q['max_s']:.3f} s")
