@@ -216,9 +216,18 @@ async def test_help_is_generated_from_the_bindings(sdtui_home):
 
         assert isinstance(app.screen, HelpScreen)
         descriptions = {row[2] for row in app.screen.rows}
-        for binding in app.main_screen.BINDINGS:
-            assert binding.description in descriptions
+        from tui.screens.compare import CompareScreen
+        from tui.screens.history import HistoryScreen
+        from tui.screens.viewer import ViewerScreen
+
+        for screen in (app.main_screen, HistoryScreen, CompareScreen, ViewerScreen):
+            for binding in screen.BINDINGS:
+                assert binding.description in descriptions, binding
         assert "Earlier prompt" in descriptions and "Quit" in descriptions
+        where = {row[2]: row[0] for row in app.screen.rows}
+        assert where["Re-run"] == "history, viewer" and where["Zoom in"] == "viewer"
+        keys = {row[2]: row[1] for row in app.screen.rows}
+        assert keys["Zoom in"] == "+, =" and keys["Compare"] == "="
         await pilot.press("escape")
         assert app.screen is app.main_screen
 

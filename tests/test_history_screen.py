@@ -203,3 +203,19 @@ async def test_import_a_png_into_the_main_screen(sdtui_home, tmp_path):
         settings = app.main_screen.query_one(SettingsPanel).settings
         assert (settings.steps, settings.guidance, settings.width, settings.height, settings.seed,
                 settings.scheduler) == (12, 5.0, 640, 448, 99, "Euler")
+
+
+async def test_marks_show_in_the_list_and_a_third_is_refused(sdtui_home):
+    app = make_app(steps=2)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await made(pilot, app)
+        screen = await open_history(pilot, app)
+        table = screen.query_one("#table")
+        assert "seed" in [str(c.label) for c in table.columns.values()]
+        assert str(table.get_row_at(0)[3]) == "7"  # the seed column, whole
+        await pilot.press("space", "down", "space", "down", "space")
+        assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["●", "●", ""]
+        assert len(screen.marked) == 2
+        assert any("Two entries are marked already" in n.message for n in app._notifications)
+        await pilot.press("up", "space")
+        assert [str(table.get_row_at(i)[0]) for i in range(3)] == ["●", "", ""]

@@ -79,3 +79,18 @@ def test_swap_growth_warning_threshold():
 @pytest.mark.parametrize("count,text", [(None, "n/a"), (512, "512 B"), (1536, "1.5 KB"), (5 * 1024**3, "5.0 GB")])
 def test_format_bytes(count, text):
     assert format_bytes(count) == text
+
+
+def test_columns_fit_the_width_and_leave_out_whole_columns():
+    from tui.screens.history import CELL_PADDING, fit_columns
+
+    for width in (40, 46, 70, 120, 200):
+        columns = fit_columns(width)
+        names = [name for name, _ in columns]
+        assert names[:3] == ["mark", "time", "prompt"]
+        if width >= 46:
+            assert "seed" in names and dict(columns)["seed"] >= 10  # a 10-digit seed whole, never "19"
+        assert sum(size + CELL_PADDING for _, size in columns) <= max(width, 46)
+    assert [name for name, _ in fit_columns(200)] == ["mark", "time", "prompt", "seed", "steps", "size",
+                                                      "scheduler", "model", "status", "duration"]
+

@@ -42,6 +42,30 @@ def engine_options(settings: Settings, allow_pickle: bool) -> EngineOptions:
                          preview_interval=settings.preview_interval, preview_max_fps=settings.preview_max_fps)
 
 
+def every_binding() -> list[tuple[str, Binding]]:
+    """(where, binding) for every screen's keys, so F1 help lists them all, from the bindings."""
+    from tui.screens.compare import CompareScreen
+    from tui.screens.history import HistoryScreen
+    from tui.screens.viewer import ViewerScreen
+    from tui.widgets.prompt import PromptInput
+    from tui.widgets.thumbnail import OpenablePicture
+
+    def described(where: str, bindings) -> list[tuple[str, Binding]]:
+        return [(where, b if isinstance(b, Binding) else Binding(*b)) for b in bindings]
+
+    return [
+        *described("anywhere", SdtuiApp.BINDINGS),
+        ("anywhere", Binding("ctrl+p", "command_palette", "Command palette")),
+        *described("main", MainScreen.BINDINGS),
+        *described("prompt", PromptInput.BINDINGS),
+        ("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")),
+        *described("history", HistoryScreen.BINDINGS),
+        *described("history, compare", OpenablePicture.BINDINGS),
+        *described("compare", CompareScreen.BINDINGS),
+        *described("viewer", ViewerScreen.BINDINGS),
+    ]
+
+
 class SdtuiApp(App[int]):
     TITLE = "sdtui"
     CSS_PATH = str(styles_dir() / "app.tcss")
@@ -51,6 +75,8 @@ class SdtuiApp(App[int]):
         Binding("f2", "history", "History", id="history"),
         Binding("f3", "models", "Models", id="models"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+        # No key the prompt's own editing uses (Input takes ctrl+a/e/d/k/u/w/x/v/c).
+        Binding("ctrl+t", "focus_prompt", "Back to the prompt", id="focus-prompt", show=False, priority=True),
     ]
 
     def __init__(self, settings: Settings, allow_pickle: bool = False, places: Locations | None = None,
@@ -191,17 +217,31 @@ class SdtuiApp(App[int]):
     # --- actions ------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        bindings = [("app", b) for b in self.BINDINGS]
-        bindings += [("main", b) for b in MainScreen.BINDINGS]
-        from tui.widgets.prompt import PromptInput
-
-        bindings += [("prompt", b) for b in PromptInput.BINDINGS]
-        bindings.append(("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")))
-        bindings.append(("app", Binding("ctrl+p", "command_palette", "Command palette")))
-        self.push_screen(HelpScreen(bindings))
+        self.push_screen(HelpScreen(every_binding()))
 
     def action_history(self) -> None:
         self.open_history(None)
+
+    def back_to_main(self) -> None:
+        """Close every screen and dialog above the main screen."""
+        while self.screen is not self.main_screen and len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_focus_prompt(self) -> None:
+        self.back_to_main()
+        self.main_screen.query_one("#prompt").focus()
+
+    def open_viewer(self, entry) -> None:
+        from tui.screens.viewer import ViewerScreen
+
+        self.push_screen(ViewerScreen(entry))
+
+    def action_view_latest(self) -> None:
+        entry = self.history.latest_done()
+        if entry is None:
+            self.notify("No image yet: type a prompt and press Enter.", timeout=3)
+            return
+        self.open_viewer(entry)
 
     def open_history(self, entry_id: int | None) -> None:
         from tui.screens.history import HistoryScreen
@@ -234,8 +274,7 @@ class SdtuiApp(App[int]):
             except MetadataError as error:
                 self.notify(str(error), severity="error", timeout=10)
                 return
-            while self.screen is not self.main_screen and len(self.screen_stack) > 1:
-                self.pop_screen()
+            self.back_to_main()
             self.main_screen.load_request(imported.request)
             notes = f" ({'; '.join(imported.notes)})" if imported.notes else ""
             self.notify(f"Loaded {imported.source} parameters from {Path(path).name}{notes}.", timeout=8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
@@ -10,16 +11,17 @@ from textual.widgets import Footer, Header, Static
 
 from tui.store.history import HistoryEntry
 from tui.widgets.details import details_table
-from tui.widgets.thumbnail import Thumbnail
+from tui.widgets.thumbnail import OpenablePicture
 
 
 class CompareScreen(Screen):
     DEFAULT_CSS = """
     CompareScreen #pictures { height: 1fr; }
-    CompareScreen Thumbnail { width: 1fr; height: 1fr; }
+    CompareScreen OpenablePicture { width: 1fr; height: 1fr; }
     CompareScreen #compare-params { height: auto; max-height: 45%; }
     """
     BINDINGS = [Binding("escape,q", "app.pop_screen", "Back", id="compare-back")]
+    AUTO_FOCUS = "#compare-left"
 
     def __init__(self, first: HistoryEntry, second: HistoryEntry) -> None:
         super().__init__()
@@ -29,11 +31,16 @@ class CompareScreen(Screen):
         yield Header()
         with Horizontal(id="pictures"):
             for side, entry in (("left", self.first), ("right", self.second)):
-                thumb = Thumbnail(placeholder="no image", id=f"compare-{side}")
+                thumb = OpenablePicture(placeholder="no image", id=f"compare-{side}")
                 image = self.app.load_image(entry.image_path)
                 if image is not None:
                     thumb.show(image)
                 yield thumb
         with VerticalScroll(id="compare-params"):
             yield Static(details_table(self.first, self.second), id="compare-table")
-        yield Footer()
+        yield Footer(compact=True)
+
+    @on(OpenablePicture.Opened)
+    def _opened(self, message: OpenablePicture.Opened) -> None:
+        entry = self.first if message.picture.id == "compare-left" else self.second
+        self.app.open_viewer(entry)

@@ -11,19 +11,25 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
+KEY_NAMES = {"plus": "+", "minus": "-", "equals_sign": "=", "slash": "/", "question_mark": "?"}
+
+
+def key_names(binding: Binding) -> str:
+    return ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in binding.key.split(","))
+
+
 def binding_rows(bindings: list[tuple[str, Binding]]) -> list[tuple[str, str, str]]:
-    """(where, keys, description) for each described binding, in order, without repeats."""
-    seen: set[tuple[str, str]] = set()
-    rows = []
+    """(where, keys, description) for each described binding, in order; a key that does the
+    same in several places is one row naming them all."""
+    rows: dict[tuple[str, str], list[str]] = {}
     for where, binding in bindings:
         if not binding.description:
             continue
-        keys = ", ".join(k.strip() for k in binding.key.split(","))
-        if (keys, binding.description) in seen:
-            continue
-        seen.add((keys, binding.description))
-        rows.append((where, keys, binding.description))
-    return rows
+        places = rows.setdefault((key_names(binding), binding.description), [])
+        for place in where.split(", "):
+            if place not in places:
+                places.append(place)
+    return [(", ".join(places), keys, description) for (keys, description), places in rows.items()]
 
 
 class HelpScreen(ModalScreen[None]):

@@ -8,8 +8,6 @@ cursor rests on it.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -18,32 +16,62 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.store.history import STATUSES, HistoryEntry
 from tui.text import visible
 from tui.widgets.details import details_table, entry_status
-from tui.widgets.thumbnail import Thumbnail
+from tui.widgets.thumbnail import OpenablePicture
 from tui.widgets.safe_input import SafeInput
 
 PAGE = 200
-COLUMNS = ("time", "prompt", "seed", "steps", "size", "scheduler", "model", "status", "duration")
+# (name, width) in the order shown; the prompt takes what is left, within PROMPT_WIDTH.
+COLUMNS = (("mark", 1), ("time", 11), ("prompt", 0), ("seed", 10), ("steps", 5), ("size", 9),
+           ("scheduler", 18), ("model", 16), ("status", 9), ("duration", 8))
+# Which columns stay when the list is narrow, most useful first (the detail pane shows all).
+PRIORITY = ("mark", "time", "prompt", "seed", "status", "size", "steps", "scheduler", "model", "duration")
+PROMPT_WIDTH = (14, 40)
+CELL_PADDING = 2  # DataTable's padding either side of a cell
 
 
-def row_cells(entry: HistoryEntry) -> tuple:
-    prompt = visible(entry.prompt)
-    return (
-        entry.created_at.replace("T", " ")[5:16],
-        Text(prompt if len(prompt) <= 30 else prompt[:29] + "…"),
-        "" if entry.seed is None else str(entry.seed),
-        str(entry.steps),
-        f"{entry.width}x{entry.height}",
-        entry.scheduler,
-        Text(visible(entry.model if len(entry.model) <= 16 else entry.model[:15] + "…")),
-        entry_status(entry),
-        "" if entry.total_s is None else f"{entry.total_s:.1f}s",
-    )
+def fit_columns(width: int) -> list[tuple[str, int]]:
+    """The columns that fit ``width`` cells, each with its width: the prompt gets what the
+    others leave (at least its minimum), and a column that does not fit is left out whole
+    rather than cut mid-value."""
+    sizes = dict(COLUMNS)
+    chosen, used = [], 0
+    for name in PRIORITY:
+        need = (PROMPT_WIDTH[0] if name == "prompt" else sizes[name]) + CELL_PADDING
+        if used + need <= width or name in ("mark", "time", "prompt"):
+            chosen.append(name)
+            used += need
+    spare = max(0, width - used)
+    widths = {name: sizes[name] for name in chosen}
+    widths["prompt"] = min(PROMPT_WIDTH[1], PROMPT_WIDTH[0] + spare)
+    return [(name, widths[name]) for name, _ in COLUMNS if name in widths]
 
 
-class HistoryScreen(Screen):
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+def row_cells(entry: HistoryEntry, columns: list[tuple[str, int]], marked: bool = False) -> tuple:
+    values = {
+        "mark": "●" if marked else "",
+        "time": entry.created_at.replace("T", " ")[5:16],
+        "prompt": visible(entry.prompt),
+        "seed": "" if entry.seed is None else str(entry.seed),
+        "steps": str(entry.steps),
+        "size": f"{entry.width}x{entry.height}",
+        "scheduler": entry.scheduler,
+        "model": visible(entry.model),
+        "status": entry_status(entry),
+        "duration": "" if entry.total_s is None else f"{entry.total_s:.1f}s",
+    }
+    return tuple(Text(clip(values[name], width), style="bold yellow" if name == "mark" else "")
+                 for name, width in columns)
+
+
+class HistoryScreen(EntryActions, Screen):
     DEFAULT_CSS = """
     HistoryScreen #filters { height: 1; }
     HistoryScreen #search { width: 1fr; }
@@ -57,18 +85,15 @@ class HistoryScreen(Screen):
         Binding("escape", "back", "Back", id="history-back"),
         Binding("slash", "search", "Search", id="history-search"),
         Binding("enter,l", "load", "Load into prompt", id="history-load"),
-        Binding("r", "rerun", "Re-run", id="history-rerun"),
-        Binding("v", "variations", "Variations", id="history-variations"),
-        Binding("d,delete", "delete", "Delete", id="history-delete"),
+        Binding("o", "view", "View", id="history-view"),
+        *ENTRY_BINDINGS,
         Binding("s", "cycle_status", "Status filter", id="history-status"),
         Binding("m", "cycle_model", "Model filter", id="history-model"),
-        Binding("c", "copy_path", "Copy path", id="history-copy"),
         Binding("p", "show_path", "Show path", id="history-path"),
         Binding("space", "mark", "Mark to compare", id="history-mark"),
         Binding("equals_sign", "compare", "Compare", id="history-compare"),
         Binding("i", "import_png", "Import PNG", id="history-import"),
     ]
-    VARIATIONS = 4
     AUTO_FOCUS = None  # focus is set in on_mount, before the first frame, so a quick "/" is never undone
 
     def __init__(self, select_id: int | None = None) -> None:
@@ -80,6 +105,7 @@ class HistoryScreen(Screen):
         self.status: str | None = None
         self.model: str | None = None
         self.marked: list[int] = []
+        self.columns: list[tuple[str, int]] = []
         self._detail_timer = None
         self._search_timer = None
 
@@ -94,24 +120,40 @@ class HistoryScreen(Screen):
             yield Static(id="filter-text")
         with Horizontal():
             with Vertical(id="list"):
-                table = DataTable(id="table", cursor_type="row", zebra_stripes=True)
-                for column in COLUMNS:
-                    table.add_column(column, key=column)
-                yield table
+                yield DataTable(id="table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="detail"):
-                yield Thumbnail(placeholder="no entry selected", id="large")
+                yield OpenablePicture(placeholder="no entry selected", id="large")
                 with VerticalScroll(id="params"):
                     yield Static(id="param-text")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#table", DataTable).focus()
+        self._fit_columns(self.app.size.width * 3 // 5)
         self.reload()
+
+    def on_resize(self) -> None:
+        list_width = self.query_one("#list").size.width
+        if list_width and self._fit_columns(list_width):
+            self.reload()
+
+    def _fit_columns(self, width: int) -> bool:
+        """Lay the columns out for ``width``; True when they changed (the rows need redrawing)."""
+        columns = fit_columns(width - 2)  # the vertical scrollbar
+        if columns == self.columns:
+            return False
+        self.columns = columns
+        table = self.query_one("#table", DataTable)
+        table.clear(columns=True)
+        for name, size in columns:
+            table.add_column("" if name == "mark" else name, key=name, width=size)
+        return True
 
     # --- loading rows -----------------------------------------------------------------
 
     def reload(self) -> None:
         table = self.query_one("#table", DataTable)
+        row = table.cursor_row
         table.clear()
         self.entries = []
         self.total = self.history.count_matching(self.text, self.status, self.model)
@@ -120,6 +162,8 @@ class HistoryScreen(Screen):
         if self.select_id is not None:
             self._move_to(self.select_id)
             self.select_id = None
+        elif self.entries and row:
+            table.move_cursor(row=min(row, len(self.entries) - 1))
         self._show_params()
         self._show_image()
 
@@ -127,7 +171,7 @@ class HistoryScreen(Screen):
         page = self.history.query(self.text, self.status, self.model, limit=PAGE, offset=len(self.entries))
         table = self.query_one("#table", DataTable)
         for entry in page:
-            table.add_row(*row_cells(entry), key=str(entry.id))
+            table.add_row(*row_cells(entry, self.columns, entry.id in self.marked), key=str(entry.id))
         self.entries.extend(page)
 
     def _move_to(self, entry_id: int) -> None:
@@ -172,7 +216,7 @@ class HistoryScreen(Screen):
 
     def _show_image(self) -> None:
         entry = self.selected
-        large = self.query_one("#large", Thumbnail)
+        large = self.query_one("#large", OpenablePicture)
         if entry is None:
             large.clear("no entries" if not self.total else "no entry selected")
             return
@@ -220,64 +264,18 @@ class HistoryScreen(Screen):
 
     # --- actions on the selected entry ----------------------------------------------------
 
-    def _need_selection(self) -> HistoryEntry | None:
-        entry = self.selected
-        if entry is None:
-            self.app.notify("No entry selected.", timeout=3)
-        return entry
+    def entry_deleted(self, entry: HistoryEntry) -> None:
+        self.marked = [m for m in self.marked if m != entry.id]
+        self.reload()
 
-    def action_load(self) -> None:
+    def action_view(self) -> None:
         entry = self._need_selection()
         if entry:
-            self.app.main_screen.load_request(entry.request())
-            self.app.pop_screen()
-            self.app.notify("Prompt and settings loaded from history.", timeout=3)
+            self.app.open_viewer(entry)
 
-    def action_rerun(self) -> None:
-        entry = self._need_selection()
-        if entry:
-            number = self.app.service.submit(entry.request())
-            self.app.notify(f"Job {number} queued: the same image again (seed {entry.seed}).", timeout=3)
-
-    def action_variations(self) -> None:
-        entry = self._need_selection()
-        if entry:
-            request = replace(entry.request(), seed=None, count=self.VARIATIONS)
-            number = self.app.service.submit(request)
-            self.app.notify(f"Job {number} queued: {self.VARIATIONS} variations with new seeds.", timeout=3)
-
-    def action_delete(self) -> None:
-        entry = self._need_selection()
-        if not entry:
-            return
-        from tui.screens.confirm import ConfirmScreen
-
-        what = "the entry and its image file" if entry.image_path else "the entry"
-
-        def answered(yes: bool | None) -> None:
-            if not yes:
-                return
-            row = self.query_one("#table", DataTable).cursor_row
-            self.history.delete(entry.id)
-            self.marked = [m for m in self.marked if m != entry.id]
-            self.reload()
-            if self.entries:
-                self.query_one("#table", DataTable).move_cursor(row=min(row, len(self.entries) - 1))
-            self.app.notify("Deleted.", timeout=2)
-
-        self.app.push_screen(ConfirmScreen(f"Delete {what}?\n{visible(entry.prompt)[:200]}"), answered)
-
-    def action_copy_path(self) -> None:
-        entry = self._need_selection()
-        if entry and entry.image_path:
-            self.app.copy_to_clipboard(entry.image_path)
-            self.app.notify(f"Copied {entry.image_path}", timeout=4)
-
-    def action_show_path(self) -> None:
-        entry = self._need_selection()
-        if entry:
-            where = entry.image_path or "no file (the job did not finish)"
-            self.app.notify(where, title="image path", timeout=10)
+    @on(OpenablePicture.Opened, "#large")
+    def _large_opened(self) -> None:
+        self.action_view()
 
     def action_mark(self) -> None:
         entry = self._need_selection()
@@ -285,8 +283,15 @@ class HistoryScreen(Screen):
             return
         if entry.id in self.marked:
             self.marked.remove(entry.id)
+        elif len(self.marked) >= 2:
+            self.app.notify("Two entries are marked already: press space on one to unmark it, or = to compare.",
+                            timeout=4)
+            return
         else:
-            self.marked = (self.marked + [entry.id])[-2:]
+            self.marked.append(entry.id)
+        if "mark" in dict(self.columns):
+            self.query_one("#table", DataTable).update_cell(
+                str(entry.id), "mark", Text("●" if entry.id in self.marked else "", style="bold yellow"))
         self._show_filters()
 
     def action_compare(self) -> None:

@@ -48,6 +48,7 @@ class MainScreen(Screen):
         # The footer keeps to what a newcomer needs first, so F1 help, F2 history, F3 models and quit
         # still fit at 80 columns; every key is in F1 help (generated from these lists) and the palette.
         Binding("escape", "cancel", "Cancel", id="cancel"),
+        Binding("ctrl+o", "app.view_latest", "View", id="view-latest"),
         Binding("ctrl+r", "reroll", "Reroll", id="reroll", show=False),
         Binding("ctrl+l", "toggle_seed_lock", "Seed lock", id="seed-lock", show=False),
         Binding("ctrl+g", "reuse_seed", "Last seed", id="reuse-seed", show=False),
@@ -93,7 +94,7 @@ class MainScreen(Screen):
                         yield RecentStrip(id="recent")
                         yield LogPanel(id="log")
                 yield StatusPanel(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -151,12 +152,20 @@ class MainScreen(Screen):
             self.app.notify(str(error.problems[0]), severity="error")
             return False
         self.recall.remember(prompt)
+        self.queue_request(request)
+        return True
+
+    def queue_request(self, request, what: str = "") -> int:
+        """Queue ``request`` and say so in the log, with the start of its prompt; returns the job number."""
         number = self.app.service.submit(request)
         waiting = self.app.service.waiting()
         seed = "random seed" if request.seed is None else f"seed {request.seed}"
-        self.log_line(f"job {number} queued: {request.width}x{request.height}, {request.steps} steps, "
-                      f"{request.scheduler}, {seed}" + (f" ({waiting} waiting)" if waiting > 1 else ""))
-        return True
+        prompt = visible(request.prompt)
+        prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+        self.log_line(f"job {number} queued{f' ({what})' if what else ''}: \"{prompt}\" {request.width}x"
+                      f"{request.height}, {request.steps} steps, {request.scheduler}, {seed}"
+                      + (f" ({waiting} waiting)" if waiting > 1 else ""))
+        return number
 
     def action_cancel(self) -> None:
         cancelled = self.app.service.cancel_current()

@@ -335,6 +335,20 @@ class History:
                            (*params, limit, offset))
         return [_entry(r) for r in rows]
 
+    def neighbour(self, here: HistoryEntry, older: bool) -> HistoryEntry | None:
+        """The finished entry just older (or newer) than ``here`` in the newest-first order the
+        history list shows, for stepping through images one at a time (``here`` may be deleted)."""
+        sign, order = ("<", "DESC") if older else (">", "ASC")
+        rows = self._query(
+            f"SELECT * FROM generations WHERE status = 'done' AND (created_at {sign} ? OR "
+            f"(created_at = ? AND id {sign} ?)) ORDER BY created_at {order}, id {order} LIMIT 1",
+            (here.created_at, here.created_at, here.id))
+        return _entry(rows[0]) if rows else None
+
+    def latest_done(self) -> HistoryEntry | None:
+        entries = self.query(status="done", limit=1)
+        return entries[0] if entries else None
+
     def count_matching(self, text: str = "", status: str | None = None, model: str | None = None) -> int:
         where, params = self._filters(text, status, model)
         return self._query(f"SELECT COUNT(*) FROM generations {where}", params)[0][0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from rich.align import Align
 from rich.console import RenderableType
 from rich.text import Text
+from textual.message import Message
 from textual.widget import Widget
 
 
@@ -161,7 +162,7 @@ class Thumbnail(Widget):
     @property
     def picture_size(self) -> tuple[int, int] | None:
         """The pixel size the image is drawn at now (None without an image)."""
-        return self._strips[0][1] if self._strips else None
+        return self._strips[2] if self._strips else None
 
     def show(self, image, upscale: bool = True) -> None:
         """Draw ``image`` fitted to the panel; ``upscale=False`` for latent previews, which hold
@@ -185,23 +186,35 @@ class Thumbnail(Widget):
     def render(self) -> RenderableType:
         return Align.center(Text(self.placeholder, style="dim"), vertical="middle")
 
-    def _picture_strips(self) -> list:
+    def frame(self, width: int, height: int):
+        """The image to draw in a panel of ``width`` x ``height`` cells, at the pixel size it is
+        drawn (two pixels a row): here the whole image fitted to the panel."""
         from PIL import Image
+
+        size = fit_size(self._image.size, (width, height), self._upscale)
+        picture = self._image.convert("RGB")
+        if picture.size != size:
+            picture = picture.resize(size, Image.Resampling.LANCZOS)
+        return picture
+
+    def frame_key(self, width: int, height: int) -> tuple:
+        """What the frame depends on: the strips are rebuilt only when it changes."""
+        return (id(self._image), self._upscale, width, height)
+
+    def _picture_strips(self) -> list:
         from textual.strip import Strip
 
         width, height = self.content_size.width, self.content_size.height
-        size = fit_size(self._image.size, (width, height), self._upscale)
-        key = (id(self._image), size, width, height)
+        key = self.frame_key(width, height)
         if self._strips is None or self._strips[0] != key:
-            picture = self._image.convert("RGB")
-            if picture.size != size:
-                picture = picture.resize(size, Image.Resampling.LANCZOS)
+            picture = self.frame(width, height)
+            size = picture.size
             left = (width - size[0]) // 2
             rows = half_block_rows(picture)
             self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
             strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
                       for row in rows]
-            self._strips = (key, strips)
+            self._strips = (key, strips, size)
         return self._strips[1]
 
     def render_line(self, y: int):
@@ -214,3 +227,28 @@ class Thumbnail(Widget):
         if 0 <= row < len(strips):
             return strips[row]
         return Strip.blank(self.content_size.width)
+
+
+class OpenablePicture(Thumbnail, can_focus=True):
+    """A picture that opens full screen: Enter while focused, or a click."""
+
+    DEFAULT_CSS = """
+    OpenablePicture { border: tall $background; }
+    OpenablePicture:focus { border: tall $accent; }
+    """
+    BINDINGS = [("enter", "open", "View full screen")]
+
+    class Opened(Message):
+        def __init__(self, picture: "OpenablePicture") -> None:
+            super().__init__()
+            self.picture = picture
+
+        @property
+        def control(self) -> "OpenablePicture":
+            return self.picture
+
+    def action_open(self) -> None:
+        self.post_message(self.Opened(self))
+
+    def on_click(self) -> None:
+        self.post_message(self.Opened(self))
