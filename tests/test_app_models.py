@@ -7,7 +7,7 @@ import shutil
 import pytest
 from textual.widgets import DataTable, Input
 
-from tests.app_helpers import make_app, wait_for, wait_loaded
+from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from tests.fake_hub import FakeHub
 from tests.tiny_models import hub_cache_with
 from tui.screens.models import ModelPickerScreen
@@ -80,8 +80,16 @@ async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(
         await pilot.press(*"nobody/not-here")
         assert table_names(picker)[0].startswith("load nobody/not-here")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "no model loaded" in app.sub_title, what="the load failure")
+        await wait_for(pilot, lambda: any("Still using demo" in n.message for n in app._notifications),
+                       what="the load failure")
+        # Checked before unloading: the working model stays, and the settings say so again.
+        assert app.engine.loaded and app.engine.loaded_model == "demo"
+        assert app.settings.model == "demo" and app.main_screen.settings.model == "demo"
+        assert "demo model" in app.sub_title and "no model loaded" not in app.sub_title
         assert not isinstance(app.screen, ModelPickerScreen)
+        await type_prompt(pilot, "still works")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.history.count() == 1 and not app.service.busy, what="an image")
         await pilot.press("f3")
         await wait_for(pilot, lambda: isinstance(app.screen, ModelPickerScreen), what="the picker again")
         await pilot.press("escape")
@@ -103,7 +111,9 @@ async def test_a_download_in_the_app_cancels_with_escape_and_resumes(sdtui_home,
             await wait_for(pilot, lambda: status.state == "downloading", what="the download to start")
             await wait_for(pilot, lambda: hub.bytes_sent > 500_000, what="some bytes")
             await pilot.press("escape")
-            await wait_for(pilot, lambda: "no model loaded" in app.sub_title, what="the cancelled download")
+            await wait_for(pilot, lambda: any("Still using demo" in n.message for n in app._notifications),
+                           what="the cancelled download")
+            assert app.engine.loaded_model == "demo", "a cancelled download keeps the loaded model"
             assert "cancelling the download" in log_text(app)
             assert "cancelled; choose it again to resume" in log_text(app)
             assert status.state == "idle"
@@ -113,3 +123,19 @@ async def test_a_download_in_the_app_cancels_with_escape_and_resumes(sdtui_home,
             await wait_for(pilot, lambda: app.engine.loaded and app.engine.model_label == "someone/tiny-sd",
                            what="the resumed download")
             assert any(r for _, r in hub.requests), "the second download did not resume with a range"
+
+
+async def test_choosing_the_loaded_model_again_does_nothing(sdtui_home, hub_cache):
+    app = make_app()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_loaded(pilot, app)
+        pipe = app.engine.pipe
+        app.main_screen.query_one(SettingsPanel).query_one("#setting-model", Input).focus()
+        await pilot.press("enter")  # Enter in the unchanged Model field
+        await pilot.pause(0.3)
+        app.use_model("demo")  # what F3 on the marked entry does
+        await pilot.pause(0.3)
+        assert app.engine.pipe is pipe and not app.service.busy
+        log = app.main_screen.query_one(LogPanel).lines_written
+        assert sum("demo is already loaded; nothing to do" in line for line in log) >= 1
+        assert not any("loading demo model" in line for line in log[-5:])

@@ -174,9 +174,9 @@ def test_switching_models_frees_the_old_one_before_loading(tiny_pipeline_dir, ti
     engine.load(events.append)
     gc.collect()
     assert old_unet() is None, "the previous pipeline is still referenced after switching"
-    kinds = [type(e).__name__ for e in events]
-    assert kinds.index("Unloaded") < kinds.index("LoadStarted")
-    assert isinstance(events[0], Unloaded) and events[0].memory.process_rss > 0
+    # Checked and found on disk first, then unloaded, then built: never two pipelines in memory.
+    assert [type(e).__name__ for e in events] == ["LoadStarted", "Unloaded", "Loaded"]
+    assert isinstance(events[1], Unloaded) and events[1].memory.process_rss > 0
     assert engine.family == "SD 1.x" and pixels(engine).shape == (64, 64, 3)
 
 
@@ -325,3 +325,41 @@ def test_a_name_that_cannot_be_a_model_keeps_the_loaded_one(tiny_pipeline_dir):
         engine.load(events.append)
     assert engine.loaded and not any(isinstance(e, Unloaded) for e in events)
     assert pixels(engine).shape == (64, 64, 3)
+
+
+def test_a_model_that_fails_to_load_leaves_the_working_one_loaded(tiny_pipeline_dir, tiny_sdxl_dir, tmp_path,
+                                                                  hub_cache):
+    engine = Engine(EngineOptions(model=str(tiny_sdxl_dir), preview_max_fps=0))
+    engine.load()
+    sdxl = engine.pipe
+    # Refused before unloading (offline Hub id): the same pipeline object stays, nothing reloads.
+    engine.options = EngineOptions(model="nobody/not-here", preview_max_fps=0)
+    events = []
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        engine.load(events.append)
+    assert engine.pipe is sdxl and engine.loaded_model == str(tiny_sdxl_dir)
+    assert [type(e).__name__ for e in events] == ["LoadStarted"]
+    # Fails only while building (a weights file cut short passes the folder check): the previous
+    # model is loaded again, and the original failure is what is raised.
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pipeline_dir, broken)
+    weights = next((broken / "unet").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    engine.options = EngineOptions(model=str(broken), preview_max_fps=0)
+    events = []
+    with pytest.raises(ModelLoadError, match="loading .*broken failed"):
+        engine.load(events.append)
+    assert engine.loaded and engine.loaded_model == str(tiny_sdxl_dir) and engine.family == "SDXL"
+    assert [type(e).__name__ for e in events] == ["LoadStarted", "Unloaded", "LoadStarted", "Loaded"]
+    assert pixels(engine).shape[2] == 3
+
+
+def test_loading_the_loaded_model_again_does_nothing(tiny_pipeline_dir):
+    engine = Engine(EngineOptions(model=str(tiny_pipeline_dir), preview_max_fps=0))
+    engine.load()
+    pipe, events = engine.pipe, []
+    engine.load(events.append)
+    assert engine.pipe is pipe and [type(e).__name__ for e in events] == ["Loaded"]
+    engine.options = EngineOptions(model=str(tiny_pipeline_dir), dtype="bfloat16", preview_max_fps=0)
+    engine.load(events.append)  # another dtype is another model in memory
+    assert engine.pipe is not pipe and engine.dtype == "bfloat16"

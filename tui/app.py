@@ -181,10 +181,22 @@ class SdtuiApp(App[int]):
                 save_settings(settings, self.places.config_file)
             except OSError as error:
                 self.notify(f"Settings not saved: {error.strerror} ({self.places.config_file})", severity="warning")
-        if reload:
-            if key == "model":
-                self._switching, self._switching_from = True, self.family
-            self.service.load(engine_options(settings, self.allow_pickle))
+        if not reload:
+            return
+        if key == "model" and settings.model == self.engine.loaded_model and not self.service.loading:
+            self.main_screen.log_line(f"{settings.model} is already loaded; nothing to do")
+            return
+        if key == "model":
+            self._switching, self._switching_from = True, self.family
+        self.service.load(engine_options(settings, self.allow_pickle))
+
+    def model_kept(self, model: str) -> None:
+        """A switch failed and ``model`` is still loaded: the settings say so again (no reload)."""
+        self._switching = False
+        panel = self.main_screen.query_one(SettingsPanel)
+        panel.set_value("model", model, announce=False)
+        self.settings_changed(panel.settings, "model", reload=False)
+        self.sub_title = f"{self.engine.model_label} · {self.engine.device} · {self.engine.dtype}"
 
     def use_model(self, model: str) -> None:
         self.main_screen.query_one(SettingsPanel).set_value("model", model)

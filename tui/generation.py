@@ -59,6 +59,7 @@ class SaveFailed:
 class LoadFailed:
     model: str
     message: str
+    kept: str | None = None  # the model still loaded (the one before), if any
 
 
 @dataclass(frozen=True)
@@ -202,11 +203,12 @@ class GenerationService:
             self.engine.load(self.report, cancel=command.cancel)
         except (ModelLoadError, DeviceError) as error:
             log.error("%s", error)
-            self.report(LoadFailed(options.model, str(error)))
+            self.report(LoadFailed(options.model, str(error), self.engine.loaded_model))
         except Exception as error:  # any library failure while loading must leave the app usable
             log.exception("loading %s failed", options.model)
             self.report(LoadFailed(options.model, f"model: loading {options.model} failed: "
-                                                  f"{type(error).__name__}: {error}".splitlines()[0]))
+                                                  f"{type(error).__name__}: {error}".splitlines()[0],
+                                   self.engine.loaded_model))
 
     def _run(self, job: Job) -> None:
         if self._stopping:  # stop() came between taking the job and starting it

@@ -15,7 +15,7 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
@@ -210,9 +210,10 @@ def _configs_complete(folder: Path) -> bool:
     return True
 
 
-def load_single_file(path: Path, torch_dtype, allow_pickle: bool):
-    """A whole .safetensors (or, when allowed, .ckpt) checkpoint through diffusers' single-file
-    loader, configured from the matching diffusers configs in the local cache."""
+def single_file_loader(path: Path, allow_pickle: bool) -> Callable[[Any], Any]:
+    """Check a .safetensors (or, when allowed, .ckpt) checkpoint and find its diffusers configs in
+    the local cache, raising ModelLoadError before anything is unloaded; the function returned
+    loads it through diffusers' single-file loader at a torch dtype."""
     import diffusers
 
     header = check_single_file(path, allow_pickle)
@@ -222,11 +223,15 @@ def load_single_file(path: Path, torch_dtype, allow_pickle: bool):
     if pipeline_class is None or not hasattr(pipeline_class, "from_single_file"):
         raise ModelLoadError(f"model: {path.name} needs {index.get('_class_name')!r}, which cannot load "
                              "single files")
-    try:
-        return pipeline_class.from_single_file(str(path), config=str(configs), torch_dtype=torch_dtype,
-                                               local_files_only=True, **_without_safety_checker(index))
-    except LOADER_ERRORS as error:
-        raise ModelLoadError(f"model: loading {path.name} failed: {first_line(error)}") from None
+
+    def load(torch_dtype):
+        try:
+            return pipeline_class.from_single_file(str(path), config=str(configs), torch_dtype=torch_dtype,
+                                                   local_files_only=True, **_without_safety_checker(index))
+        except LOADER_ERRORS as error:
+            raise ModelLoadError(f"model: loading {path.name} failed: {first_line(error)}") from None
+
+    return load
 
 
 # --- Hugging Face Hub -------------------------------------------------------------------
@@ -342,14 +347,19 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         raise
 
 
-def load_pipeline(folder: Path, torch_dtype, allow_pickle: bool):
-    """Load any text-to-image pipeline folder (SD 1.x, 2.x, SDXL, Turbo) through diffusers' auto pipeline."""
-    from diffusers import AutoPipelineForText2Image
-
+def pipeline_loader(folder: Path, allow_pickle: bool) -> Callable[[Any], Any]:
+    """Check a pipeline folder (SD 1.x, 2.x, SDXL, Turbo), raising ModelLoadError before anything is
+    unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype."""
     check_folder(folder, allow_pickle)
-    try:
-        return AutoPipelineForText2Image.from_pretrained(
-            str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None,
-            local_files_only=True, **_without_safety_checker(_components(folder / "model_index.json")))
-    except LOADER_ERRORS as error:
-        raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
+
+    def load(torch_dtype):
+        from diffusers import AutoPipelineForText2Image
+
+        try:
+            return AutoPipelineForText2Image.from_pretrained(
+                str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None,
+                local_files_only=True, **_without_safety_checker(_components(folder / "model_index.json")))
+        except LOADER_ERRORS as error:
+            raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
+
+    return load

@@ -13,7 +13,7 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,8 +22,8 @@ from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finis
                                Notice, Started, Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
-from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, fetch_from_hub, first_line, load_pipeline,
-                               load_single_file, resolve_source)
+from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, ModelSource, fetch_from_hub, first_line,
+                               pipeline_loader, resolve_source, single_file_loader)
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
@@ -94,12 +94,20 @@ class Engine:
         self._denoised = None
         self._previewer: LatentPreviewer | None = None
         self._slicing: bool | None = None
+        self._loaded_key: tuple | None = None
+        self._loaded_options: EngineOptions | None = None
+        self._loaded_event: Loaded | None = None
 
     # --- loading ------------------------------------------------------------------------
 
     @property
     def loaded(self) -> bool:
         return self.pipe is not None
+
+    @property
+    def loaded_model(self) -> str | None:
+        """The model setting (as given: "demo", a Hub id, a path) of the loaded pipeline."""
+        return self._loaded_options.model if self.pipe is not None and self._loaded_options else None
 
     @contextmanager
     def _operation(self, cancel: threading.Event | None):
@@ -130,29 +138,27 @@ class Engine:
 
         options = self.options
         source = resolve_source(options.model)  # a name that cannot be a model keeps the loaded one
-        self.unload(on_event)
+        device = devices.choose_device(options.device, torch.backends.mps.is_available(), torch.cuda.is_available())
+        dtype = devices.choose_dtype(options.dtype, device.value)
+        key = (source.kind, source.ref, device.value, dtype.value)
+        if self.pipe is not None and key == self._loaded_key and self._loaded_event is not None:
+            log.info("%s is already loaded on %s (%s); nothing to load", self.model_label, self.device, self.dtype)
+            on_event(self._loaded_event)
+            return
         log.info("loading %s (%s)", source.label, source.kind)
         on_event(LoadStarted(source.label, source.kind))
         started = time.perf_counter()
-        device = devices.choose_device(options.device, torch.backends.mps.is_available(), torch.cuda.is_available())
-        dtype = devices.choose_dtype(options.dtype, device.value)
-        torch_dtype = getattr(torch, dtype.value)
-        if source.kind == "demo":
-            from tui.engine.demo import build_demo_pipeline
-
-            pipe = build_demo_pipeline()
-            if torch_dtype != torch.float32:
-                pipe = pipe.to(dtype=torch_dtype)
-        elif source.kind == "file":
-            pipe = load_single_file(Path(source.ref), torch_dtype, options.allow_pickle)
-        else:
-            folder = Path(source.ref)
-            if source.kind == "hub":
-                folder = fetch_from_hub(source.ref, options.allow_pickle,
-                                        lambda done, total: on_event(DownloadProgress(source.label, done, total)),
-                                        cancel.is_set)
-            pipe = load_pipeline(folder, torch_dtype, options.allow_pickle)
-        pipe = pipe.to(device.value)
+        # Downloads and checks come before the loaded model is unloaded: a model that cannot load
+        # (a Hub id while offline, a truncated file) leaves the working one in place.
+        build = self._loader(source, on_event, cancel)
+        previous = self._loaded_options if self.pipe is not None else None
+        self.unload(on_event)
+        try:
+            pipe = build(getattr(torch, dtype.value)).to(device.value)
+        except BaseException:
+            if previous is not None:
+                self._load_again(previous, on_event)
+            raise
         if device.value == "cpu":
             _own_aligned_memory(pipe)
         pipe.set_progress_bar_config(disable=True)
@@ -177,8 +183,42 @@ class Engine:
             log.info(decision.describe())
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %.1f s", self.model_label, self.family, self.device, self.load_seconds)
-        on_event(Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
-                        tuple(d.describe() for d in self.decisions), self.family_info, sample_memory(self.device)))
+        self._loaded_key, self._loaded_options = key, replace(options)
+        self._loaded_event = Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
+                                    tuple(d.describe() for d in self.decisions), self.family_info,
+                                    sample_memory(self.device))
+        on_event(self._loaded_event)
+
+    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event):
+        """A function of the torch dtype that builds the pipeline, once the model is on disk and checked."""
+        options = self.options
+        if source.kind == "demo":
+            from tui.engine.demo import build_demo_pipeline
+
+            def demo(torch_dtype):
+                pipe = build_demo_pipeline()
+                return pipe if torch_dtype == pipe.dtype else pipe.to(dtype=torch_dtype)
+
+            return demo
+        if source.kind == "file":
+            return single_file_loader(Path(source.ref), options.allow_pickle)
+        folder = Path(source.ref)
+        if source.kind == "hub":
+            folder = fetch_from_hub(source.ref, options.allow_pickle,
+                                    lambda done, total: on_event(DownloadProgress(source.label, done, total)),
+                                    cancel.is_set)
+        return pipeline_loader(folder, options.allow_pickle)
+
+    def _load_again(self, previous: EngineOptions, on_event: OnEvent) -> None:
+        """After a failed load, load the model that was loaded before, so a failure never leaves
+        the app without the model it was working with."""
+        failed = self.options
+        log.warning("loading %s failed; loading %s again", failed.model, previous.model)
+        self.options = previous
+        try:
+            self._load(on_event, threading.Event())
+        except Exception as error:  # the original failure is the one to report
+            log.error("loading %s again failed too: %s", previous.model, first_line(error))
 
     def _apply_vae_upcast(self) -> devices.Decision | None:
         vae = getattr(self.pipe, "vae", None)
@@ -217,6 +257,7 @@ class Engine:
             return
         label = self.model_label
         self.pipe = None
+        self._loaded_key = self._loaded_options = self._loaded_event = None
         self._schedulers = {}
         self._scheduler_name = ""
         self._base_scheduler_config = {}

@@ -277,6 +277,11 @@ class MainScreen(Screen):
         elif isinstance(report, LoadFailed):
             self._download_start = None
             status.download_ended()
+            if report.kept is not None:
+                self.app.model_kept(report.kept)
+                self.set_caption(f"still using {report.kept}", "the model you picked could not load")
+                self.app.notify(f"{report.message}. Still using {report.kept}.", severity="error", timeout=15)
+                return
             self.app.sub_title = "no model loaded"
             self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
             self.app.notify(f"{report.message}. Pick another model with F3, or use the demo model.",
