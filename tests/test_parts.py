@@ -94,3 +94,21 @@ def test_columns_fit_the_width_and_leave_out_whole_columns():
     assert [name for name, _ in fit_columns(200)] == ["mark", "time", "prompt", "seed", "steps", "size",
                                                       "scheduler", "model", "status", "duration"]
 
+
+
+def test_log_lines_break_at_spaces_and_after_slashes_never_mid_name():
+    from tui.widgets.log import INDENT, break_offsets
+
+    text = ("14:38:31 image 1/1 saved: seed 7, 0.0 s, 55.32 it/s, "
+            "/home/ann/.local/share/sdtui/outputs/2026-11-27/143831-7-red-fox.png")
+    for width in (34, 45, 60, 80):
+        offsets = break_offsets(text, width)
+        bounds = [0, *offsets, len(text)]
+        lines = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+        assert "".join(lines) == text
+        assert len(lines[0].rstrip()) <= width
+        assert all(len(line.rstrip()) + INDENT <= width for line in lines[1:])
+        assert "143831-7-red-fox.png" in lines[-1], lines  # the file name whole
+        for line in lines[:-1]:
+            assert line.endswith((" ", "/")), lines  # every break at a space or after a slash
+    assert break_offsets("short line", 80) == []

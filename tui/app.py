@@ -28,6 +28,7 @@ from tui.store.history import History
 from tui.store.thumbs import ThumbnailCache
 from tui.widgets.log import LogForwarder, LogPanel
 from tui.widgets.settings import SettingsPanel
+from tui.wording import clean_pasted_path
 
 log = logging.getLogger("tui.app")
 # How long quitting waits for the running step to end, so the job is recorded as cancelled; a
@@ -188,6 +189,11 @@ class SdtuiApp(App[int]):
             return
         if key == "model":
             self._switching, self._switching_from = True, self.family
+        ahead = self.service.waiting() + (1 if self.service.busy else 0)
+        if ahead:
+            what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
+            self.main_screen.log_line(f"loading {what} after the {ahead} job(s) ahead of it")
+            self.sub_title = f"{self.sub_title.split(' · waiting')[0]} · waiting: {what} loads after {ahead} job(s)"
         self.service.load(engine_options(settings, self.allow_pickle))
 
     def model_kept(self, model: str) -> None:
@@ -230,6 +236,17 @@ class SdtuiApp(App[int]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(every_binding()))
+
+    def get_system_commands(self, screen):
+        """Textual's own palette commands, with its "Keys" panel (which Escape does not close)
+        replaced by F1 help, which lists every screen's keys and closes with Escape."""
+        from textual.app import SystemCommand
+
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":
+                yield SystemCommand("Keys", "Every key, on every screen (F1)", self.action_help)
+            else:
+                yield command
 
     def action_history(self) -> None:
         self.open_history(None)
@@ -282,7 +299,7 @@ class SdtuiApp(App[int]):
             if not path:
                 return
             try:
-                imported = import_png(Path(path))
+                imported = import_png(Path(clean_pasted_path(path)))
             except MetadataError as error:
                 self.notify(str(error), severity="error", timeout=10)
                 return
@@ -309,7 +326,7 @@ class SdtuiApp(App[int]):
     def action_switch_model(self) -> None:
         def chosen(model: str | None) -> None:
             if model:
-                self.use_model(model)
+                self.use_model(clean_pasted_path(model))
 
         self.push_screen(AskScreen("Model: a Hub id (owner/name), a diffusers folder, a .safetensors "
                                    "checkpoint, or demo",
@@ -329,6 +346,9 @@ class SdtuiApp(App[int]):
 
     def action_copy_path(self) -> None:
         path = self.main_screen.last_path
+        if not path:
+            latest = self.history.latest_done()  # from an earlier session
+            path = latest.image_path if latest else None
         if not path:
             self.notify("No image yet.", timeout=3)
             return

@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import replace
 
+from rich.cells import cell_len, set_cell_size
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -26,6 +27,7 @@ from tui.engine.request import SEED_MAX, InvalidRequest, validate_request
 from tui.generation import ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed
 from tui.messages import EngineReport, LogLine
 from tui.text import visible
+from tui.wording import DEMO_COMMAND, in_app_wording
 from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.safe_input import SafeInput
@@ -73,6 +75,8 @@ class MainScreen(Screen):
         self._status_due = 0.0
         self._status_timer = None
         self._idle_cancel_noted = float("-inf")
+        self._making = None  # the request of the running job, its seed resolved
+        self._making_index = 0  # the image of that job now on its way
 
     @property
     def settings(self):
@@ -187,22 +191,30 @@ class MainScreen(Screen):
     def action_reroll(self) -> None:
         self.generate(seed_override=random.randint(0, SEED_MAX))
 
+    def current_seed(self) -> tuple[int | None, str]:
+        """The seed of the image being made, else of the last one, and which it is."""
+        if self._making is not None:
+            return self._making.seed_for(self._making_index), "the image being made"
+        return self.last_seed, "the last image's"
+
     def action_toggle_seed_lock(self) -> None:
         panel = self.query_one(SettingsPanel)
         if panel.settings.seed == "random":
-            seed = self.last_seed if self.last_seed is not None else random.randint(0, SEED_MAX)
+            seed, whose = self.current_seed()
+            seed = seed if seed is not None else random.randint(0, SEED_MAX)
             panel.set_value("seed", seed)
-            self.app.notify(f"Seed locked to {seed}.", timeout=2)
+            self.app.notify(f"Seed locked to {seed}" + (f" ({whose})." if whose else "."), timeout=2)
         else:
             panel.set_value("seed", "random")
             self.app.notify("Seed unlocked: each job draws a random seed.", timeout=2)
 
     def action_reuse_seed(self) -> None:
-        if self.last_seed is None:
+        seed, whose = self.current_seed()
+        if seed is None:
             self.app.notify("No image yet, so no seed to reuse.", timeout=2)
             return
-        self.query_one(SettingsPanel).set_value("seed", self.last_seed)
-        self.app.notify(f"Seed locked to {self.last_seed} (the last image's).", timeout=2)
+        self.query_one(SettingsPanel).set_value("seed", seed)
+        self.app.notify(f"Seed locked to {seed} ({whose}).", timeout=2)
 
     def action_adjust(self, key: str, direction: int) -> None:
         panel = self.query_one(SettingsPanel)
@@ -219,11 +231,13 @@ class MainScreen(Screen):
         status = self.query_one(StatusPanel)
         preview = self.query_one("#preview", Thumbnail)
         if isinstance(report, Step):
+            self._making_index = report.image_index
             self._queue_status(report)
             if report.preview is not None:
                 self._offer_preview(report.preview)
         elif isinstance(report, Started):
             request = report.request
+            self._making, self._making_index = request, 0
             status.job_started(report.images, report.steps)
             self.query_one(Stage).fit_to(request.width, request.height)
             self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
@@ -246,15 +260,18 @@ class MainScreen(Screen):
             if "swap" in report.message:
                 status.swap_warning(report.message)
         elif isinstance(report, Cancelled):
+            self._making = None
             self._finish_painting()
             status.job_ended("cancelled")
         elif isinstance(report, Failed):
+            self._making = None
             self._finish_painting()
             status.job_ended("failed")
-            self.app.notify(report.message, severity="error", timeout=8)
+            self.app.notify(in_app_wording(report.message), severity="error", timeout=8)
         elif isinstance(report, SaveFailed):
             self.app.notify(report.message, severity="error", timeout=8)
         elif isinstance(report, JobDone):
+            self._making = None
             if status.state == "generating":
                 status.job_ended("done")
         elif isinstance(report, LoadStarted):
@@ -280,12 +297,13 @@ class MainScreen(Screen):
             if report.kept is not None:
                 self.app.model_kept(report.kept)
                 self.set_caption(f"still using {report.kept}", "the model you picked could not load")
-                self.app.notify(f"{report.message}. Still using {report.kept}.", severity="error", timeout=15)
+                self.app.notify(f"{in_app_wording(report.message)}. Still using {report.kept}.", severity="error",
+                                timeout=15)
                 return
             self.app.sub_title = "no model loaded"
             self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
-            self.app.notify(f"{report.message}. Pick another model with F3, or use the demo model.",
-                            severity="error", timeout=15)
+            self.app.notify(f"{in_app_wording(report.message)}. Pick another model with F3, or use "
+                            f"{DEMO_COMMAND}.", severity="error", timeout=15)
 
     def _queue_status(self, report: Step) -> None:
         """Progress lines repaint at most every STATUS_INTERVAL_S; the last step at once."""
@@ -348,9 +366,14 @@ class MainScreen(Screen):
         return text
 
     def set_caption(self, title: str, detail: str) -> None:
-        text = Text(visible(title), style="bold")
+        """``title`` (a prompt, say) in bold, then ``detail``; a long title is cut, never the detail."""
+        title, detail = visible(title), visible(detail)
+        room = self.query_one("#caption", Line).content_size.width - cell_len(detail) - 2
+        if detail and room >= 12 and cell_len(title) > room:
+            title = set_cell_size(title, room - 1) + "…"
+        text = Text(title, style="bold")
         if detail:
-            text.append("  " + visible(detail), style="dim")
+            text.append("  " + detail, style="dim")
         text.no_wrap, text.overflow = True, "ellipsis"
         self.query_one("#caption", Line).set(text)
 

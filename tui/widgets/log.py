@@ -7,6 +7,7 @@ library message cannot style the log or send control sequences to the terminal.
 from __future__ import annotations
 
 import logging
+import re
 import time
 
 from rich.text import Text
@@ -16,6 +17,28 @@ from tui.text import visible
 
 LOG_LINES = 2000  # kept on screen for scrolling back; the log file keeps everything
 LEVEL_STYLES = {"error": "bold red", "warning": "yellow", "info": "", "debug": "dim"}
+INDENT = 9  # continuation lines start under the text, past the "HH:MM:SS " stamp
+
+
+def break_offsets(plain: str, width: int, indent: int = INDENT) -> list[int]:
+    """Where to break ``plain`` into lines of at most ``width`` cells, continuation lines
+    indented by ``indent``: at spaces, and inside a long path after a "/" rather than
+    mid-name, so a file name stays whole where the width allows."""
+    pieces = [piece for piece in re.split(r"(?<=\s)(?=\S)|(?<=/)(?=[^/\s])", plain) if piece]
+    offsets, line, position = [], 0, 0
+    room = width
+    for piece in pieces:
+        while len(piece.rstrip()) > room - line:
+            if line > 0:  # start a new line for this piece
+                offsets.append(position)
+                line, room = 0, max(1, width - indent)
+                continue
+            offsets.append(position + room)  # a piece longer than a whole line: cut it
+            piece, position = piece[room:], position + room
+            room = max(1, width - indent)
+        line += len(piece)
+        position += len(piece)
+    return offsets
 
 
 class LogPanel(RichLog):
@@ -38,7 +61,14 @@ class LogPanel(RichLog):
         line.append(body, style=LEVEL_STYLES.get(level, ""))
         self.lines_written.append(f"{stamp} {level}: {body}")
         del self.lines_written[:-LOG_LINES]
-        self.write(line)
+        width = self.scrollable_content_region.width
+        if width < self.min_width or len(line) <= width:
+            self.write(line)
+            return
+        rows = line.divide(break_offsets(line.plain, width))
+        for index, row in enumerate(rows):
+            row.rstrip()
+            self.write(row if index == 0 else Text(" " * INDENT) + row)
 
     def clear_lines(self) -> None:
         self.lines_written.clear()

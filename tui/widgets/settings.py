@@ -20,6 +20,7 @@ from tui.config import ConfigError, Settings, override
 from tui.engine.device import DEVICES, DTYPES, SWITCHES
 from tui.engine.schedulers import scheduler_names
 from tui.widgets.safe_input import SafeInput
+from tui.wording import clean_pasted_path
 
 SIZE_PRESETS = ["512x512", "768x768", "1024x1024", "512x768", "768x512", "832x1216", "1216x832", "640x448"]
 RELOAD_KEYS = ("model", "device", "dtype")
@@ -126,7 +127,10 @@ class SettingsPanel(VerticalScroll):
     def _text_submitted(self, event: Input.Submitted) -> None:
         if event.input.id == "setting-model":
             event.stop()
-            self._apply("model", event.value)
+            model = clean_pasted_path(event.value)  # a dropped folder arrives quoted or escaped
+            if model != event.value:
+                event.input.value = model
+            self._apply("model", model)
 
     @on(Select.Changed)
     def _choice_changed(self, event: Select.Changed) -> None:

@@ -5,6 +5,7 @@ stands out while it lasts."""
 from __future__ import annotations
 
 import statistics
+import time
 
 from rich.text import Text
 from rich.cells import cell_len
@@ -87,6 +88,7 @@ class StatusPanel(Vertical):
         self.queue = 0
         self.state = "idle"
         self._last: tuple[int, int, float, float, int] = (0, 0, 0.0, 0.0, 0)  # step, total, elapsed, it/s, image
+        self._stamp = time.monotonic()  # when _last was measured
 
     def compose(self) -> ComposeResult:
         yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="progress")
@@ -97,6 +99,13 @@ class StatusPanel(Vertical):
 
     def on_mount(self) -> None:
         self._show_progress(0, 0, 0.0, 0.0, 0)
+        # Elapsed time and ETA move every second between steps too: at 0.2 it/s a step takes
+        # five seconds, and a line that stands still that long looks frozen.
+        self.set_interval(1.0, self._tick)
+
+    def _tick(self) -> None:
+        if self.state == "generating":
+            self._refresh_line()
 
     def set_queue(self, waiting: int) -> None:
         self.queue = waiting
@@ -131,6 +140,10 @@ class StatusPanel(Vertical):
             self._show_progress(0, 0, 0.0, 0.0, 0)
 
     def job_ended(self, state: str) -> None:
+        if self.state != "generating":  # refused before its first step: no figures of its own
+            self.step_times = []
+            self._last, self._stamp = (0, 0, 0.0, 0.0, 0), time.monotonic()
+            self.query_one("#progress", ProgressBar).update(total=1, progress=0)
         self.state = state
         self.remove_class("swapping")
         self._refresh_line()
@@ -140,7 +153,7 @@ class StatusPanel(Vertical):
         self.add_class("swapping")
 
     def _show_progress(self, step: int, total: int, elapsed: float, it_per_s: float, image_index: int) -> None:
-        self._last = (step, total, elapsed, it_per_s, image_index)
+        self._last, self._stamp = (step, total, elapsed, it_per_s, image_index), time.monotonic()
         bar = self.query_one("#progress", ProgressBar)
         bar.update(total=max(total, 1), progress=step)
         self._refresh_line()
@@ -148,11 +161,15 @@ class StatusPanel(Vertical):
     def _refresh_line(self) -> None:
         step, total, elapsed, it_per_s, image_index = self._last
         steps_left = (total - step) + (self.images - image_index - 1) * total
+        eta = eta_seconds(self.step_times, steps_left)
+        if self.state == "generating":
+            since = time.monotonic() - self._stamp
+            elapsed, eta = elapsed + since, max(0.0, eta - since)
         text = Text()
         text.append(f"{step}/{total}", style="bold")
         if self.images > 1:
             text.append(f"  image {image_index + 1}/{self.images}")
-        text.append(f"  {it_per_s:.2f} it/s  ETA {format_duration(eta_seconds(self.step_times, steps_left))}"
+        text.append(f"  {it_per_s:.2f} it/s  ETA {format_duration(eta)}"
                     f"  elapsed {format_duration(elapsed)}")
         text.append(f"  queue {self.queue}", style="bold" if self.queue else "dim")
         text.append(f"  {self.state}", style="dim")

@@ -1,0 +1,197 @@
+"""Small things found by using the app, each checked on the real app with the demo model."""
+
+import re
+
+import pytest
+
+from tests.app_helpers import generate_each, make_app, type_prompt, wait_for, wait_loaded
+from tui.engine.memory import sample_memory
+from tui.engine.models import ModelLoadError, resolve_source
+from tui.screens.help import HelpScreen
+from tui.widgets.log import LogPanel
+from tui.widgets.settings import SettingsPanel
+from tui.widgets.status import StatusPanel
+from tui.wording import clean_pasted_path, in_app_wording
+
+SIZE = (100, 30)
+
+
+def log_lines(app) -> list[str]:
+    return app.main_screen.query_one(LogPanel).lines_written
+
+
+def progress_line(app) -> str:
+    return app.main_screen.query_one("#progress-text").text.plain
+
+
+async def start_a_long_job(pilot, app, prompt="long one"):
+    await wait_loaded(pilot, app)
+    await type_prompt(pilot, prompt)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.main_screen.query_one(StatusPanel).state == "generating"
+                   and app.main_screen._making is not None, what="the job to start")
+
+
+@pytest.mark.asyncio
+async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub_cache):
+    app = make_app(steps=400, width=256, height=256, previews=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await start_a_long_job(pilot, app)
+        app.use_model("nobody/not-here")
+        await pilot.pause()
+        assert any("loading nobody/not-here after the 1 job(s) ahead of it" in line for line in log_lines(app))
+        assert "waiting: nobody/not-here loads after 1 job(s)" in app.sub_title
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: any("Still using demo" in n.message for n in app._notifications),
+                       what="the switch to fail after the job")
+
+
+@pytest.mark.asyncio
+async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
+    app = make_app(steps=2, seed="random")
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("first",))
+        last = app.main_screen.last_seed
+        app.main_screen.query_one(SettingsPanel).set_value("steps", 400)
+        await start_a_long_job(pilot, app)
+        making = app.main_screen._making.seed
+        assert making != last
+        await pilot.press("ctrl+g")
+        assert app.main_screen.settings.seed == making
+        assert any(f"Seed locked to {making} (the image being made)" in n.message for n in app._notifications)
+        await pilot.press("ctrl+l")  # unlock, then lock again: still the image being made
+        await pilot.press("ctrl+l")
+        assert app.main_screen.settings.seed == making
+        await pilot.press("escape")
+
+
+@pytest.mark.asyncio
+async def test_elapsed_and_eta_move_every_second_between_steps(sdtui_home):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, app)
+        status = app.main_screen.query_one(StatusPanel)
+        status.job_started(1, 10)
+        status.step(1, 10, 0, 8.0, 8.0, 0.125, sample_memory("cpu"))
+        first = progress_line(app)
+        assert "elapsed 0:08" in first and "ETA 1:12" in first
+        # No step arrives, yet the line moves: elapsed up and ETA down, second by second.
+        await wait_for(pilot, lambda: "elapsed 0:10" in progress_line(app), timeout=5, what="two ticks")
+        assert re.search(r"ETA 1:(09|10)", progress_line(app)), progress_line(app)
+
+
+@pytest.mark.asyncio
+async def test_a_refused_job_does_not_show_the_previous_jobs_figures(sdtui_home):
+    app = make_app(steps=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("made",))
+        assert "3/3" in progress_line(app)
+        app.engine.unload()  # as after a failed switch with no model to go back to
+        await type_prompt(pilot, "refused")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "failed" in progress_line(app), what="the refusal")
+        line = progress_line(app)
+        assert line.startswith("0/0") and "3/3" not in line, line
+        assert any("no model is loaded" in n.message for n in app._notifications)
+
+
+@pytest.mark.asyncio
+async def test_queued_lines_name_the_prompt(sdtui_home):
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("a lighthouse in a storm at night, oil painting, dramatic",))
+        queued = [line for line in log_lines(app) if "queued" in line]
+        assert queued and '"a lighthouse in a storm at night, oil p…"' in queued[0], queued
+
+
+@pytest.mark.asyncio
+async def test_the_caption_cuts_the_prompt_never_the_seed(sdtui_home):
+    app = make_app(steps=2, seed=1934703503)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await generate_each(pilot, app, ("a very long prompt " * 8,))
+        caption = app.main_screen.query_one("#caption").text.plain
+        assert "seed 1934703503" in caption and "…" in caption, caption
+        assert len(caption) <= 78
+
+
+@pytest.mark.asyncio
+async def test_palette_keys_opens_the_help_that_escape_closes(sdtui_home):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, app)
+        keys = [c for c in app.get_system_commands(app.screen) if c.title == "Keys"]
+        assert len(keys) == 1
+        keys[0].callback()
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert app.screen is app.main_screen
+
+
+@pytest.mark.asyncio
+async def test_copy_last_path_in_a_new_session_uses_the_history(sdtui_home):
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("from before",))
+        path = app.history.recent(1)[0].image_path
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, app)
+        app.action_copy_path()
+        assert app.clipboard == path
+
+
+@pytest.mark.asyncio
+async def test_ctrl_t_returns_to_the_prompt_from_anywhere(sdtui_home):
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("somewhere",))
+        await pilot.press("f2", "ctrl+o")
+        await wait_for(pilot, lambda: len(app.screen_stack) >= 3, what="history and the viewer")
+        await pilot.press("ctrl+t")
+        assert app.screen is app.main_screen and app.focused is app.main_screen.query_one("#prompt")
+        app.main_screen.query_one(SettingsPanel).remove_class("hidden")
+        app.main_screen.query_one("#setting-steps").focus()
+        await pilot.press("ctrl+t")
+        assert app.focused is app.main_screen.query_one("#prompt")
+
+
+def test_pasted_paths_lose_their_quotes_and_escapes(tmp_path):
+    target = tmp_path / "my image.png"
+    for pasted in (f"'{target}'", f'"{target}"', str(target).replace(" ", "\\ "), f"  {target}  ",
+                   f"file://{str(target).replace(' ', '%20')}"):
+        assert clean_pasted_path(pasted) == str(target), pasted
+    assert clean_pasted_path("owner/model") == "owner/model"
+    assert clean_pasted_path("it's") == "it's"  # an unbalanced quote stays
+
+
+@pytest.mark.asyncio
+async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("quoted import",))
+        source = tmp_path / "dropped here.png"
+        source.write_bytes(open(app.history.recent(1)[0].image_path, "rb").read())
+        app.action_import_png()
+        await pilot.pause()
+        app.screen.query_one("#answer").value = f"'{source}'"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is app.main_screen)
+        assert any("Loaded sdtui parameters from dropped here.png" in n.message for n in app._notifications)
+
+
+def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
+    messages = []
+    for model in ("", "not a model at all!", "nobody/not-here"):
+        try:
+            resolve_source(model)
+        except ModelLoadError as error:
+            messages.append(str(error))
+    from tui.engine.models import offline_message
+
+    messages.append(offline_message("nobody/not-here", "HF_HUB_OFFLINE is set"))
+    assert len(messages) == 3 and all("--demo" in m for m in messages)
+    for message in messages:
+        reworded = in_app_wording(message)
+        assert "--demo" not in reworded and "--model" not in reworded, reworded
+        assert "model: use the demo model" in reworded
