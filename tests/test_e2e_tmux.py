@@ -112,3 +112,114 @@ def test_sighup_exits_cleanly_and_keeps_history(tmp_path):
 
     rows = sqlite3.connect(home / "history.db").execute("SELECT status, image_path FROM generations").fetchall()
     assert len(rows) == 1 and rows[0][0] == "done" and os.path.exists(rows[0][1])
+
+
+def start_with_images(tmp_path, width, height, prompts, term="TERM=xterm-256color COLORTERM=truecolor"):
+    """Images made by ``sdtui generate`` first, then the app in a tmux pane of ``width`` x ``height``."""
+    home = tmp_path / "home"
+    for prompt in prompts:
+        done = subprocess.run(sdtui_command() + ["generate", prompt, "--demo", "--steps", "2", "--width", "128",
+                                                 "--height", "128"], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "SDTUI_HOME": str(home)})
+        assert done.returncode == 0, done.stderr
+    session = f"sdtui-{uuid.uuid4().hex[:8]}"
+    command = " ".join(sdtui_command() + ["--demo"])
+    tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
+         f"{NO_SIZE_OVERRIDE} -u COLORTERM {term} SDTUI_HOME={home} {command}")
+    wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
+    return session, home
+
+
+@pytest.mark.parametrize("width,height", [(100, 30), (80, 24), (200, 60)])
+def test_the_viewer_in_a_real_terminal(tmp_path, width, height):
+    session, _ = start_with_images(tmp_path, width, height, ["older fox", "newer owl"])
+    try:
+        tmux("send-keys", "-t", session, "C-o")
+        screen = wait_screen(session, lambda s: "zoom fit" in s)
+        assert "newer owl" in screen and "seed" in screen and "128x128" in screen
+        columns, rows = picture_size(screen)
+        assert rows >= height - 3 and columns >= rows * 2 - 1, f"{columns}x{rows}:\n{screen}"
+        footer = screen.splitlines()[-1]
+        assert "Close" in footer and "Zoom in" in footer and "Cancel" not in footer, footer
+        tmux("send-keys", "-t", session, "+")
+        wait_screen(session, lambda s: "zoom fit" not in s and "zoom " in s)
+        tmux("send-keys", "-t", session, "+")
+        wait_screen(session, lambda s: "zoom 100%" in s)
+        time.sleep(0.3)
+        zoomed = capture(session, escapes=True)
+        tmux("send-keys", "-t", session, "Down")
+        deadline = time.monotonic() + 10
+        while capture(session, escapes=True) == zoomed:  # the colours move with the view
+            assert time.monotonic() < deadline, "the view did not move down"
+            time.sleep(0.1)
+        tmux("send-keys", "-t", session, "0")
+        wait_screen(session, lambda s: "zoom fit" in s)
+        tmux("send-keys", "-t", session, "n")
+        wait_screen(session, lambda s: "older fox" in s and "newer owl" not in s)
+        tmux("send-keys", "-t", session, "Escape")
+        wait_screen(session, lambda s: "prompt (Enter to generate" in s)
+    finally:
+        tmux("kill-session", "-t", session, check=False)
+
+
+SGR = re.compile(r"\x1b\[([0-9;]*)m")
+
+
+def cell_colours(line: str) -> list[tuple]:
+    """(background, foreground) of each half-block cell in a line captured with escapes."""
+    fg = bg = None
+    cells = []
+    position = 0
+    for match in SGR.finditer(line + "\x1b[m"):
+        for ch in line[position:match.start()]:
+            if ch == "▄":
+                cells.append((bg, fg))
+        position = match.end()
+        params = [int(p) if p else 0 for p in match.group(1).split(";")]
+        i = 0
+        while i < len(params):
+            p = params[i]
+            if p in (38, 48) and params[i + 1] == 5:
+                fg, bg = (params[i + 2], bg) if p == 38 else (fg, params[i + 2])
+                i += 3
+            elif p in (38, 48) and params[i + 1] == 2:
+                rgb = tuple(params[i + 2:i + 5])
+                fg, bg = (rgb, bg) if p == 38 else (fg, rgb)
+                i += 5
+            else:
+                if p == 0:
+                    fg = bg = None
+                i += 1
+    return cells
+
+
+@pytest.mark.parametrize("colours", ["truecolor", "256"])
+def test_picture_cells_are_the_colours_sdtui_chose(tmp_path, colours):
+    """What the terminal holds, cell by cell, against the image: truecolour cells are the image's
+    pixels (6 bits a channel), 256-colour cells the palette colours chosen by CIELAB and dithering."""
+    import numpy as np
+    from PIL import Image
+
+    from tui.widgets.thumbnail import PALETTE_KEY, cell_keys, fit_size
+
+    term = "TERM=xterm-256color COLORTERM=truecolor" if colours == "truecolor" else "TERM=xterm-256color"
+    session, home = start_with_images(tmp_path, 100, 30, ["colour check"], term)
+    try:
+        tmux("send-keys", "-t", session, "C-o")
+        wait_screen(session, lambda s: "zoom fit" in s)
+        time.sleep(0.3)
+        grid = [cells for cells in map(cell_colours, capture(session, escapes=True).splitlines()) if len(cells) > 8]
+        image = Image.open(next((home / "outputs").rglob("*.png"))).convert("RGB")
+        picture = image.resize(fit_size(image.size, (100, 27)), Image.Resampling.LANCZOS)
+        keys = cell_keys(picture, colours)
+        assert len(grid) == keys.shape[0] and all(len(row) == keys.shape[1] for row in grid)
+        if colours == "256":
+            assert (keys & np.uint64(PALETTE_KEY)).all()
+            expected = [[(int(k >> np.uint64(8)) & 0xFF, int(k) & 0xFF) for k in row] for row in keys]
+        else:
+            def rgb(value):
+                return ((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF)
+            expected = [[(rgb(int(k) >> 24), rgb(int(k) & 0xFFFFFF)) for k in row] for row in keys]
+        assert grid == expected
+    finally:
+        tmux("kill-session", "-t", session, check=False)

@@ -112,3 +112,35 @@ def test_log_lines_break_at_spaces_and_after_slashes_never_mid_name():
         for line in lines[:-1]:
             assert line.endswith((" ", "/")), lines  # every break at a space or after a slash
     assert break_offsets("short line", 80) == []
+
+
+def test_each_xterm_palette_colour_maps_to_itself():
+    import numpy as np
+
+    from tui.widgets.palette import palette_rgb, to_xterm256, xterm_palette
+
+    palette = xterm_palette()
+    assert palette.shape == (240, 3) and tuple(palette[0]) == (0, 0, 0) and tuple(palette[-1]) == (238, 238, 238)
+    chosen = to_xterm256(palette[None, :, :])[0]
+    # The 32-level lookup grid may land a cube colour on its twin grey (same RGB) or a neighbour a
+    # few units away, never on a colour that looks different.
+    assert np.abs(palette_rgb(chosen).astype(int) - palette.astype(int)).max() <= 12
+    assert (chosen == np.arange(16, 256)).mean() > 0.9
+
+
+def test_nearest_colours_beat_richs_rounding_and_dithering_mixes_neighbours():
+    import numpy as np
+
+    from tests.bench.colour import delta_e, rich_downgrade, soft_gradient
+    from tui.widgets.palette import palette_rgb, to_xterm256
+
+    pixels = np.asarray(soft_gradient(48))
+    nearest = palette_rgb(to_xterm256(pixels))
+    assert delta_e(pixels, nearest) < delta_e(pixels, rich_downgrade(pixels, "256"))
+    dithered = palette_rgb(to_xterm256(pixels, dither=True))
+    assert delta_e(pixels, dithered, blur=1.0) < delta_e(pixels, nearest, blur=1.0)
+    flat = np.full((8, 8, 3), (120, 150, 100), dtype=np.uint8)  # between palette colours
+    mixed = to_xterm256(flat, dither=True)
+    assert len(np.unique(mixed)) >= 2
+    single = np.abs(palette_rgb(to_xterm256(flat))[0, 0].astype(int) - (120, 150, 100)).max()
+    assert np.abs(palette_rgb(mixed).reshape(-1, 3).mean(axis=0) - (120, 150, 100)).max() < single / 1.5

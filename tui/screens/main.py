@@ -107,6 +107,19 @@ class MainScreen(Screen):
         settings = self.app.settings
         self.query_one(Stage).fit_to(settings.width, settings.height)
         self.refresh_recent()
+        self._say_colours(self.app.console.color_system)
+
+    def _say_colours(self, system: str | None) -> None:
+        """Once a session: what the terminal's colours mean for the pictures."""
+        if system == "truecolor":
+            self.log_line("terminal: truecolor; pictures in full colour")
+        elif system == "256":
+            self.log_line("terminal: 256 colours; each picture cell takes the palette colour nearest to it as "
+                          "the eye sees it, dithered (COLORTERM=truecolor shows full colour)")
+        else:
+            self.log_line(f"terminal: {'16' if system else 'no'} colours, so pictures are rough; a 256-colour or "
+                          "truecolor terminal shows them properly (TERM=xterm-256color, COLORTERM=truecolor)",
+                          "warning")
 
     def refresh_recent(self) -> None:
         from tui.widgets.strip import STRIP_SIZE

@@ -1,4 +1,4 @@
-"""A block-character picture: two pixels per terminal cell (half blocks, via rich-pixels).
+"""A block-character picture: two pixels per terminal cell (half blocks).
 
 The image is fitted to the panel keeping its aspect ratio, resampled with a Lanczos
 filter first (so a 64x64 latent preview or a 1024x1024 final both look their best),
@@ -20,6 +20,7 @@ _COLOUR_CACHE: dict[int, object] = {}
 # About 0.9 KB a style with its colours: 16,384 hold two whole frames of a 200x60 terminal
 # (about 14 MB). A larger cache grew by 10 MB per 100 noisy images before it filled.
 _CACHE_LIMIT = 1 << 14
+DITHER_256 = True  # ordered dithering in 256 colours: lower error as seen (colour benchmark, README)
 
 
 def _colour(rgb: int):
@@ -35,36 +36,72 @@ def _colour(rgb: int):
     return colour
 
 
+PALETTE_KEY = 1 << 48  # marks a style key made of two xterm palette indices
+
+
+def _palette_colour(number: int):
+    """xterm palette colour ``number`` with its RGB attached. Textual turns colours without RGB
+    into truecolour, and Rich would then downgrade them again by its own rounding, which moves
+    13 of the 240 colours (greys) to a neighbour; with the RGB attached the number goes out as is."""
+    from rich.color import Color, ColorType
+    from rich.color_triplet import ColorTriplet
+
+    from tui.widgets.palette import xterm_palette
+
+    red, green, blue = xterm_palette()[number - 16].tolist()
+    return Color(f"color({number})", ColorType.EIGHT_BIT, number=number, triplet=ColorTriplet(red, green, blue))
+
+
 def _style_for(key: int):
     """The Rich style of one half-block cell, ``key`` packing the upper pixel (background)
-    above the lower (foreground) at 24 bits each. Styles and colours are kept between
-    frames: Textual caches each style's escape codes on the object, so reuse saves that too."""
+    above the lower (foreground): 24 bits each, or 8-bit palette indices above PALETTE_KEY.
+    Styles and colours are kept between frames: Textual caches each style's escape codes
+    on the object, so reuse saves that too."""
     style = _STYLE_CACHE.get(key)
     if style is None:
+        from rich.color import Color
         from rich.style import Style
 
         if len(_STYLE_CACHE) >= _CACHE_LIMIT:
             _STYLE_CACHE.clear()
-        style = _STYLE_CACHE[key] = Style.from_color(_colour(key & 0xFFFFFF), _colour(key >> 24))
+        if key & PALETTE_KEY:
+            style = Style.from_color(_palette_colour(key & 0xFF), _palette_colour((key >> 8) & 0xFF))
+        else:
+            style = Style.from_color(_colour(key & 0xFFFFFF), _colour(key >> 24))
+        _STYLE_CACHE[key] = style
     return style
 
 
-def half_block_rows(picture) -> list[list]:
+def cell_keys(picture, colours: str = "truecolor"):
+    """One style key per half-block cell (rows, columns) of an RGB image with an even height."""
+    import numpy as np
+
+    pixels = np.asarray(picture.convert("RGB"))
+    height = pixels.shape[0] - pixels.shape[0] % 2
+    pixels = pixels[:height]
+    if colours == "256":
+        from tui.widgets.palette import to_xterm256
+
+        indices = to_xterm256(pixels, dither=DITHER_256).astype(np.uint64)
+        return np.uint64(PALETTE_KEY) | (indices[0::2] << np.uint64(8)) | indices[1::2]
+    # 6 bits a channel (262,144 colours, invisible on a preview) so that cells share styles.
+    pixels = pixels.astype(np.uint32) & 0xFC
+    packed = (pixels[:, :, 0] << 16) | (pixels[:, :, 1] << 8) | pixels[:, :, 2]
+    return (packed[0::2].astype(np.uint64) << np.uint64(24)) | packed[1::2]
+
+
+def half_block_rows(picture, colours: str = "truecolor") -> list[list]:
     """Rows of segments drawing an RGB image with "▄" cells: the cell's background is the
-    upper pixel, its foreground the lower one, so each cell shows two pixels.
+    upper pixel, its foreground the lower one, so each cell shows two pixels. ``colours`` is
+    "truecolor", or "256" for xterm palette colours chosen here (see ``palette``).
 
     This runs on the interface thread several times a second while the model computes, so
-    the per-pixel work is done by numpy: colours are quantised to 6 bits a channel (262,144
-    colours, invisible on a preview) so that cells share styles, and runs of identical
-    cells become one segment.
+    the per-pixel work is done by numpy, and runs of identical cells become one segment.
     """
     import numpy as np
     from rich.segment import Segment
 
-    pixels = np.asarray(picture.convert("RGB"), dtype=np.uint32) & 0xFC
-    height = pixels.shape[0] - pixels.shape[0] % 2
-    packed = (pixels[:height, :, 0] << 16) | (pixels[:height, :, 1] << 8) | pixels[:height, :, 2]
-    keys = (packed[0::2].astype(np.uint64) << np.uint64(24)) | packed[1::2]
+    keys = cell_keys(picture, colours)
     unique, inverse = np.unique(keys, return_inverse=True)
     styles = [_style_for(key) for key in unique.tolist()]
     inverse = inverse.reshape(keys.shape)
@@ -210,7 +247,7 @@ class Thumbnail(Widget):
             picture = self.frame(width, height)
             size = picture.size
             left = (width - size[0]) // 2
-            rows = half_block_rows(picture)
+            rows = half_block_rows(picture, "256" if self.app.console.color_system == "256" else "truecolor")
             self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
             strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
                       for row in rows]
