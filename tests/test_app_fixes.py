@@ -195,3 +195,43 @@ def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
         reworded = in_app_wording(message)
         assert "--demo" not in reworded and "--model" not in reworded, reworded
         assert "model: use the demo model" in reworded
+
+
+@pytest.mark.asyncio
+async def test_dialogs_show_their_own_keys(sdtui_home):
+    from textual.widgets import Footer
+
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("dialogs",))
+
+        def shown() -> set[str]:
+            return {b.binding.description for b in app.active_bindings.values() if b.binding.show}
+
+        for opener, expected in ((lambda: pilot.press("f1"), "Close help"),
+                                 (lambda: pilot.press("f3"), "Close"),
+                                 (app.action_import_png, "Cancel")):
+            result = opener()
+            if result is not None:
+                await result
+            await pilot.pause(0.3)
+            assert app.screen is not app.main_screen and app.screen.query_one(Footer)
+            assert expected in shown() and "Settings" not in shown() and "View" not in shown(), shown()
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is app.main_screen)
+
+
+@pytest.mark.asyncio
+async def test_the_last_image_is_on_the_stage_at_start(sdtui_home):
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await generate_each(pilot, app, ("left from before",))
+    app = make_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, app)
+        await pilot.pause(0.2)
+        assert app.main_screen.query_one("#preview").image is not None
+        caption = app.main_screen.query_one("#caption").text.plain
+        assert "left from before" in caption and "seed 7" in caption
+        await pilot.press("ctrl+g")
+        assert app.main_screen.settings.seed == 7

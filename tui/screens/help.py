@@ -8,7 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Footer, Static
 
 
 KEY_NAMES = {"plus": "+", "minus": "-", "equals_sign": "=", "slash": "/", "question_mark": "?"}
@@ -54,3 +54,4 @@ class HelpScreen(ModalScreen[None]):
             yield Static(table)
             yield Static(Text("Ctrl+P opens the command palette: model, settings, image, log, outputs, queue.",
                               style="dim"))
+        yield Footer(compact=True)  # this dialog's own keys, over the screen's below

@@ -108,6 +108,21 @@ class MainScreen(Screen):
         self.query_one(Stage).fit_to(settings.width, settings.height)
         self.refresh_recent()
         self._say_colours(self.app.console.color_system)
+        self.call_after_refresh(self._show_latest)
+
+    def _show_latest(self) -> None:
+        """The last image from history on the stage at start, until a job paints over it."""
+        entry = self.app.history.latest_done()
+        if entry is None or self.last_path is not None:
+            return
+        image = self.app.load_image(entry.image_path)
+        if image is None:
+            return
+        self.last_seed, self.last_path = entry.seed, entry.image_path
+        self.query_one(Stage).fit_to(*image.size)
+        self.query_one("#preview", Thumbnail).show(image)
+        self.set_caption(entry.prompt, f"seed {entry.seed} · {entry.width}x{entry.height} · {entry.steps} steps · "
+                                       f"{entry.scheduler} · from history (Ctrl+O to view)")
 
     def _say_colours(self, system: str | None) -> None:
         """Once a session: what the terminal's colours mean for the pictures."""
@@ -289,7 +304,8 @@ class MainScreen(Screen):
                 status.job_ended("done")
         elif isinstance(report, LoadStarted):
             self.app.sub_title = f"loading {report.model}…"
-            self.set_caption(f"loading {report.model}…", "")
+            if preview.image is None:
+                self.set_caption(f"loading {report.model}…", "")
         elif isinstance(report, DownloadProgress):
             detail = self._download_text(report)
             self.set_caption(f"downloading {report.model}", detail)
@@ -302,7 +318,8 @@ class MainScreen(Screen):
             if report.memory is not None:
                 status.show_memory(report.memory)
             self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
-            self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
+            if preview.image is None:  # else the caption keeps describing the picture; the header names the model
+                self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
             self.app.model_loaded(report)
         elif isinstance(report, LoadFailed):
             self._download_start = None

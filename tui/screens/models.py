@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Input, Label, Static
+from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from tui.engine.catalog import CatalogEntry, build_catalog, hub_cache_dir
 from tui.engine.memory import format_bytes
@@ -55,6 +55,7 @@ class ModelPickerScreen(ModalScreen[str | None]):
                         id="model-filter", compact=True)
             yield DataTable(id="model-table", cursor_type="row", zebra_stripes=True)
             yield Static(f"looking in the Hugging Face cache and {self.models_dir}…", id="model-hint")
+        yield Footer(compact=True)  # this dialog's own keys, over the screen's below
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
