@@ -49,10 +49,11 @@ def caption(screen) -> str:
 async def test_viewer_opens_the_latest_zooms_pans_steps_and_closes(sdtui_home):
     app = make_app(steps=2, width=256, height=256)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: app.screen is app.main_screen)
+        await wait_for(pilot, lambda: app.screen is app.main_screen and app.focused is not None)
+        await pilot.pause(0.2)
         await pilot.press("ctrl+o")
-        await pilot.pause()
-        assert any("No image yet" in n.message for n in app._notifications)
+        await wait_for(pilot, lambda: any("No image yet" in n.message for n in app._notifications), timeout=10,
+                       what="the no-image note")
         assert app.screen is app.main_screen
         await generate_each(pilot, app, ("old fox", "new owl"))
         screen = await open_viewer(pilot, app)

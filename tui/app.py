@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -97,6 +98,7 @@ class SdtuiApp(App[int]):
         self.family: ModelFamily | None = None  # of the loaded model
         self._switching_from: ModelFamily | None = None
         self._switching = False  # the user picked another model; its family's defaults apply once loaded
+        self.graphics = None  # a graphics Choice once decided after the first frame; half blocks until then
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -118,14 +120,96 @@ class SdtuiApp(App[int]):
         # which is joined at exit, so quitting during a long model load would hang.
         self._thread = threading.Thread(target=self.service.serve, name="sdtui-generation", daemon=True)
         self._thread.start()
-        # Loading imports torch; start it once the first frame is on screen.
+        # Loading imports torch; start it once the first frame is on screen. The terminal is
+        # asked what it can draw then too, so no answer can hold up the first frame.
         self.call_after_refresh(self._first_load)
+        self.call_after_refresh(self._detect_graphics)
 
     def _first_load(self) -> None:
         report = self.history.reconcile()
         if report.changed:
             self.notify(report.message(), severity="warning", timeout=10)
         self.service.load(engine_options(self.settings, self.allow_pickle))
+
+    # --- pictures: half blocks or a graphics protocol --------------------------------------
+
+    def get_driver_class(self):
+        from textual.drivers.linux_driver import LinuxDriver
+
+        driver = super().get_driver_class()
+        if driver is LinuxDriver:
+            from tui.terminal import QueryingDriver
+
+            return QueryingDriver
+        return driver
+
+    def _detect_graphics(self) -> None:
+        from tui.terminal import LISTENER, QUERY_WINDOW_S, QueryingDriver
+        from tui.widgets.graphics import QUERIES, choose_graphics, read_replies
+
+        setting = self.settings.graphics
+        if os.environ.get("TMUX") and setting != "halfblock":
+            self.run_worker(lambda: self._decide_in_tmux(setting), thread=True, exit_on_error=False)
+            return
+        driver = getattr(self, "_driver", None)
+        if setting != "auto" or not isinstance(driver, QueryingDriver):
+            self._use_graphics(choose_graphics(setting, None))
+            return
+        replies: list[str] = []
+
+        def on_reply(reply: str) -> None:  # on Textual's input thread
+            replies.append(reply)
+            if reply.startswith("\x1b[?"):  # DA1, sent last, is in: every answer is
+                LISTENER.close()
+                self.call_from_thread(self._use_graphics, choose_graphics("auto", read_replies(replies)))
+
+        def no_answer() -> None:
+            if self.graphics is None:
+                LISTENER.close()
+                self._use_graphics(choose_graphics("auto", read_replies(replies)))
+
+        LISTENER.expect(on_reply)
+        driver.write(QUERIES)
+        self.set_timer(QUERY_WINDOW_S, no_answer)
+
+    def _decide_in_tmux(self, setting: str) -> None:
+        from tui.terminal import tmux_facts
+        from tui.widgets.graphics import choose_graphics
+
+        facts = tmux_facts()
+        choice = choose_graphics(setting, None, facts) if facts is not None else \
+            choose_graphics("halfblock", None)
+        self.call_from_thread(self._use_graphics, choice)
+
+    def _use_graphics(self, choice) -> None:
+        from tui.widgets.thumbnail import Thumbnail
+
+        self.graphics = choice
+        tmux = " through tmux passthrough" if choice.passthrough else ""
+        log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
+                 tmux, choice.reason)
+        if choice.protocol != "halfblock":
+            for picture in self.screen.query(Thumbnail):
+                picture.forget_graphics()
+                picture.refresh()
+
+    def push_screen(self, screen, *args, **kwargs):
+        self._forget_pictures()
+        return super().push_screen(screen, *args, **kwargs)
+
+    def pop_screen(self):
+        self._forget_pictures()
+        return super().pop_screen()
+
+    def _forget_pictures(self) -> None:
+        """Pictures drawn with the Kitty protocol float above the text: the screen going behind
+        another (or away) takes its own along."""
+        if self.graphics is None or self.graphics.protocol != "kitty" or not self.screen_stack:
+            return
+        from tui.widgets.thumbnail import Thumbnail
+
+        for picture in self.screen.query(Thumbnail):
+            picture.forget_graphics()
 
     def _stop_on_signal(self, signum: int, cause: str) -> None:
         """Stop as Ctrl+Q does: the running job ends at its step and is recorded, the

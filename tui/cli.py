@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sdtui", description="Stable Diffusion in the terminal.")
     parser.add_argument("--version", action="version", version=f"sdtui {__version__}")
     _add_model_options(parser, GLOBAL_PREFIX)
+    from tui.config import GRAPHICS
+
+    parser.add_argument_group("display").add_argument(
+        "--graphics", choices=GRAPHICS,
+        help="how the app draws pictures: real pixels through the Kitty, iTerm2 or Sixel protocol, or half "
+             "blocks (auto: a protocol the terminal says it shows, else half blocks)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     generate = commands.add_parser("generate", help="make images without the interface; prints each saved path",
                                    description="Make images headless: progress on stderr, saved paths on stdout.")
@@ -101,6 +107,7 @@ def _settings_from(args: argparse.Namespace):
             "device": getattr(args, "device", None),
             "dtype": getattr(args, "dtype", None),
             "attention_slicing": getattr(args, "attention_slicing", None),
+            "graphics": getattr(args, "graphics", None),
         }
         for key, flag in (("negative_prompt", "negative"), ("steps", "steps"), ("guidance", "guidance"),
                           ("seed", "seed"), ("width", "width"), ("height", "height"), ("scheduler", "scheduler"),

@@ -45,6 +45,7 @@ class Settings:
     models_dir: str = ""  # empty: the default models folder
     family_defaults: bool = True  # switching model sets its family's size (and Turbo's steps and guidance)
     bell: bool = True
+    graphics: str = "auto"  # how pictures are drawn: auto, kitty, iterm2, sixel or halfblock
 
     def request_fields(self) -> dict[str, Any]:
         return {"negative_prompt": self.negative_prompt, "steps": self.steps, "guidance": self.guidance,
@@ -52,7 +53,9 @@ class Settings:
                 "count": self.count}
 
 
-CHOICES = {"device": DEVICES, "dtype": DTYPES, "attention_slicing": SWITCHES, "warmup": SWITCHES}
+GRAPHICS = ("auto", "kitty", "iterm2", "sixel", "halfblock")
+CHOICES = {"device": DEVICES, "dtype": DTYPES, "attention_slicing": SWITCHES, "warmup": SWITCHES,
+           "graphics": GRAPHICS}
 _REQUEST_KEYS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler", "count")
 
 

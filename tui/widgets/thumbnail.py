@@ -8,11 +8,15 @@ truecolor or 256-colour terminal.
 
 from __future__ import annotations
 
+import random
+
 from rich.align import Align
 from rich.console import RenderableType
 from rich.text import Text
 from textual.message import Message
 from textual.widget import Widget
+
+from tui.widgets.graphics import cell_pixels, iterm2_image, kitty_delete, kitty_image, sixel_image, tmux_passthrough
 
 
 _STYLE_CACHE: dict[int, object] = {}
@@ -173,6 +177,14 @@ class ByteBudget:
         self.tokens -= cost
 
 
+def _control(text: str):
+    """A segment written to the terminal as it is, taking no cells (an image's escape sequence)."""
+    from rich.segment import ControlType, Segment
+    from rich.style import Style
+
+    return Segment(text, Style(), ((ControlType.CURSOR_FORWARD, 0),))
+
+
 class Thumbnail(Widget):
     """Draws through Textual's line API (one prebuilt Strip per row), which is several times
     cheaper per repaint than handing Textual a Rich renderable of thousands of segments."""
@@ -189,6 +201,8 @@ class Thumbnail(Widget):
         self.placeholder = placeholder
         self._image = None
         self._upscale = True
+        self._kitty_id = random.randint(1, 0xFFFFFF)  # this picture's Kitty image id
+        self._kitty_shown = False
         self._strips: tuple[tuple, list] | None = None
         self.frame_bytes = 0  # about what the last picture costs to send to the terminal
 
@@ -238,21 +252,91 @@ class Thumbnail(Widget):
         """What the frame depends on: the strips are rebuilt only when it changes."""
         return (id(self._image), self._upscale, width, height)
 
+    def source_box(self) -> tuple[int, int, int, int]:
+        """The region of the image the frame shows (all of it here; the viewer's zoom crops it)."""
+        return (0, 0, *self._image.size)
+
+    def _protocol(self):
+        """How this frame is drawn: the app's graphics choice while this picture's screen is the
+        one in front, half blocks otherwise (a dimmed screen under a dialog, say)."""
+        choice = getattr(self.app, "graphics", None)
+        if choice is None or choice.protocol == "halfblock" or not self.screen.is_active:
+            return None
+        return choice
+
     def _picture_strips(self) -> list:
         from textual.strip import Strip
 
         width, height = self.content_size.width, self.content_size.height
-        key = self.frame_key(width, height)
+        choice = self._protocol()
+        key = (*self.frame_key(width, height), choice)
         if self._strips is None or self._strips[0] != key:
             picture = self.frame(width, height)
             size = picture.size
             left = (width - size[0]) // 2
-            rows = half_block_rows(picture, "256" if self.app.console.color_system == "256" else "truecolor")
-            self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
-            strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
-                      for row in rows]
+            if choice is not None:
+                strips = self._graphic_strips(choice, size, left, width, height)
+            else:
+                rows = half_block_rows(picture, "256" if self.app.console.color_system == "256" else "truecolor")
+                self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
+                strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
+                          for row in rows]
+                if self._kitty_shown:  # drawn over by half blocks now: take the Kitty image away
+                    self._kitty_shown = False
+                    strips[0] = Strip([*strips[0], _control(self._wrapped(kitty_delete(self._kitty_id)))],
+                                      width)
             self._strips = (key, strips, size)
         return self._strips[1]
+
+    def _wrapped(self, sequence: str) -> str:
+        choice = getattr(self.app, "graphics", None)
+        return tmux_passthrough(sequence) if choice is not None and choice.passthrough else sequence
+
+    def _graphic_strips(self, choice, size: tuple[int, int], left: int, width: int, height: int) -> list:
+        """Blank cells where the picture goes; the last row carries the image's escape sequence,
+        which draws it from the picture's top-left cell and puts the cursor back after."""
+        from PIL import Image
+        from rich.control import Control
+        from textual.strip import Strip
+
+        columns, rows = size[0], size[1] // 2
+        cell_w, cell_h = cell_pixels()
+        box = self.source_box()
+        region = self._image.convert("RGB").crop(box)
+        wanted = (columns * cell_w, rows * cell_h)
+        if not self._upscale:  # a preview: send what it holds, the terminal scales it (Sixel: up to 2x)
+            wanted = (min(wanted[0], region.width * 2), min(wanted[1], region.height * 2))
+            if choice.protocol != "sixel":
+                wanted = region.size
+        scale = min(wanted[0] / region.width, wanted[1] / region.height)
+        target = (max(1, round(region.width * scale)), max(1, round(region.height * scale)))
+        method = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
+        picture = region.resize(target, method) if target != region.size else region
+        if choice.protocol == "kitty":
+            sequence = kitty_image(picture, columns, rows, self._kitty_id)
+            self._kitty_shown = True
+        elif choice.protocol == "iterm2":
+            sequence = iterm2_image(picture, columns, rows)
+        else:
+            sequence = sixel_image(picture)
+        sequence = self._wrapped(sequence)
+        self.frame_bytes = len(sequence)
+        region_x, region_y = self.content_region.x + left, self.content_region.y + (height - rows) // 2
+        back = Control.move_to(region_x + columns, region_y + rows - 1).segment.text
+        strips = [Strip.blank(width) for _ in range(rows)]
+        strips[-1] = Strip([*Strip.blank(width), _control(Control.move_to(region_x, region_y).segment.text
+                                                          + sequence + back)], width)
+        return strips
+
+    def forget_graphics(self) -> None:
+        """The picture's screen went behind another: a Kitty image, which floats above the text,
+        is taken away (Sixel and iTerm2 images are overwritten by the next screen's cells)."""
+        if self._kitty_shown:
+            self._kitty_shown = False
+            write = getattr(getattr(self.app, "_driver", None), "write", None)
+            if write is not None:
+                write(self._wrapped(kitty_delete(self._kitty_id)))
+        self._strips = None
 
     def render_line(self, y: int):
         if self._image is None:

@@ -114,6 +114,9 @@ class ZoomView(Thumbnail):
             return (0, 0, *self.image.size)
         return view_window(self.image.size, self.cells, self.scale, self.centre).box
 
+    def source_box(self) -> tuple[int, int, int, int]:
+        return self.visible_box()
+
     def frame_key(self, width: int, height: int) -> tuple:
         return (*super().frame_key(width, height), self.scale, self.centre)
 

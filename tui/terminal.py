@@ -1,0 +1,112 @@
+"""Asking the terminal what it can draw, after the first frame, without its answers reaching
+the app as key presses.
+
+Textual reads stdin on its own thread and turns any escape sequence it does not know into
+keys, so the answers to the graphics queries would be typed into the prompt. The input
+parser here takes those answers out of the stream first, only while queries are
+outstanding, and hands them to a callback; everything else goes on to Textual unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+from textual._xterm_parser import XTermParser
+from textual.drivers.linux_driver import LinuxDriver
+
+from tui.widgets.graphics import REPLY, REPLY_PREFIXES
+
+QUERY_WINDOW_S = 5.0  # replies later than this are not waited for (and are not filtered)
+
+
+class ReplyListener:
+    """Where the input thread delivers replies; ``expect`` opens the window for them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until = 0.0
+        self.on_reply: Callable[[str], None] = lambda reply: None
+
+    def expect(self, on_reply: Callable[[str], None], seconds: float = QUERY_WINDOW_S) -> None:
+        with self._lock:
+            self.on_reply = on_reply
+            self._until = time.monotonic() + seconds
+
+    def close(self) -> None:
+        with self._lock:
+            self._until = 0.0
+
+    @property
+    def open(self) -> bool:
+        return time.monotonic() < self._until
+
+
+LISTENER = ReplyListener()
+
+
+def split_replies(data: str, held: str) -> tuple[list[str], str, str]:
+    """``held`` + ``data`` split into (replies, what goes on to Textual, what to hold until the
+    next read because it may be the start of a reply cut by the read's end)."""
+    text = held + data
+    replies = [m.group(0) for m in REPLY.finditer(text)]
+    rest = REPLY.sub("", text)
+    start = rest.rfind("\x1b")
+    if start >= 0 and "\x1b" not in rest[start + 1:] and len(rest) - start < 512:
+        tail = rest[start:]
+        if any(p.startswith(tail) or tail.startswith(p) for p in REPLY_PREFIXES):
+            return replies, rest[:start], tail
+    return replies, rest, ""
+
+
+class ReplyFilteringParser(XTermParser):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._held = ""
+
+    def feed(self, data: str):
+        if not data or not (LISTENER.open or self._held):
+            if self._held:
+                data, self._held = self._held + data, ""
+            return super().feed(data)
+        replies, rest, self._held = split_replies(data, self._held)
+        if not LISTENER.open and self._held:  # the window closed: nothing more is coming
+            rest, self._held = rest + self._held, ""
+        for reply in replies:
+            LISTENER.on_reply(reply)
+        return super().feed(rest) if rest else iter(())
+
+
+class QueryingDriver(LinuxDriver):
+    """Textual's Linux/macOS driver, reading input through ReplyFilteringParser."""
+
+    def run_input_thread(self) -> None:
+        import textual.drivers.linux_driver as linux_driver
+
+        # The input thread builds its parser from this module's name; it is looked up when
+        # the thread starts, so the filtering parser takes its place for this driver.
+        # tests/test_graphics.py checks in a real pty that replies never become keys.
+        linux_driver.XTermParser = ReplyFilteringParser
+        super().run_input_thread()
+
+
+def tmux_facts(timeout: float = 2.0) -> dict[str, str] | None:
+    """What the tmux this app runs in knows: its allow-passthrough option, and the outer
+    terminal's name (its XTVERSION answer) and features as tmux recorded them at attach.
+    None when tmux cannot be asked."""
+    import subprocess
+
+    def ask(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["tmux", *args], capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    passthrough = ask("show", "-gv", "allow-passthrough")
+    client = ask("display", "-p", "#{client_termtype}\t#{client_termfeatures}")
+    if client is None:
+        return None
+    termtype, _, features = client.partition("\t")
+    return {"allow-passthrough": passthrough or "off", "client_termtype": termtype, "client_termfeatures": features}

@@ -1,0 +1,195 @@
+"""Real pixels in terminals that can show them: the Kitty graphics protocol, iTerm2 inline
+images and Sixel, and which of them to use.
+
+The encoders are small and written here (the protocols are a few lines each; the maintained
+library, textual-image, asks the terminal at import time, before the first frame, which a
+slow SSH link turns into a visible delay, and it has neither iTerm2 images nor tmux
+passthrough). Choosing a protocol is a pure function of facts: the ``graphics`` setting,
+what the terminal answered, and, inside tmux, what tmux knows of the terminal outside it.
+
+Protocol references: https://sw.kovidgoyal.net/kitty/graphics-protocol/ ;
+https://iterm2.com/documentation-images.html ; VT330/340 Sixel (DEC STD 070);
+tmux passthrough: the ``allow-passthrough`` option (tmux 3.3+), ``man tmux``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from dataclasses import dataclass
+
+PROTOCOLS = ("kitty", "iterm2", "sixel")
+KITTY_CHUNK = 4096  # base64 bytes per APC chunk, the protocol's limit
+
+# Sent once after the first frame: a Kitty graphics query (answered only by terminals that
+# speak it), XTVERSION (the terminal's name and version), then DA1, which every terminal
+# answers, last: once its reply is in, every answer that is coming has come.
+KITTY_QUERY = "\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA\x1b\\"
+XTVERSION_QUERY = "\x1b[>0q"
+DA1_QUERY = "\x1b[c"
+QUERIES = KITTY_QUERY + XTVERSION_QUERY + DA1_QUERY
+
+REPLY = re.compile(r"\x1b_G[^\x1b]*\x1b\\|\x1bP>\|[^\x1b]*\x1b\\|\x1b\[\?[0-9;]*c")
+# What a reply may have begun as, when a read ends in the middle of one.
+REPLY_PREFIXES = ("\x1b_G", "\x1bP>|", "\x1b[?")
+
+# Terminals whose name (XTVERSION, or tmux's client_termtype) says they draw iTerm2 inline images.
+ITERM2_NAMES = ("iterm2", "wezterm")
+
+
+@dataclass(frozen=True)
+class Replies:
+    """What the terminal answered to QUERIES."""
+
+    kitty: bool = False  # "OK" to the graphics query
+    name: str = ""  # XTVERSION, e.g. "iTerm2 3.5.4" or "kitty(0.36.4)"
+    sixel: bool = False  # DA1 lists attribute 4
+    complete: bool = False  # DA1 came, so nothing more is coming
+
+
+def read_replies(replies: list[str]) -> Replies:
+    kitty = any(r.startswith("\x1b_G") and r.rstrip("\x1b\\").endswith(";OK") for r in replies)
+    names = [r[len("\x1bP>|"):-2] for r in replies if r.startswith("\x1bP>|")]
+    da1 = [r for r in replies if r.startswith("\x1b[?")]
+    sixel = any("4" in r[3:-1].split(";") for r in da1)
+    return Replies(kitty, names[0] if names else "", sixel, bool(da1))
+
+
+@dataclass(frozen=True)
+class Choice:
+    protocol: str  # one of PROTOCOLS, or "halfblock"
+    reason: str
+    passthrough: bool = False  # wrap every sequence for tmux
+
+
+def choose_graphics(setting: str, replies: Replies | None, tmux: dict[str, str] | None = None) -> Choice:
+    """The protocol to draw pictures with.
+
+    ``setting`` is the ``graphics`` setting; a named protocol is used as told. ``auto`` uses one
+    only when the terminal said it understands it: outside tmux, ``replies`` to QUERIES; inside
+    tmux (``tmux`` holds ``allow-passthrough``, ``client_termtype`` and ``client_termfeatures``)
+    what tmux learned from the terminal outside it. Unsure means half blocks.
+    """
+    if setting == "halfblock":
+        return Choice("halfblock", "set to halfblock")
+    if setting in PROTOCOLS:
+        passthrough = tmux is not None and setting != "sixel" and tmux.get("allow-passthrough") in ("on", "all")
+        return Choice(setting, "set to " + setting, passthrough)
+    if tmux is not None:
+        return _choose_in_tmux(tmux)
+    if replies is None or not replies.complete:
+        return Choice("halfblock", "the terminal has not answered the graphics queries")
+    if replies.kitty:
+        return Choice("kitty", "the terminal answered the Kitty graphics query")
+    if any(name in replies.name.lower() for name in ITERM2_NAMES):
+        return Choice("iterm2", f"the terminal is {replies.name}, which shows iTerm2 inline images")
+    if replies.sixel:
+        return Choice("sixel", "the terminal lists Sixel in its device attributes")
+    return Choice("halfblock", "the terminal answered, but named no image protocol")
+
+
+def _choose_in_tmux(tmux: dict[str, str]) -> Choice:
+    outer = tmux.get("client_termtype", "")
+    features = tmux.get("client_termfeatures", "").split(",")
+    if "sixel" in features:  # tmux draws Sixel itself when built with it and the terminal has it
+        return Choice("sixel", f"tmux draws Sixel for {outer or 'this terminal'}")
+    if tmux.get("allow-passthrough") not in ("on", "all"):
+        return Choice("halfblock", "inside tmux without allow-passthrough (set -g allow-passthrough on)")
+    lowered = outer.lower()
+    if "kitty" in lowered or "ghostty" in lowered:
+        return Choice("kitty", f"tmux passes images through to {outer}", passthrough=True)
+    if any(name in lowered for name in ITERM2_NAMES):
+        return Choice("iterm2", f"tmux passes images through to {outer}", passthrough=True)
+    return Choice("halfblock", f"inside tmux, and tmux names no image protocol for {outer or 'the terminal'}")
+
+
+def tmux_passthrough(sequence: str) -> str:
+    """``sequence`` wrapped so tmux hands it to the terminal outside (its ESCs doubled)."""
+    return "\x1bPtmux;" + sequence.replace("\x1b", "\x1b\x1b") + "\x1b\\"
+
+
+def png_bytes(image) -> bytes:
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG", compress_level=1)  # speed over size: it is sent once
+    return buffer.getvalue()
+
+
+def kitty_image(image, columns: int, rows: int, image_id: int) -> str:
+    """Transmit and show ``image`` scaled to ``columns`` x ``rows`` cells at the cursor, replacing
+    any earlier image with the same id; quiet (q=2), and the cursor stays where it is (C=1)."""
+    data = base64.standard_b64encode(png_bytes(image)).decode("ascii")
+    chunks = [data[i:i + KITTY_CHUNK] for i in range(0, len(data), KITTY_CHUNK)] or [""]
+    parts = [kitty_delete(image_id)]
+    for index, chunk in enumerate(chunks):
+        more = 1 if index < len(chunks) - 1 else 0
+        if index == 0:
+            keys = f"a=T,f=100,i={image_id},c={columns},r={rows},C=1,q=2,m={more}"
+        else:
+            keys = f"m={more},q=2"
+        parts.append(f"\x1b_G{keys};{chunk}\x1b\\")
+    return "".join(parts)
+
+
+def kitty_delete(image_id: int) -> str:
+    """Remove image ``image_id`` and its placements (a picture that is no longer on screen)."""
+    return f"\x1b_Ga=d,d=I,i={image_id},q=2\x1b\\"
+
+
+def iterm2_image(image, columns: int, rows: int) -> str:
+    data = png_bytes(image)
+    encoded = base64.standard_b64encode(data).decode("ascii")
+    return (f"\x1b]1337;File=inline=1;size={len(data)};width={columns};height={rows};"
+            f"preserveAspectRatio=1;doNotMoveCursor=1:{encoded}\x07")
+
+
+def sixel_image(image) -> str:
+    """``image`` as Sixel at its own pixel size: up to 255 colours (Pillow's median cut), one
+    six-pixel band at a time, runs of a colour compressed with ``!``."""
+    import numpy as np
+
+    quantised = image.convert("RGB").quantize(colors=255, method=0, dither=0)
+    palette = quantised.getpalette()[:3 * 256]
+    pixels = np.asarray(quantised)
+    height, width = pixels.shape
+    used = np.unique(pixels)
+    out = [f'\x1bP0;1;0q"1;1;{width};{height}']
+    for index in used.tolist():
+        r, g, b = palette[3 * index:3 * index + 3]
+        out.append(f"#{index};2;{r * 100 // 255};{g * 100 // 255};{b * 100 // 255}")
+    padded = np.full(((height + 5) // 6 * 6, width), -1, dtype=np.int32)
+    padded[:height] = pixels
+    weights = (1 << np.arange(6, dtype=np.int32))[None, :, None]
+    for top in range(0, padded.shape[0], 6):
+        band = padded[top:top + 6]
+        colours = np.unique(band)
+        colours = colours[colours >= 0]
+        bits = ((band[None, :, :] == colours[:, None, None]) * weights).sum(axis=1)  # a sixel per column
+        rows = (bits + 63).astype(np.uint8)
+        lines = [f"#{colour}" + _run_length(row.tobytes().decode("ascii").rstrip("?"))
+                 for colour, row in zip(colours.tolist(), rows)]
+        out.append("$".join(lines) + "-")
+    out.append("\x1b\\")
+    return "".join(out)
+
+
+def _run_length(text: str) -> str:
+    return re.sub(r"(.)\1{3,}", lambda m: f"!{len(m.group(0))}{m.group(1)}", text)
+
+
+def cell_pixels() -> tuple[int, int]:
+    """Pixels per cell (width, height) from the terminal's window size report (TIOCGWINSZ, which
+    sshd passes on from the client), or 10x20, a common size, when it gives none."""
+    import fcntl
+    import struct
+    import sys
+    import termios
+
+    try:
+        rows, columns, width, height = struct.unpack(
+            "HHHH", fcntl.ioctl(sys.__stdout__.fileno(), termios.TIOCGWINSZ, b"\0" * 8))
+    except (OSError, AttributeError, ValueError):
+        return 10, 20
+    if not (rows and columns and width and height):
+        return 10, 20
+    return max(1, width // columns), max(1, height // rows)
