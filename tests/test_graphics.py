@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.bench.terminal import TerminalSession, sdtui_script, session_env, write_config
 from tui.terminal import split_replies
-from tui.widgets.graphics import (DA1_QUERY, KITTY_CHUNK, KITTY_QUERY, XTVERSION_QUERY, Replies, choose_graphics,
+from tui.widgets.graphics import (CELL_SIZE_QUERY, DA1_QUERY, KITTY_CHUNK, KITTY_QUERY, XTVERSION_QUERY, Replies, choose_graphics,
                                   iterm2_image, kitty_image, read_replies, sixel_image, tmux_passthrough)
 
 
@@ -61,6 +61,11 @@ def test_a_named_protocol_is_used_as_told_and_tmux_decides_inside_tmux():
     assert (choose_graphics("auto", None, sixel).protocol, choose_graphics("auto", None, sixel).passthrough) == \
         ("sixel", False)
     assert choose_graphics("auto", None, {**on, "client_termtype": "xterm(390)"}).protocol == "halfblock"
+
+
+def test_the_cell_size_answer_is_read_as_width_and_height():
+    assert read_replies(["\x1b[6;18;9t", DA1_SIXEL]).cell == (9, 18)
+    assert read_replies([DA1_SIXEL]).cell is None
 
 
 # --- the encoders -------------------------------------------------------------------------
@@ -148,7 +153,7 @@ ANSWERS = {
     "none": {},
     "kitty": {KITTY_QUERY: KITTY, XTVERSION_QUERY: "\x1bP>|kitty(0.36.4)\x1b\\", DA1_QUERY: DA1_PLAIN},
     "iterm2": {XTVERSION_QUERY: "\x1bP>|iTerm2 3.5.4\x1b\\", DA1_QUERY: DA1_SIXEL},
-    "sixel": {DA1_QUERY: DA1_SIXEL},
+    "sixel": {CELL_SIZE_QUERY: "\x1b[6;18;9t", DA1_QUERY: DA1_SIXEL},
 }
 
 
@@ -165,7 +170,8 @@ def test_the_app_draws_with_what_the_terminal_answered(tmp_path, terminal):
             "the queries come after the first frame"
         answers = ANSWERS[terminal]
         # Answer in the order asked, cut in two reads, as a slow link might deliver them.
-        reply = "".join(answers.get(q, "") for q in (KITTY_QUERY, XTVERSION_QUERY, DA1_QUERY)).encode()
+        reply = "".join(answers.get(q, "") for q in (KITTY_QUERY, XTVERSION_QUERY, CELL_SIZE_QUERY, DA1_QUERY))
+        reply = reply.encode()
         session.send(reply[:len(reply) // 2])
         time.sleep(0.05)
         session.send(reply[len(reply) // 2:])

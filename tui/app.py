@@ -99,6 +99,7 @@ class SdtuiApp(App[int]):
         self._switching_from: ModelFamily | None = None
         self._switching = False  # the user picked another model; its family's defaults apply once loaded
         self.graphics = None  # a graphics Choice once decided after the first frame; half blocks until then
+        self.cell_size: tuple[int, int] | None = None  # pixels per cell, when the terminal said
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -152,21 +153,30 @@ class SdtuiApp(App[int]):
             self.run_worker(lambda: self._decide_in_tmux(setting), thread=True, exit_on_error=False)
             return
         driver = getattr(self, "_driver", None)
-        if setting != "auto" or not isinstance(driver, QueryingDriver):
+        if setting != "auto":
             self._use_graphics(choose_graphics(setting, None))
+        if setting not in ("auto", "sixel") or not isinstance(driver, QueryingDriver):
+            if self.graphics is None:
+                self._use_graphics(choose_graphics(setting, None))
             return
         replies: list[str] = []
+
+        def answered() -> None:
+            found = read_replies(replies)
+            self.cell_size = found.cell
+            if setting == "auto" or found.cell:
+                self._use_graphics(choose_graphics(setting, found))
 
         def on_reply(reply: str) -> None:  # on Textual's input thread
             replies.append(reply)
             if reply.startswith("\x1b[?"):  # DA1, sent last, is in: every answer is
                 LISTENER.close()
-                self.call_from_thread(self._use_graphics, choose_graphics("auto", read_replies(replies)))
+                self.call_from_thread(answered)
 
         def no_answer() -> None:
-            if self.graphics is None:
+            if LISTENER.open or self.graphics is None:
                 LISTENER.close()
-                self._use_graphics(choose_graphics("auto", read_replies(replies)))
+                answered()
 
         LISTENER.expect(on_reply)
         driver.write(QUERIES)
@@ -184,14 +194,20 @@ class SdtuiApp(App[int]):
     def _use_graphics(self, choice) -> None:
         from tui.widgets.thumbnail import Thumbnail
 
+        repeated = self.graphics == choice
         self.graphics = choice
+        if repeated:  # the same choice with a measured cell size: redraw at it
+            from tui.widgets.thumbnail import Thumbnail
+
+            for picture in self.screen.query(Thumbnail):
+                picture.redraw()
+            return
         tmux = " through tmux passthrough" if choice.passthrough else ""
         log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
                  tmux, choice.reason)
         if choice.protocol != "halfblock":
             for picture in self.screen.query(Thumbnail):
-                picture.forget_graphics()
-                picture.refresh()
+                picture.redraw()
 
     def push_screen(self, screen, *args, **kwargs):
         self._forget_pictures()

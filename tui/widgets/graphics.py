@@ -27,12 +27,13 @@ KITTY_CHUNK = 4096  # base64 bytes per APC chunk, the protocol's limit
 # answers, last: once its reply is in, every answer that is coming has come.
 KITTY_QUERY = "\x1b_Gi=31,s=1,v=1,a=q,t=d,f=24;AAAA\x1b\\"
 XTVERSION_QUERY = "\x1b[>0q"
+CELL_SIZE_QUERY = "\x1b[16t"  # XTWINOPS: a cell's size in pixels (Sixel images are drawn in pixels)
 DA1_QUERY = "\x1b[c"
-QUERIES = KITTY_QUERY + XTVERSION_QUERY + DA1_QUERY
+QUERIES = KITTY_QUERY + XTVERSION_QUERY + CELL_SIZE_QUERY + DA1_QUERY
 
-REPLY = re.compile(r"\x1b_G[^\x1b]*\x1b\\|\x1bP>\|[^\x1b]*\x1b\\|\x1b\[\?[0-9;]*c")
+REPLY = re.compile(r"\x1b_G[^\x1b]*\x1b\\|\x1bP>\|[^\x1b]*\x1b\\|\x1b\[\?[0-9;]*c|\x1b\[6;[0-9]+;[0-9]+t")
 # What a reply may have begun as, when a read ends in the middle of one.
-REPLY_PREFIXES = ("\x1b_G", "\x1bP>|", "\x1b[?")
+REPLY_PREFIXES = ("\x1b_G", "\x1bP>|", "\x1b[?", "\x1b[6;")
 
 # Terminals whose name (XTVERSION, or tmux's client_termtype) says they draw iTerm2 inline images.
 ITERM2_NAMES = ("iterm2", "wezterm")
@@ -46,6 +47,7 @@ class Replies:
     name: str = ""  # XTVERSION, e.g. "iTerm2 3.5.4" or "kitty(0.36.4)"
     sixel: bool = False  # DA1 lists attribute 4
     complete: bool = False  # DA1 came, so nothing more is coming
+    cell: tuple[int, int] | None = None  # a cell's width and height in pixels
 
 
 def read_replies(replies: list[str]) -> Replies:
@@ -53,7 +55,9 @@ def read_replies(replies: list[str]) -> Replies:
     names = [r[len("\x1bP>|"):-2] for r in replies if r.startswith("\x1bP>|")]
     da1 = [r for r in replies if r.startswith("\x1b[?")]
     sixel = any("4" in r[3:-1].split(";") for r in da1)
-    return Replies(kitty, names[0] if names else "", sixel, bool(da1))
+    sizes = [tuple(int(v) for v in r[4:-1].split(";")) for r in replies if r.startswith("\x1b[6;")]
+    cell = (sizes[0][1], sizes[0][0]) if sizes and min(sizes[0]) > 0 else None
+    return Replies(kitty, names[0] if names else "", sixel, bool(da1), cell)
 
 
 @dataclass(frozen=True)

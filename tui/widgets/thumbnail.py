@@ -279,8 +279,9 @@ class Thumbnail(Widget):
             else:
                 rows = half_block_rows(picture, "256" if self.app.console.color_system == "256" else "truecolor")
                 self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
-                strips = [Strip.join([Strip.blank(left), Strip(row, size[0]), Strip.blank(width - left - size[0])])
-                          for row in rows]
+                blank = self.rich_style
+                strips = [Strip.join([Strip.blank(left, blank), Strip(row, size[0]),
+                                      Strip.blank(width - left - size[0], blank)]) for row in rows]
                 if self._kitty_shown:  # drawn over by half blocks now: take the Kitty image away
                     self._kitty_shown = False
                     strips[0] = Strip([*strips[0], _control(self._wrapped(kitty_delete(self._kitty_id)))],
@@ -300,7 +301,7 @@ class Thumbnail(Widget):
         from textual.strip import Strip
 
         columns, rows = size[0], size[1] // 2
-        cell_w, cell_h = cell_pixels()
+        cell_w, cell_h = getattr(self.app, "cell_size", None) or cell_pixels()
         box = self.source_box()
         region = self._image.convert("RGB").crop(box)
         wanted = (columns * cell_w, rows * cell_h)
@@ -323,10 +324,15 @@ class Thumbnail(Widget):
         self.frame_bytes = len(sequence)
         region_x, region_y = self.content_region.x + left, self.content_region.y + (height - rows) // 2
         back = Control.move_to(region_x + columns, region_y + rows - 1).segment.text
-        strips = [Strip.blank(width) for _ in range(rows)]
-        strips[-1] = Strip([*Strip.blank(width), _control(Control.move_to(region_x, region_y).segment.text
+        strips = [Strip.blank(width, self.rich_style) for _ in range(rows)]
+        strips[-1] = Strip([*Strip.blank(width, self.rich_style), _control(Control.move_to(region_x, region_y).segment.text
                                                           + sequence + back)], width)
         return strips
+
+    def redraw(self) -> None:
+        """Draw again from the image (the way pictures are drawn changed)."""
+        self.forget_graphics()
+        self.refresh()
 
     def forget_graphics(self) -> None:
         """The picture's screen went behind another: a Kitty image, which floats above the text,
@@ -347,7 +353,7 @@ class Thumbnail(Widget):
         row = y - (self.content_size.height - len(strips)) // 2
         if 0 <= row < len(strips):
             return strips[row]
-        return Strip.blank(self.content_size.width)
+        return Strip.blank(self.content_size.width, self.rich_style)
 
 
 class OpenablePicture(Thumbnail, can_focus=True):
