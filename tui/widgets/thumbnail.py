@@ -323,10 +323,13 @@ class Thumbnail(Widget):
         sequence = self._wrapped(sequence)
         self.frame_bytes = len(sequence)
         region_x, region_y = self.content_region.x + left, self.content_region.y + (height - rows) // 2
-        back = Control.move_to(region_x + columns, region_y + rows - 1).segment.text
+        # The sequence sits one cell into the picture's last row, never at an edge the widgets
+        # beside it share, so their repaints do not send the image again; it ends with the cursor
+        # back where Textual left it.
+        back = Control.move_to(self.content_region.x + 1, region_y + rows - 1).segment.text
+        draw = _control(Control.move_to(region_x, region_y).segment.text + sequence + back)
         strips = [Strip.blank(width, self.rich_style) for _ in range(rows)]
-        strips[-1] = Strip([*Strip.blank(width, self.rich_style), _control(Control.move_to(region_x, region_y).segment.text
-                                                          + sequence + back)], width)
+        strips[-1] = Strip([*Strip.blank(1, self.rich_style), draw, *Strip.blank(width - 1, self.rich_style)], width)
         return strips
 
     def redraw(self) -> None:
