@@ -15,10 +15,10 @@ SIZE = (100, 30)
 
 
 def test_zoom_steps_start_at_fit_and_skip_scales_smaller_than_fit():
-    assert zoom_steps((512, 512), (100, 27)) == [None, 0.125, 0.25, 0.5, 1.0, 2.0]
+    assert zoom_steps((512, 512), (100, 27)) == [None, 0.25, 0.5, 1.0, 2.0]  # fit is 0.105: 0.125 is no step
     fit = fit_scale((512, 512), (100, 27))
     assert fit == pytest.approx(54 / 512)
-    assert zoom_steps((64, 64), (100, 27)) == [None, 1.0, 2.0]
+    assert zoom_steps((64, 64), (100, 27)) == [None, 1.0, 2.0]  # 1:1 kept though only 19% larger than fit
     assert zoom_steps((16, 16), (100, 27)) == [None]  # fit is already larger than 2:1
 
 
@@ -66,9 +66,9 @@ async def test_viewer_opens_the_latest_zooms_pans_steps_and_closes(sdtui_home):
         assert picture.size.height == SIZE[1] - 3 and picture.picture_size[1] == (SIZE[1] - 3) * 2
 
         assert picture.visible_box() == (0, 0, 256, 256)
+        await pilot.press("plus")  # fit is 21%: 25% would be no step, so 50%
+        assert picture.scale == 0.5 and "zoom 50%" in caption(screen)
         await pilot.press("plus")
-        assert picture.scale == 0.25 and "zoom 25%" in caption(screen)
-        await pilot.press("plus", "plus")
         assert picture.scale == 1.0
         box = picture.visible_box()
         assert box[2] - box[0] == 100 and box[3] - box[1] == 54  # one image pixel per half-block pixel

@@ -22,9 +22,9 @@ INDENT = 9  # continuation lines start under the text, past the "HH:MM:SS " stam
 
 def break_offsets(plain: str, width: int, indent: int = INDENT) -> list[int]:
     """Where to break ``plain`` into lines of at most ``width`` cells, continuation lines
-    indented by ``indent``: at spaces, and inside a long path after a "/" rather than
-    mid-name, so a file name stays whole where the width allows."""
-    pieces = [piece for piece in re.split(r"(?<=\s)(?=\S)|(?<=/)(?=[^/\s])", plain) if piece]
+    indented by ``indent``: at spaces, and inside a long path after a "/" (or a "-" in a
+    long file name) rather than mid-word."""
+    pieces = [piece for piece in re.split(r"(?<=\s)(?=\S)|(?<=[/-])(?=[^/\s-])", plain) if piece]
     offsets, line, position = [], 0, 0
     room = width
     for piece in pieces:

@@ -23,9 +23,10 @@ def fit_scale(image_size: tuple[int, int], cells: tuple[int, int]) -> float:
 
 
 def zoom_steps(image_size: tuple[int, int], cells: tuple[int, int]) -> list[float | None]:
-    """The zoom levels in order: fit (None), then every fixed scale larger than fit."""
+    """The zoom levels in order: fit (None), then every fixed scale clearly larger than fit (a
+    quarter larger at least, so the first + is a visible step; 1:1 whenever it is larger)."""
     fit = fit_scale(image_size, cells)
-    return [None, *(scale for scale in ZOOM_SCALES if scale > fit * 1.01)]
+    return [None, *(scale for scale in ZOOM_SCALES if scale > fit * 1.25 or (scale == 1.0 and scale > fit * 1.01))]
 
 
 @dataclass(frozen=True)
