@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import threading
 from pathlib import Path
@@ -145,66 +144,19 @@ class SdtuiApp(App[int]):
         return driver
 
     def _detect_graphics(self) -> None:
-        from tui.terminal import LISTENER, QUERY_WINDOW_S, QueryingDriver
-        from tui.widgets.graphics import QUERIES, choose_graphics, read_replies
+        from tui.terminal import detect_graphics
 
-        setting = self.settings.graphics
-        if os.environ.get("TMUX") and setting != "halfblock":
-            self.run_worker(lambda: self._decide_in_tmux(setting), thread=True, exit_on_error=False)
-            return
-        driver = getattr(self, "_driver", None)
-        if setting != "auto":
-            self._use_graphics(choose_graphics(setting, None))
-        if setting not in ("auto", "sixel") or not isinstance(driver, QueryingDriver):
-            if self.graphics is None:
-                self._use_graphics(choose_graphics(setting, None))
-            return
-        replies: list[str] = []
-
-        def answered() -> None:
-            found = read_replies(replies)
-            self.cell_size = found.cell
-            if setting == "auto" or found.cell:
-                self._use_graphics(choose_graphics(setting, found))
-
-        def on_reply(reply: str) -> None:  # on Textual's input thread
-            replies.append(reply)
-            if reply.startswith("\x1b[?"):  # DA1, sent last, is in: every answer is
-                LISTENER.close()
-                self.call_from_thread(answered)
-
-        def no_answer() -> None:
-            if LISTENER.open or self.graphics is None:
-                LISTENER.close()
-                answered()
-
-        LISTENER.expect(on_reply)
-        driver.write(QUERIES)
-        self.set_timer(QUERY_WINDOW_S, no_answer)
-
-    def _decide_in_tmux(self, setting: str) -> None:
-        from tui.terminal import tmux_facts
-        from tui.widgets.graphics import choose_graphics
-
-        facts = tmux_facts()
-        choice = choose_graphics(setting, None, facts) if facts is not None else \
-            choose_graphics("halfblock", None)
-        self.call_from_thread(self._use_graphics, choice)
+        detect_graphics(self, self.settings.graphics, self._use_graphics)
 
     def _use_graphics(self, choice) -> None:
         from tui.widgets.thumbnail import Thumbnail
 
-        repeated = self.graphics == choice
+        repeated = self.graphics == choice  # the same choice again, now with the cell's pixel size
         self.graphics = choice
-        if repeated:  # the same choice with a measured cell size: redraw at it
-            from tui.widgets.thumbnail import Thumbnail
-
-            for picture in self.screen.query(Thumbnail):
-                picture.redraw()
-            return
-        tmux = " through tmux passthrough" if choice.passthrough else ""
-        log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
-                 tmux, choice.reason)
+        if not repeated:
+            tmux = " through tmux passthrough" if choice.passthrough else ""
+            log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
+                     tmux, choice.reason)
         if choice.protocol != "halfblock":
             for picture in self.screen.query(Thumbnail):
                 picture.redraw()

@@ -110,3 +110,53 @@ def tmux_facts(timeout: float = 2.0) -> dict[str, str] | None:
         return None
     termtype, _, features = client.partition("\t")
     return {"allow-passthrough": passthrough or "off", "client_termtype": termtype, "client_termfeatures": features}
+
+
+def detect_graphics(app, setting: str, use: Callable) -> None:
+    """Decide how ``app`` draws pictures and call ``use(choice)`` on the app's thread: at once for
+    a named protocol or half blocks, from tmux's facts inside tmux, else once the terminal has
+    answered QUERIES (asked now, after the first frame) or QUERY_WINDOW_S has passed. The cell's
+    pixel size, which Sixel needs, is asked for too and kept as ``app.cell_size``."""
+    import os
+
+    from tui.widgets.graphics import QUERIES, choose_graphics, read_replies
+
+    if os.environ.get("TMUX") and setting != "halfblock":
+        def in_tmux() -> None:
+            facts = tmux_facts()
+            choice = choose_graphics(setting, None, facts) if facts is not None else \
+                choose_graphics("halfblock", None)
+            app.call_from_thread(use, choice)
+
+        app.run_worker(in_tmux, thread=True, exit_on_error=False)
+        return
+    driver = getattr(app, "_driver", None)
+    if setting != "auto" or not isinstance(driver, QueryingDriver):
+        use(choose_graphics(setting, None))
+    if setting not in ("auto", "sixel") or not isinstance(driver, QueryingDriver):
+        return
+    replies: list[str] = []
+    decided: list[bool] = []
+
+    def answered() -> None:
+        if decided:
+            return
+        decided.append(True)
+        found = read_replies(replies)
+        app.cell_size = found.cell
+        if setting == "auto" or found.cell:
+            use(choose_graphics(setting, found))
+
+    def on_reply(reply: str) -> None:  # on Textual's input thread
+        replies.append(reply)
+        if reply.startswith("\x1b[?"):  # DA1, sent last, is in: every answer is
+            LISTENER.close()
+            app.call_from_thread(answered)
+
+    def no_answer() -> None:
+        LISTENER.close()
+        answered()
+
+    LISTENER.expect(on_reply)
+    driver.write(QUERIES)
+    app.set_timer(QUERY_WINDOW_S, no_answer)

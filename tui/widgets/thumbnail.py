@@ -63,7 +63,6 @@ def _style_for(key: int):
     on the object, so reuse saves that too."""
     style = _STYLE_CACHE.get(key)
     if style is None:
-        from rich.color import Color
         from rich.style import Style
 
         if len(_STYLE_CACHE) >= _CACHE_LIMIT:
