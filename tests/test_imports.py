@@ -20,3 +20,28 @@ def test_engine_sources_never_import_textual():
     engine = Path(__file__).parent.parent / "tui" / "engine"
     offenders = [p.name for p in engine.glob("*.py") if "textual" in p.read_text()]
     assert offenders == []
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module a source file imports, at any depth (lazy imports inside functions too)."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_widgets_import_no_screens_app_or_cli_and_the_interface_no_torch():
+    root = Path(__file__).parent.parent / "tui"
+    for path in (root / "widgets").glob("*.py"):
+        upward = {m for m in imported_modules(path) if m in ("tui.app", "tui.cli") or m.startswith("tui.screens")}
+        assert not upward, f"{path.name} imports {upward}: widgets take data from their screens"
+    interface = [*(root / "widgets").glob("*.py"), *(root / "screens").glob("*.py"), root / "app.py",
+                 root / "terminal.py", root / "wording.py"]
+    for path in interface:
+        heavy = {m for m in imported_modules(path) if m.split(".")[0] in HEAVY}
+        assert not heavy, f"{path.relative_to(root)} imports {heavy}: the interface never imports torch or diffusers"
