@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.bench.terminal import TerminalSession, sdtui_script, session_env, write_config
+from tests.bench.terminal import READY_MARK, TerminalSession, sdtui_script, session_env, write_config
 from tui.terminal import split_replies
 from tui.widgets.graphics import (CELL_SIZE_QUERY, DA1_QUERY, KITTY_CHUNK, KITTY_QUERY, XTVERSION_QUERY, Replies, choose_graphics,
                                   iterm2_image, kitty_image, read_replies, sixel_image, tmux_passthrough)
@@ -140,6 +140,8 @@ def test_tmux_passthrough_doubles_each_escape():
 def test_replies_are_taken_out_of_the_input_and_a_cut_one_is_held():
     replies, rest, held = split_replies("a" + KITTY + "b\x1b[A" + DA1_PLAIN, "")
     assert replies == [KITTY, DA1_PLAIN] and rest == "ab\x1b[A" and held == ""
+    assert split_replies("\x1b", "") == ([], "", "\x1b")  # held briefly (see the pty test's Escape)
+    assert split_replies("\x1b[A", "") == ([], "\x1b[A", "")
     replies, rest, held = split_replies("x\x1b[?62;2", "")
     assert (replies, rest, held) == ([], "x", "\x1b[?62;2")
     replies, rest, held = split_replies("2c", held)
@@ -175,7 +177,7 @@ def test_the_app_draws_with_what_the_terminal_answered(tmp_path, terminal):
         session.send(reply[:len(reply) // 2])
         time.sleep(0.05)
         session.send(reply[len(reply) // 2:])
-        session.wait_for(b"ready:", asked, timeout=120)
+        session.wait_for(READY_MARK, session.started, timeout=120)
         typed = session.send(b"typed after the answers\r")
         deadline = time.monotonic() + 120
         while not (home / "history.db").exists() or not rows(home):

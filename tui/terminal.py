@@ -53,29 +53,45 @@ def split_replies(data: str, held: str) -> tuple[list[str], str, str]:
     replies = [m.group(0) for m in REPLY.finditer(text)]
     rest = REPLY.sub("", text)
     start = rest.rfind("\x1b")
-    if start >= 0 and "\x1b" not in rest[start + 1:] and len(rest) - start < 512:
+    if start >= 0 and len(rest) - start < 512:
         tail = rest[start:]
         if any(p.startswith(tail) or tail.startswith(p) for p in REPLY_PREFIXES):
             return replies, rest[:start], tail
     return replies, rest, ""
 
 
+HOLD_S = 0.1  # how long a possible start of a reply waits for the rest (the Escape key, if not)
+
+
 class ReplyFilteringParser(XTermParser):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._held = ""
+        self._held_at = 0.0
 
     def feed(self, data: str):
         if not data or not (LISTENER.open or self._held):
             if self._held:
                 data, self._held = self._held + data, ""
             return super().feed(data)
-        replies, rest, self._held = split_replies(data, self._held)
-        if not LISTENER.open and self._held:  # the window closed: nothing more is coming
-            rest, self._held = rest + self._held, ""
+        replies, rest, held = split_replies(data, self._held)
+        if held and not LISTENER.open:  # the window closed: nothing more is coming
+            rest, held = rest + held, ""
+        if held and held != self._held:
+            self._held_at = time.monotonic()
+        self._held = held
         for reply in replies:
             LISTENER.on_reply(reply)
         return super().feed(rest) if rest else iter(())
+
+    def tick(self):
+        """Called by the input thread after every wait for input (at most 0.1 s): what was held
+        as the possible start of a reply and got no continuation goes on as keys (an Escape
+        press during the query window arrives at most about 0.2 s late)."""
+        if self._held and time.monotonic() - self._held_at > HOLD_S:
+            data, self._held = self._held, ""
+            yield from super().feed(data)
+        yield from super().tick()
 
 
 class QueryingDriver(LinuxDriver):

@@ -116,8 +116,13 @@ def images_saved(home: Path) -> int:
         return 0
 
 
+# The log's "loaded <model> ... on <device> in N s" line: the model is ready. (The caption says
+# "ready:" only while no picture is on the stage, and the last image from history is shown at start.)
+READY_MARK = b"loaded "
+
+
 def wait_ready(session: TerminalSession, timeout: float = 120) -> None:
-    session.wait_for(b"ready:", session.started, timeout)
+    session.wait_for(READY_MARK, session.started, timeout)
 
 
 def generate_and_wait(session: TerminalSession, home: Path, prompt: bytes = b"a red fox") -> tuple[float, float]:
