@@ -17,6 +17,20 @@ def make_app(**overrides):
     return SdtuiApp(Settings(**{**FAST, **overrides}), places=locations())
 
 
+def make_recording_app(**settings):
+    """The app, keeping every notification in ``app.notified`` (toasts time out; this list does not)."""
+    app = make_app(**settings)
+    app.notified = []
+    notify = app.notify
+
+    def recording(message, *args, **kwargs):
+        app.notified.append(message)
+        return notify(message, *args, **kwargs)
+
+    app.notify = recording
+    return app
+
+
 async def wait_for(pilot, predicate, timeout: float = 60.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.app_helpers import generate_each, make_app, type_prompt, wait_for, wait_loaded
+from tests.app_helpers import generate_each, make_recording_app, type_prompt, wait_for, wait_loaded
 from tui.engine.memory import sample_memory
 from tui.engine.models import ModelLoadError, resolve_source
 from tui.screens.help import HelpScreen
@@ -34,7 +34,7 @@ async def start_a_long_job(pilot, app, prompt="long one"):
 
 @pytest.mark.asyncio
 async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub_cache):
-    app = make_app(steps=400, width=256, height=256, previews=False)
+    app = make_recording_app(steps=400, width=256, height=256, previews=False)
     async with app.run_test(size=SIZE) as pilot:
         await start_a_long_job(pilot, app)
         app.use_model("nobody/not-here")
@@ -42,13 +42,13 @@ async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub
         assert any("loading nobody/not-here after the 1 job(s) ahead of it" in line for line in log_lines(app))
         assert "waiting: nobody/not-here loads after 1 job(s)" in app.sub_title
         await pilot.press("escape")
-        await wait_for(pilot, lambda: any("Still using demo" in n.message for n in app._notifications),
+        await wait_for(pilot, lambda: any("Still using demo" in message for message in app.notified),
                        what="the switch to fail after the job")
 
 
 @pytest.mark.asyncio
 async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
-    app = make_app(steps=2, seed="random")
+    app = make_recording_app(steps=2, seed="random", width=512, height=512)  # 400 steps then take tens of seconds
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("first",))
         last = app.main_screen.last_seed
@@ -58,7 +58,7 @@ async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
         assert making != last
         await pilot.press("ctrl+g")
         assert app.main_screen.settings.seed == making
-        assert any(f"Seed locked to {making} (the image being made)" in n.message for n in app._notifications)
+        assert any(f"Seed locked to {making} (the image being made)" in message for message in app.notified)
         await pilot.press("ctrl+l")  # unlock, then lock again: still the image being made
         await pilot.press("ctrl+l")
         assert app.main_screen.settings.seed == making
@@ -67,7 +67,7 @@ async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_elapsed_and_eta_move_every_second_between_steps(sdtui_home):
-    app = make_app()
+    app = make_recording_app()
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         status = app.main_screen.query_one(StatusPanel)
@@ -82,7 +82,7 @@ async def test_elapsed_and_eta_move_every_second_between_steps(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_a_refused_job_does_not_show_the_previous_jobs_figures(sdtui_home):
-    app = make_app(steps=3)
+    app = make_recording_app(steps=3)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("made",))
         assert "3/3" in progress_line(app)
@@ -92,12 +92,12 @@ async def test_a_refused_job_does_not_show_the_previous_jobs_figures(sdtui_home)
         await wait_for(pilot, lambda: "failed" in progress_line(app), what="the refusal")
         line = progress_line(app)
         assert line.startswith("0/0") and "3/3" not in line, line
-        assert any("no model is loaded" in n.message for n in app._notifications)
+        assert any("no model is loaded" in message for message in app.notified)
 
 
 @pytest.mark.asyncio
 async def test_queued_lines_name_the_prompt(sdtui_home):
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("a lighthouse in a storm at night, oil painting, dramatic",))
         queued = [line for line in log_lines(app) if "queued" in line]
@@ -106,7 +106,7 @@ async def test_queued_lines_name_the_prompt(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_the_caption_cuts_the_prompt_never_the_seed(sdtui_home):
-    app = make_app(steps=2, seed=1934703503)
+    app = make_recording_app(steps=2, seed=1934703503)
     async with app.run_test(size=(80, 24)) as pilot:
         await generate_each(pilot, app, ("a very long prompt " * 8,))
         caption = app.main_screen.query_one("#caption").text.plain
@@ -116,7 +116,7 @@ async def test_the_caption_cuts_the_prompt_never_the_seed(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_palette_keys_opens_the_help_that_escape_closes(sdtui_home):
-    app = make_app()
+    app = make_recording_app()
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         keys = [c for c in app.get_system_commands(app.screen) if c.title == "Keys"]
@@ -130,11 +130,11 @@ async def test_palette_keys_opens_the_help_that_escape_closes(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_copy_last_path_in_a_new_session_uses_the_history(sdtui_home):
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("from before",))
         path = app.history.recent(1)[0].image_path
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         app.action_copy_path()
@@ -143,7 +143,7 @@ async def test_copy_last_path_in_a_new_session_uses_the_history(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_ctrl_t_returns_to_the_prompt_from_anywhere(sdtui_home):
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("somewhere",))
         await pilot.press("f2", "ctrl+o")
@@ -167,7 +167,7 @@ def test_pasted_paths_lose_their_quotes_and_escapes(tmp_path):
 
 @pytest.mark.asyncio
 async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("quoted import",))
         source = tmp_path / "dropped here.png"
@@ -177,7 +177,7 @@ async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
         app.screen.query_one("#answer").value = f"'{source}'"
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is app.main_screen)
-        assert any("Loaded sdtui parameters from dropped here.png" in n.message for n in app._notifications)
+        assert any("Loaded sdtui parameters from dropped here.png" in message for message in app.notified)
 
 
 def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
@@ -201,7 +201,7 @@ def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
 async def test_dialogs_show_their_own_keys(sdtui_home):
     from textual.widgets import Footer
 
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("dialogs",))
 
@@ -223,10 +223,10 @@ async def test_dialogs_show_their_own_keys(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_the_last_image_is_on_the_stage_at_start(sdtui_home):
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("left from before",))
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await pilot.pause(0.2)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app_helpers import make_app, plain, type_prompt, wait_for, wait_loaded
+from tests.app_helpers import make_recording_app, plain, type_prompt, wait_for, wait_loaded
 from tests.reliability import MODEL_PATHS, assert_nothing_lost, digest, history_rows
 from tui.store.images import SDTUI_KEY, png_text
 from tui.text import _BIDI_CONTROLS
@@ -27,19 +27,6 @@ SMALL = dict(steps=2, width=64, height=64)
 def messages(app) -> list[str]:
     """Every notification so far, including those whose toast has already timed out."""
     return app.notified
-
-
-def make_recording_app(**settings):
-    app = make_app(**settings)
-    app.notified = []
-    notify = app.notify
-
-    def recording(message, *args, **kwargs):
-        app.notified.append(message)
-        return notify(message, *args, **kwargs)
-
-    app.notify = recording
-    return app
 
 
 def shown_raw(text: str) -> list[str]:

@@ -166,7 +166,7 @@ def test_the_app_draws_with_what_the_terminal_answered(tmp_path, terminal):
     write_config(home, model="demo", steps=2, width=128, height=128, seed=7)
     session = TerminalSession([sdtui_script()], 100, 30, session_env(home))
     try:
-        asked = session.wait_for(DA1_QUERY.encode(), session.started, timeout=60)
+        session.wait_for(DA1_QUERY.encode(), session.started, timeout=60)
         output = session.output_since(session.started)
         assert output.index(b"Enter to generate") < output.index(KITTY_QUERY.encode()), \
             "the queries come after the first frame"

@@ -135,7 +135,7 @@ def detect_graphics(app, setting: str, use: Callable) -> None:
     pixel size, which Sixel needs, is asked for too and kept as ``app.cell_size``."""
     import os
 
-    from tui.widgets.graphics import QUERIES, choose_graphics, read_replies
+    from tui.widgets.graphics import QUERIES, Choice, choose_graphics, read_replies
 
     if os.environ.get("TMUX") and setting != "halfblock":
         def in_tmux() -> None:
@@ -147,7 +147,9 @@ def detect_graphics(app, setting: str, use: Callable) -> None:
         app.run_worker(in_tmux, thread=True, exit_on_error=False)
         return
     driver = getattr(app, "_driver", None)
-    if setting != "auto" or not isinstance(driver, QueryingDriver):
+    if setting == "auto" and not isinstance(driver, QueryingDriver):
+        use(Choice("halfblock", "not on a terminal that can be asked (headless, or Windows)"))
+    elif setting != "auto":
         use(choose_graphics(setting, None))
     if setting not in ("auto", "sixel") or not isinstance(driver, QueryingDriver):
         return
