@@ -20,7 +20,7 @@ echo "torch==2.13.0" > "$work/torch.txt"
 
 echo "lowest allowed versions of the direct dependencies:"
 "$work/tools/bin/uv" pip list --python "$work/env/bin/python" 2>/dev/null \
-    | grep -Ei '^(textual|rich-pixels|diffusers|transformers|torch|accelerate|safetensors|huggingface.hub|pillow|platformdirs|psutil|scipy|pytest|pytest-asyncio|pytest-textual-snapshot) ' \
+    | grep -Ei '^(textual|rich-pixels|numpy|diffusers|transformers|torch|accelerate|safetensors|huggingface.hub|pillow|platformdirs|psutil|scipy|pytest|pytest-asyncio|pytest-textual-snapshot) ' \
     | sed 's/^/  /'
 
 home="$work/home"
@@ -28,4 +28,5 @@ SDTUI_HOME="$home" HF_HUB_OFFLINE=1 "$work/env/bin/sdtui" generate "a red fox" -
     --width 64 --height 64 --output "$work/fox.png"
 test -s "$work/fox.png"
 "$work/env/bin/python" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_generation_service.py \
-    tests/test_cli.py tests/test_app.py tests/test_models.py tests/test_model_management.py
+    tests/test_cli.py tests/test_app.py tests/test_models.py tests/test_model_management.py tests/test_viewer.py \
+    tests/test_parts.py
