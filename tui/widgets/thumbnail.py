@@ -188,6 +188,8 @@ class Thumbnail(Widget):
     """Draws through Textual's line API (one prebuilt Strip per row), which is several times
     cheaper per repaint than handing Textual a Rich renderable of thousands of segments."""
 
+    real_pixels = True  # drawn through the app's graphics protocol, when it has one
+
     DEFAULT_CSS = """
     Thumbnail {
         width: 1fr;
@@ -257,9 +259,10 @@ class Thumbnail(Widget):
 
     def _protocol(self):
         """How this frame is drawn: the app's graphics choice while this picture's screen is the
-        one in front, half blocks otherwise (a dimmed screen under a dialog, say)."""
+        one in front, half blocks otherwise (a dimmed screen under a dialog, say), and always for
+        pictures too small to gain from real pixels (the recent strip's)."""
         choice = getattr(self.app, "graphics", None)
-        if choice is None or choice.protocol == "halfblock" or not self.screen.is_active:
+        if choice is None or choice.protocol == "halfblock" or not self.real_pixels or not self.screen.is_active:
             return None
         return choice
 
@@ -269,6 +272,8 @@ class Thumbnail(Widget):
         width, height = self.content_size.width, self.content_size.height
         choice = self._protocol()
         key = (*self.frame_key(width, height), choice)
+        if choice is not None:  # the sequence holds the picture's place on the screen
+            key += (self.content_region.x, self.content_region.y)
         if self._strips is None or self._strips[0] != key:
             picture = self.frame(width, height)
             size = picture.size
