@@ -238,12 +238,17 @@ class Thumbnail(Widget):
     def render(self) -> RenderableType:
         return Align.center(Text(self.placeholder, style="dim"), vertical="middle")
 
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        """The half-block pixel size the frame is drawn at in a panel of ``width`` x ``height``
+        cells (two pixels a row); a graphics protocol covers the same cells."""
+        return fit_size(self._image.size, (width, height), self._upscale)
+
     def frame(self, width: int, height: int):
-        """The image to draw in a panel of ``width`` x ``height`` cells, at the pixel size it is
-        drawn (two pixels a row): here the whole image fitted to the panel."""
+        """The image to draw in a panel of ``width`` x ``height`` cells, at ``frame_size``: here
+        the whole image fitted to the panel."""
         from PIL import Image
 
-        size = fit_size(self._image.size, (width, height), self._upscale)
+        size = self.frame_size(width, height)
         picture = self._image.convert("RGB")
         if picture.size != size:
             picture = picture.resize(size, Image.Resampling.LANCZOS)
@@ -275,12 +280,14 @@ class Thumbnail(Widget):
         if choice is not None:  # the sequence holds the picture's place on the screen
             key += (self.content_region.x, self.content_region.y)
         if self._strips is None or self._strips[0] != key:
-            picture = self.frame(width, height)
-            size = picture.size
-            left = (width - size[0]) // 2
-            if choice is not None:
+            if choice is not None:  # the protocol's picture is made from the source, not the half-block frame
+                size = self.frame_size(width, height)
+                left = (width - size[0]) // 2
                 strips = self._graphic_strips(choice, size, left, width, height)
             else:
+                picture = self.frame(width, height)
+                size = picture.size
+                left = (width - size[0]) // 2
                 rows = half_block_rows(picture, "256" if self.app.console.color_system == "256" else "truecolor")
                 self.frame_bytes = sum(len(row) for row in rows) * BYTES_PER_STYLE_CHANGE + size[0] * len(rows) * 3
                 blank = self.rich_style

@@ -121,6 +121,11 @@ class ZoomView(Thumbnail):
     def frame_key(self, width: int, height: int) -> tuple:
         return (*super().frame_key(width, height), self.scale, self.centre)
 
+    def frame_size(self, width: int, height: int) -> tuple[int, int]:
+        if self.scale is None:
+            return super().frame_size(width, height)
+        return view_window(self.image.size, (width, height), self.scale, self.centre).size
+
     def frame(self, width: int, height: int):
         if self.scale is None:
             return super().frame(width, height)
