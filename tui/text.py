@@ -44,3 +44,8 @@ def stand_in(ch: str) -> str:
     if unicodedata.category(ch) == "Cc" or ch in _BIDI_CONTROLS:
         return "\ufffd"
     return ch
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, with an ellipsis when it was longer."""
+    return text if len(text) <= width else text[:max(0, width - 1)] + "…"

@@ -18,7 +18,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.store.history import STATUSES, HistoryEntry
-from tui.text import visible
+from tui.text import clip, visible
 from tui.widgets.details import details_table, entry_status
 from tui.widgets.thumbnail import OpenablePicture
 from tui.widgets.safe_input import SafeInput
@@ -48,10 +48,6 @@ def fit_columns(width: int) -> list[tuple[str, int]]:
     widths = {name: sizes[name] for name in chosen}
     widths["prompt"] = min(PROMPT_WIDTH[1], PROMPT_WIDTH[0] + spare)
     return [(name, widths[name]) for name, _ in COLUMNS if name in widths]
-
-
-def clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:max(0, width - 1)] + "…"
 
 
 def row_cells(entry: HistoryEntry, columns: list[tuple[str, int]], marked: bool = False) -> tuple:

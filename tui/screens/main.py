@@ -26,8 +26,9 @@ from tui.engine.memory import format_bytes
 from tui.engine.request import SEED_MAX, InvalidRequest, validate_request
 from tui.generation import ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed
 from tui.messages import EngineReport, LogLine
-from tui.text import visible
+from tui.text import clip, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
+from tui.widgets.details import settings_line
 from tui.widgets.log import LogPanel
 from tui.widgets.prompt import PromptInput, PromptRecall
 from tui.widgets.safe_input import SafeInput
@@ -121,8 +122,7 @@ class MainScreen(Screen):
         self.last_seed, self.last_path = entry.seed, entry.image_path
         self.query_one(Stage).fit_to(*image.size)
         self.query_one("#preview", Thumbnail).show(image)
-        self.set_caption(entry.prompt, f"seed {entry.seed} · {entry.width}x{entry.height} · {entry.steps} steps · "
-                                       f"{entry.scheduler} · from history (Ctrl+O to view)")
+        self.set_caption(entry.prompt, f"{settings_line(entry.seed, entry)} · from history (Ctrl+O to view)")
 
     def _say_colours(self, system: str | None) -> None:
         """Once a session: what the terminal's colours mean for the pictures."""
@@ -192,8 +192,7 @@ class MainScreen(Screen):
         number = self.app.service.submit(request)
         waiting = self.app.service.waiting()
         seed = "random seed" if request.seed is None else f"seed {request.seed}"
-        prompt = visible(request.prompt)
-        prompt = prompt if len(prompt) <= 40 else prompt[:39] + "…"
+        prompt = clip(visible(request.prompt), 40)
         self.log_line(f"job {number} queued{f' ({what})' if what else ''}: \"{prompt}\" {request.width}x"
                       f"{request.height}, {request.steps} steps, {request.scheduler}, {seed}"
                       + (f" ({waiting} waiting)" if waiting > 1 else ""))
@@ -274,8 +273,7 @@ class MainScreen(Screen):
             self.last_seed, self.last_path = finished.seed, str(report.path)
             preview.show(finished.image)
             request = finished.request
-            self.set_caption(request.prompt, f"seed {finished.seed} · {request.width}x{request.height} · "
-                                             f"{request.steps} steps · {request.scheduler}")
+            self.set_caption(request.prompt, settings_line(finished.seed, request))
             self.app.image_finished(report)
             self.app.thumbs.put(report.path, finished.image)
             self.refresh_recent()

@@ -13,6 +13,7 @@ from textual.widgets import Footer
 from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.store.history import HistoryEntry
 from tui.text import visible
+from tui.widgets.details import settings_line
 from tui.widgets.status import Line
 from tui.widgets.zoom import ZoomView
 
@@ -20,8 +21,7 @@ from tui.widgets.zoom import ZoomView
 def caption_text(entry: HistoryEntry, zoom: str) -> Text:
     """Prompt on the first line; zoom, seed, size, steps, scheduler and model on the second."""
     text = Text(visible(entry.prompt) or "(no prompt)", style="bold")
-    details = [f"seed {entry.seed}", f"{entry.width}x{entry.height}", f"{entry.steps} steps", entry.scheduler,
-               visible(entry.model)]
+    details = [settings_line(entry.seed, entry), visible(entry.model)]
     if zoom:
         details.insert(0, f"zoom {zoom}")
     text.append("\n" + " · ".join(details), style="dim")

@@ -36,6 +36,11 @@ def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
     ]
 
 
+def settings_line(seed: int | None, made) -> str:
+    """"seed · size · steps · scheduler" of ``made`` (a request or a history entry), for captions."""
+    return f"seed {seed} · {made.width}x{made.height} · {made.steps} steps · {made.scheduler}"
+
+
 def entry_status(entry: HistoryEntry) -> str:
     return "missing" if entry.status == "done" and entry.missing else entry.status
 
