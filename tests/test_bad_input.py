@@ -47,7 +47,7 @@ FLAGS = [
     ("width zero", ["generate", "x", "--width", "0"], "width"),
     ("width huge", ["generate", "x", "--width", "99999"], "width"),
     ("height odd", ["generate", "x", "--height", "63"], "height"),
-    ("seed too big", ["generate", "x", "--seed", "4294967296"], "seed"),
+    ("seed too big", ["generate", "x", "--seed", "18446744073709551616"], "seed"),
     ("seed text", ["generate", "x", "--seed", "lucky"], "seed"),
     ("count zero", ["generate", "x", "--count", "0"], "count"),
     ("scheduler empty", ["generate", "x", "--scheduler", ""], "scheduler"),

@@ -56,7 +56,7 @@ SETTINGS = [
     ("height", "4096", "height"),
     ("height", "", "height"),
     ("seed", "-3", "seed"),
-    ("seed", "4294967296", "seed"),
+    ("seed", "18446744073709551616", "seed"),
     ("seed", "lucky", "seed"),
     ("count", "0", "count"),
     ("count", "101", "count"),

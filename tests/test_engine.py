@@ -231,3 +231,26 @@ def test_bad_device_fails_generation_with_a_clear_message():
     engine = Engine(EngineOptions(model="demo", device="cuda"))
     _, events = run(engine, GenerationRequest("x", **SMALL))
     assert isinstance(events[-1], Failed) and events[-1].message.startswith("device: cuda was asked for")
+
+
+def test_a_64_bit_seed_starts_from_the_noise_comfyui_draws(demo_engine):
+    """ComfyUI draws its starting noise with torch.manual_seed(seed) and torch.randn on the CPU,
+    so a ComfyUI seed, up to 2**64-1, must give the same starting latents here."""
+    seed = 2**64 - 2
+    drawn = []
+    original = demo_engine.pipe.prepare_latents
+
+    def recording(*args, **kwargs):
+        drawn.append(original(*args, **kwargs))
+        return drawn[-1]
+
+    demo_engine.pipe.prepare_latents = recording
+    try:
+        results, _ = run(demo_engine, GenerationRequest("x", seed=seed, count=2, width=64, height=64, steps=2))
+    finally:
+        del demo_engine.pipe.prepare_latents
+    assert [r.seed for r in results] == [seed, seed + 1]
+    channels = drawn[0].shape[1]
+    comfy = torch.randn((1, channels, 8, 8), generator=torch.manual_seed(seed), device="cpu")
+    sigma = demo_engine.pipe.scheduler.init_noise_sigma
+    assert torch.allclose(drawn[0][0:1].float(), comfy * sigma)

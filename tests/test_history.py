@@ -15,6 +15,8 @@ from PIL import Image
 from tests.reliability import assert_history_consistent
 from tui.engine.request import GenerationRequest
 from tui.store.history import History, HistoryEntry
+from tui.store.images import png_text
+from tui.store.importers import read_request
 
 
 @pytest.fixture
@@ -75,6 +77,19 @@ def test_recent_search_get_and_delete(history):
 def test_request_of_an_entry_remakes_that_image(history):
     entry, _ = save(history, "x", seed=41, steps=9, width=256)
     assert history.get(entry.id).request() == GenerationRequest("x", seed=41, steps=9, width=256)
+
+
+@pytest.mark.parametrize("seed", [2**63 - 1, 2**63, 2**64 - 1])
+def test_64_bit_seeds_survive_the_row_the_png_and_adoption(history, tmp_path, seed):
+    entry, path = save(history, "a comfy fox", seed=seed)
+    assert history.get(entry.id).seed == seed  # SQLite's INTEGER is signed: stored as two's complement
+    assert read_request(path).seed == seed and f"Seed: {seed}," in png_text(path)["parameters"]
+    db = sqlite3.connect(tmp_path / "history.db")
+    db.execute("DELETE FROM generations")
+    db.commit()
+    db.close()
+    history.reconcile()
+    assert [e.seed for e in history.recent(5)] == [seed]
 
 
 def test_reconcile_marks_missing_files_adopts_orphans_and_removes_partials(history, tmp_path):
@@ -188,6 +203,8 @@ WRITER = textwrap.dedent("""
     from PIL import Image
     from tui.engine.request import GenerationRequest
     from tui.store.history import History, HistoryEntry
+from tui.store.images import png_text
+from tui.store.importers import read_request
     root = Path(sys.argv[1])
     store = History(root / "history.db", root / "outputs")
     image = Image.effect_noise((256, 256), 64).convert("RGB")

@@ -21,8 +21,8 @@ BAD = [
     ({"guidance": -0.5}, "guidance", "0 to 50"),
     ({"guidance": 50.5}, "guidance", "0 to 50"),
     ({"guidance": "strong"}, "guidance", "number"),
-    ({"seed": -2}, "seed", "0..4294967295"),
-    ({"seed": 2**32}, "seed", "0..4294967295"),
+    ({"seed": -2}, "seed", "0..18446744073709551615"),
+    ({"seed": 2**64}, "seed", "0..18446744073709551615"),
     ({"seed": "1e3"}, "seed", "not a whole number"),
     ({"seed": True}, "seed", "not a whole number"),
     ({"count": 0}, "count", "1..100"),
@@ -70,8 +70,9 @@ def test_random_seed_spellings(seed):
 def test_with_seed_draws_once_and_seed_for_counts_up():
     request = GenerationRequest("x").with_seed()
     assert request.seed is not None and request.with_seed() == request
-    fixed = GenerationRequest("x", seed=2**32 - 1, count=3)
-    assert [fixed.seed_for(i) for i in range(3)] == [2**32 - 1, 0, 1]
+    fixed = GenerationRequest("x", seed=2**64 - 1, count=3)
+    assert [fixed.seed_for(i) for i in range(3)] == [2**64 - 1, 0, 1]
+    assert 0 <= GenerationRequest("x").with_seed().seed < 2**32  # new random seeds stay short
 
 
 def test_long_prompts_are_accepted_up_to_the_limit():

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--negative", metavar="TEXT", help="negative prompt")
     generate.add_argument("--steps", metavar="N")
     generate.add_argument("--guidance", metavar="G", help="classifier-free guidance scale, 0..50")
-    generate.add_argument("--seed", metavar="S", help="0..4294967295, or 'random'")
+    generate.add_argument("--seed", metavar="S", help="0..18446744073709551615 (64-bit, as ComfyUI's), or 'random'")
     generate.add_argument("--width", metavar="W", help="multiple of 8, 64..2048")
     generate.add_argument("--height", metavar="H", help="multiple of 8, 64..2048")
     generate.add_argument("--scheduler", metavar="NAME", help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")

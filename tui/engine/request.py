@@ -12,7 +12,10 @@ from tui.engine.schedulers import DEFAULT_SCHEDULER, find_scheduler, scheduler_n
 SIZE_MIN, SIZE_MAX = 64, 2048
 STEPS_MIN, STEPS_MAX = 1, 500
 GUIDANCE_MIN, GUIDANCE_MAX = 0.0, 50.0
-SEED_MAX = 2**32 - 1
+# Seeds are 64-bit as in ComfyUI and Fooocus: torch's CPU generator takes 0..2**64-1, and the
+# starting noise is drawn on the CPU, so another tool's seed gives the same noise here.
+SEED_MAX = 2**64 - 1
+RANDOM_SEED_MAX = 2**32 - 1  # new random seeds stay short to read and type, as A1111's
 PROMPT_MAX_CHARS = 20_000
 COUNT_MIN, COUNT_MAX = 1, 100
 
@@ -57,10 +60,10 @@ class GenerationRequest:
         """This request with its seed fixed, drawing a random one if it has none."""
         if self.seed is not None:
             return self
-        return replace(self, seed=random.randint(0, SEED_MAX - COUNT_MAX))
+        return replace(self, seed=random.randint(0, RANDOM_SEED_MAX))
 
     def seed_for(self, index: int) -> int:
-        """Image ``index`` of a request uses seed+index, wrapping inside the 32-bit range."""
+        """Image ``index`` of a request uses seed+index, wrapping inside the 64-bit range."""
         assert self.seed is not None
         return (self.seed + index) % (SEED_MAX + 1)
 

@@ -23,7 +23,7 @@ from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Lo
                                Step, Unloaded)
 from tui.cli_progress import format_duration
 from tui.engine.memory import format_bytes
-from tui.engine.request import SEED_MAX, InvalidRequest, validate_request
+from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
 from tui.generation import ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed
 from tui.messages import EngineReport, LogLine
 from tui.text import clip, visible
@@ -147,13 +147,23 @@ class MainScreen(Screen):
         self.app.open_history(message.entry_id)
 
     def load_request(self, request) -> None:
-        """Fill the prompt, negative prompt and settings from ``request`` (from history or an import)."""
-        self.query_one("#prompt", PromptInput).value = request.prompt
-        self.query_one("#negative", Input).value = request.negative_prompt
+        """Fill the prompt, negative prompt and settings from ``request`` (from history)."""
+        self.load_values(request.to_dict())
+
+    def load_values(self, values: dict) -> None:
+        """Fill the fields ``values`` names (an import may read only some); the others keep theirs."""
+        if "prompt" in values:
+            self.query_one("#prompt", PromptInput).value = values["prompt"]
+        if "negative_prompt" in values:
+            self.query_one("#negative", Input).value = values["negative_prompt"]
         panel = self.query_one(SettingsPanel)
-        for key in ("steps", "guidance", "width", "height", "scheduler", "count"):
-            panel.set_value(key, getattr(request, key) if key != "guidance" else f"{request.guidance:g}")
-        panel.set_value("seed", "random" if request.seed is None else request.seed)
+        for key in ("steps", "width", "height", "scheduler", "count"):
+            if key in values:
+                panel.set_value(key, values[key])
+        if "guidance" in values:
+            panel.set_value("guidance", f"{values['guidance']:g}")
+        if "seed" in values:
+            panel.set_value("seed", "random" if values["seed"] is None else values["seed"])
         self.query_one("#prompt", PromptInput).focus()
 
     # --- generation ---------------------------------------------------------------------
@@ -216,7 +226,7 @@ class MainScreen(Screen):
         self.log_line(f"queue cleared: {dropped} waiting job(s) dropped")
 
     def action_reroll(self) -> None:
-        self.generate(seed_override=random.randint(0, SEED_MAX))
+        self.generate(seed_override=random.randint(0, RANDOM_SEED_MAX))
 
     def current_seed(self) -> tuple[int | None, str]:
         """The seed of the image being made, else of the last one, and which it is."""
@@ -228,7 +238,7 @@ class MainScreen(Screen):
         panel = self.query_one(SettingsPanel)
         if panel.settings.seed == "random":
             seed, whose = self.current_seed()
-            seed = seed if seed is not None else random.randint(0, SEED_MAX)
+            seed = seed if seed is not None else random.randint(0, RANDOM_SEED_MAX)
             panel.set_value("seed", seed)
             self.app.notify(f"Seed locked to {seed}" + (f" ({whose})." if whose else "."), timeout=2)
         else:

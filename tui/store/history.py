@@ -230,6 +230,7 @@ class History:
 
     def _insert(self, entry: HistoryEntry) -> int:
         values = asdict(entry)
+        values["seed"] = _seed_to_sqlite(values["seed"])
         cursor = self._db.execute(
             f"INSERT INTO generations ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})",
             [values[c] for c in _COLUMNS])
@@ -448,8 +449,16 @@ def _walk_files(root: Path) -> Iterator[Path]:
             yield Path(folder) / name
 
 
+def _seed_to_sqlite(seed: int | None) -> int | None:
+    """SQLite integers are signed 64-bit; seeds from 2**63 up are stored as their two's complement."""
+    return seed - 2**64 if seed is not None and seed >= 2**63 else seed
+
+
 def _entry(row: sqlite3.Row) -> HistoryEntry:
-    return HistoryEntry(**{key: row[key] for key in row.keys()})
+    values = {key: row[key] for key in row.keys()}
+    if isinstance(values.get("seed"), int) and values["seed"] < 0:
+        values["seed"] += 2**64
+    return HistoryEntry(**values)
 
 
 class _Transaction:
