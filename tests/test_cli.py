@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import run_sdtui
-from tui.store.images import request_from_parameters
+from tui.store.importers import request_from_parameters
 from tui.store.importers import read_request
 
 

@@ -7,9 +7,10 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tui.engine.request import GenerationRequest
-from tui.store.images import (MetadataError, format_parameters, parse_parameters, png_text, prompt_slug,
-                              request_from_parameters, write_png)
-from tui.store.importers import read_request
+from tui.engine.schedulers import scheduler_from_a1111
+from tui.store.importers.a1111 import a1111_import
+from tui.store.images import MetadataError, format_parameters, parse_parameters, png_text, prompt_slug, write_png
+from tui.store.importers import read_request, request_from_parameters
 
 REQUESTS = [
     GenerationRequest("a red fox", seed=7),
@@ -33,8 +34,8 @@ def test_format_matches_a1111_layout():
     assert format_parameters(request, 7, {"model": "v1-5, pruned"}).split("\n") == [
         "a red fox",
         "Negative prompt: blurry",
-        'Steps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 7, Size: 512x512, Model: "v1-5, pruned", '
-        "Version: sdtui 0.1.0",
+        'Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 7, Size: 512x512, '
+        'Model: "v1-5, pruned", Version: sdtui 0.1.0',
     ]
 
 
@@ -60,11 +61,70 @@ def test_old_a1111_names_and_prompt_only_text():
     assert only_prompt.prompt == "just a prompt, with: a colon" and only_prompt.seed is None
 
 
-def test_unusable_parameters_say_why():
-    with pytest.raises(MetadataError, match="scheduler: 'Restart'"):
-        request_from_parameters("x\nSteps: 20, Sampler: Restart, CFG scale: 7, Seed: 1, Size: 512x512")
-    with pytest.raises(MetadataError, match="width"):
-        request_from_parameters("x\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 513x512")
+def test_an_unknown_sampler_or_bad_size_keeps_the_rest_and_says_so():
+    imported = a1111_import("x\nSteps: 20, Sampler: Restart, CFG scale: 7, Seed: 1, Size: 513x512")
+    assert imported.values == {"prompt": "x", "negative_prompt": "", "steps": 20, "guidance": 7.0, "seed": 1}
+    assert imported.notes == ["width: 513 is not allowed; use a multiple of 8 from 64 to 2048; the current size is kept",
+                              "sampler Restart has no exact equivalent in sdtui; the current scheduler is kept"]
+
+
+@pytest.mark.parametrize("sampler,schedule,version,expected", [
+    ("DPM++ 2M", None, None, "DPM++ 2M"),  # before 1.9 a plain name meant the plain schedule
+    ("DPM++ 2M", None, "v1.10.1", "DPM++ 2M Karras"),  # 1.9+: the sampler's default, Karras
+    ("DPM++ 2M", "Automatic", "f2.0.1v1.10.1-previous-313", "DPM++ 2M Karras"),  # Forge
+    ("DPM++ 2M", "Uniform", "v1.10.1", "DPM++ 2M"),
+    ("DPM++ 2M Karras", None, "v1.6.0", "DPM++ 2M Karras"),
+    ("DPM++ 2M SDE", None, "v1.10.1", "DPM++ 2M SDE Exponential"),
+    ("Euler", "Karras", "v1.10.1", "Euler Karras"),
+    ("Euler a", "Automatic", "v1.10.1", "Euler a"),
+    ("LCM", None, "v1.10.1", "LCM"),
+    ("k_euler_ancestral", None, None, "Euler a"),
+    ("Euler a", "Karras", "v1.10.1", None),  # diffusers' Euler a has no Karras sigmas
+    ("DPM++ SDE", "Karras", "v1.10.1", None),
+    ("DPM2 a", None, "v1.10.1", None),
+])
+def test_a1111_sampler_and_schedule_type(sampler, schedule, version, expected):
+    spec = scheduler_from_a1111(sampler, schedule, version)
+    assert (spec.name if spec else None) == expected
+
+
+A1111_1_10_SAMPLERS = ["DPM++ 2M", "DPM++ SDE", "DPM++ 2M SDE", "DPM++ 2M SDE Heun", "DPM++ 2S a", "DPM++ 3M SDE",
+                       "Euler a", "Euler", "LMS", "Heun", "DPM2", "DPM2 a", "DPM fast", "DPM adaptive", "Restart",
+                       "DDIM", "DDIM CFG++", "PLMS", "UniPC", "LCM"]
+
+
+@pytest.mark.parametrize("sampler", A1111_1_10_SAMPLERS)
+def test_every_a1111_sampler_imports_the_rest_of_the_settings(sampler):
+    imported = a1111_import(f"a fox\nSteps: 9, Sampler: {sampler}, Schedule type: Automatic, CFG scale: 4, "
+                            "Seed: 12, Size: 640x512, Version: v1.10.1")
+    assert {k: imported.values[k] for k in ("prompt", "steps", "guidance", "seed", "width", "height")} == {
+        "prompt": "a fox", "steps": 9, "guidance": 4.0, "seed": 12, "width": 640, "height": 512}
+    assert ("scheduler" in imported.values) != any("no exact equivalent" in n for n in imported.notes)
+
+
+def test_dynamic_prompts_template_lines_stay_out_of_the_prompt():
+    text = ("a red fox in the snow\nNegative prompt: blurry\n"
+            "Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 5, Size: 512x512, "
+            "Version: v1.10.1\nTemplate: a {red|blue} fox in the snow\nNegative Template: blurry")
+    imported = a1111_import(text)
+    assert imported.values["prompt"] == "a red fox in the snow" and imported.values["negative_prompt"] == "blurry"
+    assert imported.values["steps"] == 20 and imported.values["scheduler"] == "Euler a"
+    assert any("dynamic-prompts template" in note for note in imported.notes)
+
+
+def test_settings_sdtui_does_not_apply_are_listed():
+    text = ("a fox <lora:fluffy:0.7>\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 5, "
+            "Size: 512x512, Model: dreamshaper_8, Clip skip: 2, Denoising strength: 0.45, Hires upscale: 2, "
+            "Version: v1.10.1")
+    notes = a1111_import(text).notes
+    assert notes == ["not applied here: model dreamshaper_8, clip skip 2, hires fix (upscale 2), "
+                     "denoising strength 0.45, LoRAs (fluffy), left in the prompt as written"]
+
+
+def test_64_bit_seed_from_fooocus_in_a1111_text():
+    imported = a1111_import("x\nSteps: 30, Sampler: DPM++ 2M SDE, Schedule type: Karras, CFG scale: 4, "
+                            "Seed: 6952411511246973023, Size: 768x1280, Version: Fooocus v2.4.3")
+    assert imported.values["seed"] == 6952411511246973023 and imported.values["scheduler"] == "DPM++ 2M SDE Karras"
 
 
 def test_written_png_carries_both_chunks_and_reads_back(tmp_path):
@@ -93,7 +153,7 @@ def test_pngs_without_metadata_or_not_png_give_a_clear_message(tmp_path):
         read_request(plain)
     text = tmp_path / "notes.png"
     text.write_text("hello")
-    with pytest.raises(MetadataError, match="cannot read it as a PNG"):
+    with pytest.raises(MetadataError, match="cannot read it as an image"):
         read_request(text)
 
 

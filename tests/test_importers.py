@@ -36,22 +36,23 @@ def png_with(tmp_path, name, **chunks):
 
 def test_comfyui_prompt_graph(tmp_path):
     imported = import_png(png_with(tmp_path, "comfy.png", prompt=json.dumps(COMFY_GRAPH), workflow="{}"))
-    assert imported.source == "ComfyUI" and imported.notes == []
+    assert imported.source == "ComfyUI"
+    assert imported.notes == ["not applied here: model v1-5-pruned-emaonly.safetensors"]
     assert imported.request == GenerationRequest("glass bottle landscape, purple galaxy", "text, watermark", steps=25,
                                                  guidance=6.5, width=512, height=768, seed=8566257,
                                                  scheduler="DPM++ 2M Karras")
 
 
-def test_comfyui_64_bit_seed_is_dropped_with_a_note(tmp_path):
+def test_comfyui_64_bit_seed_is_kept(tmp_path):
     graph = json.loads(json.dumps(COMFY_GRAPH))
-    graph["3"]["inputs"]["seed"] = 156680208700286
+    graph["3"]["inputs"]["seed"] = 2**64 - 1
     imported = import_png(png_with(tmp_path, "comfy.png", prompt=json.dumps(graph)))
-    assert imported.request.seed is None and "156680208700286" in imported.notes[0]
+    assert imported.request.seed == 2**64 - 1
 
 
 def test_comfyui_without_a_sampler_says_so(tmp_path):
     graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "x.png"}}}
-    with pytest.raises(MetadataError, match="no KSampler node"):
+    with pytest.raises(MetadataError, match="no sampler node"):
         import_png(png_with(tmp_path, "comfy.png", prompt=json.dumps(graph)))
 
 
@@ -75,8 +76,8 @@ def test_a1111_and_own_chunks(tmp_path):
     ({}, "no generation parameters found"),
     ({"prompt": "{not json"}, "not valid JSON"),
     ({"invokeai_metadata": "[1, 2]"}, "not an object"),
-    ({"invokeai_metadata": json.dumps({**INVOKE_META, "width": 1001})}, "width"),
-    ({"invokeai_metadata": json.dumps({**INVOKE_META, "positive_prompt": ""})}, "prompt"),
+    ({"parameters": '{"not": "fooocus"}'}, "JSON from a tool sdtui does not know"),
+    ({"invokeai_metadata": json.dumps({"positive_prompt": ""})}, "no prompt or setting"),
 ])
 def test_unusable_metadata_is_one_clear_sentence(tmp_path, chunks, words):
     with pytest.raises(MetadataError) as caught:
@@ -88,5 +89,79 @@ def test_missing_file_and_not_a_png(tmp_path):
     with pytest.raises(MetadataError, match="no such file"):
         import_png(tmp_path / "gone.png")
     (tmp_path / "text.png").write_text("hello")
-    with pytest.raises(MetadataError, match="cannot read it as a PNG"):
+    with pytest.raises(MetadataError, match="cannot read it as an image"):
         import_png(tmp_path / "text.png")
+
+
+def _graph(**nodes):
+    return {key: {"class_type": kind, "inputs": inputs} for key, (kind, inputs) in nodes.items()}
+
+
+def test_comfyui_custom_sampler_through_controlnet_to_a_string_node(tmp_path):
+    """SamplerCustomAdvanced keeps its settings in other nodes (guider, noise, sampler, sigmas); the
+    prompt reaches the guider through a ControlNet node, and the text comes from a string node.
+    A KSamplerSelect node, which has no prompt, must not be taken for the sampler."""
+    graph = _graph(
+        n1=("CheckpointLoaderSimple", {"ckpt_name": "sd_xl_base_1.0.safetensors"}),
+        n2=("PrimitiveString", {"value": "a lighthouse at dusk"}),
+        n3=("CLIPTextEncode", {"clip": ["n1", 1], "text": ["n2", 0]}),
+        n4=("CLIPTextEncode", {"clip": ["n1", 1], "text": "fog"}),
+        n5=("ControlNetApplyAdvanced", {"positive": ["n3", 0], "negative": ["n4", 0], "control_net": ["n9", 0],
+                                        "image": ["n10", 0], "strength": 0.8}),
+        n6=("CFGGuider", {"model": ["n1", 0], "positive": ["n5", 0], "negative": ["n5", 1], "cfg": 4.5}),
+        n7=("KSamplerSelect", {"sampler_name": "euler_ancestral"}),
+        n8=("BasicScheduler", {"model": ["n1", 0], "scheduler": "normal", "steps": 12, "denoise": 1.0}),
+        n9=("ControlNetLoader", {"control_net_name": "canny.safetensors"}),
+        n10=("LoadImage", {"image": "edges.png"}),
+        n11=("RandomNoise", {"noise_seed": 2**64 - 5}),
+        n12=("EmptyLatentImage", {"width": 832, "height": 1216, "batch_size": 1}),
+        n13=("SamplerCustomAdvanced", {"noise": ["n11", 0], "guider": ["n6", 0], "sampler": ["n7", 0],
+                                       "sigmas": ["n8", 0], "latent_image": ["n12", 0]}),
+        n14=("VAEDecode", {"samples": ["n13", 0], "vae": ["n1", 2]}),
+        n15=("SaveImage", {"images": ["n14", 0], "filename_prefix": "ComfyUI"}),
+    )
+    imported = import_png(png_with(tmp_path, "custom.png", prompt=json.dumps(graph)))
+    assert imported.values == {"prompt": "a lighthouse at dusk", "negative_prompt": "fog", "steps": 12,
+                               "guidance": 4.5, "seed": 2**64 - 5, "width": 832, "height": 1216,
+                               "scheduler": "Euler a"}
+    assert imported.notes == ["not applied here: model sd_xl_base_1.0.safetensors"]
+
+
+def test_comfyui_sdxl_encoder_and_an_unmapped_sampler(tmp_path):
+    graph = _graph(
+        a=("CLIPTextEncodeSDXL", {"clip": ["c", 1], "text_g": "a red barn", "text_l": "a red barn",
+                                  "width": 1024, "height": 1024}),
+        b=("CLIPTextEncodeSDXL", {"clip": ["c", 1], "text_g": "", "text_l": ""}),
+        c=("CheckpointLoaderSimple", {"ckpt_name": "sdxl.safetensors"}),
+        d=("KSampler", {"seed": 5, "steps": 25, "cfg": 6, "sampler_name": "dpmpp_2s_ancestral", "scheduler": "karras",
+                        "denoise": 1, "positive": ["a", 0], "negative": ["b", 0], "latent_image": ["e", 0],
+                        "model": ["c", 0]}),
+        e=("EmptyLatentImage", {"width": 1024, "height": 1024, "batch_size": 1}),
+        f=("SaveImage", {"images": ["g", 0]}),
+        g=("VAEDecode", {"samples": ["d", 0], "vae": ["c", 2]}),
+    )
+    imported = import_png(png_with(tmp_path, "sdxl.png", prompt=json.dumps(graph)))
+    assert imported.values["prompt"] == "a red barn" and imported.values["negative_prompt"] == ""
+    assert "scheduler" not in imported.values
+    assert imported.notes[0] == ("sampler dpmpp_2s_ancestral with the karras schedule has no exact equivalent "
+                                 "in sdtui; the current scheduler is kept")
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("euler", "Euler"), ("euler_k", "Euler Karras"), ("euler_a", "Euler a"), ("heun_k", "Heun Karras"),
+    ("dpmpp_2m", "DPM++ 2M"), ("dpmpp_2m_k", "DPM++ 2M Karras"), ("dpmpp_2m_sde", "DPM++ 2M SDE"),
+    ("dpmpp_2m_sde_k", "DPM++ 2M SDE Karras"), ("lms_k", "LMS Karras"), ("lcm", "LCM"), ("unipc", "UniPC"),
+    ("ddim", "DDIM"), ("pndm", "PNDM"),
+    ("kdpm_2", None), ("dpmpp_sde_k", None), ("dpmpp_3m", None), ("deis", None), ("tcd", None), ("unipc_k", None),
+])
+def test_invokeai_scheduler_names(tmp_path, name, expected):
+    imported = import_png(png_with(tmp_path, "i.png", invokeai_metadata=json.dumps({**INVOKE_META,
+                                                                                   "scheduler": name})))
+    assert imported.values.get("scheduler") == expected
+    assert imported.values["steps"] == 30  # the other fields are taken either way
+
+
+def test_invokeai_bad_size_keeps_the_other_fields(tmp_path):
+    imported = import_png(png_with(tmp_path, "i.png", invokeai_metadata=json.dumps({**INVOKE_META, "width": 1001})))
+    assert "width" not in imported.values and imported.values["prompt"] == "a castle on a hill"
+    assert imported.notes[0] == "width: 1001 is not allowed; use a multiple of 8 from 64 to 2048; the current size is kept"

@@ -33,8 +33,8 @@ def test_scheduler_names_from_other_tools(name, expected):
 
 def test_a1111_schedule_type_combines_with_the_sampler():
     assert scheduler_from_a1111("DPM++ 2M", "Karras").name == "DPM++ 2M Karras"
-    assert scheduler_from_a1111("DPM++ 2M", "Automatic").name == "DPM++ 2M"
-    assert scheduler_from_a1111("Euler a", "Karras").name == "Euler a"
+    assert scheduler_from_a1111("DPM++ 2M", "Automatic").name == "DPM++ 2M"  # no version: before 1.9
+    assert scheduler_from_a1111("Euler a", "Karras") is None
 
 
 def test_preview_throttle_interval_and_rate():

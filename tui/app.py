@@ -356,9 +356,13 @@ class SdtuiApp(App[int]):
                 self.notify(str(error), severity="error", timeout=10)
                 return
             self.back_to_main()
-            self.main_screen.load_request(imported.request)
-            notes = f" ({'; '.join(imported.notes)})" if imported.notes else ""
-            self.notify(f"Loaded {imported.source} parameters from {Path(path).name}{notes}.", timeout=8)
+            self.main_screen.load_values(imported.values)
+            name = Path(clean_pasted_path(path)).name
+            self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
+            for note in imported.notes:
+                self.main_screen.log_line(f"  {note}", "warning")
+            more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
+            self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
 
         self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
 

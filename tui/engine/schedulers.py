@@ -1,56 +1,95 @@
-"""Schedulers by the names people know from A1111, mapped onto diffusers classes.
+"""Schedulers by the names people know from A1111, mapped onto diffusers classes, and the
+names other tools write for them.
 
-Pure data plus one builder; diffusers is imported only when a scheduler is built.
+Pure data plus one builder; diffusers is imported only when a scheduler is built. Only exact
+equivalents are listed: the same algorithm with the same noise schedule. The diffusers
+scheduler overview's "A1111/k-diffusion" table is the source for the sampler classes;
+``use_karras_sigmas`` and ``use_exponential_sigmas`` compute the same sigmas as
+k-diffusion's ``get_sigmas_karras`` and ``get_sigmas_exponential``.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
+
+UNIFORM, KARRAS, EXPONENTIAL = "Uniform", "Karras", "Exponential"
 
 
 @dataclass(frozen=True)
 class SchedulerSpec:
     name: str
     diffusers_class: str
-    a1111_name: str
+    a1111_sampler: str  # the name A1111 1.9+ writes as "Sampler"
     options: dict[str, Any] = field(default_factory=dict)
+    # The "Schedule type" A1111 writes for it; None for samplers that have none (DDIM, PLMS, UniPC).
+    schedule: str | None = UNIFORM
 
+
+_KARRAS = {"use_karras_sigmas": True}
+_DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+_DPMPP_2M_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
 
 SCHEDULERS: tuple[SchedulerSpec, ...] = (
     SchedulerSpec("Euler", "EulerDiscreteScheduler", "Euler"),
+    SchedulerSpec("Euler Karras", "EulerDiscreteScheduler", "Euler", _KARRAS, KARRAS),
     SchedulerSpec("Euler a", "EulerAncestralDiscreteScheduler", "Euler a"),
     SchedulerSpec("Heun", "HeunDiscreteScheduler", "Heun"),
-    SchedulerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", "DPM++ 2M",
-                  {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    SchedulerSpec("DPM++ 2M Karras", "DPMSolverMultistepScheduler", "DPM++ 2M Karras",
-                  {"algorithm_type": "dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    SchedulerSpec("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE Karras",
-                  {"algorithm_type": "sde-dpmsolver++", "solver_order": 2, "use_karras_sigmas": True}),
-    SchedulerSpec("DDIM", "DDIMScheduler", "DDIM"),
-    SchedulerSpec("PNDM", "PNDMScheduler", "PLMS", {"skip_prk_steps": True}),
-    SchedulerSpec("UniPC", "UniPCMultistepScheduler", "UniPC"),
+    SchedulerSpec("Heun Karras", "HeunDiscreteScheduler", "Heun", _KARRAS, KARRAS),
+    SchedulerSpec("DPM++ 2M", "DPMSolverMultistepScheduler", "DPM++ 2M", _DPMPP_2M),
+    SchedulerSpec("DPM++ 2M Karras", "DPMSolverMultistepScheduler", "DPM++ 2M", {**_DPMPP_2M, **_KARRAS}, KARRAS),
+    SchedulerSpec("DPM++ 2M SDE", "DPMSolverMultistepScheduler", "DPM++ 2M SDE", _DPMPP_2M_SDE),
+    SchedulerSpec("DPM++ 2M SDE Karras", "DPMSolverMultistepScheduler", "DPM++ 2M SDE",
+                  {**_DPMPP_2M_SDE, **_KARRAS}, KARRAS),
+    SchedulerSpec("DPM++ 2M SDE Exponential", "DPMSolverMultistepScheduler", "DPM++ 2M SDE",
+                  {**_DPMPP_2M_SDE, "use_exponential_sigmas": True}, EXPONENTIAL),
+    SchedulerSpec("DDIM", "DDIMScheduler", "DDIM", schedule=None),
+    SchedulerSpec("PNDM", "PNDMScheduler", "PLMS", {"skip_prk_steps": True}, None),
+    SchedulerSpec("UniPC", "UniPCMultistepScheduler", "UniPC", schedule=None),
     SchedulerSpec("LMS", "LMSDiscreteScheduler", "LMS"),
-    SchedulerSpec("LMS Karras", "LMSDiscreteScheduler", "LMS Karras", {"use_karras_sigmas": True}),
+    SchedulerSpec("LMS Karras", "LMSDiscreteScheduler", "LMS", _KARRAS, KARRAS),
+    SchedulerSpec("LCM", "LCMScheduler", "LCM"),
 )
 
 DEFAULT_SCHEDULER = "DPM++ 2M Karras"
 
 _BY_KEY = {spec.name.casefold(): spec for spec in SCHEDULERS}
-# Names other tools write into PNG metadata, so their images can be re-run here.
-_ALIASES = {
-    "plms": "PNDM",
-    "k_euler": "Euler",
-    "k_euler_a": "Euler a",
-    "k_euler_ancestral": "Euler a",
-    "k_heun": "Heun",
-    "k_lms": "LMS",
-    "k_dpmpp_2m": "DPM++ 2M",
-    "dpmpp_2m": "DPM++ 2M",
-    "euler_ancestral": "Euler a",
-    "uni_pc": "UniPC",
-    "ddim": "DDIM",
+_BY_SAMPLER_AND_SCHEDULE = {(spec.a1111_sampler.casefold(), (spec.schedule or UNIFORM).casefold()): spec
+                            for spec in SCHEDULERS}
+
+# Older A1111 sampler spellings (its aliases list) and the short names of the first web UIs.
+_A1111_ALIASES = {
+    "k_euler": "Euler", "k_euler_a": "Euler a", "k_euler_ancestral": "Euler a", "k_heun": "Heun",
+    "k_lms": "LMS", "k_dpmpp_2m": "DPM++ 2M", "k_dpmpp_2m_sde": "DPM++ 2M SDE", "plms": "PLMS",
 }
+
+# ComfyUI's sampler_name (KSampler) onto A1111 sampler names; its scheduler input is read apart.
+COMFY_SAMPLERS = {
+    "euler": "Euler", "euler_ancestral": "Euler a", "heun": "Heun", "lms": "LMS", "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_sde": "DPM++ 2M SDE", "ddim": "DDIM", "uni_pc": "UniPC", "uni_pc_bh2": "UniPC", "lcm": "LCM",
+}
+COMFY_SCHEDULES = {"normal": UNIFORM, "karras": KARRAS, "exponential": EXPONENTIAL, "ddim_uniform": UNIFORM}
+
+# InvokeAI builds the diffusers classes itself, so its names map one to one (its SCHEDULER_MAP);
+# the "k_" names are InvokeAI 2's.
+INVOKEAI_SCHEDULERS = {
+    "ddim": "DDIM", "pndm": "PNDM", "plms": "PNDM", "lms": "LMS", "lms_k": "LMS Karras", "k_lms": "LMS",
+    "heun": "Heun", "heun_k": "Heun Karras", "k_heun": "Heun", "euler": "Euler", "euler_k": "Euler Karras",
+    "k_euler": "Euler", "euler_a": "Euler a", "k_euler_a": "Euler a", "dpmpp_2m": "DPM++ 2M",
+    "dpmpp_2m_k": "DPM++ 2M Karras", "dpmpp_2m_sde": "DPM++ 2M SDE", "dpmpp_2m_sde_k": "DPM++ 2M SDE Karras",
+    "unipc": "UniPC", "lcm": "LCM",
+}
+
+# A1111 1.9 made "Automatic" (and a missing "Schedule type") mean the sampler's own default,
+# which is Karras or Exponential for these (sd_samplers_kdiffusion.samplers_k_diffusion).
+_A1111_DEFAULT_SCHEDULE = {
+    "dpm++ 2m": KARRAS, "dpm++ sde": KARRAS, "dpm++ 2m sde": EXPONENTIAL, "dpm++ 2m sde heun": EXPONENTIAL,
+    "dpm++ 2s a": KARRAS, "dpm++ 3m sde": EXPONENTIAL, "dpm2": KARRAS, "dpm2 a": KARRAS,
+}
+# Suffixes a combined sampler name can carry ("DPM++ 2M Karras", A1111 before 1.9).
+_SCHEDULE_SUFFIXES = ("Karras", "Exponential", "Uniform", "Automatic", "Polyexponential", "SGM Uniform",
+                      "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta")
 
 
 def scheduler_names() -> list[str]:
@@ -58,24 +97,60 @@ def scheduler_names() -> list[str]:
 
 
 def find_scheduler(name: str) -> SchedulerSpec | None:
-    """The spec for a name, ignoring case; also accepts A1111 and ComfyUI spellings."""
+    """The spec for one of sdtui's names, ignoring case; also accepts A1111's older spellings."""
     key = name.strip().casefold()
     if key in _BY_KEY:
         return _BY_KEY[key]
-    for spec in SCHEDULERS:
-        if spec.a1111_name.casefold() == key:
-            return spec
-    alias = _ALIASES.get(key)
-    return _BY_KEY[alias.casefold()] if alias else None
+    base = _A1111_ALIASES.get(key) or COMFY_SAMPLERS.get(key) or key
+    return _BY_SAMPLER_AND_SCHEDULE.get((base.casefold(), UNIFORM.casefold()))
 
 
-def scheduler_from_a1111(sampler: str, schedule_type: str | None = None) -> SchedulerSpec | None:
-    """A1111 1.6+ writes ``Sampler: DPM++ 2M, Schedule type: Karras``; older versions ``DPM++ 2M Karras``."""
-    if schedule_type and schedule_type.strip().casefold() == "karras":
-        combined = find_scheduler(f"{sampler} Karras")
-        if combined:
-            return combined
-    return find_scheduler(sampler)
+def a1111_version(version: str | None) -> tuple[int, int] | None:
+    """(1, 10) from "v1.10.1", "v1.9.4-169-ga30b19dd" or Forge's "f2.0.1v1.10.1-previous-..."."""
+    found = re.findall(r"v(\d+)\.(\d+)", version or "")
+    return (int(found[-1][0]), int(found[-1][1])) if found else None
+
+
+def split_a1111_sampler(sampler: str) -> tuple[str, str | None]:
+    """ "DPM++ 2M Karras" -> ("DPM++ 2M", "Karras"); a name without a schedule suffix -> (name, None)."""
+    sampler = sampler.strip()
+    for suffix in _SCHEDULE_SUFFIXES:
+        if sampler.casefold().endswith(" " + suffix.casefold()):
+            return sampler[: -len(suffix) - 1].strip(), suffix
+    return sampler, None
+
+
+def scheduler_from_a1111(sampler: str, schedule_type: str | None = None,
+                         version: str | None = None) -> SchedulerSpec | None:
+    """The exact equivalent of an A1111 ``Sampler`` and ``Schedule type``, or None.
+
+    A1111 1.6-1.8 wrote "DPM++ 2M Karras"; 1.9+ writes "Sampler: DPM++ 2M, Schedule type: Karras",
+    and reads a missing schedule type as the sampler's default, Karras for DPM++ 2M. Images
+    from before 1.9 (no version, or an older one) meant the plain schedule.
+    """
+    base, suffix = split_a1111_sampler(_A1111_ALIASES.get(sampler.strip().casefold(), sampler))
+    schedule = (schedule_type or "").strip() or None
+    if suffix and (schedule is None or schedule.casefold() == "automatic"):
+        schedule = suffix
+    if schedule is None or schedule.casefold() == "automatic":
+        modern = (a1111_version(version) or (0, 0)) >= (1, 9)
+        schedule = _A1111_DEFAULT_SCHEDULE.get(base.casefold(), UNIFORM) if modern else UNIFORM
+    return _BY_SAMPLER_AND_SCHEDULE.get((base.casefold(), schedule.casefold()))
+
+
+def scheduler_from_comfyui(sampler_name: str, scheduler: str | None) -> SchedulerSpec | None:
+    """ComfyUI's KSampler ``sampler_name`` and ``scheduler``; early versions prefixed "sample_"."""
+    name = sampler_name.strip().casefold().removeprefix("sample_")
+    base = COMFY_SAMPLERS.get(name)
+    schedule = COMFY_SCHEDULES.get((scheduler or "normal").strip().casefold())
+    if base is None or schedule is None:
+        return None
+    return _BY_SAMPLER_AND_SCHEDULE.get((base.casefold(), schedule.casefold()))
+
+
+def scheduler_from_invokeai(name: str) -> SchedulerSpec | None:
+    mapped = INVOKEAI_SCHEDULERS.get(name.strip().casefold())
+    return _BY_KEY[mapped.casefold()] if mapped else None
 
 
 def build_scheduler(spec: SchedulerSpec, base_config: dict[str, Any]):

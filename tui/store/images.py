@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
-from tui.engine.request import GenerationRequest, InvalidRequest, validate_request
-from tui.engine.schedulers import find_scheduler, scheduler_from_a1111
+from tui.engine.request import GenerationRequest
+from tui.engine.schedulers import find_scheduler
 
 PARAMETERS_KEY = "parameters"
 SDTUI_KEY = "sdtui"
@@ -45,7 +45,9 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
     spec = find_scheduler(request.scheduler)
     pairs = [
         ("Steps", request.steps),
-        ("Sampler", spec.a1111_name if spec else request.scheduler),
+        ("Sampler", spec.a1111_sampler if spec else request.scheduler),
+        # A1111 1.9+ reads a missing schedule type as the sampler's default (Karras for DPM++ 2M).
+        *((("Schedule type", spec.schedule),) if spec and spec.schedule else ()),
         ("CFG scale", _number(request.guidance)),
         ("Seed", seed),
         ("Size", f"{request.width}x{request.height}"),
@@ -85,9 +87,21 @@ def _settings_line(line: str) -> dict[str, str] | None:
     return {key.strip(): _unquote(value) for key, value in pairs}
 
 
+# Lines the dynamic-prompts extension writes after the settings line.
+_TRAILING = re.compile(r"^(Template|Negative Template): ?(.*)$")
+
+
 def parse_parameters(text: str) -> ParsedParameters:
-    """Split A1111 ``parameters`` text into prompt, negative prompt and the settings line."""
+    """Split A1111 ``parameters`` text into prompt, negative prompt and the settings line
+    (with any dynamic-prompts ``Template:`` lines after it)."""
     lines = text.strip("\n").split("\n")
+    trailing: dict[str, str] = {}
+    end = len(lines)
+    while end > 1 and _TRAILING.match(lines[end - 1]):
+        end -= 1
+    if end < len(lines) and _settings_line(lines[end - 1]) is not None:
+        trailing = dict(_TRAILING.match(line).groups() for line in lines[end:])
+        lines = lines[:end]
     settings = _settings_line(lines[-1]) if lines else None
     if settings is not None:
         lines = lines[:-1]
@@ -99,35 +113,12 @@ def parse_parameters(text: str) -> ParsedParameters:
             target = negative_lines
             line = line[len(NEGATIVE_PREFIX):].lstrip(" ")
         target.append(line)
-    return ParsedParameters("\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), settings or {})
+    settings = {**(settings or {}), **trailing} if settings is not None else {}
+    return ParsedParameters("\n".join(prompt_lines).strip(), "\n".join(negative_lines).strip(), settings)
 
 
 class MetadataError(ValueError):
     """A PNG has no parameters sdtui can use; the message says what was found."""
-
-
-def request_from_parameters(text: str) -> GenerationRequest:
-    parsed = parse_parameters(text)
-    settings = parsed.settings
-    raw: dict[str, Any] = {"prompt": parsed.prompt, "negative_prompt": parsed.negative_prompt}
-    if "Steps" in settings:
-        raw["steps"] = settings["Steps"]
-    if "CFG scale" in settings:
-        raw["guidance"] = settings["CFG scale"]
-    if "Seed" in settings:
-        raw["seed"] = settings["Seed"]
-    size = settings.get("Size", "")
-    if "x" in size:
-        raw["width"], raw["height"] = (part.strip() for part in size.split("x", 1))
-    if "Sampler" in settings:
-        spec = scheduler_from_a1111(settings["Sampler"], settings.get("Schedule type"))
-        if spec is None:
-            raise MetadataError(f"scheduler: {settings['Sampler']!r} from the image is not one sdtui knows")
-        raw["scheduler"] = spec.name
-    try:
-        return validate_request(raw)
-    except InvalidRequest as error:
-        raise MetadataError(f"the image's parameters are not usable: {error}") from None
 
 
 def png_text(path: Path) -> dict[str, str]:
