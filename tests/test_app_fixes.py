@@ -180,6 +180,29 @@ async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
         assert any("Loaded sdtui parameters from dropped here.png" in message for message in app.notified)
 
 
+@pytest.mark.asyncio
+async def test_importing_a_two_pass_comfyui_image_keeps_the_scheduler_and_logs_the_notes(sdtui_home):
+    from tests.test_foreign_images import FOREIGN
+    from tui.widgets.settings import SettingsPanel
+
+    app = make_recording_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        panel = app.main_screen.query_one(SettingsPanel)
+        panel.set_value("scheduler", "LMS")
+        app.action_import_png()
+        await pilot.pause()
+        app.screen.query_one("#answer").value = str(FOREIGN / "ComfyUI" / "unclip_2pass_cropped.png")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.screen is app.main_screen)
+        await pilot.pause()
+        assert app.main_screen.query_one("#prompt").value == "beautiful scenery landscape outdoors mountains"
+        assert panel.settings.scheduler == "LMS" and panel.settings.seed == 119080905858220
+        lines = log_lines(app)
+        assert any(line.endswith("imported ComfyUI parameters from unclip_2pass_cropped.png") for line in lines)
+        assert any("dpmpp_sde" in line and "current scheduler is kept" in line for line in lines)
+        assert any("2 note(s) in the log" in message for message in app.notified)
+
+
 def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
     messages = []
     for model in ("", "not a model at all!", "nobody/not-here"):

@@ -360,7 +360,7 @@ class SdtuiApp(App[int]):
             name = Path(clean_pasted_path(path)).name
             self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
             for note in imported.notes:
-                self.main_screen.log_line(f"  {note}", "warning")
+                self.main_screen.log_line(note, "warning")
             more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
             self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
 

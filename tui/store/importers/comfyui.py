@@ -12,7 +12,7 @@ from collections import deque
 from typing import Any, Callable, Iterator
 
 from tui.engine.request import SIZE_MAX, SIZE_MIN
-from tui.engine.schedulers import COMFY_SCHEDULES, scheduler_from_comfyui
+from tui.engine.schedulers import scheduler_from_comfyui
 from tui.store.images import MetadataError
 from tui.store.importers.draft import Draft, Imported
 
@@ -227,8 +227,7 @@ def comfyui_import(prompt_json: str, image_size: tuple[int, int] | None = None) 
         draft.take_size(*image_size)  # img2img from a loaded picture: the output keeps its size
     name, schedule = str(sampler.get("sampler_name") or ""), str(sampler.get("scheduler") or "normal")
     draft.take_scheduler(scheduler_from_comfyui(name, schedule),
-                         f"{name} with the {schedule} schedule" if name and schedule in COMFY_SCHEDULES
-                         else f"{name} ({schedule})" if name else "")
+                         f"{name} with the {schedule} schedule" if name else "")
     if sampler.denoise < 1.0:
         source = "an earlier pass" if earlier else "an input image"
         draft.not_used(f"denoise {sampler.denoise:.2f} (it refined {source}; sdtui runs text-to-image)")
