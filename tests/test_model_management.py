@@ -263,7 +263,7 @@ def test_a_cancelled_download_resumes_where_it_stopped(fake_hub, tiny_pipeline_d
     sent_before = fake_hub.bytes_sent
     fake_hub.requests.clear()
     fake_hub.delay_per_chunk = 0
-    snapshot = fetch_from_hub("someone/tiny-sd", False, lambda *_: None)
+    snapshot = fetch_from_hub("someone/tiny-sd", False, lambda *_: None).folder
     resumed = [r for path, r in fake_hub.requests if r]
     assert len(resumed) == 1
     resumed_at = int(resumed[0].removeprefix("bytes=").rstrip("-"))

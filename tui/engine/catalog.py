@@ -189,10 +189,34 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
     return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
 
 
+def _with_unfinished_downloads(entries: list[CatalogEntry], cache_dir: Path) -> list[CatalogEntry]:
+    """Downloads that stopped before the model was whole: marked, with what is here, so picking
+    one resumes it."""
+    from tui.engine.download import interrupted_downloads
+    from tui.engine.memory import format_bytes
+
+    unfinished = {d.repo_id: d for d in interrupted_downloads(cache_dir) if not d.named}
+    out = []
+    for entry in entries:
+        download = unfinished.pop(entry.ref, None) if entry.kind == "hub" else None
+        if download:
+            entry = replace(entry, size_bytes=download.bytes_here,
+                            note=f"unfinished download, {format_bytes(download.bytes_here)} here; pick it to resume")
+        out.append(entry)
+    for download in unfinished.values():
+        out.append(CatalogEntry(download.repo_id, download.repo_id, "hub", None, download.bytes_here,
+                                f"Hugging Face cache ({cache_dir})",
+                                note=f"unfinished download, {format_bytes(download.bytes_here)} here; "
+                                     "pick it to resume"))
+    return out
+
+
 def build_catalog(models_dir: Path, recent: list[str], cache_dir: Path | None = None) -> list[CatalogEntry]:
     """Recently used models first (most recent first), then the Hugging Face cache, then the
     models folder, then the demo model; each model once."""
-    scanned = scan_hub_cache(cache_dir) + scan_models_dir(models_dir)
+    cache_dir = cache_dir or hub_cache_dir()
+    hub = _with_unfinished_downloads(scan_hub_cache(cache_dir), cache_dir) if cache_dir.is_dir() else []
+    scanned = hub + scan_models_dir(models_dir)
     by_ref = {entry.ref: entry for entry in scanned}
     entries, seen = [], set()
     for ref in recent:

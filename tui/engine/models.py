@@ -11,12 +11,10 @@ import json
 import logging
 import os
 import re
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import urlparse
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 
@@ -186,7 +184,7 @@ def single_file_configs(repo_id: str) -> Path:
               f"'*.json' '*.txt'` (a few KB), or load a diffusers folder instead")
     if hub_offline():
         raise ModelLoadError(needed.format(reason="HF_HUB_OFFLINE is set"))
-    if not hub_reachable():
+    if not hub_reachable(repo_id):
         raise ModelLoadError(needed.format(reason="the Hub cannot be reached"))
     log.info("fetching the configs of %s (no weights)", repo_id)
     try:
@@ -248,22 +246,27 @@ def hub_endpoint() -> str:
     return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
 
 
-def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """A quick TCP check, so an offline machine hears so in seconds, not after the Hub client's retries."""
-    url = urlparse(hub_endpoint())
-    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+def hub_reachable(repo_id: str = "", timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether the Hub answers, asked through huggingface_hub's own HTTP client: the same proxy
+    settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and certificates its downloads use. Any answer
+    below 500 counts (a 404 still says the Hub is there); a proxy's 502 or a timeout does not.
+    Bounded by ``timeout``, name lookup included, so an offline machine hears so in seconds."""
+    from huggingface_hub.utils import get_session
+
+    url = f"{hub_endpoint()}/api/models/{repo_id}" if repo_id else f"{hub_endpoint()}/api/models?limit=1"
     result: list[bool] = []
 
     def probe() -> None:
         try:
-            with socket.create_connection((host, port), timeout=timeout):
-                result.append(True)
-        except OSError:
+            response = get_session().get(url, timeout=timeout, follow_redirects=False)
+            result.append(response.status_code < 500)
+        except Exception as error:  # the client's connect, proxy and timeout errors share no base here
+            log.info("the Hub at %s did not answer: %s", hub_endpoint(), first_line(error))
             result.append(False)
 
     worker = threading.Thread(target=probe, daemon=True)  # getaddrinfo has no timeout of its own
     worker.start()
-    worker.join(timeout)
+    worker.join(timeout + 0.5)
     return bool(result and result[0])
 
 
@@ -272,13 +275,61 @@ def offline_message(repo_id: str, reason: str) -> str:
             "give a local diffusers folder with --model PATH, or try the demo model with --demo")
 
 
-def _download_patterns(components: list[str], allow_pickle: bool) -> tuple[list[str], list[str]]:
+# Never fetched nor loaded: sdtui does not run the safety checker (as A1111 and ComfyUI do not),
+# and it is 1.2 GB of SD 1.5's 5 GB.
+SKIPPED_COMPONENTS = ("safety_checker",)
+FP16 = "fp16"
+
+
+def weight_variant(filename: str) -> str | None:
+    """ "diffusion_pytorch_model.fp16.safetensors" -> "fp16"; "model.safetensors" -> None (the full
+    weights); shards ("...-00001-of-00002.fp16.safetensors") name their variant the same way."""
+    parts = filename.split(".")
+    return parts[-2] if len(parts) >= 3 else None
+
+
+def _is_weight(filename: str, allow_pickle: bool) -> bool:
+    return filename.endswith(SAFE_SUFFIXES + ((".bin",) if allow_pickle else ()))
+
+
+def weighted_components(components: list[str], files: list[str]) -> list[str]:
+    """The components with weights of their own (unet, vae, text encoders): those with a config.json."""
+    return [name for name in components if name not in SKIPPED_COMPONENTS and f"{name}/config.json" in files]
+
+
+def complete_variants(components: list[str], files: list[str], allow_pickle: bool) -> set[str | None]:
+    """The weight variants (None: the full weights; "fp16") that every weighted component has."""
+    weighted = weighted_components(components, files)
+    found: set[str | None] = set()
+    for variant in (None, FP16):
+        if weighted and all(any(f.startswith(name + "/") and "/" not in f[len(name) + 1:]
+                                and _is_weight(f, allow_pickle) and weight_variant(f.rsplit("/", 1)[1]) == variant
+                                for f in files) for name in weighted):
+            found.add(variant)
+    return found
+
+
+def choose_variant(present: set[str | None], prefer_fp16: bool) -> str | None:
+    """fp16 where the device runs float16 and the weights exist in it (half the download and the
+    memory); else the full weights; else fp16 weights, which diffusers casts up to float32."""
+    if prefer_fp16 and FP16 in present:
+        return FP16
+    return None if None in present else FP16
+
+
+def _download_patterns(components: list[str], allow_pickle: bool, variant: str | None) -> tuple[list[str], list[str]]:
+    """Exactly the files the pipeline loads: each component's configs and its weights in one variant."""
     allow = ["model_index.json"]
     for name in components:
-        allow += [f"{name}/*.json", f"{name}/*.txt", f"{name}/*.model", f"{name}/*.safetensors"]
+        if name in SKIPPED_COMPONENTS:
+            continue
+        allow += [f"{name}/*.json", f"{name}/*.txt", f"{name}/*.model"]
+        allow.append(f"{name}/*.{variant}.safetensors" if variant else f"{name}/*.safetensors")
         if allow_pickle:
-            allow.append(f"{name}/*.bin")
-    ignore = ["*.fp16.*", "*non_ema*", "*.ema.*", "*.onnx*", "*.msgpack", "*.h5", "*.ot"]
+            allow.append(f"{name}/*.{variant}.bin" if variant else f"{name}/*.bin")
+    ignore = ["*non_ema*", "*.ema.*", "*.onnx*", "*.msgpack", "*.h5", "*.ot"]
+    if variant is None:
+        ignore.append("*.fp16.*")
     return allow, ignore
 
 
@@ -289,45 +340,72 @@ def _never() -> bool:
     return False
 
 
-def cached_snapshot(repo_id: str, allow_pickle: bool) -> Path | None:
-    """The cached snapshot of ``repo_id``'s main revision if it holds every component's
-    weights; an interrupted download leaves an incomplete one, which does not count."""
+@dataclass(frozen=True)
+class LocalModel:
+    folder: Path
+    variant: str | None = None  # passed to diffusers' from_pretrained
+
+
+def _relative_files(folder: Path) -> list[str]:
+    return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
+
+
+def local_variant(folder: Path, allow_pickle: bool, prefer_fp16: bool) -> str | None | bool:
+    """The variant to load a pipeline folder with, or False when no variant is complete."""
+    present = complete_variants(_components(folder / "model_index.json"), _relative_files(folder), allow_pickle)
+    return choose_variant(present, prefer_fp16) if present else False
+
+
+def cached_snapshot(repo_id: str, allow_pickle: bool, prefer_fp16: bool = False) -> LocalModel | None:
+    """The cached snapshot of ``repo_id``'s main revision if every component's weights are there
+    in one variant; an interrupted download (no ``refs/main`` yet) or a half set does not count."""
     from tui.engine.catalog import hub_cache_dir
     from tui.engine.download import main_snapshot, repo_folder
 
     snapshot = main_snapshot(repo_folder(hub_cache_dir(), repo_id))
-    index = snapshot / "model_index.json" if snapshot is not None else None
-    if index is None or not index.is_file():
+    if snapshot is None or not (snapshot / "model_index.json").is_file():
         return None
-    weights = SAFE_SUFFIXES + ((".bin",) if allow_pickle else ())
-    for name in _components(index):
-        sub = snapshot / name
-        if (sub / "config.json").is_file() and not any(f.name.endswith(weights) for f in sub.iterdir()):
-            return None
-    return snapshot
+    variant = local_variant(snapshot, allow_pickle, prefer_fp16)
+    return None if variant is False else LocalModel(snapshot, variant)
 
 
 def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallback,
-                   cancelled: Callable[[], bool] = _never) -> Path:
-    """The local snapshot folder of ``repo_id``, downloading what is missing when the Hub is
-    reachable. A cancelled download keeps its files and partial file; the next call resumes."""
+                   cancelled: Callable[[], bool] = _never, prefer_fp16: bool = False) -> LocalModel:
+    """The local snapshot of ``repo_id``, downloading what is missing when the Hub is reachable:
+    the fp16 weights when ``prefer_fp16`` and the repository has them, never the safety checker.
+    A cancelled download keeps its files and partial file; the next call resumes."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     from tui.engine.catalog import hub_cache_dir
-    from tui.engine.download import DownloadCancelled, download_snapshot
+    from tui.engine.download import DownloadCancelled, download_files, list_remote_files, select_files
 
-    snapshot = cached_snapshot(repo_id, allow_pickle)
-    if snapshot is not None:
-        return snapshot
+    cached = cached_snapshot(repo_id, allow_pickle, prefer_fp16)
+    if cached is not None:
+        return cached
     if hub_offline():
         raise ModelLoadError(offline_message(repo_id, "HF_HUB_OFFLINE is set"))
-    if not hub_reachable():
+    if not hub_reachable(repo_id):
         raise ModelLoadError(offline_message(repo_id, "the Hub cannot be reached"))
     cache, endpoint = hub_cache_dir(), hub_endpoint()
     try:
-        first = download_snapshot(repo_id, ["model_index.json"], [], cache, lambda *_: None, cancelled, endpoint)
-        allow, ignore = _download_patterns(_components(first / "model_index.json"), allow_pickle)
-        return download_snapshot(repo_id, allow, ignore, cache, on_progress, cancelled, endpoint)
+        commit, listed = list_remote_files(repo_id, endpoint)
+        index = select_files(listed, ["model_index.json"], [])
+        if not index:
+            raise ModelLoadError(f"model: {repo_id} has no model_index.json, so it is not a diffusers pipeline; "
+                                 "for a single .safetensors checkpoint, download it and give its path")
+        first = download_files(repo_id, commit, index, cache, lambda *_: None, cancelled, endpoint, name_ref=False)
+        components = _components(first / "model_index.json")
+        present = complete_variants(components, [f.path for f in listed], allow_pickle)
+        if not present:
+            raise ModelLoadError(f"model: {repo_id} has no complete set of .safetensors weights"
+                                 + ("" if allow_pickle else "; if you trust it, --allow-pickle also takes .bin"))
+        variant = choose_variant(present, prefer_fp16)
+        if variant:
+            log.info("downloading the %s weights of %s", variant, repo_id)
+        allow, ignore = _download_patterns(components, allow_pickle, variant)
+        folder = download_files(repo_id, commit, select_files(listed, allow, ignore), cache, on_progress, cancelled,
+                                endpoint)
+        return LocalModel(folder, variant)
     except DownloadCancelled:
         raise ModelLoadError(f"model: downloading {repo_id} was cancelled; choose it again to resume "
                              "where it stopped") from None
@@ -340,6 +418,8 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
     except (HfHubHTTPError, OSError) as error:
         raise ModelLoadError(f"model: downloading {repo_id} failed: {first_line(error)}; "
                              "try again to resume") from None
+    except ModelLoadError:
+        raise
     except Exception as error:  # httpx errors (connection reset, timeouts) have no common base here
         if type(error).__module__.startswith(("httpx", "httpcore")):
             raise ModelLoadError(f"model: downloading {repo_id} failed: {type(error).__name__} "
@@ -347,18 +427,19 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         raise
 
 
-def pipeline_loader(folder: Path, allow_pickle: bool) -> Callable[[Any], Any]:
+def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None) -> Callable[[Any], Any]:
     """Check a pipeline folder (SD 1.x, 2.x, SDXL, Turbo), raising ModelLoadError before anything is
     unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype."""
     check_folder(folder, allow_pickle)
+    components = _components(folder / "model_index.json")
 
     def load(torch_dtype):
         from diffusers import AutoPipelineForText2Image
 
         try:
             return AutoPipelineForText2Image.from_pretrained(
-                str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None,
-                local_files_only=True, **_without_safety_checker(_components(folder / "model_index.json")))
+                str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None, variant=variant,
+                local_files_only=True, **_without_safety_checker(components))
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
 

@@ -23,7 +23,7 @@ from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finis
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
 from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, ModelSource, fetch_from_hub, first_line,
-                               pipeline_loader, resolve_source, single_file_loader)
+                               local_variant, pipeline_loader, resolve_source, single_file_loader)
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
@@ -150,7 +150,7 @@ class Engine:
         started = time.perf_counter()
         # Downloads and checks come before the loaded model is unloaded: a model that cannot load
         # (a Hub id while offline, a truncated file) leaves the working one in place.
-        build = self._loader(source, on_event, cancel)
+        build = self._loader(source, on_event, cancel, dtype.value)
         previous = self._loaded_options if self.pipe is not None else None
         self.unload(on_event)
         try:
@@ -189,7 +189,7 @@ class Engine:
                                     sample_memory(self.device))
         on_event(self._loaded_event)
 
-    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event):
+    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str):
         """A function of the torch dtype that builds the pipeline, once the model is on disk and checked."""
         options = self.options
         if source.kind == "demo":
@@ -202,12 +202,16 @@ class Engine:
             return demo
         if source.kind == "file":
             return single_file_loader(Path(source.ref), options.allow_pickle)
-        folder = Path(source.ref)
+        prefer_fp16 = dtype == "float16"  # half the download and the memory, where the repository has fp16
         if source.kind == "hub":
-            folder = fetch_from_hub(source.ref, options.allow_pickle,
-                                    lambda done, total: on_event(DownloadProgress(source.label, done, total)),
-                                    cancel.is_set)
-        return pipeline_loader(folder, options.allow_pickle)
+            local = fetch_from_hub(source.ref, options.allow_pickle,
+                                   lambda done, total: on_event(DownloadProgress(source.label, done, total)),
+                                   cancel.is_set, prefer_fp16)
+            return pipeline_loader(local.folder, options.allow_pickle, local.variant)
+        folder = Path(source.ref)
+        variant = local_variant(folder, options.allow_pickle, prefer_fp16) if (folder / "model_index.json").is_file() \
+            else None
+        return pipeline_loader(folder, options.allow_pickle, variant or None)
 
     def _load_again(self, previous: EngineOptions, on_event: OnEvent) -> None:
         """After a failed load, load the model that was loaded before, so a failure never leaves

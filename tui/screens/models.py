@@ -65,6 +65,10 @@ class ModelPickerScreen(ModalScreen[str | None]):
 
     @work(thread=True, exclusive=True)
     def _scan(self) -> None:
+        from tui.engine.download import remove_stale_partials
+
+        if hub_cache_dir().is_dir():
+            remove_stale_partials(hub_cache_dir())
         entries = build_catalog(self.models_dir, self.recent)
         self.app.call_from_thread(self._scanned, entries)
 
