@@ -112,3 +112,70 @@ def test_out_of_memory_recognition():
     assert d.is_out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"))
     assert not d.is_out_of_memory(RuntimeError("shape mismatch"))
     assert not d.is_out_of_memory(ValueError("MPS backend out of memory"))
+
+
+@pytest.mark.parametrize("setting,family,expected,words", [
+    ("auto", "SDXL", False, "diffusers issues 11229, 14438"),
+    ("auto", "SD1", True, "under 64 GiB"),
+    ("on", "SDXL", True, "black (NaN) images"),  # the user's word stands, with the warning
+    ("off", "SDXL", False, "set by the user"),
+])
+def test_no_attention_slicing_for_sdxl_on_mps(setting, family, expected, words):
+    decision = d.choose_attention_slicing(setting, "mps", 16 * GIB, family)
+    assert decision.value is expected and words in decision.reason
+    assert d.choose_attention_slicing("auto", "cuda", 16 * GIB, "SDXL").value is False
+
+
+@pytest.mark.parametrize("ratio,limit,unlimited,words", [
+    (None, int(16 * GIB * 1.7), False, "default"),
+    ("1.0", 16 * GIB, False, "set"),
+    ("0.0", None, True, "PYTORCH_MPS_HIGH_WATERMARK_RATIO=0"),
+    ("banana", int(16 * GIB * 1.7), False, "1.7"),
+])
+def test_the_mps_allocator_limit_follows_the_watermark(ratio, limit, unlimited, words):
+    found = d.mps_memory_limit(16 * GIB, ratio)
+    assert (found.limit, found.unlimited) == (limit, unlimited) and words in found.text
+
+
+def test_the_swap_warning_names_the_watermark_on_mps_only():
+    assert "unset it" in d.swap_advice("mps", "0.0")
+    assert "PYTORCH_MPS_HIGH_WATERMARK_RATIO (default 1.7)" in d.swap_advice("mps", None)
+    assert d.swap_advice("cuda", "0.0") == "" and d.swap_advice("cpu", None) == ""
+
+
+@pytest.mark.parametrize("device,version,family,warns", [
+    ("mps", "2.5.1", "SDXL", True), ("mps", "2.5.0", "SDXL", True), ("mps", "2.6.0", "SDXL", False),
+    ("mps", "2.4.1", "SDXL", False), ("mps", "2.5.1", "SD1", False), ("cuda", "2.5.1", "SDXL", False),
+])
+def test_torch_2_5_warns_once_for_sdxl_on_mps(device, version, family, warns):
+    warning = d.mps_torch_warning(device, version, family)
+    assert (warning is not None) == warns
+    if warns:
+        assert "pytorch issue 139389" in warning
+
+
+@pytest.mark.parametrize("device,before,now,frees", [
+    ("mps", (512, 512), (1024, 1024), True), ("mps", (512, 512), (512, 512), False),
+    ("mps", None, (512, 512), False), ("cuda", (512, 512), (768, 512), True), ("cpu", (512, 512), (64, 64), False),
+])
+def test_device_cache_is_emptied_between_jobs_when_the_size_changes(device, before, now, frees):
+    assert d.free_memory_between_jobs(device, before, now) is frees
+
+
+def test_mps_work_stays_on_the_loading_thread():
+    assert d.wrong_thread("mps", 1, 2) and not d.wrong_thread("mps", 1, 1)
+    assert not d.wrong_thread("cuda", 1, 2) and not d.wrong_thread("mps", None, 2)
+
+
+def test_a_black_float16_decode_is_redone_in_float32():
+    assert d.needs_float32_decode("float16", 0)
+    assert not d.needs_float32_decode("float16", 3) and not d.needs_float32_decode("float32", 0)
+
+
+def test_machine_description_for_comparing_results():
+    mac = d.describe_machine("mps", "2.13.0", "Darwin", "24.1.0", "15.1", "", "Apple M2 Pro")
+    assert mac == {"torch": "2.13.0", "os": "macOS 15.1", "chip": "Apple M2 Pro"}
+    box = d.describe_machine("cuda", "2.13.0+cu128", "Linux", "6.8.0", "", "NVIDIA H100 80GB HBM3", "AMD EPYC")
+    assert box == {"torch": "2.13.0+cu128", "os": "Linux 6.8.0", "chip": "NVIDIA H100 80GB HBM3"}
+    here = d.machine_facts("cpu")
+    assert here["torch"] and here["os"].startswith("Linux") and here["chip"] != ""

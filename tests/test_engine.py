@@ -254,3 +254,26 @@ def test_a_64_bit_seed_starts_from_the_noise_comfyui_draws(demo_engine):
     comfy = torch.randn((1, channels, 8, 8), generator=torch.manual_seed(seed), device="cpu")
     sigma = demo_engine.pipe.scheduler.init_noise_sigma
     assert torch.allclose(drawn[0][0:1].float(), comfy * sigma)
+
+
+def test_a_float16_vae_that_gives_nan_is_decoded_again_in_float32_and_remembered():
+    """A VAE whose activations overflow float16 decodes to NaN, which becomes a black image; the
+    engine decodes that image again in float32 and keeps this model's VAE in float32."""
+    engine = Engine(EngineOptions(model="demo", dtype="float16", preview_max_fps=0))
+    engine.load()
+    with torch.no_grad():
+        engine.pipe.vae.decoder.conv_in.weight.mul_(3e3)  # past float16's 65504 inside the decoder
+    request = GenerationRequest("x", seed=1, width=64, height=64, steps=2)
+    results, events = run(engine, request)
+    notices = [e.message for e in events if isinstance(e, Notice)]
+    assert any("decoded again in float32" in n for n in notices)
+    assert np.asarray(results[0].image).max() > 0 and engine.pipe.vae.dtype == torch.float32
+    again, events = run(engine, request)  # the next job decodes in float32 from the start
+    assert not any(isinstance(e, Notice) and "float32" in e.message for e in events)
+    assert np.array_equal(np.asarray(again[0].image), np.asarray(results[0].image))
+
+
+def test_images_record_the_machine_that_made_them(demo_engine):
+    results, _ = run(demo_engine, GenerationRequest("x", seed=1, width=64, height=64, steps=1))
+    info = results[0].info
+    assert info["torch"] == torch.__version__ and info["os"] and info["chip"]

@@ -53,7 +53,7 @@ def test_same_name_never_overwrites(history):
 def test_wal_mode_and_schema_version(history, tmp_path):
     db = sqlite3.connect(tmp_path / "history.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_recent_search_get_and_delete(history):
@@ -72,6 +72,30 @@ def test_recent_search_get_and_delete(history):
     assert not Path(entry.image_path).exists()
     assert not history.delete(ids[0])
     assert history.count() == 4
+
+
+def test_a_schema_1_history_gains_the_machine_columns_and_keeps_its_rows(tmp_path):
+    db = sqlite3.connect(tmp_path / "history.db")
+    columns = ("prompt TEXT NOT NULL, negative_prompt TEXT NOT NULL DEFAULT '', steps INTEGER NOT NULL, "
+               "guidance REAL NOT NULL, width INTEGER NOT NULL, height INTEGER NOT NULL, seed INTEGER, "
+               "scheduler TEXT NOT NULL, count INTEGER NOT NULL DEFAULT 1, image_index INTEGER NOT NULL DEFAULT 0, "
+               "model TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT '', dtype TEXT NOT NULL DEFAULT '', "
+               "status TEXT NOT NULL, error TEXT, load_s REAL, first_step_s REAL, total_s REAL, it_per_s REAL, "
+               "peak_memory INTEGER, image_path TEXT, missing INTEGER NOT NULL DEFAULT 0")
+    db.execute(f"CREATE TABLE generations (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, {columns})")
+    db.execute("INSERT INTO generations (created_at, prompt, steps, guidance, width, height, seed, scheduler, status)"
+               " VALUES ('2026-01-01T00:00:00+00:00', 'old fox', 20, 7, 512, 512, 9, 'Euler', 'cancelled')")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    store = History(tmp_path / "history.db", tmp_path / "outputs")
+    (old,) = store.recent(5)
+    assert (old.prompt, old.seed, old.torch_version, old.chip) == ("old fox", 9, "", "")
+    entry, _ = save(store, "new fox")
+    store._db.execute("UPDATE generations SET chip = 'Apple M2 Pro' WHERE id = ?", (entry.id,))
+    assert store.get(entry.id).chip == "Apple M2 Pro"
+    store.close()
+    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_request_of_an_entry_remakes_that_image(history):
@@ -203,8 +227,6 @@ WRITER = textwrap.dedent("""
     from PIL import Image
     from tui.engine.request import GenerationRequest
     from tui.store.history import History, HistoryEntry
-from tui.store.images import png_text
-from tui.store.importers import read_request
     root = Path(sys.argv[1])
     store = History(root / "history.db", root / "outputs")
     image = Image.effect_noise((256, 256), 64).convert("RGB")

@@ -42,6 +42,8 @@ def test_the_bench_command_prints_a_table_and_saves_on_request(tmp_path):
     assert re.search(r"slicing off, float32 +[\d.]+ it/s +peak", result.stdout)
     assert re.search(r"slicing on, float32 +[\d.]+ it/s", result.stdout)
     assert any(line.startswith("fastest without swapping:") for line in lines)
+    machine = next(line for line in (result.stdout + result.stderr).splitlines() if line.startswith("machine: "))
+    assert "Linux" in machine and "torch " in machine
     saved = load_settings(home / "config.toml")
     recommended = [line for line in lines if line.startswith("recommended:")]
     if recommended:  # slicing was forced on, so off is recommended when it is faster here

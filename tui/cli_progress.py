@@ -27,7 +27,8 @@ def format_duration(seconds: float) -> str:
 def memory_summary(memory: MemorySample) -> str:
     parts = []
     if memory.device_allocated is not None:
-        parts.append(f"GPU {format_bytes(memory.device_allocated)}/{format_bytes(memory.device_limit)}")
+        limit = "no limit" if memory.device_unlimited else format_bytes(memory.device_limit)
+        parts.append(f"GPU {format_bytes(memory.device_allocated)}/{limit}")
     parts.append(f"RSS {format_bytes(memory.process_rss)}")
     parts.append(f"RAM {format_bytes(memory.system_used)}/{format_bytes(memory.system_total)}")
     parts.append(f"swap {format_bytes(memory.swap_used)}")

@@ -142,6 +142,9 @@ def run_bench(settings: Settings, allow_pickle: bool, steps: int,
         return engine
 
     engine.load()
+    machine = engine.machine
+    log(f"machine: {machine.get('chip')}, {machine.get('os')}, torch {machine.get('torch')} "
+        "(compare results only between the same three)")
     log(f"{engine.model_label} on {engine.device}, {settings.width}x{settings.height}, {steps} steps per trial")
     trials = [measure(t, settings, steps, engine_for, log) for t in plan_trials(settings, engine.device)]
     best = best_of(trials)

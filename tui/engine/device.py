@@ -70,11 +70,21 @@ def choose_dtype(setting: str, device: str) -> Decision:
     return Decision("dtype", setting, "set by the user")
 
 
-def choose_attention_slicing(setting: str, device: str, total_ram: int) -> Decision:
+# Sliced attention on mps reads uninitialised memory through torch.baddbmm(beta=0), and SDXL then
+# gives NaN, that is black, images (diffusers issues 11229 and 14438; the PyTorch fix,
+# pytorch/pytorch#187522, is not in 2.13).
+SDXL_SLICING_ON_MPS = "SDXL with sliced attention on mps gives black (NaN) images: diffusers issues 11229, 14438"
+
+
+def choose_attention_slicing(setting: str, device: str, total_ram: int, family_base: str = "") -> Decision:
     if setting not in SWITCHES:
         raise DeviceError(f"attention slicing: unknown {setting!r}; use one of {', '.join(SWITCHES)}")
+    sdxl_on_mps = device == "mps" and family_base == "SDXL"
     if setting != "auto":
-        return Decision("attention slicing", setting == "on", "set by the user")
+        warning = f"; {SDXL_SLICING_ON_MPS}" if sdxl_on_mps and setting == "on" else ""
+        return Decision("attention slicing", setting == "on", "set by the user" + warning)
+    if sdxl_on_mps:
+        return Decision("attention slicing", False, f"auto: off, because {SDXL_SLICING_ON_MPS}")
     gib = total_ram / GIB
     if device == "mps" and total_ram < SLICING_RAM_THRESHOLD:
         return Decision("attention slicing", True,
@@ -127,3 +137,116 @@ def is_out_of_memory(error: BaseException) -> bool:
     text = str(error)
     return isinstance(error, RuntimeError) and ("MPS backend out of memory" in text
                                                  or "CUDA out of memory" in text)
+
+
+# --- Apple Silicon: memory limit, slow torch releases, freeing memory between jobs ----------
+
+# PyTorch's mps allocator refuses allocations past PYTORCH_MPS_HIGH_WATERMARK_RATIO times the
+# device's recommended working set (default 1.7); 0.0 removes the limit, so an oversized job runs
+# into swap instead of failing (PyTorch docs, "MPS Environment Variables").
+MPS_WATERMARK_VARIABLE = "PYTORCH_MPS_HIGH_WATERMARK_RATIO"
+MPS_DEFAULT_WATERMARK = 1.7
+
+
+@dataclass(frozen=True)
+class MpsLimit:
+    limit: int | None  # bytes the allocator will give; None: no limit
+    text: str  # for the status panel
+
+    @property
+    def unlimited(self) -> bool:
+        return self.limit is None
+
+
+def mps_memory_limit(recommended: int | None, ratio_setting: str | None) -> MpsLimit:
+    """The mps allocator's ceiling from the recommended working set and the watermark variable."""
+    try:
+        ratio = float(ratio_setting) if ratio_setting not in (None, "") else MPS_DEFAULT_WATERMARK
+    except ValueError:
+        ratio = MPS_DEFAULT_WATERMARK
+    if ratio <= 0:
+        return MpsLimit(None, f"no limit ({MPS_WATERMARK_VARIABLE}=0): big jobs swap instead of failing")
+    if recommended is None:
+        return MpsLimit(None, "limit unknown")
+    source = "set" if ratio_setting not in (None, "") else "default"
+    return MpsLimit(int(recommended * ratio), f"limit {ratio:g} x recommended ({source})")
+
+
+def swap_advice(device: str, ratio_setting: str | None) -> str:
+    """What to add to a swap warning: on mps, the watermark that decides between swap and failing."""
+    if device != "mps":
+        return ""
+    if ratio_setting not in (None, "") and mps_memory_limit(1, ratio_setting).unlimited:
+        return (f"; {MPS_WATERMARK_VARIABLE}=0.0 lets jobs past the GPU's memory run into swap: unset it "
+                "to have them stop with an out-of-memory error instead")
+    return f"; {MPS_WATERMARK_VARIABLE} (default 1.7) sets how far past the GPU's working set a job may go"
+
+
+def mps_torch_warning(device: str, torch_version: str, family_base: str) -> str | None:
+    """torch 2.5 made SDXL on mps about 60% slower with 50% more memory (pytorch issue 139389)."""
+    if device == "mps" and family_base == "SDXL" and parse_torch_version(torch_version) == (2, 5):
+        return (f"torch {torch_version} runs SDXL on mps about 60% slower and with 50% more memory "
+                "(pytorch issue 139389); torch 2.4 or 2.6 and later do not")
+    return None
+
+
+def free_memory_between_jobs(device: str, previous_size: tuple[int, int] | None, size: tuple[int, int]) -> bool:
+    """Empty the allocator's cache before a job of another size: on mps the cache of the old
+    size's buffers counts against unified memory (and on cuda against the card) and is not
+    reused; the same size reuses it, so it is kept."""
+    return device in ("mps", "cuda") and previous_size is not None and previous_size != size
+
+
+def needs_float32_decode(dtype: str, brightest: int) -> bool:
+    """A float16 VAE that overflows gives NaN, which becomes an all-black image (every channel 0):
+    decode that one again in float32, as A1111 does after its NaN check."""
+    return dtype == "float16" and brightest == 0
+
+
+# Two threads running mps work at once crash inside Metal (pytorch issue 197805), so a model
+# loaded on mps is used only from the thread that loaded it (sdtui's generation thread).
+MPS_ONE_THREAD = ("mps work must stay on the thread that loaded the model: Metal crashes when two threads "
+                  "use it (pytorch issue 197805)")
+
+
+def wrong_thread(device: str, owner: int | None, current: int) -> bool:
+    return device == "mps" and owner is not None and owner != current
+
+
+# --- the machine, for history and benchmarks ------------------------------------------------
+
+
+def describe_machine(device: str, torch_version: str, system: str, release: str, mac_version: str,
+                     gpu_name: str, cpu_name: str) -> dict[str, str]:
+    """torch version, OS version and chip (or GPU) as two machines' results can be compared by."""
+    if system == "Darwin":
+        os_text = f"macOS {mac_version}" if mac_version else f"Darwin {release}"
+    else:
+        os_text = f"{system} {release}".strip()
+    chip = gpu_name if device == "cuda" and gpu_name else cpu_name
+    return {"torch": torch_version, "os": os_text, "chip": chip or "unknown"}
+
+
+def machine_facts(device: str) -> dict[str, str]:
+    """describe_machine for this machine (imports torch)."""
+    import platform
+    import subprocess
+
+    import torch
+
+    gpu = torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else ""
+    cpu = ""
+    if platform.system() == "Darwin":
+        try:  # "Apple M2 Pro"
+            cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                 timeout=2).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            cpu = ""
+    else:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as info:
+                cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+        except OSError:
+            cpu = ""
+    return describe_machine(device, torch.__version__, platform.system(), platform.release(),
+                            platform.mac_ver()[0], gpu, cpu or platform.processor())

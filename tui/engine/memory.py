@@ -18,35 +18,42 @@ SWAP_WARNING_BYTES = 256 * 1024**2
 class MemorySample:
     device_allocated: int | None  # bytes held by tensors on the device
     device_reserved: int | None  # bytes the device driver/allocator holds
-    device_limit: int | None  # what the device can give (mps recommended max, cuda total)
+    device_limit: int | None  # what the device can give (mps: its allocator's ceiling; cuda: the card)
     process_rss: int
     system_used: int
     system_total: int
     swap_used: int
+    device_unlimited: bool = False  # mps with the watermark off: jobs may run into swap
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _device_figures(device: str) -> tuple[int | None, int | None, int | None]:
+def _device_figures(device: str) -> tuple[int | None, int | None, int | None, bool]:
     if device == "cuda":
         import torch
 
         return (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(),
-                torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory)
+                torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory, False)
     if device == "mps":
+        import os
+
         import torch
 
-        limit = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
-        return torch.mps.current_allocated_memory(), torch.mps.driver_allocated_memory(), limit
-    return None, None, None
+        from tui.engine.device import MPS_WATERMARK_VARIABLE, mps_memory_limit
+
+        recommended = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
+        limit = mps_memory_limit(recommended, os.environ.get(MPS_WATERMARK_VARIABLE))
+        return (torch.mps.current_allocated_memory(), torch.mps.driver_allocated_memory(), limit.limit,
+                limit.unlimited and recommended is not None)
+    return None, None, None, False
 
 
 _process = psutil.Process()
 
 
 def sample_memory(device: str) -> MemorySample:
-    allocated, reserved, limit = _device_figures(device)
+    allocated, reserved, limit, unlimited = _device_figures(device)
     system = psutil.virtual_memory()
     return MemorySample(
         device_allocated=allocated,
@@ -56,6 +63,7 @@ def sample_memory(device: str) -> MemorySample:
         system_used=system.total - system.available,
         system_total=system.total,
         swap_used=psutil.swap_memory().used,
+        device_unlimited=unlimited,
     )
 
 

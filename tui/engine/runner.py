@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import statistics
 import threading
 import time
@@ -97,6 +98,12 @@ class Engine:
         self._loaded_key: tuple | None = None
         self._loaded_options: EngineOptions | None = None
         self._loaded_event: Loaded | None = None
+        self.machine: dict[str, str] = {}  # torch, OS and chip, recorded with every image
+        self._last_size: tuple[int, int] | None = None
+        # Models whose VAE gave NaN (black) images in float16: they decode in float32 from then on.
+        self._float32_vae: set[tuple] = set()
+        self._final_latents = None
+        self._owner_thread: int | None = None  # the thread that loaded the model, where mps work stays
 
     # --- loading ------------------------------------------------------------------------
 
@@ -113,6 +120,9 @@ class Engine:
     def _operation(self, cancel: threading.Event | None):
         """Make ``cancel`` (or a new token) the one that ``cancel()`` sets while the block runs.
         A load inside a job keeps the job's token, so one cancel stops both."""
+        if devices.wrong_thread(self.device if self.pipe is not None else "", self._owner_thread,
+                                threading.get_ident()):
+            raise devices.DeviceError(devices.MPS_ONE_THREAD)
         with self._active_lock:
             outer = self._active
             token = cancel or outer or threading.Event()
@@ -165,10 +175,10 @@ class Engine:
 
         self.pipe = pipe
         self.device = device.value
+        self.family_info = _family(pipe, source.label)
         slicing = self._apply_attention_slicing()
         self.model_label = source.label
         self.dtype = dtype.value
-        self.family_info = _family(pipe, source.label)
         self.family = self.family_info.label + (" (demo)" if source.kind == "demo" else "")
         self._previewer = LatentPreviewer(self.family_info.latent_format)
         upcast = self._apply_vae_upcast()
@@ -181,6 +191,13 @@ class Engine:
         self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
         for decision in self.decisions:
             log.info(decision.describe())
+        self.machine = devices.machine_facts(device.value)
+        self._owner_thread = threading.get_ident()
+        self._last_size = None
+        slow_torch = devices.mps_torch_warning(device.value, torch.__version__, self.family_info.base)
+        if slow_torch:
+            log.warning(slow_torch)
+            on_event(Notice(slow_torch, "warning"))
         self.load_seconds = time.perf_counter() - started
         log.info("loaded %s (%s) on %s in %.1f s", self.model_label, self.family, self.device, self.load_seconds)
         self._loaded_key, self._loaded_options = key, replace(options)
@@ -244,7 +261,8 @@ class Engine:
 
     def _apply_attention_slicing(self) -> devices.Decision:
         """Apply the attention slicing setting; cheap, so it can change between jobs without a reload."""
-        decision = devices.choose_attention_slicing(self.options.attention_slicing, self.device, total_ram())
+        decision = devices.choose_attention_slicing(self.options.attention_slicing, self.device, total_ram(),
+                                                    self.family_info.base if self.family_info else "")
         if decision.value != self._slicing:
             if decision.value:
                 self.pipe.enable_attention_slicing()
@@ -310,6 +328,11 @@ class Engine:
             self._apply_attention_slicing()
             self._report_truncation(request, on_event)
             on_event(Started(request, request.count, request.steps))
+            size = (request.width, request.height)
+            if devices.free_memory_between_jobs(self.device, self._last_size, size):
+                log.debug("freeing the %s cache before a job at a new size, %dx%d", self.device, *size)
+                _free_device_memory(self.device)
+            self._last_size = size
             batch = devices.choose_batch_size(self.device, request.count).value
             swap_start = sample_memory(self.device).swap_used
             for first in range(0, request.count, batch):
@@ -414,10 +437,14 @@ class Engine:
             if not swap_warned:
                 warning = swap_growth_warning(swap_start, memory.swap_used)
                 if warning:
+                    warning += devices.swap_advice(self.device, os.environ.get(devices.MPS_WATERMARK_VARIABLE))
+                if warning:
                     swap_warned = True
                     log.warning(warning)
                     on_event(Notice(warning, "warning"))
             preview = None
+            if step_index + 1 == request.steps:
+                self._final_latents = callback_kwargs["latents"]  # for a float32 decode, should float16 fail
             if opts.previews and step_index + 1 < request.steps and throttle.due(step_index, now):
                 source = self._denoised if self._denoised is not None else callback_kwargs["latents"]
                 preview = self._previewer.to_image(source)
@@ -426,7 +453,8 @@ class Engine:
                           (step_index + 1) / elapsed if elapsed > 0 else 0.0, memory, preview))
             return callback_kwargs
 
-        self._denoised = None
+        self._denoised = self._final_latents = None
+        float32_vae = self._loaded_key in self._float32_vae
         output = self.pipe(
             prompt=request.prompt,
             negative_prompt=request.negative_prompt or None,
@@ -438,14 +466,17 @@ class Engine:
             generator=generators if len(generators) > 1 else generators[0],
             callback_on_step_end=on_step_end,
             callback_on_step_end_tensor_inputs=["latents"],
+            **({"output_type": "latent"} if float32_vae else {}),
         )
         self._denoised = None
+        images = self._decode_in_float32(output.images) if float32_vae else self._checked(output.images, on_event)
+        self._final_latents = None
         total = time.perf_counter() - clock["began"]
         denoise_steps = statistics.median(step_times) if step_times else 0.0
         final_memory = sample_memory(self.device)
         peak = max(clock["peak"], final_memory.device_allocated or final_memory.process_rss)
         results = []
-        for image, index, seed in zip(output.images, indices, seeds):
+        for image, index, seed in zip(images, indices, seeds):
             timings = Timings(load_s=self.load_seconds, first_step_s=clock["first"] or total, total_s=total,
                               it_per_s=(1.0 / denoise_steps) if denoise_steps else 0.0, peak_memory=peak)
             finished = Finished(image, index, seed, request, timings, self.describe())
@@ -455,9 +486,44 @@ class Engine:
             results.append(finished)
         return results
 
+    def _checked(self, images: list, on_event: OnEvent) -> list:
+        """The images, decoded again in float32 if the float16 VAE gave NaN (all black); the model
+        then decodes in float32 for every later job, as A1111 does after its NaN check."""
+        import numpy as np
+
+        brightest = max(int(np.asarray(image).max()) for image in images) if images else 255
+        if not devices.needs_float32_decode(self.dtype, brightest) or self._final_latents is None:
+            return images
+        message = ("the VAE gave a black (NaN) image in float16; decoded again in float32, and this model's "
+                   "VAE stays in float32 from now on (as A1111's --no-half-vae)")
+        log.warning(message)
+        on_event(Notice(message, "warning"))
+        self._float32_vae.add(self._loaded_key)
+        return self._decode_in_float32(self._final_latents)
+
+    def _decode_in_float32(self, latents) -> list:
+        import torch
+
+        vae = self.pipe.vae
+        if vae.dtype != torch.float32:
+            vae.to(torch.float32)
+        config = vae.config
+        latents = latents.to(device=vae.device, dtype=torch.float32)
+        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        if mean is not None and std is not None:  # SDXL-style VAEs normalise their latents
+            mean = torch.tensor(mean).view(1, -1, 1, 1).to(latents)
+            std = torch.tensor(std).view(1, -1, 1, 1).to(latents)
+            latents = latents * std / config.scaling_factor + mean
+        else:
+            latents = latents / config.scaling_factor
+        with torch.no_grad():
+            decoded = vae.decode(latents, return_dict=False)[0]
+        return self.pipe.image_processor.postprocess(decoded, output_type="pil")
+
     def describe(self) -> dict[str, Any]:
         """What produced the images, for metadata and history."""
-        return {"model": self.model_label, "family": self.family, "device": self.device, "dtype": self.dtype}
+        return {"model": self.model_label, "family": self.family, "device": self.device, "dtype": self.dtype,
+                **self.machine}
 
 
 def _family(pipe, label: str) -> ModelFamily:

@@ -25,7 +25,7 @@ from tui.engine.request import GenerationRequest
 from tui.store.images import SDTUI_KEY, png_text, prompt_slug, write_png
 
 log = logging.getLogger("tui.store")
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: torch, OS and chip of the machine that made each image
 STATUSES = ("done", "cancelled", "failed")
 TEMP_SUFFIX = ".partial"
 
@@ -54,11 +54,20 @@ CREATE TABLE IF NOT EXISTS generations (
     it_per_s REAL,
     peak_memory INTEGER,
     image_path TEXT,
-    missing INTEGER NOT NULL DEFAULT 0
+    missing INTEGER NOT NULL DEFAULT 0,
+    torch_version TEXT NOT NULL DEFAULT '',
+    os_version TEXT NOT NULL DEFAULT '',
+    chip TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS generations_newest ON generations (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS generations_path ON generations (image_path);
 """
+
+
+def machine_fields(info: dict[str, Any]) -> dict[str, str]:
+    """The history columns for what made an image, from the engine's description of it."""
+    return {"model": info.get("model", ""), "device": info.get("device", ""), "dtype": info.get("dtype", ""),
+            "torch_version": info.get("torch", ""), "os_version": info.get("os", ""), "chip": info.get("chip", "")}
 
 
 @dataclass
@@ -85,6 +94,9 @@ class HistoryEntry:
     peak_memory: int | None = None
     image_path: str | None = None
     missing: int = 0
+    torch_version: str = ""
+    os_version: str = ""
+    chip: str = ""
     created_at: str = ""
     id: int | None = None
 
@@ -165,6 +177,7 @@ class History:
                 raise sqlite3.DatabaseError(f"schema version {version} is newer than this sdtui understands")
             if version < SCHEMA_VERSION:  # writing only when needed leaves a damaged file as it was found
                 db.executescript(_SCHEMA)
+                _add_missing_columns(db)
                 db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
             db.close()
@@ -422,8 +435,7 @@ class History:
             request = GenerationRequest(**data["request"])
             info = data.get("info", {})
             entry = HistoryEntry.for_request(request, "done", image_index=int(data.get("index", 0)),
-                                             model=info.get("model", ""), device=info.get("device", ""),
-                                             dtype=info.get("dtype", ""), image_path=str(path))
+                                             image_path=str(path), **machine_fields(info))
             entry.seed = int(data["seed"])
             entry.created_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
                 timespec="milliseconds")
@@ -447,6 +459,18 @@ def _walk_files(root: Path) -> Iterator[Path]:
     for folder, _dirs, files in os.walk(root):
         for name in files:
             yield Path(folder) / name
+
+
+# Columns added after schema 1, with their definitions, for databases made before them.
+_ADDED_COLUMNS = {"torch_version": "TEXT NOT NULL DEFAULT ''", "os_version": "TEXT NOT NULL DEFAULT ''",
+                  "chip": "TEXT NOT NULL DEFAULT ''"}
+
+
+def _add_missing_columns(db: sqlite3.Connection) -> None:
+    present = {row[1] for row in db.execute("PRAGMA table_info(generations)")}
+    for name, definition in _ADDED_COLUMNS.items():
+        if name not in present:
+            db.execute(f"ALTER TABLE generations ADD COLUMN {name} {definition}")
 
 
 def _seed_to_sqlite(seed: int | None) -> int | None:

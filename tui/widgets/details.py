@@ -15,6 +15,8 @@ def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
     def seconds(value: float | None) -> str:
         return "" if value is None else f"{value:.2f} s"
 
+    machine = " · ".join(part for part in (entry.chip, entry.os_version,
+                                           entry.torch_version and f"torch {entry.torch_version}") if part)
     return [
         ("prompt", entry.prompt),
         ("negative", entry.negative_prompt),
@@ -25,6 +27,7 @@ def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
         ("scheduler", entry.scheduler),
         ("model", entry.model),
         ("device", f"{entry.device} {entry.dtype}".strip()),
+        *((("machine", machine),) if machine else ()),  # entries from before it was recorded have none
         ("status", entry_status(entry)),
         ("error", entry.error or ""),
         ("time", entry.created_at.replace("T", " ")[:19]),
@@ -57,8 +60,8 @@ def details_table(entry: HistoryEntry, other: HistoryEntry | None = None) -> Tab
             table.add_row(Text(name), Text(visible(value)))
             continue
         differs = name not in ("time", "file", "duration", "it/s", "first step", "peak memory") and \
-            value != theirs[name]
+            value != theirs.get(name, "")
         style = "bold yellow" if differs else ""
-        table.add_row(Text(name, style=style), Text(visible(value), style=style), Text(visible(theirs[name]),
+        table.add_row(Text(name, style=style), Text(visible(value), style=style), Text(visible(theirs.get(name, "")),
                                                                                       style=style))
     return table

@@ -34,6 +34,8 @@ def memory_text(memory: MemorySample | None) -> Text:
         text.append(f"{format_bytes(memory.device_allocated)}")
         if memory.device_limit:
             text.append(f" / {format_bytes(memory.device_limit)}")
+        elif memory.device_unlimited:  # PYTORCH_MPS_HIGH_WATERMARK_RATIO=0: past the GPU's share, it swaps
+            text.append(" / no limit", style="bold yellow")
         text.append("  ")
     text.append("RSS ", style="bold")
     text.append(format_bytes(memory.process_rss) + "  ")

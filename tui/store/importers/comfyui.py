@@ -101,7 +101,7 @@ def _texts(graph: Graph, link: Any) -> list[str]:
     texts: list[str] = []
     for _, node in _upstream(graph, link, _conditioning_input, _is_sampler):
         inputs = _inputs(node)
-        if "clip" not in inputs or _is_sampler(node):
+        if ("clip" not in inputs and "TextEncode" not in str(node.get("class_type", ""))) or _is_sampler(node):
             continue
         for key in ("text", "text_g", "text_l", "prompt"):
             text = _text_value(graph, inputs[key]) if key in inputs else None
