@@ -16,7 +16,7 @@ python3 -m venv "$work/env"
 "$work/env/bin/pip" install -q torch==2.13.0
 echo "torch==2.13.0" > "$work/torch.txt"
 "$work/tools/bin/uv" pip install -q --python "$work/env/bin/python" --resolution lowest-direct \
-    --override "$work/torch.txt" -e ".[test]"
+    --override "$work/torch.txt" --reinstall-package filelock -e ".[test]"
 
 echo "lowest allowed versions of the direct dependencies:"
 "$work/tools/bin/uv" pip list --python "$work/env/bin/python" 2>/dev/null \
