@@ -144,7 +144,7 @@ def test_refs_main_comes_last_and_an_unfinished_download_shows_in_the_picker(hub
     assert all(not revision.refs for r in info.repos for revision in r.revisions)  # no tool takes it as main
     assert cached_snapshot(REPO, False) is None
     entry = next(e for e in build_catalog(tmp_path / "models", [], cache) if e.ref == REPO)
-    assert entry.note.startswith("unfinished download, ") and entry.note.endswith("pick it to resume")
+    assert entry.note == "unfinished download: pick it to resume"
     assert entry.size_bytes > 200_000
     hub.cdn.delay_per_chunk = 0
     fetch_from_hub(REPO, False, lambda *_: None)

@@ -23,6 +23,7 @@ from tui.engine.safetensors_header import HeaderError, read_header
 
 log = logging.getLogger("tui.engine.catalog")
 RECENT_LIMIT = 12
+UNFINISHED = "unfinished download: pick it to resume"  # its size column shows what has arrived
 DEMO_FAMILY = ModelFamily("SD 1.x", False, 512)
 
 
@@ -193,21 +194,17 @@ def _with_unfinished_downloads(entries: list[CatalogEntry], cache_dir: Path) -> 
     """Downloads that stopped before the model was whole: marked, with what is here, so picking
     one resumes it."""
     from tui.engine.download import interrupted_downloads
-    from tui.engine.memory import format_bytes
 
     unfinished = {d.repo_id: d for d in interrupted_downloads(cache_dir) if not d.named}
     out = []
     for entry in entries:
         download = unfinished.pop(entry.ref, None) if entry.kind == "hub" else None
         if download:
-            entry = replace(entry, size_bytes=download.bytes_here,
-                            note=f"unfinished download, {format_bytes(download.bytes_here)} here; pick it to resume")
+            entry = replace(entry, size_bytes=download.bytes_here, note=UNFINISHED)
         out.append(entry)
     for download in unfinished.values():
         out.append(CatalogEntry(download.repo_id, download.repo_id, "hub", None, download.bytes_here,
-                                f"Hugging Face cache ({cache_dir})",
-                                note=f"unfinished download, {format_bytes(download.bytes_here)} here; "
-                                     "pick it to resume"))
+                                f"Hugging Face cache ({cache_dir})", note=UNFINISHED))
     return out
 
 

@@ -139,8 +139,9 @@ def scheduler_from_a1111(sampler: str, schedule_type: str | None = None,
 
 
 def scheduler_from_comfyui(sampler_name: str, scheduler: str | None) -> SchedulerSpec | None:
-    """ComfyUI's KSampler ``sampler_name`` and ``scheduler``; early versions prefixed "sample_"."""
-    name = sampler_name.strip().casefold().removeprefix("sample_")
+    """ComfyUI's KSampler ``sampler_name`` and ``scheduler``; early versions prefixed "sample_", and
+    "_gpu" only says where the noise is drawn."""
+    name = sampler_name.strip().casefold().removeprefix("sample_").removesuffix("_gpu")
     base = COMFY_SAMPLERS.get(name)
     schedule = COMFY_SCHEDULES.get((scheduler or "normal").strip().casefold())
     if base is None or schedule is None:

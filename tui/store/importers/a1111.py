@@ -8,7 +8,7 @@ import json
 import re
 from typing import Any
 
-from tui.engine.schedulers import COMFY_SCHEDULES, scheduler_from_a1111, scheduler_from_comfyui
+from tui.engine.schedulers import scheduler_from_a1111, scheduler_from_comfyui
 from tui.store.images import MetadataError, parse_parameters
 from tui.store.importers.draft import Draft, Imported
 
@@ -59,12 +59,9 @@ def fooocus_import(data: dict[str, Any]) -> Imported:
     size = _pair(data.get("resolution"))
     if size:
         draft.take_size(*size)
-    sampler = str(data.get("sampler", ""))
-    # Fooocus runs ComfyUI's samplers; "_gpu" only says where the noise is drawn.
-    name = sampler.removesuffix("_gpu")
+    sampler = str(data.get("sampler", ""))  # Fooocus runs ComfyUI's samplers under their names
     schedule = str(data.get("scheduler", "normal"))
-    draft.take_scheduler(scheduler_from_comfyui(name, schedule),
-                         f"{sampler} with the {schedule} schedule" if schedule in COMFY_SCHEDULES else sampler)
+    draft.take_scheduler(scheduler_from_comfyui(sampler, schedule), f"{sampler} with the {schedule} schedule")
     if data.get("base_model"):
         draft.not_used(f"model {data['base_model']}")
     if data.get("styles") not in (None, "", "[]", []):
