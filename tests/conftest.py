@@ -2,12 +2,54 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 # Library progress bars and telemetry off for the whole test run, and never the network.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+# sdtui servers that tests start (each test's SDTUI_HOME gets its own) live in a folder of this run
+# and leave soon after their last client; each test stops the ones it started.
+RUNTIME = Path(tempfile.mkdtemp(prefix="sdtui-run-"))
+os.environ["XDG_RUNTIME_DIR"] = str(RUNTIME)
+os.environ["SDTUI_IDLE_EXIT"] = "60s"
+
+
+def stop_servers() -> list[int]:
+    """SIGTERM every server started in this run that still runs; returns their pids."""
+    import signal
+
+    stopped = []
+    for pid_file in RUNTIME.glob("sdtui-*/pid"):
+        try:
+            pid = int(pid_file.read_text())
+            if pid == os.getpid():
+                continue  # a server a test ran inside this process stops with its test
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+        except (OSError, ValueError):
+            pass
+    for pid in stopped:
+        for _ in range(100):  # up to 10 s each for the server to finish its step and leave
+            try:
+                os.kill(pid, 0)
+            except OSError:
+                break
+            time.sleep(0.1)
+    return stopped
+
+
+def pytest_sessionfinish(session, exitstatus):
+    stop_servers()
+    shutil.rmtree(RUNTIME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test():
+    yield
+    stop_servers()
 
 
 def pytest_addoption(parser):

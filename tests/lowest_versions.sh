@@ -27,6 +27,7 @@ home="$work/home"
 SDTUI_HOME="$home" HF_HUB_OFFLINE=1 "$work/env/bin/sdtui" generate "a red fox" --demo --seed 7 --steps 4 \
     --width 64 --height 64 --output "$work/fox.png"
 test -s "$work/fox.png"
+SDTUI_HOME="$home" "$work/env/bin/sdtui" stop  # the server that generate started, before its venv goes
 "$work/env/bin/python" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_generation_service.py \
     tests/test_cli.py tests/test_app.py tests/test_models.py tests/test_model_management.py tests/test_viewer.py \
     tests/test_parts.py

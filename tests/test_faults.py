@@ -114,7 +114,7 @@ def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signu
     assert_history_consistent(sdtui_home)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM, signal.SIGINT], ids=["SIGHUP", "SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_headless_generation_cancels_records_and_exits(sdtui_home, signum):
     process = subprocess.Popen(sdtui_command() + ["generate", "interrupted", "--demo", "--steps", "400",
                                                   "--width", "256", "--height", "256"],
@@ -129,6 +129,26 @@ def test_a_signal_during_headless_generation_cancels_records_and_exits(sdtui_hom
     assert process.returncode == 128 + signum
     assert "Traceback" not in err and "cancelling after this step" in seen + err
     assert [r[3] for r in history_rows(sdtui_home)] == ["cancelled"]
+    assert_history_consistent(sdtui_home)
+
+
+def test_a_hang_up_during_headless_generation_leaves_the_job_running(sdtui_home):
+    """The terminal went away: the client leaves at once, and the server finishes the image."""
+    process = subprocess.Popen(sdtui_command() + ["generate", "outlives the terminal", "--demo", "--steps", "60",
+                                                  "--width", "128", "--height", "128"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while "/60" not in seen:
+        char = process.stderr.read(1)
+        assert char, seen
+        seen += char
+    process.send_signal(signal.SIGHUP)
+    process.communicate(timeout=30)
+    assert process.returncode == 128 + signal.SIGHUP
+    deadline = time.monotonic() + 120
+    while [r[3] for r in history_rows(sdtui_home)] != ["done"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert [r[1:4:2] for r in history_rows(sdtui_home)] == [("outlives the terminal", "done")]
     assert_history_consistent(sdtui_home)
 
 

@@ -45,3 +45,21 @@ def test_widgets_import_no_screens_app_or_cli_and_the_interface_no_torch():
     for path in interface:
         heavy = {m for m in imported_modules(path) if m.split(".")[0] in HEAVY}
         assert not heavy, f"{path.relative_to(root)} imports {heavy}: the interface never imports torch or diffusers"
+
+
+def test_the_protocol_server_and_clients_keep_to_their_rooms():
+    """The protocol imports nothing heavy and no Textual; the server no Textual; the clients
+    (`sdtui generate`, status, stop) never torch, even lazily."""
+    root = Path(__file__).parent.parent / "tui"
+    for path in [root / "protocol.py", *(root / "server").glob("*.py")]:
+        found = imported_modules(path)
+        assert not {m for m in found if m.startswith("textual") or m.startswith("tui.screens")
+                    or m.startswith("tui.widgets") or m == "tui.app"}, f"{path.name} reaches into the interface"
+    for path in (root / "protocol.py", root / "server" / "client.py", root / "server" / "place.py",
+                 root / "cli_client.py", root / "cli_server.py"):
+        heavy = {m for m in imported_modules(path) if m.split(".")[0] in HEAVY}
+        assert not heavy, f"{path.name} imports {heavy}"
+    code = ("import sys; from tui.cli_client import generate_via_server; from tui.server.client import connect; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

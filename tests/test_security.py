@@ -105,6 +105,8 @@ NO_NETWORK = textwrap.dedent("""
     import json, sys
     attempts = []
     def audit(event, args):
+        if event == "socket.connect" and isinstance(args[1], str):
+            return  # a Unix socket path: sdtui generate talking to its own server on this machine
         if event in ("socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "urllib.Request",
                      "http.client.connect"):
             attempts.append([event, repr(args)[:200]])

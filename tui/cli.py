@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--count", metavar="N", help="images to make, 1..100 (seeds S, S+1, ...)")
     generate.add_argument("--output", metavar="PATH", type=Path,
                           help="write the image here (several: PATH-1.png, PATH-2.png, ...)")
+    generate.add_argument("--no-server", action="store_true",
+                          help="run the model in this process instead of the sdtui server (loads it every time)")
     _add_model_options(generate)
     bench = commands.add_parser("bench", help="measure it/s and memory of slicing, dtype and schedulers here",
                                 description="Measure this machine with your model and size, and recommend "
@@ -93,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     choice.add_argument("--save", action="store_true", help="save the recommended settings without asking")
     choice.add_argument("--no-save", action="store_true", help="only print the table")
     _add_model_options(bench)
+    from tui.cli_server import add_commands
+
+    add_commands(commands)
     return parser
 
 
@@ -131,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        if args.command in ("serve", "status", "stop"):
+            from tui import cli_server
+
+            if args.command == "serve":
+                return cli_server.run_serve(args, _say)
+            return cli_server.run_status(_say) if args.command == "status" else cli_server.run_stop(_say)
         _merge_global(args)
         if args.command == "generate":
             return run_generate(args)
@@ -176,9 +187,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
     enable_mps_fallback()  # before anything can import torch
     from tui.cli_progress import StderrProgress
-    from tui.engine import Engine, EngineOptions, Failed, InvalidRequest, ModelLoadError, validate_request
+    from tui.engine import Engine, EngineOptions, Failed, InvalidRequest, ModelLoadError
     from tui.engine.device import DeviceError
     from tui.engine.models import resolve_source
+    from tui.engine.request import validate_request
     from tui.jobs import JobRecorder, save_failure_message
     from tui.locations import locations
     from tui.logs import setup_logging
@@ -196,6 +208,17 @@ def run_generate(args: argparse.Namespace) -> int:
 
     places = locations()
     setup_logging(places.log_file, verbose=args.verbose)
+    if not args.no_server:
+        from tui.cli_client import generate_via_server
+        from tui.config import configured_keys
+
+        options = {"model": settings.model, "device": settings.device, "dtype": settings.dtype,
+                   "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
+                   "allow_pickle": args.allow_pickle, "previews": False}
+        chosen = configured_keys(places.config_file) | {
+            key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
+        output = args.output.expanduser().resolve() if args.output else None
+        return generate_via_server(request, settings, options, output, chosen, _say)
     outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
     try:
         history = History(places.history_db, outputs)

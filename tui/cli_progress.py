@@ -84,15 +84,15 @@ class StderrProgress:
         elif isinstance(event, Notice):
             self._line(f"{'warning: ' if event.level == 'warning' else ''}{event.message}")
         elif isinstance(event, Finished):
-            if self._open_line:
-                self.stream.write("\n")
-                self._open_line = False
-            self._line(f"image {event.index + 1}/{event.request.count}: seed {event.seed}, "
-                       f"{event.timings.total_s:.1f} s, {event.timings.it_per_s:.2f} it/s")
+            self.image_line(event.index, event.request.count, event.seed, event.timings.total_s,
+                            event.timings.it_per_s)
         elif isinstance(event, Cancelled):
             self._line(f"cancelled after {event.completed} image(s)")
         elif isinstance(event, Failed):
             self._line(f"failed: {event.message}")
+
+    def image_line(self, index: int, count: int, seed: int, seconds: float, it_per_s: float) -> None:
+        self._line(f"image {index + 1}/{count}: seed {seed}, {seconds:.1f} s, {it_per_s:.2f} it/s")
 
     def _step(self, event: Step) -> None:
         self._step_times.append(event.step_seconds)

@@ -36,6 +36,18 @@ class Job:
     number: int
     # This job's own cancel token: setting it stops this job and nothing else.
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    # The engine options this job runs with (a server's jobs carry their own; None: as loaded).
+    options: Any = None
+    output: Path | None = None  # where its image goes (``--output``), else the outputs folder
+    outputs_dir: Path | None = None  # the client's outputs folder setting
+    # Called with the engine once the model is loaded, returning the request to run (family defaults).
+    adjust: Callable[[Any, GenerationRequest], GenerationRequest] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Unload:
+    """Hand the model's memory back (an idle server's keep_alive ran out)."""
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 @dataclass(frozen=True)
@@ -96,13 +108,31 @@ class GenerationService:
             self._wake.notify()
         self._report_queue()
 
-    def submit(self, request: GenerationRequest) -> int:
+    def submit(self, request: GenerationRequest, options=None, output: Path | None = None,
+               adjust: Callable | None = None, outputs_dir: Path | None = None) -> int:
         with self._wake:
             self._numbers += 1
-            self._commands.append(Job(request, self._numbers))
+            self._commands.append(Job(request, self._numbers, options=options, output=output, adjust=adjust,
+                                      outputs_dir=outputs_dir))
             self._wake.notify()
         self._report_queue()
         return self._numbers
+
+    def unload(self) -> None:
+        """Unload the model on the worker thread (where mps work must stay), after what is queued."""
+        with self._wake:
+            self._commands.append(Unload())
+            self._wake.notify()
+
+    @property
+    def current_job(self) -> int | None:
+        """The number of the job running now, if one is."""
+        current = self._current
+        return current.number if isinstance(current, Job) else None
+
+    def waiting_jobs(self) -> list[int]:
+        with self._wake:
+            return [c.number for c in self._commands if isinstance(c, Job)]
 
     def cancel_current(self) -> str | None:
         """Stop the running job at the end of its current step, or a model download in
@@ -183,6 +213,8 @@ class GenerationService:
             try:
                 if isinstance(command, LoadModel):
                     self._load(command)
+                elif isinstance(command, Unload):
+                    self.engine.unload(self.report)
                 else:
                     self._run(command)
             finally:
@@ -193,7 +225,8 @@ class GenerationService:
     def _report_queue(self) -> None:
         self.report(QueueChanged(self.waiting(), self.busy))
 
-    def _load(self, command: LoadModel) -> None:
+    def _load(self, command: LoadModel) -> bool:
+        """Load the command's model (nothing happens when it is the loaded one); False if it failed."""
         from tui.engine.device import DeviceError
         from tui.engine.models import ModelLoadError
 
@@ -201,6 +234,7 @@ class GenerationService:
         self.engine.options = options
         try:
             self.engine.load(self.report, cancel=command.cancel)
+            return True
         except (ModelLoadError, DeviceError) as error:
             log.error("%s", error)
             self.report(LoadFailed(options.model, str(error), self.engine.loaded_model))
@@ -209,14 +243,21 @@ class GenerationService:
             self.report(LoadFailed(options.model, f"model: loading {options.model} failed: "
                                                   f"{type(error).__name__}: {error}".splitlines()[0],
                                    self.engine.loaded_model))
+        return False
 
     def _run(self, job: Job) -> None:
         if self._stopping:  # stop() came between taking the job and starting it
             return
+        if job.options is not None:
+            self.engine.options = job.options  # the settings travel with the job that uses them
+            if not self._load(LoadModel(job.options, job.cancel)):
+                self.report(JobDone(job.number, 0))
+                return
         if not self.engine.loaded:
             self.report(Failed(job.request, "no model is loaded; switch model or use the demo model first"))
             return
-        recorder = JobRecorder(self.history)
+        request = job.adjust(self.engine, job.request) if job.adjust else job.request
+        recorder = JobRecorder(self.history, output=job.output, outputs_dir=job.outputs_dir)
         saved = 0
 
         def on_event(event: Event) -> None:
@@ -238,5 +279,5 @@ class GenerationService:
                 except OSError as error:
                     log.error("recording the job in history failed: %s", error)
 
-        self.engine.generate(job.request, on_event, cancel=job.cancel)
+        self.engine.generate(request, on_event, cancel=job.cancel)
         self.report(JobDone(job.number, saved))

@@ -25,6 +25,7 @@ def numbered_output(output: Path, index: int, count: int) -> Path:
 class JobRecorder:
     history: History
     output: Path | None = None
+    outputs_dir: Path | None = None  # where new names go; None: the history's outputs folder
     saved: list[Path] = field(default_factory=list)
 
     def __call__(self, event: Event) -> Path | None:
@@ -48,7 +49,8 @@ class JobRecorder:
         entry.seed = event.seed
         output = numbered_output(self.output, event.index, request.count) if self.output else None
         try:
-            path = self.history.save_image(event.image, request, event.seed, event.index, entry, info, output)
+            path = self.history.save_image(event.image, request, event.seed, event.index, entry, info, output,
+                                           self.outputs_dir)
         except OSError as error:
             self._record_save_failure(event, error)
             raise

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from tests.bench import colour, history_scale, memory, overhead, save_result, switching, terminal
+from tests.bench import colour, history_scale, memory, overhead, save_result, server, switching, terminal
 
 
 def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
@@ -47,6 +47,9 @@ def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
             rows.append((f"bytes/s at {band['terminal']}, previews {'on' if band['previews'] else 'off'}",
                          f"{band['bytes_per_second'] / 1024:.1f} KB/s",
                          "<= 100 KB/s" if band["terminal"] == "200x60" and band["previews"] else "(reported)", ok))
+    if "server" in results:
+        rows.append(("sdtui generate, warm server vs cold", f"{results['server']['warm_vs_cold']:.3f}",
+                     "(reported)", True))
     if "colour" in results:
         seen = {name: modes["256: CIELAB + ordered dither"]["seen"] / modes["256: Rich's downgrade"]["seen"]
                 for name, modes in results["colour"]["delta_e"].items()}
@@ -75,6 +78,8 @@ def main() -> None:
         print(terminal.report(results["terminal"]), flush=True)
         results["colour"] = colour.run(repeats=args.repeats)
         print(colour.report(results["colour"]), flush=True)
+        results["server"] = server.run(args.repeats)
+        print(server.report(results["server"]), flush=True)
     print_targets(results, args.gpu)
     save_result(f"summary-{model}.json", {"targets": [dict(zip(("measure", "figure", "target", "met"), r))
                                                       for r in targets(results, args.gpu)], **results})
@@ -92,6 +97,7 @@ def smoke(model: str, device: str, gpu: bool) -> None:
         print(terminal.report(results["terminal"]), flush=True)
         history_scale.run(300, 1)
         print(colour.report(colour.run(smoke=True)), flush=True)
+        print(server.report(server.run(smoke=True)), flush=True)
     print_targets(results, gpu, judged=False)
     print("smoke run: every benchmark ran; figures at this size are not compared with the targets")
 

@@ -2,8 +2,9 @@
 
 Run: python -m tests.bench.memory [--model demo|sd15] [--repeats N] [--smoke]
 
-Memory: the peak RSS of ``sdtui generate`` (CLI, history, PNG) against a bare script that
-loads the same pipeline, calls ``pipe(...)`` and saves the PNG, each in a fresh process.
+Memory: the peak RSS of ``sdtui generate --no-server`` (the engine, CLI, history and PNG in one
+process) against a bare script that loads the same pipeline, calls ``pipe(...)`` and saves the
+PNG, each in a fresh process.
 Second job: on a loaded model, from the call to the end of the first denoising step,
 through the engine and bare (the prompt's text encoding is most of it); the bare text
 encoding alone is reported beside them.
@@ -64,7 +65,7 @@ def measure_memory(model: str, device: str, steps: int, size: int, repeats: int)
     script = Path(sys.executable).parent / "sdtui"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "tui"]
     sdtui = [*command, "generate", "a red fox", "--seed", "7", "--steps", str(steps), "--width", str(size),
-             "--height", str(size), "--device", device, "--output", str(work / "sdtui.png")]
+             "--height", str(size), "--device", device, "--output", str(work / "sdtui.png"), "--no-server"]
     sdtui += ["--demo"] if model == "demo" else ["--model", model]
     bare = [sys.executable, "-c", BARE_SCRIPT, model, str(work / "bare.png"), str(steps), str(size), device]
     runs = {"sdtui": [], "bare": []}

@@ -260,18 +260,19 @@ class History:
         return self._retrying_after_corruption(run)
 
     def save_image(self, image, request: GenerationRequest, seed: int, index: int, entry: HistoryEntry,
-                   info: dict[str, Any] | None = None, output: Path | None = None) -> Path:
+                   info: dict[str, Any] | None = None, output: Path | None = None,
+                   outputs_dir: Path | None = None) -> Path:
         """Write the PNG and its row in the crash-safe order; returns the image's path.
 
         ``output`` names the file exactly (replacing any file there); otherwise a new
-        name is made under the outputs folder.
+        name is made under ``outputs_dir`` (a client's setting), else the outputs folder.
         """
         entry.created_at = entry.created_at or _now()
         if output is not None:
             final = Path(output).expanduser().resolve()
             final.parent.mkdir(parents=True, exist_ok=True)
         else:
-            final = self._new_image_path(request.prompt, seed)
+            final = self._new_image_path(request.prompt, seed, outputs_dir)
         # Unique to this process and call: two sdtui processes saving the same name at the same
         # moment must not write into one temporary file.
         temp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
@@ -295,8 +296,8 @@ class History:
             if temp.exists():
                 temp.unlink()
 
-    def _new_image_path(self, prompt: str, seed: int) -> Path:
-        folder = self.outputs_dir / time.strftime("%Y-%m-%d")
+    def _new_image_path(self, prompt: str, seed: int, outputs_dir: Path | None = None) -> Path:
+        folder = Path(outputs_dir or self.outputs_dir) / time.strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{time.strftime('%H%M%S')}-{seed}-{prompt_slug(prompt)}.png"
 

@@ -1,0 +1,277 @@
+"""sdtui serve: the wire format, the server on a real Unix socket with the demo model and a real
+SQLite history, several clients, version and user checks, stale sockets, keep_alive, a killed
+server, and `sdtui generate` using the model a running server holds."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import run_sdtui, sdtui_command
+from tests.reliability import assert_history_consistent, history_rows
+from tui import __version__
+from tui.engine import Engine, EngineOptions
+from tui.engine.events import Step
+from tui.engine.memory import sample_memory
+from tui.protocol import (MAX_LINE, FrameReader, ProtocolError, decode_event, encode_event, encode_frame, hello,
+                          mismatch)
+from tui.server.client import NoServer, connect
+from tui.server.place import peer_uid, socket_path
+from tui.server.server import Server, ServerRunning
+from tui.store.history import History
+
+DEMO = {"model": "demo", "previews": True, "preview_max_fps": 0}
+
+
+# --- the wire -----------------------------------------------------------------------------
+
+def test_frames_survive_any_split_and_carry_raw_payloads():
+    preview = Image.new("RGB", (8, 6), (10, 200, 30))
+    step = Step(0, 3, 20, 1.5, 0.1, 10.0, sample_memory("cpu"), preview)
+    message, payload = encode_event(step, 7)
+    assert len(payload) == 8 * 6 * 3 and "preview" not in message
+    wire = encode_frame(message, payload) + encode_frame({"type": "status"})
+    reader, frames = FrameReader(), []
+    for i in range(0, len(wire), 5):  # five bytes at a time, as a slow socket may give them
+        frames += reader.feed(wire[i:i + 5])
+    assert [f[0]["type"] for f in frames] == ["event", "status"]
+    again = decode_event(*frames[0])
+    assert isinstance(again, Step) and again.step == 3 and again.memory == step.memory
+    assert again.preview.tobytes() == preview.tobytes() and again.preview.size == (8, 6)
+
+
+@pytest.mark.parametrize("wire,words", [
+    (b"not json\n", "not valid JSON"),
+    (b'{"no": "type"}\n', "has no type"),
+    (b'{"type": "x", "payload": -1}\n', "size not allowed"),
+    (b'{"type": "x", "payload": 999999999}\n', "size not allowed"),
+    (b"x" * (MAX_LINE + 2), "too long"),
+], ids=["not-json", "no-type", "negative-payload", "huge-payload", "endless-line"])
+def test_bad_frames_are_refused(wire, words):
+    with pytest.raises(ProtocolError, match=words):
+        FrameReader().feed(wire)
+
+
+def test_a_different_version_is_told_to_stop_the_server():
+    assert mismatch(hello("app")) is None
+    problem = mismatch({**hello("app"), "sdtui": "0.0.1"})
+    assert "sdtui stop" in problem and "0.0.1" in problem and __version__ in problem
+
+
+# --- the server, in this process ------------------------------------------------------------
+
+@pytest.fixture
+def server(tmp_path):
+    history = History(tmp_path / "history.db", tmp_path / "outputs")
+    made = Server(tmp_path, history, Engine(EngineOptions(model="demo")), keep_alive_s=-1, idle_exit_s=-1)
+    made.bind()
+    thread = threading.Thread(target=made.serve_forever, daemon=True)
+    thread.start()
+    yield made
+    made.stop()
+    thread.join(timeout=30)
+    history.close()
+
+
+def submit(connection, prompt="a fox", **fields):
+    request = {"prompt": prompt, "steps": 4, "width": 64, "height": 64, "seed": 1, **fields}
+    reply = connection.request({"type": "generate", "request": request, "options": DEMO}, "queued")
+    assert reply["type"] == "queued", reply
+    return reply["job"]
+
+
+def events_until(connection, kind, job, limit=30.0):
+    seen = []
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        frame = connection.receive(timeout=deadline - time.monotonic())
+        if frame is None:
+            break
+        message = frame[0]
+        if message.get("type") == "event":
+            seen.append(message)
+            if message["event"] == kind and message.get("job") == job:
+                return seen
+    raise AssertionError(f"no {kind} for job {job} within {limit} s; saw {[m['event'] for m in seen]}")
+
+
+def test_two_clients_see_the_same_job(server, tmp_path):
+    with connect(tmp_path, "one") as one, connect(tmp_path, "two") as two:
+        job = submit(one)
+        seen_one = events_until(one, "JobDone", job)
+        seen_two = events_until(two, "JobDone", job)
+    steps = [[m["step"] for m in seen if m["event"] == "Step"] for seen in (seen_one, seen_two)]
+    assert steps[0] == steps[1] == [1, 2, 3, 4]
+    saved = [m for m in seen_two if m["event"] == "ImageSaved"]
+    assert len(saved) == 1 and Path(saved[0]["path"]).is_file() and saved[0]["job"] == job
+    assert [r[3] for r in history_rows(tmp_path)] == ["done"]
+
+
+def test_a_client_that_comes_during_a_job_sees_it_where_it_is(server, tmp_path):
+    with connect(tmp_path, "first") as first:
+        job = submit(first, steps=200, width=128, height=128)
+        events_until(first, "Step", job)
+        with connect(tmp_path, "later") as later:
+            assert later.welcome["running"] == job
+            caught_up = [later.receive(timeout=10)[0] for _ in range(2)]
+            assert [m["event"] for m in caught_up] == ["Started", "Step"]
+            assert caught_up[1]["job"] == job and caught_up[1]["step"] >= 1
+            assert later.request({"type": "cancel", "job": job}, "cancel")["ok"] is True
+            events_until(later, "JobDone", job)
+    assert [r[3] for r in history_rows(tmp_path)] == ["cancelled"]
+
+
+def test_cancel_names_its_job_and_leaves_the_others(server, tmp_path):
+    with connect(tmp_path, "one") as one:
+        first = submit(one, "first", steps=30, width=128, height=128)
+        second = submit(one, "second")
+        third = submit(one, "third")
+        assert one.request({"type": "cancel", "job": second}, "cancel")["ok"] is True
+        assert one.request({"type": "cancel", "job": 999}, "cancel")["ok"] is False
+        events_until(one, "JobDone", third)
+    assert [(r[1], r[3]) for r in history_rows(tmp_path)] == [("first", "done"), ("third", "done")]
+    assert first < second < third
+
+
+def test_bad_requests_and_messages_get_one_sentence(server, tmp_path):
+    with connect(tmp_path, "one") as one:
+        reply = one.request({"type": "generate", "request": {"prompt": "x", "width": 100}, "options": DEMO},
+                            "queued")
+        assert reply["type"] == "error" and reply["message"].startswith("width: 100 is not allowed")
+        assert one.request({"type": "frobnicate"}, "error")["message"] == "server: unknown message 'frobnicate'"
+
+
+def test_a_client_of_another_version_or_without_hello_is_refused(server, tmp_path):
+    for first in ({**hello("app"), "sdtui": "9.9.9"}, {"type": "status"}):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(str(socket_path(tmp_path)))
+        sock.sendall(encode_frame(first))
+        sock.settimeout(10)
+        reply = FrameReader().feed(sock.recv(65536))[0][0]
+        sock.close()
+        assert reply["type"] == "refused"
+    assert "run `sdtui stop`" in reply["message"] or "hello" in reply["message"]
+
+
+def test_the_socket_is_private_and_the_peer_is_checked(server, tmp_path):
+    path = socket_path(tmp_path)
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    left, right = socket.socketpair(socket.AF_UNIX)
+    assert peer_uid(left) == os.getuid()
+    left.close()
+    right.close()
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to run a client as another user")
+def test_another_users_client_is_refused(server, tmp_path):
+    path = socket_path(tmp_path)
+    base_mode = path.parent.parent.stat().st_mode & 0o777
+    os.chmod(path.parent.parent, 0o711)  # open the doors on purpose: the server's own check must still refuse
+    os.chmod(path.parent, 0o755)
+    os.chmod(path, 0o666)
+    code = ("import socket, sys, json\n"
+            f"s = socket.socket(socket.AF_UNIX); s.connect({str(path)!r}); s.settimeout(10)\n"
+            "print(s.recv(65536).decode())\n")
+    python = "/usr/bin/python3"  # this test's own Python may be in a folder the other user cannot enter
+    if not os.access(python, os.X_OK):
+        pytest.skip("no system Python for the other user")
+    try:
+        result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30,
+                                preexec_fn=lambda: os.setuid(65534))
+    finally:
+        os.chmod(path.parent, 0o700)
+        os.chmod(path.parent.parent, base_mode)
+    assert result.stdout, result.stderr
+    assert json.loads(result.stdout.splitlines()[0]) == {
+        "type": "refused", "message": "server: this sdtui server belongs to another user"}
+
+
+def test_a_stale_socket_is_replaced_and_a_live_one_refused(tmp_path, server):
+    with pytest.raises(ServerRunning, match="already running"):
+        Server(tmp_path, None, None).bind()
+    other = tmp_path / "other"
+    stale = socket_path(other)
+    stale.parent.mkdir(mode=0o700, parents=True)
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(stale))  # bound and closed, never unlinked: what a killed server leaves
+    dead.close()
+    with pytest.raises(NoServer):
+        connect(other, "probe")
+    replacement = Server(other, None, None)
+    replacement.bind()
+    replacement._listener.close()
+
+
+def test_keep_alive_zero_unloads_after_the_queue_empties(tmp_path):
+    history = History(tmp_path / "history.db", tmp_path / "outputs")
+    made = Server(tmp_path, history, Engine(EngineOptions(model="demo")), keep_alive_s=0, idle_exit_s=2)
+    made.bind()
+    thread = threading.Thread(target=made.serve_forever, daemon=True)
+    thread.start()
+    with connect(tmp_path, "one") as one:
+        events_until(one, "JobDone", submit(one))
+        deadline = time.monotonic() + 10
+        while made.engine.loaded and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not made.engine.loaded
+        assert one.request({"type": "status"}, "status")["model"] is None
+    thread.join(timeout=15)  # no client and nothing to do for 2 s: the server leaves by itself
+    assert not thread.is_alive() and not socket_path(tmp_path).exists()
+    history.close()
+
+
+# --- the real command: a server process, `sdtui generate`, status, stop, SIGKILL ----------------
+
+def test_generate_uses_the_model_a_running_server_holds(sdtui_home, tmp_path):
+    cold = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", "--steps", "2", "--width", "64",
+                      "--height", "64", "--output", str(tmp_path / "cold.png")])
+    assert cold.returncode == 0, cold.stderr
+    assert "starting the sdtui server" in cold.stderr and "loading demo model" in cold.stderr
+    warm = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", "--steps", "2", "--width", "64",
+                      "--height", "64", "--output", str(tmp_path / "warm.png")])
+    assert warm.returncode == 0, warm.stderr
+    assert "using the server's loaded model" in warm.stderr and "loading demo model" not in warm.stderr
+    assert (tmp_path / "cold.png").read_bytes() == (tmp_path / "warm.png").read_bytes()
+    status = run_sdtui(["status"])
+    assert "model: demo model (random weights) on cpu" in status.stdout and "finished: 2 jobs" in status.stdout
+    assert run_sdtui(["stop"]).stdout.strip() == "the sdtui server stopped"
+    assert run_sdtui(["status"]).stdout.startswith("no sdtui server is running")
+
+
+def test_a_killed_server_is_reported_and_replaced_with_the_history_whole(sdtui_home):
+    env = {**os.environ, "SDTUI_HOME": str(sdtui_home)}
+    client = subprocess.Popen(sdtui_command() + ["generate", "killed", "--demo", "--steps", "300", "--width", "256",
+                                                 "--height", "256"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    seen = ""
+    while "/300" not in seen:
+        char = client.stderr.read(1)
+        assert char, seen
+        seen += char
+    os.kill(_server_pid(sdtui_home), signal.SIGKILL)
+    _, err = client.communicate(timeout=30)
+    assert client.returncode == 1 and "the sdtui server went away" in err and "Traceback" not in err
+    again = run_sdtui(["generate", "after", "--demo", "--steps", "2", "--width", "64", "--height", "64"])
+    assert again.returncode == 0 and "starting the sdtui server" in again.stderr, again.stderr
+    assert [r[1] for r in history_rows(sdtui_home)] == ["after"]  # the killed job left no row, and no file
+    assert_history_consistent(sdtui_home)
+
+
+def _server_pid(home: Path) -> int:
+    from tui.server.client import server_pid
+
+    pid = server_pid(home.resolve())
+    assert pid, "the server wrote no pid file"
+    return pid
+
+
+def test_status_and_stop_without_a_server(sdtui_home):
+    assert run_sdtui(["status"]).stdout.startswith("no sdtui server is running")
+    assert run_sdtui(["stop"]).stdout.startswith("no sdtui server is running")

@@ -1,0 +1,167 @@
+"""``sdtui serve``, ``sdtui status`` and ``sdtui stop``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import time
+
+DEFAULT_KEEP_ALIVE_S = 600.0  # as ollama: the model stays 10 minutes after the last job
+DEFAULT_IDLE_EXIT_S = 3600.0  # the server itself leaves after an hour with no client and no work
+
+
+class DurationError(ValueError):
+    pass
+
+
+def parse_duration(text: str, name: str) -> float:
+    """Seconds from "600", "90s", "10m", "2h"; "-1" means never."""
+    match = re.fullmatch(r"\s*(-?\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not match:
+        raise DurationError(f"{name}: {text!r} is not a duration; use seconds, or 90s, 10m, 2h, or -1 for never")
+    value = float(match[1])
+    if value < 0:
+        return -1.0
+    return value * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def add_commands(commands) -> None:
+    serve = commands.add_parser("serve", help="run the engine as a local server (the app and generate use it)",
+                                description="Hold the model, run the job queue and write the history for "
+                                            "this sdtui home, on a private Unix socket. sdtui and sdtui "
+                                            "generate start it in the background when none runs.")
+    serve.add_argument("--keep-alive", metavar="D", default=os.environ.get("SDTUI_KEEP_ALIVE", "10m"),
+                       help="unload the model after D with nothing to do (0: at once, -1: never; default 10m)")
+    serve.add_argument("--idle-exit", metavar="D", default=os.environ.get("SDTUI_IDLE_EXIT", "1h"),
+                       help="leave after D with no client and nothing to do (-1: never; default 1h)")
+    serve.add_argument("-v", "--verbose", action="store_true", help="also print log lines to stderr")
+    commands.add_parser("status", help="show the server: model, memory, the running job and the queue")
+    commands.add_parser("stop", help="stop the server (cancels the running job; the queue is dropped)")
+
+
+def run_serve(args: argparse.Namespace, say) -> int:
+    from tui.engine.device import enable_mps_fallback
+
+    enable_mps_fallback()
+    from tui.engine import Engine, EngineOptions
+    from tui.locations import locations
+    from tui.logs import setup_logging
+    from tui.server.place import PlaceError
+    from tui.server.server import Server, ServerRunning
+    from tui.store.history import History
+
+    try:
+        keep_alive = parse_duration(args.keep_alive, "--keep-alive")
+        idle_exit = parse_duration(args.idle_exit, "--idle-exit")
+    except DurationError as error:
+        say(str(error))
+        return 2
+    places = locations()
+    setup_logging(places.log_file, verbose=args.verbose)
+    history = History(places.history_db, places.outputs_dir)
+    server = Server(places.data_dir, history, Engine(EngineOptions(model="demo")), keep_alive, idle_exit)
+    try:
+        server.bind()
+    except ServerRunning as error:
+        say(str(error))
+        history.close()
+        return 1
+    except PlaceError as error:
+        say(str(error))
+        history.close()
+        return 1
+    report = history.reconcile()
+    if report.changed:
+        import logging
+
+        logging.getLogger("tui.server").warning(report.message())
+    for name in ("SIGTERM", "SIGINT"):
+        signal.signal(getattr(signal, name), lambda *_: server.stop())
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a terminal that goes away ends clients, never the work
+    try:
+        server.serve_forever()
+    finally:
+        history.close()
+    return 0
+
+
+def run_status(say) -> int:
+    from tui.locations import locations
+    from tui.server.client import NoServer, ServerRefused, connect, server_pid
+
+    places = locations()
+    try:
+        with connect(places.data_dir, "status") as connection:
+            state = connection.request({"type": "status"}, "status")
+    except NoServer:
+        print(f"no sdtui server is running for {places.data_dir}")
+        return 0
+    except ServerRefused as error:
+        say(f"{error} (server pid {server_pid(places.data_dir) or '?'})")
+        return 1
+    print(describe_state(state))
+    return 0
+
+
+def describe_state(state: dict) -> str:
+    from tui.engine.memory import format_bytes
+
+    model = state.get("model")
+    loaded = f"{model} on {state.get('device')} ({state.get('dtype')})" if model else "none loaded"
+    keep = state.get("keep_alive_s", 0)
+    keep_text = "never unloads" if keep < 0 else f"unloads after {keep:g} s idle"
+    running = state.get("running")
+    waiting = state.get("waiting") or []
+    lines = [
+        f"sdtui server {state.get('sdtui')}, pid {state.get('pid')}, up {time.time() - state.get('since', time.time()):.0f} s",
+        f"model: {loaded}; {keep_text}",
+        f"memory: {format_bytes(state.get('rss'))} process RSS",
+        f"running: job {running}" if running else "running: nothing",
+        f"waiting: {len(waiting)}" + (f" (jobs {', '.join(map(str, waiting))})" if waiting else ""),
+        f"finished: {state.get('finished_jobs', 0)} jobs; {state.get('clients', 0)} client(s) attached; "
+        f"idle {state.get('idle_s', 0):.0f} s",
+    ]
+    return "\n".join(lines)
+
+
+def run_stop(say) -> int:
+    from tui.locations import locations
+    from tui.server.client import NoServer, ServerGone, ServerRefused, connect, server_pid
+
+    places = locations()
+    pid = server_pid(places.data_dir)
+    try:
+        with connect(places.data_dir, "stop") as connection:
+            connection.request({"type": "stop"}, "stopping")
+    except NoServer:
+        print(f"no sdtui server is running for {places.data_dir}")
+        return 0
+    except (ServerRefused, ServerGone):  # another version's server: it is ours, so signal it
+        if pid is None:
+            say("the sdtui server did not answer and left no pid file")
+            return 1
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if pid is not None and not _wait_gone(pid, 20.0):
+        say(f"the sdtui server (pid {pid}) has not stopped after 20 s")
+        return 1
+    print("the sdtui server stopped")
+    return 0
+
+
+def _wait_gone(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        time.sleep(0.1)
+    return False

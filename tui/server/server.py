@@ -1,0 +1,321 @@
+"""The server: one engine, one queue, one history writer; any number of clients of the same user.
+
+The generation thread runs jobs as the in-app queue does; every event it reports goes to
+every client, tagged with the job it belongs to, so two clients see the same progress and a
+client that comes back sees the job where it is. A client going away changes nothing for the
+jobs. The model is unloaded after ``keep_alive`` seconds with nothing to do (0: at once, a
+negative value: never), and the server leaves after ``idle_exit`` seconds with no client and
+nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tui import __version__
+from tui.protocol import FrameReader, ProtocolError, encode_event, encode_frame, mismatch
+from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
+
+log = logging.getLogger("tui.server")
+ENGINE_OPTION_KEYS = ("model", "device", "dtype", "attention_slicing", "warmup", "allow_pickle", "previews",
+                      "preview_interval", "preview_max_fps")
+TICK_S = 0.5  # how often idle time is looked at; every wait in the server is bounded by it
+SEND_TIMEOUT_S = 5.0  # a client that does not read for this long is dropped, never waited for
+
+
+class ServerRunning(RuntimeError):
+    """Another server already listens for this sdtui home."""
+
+
+@dataclass
+class _Client:
+    sock: socket.socket
+    name: str = "?"
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    alive: bool = True
+    reader: FrameReader = field(default_factory=FrameReader)
+
+    def send(self, message: dict[str, Any], payload: bytes = b"") -> bool:
+        """Send within the socket's timeout; a client that does not read is dropped, not waited for."""
+        with self.lock:
+            if not self.alive:
+                return False
+            try:
+                self.sock.sendall(encode_frame(message, payload))
+                return True
+            except OSError:
+                self.alive = False
+                return False
+
+    def frames(self, stop: threading.Event):
+        """Messages from the client until it closes or the server stops (each wait bounded)."""
+        while not stop.is_set() and self.alive:
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                return
+            yield from self.reader.feed(data)
+
+
+class Server:
+    def __init__(self, data_dir: Path, history, engine, keep_alive_s: float = 600.0, idle_exit_s: float = 1800.0):
+        from tui.generation import GenerationService
+
+        self.data_dir = Path(data_dir)
+        self.history = history
+        self.engine = engine
+        self.keep_alive_s = keep_alive_s
+        self.idle_exit_s = idle_exit_s
+        self.service = GenerationService(engine, history, self._report)
+        self.clients: list[_Client] = []
+        self._clients_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._last_busy = time.monotonic()
+        self._unloaded_for_idle = False
+        self._listener: socket.socket | None = None
+        self.started_at = time.time()
+        self.finished_jobs = 0
+        # The running job's Started and latest Step, for a client that comes in during it.
+        self._running: dict[str, tuple[dict[str, Any], bytes]] = {}
+
+    # --- lifetime -----------------------------------------------------------------------
+
+    def bind(self) -> None:
+        """Take the socket: replace a stale one (its server is gone); refuse if a server answers."""
+        private_dir(runtime_dir(self.data_dir))
+        path = socket_path(self.data_dir)
+        if path.exists():
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            probe.settimeout(2.0)
+            try:
+                probe.connect(str(path))
+                raise ServerRunning(f"server: one is already running for {self.data_dir} ({path})")
+            except (ConnectionRefusedError, FileNotFoundError):
+                log.info("removing a stale socket %s (its server is gone)", path)
+                path.unlink(missing_ok=True)
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(0o177)  # the socket is made 0600, with no moment of being open to others
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(old_mask)
+        listener.listen(16)
+        listener.setblocking(False)
+        self._listener = listener
+        pid_path(self.data_dir).write_text(str(os.getpid()))
+        log.info("sdtui %s server %d listening on %s", __version__, os.getpid(), path)
+
+    def serve_forever(self) -> None:
+        if self._listener is None:
+            self.bind()
+        worker = threading.Thread(target=self.service.serve, name="sdtui-generation", daemon=True)
+        worker.start()
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                for _key, _mask in selector.select(timeout=TICK_S):
+                    self._accept()
+                self._tick()
+        finally:
+            selector.close()
+            self._shut_down(worker)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _shut_down(self, worker: threading.Thread) -> None:
+        log.info("server %d stopping", os.getpid())
+        self.service.stop()
+        worker.join(timeout=10)
+        with self._clients_lock:
+            clients, self.clients = list(self.clients), []
+        for client in clients:
+            client.send({"type": "bye", "message": "the sdtui server stopped"})
+            _close(client.sock)
+        if self._listener is not None:
+            self._listener.close()
+        for path in (socket_path(self.data_dir), pid_path(self.data_dir)):
+            path.unlink(missing_ok=True)
+
+    def _tick(self) -> None:
+        """Unload an idle model after keep_alive; leave after idle_exit with no client."""
+        now = time.monotonic()
+        if self.service.busy or self.service.loading or self.service.waiting():
+            self._last_busy, self._unloaded_for_idle = now, False
+            return
+        idle = now - self._last_busy
+        if self.keep_alive_s >= 0 and idle >= self.keep_alive_s and self.engine.loaded \
+                and not self._unloaded_for_idle:
+            log.info("unloading %s after %.0f s with nothing to do (keep_alive %g s)", self.engine.model_label,
+                     idle, self.keep_alive_s)
+            self._unloaded_for_idle = True
+            self.service.unload()
+        with self._clients_lock:
+            connected = bool(self.clients)
+        if not connected and self.idle_exit_s >= 0 and idle >= self.idle_exit_s:
+            log.info("leaving after %.0f s with no client and nothing to do", idle)
+            self.stop()
+
+    # --- clients ------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self._listener.accept()
+        except BlockingIOError:
+            return
+        sock.setblocking(True)
+        sock.settimeout(SEND_TIMEOUT_S)
+        client = _Client(sock)
+        uid = peer_uid(sock)
+        if uid is not None and uid != os.getuid():
+            log.warning("refused a connection from user %d", uid)
+            client.send({"type": "refused", "message": "server: this sdtui server belongs to another user"})
+            _close(sock)
+            return
+        threading.Thread(target=self._talk, args=(client,), name="sdtui-client", daemon=True).start()
+
+    def _talk(self, client: _Client) -> None:
+        try:
+            frames = client.frames(self._stop)
+            first = next(frames, None)
+            if first is None:
+                return
+            message, _ = first
+            problem = "the first message must be hello" if message.get("type") != "hello" else mismatch(message)
+            if problem:
+                client.send({"type": "refused", "message": problem})
+                return
+            client.name = str(message.get("client", "?"))
+            client.send({"type": "welcome", **self.state()})
+            with self._clients_lock:
+                self.clients.append(client)
+                for message, payload in list(self._running.values()):  # the job where it is now
+                    client.send(message, payload)
+            for message, _ in frames:
+                reply = self._handle(message)
+                if reply is not None:
+                    client.send(reply)
+        except (ProtocolError, OSError, ValueError, TypeError) as error:
+            log.info("a %s client went away: %s", client.name, error)
+        finally:
+            client.alive = False
+            with self._clients_lock:
+                if client in self.clients:
+                    self.clients.remove(client)
+            _close(client.sock)
+
+    def _handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        kind = message.get("type")
+        if kind == "generate":
+            return self._generate(message)
+        if kind == "cancel":
+            job = message.get("job")
+            ok = isinstance(job, int) and self.service.cancel_job(job)
+            return {"type": "cancel", "job": job, "ok": bool(ok)}
+        if kind == "status":
+            return {"type": "status", **self.state()}
+        if kind == "stop":
+            self.stop()
+            return {"type": "stopping"}
+        return {"type": "error", "message": f"server: unknown message {kind!r}"}
+
+    def _generate(self, message: dict[str, Any]) -> dict[str, Any]:
+        from tui.engine.request import InvalidRequest, validate_request
+        from tui.engine.runner import EngineOptions
+
+        try:
+            request = validate_request(message.get("request") or {})
+        except InvalidRequest as error:
+            return {"type": "error", "message": str(error)}
+        raw = message.get("options") or {}
+        options = EngineOptions(**{k: raw[k] for k in ENGINE_OPTION_KEYS if k in raw})
+        output = Path(message["output"]) if message.get("output") else None
+        outputs_dir = Path(message["outputs_dir"]) if message.get("outputs_dir") else None
+        chosen = set(message.get("chosen") or ())
+        adjust = _family_adjuster(chosen, self._report_notice) if message.get("family_defaults") else None
+        number = self.service.submit(request, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir)
+        log.info("job %d queued: %s", number, request.prompt[:60])
+        return {"type": "queued", "job": number}
+
+    # --- events to every client ------------------------------------------------------------
+
+    def _report(self, event: Any) -> None:
+        from tui.engine.events import Finished
+        from tui.generation import JobDone
+
+        if isinstance(event, Finished):
+            return  # its image is sent as ImageSaved, with the path
+        if isinstance(event, JobDone):
+            self.finished_jobs += 1
+            self._last_busy = time.monotonic()
+        job = event.number if isinstance(event, JobDone) else self.service.current_job
+        message, payload = encode_event(event, job)
+        with self._clients_lock:
+            kind = message["event"]
+            if kind in ("Started", "Step"):
+                self._running[kind] = (message, payload)
+            elif kind in ("JobDone", "Cancelled", "Failed"):
+                self._running.clear()
+            clients = list(self.clients)
+        for client in clients:
+            if not client.send(message, payload):
+                _close(client.sock)
+
+    def _report_notice(self, text: str) -> None:
+        from tui.engine.events import Notice
+
+        self._report(Notice(text))
+
+    def state(self) -> dict[str, Any]:
+        from tui.engine.memory import sample_memory
+
+        memory = sample_memory("cpu")  # the process and system; the device is asked on its own thread only
+        engine = self.engine
+        return {"protocol": 1, "sdtui": __version__, "pid": os.getpid(), "since": self.started_at,
+                "model": engine.model_label if engine.loaded else None, "device": engine.device or None,
+                "dtype": engine.dtype or None, "running": self.service.current_job,
+                "waiting": self.service.waiting_jobs(), "finished_jobs": self.finished_jobs,
+                "clients": len(self.clients), "keep_alive_s": self.keep_alive_s,
+                "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss}
+
+
+def _family_adjuster(chosen: set[str], notice):
+    """The family's size (and Turbo's steps and guidance) for what the user did not set."""
+    def adjust(engine, request):
+        from dataclasses import replace
+
+        from tui.engine.families import family_defaults
+
+        if engine.family_info is None:
+            return request
+        changes = {key: value for key, value in family_defaults(engine.family_info).items()
+                   if key not in chosen and getattr(request, key) != value}
+        if not changes:
+            return request
+        summary = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                            for key, value in changes.items())
+        notice(f"{engine.family_info.label} defaults: {summary} (flags or config.toml override them)")
+        return replace(request, **changes)
+
+    return adjust
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
