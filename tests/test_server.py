@@ -275,3 +275,58 @@ def _server_pid(home: Path) -> int:
 def test_status_and_stop_without_a_server(sdtui_home):
     assert run_sdtui(["status"]).stdout.startswith("no sdtui server is running")
     assert run_sdtui(["stop"]).stdout.startswith("no sdtui server is running")
+
+
+def test_only_a_mac_gets_kept_awake():
+    from tui.server.awake import awake_command
+
+    assert awake_command("darwin", 42, "/usr/bin/caffeinate") == ["/usr/bin/caffeinate", "-i", "-w", "42"]
+    assert awake_command("linux", 42, "/usr/bin/caffeinate") is None
+    assert awake_command("darwin", 42, None) is None
+
+
+def test_the_machine_is_kept_awake_while_jobs_run_and_let_go_after(server, tmp_path):
+    """caffeinate exists only on macOS; `sleep` stands in for it to follow the process's life."""
+    from tui.server.awake import KeepAwake
+
+    server.awake = KeepAwake(["sleep", "600"])
+    with connect(tmp_path, "one") as one:
+        job = submit(one, steps=500, width=128, height=128)
+        events_until(one, "Step", job)
+        deadline = time.monotonic() + 10
+        while server.awake.process is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        holder = server.awake.process
+        assert holder is not None and holder.poll() is None
+        assert one.request({"type": "status"}, "status")["keeping_awake"] is True
+        assert one.request({"type": "cancel", "job": job}, "cancel")["ok"] is True
+        events_until(one, "JobDone", job)
+        deadline = time.monotonic() + 5
+        while holder.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert holder.poll() is not None and server.awake.process is None
+        state = one.request({"type": "status"}, "status")
+        assert state["keeping_awake"] is False and state["queue_emptied_at"] <= time.time()
+
+
+def test_a_client_that_stops_reading_never_holds_up_the_job(server, tmp_path):
+    """A suspended terminal's client reads nothing; its messages back up, not the generation."""
+    def timed_job(reader) -> float:
+        began = time.monotonic()
+        job = submit(reader, steps=150, width=256, height=256)
+        seen = events_until(reader, "JobDone", job, limit=120)
+        assert [m["step"] for m in seen if m["event"] == "Step"][-1] == 150
+        assert len([m for m in seen if m["event"] == "ImageSaved"]) == 1
+        return time.monotonic() - began
+
+    with connect(tmp_path, "reader") as reader:
+        alone = timed_job(reader)
+        stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(str(socket_path(tmp_path)))
+        stalled.sendall(encode_frame(hello("stalled")))
+        try:
+            beside_a_stalled_client = timed_job(reader)
+        finally:
+            stalled.close()
+    assert beside_a_stalled_client < alone + 2.0, (alone, beside_a_stalled_client)

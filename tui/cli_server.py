@@ -115,14 +115,18 @@ def describe_state(state: dict) -> str:
     keep_text = "never unloads" if keep < 0 else f"unloads after {keep:g} s idle"
     running = state.get("running")
     waiting = state.get("waiting") or []
+    emptied = state.get("queue_emptied_at")
+    last = f"the queue last emptied at {time.strftime('%H:%M:%S', time.localtime(emptied))}" if emptied \
+        else "no job has finished yet"
     lines = [
         f"sdtui server {state.get('sdtui')}, pid {state.get('pid')}, up {time.time() - state.get('since', time.time()):.0f} s",
         f"model: {loaded}; {keep_text}",
         f"memory: {format_bytes(state.get('rss'))} process RSS",
         f"running: job {running}" if running else "running: nothing",
         f"waiting: {len(waiting)}" + (f" (jobs {', '.join(map(str, waiting))})" if waiting else ""),
-        f"finished: {state.get('finished_jobs', 0)} jobs; {state.get('clients', 0)} client(s) attached; "
-        f"idle {state.get('idle_s', 0):.0f} s",
+        f"finished: {state.get('finished_jobs', 0)} jobs; {last}; idle {state.get('idle_s', 0):.0f} s",
+        f"clients: {max(0, state.get('clients', 0) - 1)} besides this one"
+        + ("; keeping the Mac awake (caffeinate)" if state.get("keeping_awake") else ""),
     ]
     return "\n".join(lines)
 

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import selectors
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,6 +24,7 @@ from typing import Any
 
 from tui import __version__
 from tui.protocol import FrameReader, ProtocolError, encode_event, encode_frame, mismatch
+from tui.server.awake import KeepAwake
 from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
 
 log = logging.getLogger("tui.server")
@@ -29,6 +32,7 @@ ENGINE_OPTION_KEYS = ("model", "device", "dtype", "attention_slicing", "warmup",
                       "preview_interval", "preview_max_fps")
 TICK_S = 0.5  # how often idle time is looked at; every wait in the server is bounded by it
 SEND_TIMEOUT_S = 5.0  # a client that does not read for this long is dropped, never waited for
+OUTBOX_LIMIT = 512  # messages waiting for one client before it counts as gone
 
 
 class ServerRunning(RuntimeError):
@@ -37,23 +41,59 @@ class ServerRunning(RuntimeError):
 
 @dataclass
 class _Client:
+    """One connection. Its messages go out from its own thread, through a bounded queue, so the
+    generation thread never waits on a socket: a client that stops reading (a suspended
+    terminal) first loses previews, then its connection, never slows the job."""
     sock: socket.socket
     name: str = "?"
-    lock: threading.Lock = field(default_factory=threading.Lock)
     alive: bool = True
     reader: FrameReader = field(default_factory=FrameReader)
+    outbox: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=OUTBOX_LIMIT))
+    sender: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.sender = threading.Thread(target=self._send_loop, name="sdtui-client-out", daemon=True)
+        self.sender.start()
+
+    def finish(self, timeout: float = 1.0) -> None:
+        """Send what is queued (within ``timeout``), then close."""
+        try:
+            self.outbox.put(None, timeout=timeout)
+        except queue.Full:
+            pass
+        if self.sender is not None and self.sender is not threading.current_thread():
+            self.sender.join(timeout)
+        self.close()
 
     def send(self, message: dict[str, Any], payload: bytes = b"") -> bool:
-        """Send within the socket's timeout; a client that does not read is dropped, not waited for."""
-        with self.lock:
-            if not self.alive:
-                return False
+        if not self.alive:
+            return False
+        if payload and self.outbox.qsize() > OUTBOX_LIMIT // 2:
+            return True  # behind: a preview can be skipped, the step line still goes
+        try:
+            self.outbox.put_nowait(encode_frame(message, payload))
+            return True
+        except queue.Full:
+            log.info("a %s client stopped reading; dropping it", self.name)
+            self.close()
+            return False
+
+    def _send_loop(self) -> None:
+        while self.alive:
             try:
-                self.sock.sendall(encode_frame(message, payload))
-                return True
+                frame = self.outbox.get(timeout=TICK_S)
+            except queue.Empty:
+                continue
+            if frame is None:
+                return
+            try:
+                self.sock.sendall(frame)
             except OSError:
-                self.alive = False
-                return False
+                self.close()
+
+    def close(self) -> None:
+        self.alive = False
+        _close(self.sock)
 
     def frames(self, stop: threading.Event):
         """Messages from the client until it closes or the server stops (each wait bounded)."""
@@ -87,6 +127,8 @@ class Server:
         self.finished_jobs = 0
         # The running job's Started and latest Step, for a client that comes in during it.
         self._running: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self.awake = KeepAwake.for_this_machine(sys.platform, os.getpid())
+        self.queue_emptied_at: float | None = None  # wall time the last run of jobs ended
 
     # --- lifetime -----------------------------------------------------------------------
 
@@ -138,13 +180,14 @@ class Server:
 
     def _shut_down(self, worker: threading.Thread) -> None:
         log.info("server %d stopping", os.getpid())
+        self.awake.stop()
         self.service.stop()
         worker.join(timeout=10)
         with self._clients_lock:
             clients, self.clients = list(self.clients), []
         for client in clients:
             client.send({"type": "bye", "message": "the sdtui server stopped"})
-            _close(client.sock)
+            client.finish()
         if self._listener is not None:
             self._listener.close()
         for path in (socket_path(self.data_dir), pid_path(self.data_dir)):
@@ -153,7 +196,9 @@ class Server:
     def _tick(self) -> None:
         """Unload an idle model after keep_alive; leave after idle_exit with no client."""
         now = time.monotonic()
-        if self.service.busy or self.service.loading or self.service.waiting():
+        busy = bool(self.service.busy or self.service.loading or self.service.waiting())
+        self.awake.update(busy)
+        if busy:
             self._last_busy, self._unloaded_for_idle = now, False
             return
         idle = now - self._last_busy
@@ -179,11 +224,12 @@ class Server:
         sock.setblocking(True)
         sock.settimeout(SEND_TIMEOUT_S)
         client = _Client(sock)
+        client.start()
         uid = peer_uid(sock)
         if uid is not None and uid != os.getuid():
             log.warning("refused a connection from user %d", uid)
             client.send({"type": "refused", "message": "server: this sdtui server belongs to another user"})
-            _close(sock)
+            threading.Thread(target=client.finish, daemon=True).start()
             return
         threading.Thread(target=self._talk, args=(client,), name="sdtui-client", daemon=True).start()
 
@@ -211,11 +257,10 @@ class Server:
         except (ProtocolError, OSError, ValueError, TypeError) as error:
             log.info("a %s client went away: %s", client.name, error)
         finally:
-            client.alive = False
             with self._clients_lock:
                 if client in self.clients:
                     self.clients.remove(client)
-            _close(client.sock)
+            client.finish()
 
     def _handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
         kind = message.get("type")
@@ -261,6 +306,8 @@ class Server:
         if isinstance(event, JobDone):
             self.finished_jobs += 1
             self._last_busy = time.monotonic()
+            if not self.service.waiting():
+                self.queue_emptied_at = time.time()
         job = event.number if isinstance(event, JobDone) else self.service.current_job
         message, payload = encode_event(event, job)
         with self._clients_lock:
@@ -271,8 +318,7 @@ class Server:
                 self._running.clear()
             clients = list(self.clients)
         for client in clients:
-            if not client.send(message, payload):
-                _close(client.sock)
+            client.send(message, payload)
 
     def _report_notice(self, text: str) -> None:
         from tui.engine.events import Notice
@@ -289,6 +335,7 @@ class Server:
                 "dtype": engine.dtype or None, "running": self.service.current_job,
                 "waiting": self.service.waiting_jobs(), "finished_jobs": self.finished_jobs,
                 "clients": len(self.clients), "keep_alive_s": self.keep_alive_s,
+                "queue_emptied_at": self.queue_emptied_at, "keeping_awake": self.awake.process is not None,
                 "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss}
 
 
