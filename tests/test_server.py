@@ -61,8 +61,10 @@ def test_bad_frames_are_refused(wire, words):
 
 def test_a_different_version_is_told_to_stop_the_server():
     assert mismatch(hello("app")) is None
-    problem = mismatch({**hello("app"), "sdtui": "0.0.1"})
-    assert "sdtui stop" in problem and "0.0.1" in problem and __version__ in problem
+    assert mismatch({**hello("app"), "sdtui": "0.0.1"}) == (
+        f"this sdtui (0.0.1) and the running sdtui server ({__version__}) differ; run `sdtui stop`, then try again")
+    assert mismatch({"type": "welcome", "protocol": 1, "sdtui": "0.0.1"}, from_server=True) == (
+        f"this sdtui ({__version__}) and the running sdtui server (0.0.1) differ; run `sdtui stop`, then try again")
 
 
 # --- the server, in this process ------------------------------------------------------------
@@ -330,3 +332,29 @@ def test_a_client_that_stops_reading_never_holds_up_the_job(server, tmp_path):
         finally:
             stalled.close()
     assert beside_a_stalled_client < alone + 2.0, (alone, beside_a_stalled_client)
+
+
+def test_a_server_of_another_version_is_refused_and_stop_still_stops_it(sdtui_home):
+    """As after an upgrade: the server that runs is older than the command."""
+    env = {**os.environ, "SDTUI_HOME": str(sdtui_home)}
+    older = ("import tui, tui.protocol as p; tui.__version__ = p.__version__ = '0.0.9'\n"
+             "from tui.cli import main; raise SystemExit(main(['serve']))")
+    import sys as _sys
+
+    server_process = subprocess.Popen([_sys.executable, "-c", older], env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
+    try:
+        deadline = time.monotonic() + 60
+        while not socket_path(sdtui_home.resolve()).exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        refused = run_sdtui(["generate", "x", "--demo", "--steps", "1", "--width", "64", "--height", "64"])
+        assert refused.returncode == 1
+        assert refused.stderr.strip().splitlines()[-1] == (
+            f"sdtui: this sdtui ({__version__}) and the running sdtui server (0.0.9) differ; run `sdtui stop`, "
+            "then try again")
+        stopped = run_sdtui(["stop"])
+        assert stopped.returncode == 0 and "stopped" in stopped.stdout, stopped.stderr
+        assert server_process.wait(timeout=20) == 0
+    finally:
+        if server_process.poll() is None:
+            server_process.kill()

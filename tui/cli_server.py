@@ -159,13 +159,16 @@ def run_stop(say) -> int:
 
 
 def _wait_gone(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` ends within ``seconds`` (one that has ended but that its parent has
+    not yet collected, a zombie, counts as ended)."""
+    import psutil
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
             return True
-        except PermissionError:
-            return False
         time.sleep(0.1)
     return False

@@ -87,13 +87,14 @@ def hello(client: str) -> dict[str, Any]:
     return {"type": "hello", "protocol": PROTOCOL_VERSION, "sdtui": __version__, "client": client}
 
 
-def mismatch(message: dict[str, Any]) -> str | None:
-    """Why a peer's hello or welcome cannot be talked to, or None when it can."""
-    theirs = message.get("sdtui")
-    if message.get("protocol") != PROTOCOL_VERSION or theirs != __version__:
-        return (f"this sdtui ({__version__}) and the running sdtui server ({theirs or 'unknown'}) differ; "
-                "run `sdtui stop`, then try again")
-    return None
+def mismatch(message: dict[str, Any], from_server: bool = False) -> str | None:
+    """Why a peer's hello (or, ``from_server``, its welcome) cannot be talked to, or None when it
+    can; worded for the person at the client, who is the one to run `sdtui stop`."""
+    theirs = str(message.get("sdtui") or "unknown")
+    if message.get("protocol") == PROTOCOL_VERSION and theirs == __version__:
+        return None
+    client, server = (__version__, theirs) if from_server else (theirs, __version__)
+    return f"this sdtui ({client}) and the running sdtui server ({server}) differ; run `sdtui stop`, then try again"
 
 
 # --- engine events as messages ------------------------------------------------------------

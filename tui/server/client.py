@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from tui.protocol import FrameReader, encode_frame, hello
+from tui.protocol import FrameReader, encode_frame, hello, mismatch
 from tui.server.place import pid_path, socket_path
 
 START_WAIT_S = 60.0  # a cold server imports torch before it listens
@@ -123,6 +123,10 @@ def connect(data_dir: Path, client: str) -> Connection:
     if message.get("type") != "welcome":
         connection.close()
         raise ServerRefused(str(message.get("message") or "the sdtui server refused this client"))
+    problem = mismatch(message, from_server=True)
+    if problem:
+        connection.close()
+        raise ServerRefused(problem)
     connection.welcome = message
     return connection
 
