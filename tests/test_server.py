@@ -358,3 +358,16 @@ def test_a_server_of_another_version_is_refused_and_stop_still_stops_it(sdtui_ho
     finally:
         if server_process.poll() is None:
             server_process.kill()
+
+
+def test_a_model_can_be_loaded_before_any_job(server, tmp_path):
+    with connect(tmp_path, "one") as one:
+        assert one.request({"type": "load", "options": {"model": "demo"}}, "loading")["model"] == "demo"
+        deadline = time.monotonic() + 30
+        loaded = None
+        while loaded is None and time.monotonic() < deadline:
+            frame = one.receive(timeout=1)
+            if frame and frame[0].get("event") == "Loaded":
+                loaded = decode_event(*frame)
+        assert loaded is not None and loaded.model == "demo model (random weights)" and loaded.family_info
+        assert one.request({"type": "status"}, "status")["model"] == "demo model (random weights)"

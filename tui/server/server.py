@@ -270,6 +270,12 @@ class Server:
             job = message.get("job")
             ok = isinstance(job, int) and self.service.cancel_job(job)
             return {"type": "cancel", "job": job, "ok": bool(ok)}
+        if kind == "load":  # load a model now, before any job asks for it (a client's model switch)
+            from tui.engine.runner import EngineOptions
+
+            raw = message.get("options") or {}
+            self.service.load(EngineOptions(**{k: raw[k] for k in ENGINE_OPTION_KEYS if k in raw}))
+            return {"type": "loading", "model": raw.get("model")}
         if kind == "status":
             return {"type": "status", **self.state()}
         if kind == "stop":
