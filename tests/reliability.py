@@ -90,3 +90,21 @@ MODEL_PATHS = [
     ("pickle checkpoint", _file("model.ckpt", b"\x80\x04pickle"), "--allow-pickle"),
     ("pickle weights in a folder", _pickle_folder, "--allow-pickle"),
 ]
+
+
+def start_generating(prompt: str, steps: int, size: int, env: dict | None = None):
+    """``sdtui generate --demo`` running, returned once its progress shows the first step, with
+    what it has written to stderr so far."""
+    import subprocess
+
+    from tests.conftest import sdtui_command
+
+    process = subprocess.Popen(sdtui_command() + ["generate", prompt, "--demo", "--steps", str(steps), "--width",
+                                                  str(size), "--height", str(size)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = ""
+    while f"/{steps}" not in seen:
+        char = process.stderr.read(1)
+        assert char, seen
+        seen += char
+    return process, seen

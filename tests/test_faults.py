@@ -18,7 +18,7 @@ import pytest
 
 from tests.bench.terminal import TerminalSession, sdtui_script, session_env, wait_ready, write_config
 from tests.conftest import sdtui_command
-from tests.reliability import assert_history_consistent, history_rows
+from tests.reliability import assert_history_consistent, history_rows, start_generating
 
 SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
 
@@ -116,14 +116,7 @@ def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signu
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_headless_generation_cancels_records_and_exits(sdtui_home, signum):
-    process = subprocess.Popen(sdtui_command() + ["generate", "interrupted", "--demo", "--steps", "400",
-                                                  "--width", "256", "--height", "256"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = ""
-    while "/400" not in seen:
-        char = process.stderr.read(1)
-        assert char, seen
-        seen += char
+    process, seen = start_generating("interrupted", 400, 256)
     process.send_signal(signum)
     _, err = process.communicate(timeout=30)
     assert process.returncode == 128 + signum
@@ -134,14 +127,7 @@ def test_a_signal_during_headless_generation_cancels_records_and_exits(sdtui_hom
 
 def test_a_hang_up_during_headless_generation_leaves_the_job_running(sdtui_home):
     """The terminal went away: the client leaves at once, and the server finishes the image."""
-    process = subprocess.Popen(sdtui_command() + ["generate", "outlives the terminal", "--demo", "--steps", "60",
-                                                  "--width", "128", "--height", "128"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen = ""
-    while "/60" not in seen:
-        char = process.stderr.read(1)
-        assert char, seen
-        seen += char
+    process, _ = start_generating("outlives the terminal", 60, 128)
     process.send_signal(signal.SIGHUP)
     process.communicate(timeout=30)
     assert process.returncode == 128 + signal.SIGHUP

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.conftest import run_sdtui, sdtui_command
-from tests.reliability import assert_history_consistent, history_rows
+from tests.conftest import run_sdtui
+from tests.reliability import assert_history_consistent, history_rows, start_generating
 from tui import __version__
 from tui.engine import Engine, EngineOptions
 from tui.engine.events import Step
@@ -248,15 +248,7 @@ def test_generate_uses_the_model_a_running_server_holds(sdtui_home, tmp_path):
 
 
 def test_a_killed_server_is_reported_and_replaced_with_the_history_whole(sdtui_home):
-    env = {**os.environ, "SDTUI_HOME": str(sdtui_home)}
-    client = subprocess.Popen(sdtui_command() + ["generate", "killed", "--demo", "--steps", "300", "--width", "256",
-                                                 "--height", "256"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env)
-    seen = ""
-    while "/300" not in seen:
-        char = client.stderr.read(1)
-        assert char, seen
-        seen += char
+    client, _ = start_generating("killed", 300, 256)
     os.kill(_server_pid(sdtui_home), signal.SIGKILL)
     _, err = client.communicate(timeout=30)
     assert client.returncode == 1 and "the sdtui server went away" in err and "Traceback" not in err

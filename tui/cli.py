@@ -310,28 +310,20 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def _with_family_defaults(request, settings, args: argparse.Namespace, engine, progress):
-    """The loaded model's family size (and Turbo's steps and guidance) for whatever neither
-    a flag nor config.toml set: an SDXL checkpoint should not silently render at 512x512."""
-    from dataclasses import replace
-
+    """The loaded model's family defaults for whatever neither a flag nor config.toml set."""
     from tui.config import configured_keys
-    from tui.engine.families import family_defaults
+    from tui.engine.events import Notice
+    from tui.engine.families import with_family_defaults
     from tui.locations import locations
 
     if not settings.family_defaults or engine.family_info is None:
         return request
     chosen = configured_keys(locations().config_file)
     chosen |= {key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
-    changes = {key: value for key, value in family_defaults(engine.family_info).items()
-               if key not in chosen and getattr(request, key) != value}
-    if not changes:
-        return request
-    summary = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
-                        for key, value in changes.items())
-    from tui.engine.events import Notice
-
-    progress(Notice(f"{engine.family_info.label} defaults: {summary} (flags or config.toml override them)"))
-    return replace(request, **changes)
+    request, said = with_family_defaults(request, engine.family_info, chosen)
+    if said:
+        progress(Notice(said))
+    return request
 
 
 def _notice(message: str):

@@ -93,6 +93,21 @@ def family_defaults(family: ModelFamily) -> dict[str, Any]:
     return {"width": size, "height": size}
 
 
+def with_family_defaults(request, family: ModelFamily, chosen: set[str]):
+    """``request`` with the family's size (and Turbo's steps and guidance) for the fields the
+    user did not choose (``chosen``: flags and config.toml keys), and a line saying what changed
+    (None when nothing did): an SDXL checkpoint should not silently render at 512x512."""
+    from dataclasses import replace
+
+    changes = {key: value for key, value in family_defaults(family).items()
+               if key not in chosen and getattr(request, key) != value}
+    if not changes:
+        return request, None
+    summary = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                        for key, value in changes.items())
+    return replace(request, **changes), f"{family.label} defaults: {summary} (flags or config.toml override them)"
+
+
 def defaults_on_switch(old: ModelFamily | None, new: ModelFamily) -> dict[str, Any]:
     """What changes when switching from ``old`` to ``new``: the size always follows the
     model, and steps and guidance go back to standard values when leaving a Turbo model

@@ -346,22 +346,16 @@ class Server:
 
 
 def _family_adjuster(chosen: set[str], notice):
-    """The family's size (and Turbo's steps and guidance) for what the user did not set."""
+    """The family's defaults, once the job's model is loaded, for what the user did not set."""
     def adjust(engine, request):
-        from dataclasses import replace
-
-        from tui.engine.families import family_defaults
+        from tui.engine.families import with_family_defaults
 
         if engine.family_info is None:
             return request
-        changes = {key: value for key, value in family_defaults(engine.family_info).items()
-                   if key not in chosen and getattr(request, key) != value}
-        if not changes:
-            return request
-        summary = ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
-                            for key, value in changes.items())
-        notice(f"{engine.family_info.label} defaults: {summary} (flags or config.toml override them)")
-        return replace(request, **changes)
+        request, said = with_family_defaults(request, engine.family_info, chosen)
+        if said:
+            notice(said)
+        return request
 
     return adjust
 
