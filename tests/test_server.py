@@ -295,8 +295,8 @@ def test_the_machine_is_kept_awake_while_jobs_run_and_let_go_after(server, tmp_p
         assert one.request({"type": "status"}, "status")["keeping_awake"] is True
         assert one.request({"type": "cancel", "job": job}, "cancel")["ok"] is True
         events_until(one, "JobDone", job)
-        deadline = time.monotonic() + 5
-        while holder.poll() is None and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10
+        while (server.awake.process is not None or holder.poll() is None) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert holder.poll() is not None and server.awake.process is None
         state = one.request({"type": "status"}, "status")
