@@ -97,11 +97,11 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
             kind = message.get("event")
             if message.get("job") is None and kind not in ("LoadStarted", "DownloadProgress", "Loaded", "Notice"):
                 continue
-            if kind == "ImageSaved":
-                path = message["path"]
-                print(path if not sys.stdout.isatty() else visible(path), flush=True)
+            if kind == "ImageSaved":  # the progress line first, so the path never joins the bar on a terminal
                 progress.image_line(message["index"], message["request"]["count"], message["seed"],
                                     message["timings"]["total_s"], message["timings"]["it_per_s"])
+                path = message["path"]
+                print(path if not sys.stdout.isatty() else visible(path), flush=True)
             elif kind in ("LoadFailed", "SaveFailed"):
                 outcome["failed"] = message["message"]
             elif kind == "JobDone":

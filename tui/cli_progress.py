@@ -6,6 +6,7 @@ quarter of a job, so logs stay readable.
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
 import time
@@ -54,7 +55,9 @@ class StderrProgress:
         self.stream.flush()
 
     def _redraw(self, text: str) -> None:
-        self.stream.write("\r\x1b[2K" + visible(text))
+        # One row, cut to the terminal's width: a line that wraps cannot be redrawn in place.
+        width = shutil.get_terminal_size((200, 24)).columns - 1
+        self.stream.write("\r\x1b[2K" + visible(text)[:max(20, width)])
         self.stream.flush()
         self._open_line = True
 
