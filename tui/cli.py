@@ -243,8 +243,8 @@ def run_generate(args: argparse.Namespace) -> int:
         if isinstance(event, Failed):
             outcome["failed"] = event.message
 
-    cancel = threading.Event()  # this run's one job (and its load)
-    interrupted = _cancel_on_interrupt(cancel)
+    interrupts = Interrupts()
+    cancel = interrupts.cancel  # this run's one job (and its load)
     try:
         try:
             engine.load(progress, cancel=cancel)
@@ -252,15 +252,15 @@ def run_generate(args: argparse.Namespace) -> int:
             _say(str(error))
             return EXIT_FAILED
         request = _with_family_defaults(request, settings, args, engine, progress)
-        if not interrupted():  # Ctrl-C or a signal while the model loaded
+        if not interrupts.exit_status:  # Ctrl-C or a signal while the model loaded
             engine.generate(request, on_event, cancel=cancel)
     except OSError as error:
         _say(save_failure_message(error))
         return EXIT_FAILED
     finally:
         history.close()
-    if interrupted():
-        return interrupted()
+    if interrupts.exit_status:
+        return interrupts.exit_status
     if "failed" in outcome:
         _say(outcome["failed"])
         return EXIT_FAILED
@@ -335,24 +335,36 @@ def _notice(message: str):
 STOP_SIGNALS = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM", "SIGHUP": "the terminal hung up"}
 
 
-def _cancel_on_interrupt(cancel: threading.Event) -> Any:
-    """Ctrl-C, SIGTERM or SIGHUP cancels at the end of the current step, so the job is
-    recorded and the history closed; a second one quits at once. Returns a function that
-    gives the exit status for the first signal (128 + its number), or 0 when none came."""
-    state = {"signal": 0}
+class Interrupts:
+    """Ctrl-C, SIGTERM or SIGHUP cancel at the end of the current step (``cancel`` is set), so the
+    job is recorded and the history closed; a second one quits at once. With ``hang_up_leaves``
+    (a client of the server) SIGHUP cancels nothing: it sets ``hung_up``, and the job goes on."""
 
-    def handler(signum, frame):
-        if state["signal"]:
+    def __init__(self, hang_up_leaves: bool = False):
+        self.first = 0
+        self.cancel = threading.Event()
+        self.hung_up = threading.Event()
+        self.hang_up_leaves = hang_up_leaves
+        for name in STOP_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.hang_up_leaves and signum == getattr(signal, "SIGHUP", None):
+            self.first = self.first or signum
+            self.hung_up.set()
+            return
+        if self.first:
             raise KeyboardInterrupt
-        state["signal"] = signum
+        self.first = signum
         cause = STOP_SIGNALS.get(signal.Signals(signum).name, "a signal")
         try:
             _say(f"{cause}: cancelling after this step (again to quit at once)", newline_first=True)
         except OSError:
             pass  # the terminal is gone
-        cancel.set()
+        self.cancel.set()
 
-    for name in STOP_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), handler)
-    return lambda: 128 + state["signal"] if state["signal"] else 0
+    @property
+    def exit_status(self) -> int:
+        """128 + the first signal's number, or 0 when none came."""
+        return 128 + self.first if self.first else 0

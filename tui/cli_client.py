@@ -10,42 +10,10 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
-EXIT_OK, EXIT_FAILED = 0, 1
-CANCEL_SIGNALS = {"SIGINT": "Ctrl-C", "SIGTERM": "SIGTERM"}
-
-
-class _Signals:
-    """Which signal came first (0: none); SIGHUP is told apart, as it leaves the job running."""
-
-    def __init__(self, say: Callable[[str, bool], None]):
-        self.first = 0
-        self.hung_up = threading.Event()
-        self.cancel_now = threading.Event()
-        self._say = say
-        for name in CANCEL_SIGNALS:
-            signal.signal(getattr(signal, name), self._handle)
-        if hasattr(signal, "SIGHUP"):
-            signal.signal(signal.SIGHUP, self._hang_up)
-
-    def _handle(self, signum, frame) -> None:
-        if self.first:
-            raise KeyboardInterrupt
-        self.first = signum
-        cause = CANCEL_SIGNALS.get(signal.Signals(signum).name, "a signal")
-        try:
-            self._say(f"{cause}: cancelling after this step (again to quit at once)", True)
-        except OSError:
-            pass
-        self.cancel_now.set()
-
-    def _hang_up(self, signum, frame) -> None:
-        self.first = self.first or signum
-        self.hung_up.set()
-
+from tui.cli import EXIT_FAILED, EXIT_OK, Interrupts
 
 def generate_via_server(request, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
                         say: Callable[..., None]) -> int:
@@ -57,7 +25,7 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
 
     places = locations()
     progress = StderrProgress()
-    signals = _Signals(lambda text, first=False: say(text, newline_first=first))
+    interrupts = Interrupts(hang_up_leaves=True)
     try:
         connection = connect_or_start(places.data_dir, "generate", places.logs_dir / "server.log",
                                       on_start=lambda: say(f"starting the sdtui server (log: "
@@ -83,9 +51,9 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
         job = reply["job"]
         cancel_sent = False
         while True:
-            if signals.hung_up.is_set():
+            if interrupts.hung_up.is_set():
                 return 128 + signal.SIGHUP  # the job goes on without this client
-            if signals.cancel_now.is_set() and not cancel_sent:
+            if interrupts.cancel.is_set() and not cancel_sent:
                 connection.send({"type": "cancel", "job": job})
                 cancel_sent = True
             frame = connection.receive(timeout=0.2)
@@ -112,15 +80,13 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
                     progress(event)
                     if type(event).__name__ == "Failed":
                         outcome["failed"] = event.message
-                    elif type(event).__name__ == "Cancelled":
-                        outcome["cancelled"] = True
     except ServerGone as error:
         say(f"{error}; the job's images so far are in the history; run the command again to start a new server")
         return EXIT_FAILED
     finally:
         connection.close()
-    if signals.first:
-        return 128 + signals.first
+    if interrupts.exit_status:
+        return interrupts.exit_status
     if "failed" in outcome:
         say(outcome["failed"])
         return EXIT_FAILED
