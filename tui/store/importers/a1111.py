@@ -28,9 +28,7 @@ def a1111_import(text: str) -> Imported:
     draft = Draft("A1111")
     draft.take("prompt", parsed.prompt)
     draft.take("negative_prompt", parsed.negative_prompt)
-    draft.take("steps", settings.get("Steps"))
-    draft.take("guidance", settings.get("CFG scale"))
-    draft.take("seed", settings.get("Seed"))
+    draft.take_from(settings, steps="Steps", guidance="CFG scale", seed="Seed")
     size = settings.get("Size", "")
     if "x" in size:
         draft.take_size(*(part.strip() for part in size.split("x", 1)))
@@ -51,11 +49,8 @@ def a1111_import(text: str) -> Imported:
 def fooocus_import(data: dict[str, Any]) -> Imported:
     """Fooocus 2.2+ ``metadata_scheme: fooocus``: the user's own prompt, not the style-expanded one."""
     draft = Draft("Fooocus")
-    draft.take("prompt", data.get("prompt"))
-    draft.take("negative_prompt", data.get("negative_prompt"))
-    draft.take("steps", data.get("steps"))
-    draft.take("guidance", data.get("guidance_scale"))
-    draft.take("seed", data.get("seed"))
+    draft.take_from(data, prompt="prompt", negative_prompt="negative_prompt", steps="steps",
+                    guidance="guidance_scale", seed="seed")
     size = _pair(data.get("resolution"))
     if size:
         draft.take_size(*size)

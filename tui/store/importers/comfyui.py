@@ -217,8 +217,7 @@ def comfyui_import(prompt_json: str, image_size: tuple[int, int] | None = None) 
         draft.notes.append(f"the positive side combines {len(texts)} text encoders (areas or blends); "
                            "their texts are joined into one prompt")
     draft.take("negative_prompt", "\n".join(_texts(graph, negative)))
-    draft.take("steps", sampler.get("steps"))
-    draft.take("guidance", sampler.get("cfg"))
+    draft.take_from(sampler, steps="steps", guidance="cfg")
     draft.take("seed", sampler.seed)
     width, height, earlier = sampler.latent()
     if width and height:

@@ -46,6 +46,12 @@ class Draft:
             else:
                 self.notes.append(f"{error}; the current {name.replace('_', ' ')} is kept")
 
+    def take_from(self, source: Any, **keys: str) -> None:
+        """Take each request field (a keyword) from ``source`` (anything with ``get``) under the
+        key the tool writes it with: ``take_from(meta, guidance="cfg_scale")``."""
+        for name, key in keys.items():
+            self.take(name, source.get(key))
+
     def take_size(self, width: Any, height: Any) -> None:
         """Both or neither: half a size is no use."""
         try:

@@ -35,11 +35,8 @@ def _model_name(model: Any) -> str:
 def invokeai_import(metadata_json: str) -> Imported:
     meta = _json_object(metadata_json, "InvokeAI")
     draft = Draft("InvokeAI")
-    draft.take("prompt", meta.get("positive_prompt"))
-    draft.take("negative_prompt", meta.get("negative_prompt"))
-    draft.take("steps", meta.get("steps"))
-    draft.take("guidance", meta.get("cfg_scale"))
-    draft.take("seed", meta.get("seed"))
+    draft.take_from(meta, prompt="positive_prompt", negative_prompt="negative_prompt", steps="steps",
+                    guidance="cfg_scale", seed="seed")
     draft.take_size(meta.get("width"), meta.get("height"))
     if "scheduler" in meta:
         draft.take_scheduler(scheduler_from_invokeai(str(meta["scheduler"])), str(meta["scheduler"]))
@@ -84,8 +81,7 @@ def invokeai2_import(sd_metadata: str | None, dream: str | None) -> Imported:
         width, height = flags.get("-W"), flags.get("-H")
     draft.take("prompt", positive)
     draft.take("negative_prompt", negative)
-    for name in ("steps", "guidance", "seed"):
-        draft.take(name, values[name])
+    draft.take_from(values, steps="steps", guidance="guidance", seed="seed")
     if width is not None and height is not None:
         draft.take_size(width, height)
     if values["sampler"]:
@@ -98,10 +94,7 @@ def novelai_import(description: str | None, comment: str) -> Imported:
     meta = _json_object(comment, "NovelAI")
     draft = Draft("NovelAI")
     draft.take("prompt", meta.get("prompt") or description)
-    draft.take("negative_prompt", meta.get("uc"))
-    draft.take("steps", meta.get("steps"))
-    draft.take("guidance", meta.get("scale"))
-    draft.take("seed", meta.get("seed"))
+    draft.take_from(meta, negative_prompt="uc", steps="steps", guidance="scale", seed="seed")
     if meta.get("width") is not None and meta.get("height") is not None:
         draft.take_size(meta.get("width"), meta.get("height"))
     if meta.get("sampler"):
