@@ -8,10 +8,6 @@ import re
 import signal
 import time
 
-DEFAULT_KEEP_ALIVE_S = 600.0  # as ollama: the model stays 10 minutes after the last job
-DEFAULT_IDLE_EXIT_S = 3600.0  # the server itself leaves after an hour with no client and no work
-
-
 class DurationError(ValueError):
     pass
 
@@ -32,6 +28,7 @@ def add_commands(commands) -> None:
                                 description="Hold the model, run the job queue and write the history for "
                                             "this sdtui home, on a private Unix socket. sdtui and sdtui "
                                             "generate start it in the background when none runs.")
+    # As ollama: the model stays 10 minutes after the last job; the server leaves after an idle hour.
     serve.add_argument("--keep-alive", metavar="D", default=os.environ.get("SDTUI_KEEP_ALIVE", "10m"),
                        help="unload the model after D with nothing to do (0: at once, -1: never; default 10m)")
     serve.add_argument("--idle-exit", metavar="D", default=os.environ.get("SDTUI_IDLE_EXIT", "1h"),

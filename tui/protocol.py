@@ -16,8 +16,7 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from tui import __version__
-from tui.engine.events import (Cancelled, DownloadProgress, Failed, Loaded, LoadStarted, Notice, Started, Step,
-                               Timings)
+from tui.engine.events import Cancelled, DownloadProgress, Failed, Loaded, LoadStarted, Notice, Started, Step
 from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.request import GenerationRequest
@@ -164,7 +163,3 @@ def decode_event(message: dict[str, Any], payload: bytes = b"") -> Any:
     if kind in simple:
         return simple[kind](**data)
     return {"event": kind, **data}
-
-
-def timings(data: dict[str, Any]) -> Timings:
-    return Timings(**data)

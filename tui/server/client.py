@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from tui.protocol import FrameReader, encode_frame, hello, mismatch
 from tui.server.place import pid_path, socket_path
@@ -59,12 +59,6 @@ class Connection:
                 raise ServerGone("the sdtui server went away")
             self._frames.extend(self._reader.feed(data))
         return self._frames.pop(0)
-
-    def messages(self) -> Iterator[tuple[dict[str, Any], bytes]]:
-        while True:
-            frame = self.receive(timeout=None)
-            if frame is not None:
-                yield frame
 
     def request(self, message: dict[str, Any], reply_type: str, timeout: float = 30.0) -> dict[str, Any]:
         """Send ``message`` and return the reply of ``reply_type`` (events that come between are kept)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
-from tui.protocol import FrameReader, ProtocolError, encode_event, encode_frame, mismatch
+from tui.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_event, encode_frame, mismatch
 from tui.server.awake import KeepAwake
 from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
 
@@ -271,11 +271,9 @@ class Server:
             ok = isinstance(job, int) and self.service.cancel_job(job)
             return {"type": "cancel", "job": job, "ok": bool(ok)}
         if kind == "load":  # load a model now, before any job asks for it (a client's model switch)
-            from tui.engine.runner import EngineOptions
-
-            raw = message.get("options") or {}
-            self.service.load(EngineOptions(**{k: raw[k] for k in ENGINE_OPTION_KEYS if k in raw}))
-            return {"type": "loading", "model": raw.get("model")}
+            options = _engine_options(message)
+            self.service.load(options)
+            return {"type": "loading", "model": options.model}
         if kind == "status":
             return {"type": "status", **self.state()}
         if kind == "stop":
@@ -285,14 +283,12 @@ class Server:
 
     def _generate(self, message: dict[str, Any]) -> dict[str, Any]:
         from tui.engine.request import InvalidRequest, validate_request
-        from tui.engine.runner import EngineOptions
 
         try:
             request = validate_request(message.get("request") or {})
         except InvalidRequest as error:
             return {"type": "error", "message": str(error)}
-        raw = message.get("options") or {}
-        options = EngineOptions(**{k: raw[k] for k in ENGINE_OPTION_KEYS if k in raw})
+        options = _engine_options(message)
         output = Path(message["output"]) if message.get("output") else None
         outputs_dir = Path(message["outputs_dir"]) if message.get("outputs_dir") else None
         chosen = set(message.get("chosen") or ())
@@ -336,13 +332,21 @@ class Server:
 
         memory = sample_memory("cpu")  # the process and system; the device is asked on its own thread only
         engine = self.engine
-        return {"protocol": 1, "sdtui": __version__, "pid": os.getpid(), "since": self.started_at,
+        return {"protocol": PROTOCOL_VERSION, "sdtui": __version__, "pid": os.getpid(), "since": self.started_at,
                 "model": engine.model_label if engine.loaded else None, "device": engine.device or None,
                 "dtype": engine.dtype or None, "running": self.service.current_job,
                 "waiting": self.service.waiting_jobs(), "finished_jobs": self.finished_jobs,
                 "clients": len(self.clients), "keep_alive_s": self.keep_alive_s,
                 "queue_emptied_at": self.queue_emptied_at, "keeping_awake": self.awake.process is not None,
                 "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss}
+
+
+def _engine_options(message: dict[str, Any]):
+    """The engine options a client's message carries (only the keys a client may set)."""
+    from tui.engine.runner import EngineOptions
+
+    raw = message.get("options") or {}
+    return EngineOptions(**{key: raw[key] for key in ENGINE_OPTION_KEYS if key in raw})
 
 
 def _family_adjuster(chosen: set[str], notice):
