@@ -243,7 +243,6 @@ STALE_AFTER_S = 14 * 24 * 3600  # a partial file untouched this long is not comi
 class InterruptedDownload:
     repo_id: str
     bytes_here: int  # fetched so far: whole files and partial ones
-    partial_files: tuple[Path, ...]
     named: bool  # refs/main exists: an earlier download finished, this one adds files
 
 
@@ -251,8 +250,9 @@ def interrupted_downloads(cache_dir: Path) -> list[InterruptedDownload]:
     """Repositories with sdtui partial files, or with files but no ``refs/main`` yet."""
     found = []
     for repo in sorted(cache_dir.glob("models--*")):
-        partials = tuple(sorted((repo / "blobs").glob("*" + PARTIAL_SUFFIX)))
-        if not partials and ((repo / "refs" / "main").exists() or not (repo / "blobs").is_dir()):
+        partials = any((repo / "blobs").glob("*" + PARTIAL_SUFFIX))
+        named = (repo / "refs" / "main").exists()
+        if not partials and (named or not (repo / "blobs").is_dir()):
             continue
         size = 0
         for blob in (repo / "blobs").iterdir() if (repo / "blobs").is_dir() else ():
@@ -261,9 +261,13 @@ def interrupted_downloads(cache_dir: Path) -> list[InterruptedDownload]:
             except OSError:
                 pass
         if partials or size:
-            found.append(InterruptedDownload(repo.name.removeprefix("models--").replace("--", "/"), size, partials,
-                                             (repo / "refs" / "main").exists()))
+            found.append(InterruptedDownload(_repo_id(repo), size, named))
     return found
+
+
+def _repo_id(repo: Path) -> str:
+    """owner/name from the cache's folder name, models--owner--name."""
+    return repo.name.removeprefix("models--").replace("--", "/")
 
 
 def remove_stale_partials(cache_dir: Path, now: float | None = None,
@@ -274,27 +278,27 @@ def remove_stale_partials(cache_dir: Path, now: float | None = None,
 
     now = time.time() if now is None else now
     removed = freed = 0
-    for download in interrupted_downloads(cache_dir):
-        for partial in download.partial_files:
-            try:
-                info = partial.stat()
-            except OSError:
-                continue
-            if now - info.st_mtime < max_age_s:
-                continue
-            blob = partial.name.removesuffix(PARTIAL_SUFFIX)
-            lock_path = blob_lock(cache_dir, download.repo_id, blob)
-            try:
-                lock_path.parent.mkdir(parents=True, exist_ok=True)
-                lock = FileLock(str(lock_path))
-                lock.acquire(timeout=0)
-            except (Timeout, OSError):
-                continue  # being downloaded right now, or the lock cannot be made
-            try:
-                partial.unlink(missing_ok=True)
-                removed, freed = removed + 1, freed + info.st_size
-            finally:
-                lock.release()
+    # Only the partial files are looked at: the picker, which calls this, sizes the downloads itself.
+    for partial in sorted(cache_dir.glob(f"models--*/blobs/*{PARTIAL_SUFFIX}")):
+        try:
+            info = partial.stat()
+        except OSError:
+            continue
+        if now - info.st_mtime < max_age_s:
+            continue
+        blob = partial.name.removesuffix(PARTIAL_SUFFIX)
+        lock_path = blob_lock(cache_dir, _repo_id(partial.parent.parent), blob)
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(lock_path))
+            lock.acquire(timeout=0)
+        except (Timeout, OSError):
+            continue  # being downloaded right now, or the lock cannot be made
+        try:
+            partial.unlink(missing_ok=True)
+            removed, freed = removed + 1, freed + info.st_size
+        finally:
+            lock.release()
     if removed:
         log.info("removed %d stale partial download file(s), %d bytes, untouched for %d days", removed, freed,
                  max_age_s // 86400)

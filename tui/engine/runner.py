@@ -102,7 +102,6 @@ class Engine:
         self._last_size: tuple[int, int] | None = None
         # Models whose VAE gave NaN (black) images in float16: they decode in float32 from then on.
         self._float32_vae: set[tuple] = set()
-        self._final_latents = None
         self._owner_thread: int | None = None  # the thread that loaded the model, where mps work stays
 
     # --- loading ------------------------------------------------------------------------
@@ -419,6 +418,7 @@ class Engine:
         clock = {"began": time.perf_counter(), "last": time.perf_counter(), "first": None, "peak": 0}
         swap_warned = False
         memory_sample: list = [None, 0.0]  # the latest sample and when it was taken
+        final_latents: list = []  # the last step's latents
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
             nonlocal swap_warned
@@ -438,13 +438,12 @@ class Engine:
                 warning = swap_growth_warning(swap_start, memory.swap_used)
                 if warning:
                     warning += devices.swap_advice(self.device, os.environ.get(devices.MPS_WATERMARK_VARIABLE))
-                if warning:
                     swap_warned = True
                     log.warning(warning)
                     on_event(Notice(warning, "warning"))
             preview = None
             if step_index + 1 == request.steps:
-                self._final_latents = callback_kwargs["latents"]  # for a float32 decode, should float16 fail
+                final_latents[:] = [callback_kwargs["latents"]]  # for a float32 decode, should float16 fail
             if opts.previews and step_index + 1 < request.steps and throttle.due(step_index, now):
                 source = self._denoised if self._denoised is not None else callback_kwargs["latents"]
                 preview = self._previewer.to_image(source)
@@ -453,7 +452,7 @@ class Engine:
                           (step_index + 1) / elapsed if elapsed > 0 else 0.0, memory, preview))
             return callback_kwargs
 
-        self._denoised = self._final_latents = None
+        self._denoised = None
         float32_vae = self._loaded_key in self._float32_vae
         output = self.pipe(
             prompt=request.prompt,
@@ -469,8 +468,8 @@ class Engine:
             **({"output_type": "latent"} if float32_vae else {}),
         )
         self._denoised = None
-        images = self._decode_in_float32(output.images) if float32_vae else self._checked(output.images, on_event)
-        self._final_latents = None
+        images = self._decode_in_float32(output.images) if float32_vae else \
+            self._checked(output.images, final_latents, on_event)
         total = time.perf_counter() - clock["began"]
         denoise_steps = statistics.median(step_times) if step_times else 0.0
         final_memory = sample_memory(self.device)
@@ -486,20 +485,23 @@ class Engine:
             results.append(finished)
         return results
 
-    def _checked(self, images: list, on_event: OnEvent) -> list:
-        """The images, decoded again in float32 if the float16 VAE gave NaN (all black); the model
-        then decodes in float32 for every later job, as A1111 does after its NaN check."""
+    def _checked(self, images: list, final_latents: list, on_event: OnEvent) -> list:
+        """The images, decoded again in float32 from ``final_latents`` if the float16 VAE gave NaN
+        (all black); the model then decodes in float32 for every later job, as A1111 does after
+        its NaN check."""
         import numpy as np
 
-        brightest = max(int(np.asarray(image).max()) for image in images) if images else 255
-        if not devices.needs_float32_decode(self.dtype, brightest) or self._final_latents is None:
+        if self.dtype != "float16" or not final_latents or not images:
+            return images  # only a float16 decode can overflow: no pixels are read otherwise
+        brightest = max(int(np.asarray(image).max()) for image in images)
+        if not devices.needs_float32_decode(self.dtype, brightest):
             return images
         message = ("the VAE gave a black (NaN) image in float16; decoded again in float32, and this model's "
                    "VAE stays in float32 from now on (as A1111's --no-half-vae)")
         log.warning(message)
         on_event(Notice(message, "warning"))
         self._float32_vae.add(self._loaded_key)
-        return self._decode_in_float32(self._final_latents)
+        return self._decode_in_float32(final_latents[0])
 
     def _decode_in_float32(self, latents) -> list:
         import torch
