@@ -27,9 +27,12 @@ SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
 
 def _kill_headless_run(home: Path, rng: random.Random, run: int, generations: int) -> list[str]:
     """``sdtui generate --count N``, killed after a random number of saved images plus a
-    random part of the next one (zero images: during start-up or loading)."""
+    random part of the next one (zero images: during start-up or loading). It runs in its own
+    process (``--no-server``), so the kill hits the process that writes; killing the server is
+    test_server's case."""
     process = subprocess.Popen(sdtui_command() + ["generate", f"killed run {run}", "--demo", "--count",
-                                                  str(generations), "--seed", str(run * 1000), *SMALL],
+                                                  str(generations), "--seed", str(run * 1000), "--no-server",
+                                                  *SMALL],
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                                env={**os.environ, "SDTUI_HOME": str(home)})
     printed = []
