@@ -10,16 +10,18 @@ from tui.config import Settings
 FAST = dict(model="demo", steps=4, width=128, height=128, seed=7, preview_max_fps=0)
 
 
-def make_app(**overrides):
+def make_app(inline: bool = True, **overrides):
+    """The app on the demo model. ``inline``: its server runs on a thread of the test process (the
+    same socket and messages); else the app starts ``sdtui serve`` in the background, as a user's does."""
     from tui.app import SdtuiApp
     from tui.locations import locations
 
-    return SdtuiApp(Settings(**{**FAST, **overrides}), places=locations())
+    return SdtuiApp(Settings(**{**FAST, **overrides}), places=locations(), inline=inline)
 
 
-def make_recording_app(**settings):
+def make_recording_app(inline: bool = True, **settings):
     """The app, keeping every notification in ``app.notified`` (toasts time out; this list does not)."""
-    app = make_app(**settings)
+    app = make_app(inline, **settings)
     app.notified = []
     notify = app.notify
 
@@ -40,8 +42,13 @@ async def wait_for(pilot, predicate, timeout: float = 60.0, what: str = "conditi
     await pilot.pause()
 
 
+async def wait_connected(pilot, app) -> None:
+    await wait_for(pilot, lambda: app.session.connected, what="the connection to the server")
+
+
 async def wait_loaded(pilot, app) -> None:
-    await wait_for(pilot, lambda: app.engine.loaded and not app.service.busy, what="the model to load")
+    await wait_for(pilot, lambda: app.session.model is not None and not app.session.busy and not app.session.loading,
+                   what="the model to load")
 
 
 async def generate_each(pilot, app, prompts) -> None:
@@ -50,8 +57,8 @@ async def generate_each(pilot, app, prompts) -> None:
     for prompt in prompts:
         await type_prompt(pilot, prompt)
         await pilot.press("enter")
-    await wait_for(pilot, lambda: app.history.count() >= len(prompts) and not app.service.busy
-                   and app.service.waiting() == 0, what="the images")
+    await wait_for(pilot, lambda: app.history.count() >= len(prompts) and not app.session.busy
+                   and app.session.waiting == 0, what="the images")
     await pilot.pause(0.2)
 
 

@@ -108,6 +108,15 @@ def hub_cache(tmp_path, monkeypatch):
     return cache
 
 
+def hub_online(monkeypatch) -> None:
+    """The Hub switched on for this test: huggingface_hub reads HF_HUB_OFFLINE once, when first
+    imported, which an earlier test of this process may have done with it set."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+
 def sdtui_command() -> list[str]:
     """The installed console script, as a user runs it."""
     script = shutil.which("sdtui", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))

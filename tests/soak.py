@@ -41,8 +41,8 @@ async def soak(generations: int, warmup: int, size: int = 64, steps: int = 4) ->
             prompt.value = f"soak {number}: a red fox in the snow"
             prompt.focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.history.count() >= number and not app.service.busy
-                           and app.service.waiting() == 0, timeout=120, what=f"generation {number}")
+            await wait_for(pilot, lambda: app.history.count() >= number and not app.session.busy
+                           and app.session.waiting == 0, timeout=120, what=f"generation {number}")
             samples.append((number, rss_bytes()))
         done = app.history.count_matching(status="done")
     elapsed = time.perf_counter() - began

@@ -71,7 +71,7 @@ async def test_a_queue_of_three_snapshots_each_jobs_settings(sdtui_home):
             await type_prompt(pilot, prompt)
             await pilot.press("enter")
         await wait_for(pilot, lambda: status.queue >= 1 or len(rows(sdtui_home)) >= 2, what="a waiting job")
-        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 3 and not app.service.busy, what="three images")
+        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 3 and not app.session.busy, what="three images")
         assert [(r[0], r[4], r[2]) for r in rows(sdtui_home)] == [("first", 6, "done"), ("second", 3, "done"),
                                                                  ("third", 2, "done")]
         assert status.queue == 0
@@ -84,11 +84,11 @@ async def test_clear_queue_drops_waiting_jobs(sdtui_home):
         await type_prompt(pilot, "running")
         for _ in range(3):
             await pilot.press("enter")
-        await wait_for(pilot, lambda: app.service.busy and app.service.waiting() == 2, what="two waiting")
+        await wait_for(pilot, lambda: app.session.busy and app.session.waiting == 2, what="two waiting")
         await pilot.press("f9")
-        assert app.service.waiting() == 0
+        assert app.session.waiting == 0
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.service.busy, what="the cancel")
+        await wait_for(pilot, lambda: not app.session.busy, what="the cancel")
         assert [r[2] for r in rows(sdtui_home)] == ["cancelled"]
 
 
@@ -98,9 +98,9 @@ async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "fox")
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 1 and not app.service.busy)
+        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 1 and not app.session.busy)
         await pilot.press("ctrl+r")
-        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 2 and not app.service.busy)
+        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 2 and not app.session.busy)
         seeds = [r[1] for r in rows(sdtui_home)]
         assert seeds[0] != seeds[1] and 7 not in seeds
         panel = app.main_screen.query_one(SettingsPanel)
@@ -109,7 +109,7 @@ async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
         await pilot.press("ctrl+g")  # reuse the last image's seed
         assert panel.settings.seed == seeds[1]
         await pilot.press("enter")
-        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 3 and not app.service.busy)
+        await wait_for(pilot, lambda: len(rows(sdtui_home)) == 3 and not app.session.busy)
         assert rows(sdtui_home)[-1][1] == seeds[1]
 
 
@@ -140,7 +140,7 @@ async def test_invalid_settings_are_shown_inline_and_never_reach_the_engine(sdtu
         await type_prompt(pilot, "a fox")
         await pilot.press("enter")
         await pilot.pause(0.3)
-        assert rows(sdtui_home) == [] and app.service.waiting() == 0 and not app.service.busy
+        assert rows(sdtui_home) == [] and app.session.waiting == 0 and not app.session.busy
         assert any("Fix steps first" in n.message for n in app._notifications)
         steps.value = "3"
         width.value = "128"
@@ -169,7 +169,7 @@ async def test_a_model_that_cannot_load_leaves_the_app_usable(sdtui_home):
         assert "error: model:" in log_text
         await type_prompt(pilot, "still here")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.service.busy and app.service.waiting() == 0)
+        await wait_for(pilot, lambda: not app.session.busy and app.session.waiting == 0)
         app.use_model("demo")
         await wait_loaded(pilot, app)
         assert "demo model" in app.sub_title
@@ -247,7 +247,12 @@ async def test_command_palette_commands_run(sdtui_home):
         assert app.clipboard == app.main_screen.last_path
         app.action_toggle_previews()
         await pilot.pause()
-        assert app.settings.previews is False and app.engine.options.previews is False
+        assert app.settings.previews is False and app.session.engine_options()["previews"] is False
+        engine = app.session.server.engine
+        assert engine.options.previews is True, "settings reach the engine only with the job that uses them"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy, what="the second job")
+        assert engine.options.previews is False
         app.action_toggle_slicing()
         await pilot.pause()
         assert app.settings.attention_slicing == "on"
@@ -265,6 +270,6 @@ async def test_quit_while_generating_exits_quickly_and_keeps_history(sdtui_home)
         await wait_for(pilot, lambda: len(status.step_times) >= 1)
         started = time.monotonic()
         await pilot.press("ctrl+q")
-        await wait_for(pilot, lambda: not app.service.busy, timeout=5)
+        await wait_for(pilot, lambda: not app.session.busy, timeout=5)
         assert time.monotonic() - started < 2
     assert [r[2] for r in rows(sdtui_home)] == ["cancelled"]

@@ -7,16 +7,19 @@ import textwrap
 
 import pytest
 
-from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
+from tests.app_helpers import make_app, type_prompt, wait_connected, wait_for, wait_loaded
 from tui.engine.events import DownloadProgress, Notice
 from tui.widgets.prompt import PromptRecall
 from tui.widgets.stage import SIDE_MIN, picture_width
 from tui.widgets.status import StatusPanel, eta_seconds
+from tui.widgets.settings import SettingsPanel
 from tui.widgets.thumbnail import Thumbnail, fit_size
 from tui.text import visible
 
 
-def test_first_frame_comes_before_torch_is_imported(tmp_path):
+@pytest.mark.parametrize("inline", [False, True], ids=["client of a server", "engine in the app"])
+def test_first_frame_comes_before_torch_is_imported(tmp_path, inline):
+    """As a client the app never imports torch; with --no-server it does, after the first frame."""
     script = textwrap.dedent("""
         import asyncio, os, sys
         os.environ["SDTUI_HOME"] = sys.argv[1]
@@ -25,23 +28,25 @@ def test_first_frame_comes_before_torch_is_imported(tmp_path):
 
         seen = {}
 
-        class Probe(SdtuiApp):
-            def _first_load(self):
-                seen["torch at first frame"] = "torch" in sys.modules
-                super()._first_load()
-
         async def main():
-            app = Probe(Settings(model="demo"))
+            app = SdtuiApp(Settings(model="demo"), inline=sys.argv[2] == "1")
+            start = app.session.start
+
+            def probe():
+                seen["torch at first frame"] = "torch" in sys.modules
+                start()
+
+            app.session.start = probe
             async with app.run_test() as pilot:
-                while not app.engine.loaded:
+                while app.session.model is None:
                     await pilot.pause(0.05)
             print(seen["torch at first frame"], "torch" in sys.modules)
 
         asyncio.run(main())
     """)
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
-                            timeout=120)
-    assert result.stdout.split() == ["False", "True"], result.stderr
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path), "1" if inline else "0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", str(inline)], result.stderr
 
 
 @pytest.mark.asyncio
@@ -50,9 +55,9 @@ async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
     async with app.run_test(size=(120, 40)) as pilot:
         await type_prompt(pilot, "early bird")
         await pilot.press("enter")
-        assert not app.engine.loaded or app.service.waiting() <= 1
+        assert not app.session.server.engine.loaded or app.session.waiting <= 1
         await wait_for(pilot, lambda: app.main_screen.last_path is not None, what="the queued job")
-        assert app.engine.loaded
+        assert app.session.server.engine.loaded
 
 
 @pytest.mark.asyncio
@@ -77,7 +82,8 @@ async def test_swap_warning_stands_out_while_it_lasts(sdtui_home):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.main_screen.query_one(StatusPanel)
-        app.service.report(Notice("swap grew by 1.0 GB during this job: the system is short of memory", "warning"))
+        await wait_connected(pilot, app)
+        app.session.server._report(Notice("swap grew by 1.0 GB during this job: the system is short of memory", "warning"))
         await wait_for(pilot, lambda: status.has_class("swapping"))
         assert "swap grew" in str(status.query_one("#swap-warning").render())
         status.job_ended("done")
@@ -85,11 +91,12 @@ async def test_swap_warning_stands_out_while_it_lasts(sdtui_home):
 
 
 @pytest.mark.asyncio
-async def test_bell_rings_when_a_job_ends_out_of_focus(sdtui_home):
+async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui_home):
     app = make_app(steps=1)
-    rings = []
+    rings, written = [], []
     async with app.run_test(size=(120, 40)) as pilot:
         app.bell = lambda: rings.append(1)
+        app.write_to_terminal = written.append
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "focused")
         await pilot.press("enter")
@@ -97,9 +104,13 @@ async def test_bell_rings_when_a_job_ends_out_of_focus(sdtui_home):
         assert rings == []
         app.app_focus = False  # the terminal reported focus lost; no widget has focus now
         app.main_screen.last_path = None
+        app.main_screen.query_one(SettingsPanel).set_value("count", 2)
         assert app.main_screen.generate()
-        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
-        assert rings == [1]
+        await wait_for(pilot, lambda: app.history.count() == 3 and not app.session.busy, what="two more images")
+        await wait_for(pilot, lambda: rings, what="the bell")
+        assert rings == [1], "one bell when the queue empties, not one per image"
+        assert written == ["\x1b]9;sdtui: 2 image(s) done\x07\x1b]777;notify;sdtui;2 image(s) done\x07"
+                           "\x1b]99;;sdtui: 2 image(s) done\x1b\\"]
 
 
 @pytest.mark.asyncio
@@ -107,9 +118,9 @@ async def test_download_progress_shows_bytes_and_rate(sdtui_home):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_loaded(pilot, app)
-        app.service.report(DownloadProgress("owner/model", 0, 4 * 1024**3))
+        app.session.server._report(DownloadProgress("owner/model", 0, 4 * 1024**3))
         await pilot.pause(0.2)
-        app.service.report(DownloadProgress("owner/model", 1024**3, 4 * 1024**3))
+        app.session.server._report(DownloadProgress("owner/model", 1024**3, 4 * 1024**3))
         await pilot.pause(0.1)
         caption = str(app.main_screen.query_one("#caption").render())
         assert "downloading owner/model" in caption and "1.0 GB of 4.0 GB at" in caption and "left" in caption

@@ -199,7 +199,12 @@ def test_a_disk_that_fills_up_in_the_app_says_so_and_the_next_job_saves(sdtui_ho
         sent = session.send(b"too big\r")
         session.wait_for(b"File too large", sent, timeout=60)
         assert session.process.poll() is None, "the app is still running"
-        subprocess.run(["prlimit", "--pid", str(session.process.pid), "--fsize=unlimited"], check=True)
+        from tui.locations import locations
+        from tui.server.client import server_pid
+
+        writer = server_pid(locations().data_dir)  # the app's server inherited the limit, and writes
+        assert writer is not None
+        subprocess.run(["prlimit", "--pid", str(writer), "--fsize=unlimited"], check=True)
         session.send(b"\x15")  # Ctrl+U clears the prompt box
         time.sleep(0.3)
         session.send(b"now it fits\r")

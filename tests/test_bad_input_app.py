@@ -85,14 +85,14 @@ async def test_each_bad_settings_field_is_one_line_and_no_job_starts(sdtui_home,
             prompt.focus()
             await pilot.press("enter")
             await pilot.pause()
-            assert app.service.waiting() == 0 and not app.service.busy, (key, value)
+            assert app.session.waiting == 0 and not app.session.busy, (key, value)
             assert f"Fix {key} first: {words}" in messages(app)[-1] or key == "model"
             field.value = good
             if key == "model":
                 panel.set_value("model", good)
             await pilot.pause()
             assert panel.valid, (key, panel.problems)
-        assert app.engine.loaded, "a bad field never unloads the model"
+        assert app.session.server.engine.loaded, "a bad field never unloads the model"
         await make_one_image(pilot, app)
     assert_nothing_lost(sdtui_home, made_before)
     assert [r[1] for r in history_rows(sdtui_home)] == ["made before", "still working"]
@@ -129,7 +129,7 @@ async def test_prompt_content_is_refused_in_one_line_or_kept_exactly_and_shown_i
             await pilot.press("enter")
             await pilot.pause()
             assert messages(app)[-1].startswith(words), label
-            assert app.service.waiting() == 0 and not app.service.busy, label
+            assert app.session.waiting == 0 and not app.session.busy, label
             assert prompt.value == text, "a refused prompt stays in the box to be fixed"
         outputs = app.history.outputs_dir.resolve()
         for label, text in KEPT:
@@ -137,7 +137,7 @@ async def test_prompt_content_is_refused_in_one_line_or_kept_exactly_and_shown_i
             prompt.value = text
             prompt.focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.history.count() > before and not app.service.busy, what=label)
+            await wait_for(pilot, lambda: app.history.count() > before and not app.session.busy, what=label)
             entry = app.history.recent(1)[0]
             assert (entry.status, entry.prompt) == ("done", text), label
             path = Path(entry.image_path)
@@ -176,8 +176,8 @@ async def test_each_bad_model_path_is_one_line_and_the_app_goes_on(sdtui_home, m
             model = make(tmp_path, tiny_pipeline_dir)
             seen = len(messages(app))
             app.use_model(str(model))
-            await wait_for(pilot, lambda: len(messages(app)) > seen and not app.service.busy
-                           and not app.service.loading, what=label)
+            await wait_for(pilot, lambda: len(messages(app)) > seen and not app.session.busy
+                           and not app.session.loading, what=label)
             await wait_for(pilot, lambda: any(words in m for m in messages(app)[seen:]), what=f"{label}: {words}")
             failure = next(m for m in messages(app)[seen:] if words in m)
             assert failure.startswith("model: ") and "\n" not in failure and "Traceback" not in failure, failure
@@ -200,7 +200,7 @@ async def test_an_outputs_folder_that_cannot_be_made_is_one_line_per_job_and_the
             before = app.history.count()
             await type_prompt(pilot, prompt)
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.history.count() > before and not app.service.busy, what=prompt)
+            await wait_for(pilot, lambda: app.history.count() > before and not app.session.busy, what=prompt)
             assert messages(app)[-1].startswith("saving failed: Not a directory")
         failed = app.history.recent(2)
         assert [(e.prompt, e.status, e.seed) for e in failed] == [("second", "failed", 21), ("first", "failed", 21)]

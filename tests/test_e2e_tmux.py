@@ -88,30 +88,60 @@ def test_demo_generation_in_a_real_terminal(tmp_path, width, height):
         tmux("kill-session", "-t", session, check=False)
 
 
-def test_sighup_exits_cleanly_and_keeps_history(tmp_path):
-    session = f"sdtui-{uuid.uuid4().hex[:8]}"
-    home = tmp_path / "home"
-    command = " ".join(sdtui_command() + ["--demo"])
-    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30",
-         f"{NO_SIZE_OVERRIDE} TERM=xterm-256color SDTUI_HOME={home} {command}; echo exited $?; sleep 30")
-    try:
-        wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
-        tmux("send-keys", "-t", session, "-l", "first")
-        tmux("send-keys", "-t", session, "Enter")
-        wait_screen(session, lambda s: "20/20" in s and "done" in s)
-        pane_pid = tmux("display", "-p", "-t", session, "#{pane_pid}").stdout.strip()
-        # The pane's shell runs `env ... sdtui`, and env execs sdtui: its only child is the app.
-        app_pid = subprocess.run(["pgrep", "-P", pane_pid], capture_output=True, text=True).stdout.split()[0]
-        os.kill(int(app_pid), signal.SIGHUP)
-        screen = wait_screen(session, lambda s: "exited" in s, timeout=15)
-        assert "Traceback" not in screen
-        assert re.search(r"exited (0|129)", screen)
-    finally:
-        tmux("kill-session", "-t", session, check=False)
+def app_pid(session: str) -> int:
+    """The pane's shell runs `env ... sdtui`, and env execs sdtui: its only child is the app."""
+    pane_pid = tmux("display", "-p", "-t", session, "#{pane_pid}").stdout.strip()
+    return int(subprocess.run(["pgrep", "-P", pane_pid], capture_output=True, text=True).stdout.split()[0])
+
+
+def test_a_hang_up_with_three_jobs_queued_loses_none_of_them(tmp_path):
+    """The terminal goes away mid-job with two more waiting: the app exits, the server goes on,
+    the three images arrive, and the next sdtui shows them."""
     import sqlite3
 
-    rows = sqlite3.connect(home / "history.db").execute("SELECT status, image_path FROM generations").fetchall()
-    assert len(rows) == 1 and rows[0][0] == "done" and os.path.exists(rows[0][1])
+    session = f"sdtui-{uuid.uuid4().hex[:8]}"
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("steps = 500\nwidth = 256\nheight = 256\n")  # about 8 s a job
+    command = " ".join(sdtui_command() + ["--demo"])
+    env = f"TERM=xterm-256color SDTUI_HOME={home} XDG_RUNTIME_DIR={os.environ['XDG_RUNTIME_DIR']}"
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30",
+         f"{NO_SIZE_OVERRIDE} {env} {command}; echo exited $?; sleep 30")
+    try:
+        wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
+        for prompt in ("first fox", "second fox", "third fox"):
+            tmux("send-keys", "-t", session, "C-u")
+            tmux("send-keys", "-t", session, "-l", prompt)
+            wait_screen(session, lambda s: prompt in s, timeout=10)
+            tmux("send-keys", "-t", session, "Enter")
+            wait_screen(session, lambda s: f'queued: "{prompt}"' in s, timeout=10)
+            time.sleep(1.0)  # at a person's pace: keys typed within a moment of the first Enter can be lost
+        wait_screen(session, lambda s: "queue 2" in s, timeout=5)  # one running, two waiting
+        os.kill(app_pid(session), signal.SIGHUP)
+        screen = wait_screen(session, lambda s: "exited" in s, timeout=15)
+        assert "Traceback" not in screen and re.search(r"exited (0|129)", screen)
+    finally:
+        tmux("kill-session", "-t", session, check=False)
+
+    def done() -> list[tuple]:
+        with sqlite3.connect(home / "history.db") as db:
+            return db.execute("SELECT prompt, image_path FROM generations WHERE status = 'done' "
+                              "ORDER BY id").fetchall()
+
+    deadline = time.monotonic() + 120
+    while len(done()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [prompt for prompt, _ in done()] == ["first fox", "second fox", "third fox"]
+    assert all(os.path.exists(path) for _, path in done())
+
+    session = f"sdtui-{uuid.uuid4().hex[:8]}"
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", f"{NO_SIZE_OVERRIDE} {env} {command}")
+    try:
+        wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
+        tmux("send-keys", "-t", session, "F2")
+        wait_screen(session, lambda s: all(p in s for p in ("first fox", "second fox", "third fox")))
+    finally:
+        tmux("kill-session", "-t", session, check=False)
 
 
 def start_with_images(tmp_path, width, height, prompts, term="TERM=xterm-256color COLORTERM=truecolor"):

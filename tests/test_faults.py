@@ -85,10 +85,14 @@ def test_sigkill_at_random_moments_leaves_a_consistent_history(tmp_path, full):
 
 # --- SIGHUP and SIGTERM ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("signum", [signal.SIGHUP, signal.SIGTERM], ids=["SIGHUP", "SIGTERM"])
-def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signum):
+@pytest.mark.parametrize("signum,server", [(signal.SIGHUP, True), (signal.SIGTERM, True), (signal.SIGHUP, False)],
+                         ids=["SIGHUP", "SIGTERM", "SIGHUP --no-server"])
+def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signum, server):
+    """The app leaves at once with the terminal restored; the job goes on in the server (with
+    --no-server, the engine inside the app stops it at its step and records it cancelled)."""
     write_config(sdtui_home, steps=400, width=256, height=256)
-    session = TerminalSession([sdtui_script(), "--demo"], 100, 30, session_env(sdtui_home))
+    session = TerminalSession([sdtui_script(), "--demo"] + ([] if server else ["--no-server"]), 100, 30,
+                              session_env(sdtui_home))
     try:
         wait_ready(session)
         sent = session.send(b"cancelled first\r")
@@ -113,7 +117,11 @@ def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signu
     assert code == 128 + signum and took < 5
     assert b"Traceback" not in output
     assert output.rstrip().endswith(b"\x1b[?1049l") or b"\x1b[?1049l" in output[-200:], "the terminal was not restored"
-    assert [r[1] + ":" + r[3] for r in history_rows(sdtui_home)] == ["cancelled first:cancelled", "interrupted:cancelled"]
+    deadline = time.monotonic() + 60
+    while len(history_rows(sdtui_home)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [r[1] + ":" + r[3] for r in history_rows(sdtui_home)] == \
+        ["cancelled first:cancelled", "interrupted:done" if server else "interrupted:cancelled"]
     assert_history_consistent(sdtui_home)
 
 
@@ -160,13 +168,13 @@ async def test_out_of_memory_is_one_message_and_the_next_job_runs(sdtui_home):
             if calls["n"] == 1:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-        hook = app.engine.pipe.unet.register_forward_hook(out_of_memory_once)
+        hook = app.session.server.engine.pipe.unet.register_forward_hook(out_of_memory_once)
         try:
             await type_prompt(pilot, "too big")
             await pilot.press("enter")
             await type_prompt(pilot, "fits")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.history.count() == 2 and not app.service.busy, what="both jobs")
+            await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy, what="both jobs")
         finally:
             hook.remove()
         errors = [n.message for n in app._notifications if n.severity == "error"]
@@ -232,7 +240,7 @@ async def test_the_app_and_two_headless_runs_share_one_history_without_losing_a_
         prompt.focus()
         for _ in range(each):
             await pilot.press("enter")
-        await wait_for(pilot, lambda: not app.service.busy and app.service.waiting() == 0, timeout=300,
+        await wait_for(pilot, lambda: not app.session.busy and app.session.waiting == 0, timeout=300,
                        what="the app's images")
     outputs = [p.communicate(timeout=300) for p in headless]
     assert [p.returncode for p in headless] == [0, 0], [o[1][-500:] for o in outputs]

@@ -54,13 +54,13 @@ async def test_load_rerun_and_variations(sdtui_home):
         await open_history(pilot, app)
         await pilot.press("down")  # beta whale
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.history.count() == 4 and not app.service.busy)
+        await wait_for(pilot, lambda: app.history.count() == 4 and not app.session.busy)
         rerun = app.history.recent(1)[0]
         assert (rerun.prompt, rerun.seed, rerun.steps) == ("beta whale", 7, 2)
         original = [e for e in app.history.search("beta whale") if e.id != rerun.id][0]
         assert Image.open(rerun.image_path).tobytes() == Image.open(original.image_path).tobytes()
         await pilot.press("v")
-        await wait_for(pilot, lambda: app.history.count() == 8 and not app.service.busy, what="variations")
+        await wait_for(pilot, lambda: app.history.count() == 8 and not app.session.busy, what="variations")
         variations = app.history.recent(4)
         assert {v.prompt for v in variations} == {"beta whale"} and len({v.seed for v in variations}) == 4
         await pilot.press("l")

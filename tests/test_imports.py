@@ -63,3 +63,17 @@ def test_the_protocol_server_and_clients_keep_to_their_rooms():
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_interface_reaches_the_engine_only_through_the_session():
+    """Screens, widgets, the app and the messages know the server only as messages; the queue,
+    the engine runner and the server itself are the Session's to reach (and only for --no-server)."""
+    root = Path(__file__).parent.parent / "tui"
+    engine_side = ("tui.generation", "tui.engine.runner", "tui.server")
+    interface = [*(root / "widgets").glob("*.py"), *(root / "screens").glob("*.py"), root / "app.py",
+                 root / "messages.py", root / "commands.py"]
+    for path in interface:
+        reached = {m for m in imported_modules(path) if m.startswith(engine_side)}
+        assert not reached, f"{path.relative_to(root)} imports {reached}: it talks to the server through the Session"
+    session = imported_modules(root / "session.py")
+    assert {m for m in session if m.split(".")[0] in HEAVY or m.startswith("textual.widgets")} == set()

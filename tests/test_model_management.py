@@ -11,6 +11,7 @@ import weakref
 import numpy as np
 import pytest
 
+from tests.conftest import hub_online
 from tests.fake_hub import FakeHub
 from tests.tiny_models import hub_cache_with, save_single_file
 from tui.engine import Engine, EngineOptions, GenerationRequest, Loaded, ModelLoadError
@@ -227,7 +228,7 @@ def test_the_catalog_lists_cache_models_folder_recent_and_demo(tiny_pipeline_dir
 
 @pytest.fixture
 def fake_hub(tiny_pipeline_dir, monkeypatch, hub_cache):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    hub_online(monkeypatch)
     with FakeHub() as hub:
         hub.add_folder("someone/tiny-sd", tiny_pipeline_dir)
         hub.add_folder("someone/gated-sd", tiny_pipeline_dir)

@@ -126,7 +126,7 @@ NO_NETWORK = textwrap.dedent("""
             prompt.value = "a fox"
             prompt.focus()
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.history.count() == 2 and not app.service.busy)
+            await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy)
             await pilot.press("f2")
             await pilot.pause(0.5)
             await pilot.press("escape")

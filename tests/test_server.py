@@ -363,3 +363,14 @@ def test_a_model_can_be_loaded_before_any_job(server, tmp_path):
                 loaded = decode_event(*frame)
         assert loaded is not None and loaded.model == "demo model (random weights)" and loaded.family_info
         assert one.request({"type": "status"}, "status")["model"] == "demo model (random weights)"
+
+
+def test_the_runtime_folder_falls_back_to_the_temp_folder_when_xdg_runtime_dir_is_gone(tmp_path, monkeypatch):
+    import tempfile
+
+    from tui.server.place import runtime_dir
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))  # as after the login session ended
+    assert runtime_dir(tmp_path).parent == Path(tempfile.gettempdir())
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert runtime_dir(tmp_path).parent == tmp_path

@@ -102,13 +102,13 @@ async def test_history_keys_work_in_the_viewer(sdtui_home):
         await pilot.press("c")
         assert app.clipboard == screen.entry.image_path
         await pilot.press("r")
-        await wait_for(pilot, lambda: app.history.count() == 3 and not app.service.busy, what="the re-run")
+        await wait_for(pilot, lambda: app.history.count() == 3 and not app.session.busy, what="the re-run")
         log = app.main_screen.query_one(LogPanel)
         assert any("queued (the same image again)" in line and '"delete me"' in line for line in log.lines_written)
         again = app.history.recent(1)[0]
         assert (again.prompt, again.seed) == ("delete me", 7)
         await pilot.press("v")
-        await wait_for(pilot, lambda: app.history.count() == 7 and not app.service.busy, what="the variations")
+        await wait_for(pilot, lambda: app.history.count() == 7 and not app.session.busy, what="the variations")
         assert any("queued (4 variations)" in line for line in log.lines_written)
 
         doomed = screen.entry

@@ -3,6 +3,7 @@ Sixel and the screenshot shows the image at the screen's own pixels; with half b
 not, so the check can tell the two apart."""
 
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -59,8 +60,11 @@ def display():
 
 def screenshot_of_app(display: str, home: Path, graphics: str) -> np.ndarray:
     log = home / "logs" / "sdtui.log"
-    if log.exists():
-        log.unlink()
+    start = log.stat().st_size if log.exists() else 0  # the server keeps the file open: read on from here
+
+    def since_start() -> str:
+        return log.read_bytes()[start:].decode("utf-8", "replace") if log.exists() else ""
+
     command = " ".join(["env -u COLUMNS -u LINES TERM=xterm-256color COLORTERM=truecolor", f"SDTUI_HOME={home}",
                         *sdtui_command(), "--demo", "--graphics", graphics])
     term = subprocess.Popen(["xterm", "-ti", "vt340", "-geometry", "100x30+0+0", "-fa", "Monospace", "-fs", "9",
@@ -68,14 +72,16 @@ def screenshot_of_app(display: str, home: Path, graphics: str) -> np.ndarray:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 90
-        while not (log.exists() and "pictures: " in log.read_text() and "loaded demo" in log.read_text()):
+        # The server ``sdtui generate`` started stays, with the model: "already loaded" for the app.
+        while not ("pictures: " in since_start()
+                   and re.search("loaded demo|demo model \\(random weights\\) is already loaded", since_start())):
             assert time.monotonic() < deadline, "the app in xterm never decided how to draw"
             assert term.poll() is None, "xterm exited"
             time.sleep(0.2)
         time.sleep(1.5)  # the picture is drawn once the choice is made
         dump = subprocess.run(["xwd", "-root", "-silent"], env={**os.environ, "DISPLAY": display},
                               capture_output=True, timeout=30, check=True).stdout
-        return read_xwd(dump), log.read_text()
+        return read_xwd(dump), since_start()
     finally:
         term.terminate()
         term.wait(10)

@@ -1,46 +1,31 @@
-"""The sdtui app: composes the screens, owns the settings, the history and the
-generation thread. Reports from that thread become messages for the main screen."""
+"""The sdtui app: composes the screens around one Session (the settings, the connection to
+the sdtui server, the history), and holds the app-wide keys."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
-import threading
 from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
 
 from tui.commands import SdtuiCommands
-from tui.config import Settings, save_settings
-from tui.engine.catalog import load_recent, remember_recent
-from tui.engine.events import Loaded
-from tui.engine.families import ModelFamily, defaults_on_switch
-from tui.engine.runner import Engine, EngineOptions
-from tui.generation import GenerationService, ImageSaved, ServiceCrashed
+from tui.config import Settings
+from tui.engine.catalog import load_recent
 from tui.locations import Locations, locations, styles_dir
-from tui.messages import LogLine, wrap
+from tui.messages import LogLine
 from tui.screens.ask import AskScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
-from tui.store.history import History
-from tui.store.thumbs import ThumbnailCache
+from tui.session import Session
 from tui.widgets.log import LogForwarder, LogPanel
 from tui.widgets.settings import SettingsPanel
 from tui.wording import clean_pasted_path
 
 log = logging.getLogger("tui.app")
-# How long quitting waits for the running step to end, so the job is recorded as cancelled; a
-# longer step (a large image on a slow device) is left unrecorded, with nothing lost but the job.
-QUIT_GRACE_S = 0.6
-
-
-def engine_options(settings: Settings, allow_pickle: bool) -> EngineOptions:
-    return EngineOptions(model=settings.model, device=settings.device, dtype=settings.dtype,
-                         attention_slicing=settings.attention_slicing, warmup=settings.warmup,
-                         allow_pickle=allow_pickle, previews=settings.previews,
-                         preview_interval=settings.preview_interval, preview_max_fps=settings.preview_max_fps)
 
 
 def every_binding() -> list[tuple[str, Binding]]:
@@ -81,24 +66,26 @@ class SdtuiApp(App[int]):
     ]
 
     def __init__(self, settings: Settings, allow_pickle: bool = False, places: Locations | None = None,
-                 save: bool = True) -> None:
+                 save: bool = True, inline: bool = False) -> None:
         super().__init__()
-        self.settings = settings
-        self.allow_pickle = allow_pickle
-        self.places = places or locations()
-        self.save = save
-        outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else self.places.outputs_dir
-        self.history = History(self.places.history_db, outputs)
-        self.thumbs = ThumbnailCache(self.places.data_dir / "thumbs")
-        self.engine = Engine(engine_options(settings, allow_pickle))
-        self.service = GenerationService(self.engine, self.history, self._report)
-        self.main_screen = MainScreen()
+        self.session = Session(settings, places or locations(), inline=inline, allow_pickle=allow_pickle, save=save)
+        self.places = self.session.places
+        self.main_screen = MainScreen(self.session)
         self._forwarder = LogForwarder(self._post_log)
-        self.family: ModelFamily | None = None  # of the loaded model
-        self._switching_from: ModelFamily | None = None
-        self._switching = False  # the user picked another model; its family's defaults apply once loaded
         self.graphics = None  # a graphics Choice once decided after the first frame; half blocks until then
         self.cell_size: tuple[int, int] | None = None  # pixels per cell, when the terminal said
+
+    @property
+    def settings(self) -> Settings:
+        return self.session.settings
+
+    @property
+    def history(self):
+        return self.session.history
+
+    @property
+    def thumbs(self):
+        return self.session.thumbs
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -116,20 +103,11 @@ class SdtuiApp(App[int]):
                 asyncio.get_running_loop().add_signal_handler(signum, self._stop_on_signal, signum, cause)
             except (NotImplementedError, RuntimeError, ValueError, TypeError):
                 pass  # not on this platform, or not the main thread (tests)
-        # A daemon thread rather than a Textual thread worker: those run in asyncio's executor,
-        # which is joined at exit, so quitting during a long model load would hang.
-        self._thread = threading.Thread(target=self.service.serve, name="sdtui-generation", daemon=True)
-        self._thread.start()
-        # Loading imports torch; start it once the first frame is on screen. The terminal is
-        # asked what it can draw then too, so no answer can hold up the first frame.
-        self.call_after_refresh(self._first_load)
+        self.session.post = self.main_screen.post_message
+        # Connecting may start the server, which imports torch: after the first frame. The
+        # terminal is asked what it can draw then too, so no answer can hold up the first frame.
+        self.call_after_refresh(self.session.start)
         self.call_after_refresh(self._detect_graphics)
-
-    def _first_load(self) -> None:
-        report = self.history.reconcile()
-        if report.changed:
-            self.notify(report.message(), severity="warning", timeout=10)
-        self.service.load(engine_options(self.settings, self.allow_pickle))
 
     # --- pictures: half blocks or a graphics protocol --------------------------------------
 
@@ -180,109 +158,46 @@ class SdtuiApp(App[int]):
             picture.forget_graphics()
 
     def _stop_on_signal(self, signum: int, cause: str) -> None:
-        """Stop as Ctrl+Q does: the running job ends at its step and is recorded, the
-        terminal is restored, and the exit status says which signal it was."""
+        """Stop as Ctrl+Q does (the server's jobs go on), restoring the terminal; the exit status
+        says which signal it was."""
         log.info("%s; stopping", cause)
         self.shutdown(128 + signum)
 
     def shutdown(self, code: int = 0) -> None:
-        self._stop_generation()
+        self._leave()
         self.exit(code)
 
     async def action_quit(self) -> None:
         self.shutdown(0)
 
-    def _stop_generation(self) -> None:
-        """Cancel the running job and give it until the end of its step; a model load in
-        progress is abandoned (the history is consistent at every moment by design)."""
-        self.service.stop()
+    def _leave(self) -> None:
         logging.getLogger().removeHandler(self._forwarder)
-        thread = getattr(self, "_thread", None)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(QUIT_GRACE_S)
+        self.session.close()
 
     def on_unmount(self) -> None:
-        self._stop_generation()
-        if not self.service.busy:
-            self.history.close()
-
-    # --- from the generation thread -------------------------------------------------------
-
-    def _report(self, report: object) -> None:
-        if isinstance(report, ServiceCrashed):
-            self.call_from_thread(self.notify, f"The generation thread stopped ({report.message}); restart sdtui.",
-                                  severity="error", timeout=30)
-        self.main_screen.post_message(wrap(report))
+        self._leave()
 
     def _post_log(self, level: str, text: str, created: float) -> None:
         self.main_screen.post_message(LogLine(level, text, created))
 
-    def image_finished(self, report: ImageSaved) -> None:
-        if self.settings.bell and not getattr(self, "app_focus", True):
-            self.bell()
-
-    # --- settings -----------------------------------------------------------------------
-
-    def settings_changed(self, settings: Settings, key: str, reload: bool) -> None:
-        self.settings = settings
-        options = self.engine.options
-        options.previews = settings.previews
-        options.attention_slicing = settings.attention_slicing
-        options.preview_interval, options.preview_max_fps = settings.preview_interval, settings.preview_max_fps
-        if self.save:
-            try:
-                save_settings(settings, self.places.config_file)
-            except OSError as error:
-                self.notify(f"Settings not saved: {error.strerror} ({self.places.config_file})", severity="warning")
-        if not reload:
+    def queue_done(self, images: int) -> None:
+        """The queue emptied: with the terminal unfocused, the bell and a desktop notification."""
+        if not self.settings.bell or getattr(self, "app_focus", True):
             return
-        if key == "model" and settings.model == self.engine.loaded_model and not self.service.loading:
-            self.main_screen.log_line(f"{settings.model} is already loaded; nothing to do")
-            return
-        if key == "model":
-            self._switching, self._switching_from = True, self.family
-        ahead = self.service.waiting() + (1 if self.service.busy else 0)
-        if ahead:
-            what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
-            self.main_screen.log_line(f"loading {what} after the {ahead} job(s) ahead of it")
-            self.sub_title = f"{self.sub_title.split(' · waiting')[0]} · waiting: {what} loads after {ahead} job(s)"
-        self.service.load(engine_options(settings, self.allow_pickle))
+        from tui.widgets.graphics import done_notification
 
-    def model_kept(self, model: str) -> None:
-        """A switch failed and ``model`` is still loaded: the settings say so again (no reload)."""
-        self._switching = False
-        panel = self.main_screen.query_one(SettingsPanel)
-        panel.set_value("model", model, announce=False)
-        self.settings_changed(panel.settings, "model", reload=False)
-        self.sub_title = f"{self.engine.model_label} · {self.engine.device} · {self.engine.dtype}"
+        self.bell()
+        body = f"{images} image(s) done" if images else "the queue is done"
+        self.write_to_terminal(done_notification("sdtui", body, in_tmux=bool(os.environ.get("TMUX"))))
 
-    def use_model(self, model: str) -> None:
-        self.main_screen.query_one(SettingsPanel).set_value("model", model)
+    def write_to_terminal(self, sequence: str) -> None:
+        """An escape sequence straight to the terminal, past Textual's drawing."""
+        if self._driver is not None and not self.is_headless:
+            self._driver.write(sequence)
+            self._driver.flush()
 
     def models_dir(self) -> Path:
         return Path(self.settings.models_dir).expanduser() if self.settings.models_dir else self.places.models_dir
-
-    def model_loaded(self, report: Loaded) -> None:
-        """Remember the model as recently used and, when the user just switched to it, apply
-        its family's defaults (size; steps and guidance for Turbo), saying what changed."""
-        remember_recent(self.places.recent_models_file, self.settings.model)
-        family = report.family_info
-        self.family = family
-        if not (self._switching and family is not None):
-            return
-        self._switching = False
-        if not self.settings.family_defaults:
-            return
-        panel = self.main_screen.query_one(SettingsPanel)
-        changes = {k: v for k, v in defaults_on_switch(self._switching_from, family).items()
-                   if getattr(self.settings, k) != v}
-        for key, value in changes.items():
-            panel.set_value(key, value if key != "guidance" else f"{value:g}")
-        if changes:
-            summary = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in changes.items())
-            self.main_screen.log_line(f"{family.label} defaults applied: {summary} (change them in settings; "
-                                      "family_defaults = false in config.toml turns this off)")
-            self.notify(f"{family.label}: {summary}", timeout=5)
 
     # --- actions ------------------------------------------------------------------------
 
@@ -366,6 +281,9 @@ class SdtuiApp(App[int]):
 
         self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
 
+    def use_model(self, model: str) -> None:
+        self.main_screen.query_one(SettingsPanel).set_value("model", model)
+
     def action_models(self) -> None:
         from tui.screens.models import ModelPickerScreen
 
@@ -390,7 +308,7 @@ class SdtuiApp(App[int]):
 
     def action_toggle_slicing(self) -> None:
         setting = self.main_screen.settings.attention_slicing
-        current = self.engine.attention_slicing_active if setting == "auto" else setting == "on"
+        current = bool(self.session.slicing) if setting == "auto" else setting == "on"
         value = "off" if current else "on"
         self.main_screen.query_one(SettingsPanel).set_value("attention_slicing", value)
         self.notify(f"Attention slicing {value} from the next job.", timeout=3)
@@ -418,15 +336,22 @@ class SdtuiApp(App[int]):
         self.notify(f"Images are saved in {self.history.outputs_dir}", timeout=8)
         self.main_screen.log_line(f"outputs folder: {self.history.outputs_dir}")
 
+    def action_restart_server(self) -> None:
+        if self.session.connected:
+            self.notify("The sdtui server is running; `sdtui stop` in a shell stops it.", timeout=5)
+            return
+        self.main_screen.log_line("starting the sdtui server again")
+        self.session.restart()
+
     def action_clear_queue(self) -> None:
         self.main_screen.action_clear_queue()
 
 
-def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False) -> int:
+def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, inline: bool = False) -> int:
     from tui.logs import setup_logging
 
     places = locations()
     setup_logging(places.log_file, verbose=False)
-    app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places)
+    app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places, inline=inline)
     code = app.run()
     return code or 0

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(parser, GLOBAL_PREFIX)
     from tui.config import GRAPHICS
 
+    parser.add_argument("--no-server", dest="app_no_server", action="store_true",
+                        help="run the engine inside the app instead of the sdtui server (its jobs end when the "
+                             "app does)")
     parser.add_argument_group("display").add_argument(
         "--graphics", choices=GRAPHICS,
         help="how the app draws pictures: real pixels through the Kitty, iTerm2 or Sixel protocol, or half "
@@ -163,7 +166,7 @@ def run_app(args: argparse.Namespace) -> NoReturn:
     settings = _settings_from(args)
     from tui.app import run
 
-    _leave_now(run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose))
+    _leave_now(run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose, inline=args.app_no_server))
 
 
 def _leave_now(code: int) -> NoReturn:

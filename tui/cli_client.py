@@ -70,8 +70,12 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
                                     message["timings"]["total_s"], message["timings"]["it_per_s"])
                 path = message["path"]
                 print(path if not sys.stdout.isatty() else visible(path), flush=True)
+            elif kind == "Cancelled" and not cancel_sent:
+                outcome.setdefault("failed", f"job {job} was cancelled from another sdtui (the app, or its "
+                                             "Escape key); images finished before are saved")
+                progress(decode_event(message, payload))
             elif kind in ("LoadFailed", "SaveFailed"):
-                outcome["failed"] = message["message"]
+                outcome.setdefault("failed", message["message"])  # the first says why
             elif kind == "JobDone":
                 break
             else:
@@ -79,7 +83,7 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
                 if not isinstance(event, dict):
                     progress(event)
                     if type(event).__name__ == "Failed":
-                        outcome["failed"] = event.message
+                        outcome.setdefault("failed", event.message)
     except ServerGone as error:
         say(f"{error}; the job's images so far are in the history; run the command again to start a new server")
         return EXIT_FAILED

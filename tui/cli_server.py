@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
+
 
 class DurationError(ValueError):
     pass
@@ -57,7 +59,7 @@ def run_serve(args: argparse.Namespace, say) -> int:
         return 2
     places = locations()
     setup_logging(places.log_file, verbose=args.verbose)
-    history = History(places.history_db, places.outputs_dir)
+    history = History(places.history_db, configured_outputs(places))
     server = Server(places.data_dir, history, Engine(EngineOptions(model="demo")), keep_alive, idle_exit)
     try:
         server.bind()
@@ -74,6 +76,7 @@ def run_serve(args: argparse.Namespace, say) -> int:
         import logging
 
         logging.getLogger("tui.server").warning(report.message())
+        server.history_notice = report.message()
     for name in ("SIGTERM", "SIGINT"):
         signal.signal(getattr(signal, name), lambda *_: server.stop())
     if hasattr(signal, "SIGHUP"):
@@ -83,6 +86,18 @@ def run_serve(args: argparse.Namespace, say) -> int:
     finally:
         history.close()
     return 0
+
+
+def configured_outputs(places) -> Path:
+    """The outputs folder config.toml names, else the default (a config the app would refuse
+    is the app's to report; the server keeps to the default then)."""
+    from tui.config import ConfigError, load_settings
+
+    try:
+        configured = load_settings(places.config_file).outputs_dir
+    except (ConfigError, OSError):
+        return places.outputs_dir
+    return Path(configured).expanduser() if configured else places.outputs_dir
 
 
 def run_status(say) -> int:

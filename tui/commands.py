@@ -24,6 +24,7 @@ class SdtuiCommands(Provider):
             ("log: clear", "Empty the live log", app.action_clear_log),
             ("outputs: show folder path", "Where images are saved", app.action_show_outputs),
             ("queue: clear", "Drop jobs waiting to run", app.action_clear_queue),
+            ("server: restart", "Start the sdtui server again after it stopped", app.action_restart_server),
         ]
 
     async def discover(self) -> Hits:

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from tui.engine.events import Event, Failed, Finished
 from tui.engine.request import GenerationRequest
 from tui.jobs import JobRecorder, save_failure_message
+from tui.logs import FOR_THE_LOG_FILE
 from tui.store.history import History
 
 log = logging.getLogger("tui.generation")
@@ -51,9 +52,24 @@ class Unload:
 
 
 @dataclass(frozen=True)
+class Reconcile:
+    """Bring the history and the outputs folder into line (a client came; images may have been
+    dropped in meanwhile). On the generation thread, between jobs, so no image is half-written."""
+    outputs_dir: Path | None = None  # the client's outputs folder setting
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+
+
+@dataclass(frozen=True)
+class HistoryRepaired:
+    message: str
+
+
+@dataclass(frozen=True)
 class QueueChanged:
     waiting: int
     running: bool
+    running_job: int | None = None  # its number
+    loading: bool = False  # a model load (or download) runs now
 
 
 @dataclass(frozen=True)
@@ -118,6 +134,11 @@ class GenerationService:
         self._report_queue()
         return self._numbers
 
+    def reconcile(self, outputs_dir: Path | None = None) -> None:
+        with self._wake:
+            self._commands.append(Reconcile(outputs_dir))
+            self._wake.notify()
+
     def unload(self) -> None:
         """Unload the model on the worker thread (where mps work must stay), after what is queued."""
         with self._wake:
@@ -144,6 +165,14 @@ class GenerationService:
                 return None
             command.cancel.set()
         return "job" if isinstance(command, Job) else "load"
+
+    def cancel_load(self) -> bool:
+        """Stop the model load or download running now (its files are kept); False when none runs."""
+        with self._wake:
+            if not isinstance(self._current, LoadModel):
+                return False
+            self._current.cancel.set()
+            return True
 
     def cancel_job(self, number: int) -> bool:
         """Cancel job ``number``: stop it if it runs, drop it if it waits. False when it has
@@ -215,6 +244,8 @@ class GenerationService:
                     self._load(command)
                 elif isinstance(command, Unload):
                     self.engine.unload(self.report)
+                elif isinstance(command, Reconcile):
+                    self._reconcile(command.outputs_dir)
                 else:
                     self._run(command)
             finally:
@@ -222,8 +253,14 @@ class GenerationService:
                     self._current = None
                 self._report_queue()
 
+    def _reconcile(self, outputs_dir: Path | None) -> None:
+        report = self.history.reconcile(outputs_dir)
+        if report.changed:
+            log.warning(report.message(), extra=FOR_THE_LOG_FILE)  # the client says it itself
+            self.report(HistoryRepaired(report.message()))
+
     def _report_queue(self) -> None:
-        self.report(QueueChanged(self.waiting(), self.busy))
+        self.report(QueueChanged(self.waiting(), self.busy, self.current_job, self.loading))
 
     def _load(self, command: LoadModel) -> bool:
         """Load the command's model (nothing happens when it is the loaded one); False if it failed."""
@@ -251,6 +288,8 @@ class GenerationService:
         if job.options is not None:
             self.engine.options = job.options  # the settings travel with the job that uses them
             if not self._load(LoadModel(job.options, job.cancel)):
+                self.report(Failed(job.request, f"job {job.number} did not run: its model, {job.options.model}, "
+                                                "could not load"))
                 self.report(JobDone(job.number, 0))
                 return
         if not self.engine.loaded:

@@ -7,6 +7,20 @@ import logging.handlers
 from pathlib import Path
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# ``extra=`` for a line that only the log file needs (the app already says it another way).
+FOR_THE_LOG_FILE = {"log_file_only": True}
+
+
+def screen_line(record: logging.LogRecord) -> str | None:
+    """The one line a record shows in the app's live log, or None when it stays in the log file:
+    libraries' own chatter and warnings (their errors show), and lines marked FOR_THE_LOG_FILE."""
+    if getattr(record, "log_file_only", False):
+        return None
+    if not record.name.startswith("tui.") and record.levelno < logging.ERROR:
+        return None
+    text = record.getMessage()
+    label = text if record.name.startswith("tui.") else f"[{record.name.split('.')[0]}] {text}"
+    return label.splitlines()[0] if label else label
 
 
 class VisibleFormatter(logging.Formatter):

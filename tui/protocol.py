@@ -21,7 +21,7 @@ from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.request import GenerationRequest
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_LINE = 1 << 20  # a message line; prompts are at most 20,000 characters
 MAX_PAYLOAD = 16 << 20  # a preview is at most 256x256 RGB; this bounds a bad peer
 
@@ -82,8 +82,9 @@ class FrameReader:
 # --- the handshake ------------------------------------------------------------------------
 
 
-def hello(client: str) -> dict[str, Any]:
-    return {"type": "hello", "protocol": PROTOCOL_VERSION, "sdtui": __version__, "client": client}
+def hello(client: str, logs: bool = False) -> dict[str, Any]:
+    """``logs``: this client shows the server's log lines (it runs in another process)."""
+    return {"type": "hello", "protocol": PROTOCOL_VERSION, "sdtui": __version__, "client": client, "logs": logs}
 
 
 def mismatch(message: dict[str, Any], from_server: bool = False) -> str | None:
@@ -99,7 +100,7 @@ def mismatch(message: dict[str, Any], from_server: bool = False) -> str | None:
 # --- engine events as messages ------------------------------------------------------------
 
 
-def _memory(data: dict[str, Any] | None) -> MemorySample | None:
+def memory_sample(data: dict[str, Any] | None) -> MemorySample | None:
     if not isinstance(data, dict):
         return None
     known = {f.name for f in fields(MemorySample)}
@@ -147,12 +148,12 @@ def decode_event(message: dict[str, Any], payload: bytes = b"") -> Any:
             from PIL import Image
 
             preview = Image.frombytes("RGB", tuple(size), payload)
-        return Step(**{**data, "memory": _memory(data.get("memory")), "preview": preview})
+        return Step(**{**data, "memory": memory_sample(data.get("memory")), "preview": preview})
     if kind == "Started":
         return Started(_request(data["request"]), data["images"], data["steps"])
     if kind == "Loaded":
         family = data.pop("family_info", None)
-        return Loaded(**{**data, "decisions": tuple(data.get("decisions", ())), "memory": _memory(data.get("memory")),
+        return Loaded(**{**data, "decisions": tuple(data.get("decisions", ())), "memory": memory_sample(data.get("memory")),
                          "family_info": ModelFamily(**family) if isinstance(family, dict) else None})
     if kind == "Cancelled":
         return Cancelled(_request(data["request"]), data["completed"], data.get("message", "cancelled"))

@@ -9,9 +9,11 @@ as a diffusers folder and loads it as users' models load (float16 on a GPU, 30 s
 On the same pipeline, seed, scheduler, size and steps it alternates:
   bare    ``pipe(...)`` with an untouched scheduler;
   engine  ``Engine.generate`` with live previews (4 per second) and memory sampling;
-  app     the whole app, headless (Textual's test driver), from Enter in the prompt box to
-          the finished image on screen ("shown") and to its PNG and history row on disk
-          ("saved"), at 200x60 with previews on and off and at 100x30 with previews on.
+  app     the whole app, headless (Textual's test driver), as a client of ``sdtui serve``
+          (another process, which the first app run starts and which loads the same model):
+          from Enter in the prompt box to the finished image on screen ("shown"; the server
+          has saved its PNG and history row by then), at 200x60 with previews on and off and
+          at 100x30 with previews on.
 Each app run is paired with a bare run right after it; ratios are medians over medians.
 ``--smoke`` runs every part once at 64x64 and 2 steps, to prove the benchmark still runs.
 Writes bench-results/overhead-<model>.json.
@@ -121,9 +123,7 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
     settings = Settings(model=bench.model, device=bench.device, dtype=bench.dtype, steps=request.steps,
                         width=request.width, height=request.height, seed=7, scheduler="Euler a",
                         previews=previews, preview_max_fps=4.0, family_defaults=False)
-    app = SdtuiApp(settings, places=locations(), save=False)
-    app.engine = bench.engine  # the same loaded pipeline as the bare runs
-    app.service.engine = bench.engine
+    app = SdtuiApp(settings, places=locations(), save=False)  # a client: the job runs in the server
     marks: dict[str, float] = {}
     original_show = Thumbnail.show
 
@@ -137,23 +137,24 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
     times: dict[str, list[float]] = {"shown": [], "saved": [], "bare": [], "ui_cpu": []}
     try:
         async with app.run_test(size=terminal) as pilot:
-            await wait_until_async(lambda: app.engine.loaded and not app.service.busy, JOB_DEADLINE_S,
-                                   "loaded model in the headless app")
+            await wait_until_async(lambda: app.session.model is not None and not app.session.busy
+                                   and not app.session.loading, JOB_DEADLINE_S, "the model loaded in the server")
             prompt = app.main_screen.query_one("#prompt")
             prompt.value = request.prompt
             prompt.focus()
             for attempt in range(repeats + 1):
                 marks.clear()
                 before = app.history.count()
+                app.main_screen.last_path = None  # not the history's latest image, shown at start
                 ui_cpu = time.thread_time()  # this coroutine runs on the interface thread
                 began = time.perf_counter()
                 await pilot.press("enter")
                 await wait_until_async(lambda: app.main_screen.last_path is not None, JOB_DEADLINE_S,
                                        f"saved image from the app ({terminal[0]}x{terminal[1]}, run {attempt})")
-                assert app.history.count() == before + 1
+                assert app.history.count() == before + 1, (app.history.count(), before)
                 saved = time.perf_counter() - began
                 app.main_screen.last_path = None
-                await wait_until_async(lambda: not app.service.busy, JOB_DEADLINE_S, "idle app after the job")
+                await wait_until_async(lambda: not app.session.busy, JOB_DEADLINE_S, "idle app after the job")
                 if attempt:  # the first warms the app's own paths
                     times["ui_cpu"].append(time.thread_time() - ui_cpu)
                     times["shown"].append(marks.get("shown", began + saved) - began)
@@ -211,7 +212,19 @@ def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> 
                                 "shown_ratio": round(median(times["shown"]) / bare, 4),
                                 "saved_ratio": round(median(times["saved"]) / bare, 4)}
         result["runs"][label] = times
+    stop_server()
     return result
+
+
+def stop_server() -> None:
+    from tui.locations import locations
+    from tui.server.client import NoServer, connect
+
+    try:
+        with connect(locations().data_dir, "bench") as connection:
+            connection.request({"type": "stop"}, "stopping")
+    except NoServer:
+        pass
 
 
 def device_name(device: str) -> str:

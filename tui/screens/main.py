@@ -1,7 +1,7 @@
 """The main screen: prompt, settings, live preview, progress and memory, and the log.
 
-Reports from the generation thread arrive as messages; the handlers here own every
-change to the widgets.
+What the server says arrives as messages from the Session, one class per event; the
+handlers here own every change to the widgets.
 """
 
 from __future__ import annotations
@@ -19,13 +19,16 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Input
 
-from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
-                               Step, Unloaded)
 from tui.cli_progress import format_duration
+from tui.engine.catalog import remember_recent
+from tui.engine.events import Step
+from tui.engine.families import defaults_on_switch
 from tui.engine.memory import format_bytes
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
-from tui.generation import ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed
-from tui.messages import EngineReport, LogLine
+from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageNotSaved, ImageReady,
+                          JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine, ModelFailed,
+                          ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost, StepMade)
+from tui.screens.confirm import ConfirmScreen
 from tui.text import clip, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
 from tui.widgets.details import settings_line
@@ -63,8 +66,12 @@ class MainScreen(Screen):
         Binding("f4", "toggle_settings", "Settings", id="toggle-settings"),
     ]
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, session, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.session = session
+        self._switching = False  # the user picked another model; its family's defaults apply once loaded
+        self._switching_from = None  # the family before the switch
+        self._images_this_run = 0  # saved since the queue last emptied
         self.last_seed: int | None = None
         self.last_path: str | None = None
         self.recall = PromptRecall()
@@ -86,11 +93,11 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
-            yield SettingsPanel(self.app.settings, id="settings")
+            yield SettingsPanel(self.session.settings, id="settings")
             with Vertical(id="work"):
                 yield PromptInput(self.recall, placeholder="prompt (Enter to generate, Up/Down for earlier prompts)",
                                   id="prompt", compact=True)
-                yield SafeInput(self.app.settings.negative_prompt, placeholder="negative prompt", id="negative",
+                yield SafeInput(self.session.settings.negative_prompt, placeholder="negative prompt", id="negative",
                             compact=True)
                 yield Line(id="caption", wrap=False)
                 with Stage(id="stage"):
@@ -105,7 +112,7 @@ class MainScreen(Screen):
         self.query_one("#prompt", PromptInput).focus()
         if self.app.size.width < SETTINGS_MIN_WIDTH:  # the picture first; F4 shows the settings
             self.query_one(SettingsPanel).add_class("hidden")
-        settings = self.app.settings
+        settings = self.session.settings
         self.query_one(Stage).fit_to(settings.width, settings.height)
         self.refresh_recent()
         self._say_colours(self.app.console.color_system)
@@ -113,7 +120,7 @@ class MainScreen(Screen):
 
     def _show_latest(self) -> None:
         """The last image from history on the stage at start, until a job paints over it."""
-        entry = self.app.history.latest_done()
+        entry = self.session.history.latest_done()
         if entry is None or self.last_path is not None:
             return
         image = self.app.load_image(entry.image_path)
@@ -139,8 +146,8 @@ class MainScreen(Screen):
     def refresh_recent(self) -> None:
         from tui.widgets.strip import STRIP_SIZE
 
-        entries = self.app.history.query(status="done", limit=STRIP_SIZE)
-        self.query_one(RecentStrip).show([(e.id, self.app.thumbs.get(e.image_path)) for e in entries])
+        entries = self.session.history.query(status="done", limit=STRIP_SIZE)
+        self.query_one(RecentStrip).show([(e.id, self.session.thumbs.get(e.image_path)) for e in entries])
 
     @on(StripItem.Opened)
     def _open_recent(self, message: StripItem.Opened) -> None:
@@ -194,22 +201,17 @@ class MainScreen(Screen):
             self.app.notify(str(error.problems[0]), severity="error")
             return False
         self.recall.remember(prompt)
-        self.queue_request(request)
-        return True
+        return self.queue_request(request)
 
-    def queue_request(self, request, what: str = "") -> int:
-        """Queue ``request`` and say so in the log, with the start of its prompt; returns the job number."""
-        number = self.app.service.submit(request)
-        waiting = self.app.service.waiting()
-        seed = "random seed" if request.seed is None else f"seed {request.seed}"
-        prompt = clip(visible(request.prompt), 40)
-        self.log_line(f"job {number} queued{f' ({what})' if what else ''}: \"{prompt}\" {request.width}x"
-                      f"{request.height}, {request.steps} steps, {request.scheduler}, {seed}"
-                      + (f" ({waiting} waiting)" if waiting > 1 else ""))
-        return number
+    def queue_request(self, request, what: str = "") -> bool:
+        """Send ``request`` to the server; the log says "job N queued" when it answers."""
+        problem = self.session.generate(request, what)
+        if problem:
+            self.app.notify(f"Not queued: {problem}.", severity="error", timeout=8)
+        return problem is None
 
     def action_cancel(self) -> None:
-        cancelled = self.app.service.cancel_current()
+        cancelled = self.session.cancel()
         if cancelled == "job":
             self.log_line("cancelling the running job at the end of this step")
         elif cancelled == "load":
@@ -222,8 +224,9 @@ class MainScreen(Screen):
         self.query_one(SettingsPanel).toggle_class("hidden")
 
     def action_clear_queue(self) -> None:
-        dropped = self.app.service.clear_queue()
-        self.log_line(f"queue cleared: {dropped} waiting job(s) dropped")
+        problem = self.session.clear_queue()
+        if problem:
+            self.app.notify(f"Queue not cleared: {problem}.", severity="error", timeout=5)
 
     def action_reroll(self) -> None:
         self.generate(seed_override=random.randint(0, RANDOM_SEED_MAX))
@@ -260,88 +263,176 @@ class MainScreen(Screen):
         value = min(high, max(low, value))
         panel.set_value(key, value if key == "steps" else f"{value:g}")
 
-    # --- reports from the generation thread -------------------------------------------
+    # --- what the server says -------------------------------------------------------------
 
-    @on(EngineReport)
-    def _report(self, message: EngineReport) -> None:
-        report = message.report
+    @on(Connected)
+    def _connected(self, message: Connected) -> None:
+        state = message.state
+        for notice in self.session.history_notices(state):
+            self.log_line(notice, "warning")
+            self.app.notify(notice, severity="warning", timeout=10)
+        self.query_one(StatusPanel).set_queue(len(state.get("waiting") or ()))
+        if state.get("running") is not None:
+            self.log_line(f"the sdtui server is running job {state['running']}; its progress follows")
+        elif not message.started:
+            self.log_line(f"connected to the sdtui server (pid {state.get('pid')})"
+                          + (f", {state['model']} loaded" if state.get("model") else ""))
+
+    @on(HistoryRepaired)
+    def _history_repaired(self, message: HistoryRepaired) -> None:
+        self.log_line(message.message, "warning")
+        self.app.notify(message.message, severity="warning", timeout=10)
+        self.refresh_recent()
+
+    @on(ServerLost)
+    def _server_lost(self, message: ServerLost) -> None:
+        self._making = None
+        self._finish_painting()
         status = self.query_one(StatusPanel)
-        preview = self.query_one("#preview", Thumbnail)
-        if isinstance(report, Step):
-            self._making_index = report.image_index
-            self._queue_status(report)
-            if report.preview is not None:
-                self._offer_preview(report.preview)
-        elif isinstance(report, Started):
-            request = report.request
-            self._making, self._making_index = request, 0
-            status.job_started(report.images, report.steps)
-            self.query_one(Stage).fit_to(request.width, request.height)
-            self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
-        elif isinstance(report, ImageSaved):
-            finished: Finished = report.finished
-            self.last_seed, self.last_path = finished.seed, str(report.path)
-            preview.show(finished.image)
-            request = finished.request
-            self.set_caption(request.prompt, settings_line(finished.seed, request))
-            self.app.image_finished(report)
-            self.app.thumbs.put(report.path, finished.image)
-            self.refresh_recent()
-        elif isinstance(report, Finished):
-            self._finish_painting()
-            preview.show(report.image)
-        elif isinstance(report, QueueChanged):
-            status.set_queue(report.waiting)
-        elif isinstance(report, Notice):
-            if "swap" in report.message:
-                status.swap_warning(report.message)
-        elif isinstance(report, Cancelled):
-            self._making = None
-            self._finish_painting()
-            status.job_ended("cancelled")
-        elif isinstance(report, Failed):
-            self._making = None
-            self._finish_painting()
+        if status.state == "generating":
             status.job_ended("failed")
-            self.app.notify(in_app_wording(report.message), severity="error", timeout=8)
-        elif isinstance(report, SaveFailed):
-            self.app.notify(report.message, severity="error", timeout=8)
-        elif isinstance(report, JobDone):
-            self._making = None
-            if status.state == "generating":
-                status.job_ended("done")
-        elif isinstance(report, LoadStarted):
-            self.app.sub_title = f"loading {report.model}…"
-            if preview.image is None:
-                self.set_caption(f"loading {report.model}…", "")
-        elif isinstance(report, DownloadProgress):
-            detail = self._download_text(report)
-            self.set_caption(f"downloading {report.model}", detail)
-            status.download(report.done_bytes, report.total_bytes, detail)
-        elif isinstance(report, Unloaded):
-            status.show_memory(report.memory)  # the engine logs the figures
-        elif isinstance(report, Loaded):
-            self._download_start = None
-            status.download_ended()
-            if report.memory is not None:
-                status.show_memory(report.memory)
-            self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
-            if preview.image is None:  # else the caption keeps describing the picture; the header names the model
-                self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
-            self.app.model_loaded(report)
-        elif isinstance(report, LoadFailed):
-            self._download_start = None
-            status.download_ended()
-            if report.kept is not None:
-                self.app.model_kept(report.kept)
-                self.set_caption(f"still using {report.kept}", "the model you picked could not load")
-                self.app.notify(f"{in_app_wording(report.message)}. Still using {report.kept}.", severity="error",
-                                timeout=15)
-                return
-            self.app.sub_title = "no model loaded"
-            self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
-            self.app.notify(f"{in_app_wording(report.message)}. Pick another model with F3, or use "
-                            f"{DEMO_COMMAND}.", severity="error", timeout=15)
+        status.set_queue(0)
+        self.app.sub_title = "no sdtui server"
+        self.log_line(f"the sdtui server stopped: {message.message}; images already saved are in the history",
+                      "error")
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.app.action_restart_server()
+            else:
+                self.log_line("not restarting; the palette's \"server: restart\" starts it when you want")
+
+        self.app.push_screen(ConfirmScreen(f"The sdtui server stopped ({message.message}). Start it again?"),
+                             answered)
+
+    @on(JobQueued)
+    def _job_queued(self, message: JobQueued) -> None:
+        request = message.request
+        seed = "random seed" if request.seed is None else f"seed {request.seed}"
+        waiting = self.session.waiting
+        self.log_line(f"job {message.job} queued{f' ({message.what})' if message.what else ''}: "
+                      f"\"{clip(visible(request.prompt), 40)}\" {request.width}x{request.height}, "
+                      f"{request.steps} steps, {request.scheduler}, {seed}"
+                      + (f" ({waiting} waiting)" if waiting > 1 else ""))
+
+    @on(JobRefused)
+    def _job_refused(self, message: JobRefused) -> None:
+        self.app.notify(message.message, severity="error", timeout=8)
+
+    @on(StepMade)
+    def _step(self, message: StepMade) -> None:
+        step = message.step
+        self._making_index = step.image_index
+        self._queue_status(step)
+        if step.preview is not None:
+            self._offer_preview(step.preview)
+
+    @on(JobStarted)
+    def _job_started(self, message: JobStarted) -> None:
+        request = message.request
+        self._making, self._making_index = request, 0
+        self.query_one(StatusPanel).job_started(message.images, message.steps)
+        self.query_one(Stage).fit_to(request.width, request.height)
+        self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
+
+    @on(ImageReady)
+    def _image_ready(self, message: ImageReady) -> None:
+        self._finish_painting()
+        self.last_seed, self.last_path = message.seed, str(message.path)
+        if message.image is not None:
+            self.query_one("#preview", Thumbnail).show(message.image)
+            self.session.thumbs.put(message.path, message.image)
+        self.set_caption(message.request.prompt, settings_line(message.seed, message.request))
+        self.refresh_recent()
+
+    @on(ImageNotSaved)
+    def _image_not_saved(self, message: ImageNotSaved) -> None:
+        self.app.notify(message.message, severity="error", timeout=8)
+
+    @on(QueueUpdated)
+    def _queue_updated(self, message: QueueUpdated) -> None:
+        self.query_one(StatusPanel).set_queue(message.waiting)
+
+    @on(QueueCleared)
+    def _queue_cleared(self, message: QueueCleared) -> None:
+        self.log_line(f"queue cleared: {message.count} waiting job(s) dropped")
+
+    @on(EngineNotice)
+    def _notice(self, message: EngineNotice) -> None:
+        if "swap" in message.message:
+            self.query_one(StatusPanel).swap_warning(message.message)
+        if message.level == "error":
+            self.app.notify(message.message, severity="error", timeout=30)
+
+    @on(JobCancelled)
+    def _job_cancelled(self, message: JobCancelled) -> None:
+        self._making = None
+        self._finish_painting()
+        self.query_one(StatusPanel).job_ended("cancelled")
+
+    @on(JobFailed)
+    def _job_failed(self, message: JobFailed) -> None:
+        self._making = None
+        self._finish_painting()
+        self.query_one(StatusPanel).job_ended("failed")
+        self.app.notify(in_app_wording(message.message), severity="error", timeout=8)
+
+    @on(JobEnded)
+    def _job_ended(self, message: JobEnded) -> None:
+        self._making = None
+        status = self.query_one(StatusPanel)
+        if status.state == "generating":
+            status.job_ended("done")
+        self._images_this_run += message.images
+        if self.session.waiting == 0:
+            self.app.queue_done(self._images_this_run)
+            self._images_this_run = 0
+
+    @on(ModelLoading)
+    def _model_loading(self, message: ModelLoading) -> None:
+        self.app.sub_title = f"loading {message.model}…"
+        if self.query_one("#preview", Thumbnail).image is None:
+            self.set_caption(f"loading {message.model}…", "")
+
+    @on(DownloadMoved)
+    def _download_moved(self, message: DownloadMoved) -> None:
+        detail = self._download_text(message)
+        self.set_caption(f"downloading {message.model}", detail)
+        self.query_one(StatusPanel).download(message.done_bytes, message.total_bytes, detail)
+
+    @on(ModelUnloaded)
+    def _model_unloaded(self, message: ModelUnloaded) -> None:
+        if message.memory is not None:
+            self.query_one(StatusPanel).show_memory(message.memory)  # the engine logs the figures
+        self.app.sub_title = f"{message.model} unloaded; it loads again with the next job"
+
+    @on(ModelReady)
+    def _model_ready(self, message: ModelReady) -> None:
+        report = message.loaded
+        self._download_start = None
+        status = self.query_one(StatusPanel)
+        status.download_ended()
+        if report.memory is not None:
+            status.show_memory(report.memory)
+        self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
+        if self.query_one("#preview", Thumbnail).image is None:  # else the caption keeps describing the picture
+            self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
+        self._model_loaded(report)
+
+    @on(ModelFailed)
+    def _model_failed(self, message: ModelFailed) -> None:
+        self._download_start = None
+        self.query_one(StatusPanel).download_ended()
+        if message.kept is not None:
+            self._model_kept(message.kept)
+            self.set_caption(f"still using {message.kept}", "the model you picked could not load")
+            self.app.notify(f"{in_app_wording(message.message)}. Still using {message.kept}.", severity="error",
+                            timeout=15)
+            return
+        self.app.sub_title = "no model loaded"
+        self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
+        self.app.notify(f"{in_app_wording(message.message)}. Pick another model with F3, or use "
+                        f"{DEMO_COMMAND}.", severity="error", timeout=15)
 
     def _queue_status(self, report: Step) -> None:
         """Progress lines repaint at most every STATUS_INTERVAL_S; the last step at once."""
@@ -391,7 +482,7 @@ class MainScreen(Screen):
             self._preview_timer = None
         self._flush_status()
 
-    def _download_text(self, report: DownloadProgress) -> str:
+    def _download_text(self, report: DownloadMoved) -> str:
         now = time.monotonic()
         if self._download_start is None:
             self._download_start = (now, report.done_bytes)
@@ -432,10 +523,63 @@ class MainScreen(Screen):
             elif not message.value and self.settings.seed != "random":
                 self.action_toggle_seed_lock()
             return
-        self.app.settings_changed(self.query_one(SettingsPanel).settings, message.key, message.reload)
+        self.settings_changed(self.query_one(SettingsPanel).settings, message.key, message.reload)
 
     @on(Input.Changed, "#negative")
     def _negative_changed(self, event: Input.Changed) -> None:
         panel = self.query_one(SettingsPanel)
         panel.settings = replace(panel.settings, negative_prompt=event.value)
-        self.app.settings_changed(panel.settings, "negative_prompt", False)
+        self.settings_changed(panel.settings, "negative_prompt", False)
+
+    def settings_changed(self, settings, key: str, reload: bool) -> None:
+        """Keep and save the settings; a change that needs the model loaded again sends a load
+        (it runs after the jobs already queued, which carry their own settings)."""
+        problem = self.session.change_settings(settings)
+        if problem:
+            self.app.notify(problem, severity="warning")
+        if not reload:
+            return
+        session = self.session
+        if key == "model" and settings.model == session.loaded_ref and not session.loading:
+            self.log_line(f"{settings.model} is already loaded; nothing to do")
+            return
+        if key == "model":
+            self._switching, self._switching_from = True, session.family
+        ahead = session.waiting + (1 if session.busy else 0)
+        if ahead:
+            what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
+            self.log_line(f"loading {what} after the {ahead} job(s) ahead of it")
+            self.app.sub_title = f"{self.app.sub_title.split(' · waiting')[0]} · waiting: {what} loads after " \
+                                 f"{ahead} job(s)"
+        problem = session.load()
+        if problem:
+            self.app.notify(f"Not loaded: {problem}.", severity="error", timeout=8)
+
+    def _model_kept(self, model: str) -> None:
+        """A switch failed and ``model`` is still loaded: the settings say so again (no reload)."""
+        self._switching = False
+        panel = self.query_one(SettingsPanel)
+        panel.set_value("model", model, announce=False)
+        self.settings_changed(panel.settings, "model", reload=False)
+        self.app.sub_title = f"{self.session.model} · {self.session.device} · {self.session.dtype}"
+
+    def _model_loaded(self, report) -> None:
+        """Remember the model as recently used and, when the user just switched to it, apply
+        its family's defaults (size; steps and guidance for Turbo), saying what changed."""
+        remember_recent(self.session.places.recent_models_file, self.settings.model)
+        family = report.family_info
+        if not (self._switching and family is not None):
+            return
+        self._switching = False
+        if not self.settings.family_defaults:
+            return
+        panel = self.query_one(SettingsPanel)
+        changes = {k: v for k, v in defaults_on_switch(self._switching_from, family).items()
+                   if getattr(self.settings, k) != v}
+        for key, value in changes.items():
+            panel.set_value(key, value if key != "guidance" else f"{value:g}")
+        if changes:
+            summary = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in changes.items())
+            self.log_line(f"{family.label} defaults applied: {summary} (change them in settings; "
+                          "family_defaults = false in config.toml turns this off)")
+            self.app.notify(f"{family.label}: {summary}", timeout=5)

@@ -104,11 +104,12 @@ def _connect(path: Path) -> socket.socket:
     return sock
 
 
-def connect(data_dir: Path, client: str) -> Connection:
-    """A connection to the running server, after the handshake; NoServer when none runs."""
+def connect(data_dir: Path, client: str, logs: bool = False) -> Connection:
+    """A connection to the running server, after the handshake; NoServer when none runs.
+    ``logs``: the server sends its log lines too."""
     sock = _connect(socket_path(data_dir))
     connection = Connection(sock, {})
-    connection.send(hello(client))
+    connection.send(hello(client, logs))
     frame = connection.receive(timeout=30.0)
     if frame is None:
         connection.close()
@@ -135,10 +136,10 @@ def start_server(log_path: Path) -> subprocess.Popen:
 
 
 def connect_or_start(data_dir: Path, client: str, log_path: Path, wait_s: float = START_WAIT_S,
-                     on_start=None) -> Connection:
+                     on_start=None, logs: bool = False) -> Connection:
     """Connect to the server, starting one first when none runs (a stale socket is replaced)."""
     try:
-        return connect(data_dir, client)
+        return connect(data_dir, client, logs)
     except NoServer:
         pass
     if on_start:
@@ -147,11 +148,11 @@ def connect_or_start(data_dir: Path, client: str, log_path: Path, wait_s: float 
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         try:
-            return connect(data_dir, client)
+            return connect(data_dir, client, logs)
         except NoServer:
             if process.poll() is not None and process.returncode != 0:
                 try:  # another client's server may have won the race
-                    return connect(data_dir, client)
+                    return connect(data_dir, client, logs)
                 except NoServer:
                     raise ServerGone(f"the sdtui server could not start; see {log_path}") from None
             time.sleep(0.1)

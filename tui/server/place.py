@@ -18,9 +18,12 @@ class PlaceError(OSError):
 
 
 def runtime_dir(data_dir: Path) -> Path:
-    """``$XDG_RUNTIME_DIR`` (or the temp folder) / sdtui-<uid>-<hash of the data folder>: short,
-    as a socket path is limited to about 100 bytes, and one per history, as a server writes one."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    """``$XDG_RUNTIME_DIR`` (or the temp folder, when that is unset or gone, as after a logout)
+    / sdtui-<uid>-<hash of the data folder>: short, as a socket path is limited to about 100
+    bytes, and one per history, as a server writes one."""
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not base or not os.path.isdir(base):
+        base = tempfile.gettempdir()
     digest = hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:10]
     return Path(base) / f"sdtui-{os.getuid()}-{digest}"
 

@@ -18,11 +18,12 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.logs import FOR_THE_LOG_FILE, screen_line
 from tui.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_event, encode_frame, mismatch
 from tui.server.awake import KeepAwake
 from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
@@ -47,6 +48,7 @@ class _Client:
     sock: socket.socket
     name: str = "?"
     alive: bool = True
+    wants_logs: bool = False  # a client in another process shows the server's log lines
     reader: FrameReader = field(default_factory=FrameReader)
     outbox: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=OUTBOX_LIMIT))
     sender: threading.Thread | None = None
@@ -125,8 +127,10 @@ class Server:
         self._listener: socket.socket | None = None
         self.started_at = time.time()
         self.finished_jobs = 0
-        # The running job's Started and latest Step, for a client that comes in during it.
+        # The running job's Started, latest preview and latest Step, for a client that comes in during it.
         self._running: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self._log_handler = _LogBroadcast(self)
+        self.history_notice: str | None = None  # what reconciling the history changed, told to the first client
         self.awake = KeepAwake.for_this_machine(sys.platform, os.getpid())
         self.queue_emptied_at: float | None = None  # wall time the last run of jobs ended
 
@@ -166,6 +170,7 @@ class Server:
         worker.start()
         selector = selectors.DefaultSelector()
         selector.register(self._listener, selectors.EVENT_READ)
+        logging.getLogger().addHandler(self._log_handler)
         try:
             while not self._stop.is_set():
                 for _key, _mask in selector.select(timeout=TICK_S):
@@ -174,6 +179,7 @@ class Server:
         finally:
             selector.close()
             self._shut_down(worker)
+            logging.getLogger().removeHandler(self._log_handler)
 
     def stop(self) -> None:
         self._stop.set()
@@ -245,17 +251,20 @@ class Server:
                 client.send({"type": "refused", "message": problem})
                 return
             client.name = str(message.get("client", "?"))
-            client.send({"type": "welcome", **self.state()})
+            client.wants_logs = bool(message.get("logs"))
+            notice, self.history_notice = self.history_notice, None
+            client.send({"type": "welcome", **self.state(), "history_notice": notice})
             with self._clients_lock:
                 self.clients.append(client)
-                for message, payload in list(self._running.values()):  # the job where it is now
-                    client.send(message, payload)
+                for kind in ("Started", "Preview", "Step"):  # the job where it is now
+                    if kind in self._running:
+                        client.send(*self._running[kind])
             for message, _ in frames:
                 reply = self._handle(message)
                 if reply is not None:
                     client.send(reply)
         except (ProtocolError, OSError, ValueError, TypeError) as error:
-            log.info("a %s client went away: %s", client.name, error)
+            log.info("client %r went away: %s", client.name, error)
         finally:
             with self._clients_lock:
                 if client in self.clients:
@@ -268,8 +277,16 @@ class Server:
             return self._generate(message)
         if kind == "cancel":
             job = message.get("job")
+            if job == "load":  # the model load or download running now
+                return {"type": "cancel", "job": job, "ok": self.service.cancel_load()}
             ok = isinstance(job, int) and self.service.cancel_job(job)
             return {"type": "cancel", "job": job, "ok": bool(ok)}
+        if kind == "reconcile":  # a client came: adopt images dropped into the outputs folder meanwhile
+            folder = message.get("outputs_dir")
+            self.service.reconcile(Path(folder) if folder else None)
+            return None
+        if kind == "clear_queue":
+            return {"type": "cleared", "count": self.service.clear_queue()}
         if kind == "load":  # load a model now, before any job asks for it (a client's model switch)
             options = _engine_options(message)
             self.service.load(options)
@@ -284,18 +301,19 @@ class Server:
     def _generate(self, message: dict[str, Any]) -> dict[str, Any]:
         from tui.engine.request import InvalidRequest, validate_request
 
+        ref = message.get("ref")  # the client's own tag, so it can tell which reply is whose
         try:
             request = validate_request(message.get("request") or {})
         except InvalidRequest as error:
-            return {"type": "error", "message": str(error)}
+            return {"type": "error", "message": str(error), "ref": ref}
         options = _engine_options(message)
         output = Path(message["output"]) if message.get("output") else None
         outputs_dir = Path(message["outputs_dir"]) if message.get("outputs_dir") else None
         chosen = set(message.get("chosen") or ())
         adjust = _family_adjuster(chosen, self._report_notice) if message.get("family_defaults") else None
         number = self.service.submit(request, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir)
-        log.info("job %d queued: %s", number, request.prompt[:60])
-        return {"type": "queued", "job": number}
+        log.info("job %d queued: %s", number, request.prompt[:60], extra=FOR_THE_LOG_FILE)
+        return {"type": "queued", "job": number, "ref": ref, "request": request.to_dict()}
 
     # --- events to every client ------------------------------------------------------------
 
@@ -316,6 +334,8 @@ class Server:
             kind = message["event"]
             if kind in ("Started", "Step"):
                 self._running[kind] = (message, payload)
+                if payload:
+                    self._running["Preview"] = (message, payload)
             elif kind in ("JobDone", "Cancelled", "Failed"):
                 self._running.clear()
             clients = list(self.clients)
@@ -334,11 +354,43 @@ class Server:
         engine = self.engine
         return {"protocol": PROTOCOL_VERSION, "sdtui": __version__, "pid": os.getpid(), "since": self.started_at,
                 "model": engine.model_label if engine.loaded else None, "device": engine.device or None,
-                "dtype": engine.dtype or None, "running": self.service.current_job,
+                "dtype": engine.dtype or None, "loaded": engine.loaded_model if engine.loaded else None,
+                "family": engine.family if engine.loaded else None,
+                "family_info": asdict(engine.family_info) if engine.loaded and engine.family_info else None,
+                "slicing": engine.attention_slicing_active if engine.loaded else None,
+                "loading": self.service.loading, "running": self.service.current_job,
                 "waiting": self.service.waiting_jobs(), "finished_jobs": self.finished_jobs,
                 "clients": len(self.clients), "keep_alive_s": self.keep_alive_s,
                 "queue_emptied_at": self.queue_emptied_at, "keeping_awake": self.awake.process is not None,
                 "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss}
+
+
+class _LogBroadcast(logging.Handler):
+    """The server's log lines, to every client that shows them (the app's live log explains
+    what the engine decided, though the engine now runs in another process)."""
+
+    def __init__(self, server: "Server"):
+        super().__init__(logging.INFO)
+        self.server = server
+        self._inside = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._inside, "busy", False):
+            return
+        self._inside.busy = True  # sending may itself log (a client dropped): never recursively
+        try:
+            line = screen_line(record)
+            if line is None:
+                return
+            message = {"type": "log", "level": record.levelname.lower(), "text": line, "created": record.created}
+            with self.server._clients_lock:
+                clients = [c for c in self.server.clients if c.wants_logs]
+            for client in clients:
+                client.send(message)
+        except Exception:  # a log line must never break the job that logged it
+            pass
+        finally:
+            self._inside.busy = False
 
 
 def _engine_options(message: dict[str, Any]):

@@ -399,8 +399,9 @@ class History:
 
     # --- reconcile ----------------------------------------------------------------------
 
-    def reconcile(self) -> ReconcileReport:
-        """Bring rows and files back into agreement after a crash or a manual change."""
+    def reconcile(self, outputs_dir: Path | None = None) -> ReconcileReport:
+        """Bring rows and files back into agreement after a crash or a manual change; the files
+        looked through are those of ``outputs_dir`` (a client's setting), else the outputs folder."""
         self.verify()
         report = ReconcileReport(moved_aside=self.moved_aside)
         known: set[str] = set()
@@ -417,7 +418,7 @@ class History:
             self._db.executemany("UPDATE generations SET missing = 1 WHERE id = ?", [(i,) for i in gone])
             self._db.executemany("UPDATE generations SET missing = 0 WHERE id = ?", [(i,) for i in back])
         report.marked_missing, report.found_again = len(gone), len(back)
-        for path in _walk_files(self.outputs_dir):
+        for path in _walk_files(Path(outputs_dir or self.outputs_dir)):
             if path.name.endswith(TEMP_SUFFIX):
                 path.unlink(missing_ok=True)
                 report.temp_removed += 1

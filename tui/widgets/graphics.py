@@ -113,6 +113,17 @@ def tmux_passthrough(sequence: str) -> str:
     return "\x1bPtmux;" + sequence.replace("\x1b", "\x1b\x1b") + "\x1b\\"
 
 
+def done_notification(title: str, body: str, in_tmux: bool) -> str:
+    """A desktop notification, in the three forms terminals take: OSC 9 (iTerm2, WezTerm, Ghostty,
+    Windows Terminal), OSC 777 (foot, urxvt, Ghostty, VTE) and kitty's OSC 99; a terminal ignores
+    the forms it does not know. Inside tmux each goes through passthrough (``allow-passthrough
+    on``); tmux passes the bell on by itself."""
+    clean = [re.sub(r"[\x00-\x1f\x7f;]", " ", text) for text in (title, body)]
+    sequences = [f"\x1b]9;{clean[0]}: {clean[1]}\x07", f"\x1b]777;notify;{clean[0]};{clean[1]}\x07",
+                 f"\x1b]99;;{clean[0]}: {clean[1]}\x1b\\"]
+    return "".join(tmux_passthrough(s) if in_tmux else s for s in sequences)
+
+
 def png_bytes(image) -> bytes:
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, format="PNG", compress_level=1)  # speed over size: it is sent once

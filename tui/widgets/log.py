@@ -13,6 +13,7 @@ import time
 from rich.text import Text
 from textual.widgets import RichLog
 
+from tui.logs import screen_line
 from tui.text import visible
 
 LOG_LINES = 2000  # kept on screen for scrolling back; the log file keeps everything
@@ -83,14 +84,9 @@ class LogForwarder(logging.Handler):
         self._post = post
 
     def emit(self, record: logging.LogRecord) -> None:
-        if not record.name.startswith("tui.") and record.levelno < logging.ERROR:
-            return  # libraries' own chatter and warnings stay in the log file
         try:
-            text = record.getMessage()
-            if record.name.startswith("tui."):
-                label = text
-            else:
-                label = f"[{record.name.split('.')[0]}] {text}"
-            self._post(record.levelname.lower(), label.splitlines()[0] if label else label, record.created)
+            line = screen_line(record)
+            if line is not None:
+                self._post(record.levelname.lower(), line, record.created)
         except Exception:  # logging must never break the app
             self.handleError(record)
