@@ -36,7 +36,7 @@ async def test_a_killed_server_leaves_the_app_up_and_another_starts(sdtui_home):
         await wait_for(pilot, lambda: len(status.step_times) >= 2, what="the job to run")
         os.kill(first, signal.SIGKILL)  # as the out-of-memory killer would
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the offer to restart")
-        assert "the sdtui server stopped" in log_text(app)
+        assert "The sdtui server went away. Images already saved are in the history" in log_text(app)
         assert status.state == "failed" and app.sub_title == "no sdtui server"
         await pilot.press("y")
         await wait_for(pilot, lambda: app.session.connected and app.session.model is not None, timeout=90,
@@ -67,7 +67,6 @@ async def test_sdtui_generate_while_the_app_runs_uses_the_loaded_model(sdtui_hom
         await wait_for(pilot, lambda: app.main_screen.last_path == path, what="the command's image in the app")
     server_log = app.places.log_file.read_text()  # the app's own lines are not in it: tests set no file
     assert server_log.count("loading demo model") == 1, "the model loaded once, for both clients"
-    assert "already loaded" in server_log
 
 
 async def test_a_new_app_shows_the_running_job_where_it_is_and_can_cancel_it(sdtui_home):

@@ -47,6 +47,21 @@ def test_frames_survive_any_split_and_carry_raw_payloads():
     assert again.preview.tobytes() == preview.tobytes() and again.preview.size == (8, 6)
 
 
+def test_a_finished_image_travels_whole_with_its_settings():
+    from tui.engine.events import Finished, Timings
+    from tui.engine.request import GenerationRequest
+
+    image = Image.effect_noise((64, 48), 80).convert("RGB")
+    request = GenerationRequest("a fox", seed=2**64 - 2, width=64, height=48)
+    finished = Finished(image, 1, 2**64 - 2, request, Timings(0.1, 0.2, 0.3, 9.5, 1234), {"torch": "2.13"})
+    message, payload = encode_event(finished, 4)
+    assert len(payload) == 64 * 48 * 3 and message["job"] == 4
+    again = decode_event(*FrameReader().feed(encode_frame(message, payload))[0])
+    assert isinstance(again, Finished) and again.image.tobytes() == image.tobytes()
+    assert (again.index, again.seed, again.request, again.timings, again.info) == \
+        (1, 2**64 - 2, request, finished.timings, {"torch": "2.13"})
+
+
 @pytest.mark.parametrize("wire,words", [
     (b"not json\n", "not valid JSON"),
     (b'{"no": "type"}\n', "has no type"),

@@ -29,6 +29,7 @@ log = logging.getLogger("tui.generation")
 class LoadModel:
     options: Any  # EngineOptions
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    for_a_job: bool = False  # a job's own check: silent when its model is the loaded one
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,7 @@ class GenerationService:
         options = command.options
         self.engine.options = options
         try:
-            self.engine.load(self.report, cancel=command.cancel)
+            self.engine.load(self.report, cancel=command.cancel, quiet_if_loaded=command.for_a_job)
             return True
         except (ModelLoadError, DeviceError) as error:
             log.error("%s", error)
@@ -287,7 +288,7 @@ class GenerationService:
             return
         if job.options is not None:
             self.engine.options = job.options  # the settings travel with the job that uses them
-            if not self._load(LoadModel(job.options, job.cancel)):
+            if not self._load(LoadModel(job.options, job.cancel, for_a_job=True)):
                 self.report(Failed(job.request, f"job {job.number} did not run: its model, {job.options.model}, "
                                                 "could not load"))
                 self.report(JobDone(job.number, 0))

@@ -95,8 +95,20 @@ class StepMade(Message):
         return message.step.preview is not None or self.step.preview is None
 
 
+class ImageMade(Message):
+    """An image is finished; it is being saved (ImageReady follows)."""
+
+    def __init__(self, job: int | None, image: Any, seed: int, request: GenerationRequest) -> None:
+        super().__init__()
+        self.job = job
+        self.image = image
+        self.seed = seed
+        self.request = request
+
+
 class ImageReady(Message):
-    """An image is saved (``path``) and recorded; ``image`` is read back from the file."""
+    """An image is saved (``path``) and recorded; ``image`` as ImageMade brought it, or read back
+    from the file (for a client that came in between)."""
 
     def __init__(self, job: int | None, image: Any, path: Path, seed: int, request: GenerationRequest) -> None:
         super().__init__()

@@ -16,14 +16,15 @@ from dataclasses import asdict, fields
 from typing import Any
 
 from tui import __version__
-from tui.engine.events import Cancelled, DownloadProgress, Failed, Loaded, LoadStarted, Notice, Started, Step
+from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
+                               Step, Timings)
 from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.request import GenerationRequest
 
 PROTOCOL_VERSION = 2
 MAX_LINE = 1 << 20  # a message line; prompts are at most 20,000 characters
-MAX_PAYLOAD = 16 << 20  # a preview is at most 256x256 RGB; this bounds a bad peer
+MAX_PAYLOAD = 16 << 20  # a finished 2048x2048 image is 12 MiB of RGB; this bounds a bad peer
 
 
 class ProtocolError(ValueError):
@@ -123,6 +124,11 @@ def encode_event(event: Any, job: int | None) -> tuple[dict[str, Any], bytes]:
             payload = preview.convert("RGB").tobytes()
             data["preview_size"] = list(preview.size)
         message.update(data)
+    elif isinstance(event, Finished):  # the pixels, so clients show the image before it is saved
+        image = event.image.convert("RGB")
+        payload = image.tobytes()
+        message.update({"index": event.index, "seed": event.seed, "request": asdict(event.request),
+                        "timings": asdict(event.timings), "info": event.info, "size": list(image.size)})
     elif hasattr(event, "finished") and hasattr(event, "path"):  # ImageSaved: the path, not the pixels
         done = event.finished
         message.update({"path": str(event.path), "index": done.index, "seed": done.seed,
@@ -151,6 +157,12 @@ def decode_event(message: dict[str, Any], payload: bytes = b"") -> Any:
         return Step(**{**data, "memory": memory_sample(data.get("memory")), "preview": preview})
     if kind == "Started":
         return Started(_request(data["request"]), data["images"], data["steps"])
+    if kind == "Finished":
+        from PIL import Image
+
+        image = Image.frombytes("RGB", tuple(data["size"]), payload)
+        return Finished(image, data["index"], data["seed"], _request(data["request"]), Timings(**data["timings"]),
+                        data.get("info") or {})
     if kind == "Loaded":
         family = data.pop("family_info", None)
         return Loaded(**{**data, "decisions": tuple(data.get("decisions", ())), "memory": memory_sample(data.get("memory")),

@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.config import Settings, save_settings
-from tui.engine.events import Cancelled, DownloadProgress, Failed, Loaded, LoadStarted, Notice, Started, Step
+from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
+                               Step)
 from tui.engine.families import ModelFamily
 from tui.engine.request import GenerationRequest
 from tui.locations import Locations
-from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageNotSaved, ImageReady,
-                          JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine, ModelFailed,
-                          ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost, StepMade)
+from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
+                          ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
+                          ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
+                          StepMade)
 from tui.protocol import ProtocolError, decode_event
 from tui.store.history import History
 from tui.store.thumbs import ThumbnailCache
@@ -58,6 +60,7 @@ class Session:
         self._refs = itertools.count(1)
         self._what: dict[int, str] = {}  # a generate message's tag -> why it was queued
         self._told_moved_aside = False
+        self._made: tuple | None = None  # ((job, index), image) of the image finished and being saved
         # The server's state as its welcome and events tell it.
         self.connected = False
         self.model: str | None = None  # the loaded model's label
@@ -297,6 +300,9 @@ class Session:
             return StepMade(job, event)
         if isinstance(event, Started):
             return JobStarted(job, event.request, event.images, event.steps)
+        if isinstance(event, Finished):
+            self._made = ((job, event.index), event.image)
+            return ImageMade(job, event.image, event.seed, event.request)
         if isinstance(event, Cancelled):
             return JobCancelled(job, event.completed)
         if isinstance(event, Failed):
@@ -324,7 +330,9 @@ class Session:
             return QueueUpdated(self.waiting, self.running, self.loading)
         if name == "ImageSaved":
             path = Path(data["path"])
-            return ImageReady(job, read_image(path), path, data["seed"], GenerationRequest(**data["request"]))
+            made, self._made = self._made, None
+            image = made[1] if made and made[0] == (job, data.get("index")) else read_image(path)
+            return ImageReady(job, image, path, data["seed"], GenerationRequest(**data["request"]))
         if name == "JobDone":
             return JobEnded(job, int(data.get("images") or 0))
         if name == "HistoryRepaired":

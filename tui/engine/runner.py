@@ -132,13 +132,15 @@ class Engine:
             with self._active_lock:
                 self._active = outer
 
-    def load(self, on_event: OnEvent = _ignore, cancel: threading.Event | None = None) -> None:
+    def load(self, on_event: OnEvent = _ignore, cancel: threading.Event | None = None,
+             quiet_if_loaded: bool = False) -> None:
         """Load the configured model; raises ModelLoadError or DeviceError with a one-line message.
-        Setting ``cancel`` (or calling ``cancel()``) stops a download in progress."""
+        Setting ``cancel`` (or calling ``cancel()``) stops a download in progress. ``quiet_if_loaded``:
+        a job checking its model says nothing when that model is the loaded one."""
         with self._operation(cancel) as token:
-            self._load(on_event, token)
+            self._load(on_event, token, quiet_if_loaded)
 
-    def _load(self, on_event: OnEvent, cancel: threading.Event) -> None:
+    def _load(self, on_event: OnEvent, cancel: threading.Event, quiet_if_loaded: bool = False) -> None:
         devices.enable_mps_fallback()
         from tui.engine.quiet import quiet_libraries
 
@@ -151,8 +153,9 @@ class Engine:
         dtype = devices.choose_dtype(options.dtype, device.value)
         key = (source.kind, source.ref, device.value, dtype.value)
         if self.pipe is not None and key == self._loaded_key and self._loaded_event is not None:
-            log.info("%s is already loaded on %s (%s); nothing to load", self.model_label, self.device, self.dtype)
-            on_event(self._loaded_event)
+            if not quiet_if_loaded:
+                log.info("%s is already loaded on %s (%s); nothing to load", self.model_label, self.device, self.dtype)
+                on_event(self._loaded_event)
             return
         log.info("loading %s (%s)", source.label, source.kind)
         on_event(LoadStarted(source.label, source.kind))

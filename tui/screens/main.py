@@ -25,9 +25,10 @@ from tui.engine.events import Step
 from tui.engine.families import defaults_on_switch
 from tui.engine.memory import format_bytes
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
-from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageNotSaved, ImageReady,
-                          JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine, ModelFailed,
-                          ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost, StepMade)
+from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
+                          ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
+                          ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
+                          StepMade)
 from tui.screens.confirm import ConfirmScreen
 from tui.text import clip, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
@@ -72,6 +73,7 @@ class MainScreen(Screen):
         self._switching = False  # the user picked another model; its family's defaults apply once loaded
         self._switching_from = None  # the family before the switch
         self._images_this_run = 0  # saved since the queue last emptied
+        self._shown = None  # the finished image on the stage, until it is saved
         self.last_seed: int | None = None
         self.last_path: str | None = None
         self.recall = PromptRecall()
@@ -293,8 +295,11 @@ class MainScreen(Screen):
             status.job_ended("failed")
         status.set_queue(0)
         self.app.sub_title = "no sdtui server"
-        self.log_line(f"the sdtui server stopped: {message.message}; images already saved are in the history",
-                      "error")
+        reason = message.message.rstrip(".")
+        said = reason[0].upper() + reason[1:] if reason.startswith("the sdtui server ") \
+            else f"The sdtui server stopped: {reason}"
+        log_file = self.session.places.logs_dir / "server.log"
+        self.log_line(f"{said}. Images already saved are in the history; {log_file} may say why.", "error")
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -302,8 +307,7 @@ class MainScreen(Screen):
             else:
                 self.log_line("not restarting; the palette's \"server: restart\" starts it when you want")
 
-        self.app.push_screen(ConfirmScreen(f"The sdtui server stopped ({message.message}). Start it again?"),
-                             answered)
+        self.app.push_screen(ConfirmScreen(f"{said}. Start it again?"), answered)
 
     @on(JobQueued)
     def _job_queued(self, message: JobQueued) -> None:
@@ -335,14 +339,23 @@ class MainScreen(Screen):
         self.query_one(Stage).fit_to(request.width, request.height)
         self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
 
+    @on(ImageMade)
+    def _image_made(self, message: ImageMade) -> None:
+        self._finish_painting()
+        self.query_one("#preview", Thumbnail).show(message.image)
+        self._shown = message.image
+        self.set_caption(message.request.prompt, settings_line(message.seed, message.request))
+
     @on(ImageReady)
     def _image_ready(self, message: ImageReady) -> None:
-        self._finish_painting()
         self.last_seed, self.last_path = message.seed, str(message.path)
         if message.image is not None:
-            self.query_one("#preview", Thumbnail).show(message.image)
+            if message.image is not self._shown:  # this client came in after the image was made
+                self._finish_painting()
+                self.query_one("#preview", Thumbnail).show(message.image)
+                self.set_caption(message.request.prompt, settings_line(message.seed, message.request))
             self.session.thumbs.put(message.path, message.image)
-        self.set_caption(message.request.prompt, settings_line(message.seed, message.request))
+        self._shown = None
         self.refresh_recent()
 
     @on(ImageNotSaved)

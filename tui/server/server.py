@@ -318,11 +318,8 @@ class Server:
     # --- events to every client ------------------------------------------------------------
 
     def _report(self, event: Any) -> None:
-        from tui.engine.events import Finished
         from tui.generation import JobDone
 
-        if isinstance(event, Finished):
-            return  # its image is sent as ImageSaved, with the path
         if isinstance(event, JobDone):
             self.finished_jobs += 1
             self._last_busy = time.monotonic()
