@@ -21,6 +21,15 @@ def save_result(name: str, result: dict) -> Path:
     return path
 
 
+def stop_server_of(env: dict[str, str]) -> None:
+    """``sdtui stop`` for the home in ``env``: the app started a server that would otherwise
+    outlive the benchmark by its idle time."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-m", "tui", "stop"], env=env, capture_output=True, timeout=60)
+
+
 class BenchTimeout(AssertionError):
     """A benchmark waited past its deadline: it fails with what it was waiting for."""
 

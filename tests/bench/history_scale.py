@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import save_result
+from tests.bench import save_result, stop_server_of
 
 
 def build_history(home: Path, entries: int) -> None:
@@ -78,7 +78,8 @@ def drive(home: Path, entries: int, matching: int, repeats: int) -> dict:
     for attempt in range(repeats):
         session = f"sdtui-bench-{os.getpid()}-{attempt}"
         _tmux("new-session", "-d", "-s", session, "-x", "160", "-y", "50",
-              f"env -u COLUMNS -u LINES TERM=xterm-256color SDTUI_HOME={home} {sdtui} --demo")
+              f"env -u COLUMNS -u LINES TERM=xterm-256color SDTUI_HOME={home} "
+              f"XDG_RUNTIME_DIR={os.environ.get('XDG_RUNTIME_DIR', '')} {sdtui} --demo")
         try:
             _until(session, lambda s: "demo model (random weights) · cpu" in s)
             _tmux("send-keys", "-t", session, "F2")
@@ -122,7 +123,10 @@ def run(entries: int, repeats: int) -> dict:
         matching = history.count_matching(SEARCH)
         search_times.append(time.perf_counter() - t)
     history.close()
-    results = drive(home, entries, matching, repeats)
+    try:
+        results = drive(home, entries, matching, repeats)
+    finally:
+        stop_server_of(dict(os.environ))
     summary = {
         "entries": entries,
         "build_s": round(built, 2),

@@ -23,7 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.bench import BenchTimeout, save_result, wait_until
+from tests.bench import BenchTimeout, save_result, stop_server_of, wait_until
 
 FIRST_FRAME_MARK = b"Enter to generate"  # the prompt box's placeholder: the whole first screen is drawn
 
@@ -41,6 +41,7 @@ class TerminalSession:
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
         self.master = master
         self.started = time.perf_counter()
+        self.env = env
         self.process = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
                                         start_new_session=True, close_fds=True)
         os.close(slave)
@@ -63,6 +64,10 @@ class TerminalSession:
     def output_since(self, since: float) -> bytes:
         with self._lock:
             return b"".join(data for stamp, data in self.chunks if stamp >= since)
+
+    def last_output(self) -> float:
+        with self._lock:
+            return self.chunks[-1][0] if self.chunks else self.started
 
     def bytes_between(self, start: float, end: float) -> int:
         with self._lock:
@@ -88,13 +93,16 @@ class TerminalSession:
         os.write(self.master, data)
         return stamp
 
-    def close(self) -> None:
+    def close(self, stop_server: bool = True) -> None:
+        """Quit the app (Ctrl+Q) and, unless told not to, stop the server it used."""
         try:
             self.send(b"\x11")  # Ctrl+Q
             self.process.wait(timeout=10)
         except (OSError, subprocess.TimeoutExpired):
             self.process.kill()
         os.close(self.master)
+        if stop_server:
+            stop_server_of(self.env)
 
 
 def session_env(home: Path) -> dict[str, str]:
@@ -129,7 +137,11 @@ def generate_and_wait(session: TerminalSession, home: Path, prompt: bytes = b"a 
     before = images_saved(home)
     began = session.send(prompt + b"\r")
     wait_until(lambda: images_saved(home) > before, 300, "image saved by the app in the terminal", 0.02)
-    return began, time.perf_counter()
+    # The server saves the image; the app draws it from the pixels it was sent just before, and
+    # marks the job "done" in the status line after that: the job's bytes end with that mark.
+    session.wait_for(b"done", began, timeout=60)
+    time.sleep(0.3)
+    return began, session.last_output()
 
 
 def measure_startup(repeats: int) -> dict:
@@ -192,6 +204,7 @@ def measure_quit(repeats: int, generating: bool, size: int = 512) -> dict:
             raise BenchTimeout("benchmark: sdtui did not exit within 30 s of Ctrl+Q") from None
         times.append(time.perf_counter() - sent)
         os.close(session.master)
+        stop_server_of(session.env)  # quitting leaves the server, and its job, running
     ordered = sorted(times)
     return {"generating": generating, "median_s": round(statistics.median(ordered), 3),
             "max_s": round(ordered[-1], 3), "runs": times}

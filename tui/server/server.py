@@ -122,6 +122,7 @@ class Server:
         self.clients: list[_Client] = []
         self._clients_lock = threading.Lock()
         self._stop = threading.Event()
+        self._wake_read, self._wake_write = socket.socketpair()  # stop() wakes the accept loop at once
         self._last_busy = time.monotonic()
         self._unloaded_for_idle = False
         self._listener: socket.socket | None = None
@@ -170,11 +171,13 @@ class Server:
         worker.start()
         selector = selectors.DefaultSelector()
         selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(self._wake_read, selectors.EVENT_READ)
         logging.getLogger().addHandler(self._log_handler)
         try:
             while not self._stop.is_set():
-                for _key, _mask in selector.select(timeout=TICK_S):
-                    self._accept()
+                for key, _mask in selector.select(timeout=TICK_S):
+                    if key.fileobj is self._listener:
+                        self._accept()
                 self._tick()
         finally:
             selector.close()
@@ -183,6 +186,10 @@ class Server:
 
     def stop(self) -> None:
         self._stop.set()
+        try:
+            self._wake_write.send(b"x")
+        except OSError:
+            pass  # already closed: the loop has ended
 
     def _shut_down(self, worker: threading.Thread) -> None:
         log.info("server %d stopping", os.getpid())
@@ -198,6 +205,8 @@ class Server:
             self._listener.close()
         for path in (socket_path(self.data_dir), pid_path(self.data_dir)):
             path.unlink(missing_ok=True)
+        self._wake_read.close()
+        self._wake_write.close()
 
     def _tick(self) -> None:
         """Unload an idle model after keep_alive; leave after idle_exit with no client."""
