@@ -3,7 +3,7 @@ zoom arithmetic it rests on."""
 
 import pytest
 
-from tests.app_helpers import generate_each, make_app, wait_for
+from tests.app_helpers import generate_each, make_app, make_recording_app, wait_for
 from tui.screens.compare import CompareScreen
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.history import HistoryScreen
@@ -95,7 +95,7 @@ async def test_viewer_opens_the_latest_zooms_pans_steps_and_closes(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_history_keys_work_in_the_viewer(sdtui_home):
-    app = make_app(steps=2)
+    app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("keep me", "delete me"))
         screen = await open_viewer(pilot, app)
@@ -110,6 +110,8 @@ async def test_history_keys_work_in_the_viewer(sdtui_home):
         await pilot.press("v")
         await wait_for(pilot, lambda: app.history.count() == 7 and not app.session.busy, what="the variations")
         assert any("queued (4 variations)" in line for line in log.lines_written)
+        assert "Queued: the same image again (seed 7)." in app.notified
+        assert "Queued: 4 variations with new seeds." in app.notified
 
         doomed = screen.entry
         await pilot.press("d")

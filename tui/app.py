@@ -230,7 +230,7 @@ class SdtuiApp(App[int]):
     def open_viewer(self, entry) -> None:
         from tui.screens.viewer import ViewerScreen
 
-        self.push_screen(ViewerScreen(entry))
+        self.push_screen(ViewerScreen(self.history, entry))
 
     def action_view_latest(self) -> None:
         entry = self.history.latest_done()
@@ -244,19 +244,7 @@ class SdtuiApp(App[int]):
 
         if isinstance(self.screen, HistoryScreen):
             return
-        self.push_screen(HistoryScreen(select_id=entry_id))
-
-    def load_image(self, path: str | None):
-        """The full image at ``path`` for a large view, or None when it is missing or unreadable."""
-        if not path:
-            return None
-        from PIL import Image
-
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except OSError:
-            return None
+        self.push_screen(HistoryScreen(self.history, select_id=entry_id))
 
     def action_import_png(self) -> None:
         from tui.store.images import MetadataError

@@ -355,10 +355,12 @@ class Session:
         return None
 
 
-def read_image(path: Path):
-    """The saved image, read back for the screen (None when it cannot be read)."""
+def read_image(path: Path | str | None):
+    """A saved image, read for the screen (None when there is none or it cannot be read)."""
     from PIL import Image
 
+    if not path:
+        return None
     try:
         with Image.open(path) as image:
             return image.convert("RGB")

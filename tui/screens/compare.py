@@ -9,6 +9,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
+from tui.session import read_image
 from tui.store.history import HistoryEntry
 from tui.widgets.details import details_table
 from tui.widgets.thumbnail import OpenablePicture
@@ -32,7 +33,7 @@ class CompareScreen(Screen):
         with Horizontal(id="pictures"):
             for side, entry in (("left", self.first), ("right", self.second)):
                 thumb = OpenablePicture(placeholder="no image", id=f"compare-{side}")
-                image = self.app.load_image(entry.image_path)
+                image = read_image(entry.image_path)
                 if image is not None:
                     thumb.show(image)
                 yield thumb

@@ -47,15 +47,15 @@ class EntryActions:
     def action_rerun(self) -> None:
         entry = self._need_selection()
         if entry:
-            number = self.app.main_screen.queue_request(entry.request(), "the same image again")
-            self.app.notify(f"Job {number} queued: the same image again (seed {entry.seed}).", timeout=3)
+            if self.app.main_screen.queue_request(entry.request(), "the same image again"):
+                self.app.notify(f"Queued: the same image again (seed {entry.seed}).", timeout=3)
 
     def action_variations(self) -> None:
         entry = self._need_selection()
         if entry:
             request = replace(entry.request(), seed=None, count=VARIATIONS)
-            number = self.app.main_screen.queue_request(request, f"{VARIATIONS} variations")
-            self.app.notify(f"Job {number} queued: {VARIATIONS} variations with new seeds.", timeout=3)
+            if self.app.main_screen.queue_request(request, f"{VARIATIONS} variations"):
+                self.app.notify(f"Queued: {VARIATIONS} variations with new seeds.", timeout=3)
 
     def action_copy_path(self) -> None:
         entry = self._need_selection()
@@ -84,7 +84,7 @@ class EntryActions:
         def answered(yes: bool | None) -> None:
             if not yes:
                 return
-            self.app.history.delete(entry.id)
+            self.history.delete(entry.id)
             self.entry_deleted(entry)
             self.app.notify("Deleted.", timeout=2)
 

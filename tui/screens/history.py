@@ -17,6 +17,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
+from tui.session import read_image
 from tui.store.history import STATUSES, HistoryEntry
 from tui.text import clip, visible
 from tui.widgets.details import details_table, entry_status
@@ -92,8 +93,9 @@ class HistoryScreen(EntryActions, Screen):
     ]
     AUTO_FOCUS = None  # focus is set in on_mount, before the first frame, so a quick "/" is never undone
 
-    def __init__(self, select_id: int | None = None) -> None:
+    def __init__(self, history, select_id: int | None = None) -> None:
         super().__init__()
+        self.history = history
         self.select_id = select_id
         self.entries: list[HistoryEntry] = []
         self.total = 0
@@ -104,10 +106,6 @@ class HistoryScreen(EntryActions, Screen):
         self.columns: list[tuple[str, int]] = []
         self._detail_timer = None
         self._search_timer = None
-
-    @property
-    def history(self):
-        return self.app.history
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -219,7 +217,7 @@ class HistoryScreen(EntryActions, Screen):
         if entry.status != "done":
             large.clear(f"no image: {entry.status}")
             return
-        image = self.app.load_image(entry.image_path)
+        image = read_image(entry.image_path)
         if image is None:
             large.clear("image file missing")
         else:

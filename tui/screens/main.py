@@ -30,6 +30,7 @@ from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaire
                           ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
                           StepMade)
 from tui.screens.confirm import ConfirmScreen
+from tui.session import read_image
 from tui.text import clip, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
 from tui.widgets.details import settings_line
@@ -125,7 +126,7 @@ class MainScreen(Screen):
         entry = self.session.history.latest_done()
         if entry is None or self.last_path is not None:
             return
-        image = self.app.load_image(entry.image_path)
+        image = read_image(entry.image_path)
         if image is None:
             return
         self.last_seed, self.last_path = entry.seed, entry.image_path

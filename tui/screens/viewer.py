@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 
 from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
+from tui.session import read_image
 from tui.store.history import HistoryEntry
 from tui.text import visible
 from tui.widgets.details import settings_line
@@ -48,8 +49,9 @@ class ViewerScreen(EntryActions, Screen):
         Binding("down", "pan(0, 1)", "Pan down", id="viewer-pan-down", show=False),
     ]
 
-    def __init__(self, entry: HistoryEntry) -> None:
+    def __init__(self, history, entry: HistoryEntry) -> None:
         super().__init__()
+        self.history = history
         self.entry: HistoryEntry | None = entry
 
     @property
@@ -77,7 +79,7 @@ class ViewerScreen(EntryActions, Screen):
         if entry is None:
             picture.clear("no image")
         else:
-            image = self.app.load_image(entry.image_path)
+            image = read_image(entry.image_path)
             if image is None:
                 picture.clear("image file missing")
             else:
@@ -107,14 +109,14 @@ class ViewerScreen(EntryActions, Screen):
     def action_step(self, older: bool) -> None:
         if self.entry is None:
             return
-        neighbour = self.app.history.neighbour(self.entry, older=older)
+        neighbour = self.history.neighbour(self.entry, older=older)
         if neighbour is None:
             self.app.notify("This is the oldest image." if older else "This is the newest image.", timeout=2)
             return
         self._show(neighbour)
 
     def entry_deleted(self, entry: HistoryEntry) -> None:
-        history = self.app.history
+        history = self.history
         after = history.neighbour(entry, older=True) or history.neighbour(entry, older=False)
         if after is None:
             self.app.pop_screen()
