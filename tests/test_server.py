@@ -389,3 +389,20 @@ def test_the_runtime_folder_falls_back_to_the_temp_folder_when_xdg_runtime_dir_i
     assert runtime_dir(tmp_path).parent == Path(tempfile.gettempdir())
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     assert runtime_dir(tmp_path).parent == tmp_path
+
+
+def test_the_session_knows_which_setting_the_server_loaded_whoever_asked(tmp_path):
+    """A model loaded for another client's job is that model, not the app's setting: choosing the
+    app's own model again must then load it, not say it is loaded."""
+    from tui.config import Settings
+    from tui.engine.events import Loaded
+    from tui.locations import Locations
+    from tui.session import Session
+
+    session = Session(Settings(model="demo"), Locations(tmp_path, tmp_path))
+    try:
+        loaded = Loaded("someone/other", "SD 1.x", "cpu", "float32", 1.0, (), setting="someone/other")
+        session._message(*encode_event(loaded, 3))
+        assert (session.model, session.loaded_ref) == ("someone/other", "someone/other")
+    finally:
+        session.history.close()

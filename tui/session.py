@@ -315,7 +315,7 @@ class Session:
         if isinstance(event, Loaded):
             self.model, self.device, self.dtype = event.model, event.device, event.dtype
             self.family = event.family_info
-            self.loaded_ref = self.settings.model if self.loading or self.loaded_ref is None else self.loaded_ref
+            self.loaded_ref = event.setting or None  # whichever client's load or job it was
             self.slicing = any(d.startswith("attention slicing: on") for d in event.decisions)
             return ModelReady(event)
         if isinstance(event, Notice):

@@ -37,6 +37,7 @@ class Loaded:
     decisions: tuple[str, ...]
     family_info: ModelFamily | None = None
     memory: MemorySample | None = None
+    setting: str = ""  # the model as the settings named it ("demo", a Hub id, a path)
 
 
 @dataclass(frozen=True)

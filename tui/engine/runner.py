@@ -205,7 +205,7 @@ class Engine:
         self._loaded_key, self._loaded_options = key, replace(options)
         self._loaded_event = Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
                                     tuple(d.describe() for d in self.decisions), self.family_info,
-                                    sample_memory(self.device))
+                                    sample_memory(self.device), options.model)
         on_event(self._loaded_event)
 
     def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str):
