@@ -113,21 +113,19 @@ class GenerationService:
     _commands: deque = field(default_factory=deque)
     _wake: threading.Condition = field(default_factory=threading.Condition)
     _stopping: bool = False
-    _current: Job | LoadModel | None = None
+    _current: Job | LoadModel | Unload | Reconcile | None = None
     _numbers: int = 0
 
     # --- called from the interface thread ------------------------------------------------
 
     def load(self, options) -> None:
         """Load a model before any waiting job (a reload applies to the jobs that follow)."""
-        with self._wake:
-            self._commands.append(LoadModel(options))
-            self._wake.notify()
+        self._push(LoadModel(options))
         self._report_queue()
 
     def submit(self, request: GenerationRequest, options=None, output: Path | None = None,
                adjust: Callable | None = None, outputs_dir: Path | None = None) -> int:
-        with self._wake:
+        with self._wake:  # the number is taken and the job queued under one lock
             self._numbers += 1
             self._commands.append(Job(request, self._numbers, options=options, output=output, adjust=adjust,
                                       outputs_dir=outputs_dir))
@@ -136,14 +134,15 @@ class GenerationService:
         return self._numbers
 
     def reconcile(self, outputs_dir: Path | None = None) -> None:
-        with self._wake:
-            self._commands.append(Reconcile(outputs_dir))
-            self._wake.notify()
+        self._push(Reconcile(outputs_dir))
 
     def unload(self) -> None:
         """Unload the model on the worker thread (where mps work must stay), after what is queued."""
+        self._push(Unload())
+
+    def _push(self, command) -> None:
         with self._wake:
-            self._commands.append(Unload())
+            self._commands.append(command)
             self._wake.notify()
 
     @property
@@ -155,17 +154,6 @@ class GenerationService:
     def waiting_jobs(self) -> list[int]:
         with self._wake:
             return [c.number for c in self._commands if isinstance(c, Job)]
-
-    def cancel_current(self) -> str | None:
-        """Stop the running job at the end of its current step, or a model download in
-        progress (its files are kept, so loading it again resumes). Returns "job", "load"
-        or None when nothing was running: then nothing is remembered for a later job."""
-        with self._wake:
-            command = self._current
-            if command is None:
-                return None
-            command.cancel.set()
-        return "job" if isinstance(command, Job) else "load"
 
     def cancel_load(self) -> bool:
         """Stop the model load or download running now (its files are kept); False when none runs."""

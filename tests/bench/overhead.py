@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.bench import save_result, wait_until_async
+from tests.bench import save_result, stop_server_of, wait_until_async
 
 TERMINALS = (((200, 60), True), ((200, 60), False), ((100, 30), True))
 SMOKE = dict(repeats=1, steps=2, size=64)
@@ -217,19 +217,8 @@ def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> 
                                 "around_s": round(median(s - p for s, p in zip(times["shown"], times["pipeline"])), 4),
                                 "saved_ratio": round(median(times["saved"]) / bare, 4)}
         result["runs"][label] = times
-    stop_server()
+    stop_server_of(dict(os.environ))  # the app started it
     return result
-
-
-def stop_server() -> None:
-    from tui.locations import locations
-    from tui.server.client import NoServer, connect
-
-    try:
-        with connect(locations().data_dir, "bench") as connection:
-            connection.request({"type": "stop"}, "stopping")
-    except NoServer:
-        pass
 
 
 def device_name(device: str) -> str:

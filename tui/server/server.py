@@ -361,7 +361,6 @@ class Server:
         return {"protocol": PROTOCOL_VERSION, "sdtui": __version__, "pid": os.getpid(), "since": self.started_at,
                 "model": engine.model_label if engine.loaded else None, "device": engine.device or None,
                 "dtype": engine.dtype or None, "loaded": engine.loaded_model if engine.loaded else None,
-                "family": engine.family if engine.loaded else None,
                 "family_info": asdict(engine.family_info) if engine.loaded and engine.family_info else None,
                 "slicing": engine.attention_slicing_active if engine.loaded else None,
                 "loading": self.service.loading, "running": self.service.current_job,
