@@ -13,6 +13,8 @@ Neighbouring pieces of equal weight are merged. Prompt editing (``[a:b:0.5]``) a
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
+from typing import Sequence
 
 UP = 1.1
 DOWN = 1 / 1.1
@@ -74,3 +76,65 @@ def _merged(pieces: list[list]) -> list[tuple[str, float]]:
         else:
             merged.append([text, weight])
     return [(text, weight) for text, weight in merged] or [("", 1.0)]
+
+
+# --- 75-token chunks -----------------------------------------------------------------------
+
+CHUNK_TOKENS = 75  # CLIP reads 77 positions: a start token, 75 tokens and an end token
+COMMA_BACKTRACK = 20  # A1111's "comma padding backtrack" default
+
+
+@dataclass
+class TokenChunk:
+    """Up to CHUNK_TOKENS tokens of a prompt and their weights, without start, end or padding."""
+
+    tokens: list[int] = field(default_factory=list)
+    weights: list[float] = field(default_factory=list)
+
+
+def split_into_chunks(pieces: Sequence[tuple[list[int], float] | None], comma: int | None,
+                      length: int = CHUNK_TOKENS, backtrack: int = COMMA_BACKTRACK) -> list[TokenChunk]:
+    """The tokens of a prompt's pieces (None for a BREAK) in chunks, as A1111 splits them: a full
+    chunk whose last comma is at most ``backtrack`` tokens back ends after that comma (the rest
+    moves on), so a phrase is not cut in two; a BREAK ends the chunk where it is, even an empty one;
+    an empty prompt is one empty chunk."""
+    chunks: list[TokenChunk] = []
+    chunk = TokenChunk()
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal chunk, last_comma
+        chunks.append(chunk)
+        chunk, last_comma = TokenChunk(), -1
+
+    for piece in pieces:
+        if piece is None:
+            close()
+            continue
+        tokens, weight = piece
+        for token in tokens:
+            if token == comma:
+                last_comma = len(chunk.tokens)
+            elif len(chunk.tokens) == length and last_comma != -1 and length - last_comma <= backtrack:
+                cut = last_comma + 1
+                moved = TokenChunk(chunk.tokens[cut:], chunk.weights[cut:])
+                del chunk.tokens[cut:], chunk.weights[cut:]
+                close()
+                chunk = moved
+            if len(chunk.tokens) == length:
+                close()
+            chunk.tokens.append(token)
+            chunk.weights.append(weight)
+    if chunk.tokens or not chunks:
+        close()
+    return chunks
+
+
+def plain_text(pieces: list[tuple[str, float]]) -> str:
+    """The prompt's words without the syntax (and without BREAKs)."""
+    return "".join(text for text, weight in pieces if weight != -1.0)
+
+
+def is_weighted(pieces: list[tuple[str, float]]) -> bool:
+    """Whether any piece has a weight other than 1, or the prompt has a BREAK."""
+    return any(weight != 1.0 for _, weight in pieces)

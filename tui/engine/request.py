@@ -97,10 +97,11 @@ def _check_range(field: str, value: int, low: int, high: int) -> FieldProblem | 
 def _text_problem(field: str, label: str, text: str) -> FieldProblem | None:
     """Prompts are kept and shown verbatim (control characters displayed as escapes), with
     two exceptions: NUL, which PNG text chunks and C strings cannot carry, and text beyond
-    PROMPT_MAX_CHARS, which no model reads (CLIP reads 77 tokens, a few hundred characters)."""
+    PROMPT_MAX_CHARS, far past any prompt written by hand (each 75 tokens, a few hundred
+    characters, is one more chunk for the UNet to attend to)."""
     if len(text) > PROMPT_MAX_CHARS:
         return FieldProblem(field, f"{label}: {len(text):,} characters is too long; the limit is "
-                                   f"{PROMPT_MAX_CHARS:,} (the model reads the first 77 tokens)")
+                                   f"{PROMPT_MAX_CHARS:,}")
     if "\0" in text:
         return FieldProblem(field, f"{label}: contains a NUL character (at position {text.index(chr(0)) + 1}); "
                                    "remove it")

@@ -328,7 +328,7 @@ class Engine:
                 self.load(on_event, cancel)
             self._use_scheduler(request.scheduler)
             self._apply_attention_slicing()
-            self._report_truncation(request, on_event)
+            prompts = self._prompt_arguments(request)
             on_event(Started(request, request.count, request.steps))
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
@@ -339,7 +339,7 @@ class Engine:
             swap_start = sample_memory(self.device).swap_used
             for first in range(0, request.count, batch):
                 indices = list(range(first, min(first + batch, request.count)))
-                results += self._run_batch(request, indices, called, swap_start, on_event, cancel)
+                results += self._run_batch(request, prompts, indices, called, swap_start, on_event, cancel)
         except _ListenerError:
             raise
         except _CancelRequested:
@@ -394,23 +394,16 @@ class Engine:
         scheduler.step = step
         return scheduler
 
-    def _report_truncation(self, request: GenerationRequest, on_event: OnEvent) -> None:
-        tokenizer = getattr(self.pipe, "tokenizer", None)
-        if tokenizer is None:
-            return
-        limit = tokenizer.model_max_length
-        for label, text in (("prompt", request.prompt), ("negative prompt", request.negative_prompt)):
-            if not text:
-                continue
-            count = len(tokenizer(text, truncation=False).input_ids)
-            if count > limit:
-                message = (f"{label} is {count} tokens; the model reads {limit}, "
-                           f"so the last {count - limit} are dropped")
-                log.warning(message)
-                on_event(Notice(message, "warning"))
+    def _prompt_arguments(self, request: GenerationRequest) -> dict[str, Any]:
+        from tui.engine.conditioning import prompt_arguments
 
-    def _run_batch(self, request: GenerationRequest, indices: list[int], called: float, swap_start: int,
-                   on_event: OnEvent, cancel: threading.Event) -> list[Finished]:
+        arguments = prompt_arguments(self.pipe, self.family_info.base, request.prompt, request.negative_prompt)
+        for note in arguments.notes:
+            log.info(note)
+        return arguments.kwargs
+
+    def _run_batch(self, request: GenerationRequest, prompts: dict[str, Any], indices: list[int], called: float,
+                   swap_start: int, on_event: OnEvent, cancel: threading.Event) -> list[Finished]:
         import torch
 
         opts = self.options
@@ -458,8 +451,7 @@ class Engine:
         self._denoised = None
         float32_vae = self._loaded_key in self._float32_vae
         output = self.pipe(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt or None,
+            **prompts,
             num_inference_steps=request.steps,
             guidance_scale=request.guidance,
             width=request.width,

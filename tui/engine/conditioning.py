@@ -1,0 +1,183 @@
+"""Prompt embeddings as AUTOMATIC1111 builds them, so an imported A1111 prompt means here what it
+meant there: emphasis weights, BREAK, and prompts longer than CLIP's 77 positions.
+
+A1111's rules ("Original" emphasis, its default): each 75-token chunk is encoded on its own with a
+start and an end token and padding; each token's embedding is multiplied by its weight, and the
+chunk is then scaled back to its mean before weighting (unless that mean is zero to rounding, see
+MEANINGLESS_MEAN); the chunks are joined end to end, which
+the UNet's cross-attention reads as one longer sequence. For SDXL both text encoders read the same
+chunks (penultimate layer, as diffusers and A1111 use), their features side by side, and the pooled
+embedding comes from the second encoder's first chunk. When the prompt and the negative prompt have
+different numbers of chunks, the shorter is padded with the empty prompt's embedding.
+
+A plain prompt (no weight other than 1, no BREAK, 75 tokens or fewer) is handed to the pipeline as
+text: diffusers then encodes it itself, exactly as a bare diffusers call would.
+
+Why not compel: it weights a token by scaling its distance from the empty prompt's embedding and
+masks down-weighted tokens, which is InvokeAI's rule, not A1111's, so an A1111 prompt would not
+give A1111's embeddings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tui.engine.families import SDXL
+from tui.engine.prompt_weights import (CHUNK_TOKENS, TokenChunk, is_weighted, parse_emphasis, plain_text,
+                                       split_into_chunks)
+
+
+@dataclass(frozen=True)
+class _Encoder:
+    tokenizer: Any
+    text_encoder: Any
+    penultimate: bool  # SDXL reads the layer before last, without the final layer norm
+    pooled: bool  # the encoder with a projection gives SDXL's pooled embedding
+
+
+@dataclass(frozen=True)
+class PromptArguments:
+    """What to pass the pipeline for the prompt and the negative prompt, and why (for the log)."""
+
+    kwargs: dict[str, Any]
+    notes: tuple[str, ...] = ()
+
+
+def _encoders(pipe, base: str) -> list[_Encoder]:
+    if base == SDXL:
+        found = [_Encoder(getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None), True, False),
+                 _Encoder(getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None), True, True)]
+        # The refiner has only the second encoder.
+        return [encoder for encoder in found if encoder.text_encoder is not None and encoder.tokenizer is not None]
+    if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder", None) is None:
+        return []
+    return [_Encoder(pipe.tokenizer, pipe.text_encoder, False, False)]
+
+
+def token_count(tokenizer, text: str) -> int:
+    """Tokens in ``text`` without the start and end tokens."""
+    return len(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids)
+
+
+def prompt_arguments(pipe, base: str, prompt: str, negative: str) -> PromptArguments:
+    """The pipeline arguments for ``prompt`` and ``negative`` (either in A1111's syntax)."""
+    pieces, negative_pieces = parse_emphasis(prompt), parse_emphasis(negative)
+    text, negative_text = plain_text(pieces), plain_text(negative_pieces)
+    plain = {"prompt": text, "negative_prompt": negative_text or None}
+    encoders = _encoders(pipe, base)
+    if not encoders:
+        if is_weighted(pieces) or is_weighted(negative_pieces):
+            return PromptArguments(plain, ("this pipeline has no CLIP text encoder sdtui can weight; "
+                                           "the prompt is read without its weights",))
+        return PromptArguments(plain)
+    counts = [max(token_count(e.tokenizer, t) for e in encoders) for t in (text, negative_text)]
+    if not (is_weighted(pieces) or is_weighted(negative_pieces)) and max(counts) <= CHUNK_TOKENS:
+        return PromptArguments(plain)
+    return _embedded(pipe, encoders, pieces, negative_pieces, counts)
+
+
+def _embedded(pipe, encoders: list[_Encoder], pieces, negative_pieces, counts: list[int]) -> PromptArguments:
+    import torch
+
+    zeros_for_empty = not plain_text(negative_pieces) and bool(pipe.config.get("force_zeros_for_empty_prompt"))
+    with torch.no_grad():
+        embeds, pooled, chunks = _encode_prompt(pipe, encoders, pieces)
+        if zeros_for_empty:  # SDXL's own rule for an empty negative prompt, kept so it means the same here
+            negative_embeds, negative_pooled = torch.zeros_like(embeds), torch.zeros_like(pooled)
+            negative_chunks = chunks
+        else:
+            negative_embeds, negative_pooled, negative_chunks = _encode_prompt(pipe, encoders, negative_pieces)
+        if chunks != negative_chunks:
+            empty, _, _ = _encode_prompt(pipe, encoders, parse_emphasis(""))
+            longest = max(chunks, negative_chunks)
+            embeds = _pad(embeds, empty, longest - chunks)
+            negative_embeds = _pad(negative_embeds, empty, longest - negative_chunks)
+    kwargs = {"prompt_embeds": embeds, "negative_prompt_embeds": negative_embeds}
+    if pooled is not None:
+        kwargs.update(pooled_prompt_embeds=pooled, negative_pooled_prompt_embeds=negative_pooled)
+    notes = [_describe("prompt", pieces, counts[0], chunks)]
+    if plain_text(negative_pieces) or is_weighted(negative_pieces):
+        notes.append(_describe("negative prompt", negative_pieces, counts[1], negative_chunks))
+    return PromptArguments(kwargs, tuple(notes))
+
+
+def _describe(label: str, pieces, count: int, chunks: int) -> str:
+    weights = sorted({round(weight, 3) for _, weight in pieces if weight not in (1.0, -1.0)})
+    breaks = sum(1 for _, weight in pieces if weight == -1.0)
+    parts = [f"{count} tokens in {chunks} chunk{'s' if chunks != 1 else ''} of {CHUNK_TOKENS}"]
+    if breaks:
+        parts.append(f"{breaks} BREAK{'s' if breaks != 1 else ''}")
+    if weights:
+        parts.append("weights " + ", ".join(f"{w:g}" for w in weights))
+    return f"{label}: " + ", ".join(parts) + " (A1111's rules)"
+
+
+def _encode_prompt(pipe, encoders: list[_Encoder], pieces) -> tuple[Any, Any, int]:
+    """The embeddings of one prompt from every encoder, side by side; its pooled embedding (or
+    None); and its number of chunks."""
+    import torch
+
+    outputs, pooled, chunk_count = [], None, 0
+    for encoder in encoders:
+        chunks = _chunks(pipe, encoder.tokenizer, pieces)
+        embeds, encoder_pooled = encode_chunks(encoder, chunks)
+        outputs.append(embeds)
+        pooled = encoder_pooled if encoder.pooled else pooled
+        chunk_count = len(chunks)
+    return torch.cat(outputs, dim=-1), pooled, chunk_count
+
+
+def _chunks(pipe, tokenizer, pieces) -> list[TokenChunk]:
+    convert = getattr(pipe, "maybe_convert_prompt", None)  # textual-inversion tokens with several vectors
+
+    def tokens(text: str) -> list[int]:
+        text = convert(text, tokenizer) if convert else text
+        return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
+
+    token_pieces = [None if weight == -1.0 else (tokens(text), weight) for text, weight in pieces]
+    return split_into_chunks(token_pieces, tokenizer.get_vocab().get(",</w>"))
+
+
+def encode_chunks(encoder: _Encoder, chunks: list[TokenChunk]):
+    """Each chunk encoded on its own as [start, tokens, end, padding], weighted and scaled back to
+    its unweighted mean; the chunks joined along the sequence. Returns (embeddings, pooled)."""
+    import torch
+
+    tokenizer, model = encoder.tokenizer, encoder.text_encoder
+    start, end = tokenizer.bos_token_id, tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end
+    embeds, pooled = [], None
+    for chunk in chunks:
+        fill = CHUNK_TOKENS - len(chunk.tokens)
+        ids = torch.tensor([[start, *chunk.tokens, end] + [pad] * fill], device=model.device)
+        output = model(ids, output_hidden_states=encoder.penultimate)
+        z = output.hidden_states[-2] if encoder.penultimate else output[0]
+        if pooled is None and encoder.pooled:
+            pooled = output[0]
+        if any(weight != 1.0 for weight in chunk.weights):
+            weights = torch.tensor([1.0, *chunk.weights, 1.0] + [1.0] * fill, dtype=z.dtype, device=z.device)
+            z = _rescaled(z * weights.reshape(1, -1, 1), z.mean(), z.abs().mean())
+        embeds.append(z)
+    return torch.cat(embeds, dim=1), pooled
+
+
+# A mean this small next to the values' size is rounding noise, and dividing by it would scale
+# the chunk by a random factor (even flip its sign). Trained CLIP models have means around a tenth
+# of their size; an untrained final layer norm (the demo model's) gives a mean of exactly zero.
+MEANINGLESS_MEAN = 1e-4
+
+
+def _rescaled(weighted, mean, size):
+    """``weighted`` scaled back to the unweighted chunk's ``mean``, as A1111 does, where both
+    means are large enough for their ratio to mean something."""
+    new_mean = weighted.mean()
+    if min(abs(float(mean)), abs(float(new_mean))) <= MEANINGLESS_MEAN * float(size):
+        return weighted
+    return weighted * (mean / new_mean)
+
+
+def _pad(embeds, empty, repeats: int):
+    import torch
+
+    return torch.cat([embeds, empty.repeat(1, repeats, 1)], dim=1) if repeats else embeds
