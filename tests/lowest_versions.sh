@@ -20,7 +20,7 @@ echo "torch==2.13.0" > "$work/torch.txt"
 
 echo "lowest allowed versions of the direct dependencies:"
 "$work/tools/bin/uv" pip list --python "$work/env/bin/python" 2>/dev/null \
-    | grep -Ei '^(textual|rich-pixels|numpy|diffusers|transformers|torch|accelerate|safetensors|huggingface.hub|pillow|filelock|platformdirs|psutil|scipy|pytest|pytest-asyncio|pytest-textual-snapshot) ' \
+    | grep -Ei '^(textual|rich-pixels|numpy|diffusers|transformers|torch|accelerate|safetensors|huggingface.hub|pillow|filelock|platformdirs|psutil|scipy|peft|pytest|pytest-asyncio|pytest-textual-snapshot) ' \
     | sed 's/^/  /'
 
 home="$work/home"
@@ -30,4 +30,4 @@ test -s "$work/fox.png"
 SDTUI_HOME="$home" "$work/env/bin/sdtui" stop  # the server that generate started, before its venv goes
 "$work/env/bin/python" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_generation_service.py \
     tests/test_cli.py tests/test_app.py tests/test_models.py tests/test_model_management.py tests/test_viewer.py \
-    tests/test_parts.py
+    tests/test_parts.py tests/test_conditioning.py tests/test_networks.py

@@ -53,7 +53,7 @@ def test_same_name_never_overwrites(history):
 def test_wal_mode_and_schema_version(history, tmp_path):
     db = sqlite3.connect(tmp_path / "history.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_recent_search_get_and_delete(history):
@@ -90,12 +90,12 @@ def test_a_schema_1_history_gains_the_machine_columns_and_keeps_its_rows(tmp_pat
     db.close()
     store = History(tmp_path / "history.db", tmp_path / "outputs")
     (old,) = store.recent(5)
-    assert (old.prompt, old.seed, old.torch_version, old.chip) == ("old fox", 9, "", "")
+    assert (old.prompt, old.seed, old.torch_version, old.chip, old.extra) == ("old fox", 9, "", "", "")
     entry, _ = save(store, "new fox")
     store._db.execute("UPDATE generations SET chip = 'Apple M2 Pro' WHERE id = ?", (entry.id,))
     assert store.get(entry.id).chip == "Apple M2 Pro"
     store.close()
-    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == 2
+    assert sqlite3.connect(tmp_path / "history.db").execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_request_of_an_entry_remakes_that_image(history):

@@ -199,3 +199,54 @@ def hub_cache_with(cache: Path, folder: Path, repo_id: str, configs_only: bool =
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
     return cache
+
+
+# --- LoRAs and embeddings for the tiny pipelines -------------------------------------------
+
+
+def save_tiny_lora(unet, path: Path, seed: int = 3, kohya: bool = True, rank: int = 4) -> Path:
+    """A random LoRA for ``unet``'s attention layers, saved as kohya's trainer writes them
+    (``lora_unet_..._to_q.lora_down.weight`` with an ``alpha``, what model sites mostly carry) or
+    in diffusers' own layout. ``unet`` is left as it was."""
+    import copy
+
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    model = copy.deepcopy(unet)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    state = get_peft_model_state_dict(model)
+    if kohya:
+        tensors = {}
+        for key, value in state.items():
+            module = key.replace(".lora_A.weight", "").replace(".lora_B.weight", "")
+            name = "lora_unet_" + module.replace(".", "_")
+            tensors[f"{name}.{'lora_down' if '.lora_A.' in key else 'lora_up'}.weight"] = value.contiguous()
+            tensors[f"{name}.alpha"] = torch.tensor(float(rank))
+    else:
+        tensors = {f"unet.{key}": value.contiguous() for key, value in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata={"format": "pt"})
+    return path
+
+
+def save_tiny_embedding(path: Path, widths: tuple[int, ...], vectors: int = 2, seed: int = 4) -> Path:
+    """A random textual-inversion embedding: A1111's ``emb_params`` for one width, SDXL's
+    ``clip_l`` and ``clip_g`` for two."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    if len(widths) == 1:
+        tensors = {"emb_params": torch.randn(vectors, widths[0], generator=generator)}
+    else:
+        tensors = {"clip_l": torch.randn(vectors, widths[0], generator=generator),
+                   "clip_g": torch.randn(vectors, widths[1], generator=generator)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path

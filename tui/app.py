@@ -197,7 +197,7 @@ class SdtuiApp(App[int]):
             self._driver.flush()
 
     def models_dir(self) -> Path:
-        return Path(self.settings.models_dir).expanduser() if self.settings.models_dir else self.places.models_dir
+        return self.settings.models_folder(self.places.models_dir)
 
     # --- actions ------------------------------------------------------------------------
 

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--height", metavar="H", help="multiple of 8, 64..2048")
     generate.add_argument("--scheduler", metavar="NAME", help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")
     generate.add_argument("--count", metavar="N", help="images to make, 1..100 (seeds S, S+1, ...)")
+    generate.add_argument("--lora", metavar="NAME[:W]", action="append", default=[],
+                          help="a LoRA from the models folder's loras/, weight W (default 1); repeat for more. "
+                               "Same as <lora:NAME:W> in the prompt")
     generate.add_argument("--output", metavar="PATH", type=Path,
                           help="write the image here (several: PATH-1.png, PATH-2.png, ...)")
     generate.add_argument("--no-server", action="store_true",
@@ -185,6 +188,24 @@ def _leave_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def _with_loras(prompt: str, loras: list[str]) -> str:
+    """The prompt with a ``<lora:NAME:W>`` tag for each ``--lora NAME[:W]``."""
+    from tui.engine.networks import lora_tag
+
+    tags = []
+    for value in loras:
+        name, _, weight = value.rpartition(":") if ":" in value else (value, "", "1")
+        try:
+            number = float(weight)
+        except ValueError:
+            raise UsageError(f"--lora: {value!r} has the weight {weight!r}; use NAME or NAME:WEIGHT, "
+                             "such as ink:0.8") from None
+        if not name.strip():
+            raise UsageError(f"--lora: {value!r} names no LoRA; use NAME or NAME:WEIGHT, such as ink:0.8")
+        tags.append(lora_tag(name.strip(), number))
+    return " ".join([prompt, *tags]) if tags else prompt
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tui.engine.device import enable_mps_fallback
 
@@ -202,7 +223,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     settings = _settings_from(args)
     try:
-        request = validate_request({"prompt": args.prompt, **settings.request_fields()})
+        request = validate_request({"prompt": _with_loras(args.prompt, args.lora), **settings.request_fields()})
         resolve_source(settings.model)
     except InvalidRequest as error:
         raise UsageError("; ".join(p.message for p in error.problems)) from None
@@ -217,7 +238,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
         options = {"model": settings.model, "device": settings.device, "dtype": settings.dtype,
                    "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
-                   "allow_pickle": args.allow_pickle, "previews": False}
+                   "allow_pickle": args.allow_pickle, "previews": False,
+                   "models_dir": str(settings.models_folder(places.models_dir))}
         chosen = configured_keys(places.config_file) | {
             key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
         output = args.output.expanduser().resolve() if args.output else None
@@ -234,7 +256,8 @@ def run_generate(args: argparse.Namespace) -> int:
         progress(_notice(report.message()))
     engine = Engine(EngineOptions(model=settings.model, device=settings.device, dtype=settings.dtype,
                                   attention_slicing=settings.attention_slicing, warmup=settings.warmup,
-                                  allow_pickle=args.allow_pickle, previews=False))
+                                  allow_pickle=args.allow_pickle, previews=False,
+                                  models_dir=str(settings.models_folder(places.models_dir))))
     recorder = JobRecorder(history, output=args.output)
     outcome: dict[str, Any] = {}
 

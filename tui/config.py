@@ -47,6 +47,10 @@ class Settings:
     bell: bool = True
     graphics: str = "auto"  # how pictures are drawn: auto, kitty, iterm2, sixel or halfblock
 
+    def models_folder(self, default: Path) -> Path:
+        """The models folder (with its loras/ and embeddings/): the setting, else ``default``."""
+        return Path(self.models_dir).expanduser().resolve() if self.models_dir else default
+
     def request_fields(self) -> dict[str, Any]:
         return {"negative_prompt": self.negative_prompt, "steps": self.steps, "guidance": self.guidance,
                 "width": self.width, "height": self.height, "seed": self.seed, "scheduler": self.scheduler,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui.engine.events import Cancelled, Event, Failed, Finished
-from tui.store.history import History, HistoryEntry, machine_fields
+from tui.store.history import History, HistoryEntry, info_fields
 
 log = logging.getLogger("tui.jobs")
 
@@ -45,7 +45,7 @@ class JobRecorder:
         entry = HistoryEntry.for_request(
             request, "done", image_index=event.index, load_s=timings.load_s, first_step_s=timings.first_step_s,
             total_s=timings.total_s, it_per_s=timings.it_per_s, peak_memory=timings.peak_memory,
-            **machine_fields(info))
+            **info_fields(info))
         entry.seed = event.seed
         output = numbered_output(self.output, event.index, request.count) if self.output else None
         try:

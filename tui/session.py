@@ -205,7 +205,8 @@ class Session:
         s = self.settings
         return {"model": s.model, "device": s.device, "dtype": s.dtype, "attention_slicing": s.attention_slicing,
                 "warmup": s.warmup, "allow_pickle": self.allow_pickle, "previews": s.previews,
-                "preview_interval": s.preview_interval, "preview_max_fps": s.preview_max_fps}
+                "preview_interval": s.preview_interval, "preview_max_fps": s.preview_max_fps,
+                "models_dir": str(s.models_folder(self.places.models_dir))}
 
     def _outputs_setting(self) -> str | None:
         """The outputs folder when the settings name one (else the server uses its own default)."""

@@ -7,6 +7,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
+from tui.engine.networks import NetworkError, extract_loras
 from tui.engine.schedulers import DEFAULT_SCHEDULER, find_scheduler, scheduler_names
 
 SIZE_MIN, SIZE_MAX = 64, 2048
@@ -139,6 +140,11 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         problem = _text_problem(field, label, out[field]) if field in out else None
         if problem:
             problems.append(problem)
+    if "prompt" in out:
+        try:
+            extract_loras(out["prompt"])
+        except NetworkError as error:
+            problems.append(FieldProblem("prompt", str(error)))
 
     for field, low, high in (("steps", STEPS_MIN, STEPS_MAX), ("count", COUNT_MIN, COUNT_MAX)):
         number, problem = _as_int(field, values[field], f"use {low} to {high}")

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine import device as devices
+from tui.engine.adapters import Networks, PreparedPrompts
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
 from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, resolve_source, single_file_loader)
+from tui.engine.networks import NetworkError
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
@@ -49,6 +51,7 @@ class EngineOptions:
     previews: bool = True
     preview_interval: int = 1
     preview_max_fps: float = 4.0
+    models_dir: str = ""  # where loras/ and embeddings/ are; empty: none
 
 
 class _ListenerError(Exception):
@@ -103,6 +106,7 @@ class Engine:
         # Models whose VAE gave NaN (black) images in float16: they decode in float32 from then on.
         self._float32_vae: set[tuple] = set()
         self._owner_thread: int | None = None  # the thread that loaded the model, where mps work stays
+        self._networks = Networks()  # the LoRAs and embeddings loaded into the pipeline
 
     # --- loading ------------------------------------------------------------------------
 
@@ -288,6 +292,7 @@ class Engine:
         self._previewer = None
         self._denoised = None
         self._slicing = None
+        self._networks.reset()
         _free_device_memory(self.device)
         memory = sample_memory(self.device)
         log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
@@ -328,7 +333,9 @@ class Engine:
                 self.load(on_event, cancel)
             self._use_scheduler(request.scheduler)
             self._apply_attention_slicing()
-            prompts = self._prompt_arguments(request)
+            prepared = self._networks.prepare(self.pipe, self.family_info.base, self.options.models_dir,
+                                              request.prompt, request.negative_prompt, self.options.allow_pickle)
+            prompts = self._prompt_arguments(prepared)
             on_event(Started(request, request.count, request.steps))
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
@@ -339,13 +346,14 @@ class Engine:
             swap_start = sample_memory(self.device).swap_used
             for first in range(0, request.count, batch):
                 indices = list(range(first, min(first + batch, request.count)))
-                results += self._run_batch(request, prompts, indices, called, swap_start, on_event, cancel)
+                results += self._run_batch(request, prompts, prepared, indices, called, swap_start, on_event, cancel)
         except _ListenerError:
             raise
         except _CancelRequested:
             log.info("cancelled after %d of %d images", len(results), request.count)
             on_event(Cancelled(request, len(results)))
-        except (ModelLoadError, devices.DeviceError) as error:
+        except (ModelLoadError, devices.DeviceError, NetworkError) as error:
+            log.error(str(error))
             on_event(Failed(request, str(error), completed=len(results)))
         except Exception as error:  # the engine must survive any pipeline failure
             oom = devices.is_out_of_memory(error)
@@ -394,16 +402,17 @@ class Engine:
         scheduler.step = step
         return scheduler
 
-    def _prompt_arguments(self, request: GenerationRequest) -> dict[str, Any]:
+    def _prompt_arguments(self, prepared: PreparedPrompts) -> dict[str, Any]:
         from tui.engine.conditioning import prompt_arguments
 
-        arguments = prompt_arguments(self.pipe, self.family_info.base, request.prompt, request.negative_prompt)
+        arguments = prompt_arguments(self.pipe, self.family_info.base, prepared.prompt, prepared.negative)
         for note in arguments.notes:
             log.info(note)
         return arguments.kwargs
 
-    def _run_batch(self, request: GenerationRequest, prompts: dict[str, Any], indices: list[int], called: float,
-                   swap_start: int, on_event: OnEvent, cancel: threading.Event) -> list[Finished]:
+    def _run_batch(self, request: GenerationRequest, prompts: dict[str, Any], prepared: PreparedPrompts,
+                   indices: list[int], called: float, swap_start: int, on_event: OnEvent,
+                   cancel: threading.Event) -> list[Finished]:
         import torch
 
         opts = self.options
@@ -473,7 +482,7 @@ class Engine:
         for image, index, seed in zip(images, indices, seeds):
             timings = Timings(load_s=self.load_seconds, first_step_s=clock["first"] or total, total_s=total,
                               it_per_s=(1.0 / denoise_steps) if denoise_steps else 0.0, peak_memory=peak)
-            finished = Finished(image, index, seed, request, timings, self.describe())
+            finished = Finished(image, index, seed, request, timings, {**self.describe(), **prepared.metadata()})
             log.debug("image %d/%d seed %d in %.2f s (%.2f it/s)", index + 1, request.count, seed, total,
                       timings.it_per_s)
             on_event(finished)

@@ -30,7 +30,7 @@ from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socke
 
 log = logging.getLogger("tui.server")
 ENGINE_OPTION_KEYS = ("model", "device", "dtype", "attention_slicing", "warmup", "allow_pickle", "previews",
-                      "preview_interval", "preview_max_fps")
+                      "preview_interval", "preview_max_fps", "models_dir")
 TICK_S = 0.5  # how often idle time is looked at; every wait in the server is bounded by it
 SEND_TIMEOUT_S = 5.0  # a client that does not read for this long is dropped, never waited for
 OUTBOX_LIMIT = 512  # messages waiting for one client before it counts as gone

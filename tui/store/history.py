@@ -25,7 +25,7 @@ from tui.engine.request import GenerationRequest
 from tui.store.images import SDTUI_KEY, png_text, prompt_slug, write_png
 
 log = logging.getLogger("tui.store")
-SCHEMA_VERSION = 2  # 2: torch, OS and chip of the machine that made each image
+SCHEMA_VERSION = 3  # 2: torch, OS and chip of the machine that made each image; 3: extra (LoRAs, embeddings)
 STATUSES = ("done", "cancelled", "failed")
 TEMP_SUFFIX = ".partial"
 
@@ -57,17 +57,25 @@ CREATE TABLE IF NOT EXISTS generations (
     missing INTEGER NOT NULL DEFAULT 0,
     torch_version TEXT NOT NULL DEFAULT '',
     os_version TEXT NOT NULL DEFAULT '',
-    chip TEXT NOT NULL DEFAULT ''
+    chip TEXT NOT NULL DEFAULT '',
+    extra TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS generations_newest ON generations (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS generations_path ON generations (image_path);
 """
 
 
-def machine_fields(info: dict[str, Any]) -> dict[str, str]:
+# What the engine's description of an image holds beyond its machine, kept as JSON in ``extra``:
+# the LoRAs and embeddings it used, by name, with A1111's short hashes.
+EXTRA_KEYS = ("lora_hashes", "ti_hashes")
+
+
+def info_fields(info: dict[str, Any]) -> dict[str, str]:
     """The history columns for what made an image, from the engine's description of it."""
+    extra = {key: info[key] for key in EXTRA_KEYS if info.get(key)}
     return {"model": info.get("model", ""), "device": info.get("device", ""), "dtype": info.get("dtype", ""),
-            "torch_version": info.get("torch", ""), "os_version": info.get("os", ""), "chip": info.get("chip", "")}
+            "torch_version": info.get("torch", ""), "os_version": info.get("os", ""), "chip": info.get("chip", ""),
+            "extra": json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else ""}
 
 
 @dataclass
@@ -97,6 +105,7 @@ class HistoryEntry:
     torch_version: str = ""
     os_version: str = ""
     chip: str = ""
+    extra: str = ""  # JSON: see EXTRA_KEYS
     created_at: str = ""
     id: int | None = None
 
@@ -105,6 +114,13 @@ class HistoryEntry:
         return cls(prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
                    guidance=request.guidance, width=request.width, height=request.height, seed=request.seed,
                    scheduler=request.scheduler, count=request.count, status=status, **extra)
+
+    def extras(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.extra) if self.extra else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
     def request(self) -> GenerationRequest:
         """The request that re-makes this image alone: its own seed, count 1."""
@@ -437,7 +453,7 @@ class History:
             request = GenerationRequest(**data["request"])
             info = data.get("info", {})
             entry = HistoryEntry.for_request(request, "done", image_index=int(data.get("index", 0)),
-                                             image_path=str(path), **machine_fields(info))
+                                             image_path=str(path), **info_fields(info))
             entry.seed = int(data["seed"])
             entry.created_at = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).isoformat(
                 timespec="milliseconds")
@@ -465,7 +481,7 @@ def _walk_files(root: Path) -> Iterator[Path]:
 
 # Columns added after schema 1, with their definitions, for databases made before them.
 _ADDED_COLUMNS = {"torch_version": "TEXT NOT NULL DEFAULT ''", "os_version": "TEXT NOT NULL DEFAULT ''",
-                  "chip": "TEXT NOT NULL DEFAULT ''"}
+                  "chip": "TEXT NOT NULL DEFAULT ''", "extra": "TEXT NOT NULL DEFAULT ''"}
 
 
 def _add_missing_columns(db: sqlite3.Connection) -> None:

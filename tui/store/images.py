@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.engine.networks import format_hashes
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import find_scheduler
 
@@ -54,6 +55,9 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
     ]
     if info.get("model"):
         pairs.append(("Model", info["model"]))
+    for key, label in (("lora_hashes", "Lora hashes"), ("ti_hashes", "TI hashes")):
+        if info.get(key):  # A1111's own keys, so civitai and A1111 find the LoRAs and embeddings used
+            pairs.append((label, format_hashes(info[key])))
     pairs.append(("Version", f"sdtui {__version__}"))
     lines = [request.prompt]
     if request.negative_prompt:

@@ -1,0 +1,211 @@
+"""LoRAs and textual-inversion embeddings applied to the loaded pipeline, per job.
+
+LoRAs are loaded once as named PEFT adapters (diffusers' ``load_lora_weights``) and switched with
+``set_adapters``, so changing LoRAs or their weights between jobs never reloads the model, and a
+job without LoRAs runs with them switched off (the same pixels as before any was loaded). The
+least recently used are deleted past MAX_LOADED_LORAS. Embeddings are loaded when a prompt first
+names one and stay for the life of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tui.engine.families import SD1, SD2, SDXL
+from tui.engine.networks import (EMBEDDINGS, LORAS, NetworkError, NetworkFile, extract_loras, find_network,
+                                 network_files, short_hash)
+
+log = logging.getLogger("tui.engine")
+MAX_LOADED_LORAS = 8
+
+
+@dataclass
+class PreparedPrompts:
+    """The prompts to encode (LoRA tags removed) and what the job used, for the image's metadata."""
+
+    prompt: str
+    negative: str
+    lora_hashes: dict[str, str] = field(default_factory=dict)
+    ti_hashes: dict[str, str] = field(default_factory=dict)
+
+    def metadata(self) -> dict[str, dict[str, str]]:
+        return {key: value for key, value in (("lora_hashes", self.lora_hashes), ("ti_hashes", self.ti_hashes))
+                if value}
+
+
+class Networks:
+    """The LoRAs and embeddings loaded into one pipeline; ``reset()`` when the pipeline goes."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._adapters: dict[tuple[str, int], str] = {}  # (path, mtime) -> adapter name, oldest use first
+        self._embeddings: dict[str, tuple[str, int]] = {}  # token -> (path, mtime)
+        self._active: tuple = ()
+        self._enabled = True
+        self._serial = 0
+
+    def prepare(self, pipe, base: str, models_dir: str, prompt: str, negative: str,
+                allow_pickle: bool) -> PreparedPrompts:
+        """Make ``pipe`` use the LoRAs ``prompt`` names (and none other) and the embeddings either
+        prompt names. Raises NetworkError, in one sentence, for a file that is missing, of another
+        family, or unreadable."""
+        wanted = extract_loras(prompt)
+        unwanted = extract_loras(negative)
+        for tag in wanted.ignored:
+            log.warning("%s: hypernetworks are not supported; the tag is ignored", tag)
+        if unwanted.loras:
+            log.warning("LoRA tags in the negative prompt are ignored, as in A1111: %s",
+                        ", ".join(use.name for use in unwanted.loras))
+        prepared = PreparedPrompts(wanted.text, unwanted.text)
+        folder = Path(models_dir).expanduser() if models_dir else None
+        uses = []
+        if wanted.loras:
+            files = network_files(folder / LORAS, LORAS, allow_pickle) if folder else []
+            for use in wanted.loras:
+                found = find_network(files, use.name, LORAS)
+                _check_usable(found, pipe, base)
+                uses.append((self._adapter(pipe, found), use.weight))
+                prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
+        self._activate(pipe, uses, [f"{name} {use.weight:g}" for name, use in zip(prepared.lora_hashes, wanted.loras)])
+        if folder and (folder / EMBEDDINGS).is_dir():
+            for found in _named_embeddings(folder / EMBEDDINGS, allow_pickle, prepared.prompt, prepared.negative):
+                self._embedding(pipe, base, found)
+                prepared.ti_hashes[found.name] = short_hash(found.path, skip_header=False)
+        return prepared
+
+    def _adapter(self, pipe, found: NetworkFile) -> str:
+        key = (str(found.path), found.path.stat().st_mtime_ns)
+        if key in self._adapters:
+            self._adapters[key] = self._adapters.pop(key)  # now the most recently used
+            return self._adapters[key]
+        self._serial += 1
+        name = f"lora{self._serial}"  # adapter names must be identifiers; file names need not be
+        started = time.perf_counter()
+        try:
+            pipe.load_lora_weights(str(found.path), adapter_name=name)
+        except Exception as error:
+            _drop_partial(pipe, name)
+            raise NetworkError(f"LoRA: {found.name} could not be loaded ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
+        self._adapters[key] = name
+        log.info("LoRA %s (%s) loaded in %.2f s", found.name, found.label, time.perf_counter() - started)
+        return name
+
+    def _activate(self, pipe, uses: list[tuple[str, float]], described: list[str]) -> None:
+        active = tuple(uses)
+        if active == self._active:
+            return
+        if not uses:
+            if self._adapters and self._enabled:
+                pipe.disable_lora()
+                self._enabled = False
+            log.info("LoRAs off")
+        else:
+            if not self._enabled:
+                pipe.enable_lora()
+                self._enabled = True
+            pipe.set_adapters([name for name, _ in uses], [weight for _, weight in uses])
+            log.info("LoRAs: %s", ", ".join(described))
+        self._active = active
+        self._evict(pipe, {name for name, _ in uses})
+
+    def _evict(self, pipe, in_use: set[str]) -> None:
+        for key in [k for k, name in self._adapters.items() if name not in in_use]:
+            if len(self._adapters) <= MAX_LOADED_LORAS:
+                break
+            pipe.delete_adapters([self._adapters.pop(key)])
+
+    def _embedding(self, pipe, base: str, found: NetworkFile) -> None:
+        key = (str(found.path), found.path.stat().st_mtime_ns)
+        if self._embeddings.get(found.name) == key:
+            return
+        if found.name in self._embeddings:  # the file changed: its tokens are replaced
+            _unload_embedding(pipe, base, found.name)
+        if found.problem:
+            raise NetworkError(f"embedding: {found.problem}")
+        vectors = _read_vectors(found.path)
+        if base == SDXL:
+            if "clip_l" not in vectors or "clip_g" not in vectors:
+                raise NetworkError(f"embedding: {found.name} is not an SDXL embedding (it has no clip_l and clip_g "
+                                   f"vectors); the loaded model is SDXL")
+            pairs = [(vectors["clip_l"], pipe.text_encoder, pipe.tokenizer),
+                     (vectors["clip_g"], pipe.text_encoder_2, pipe.tokenizer_2)]
+        else:
+            if len(vectors) != 1:
+                raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)}; the loaded model is {base}")
+            pairs = [(next(iter(vectors.values())), pipe.text_encoder, pipe.tokenizer)]
+        for tensor, encoder, tokenizer in pairs:
+            width = encoder.config.hidden_size
+            if tensor.shape[-1] != width:
+                raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)} (width {tensor.shape[-1]}); "
+                                   f"the loaded model is {base} (width {width})")
+        for tensor, encoder, tokenizer in pairs:
+            pipe.load_textual_inversion(tensor.reshape(-1, tensor.shape[-1]), token=found.name,
+                                        text_encoder=encoder, tokenizer=tokenizer)
+        self._embeddings[found.name] = key
+        vectors_count = pairs[0][0].reshape(-1, pairs[0][0].shape[-1]).shape[0]
+        log.info("embedding %s (%s, %d vector%s) loaded", found.name, found.label, vectors_count,
+                 "" if vectors_count == 1 else "s")
+
+
+def _made_for(found: NetworkFile) -> str:
+    return found.family if found.family in (SD1, SD2, SDXL) else "another model"
+
+
+def _check_usable(found: NetworkFile, pipe, base: str) -> None:
+    if found.problem:
+        raise NetworkError(f"LoRA: {found.problem}")
+    unet = getattr(pipe, "unet", None)
+    context = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
+    if found.width is not None and context is not None and found.width != context:
+        raise NetworkError(f"LoRA: {found.name} is made for {_made_for(found)} (cross-attention width {found.width}); "
+                           f"the loaded model is {base} (width {context})")
+    if found.width is None and found.family in (SD1, SD2, SDXL) and found.family != base:
+        raise NetworkError(f"LoRA: {found.name} is made for {found.family}; the loaded model is {base}")
+
+
+def _drop_partial(pipe, name: str) -> None:
+    """A load that failed half way may have left the adapter on some components."""
+    try:
+        if name in (pipe.get_list_adapters() or {}).get("unet", []) or any(
+                name in names for names in (pipe.get_list_adapters() or {}).values()):
+            pipe.delete_adapters([name])
+    except Exception:  # cleaning up after a failure is best effort
+        log.debug("could not remove the adapter %s", name, exc_info=True)
+
+
+def _named_embeddings(folder: Path, allow_pickle: bool, *texts: str) -> list[NetworkFile]:
+    """The embeddings whose names appear as words in ``texts`` (case-insensitive, as CLIP reads them)."""
+    named = []
+    for found in network_files(folder, EMBEDDINGS, allow_pickle):
+        word = re.compile(rf"(?<![\w-]){re.escape(found.name)}(?![\w-])", re.IGNORECASE)
+        if any(word.search(text) for text in texts):
+            named.append(found)
+    return named
+
+
+def _read_vectors(path: Path) -> dict:
+    """An embedding file's tensors by name: A1111's ``emb_params``, SDXL's ``clip_l`` and ``clip_g``,
+    or diffusers' single token; from a pickle, A1111's ``string_to_param`` (allowed by the caller)."""
+    if path.suffix.casefold() == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    import torch
+
+    data = torch.load(str(path), map_location="cpu", weights_only=False)
+    if isinstance(data, dict) and "string_to_param" in data:
+        return {"emb_params": next(iter(data["string_to_param"].values()))}
+    return data if isinstance(data, dict) else {}
+
+
+def _unload_embedding(pipe, base: str, token: str) -> None:
+    pipe.unload_textual_inversion(token)
+    if base == SDXL:
+        pipe.unload_textual_inversion(token, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)

@@ -1,0 +1,223 @@
+"""LoRAs and textual-inversion embeddings on disk: A1111's ``<lora:name:weight>`` prompt syntax,
+the files in the models folder's ``loras/`` and ``embeddings/``, the model family each fits, and
+the short hashes A1111 writes into its images.
+
+Plain file reads, no torch: the app's picker lists them and a request's syntax is checked with
+these before any job runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from tui.engine.families import SD1, SD2, SDXL
+from tui.engine.safetensors_header import HeaderError, SafetensorsHeader, read_header
+
+LORAS, EMBEDDINGS = "loras", "embeddings"
+SAFE_SUFFIXES = (".safetensors",)
+PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt")  # Python pickles: they can run code, so only with --allow-pickle
+DEFAULT_WEIGHT = 1.0
+# A1111's extra-network tags: <lora:name>, <lora:name:0.8>; <lyco:...> is LoRA's old alias there.
+_TAG = re.compile(r"<(lora|lyco|hypernet):([^>]*)>", re.IGNORECASE)
+# The cross-attention width each family's UNet reads (its text encoders' output).
+_CONTEXT_WIDTHS = {768: SD1, 1024: SD2, 2048: SDXL}
+_TEXT_WIDTHS = {768: SD1, 1024: SD2}
+
+
+class NetworkError(ValueError):
+    """A LoRA or embedding that cannot be used; the message is one sentence naming it."""
+
+
+@dataclass(frozen=True)
+class LoraUse:
+    name: str
+    weight: float
+
+
+@dataclass(frozen=True)
+class PromptNetworks:
+    """A prompt with its LoRA tags taken out, and the LoRAs they asked for."""
+
+    text: str
+    loras: tuple[LoraUse, ...] = ()
+    ignored: tuple[str, ...] = ()  # tags that were removed but do nothing here (hypernetworks)
+
+
+def _weight(tag: str, value: str) -> float:
+    try:
+        weight = float(value)
+    except ValueError:
+        raise NetworkError(f"prompt: {tag} has the weight {value!r}; use a number such as 0.8") from None
+    if weight != weight or abs(weight) > 100:
+        raise NetworkError(f"prompt: {tag} has the weight {value!r}; use a number from -100 to 100")
+    return weight
+
+
+def extract_loras(prompt: str) -> PromptNetworks:
+    """``prompt`` without its ``<lora:...>`` tags, and the LoRAs they name with their weights
+    (a name given twice keeps its last weight). Raises NetworkError for a tag that cannot be read."""
+    loras: dict[str, float] = {}
+    ignored: list[str] = []
+    for match in _TAG.finditer(prompt):
+        kind, args = match[1].casefold(), match[2].split(":")
+        name = args[0].strip()
+        if not name:
+            raise NetworkError(f"prompt: {match[0]} names no file; write <lora:name:0.8>")
+        if kind == "hypernet":
+            ignored.append(match[0])
+            continue
+        loras.pop(name, None)
+        loras[name] = _weight(match[0], args[1].strip()) if len(args) > 1 and args[1].strip() else DEFAULT_WEIGHT
+    text = _TAG.sub("", prompt)
+    return PromptNetworks(text, tuple(LoraUse(n, w) for n, w in loras.items()), tuple(ignored))
+
+
+def lora_tag(name: str, weight: float = 0.8) -> str:
+    return f"<lora:{name}:{weight:g}>"
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NetworkFile:
+    kind: str  # LORAS | EMBEDDINGS
+    name: str  # what a prompt calls it: the file name without its suffix
+    path: Path
+    family: str  # SD1 | SD2 | SDXL, "" when its shapes say nothing, or a width for unknown models
+    width: int | None  # the cross-attention (LoRA) or text-encoder (embedding) width it was made for
+    problem: str = ""  # why it cannot be used, when it cannot
+
+    @property
+    def label(self) -> str:
+        return self.family or "unknown family"
+
+
+def network_files(folder: Path, kind: str, allow_pickle: bool = False) -> list[NetworkFile]:
+    """The LoRAs or embeddings in ``folder`` (the ``loras/`` or ``embeddings/`` of the models
+    folder) and one level of subfolders, sorted by name."""
+    if not folder.is_dir():
+        return []
+    found = []
+    candidates = [*folder.iterdir(), *(p for sub in folder.iterdir() if sub.is_dir() for p in sub.iterdir())]
+    for path in candidates:
+        suffix = path.suffix.casefold()
+        if not path.is_file() or suffix not in SAFE_SUFFIXES + PICKLE_SUFFIXES:
+            continue
+        found.append(describe_file(path, kind, allow_pickle))
+    return sorted(found, key=lambda f: f.name.casefold())
+
+
+def describe_file(path: Path, kind: str, allow_pickle: bool = False) -> NetworkFile:
+    name = path.stem
+    if path.suffix.casefold() in PICKLE_SUFFIXES:
+        problem = "" if allow_pickle else f"{path.name} is a pickle file, which can run code; use a " \
+                                          ".safetensors file or start sdtui with --allow-pickle"
+        return NetworkFile(kind, name, path, "", None, problem)
+    try:
+        header = read_header(path)
+    except HeaderError as error:
+        return NetworkFile(kind, name, path, "", None, f"{path.name}: {error}")
+    if header.truncated:
+        return NetworkFile(kind, name, path, "", None, f"{path.name} is truncated: download it again")
+    family, width = (lora_family(header) if kind == LORAS else embedding_family(header))
+    return NetworkFile(kind, name, path, family, width)
+
+
+def _family_label(width: int | None, table: dict[int, str]) -> str:
+    if width is None:
+        return ""
+    return table.get(width, f"width {width}")
+
+
+def lora_family(header: SafetensorsHeader) -> tuple[str, int | None]:
+    """A LoRA's family from the input width of its cross-attention key projection (kohya's
+    ``attn2_to_k.lora_down`` or diffusers' ``attn2.to_k.lora_A``), else from its text-encoder
+    layers (a second text encoder means SDXL)."""
+    shapes = header.shapes
+    for key, shape in shapes.items():
+        if "attn2" in key and "to_k" in key and _is_down(key) and len(shape) == 2:
+            return _family_label(shape[1], _CONTEXT_WIDTHS), shape[1]
+    if any("te2" in key or "text_encoder_2" in key for key in shapes):
+        return SDXL, None
+    for key, shape in shapes.items():
+        if ("lora_te" in key or "text_encoder" in key) and "q_proj" in key and _is_down(key) and len(shape) == 2:
+            return _family_label(shape[1], _TEXT_WIDTHS), None
+    return "", None
+
+
+def _is_down(key: str) -> bool:
+    return "lora_down" in key or "lora_A" in key or "lora.down" in key
+
+
+def embedding_family(header: SafetensorsHeader) -> tuple[str, int | None]:
+    """An embedding's family: SDXL's have a vector set per text encoder (``clip_l``, ``clip_g``);
+    A1111's (``emb_params``) and diffusers' (one tensor) have the width of the one text encoder."""
+    shapes = header.shapes
+    if "clip_l" in shapes and "clip_g" in shapes:
+        return SDXL, shapes["clip_l"][-1]
+    if len(shapes) == 1:
+        width = next(iter(shapes.values()))[-1]
+        return _family_label(width, _TEXT_WIDTHS), width
+    return "", None
+
+
+def find_network(files: list[NetworkFile], name: str, kind: str) -> NetworkFile:
+    """The file a prompt's ``name`` means: exact, else the only case-insensitive match."""
+    exact = [f for f in files if f.name == name]
+    loose = exact or [f for f in files if f.name.casefold() == name.casefold()]
+    if len(loose) == 1:
+        return loose[0]
+    noun = "LoRA" if kind == LORAS else "embedding"
+    if loose:
+        raise NetworkError(f"{noun}: {name!r} matches {len(loose)} files ({', '.join(str(f.path) for f in loose)}); "
+                           "rename one")
+    known = ", ".join(f.name for f in files[:8]) + (", ..." if len(files) > 8 else "")
+    raise NetworkError(f"{noun}: no {name!r} in the {kind} folder" + (f" (there: {known})" if files else
+                                                                     " (it is empty)"))
+
+
+# --- hashes --------------------------------------------------------------------------------------
+
+_hash_lock = threading.Lock()
+_hashes: dict[tuple[str, int, int, bool], str] = {}
+
+
+def short_hash(path: Path, skip_header: bool) -> str:
+    """The first 12 hex digits of a SHA-256, as A1111 writes them: of the tensor data after the
+    header for a LoRA .safetensors (the "addnet" hash, unchanged by edits to its metadata), of
+    the whole file otherwise. Remembered per file size and modification time."""
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns, skip_header)
+    with _hash_lock:
+        if key in _hashes:
+            return _hashes[key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if skip_header and path.suffix.casefold() == ".safetensors":
+            length = int.from_bytes(handle.read(8), "little")
+            handle.seek(8 + length)
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()[:12]
+    with _hash_lock:
+        _hashes[key] = value
+    return value
+
+
+def format_hashes(hashes: dict[str, str]) -> str:
+    """A1111's ``Lora hashes`` / ``TI hashes`` value: ``name: hash, name: hash``."""
+    return ", ".join(f"{name}: {value}" for name, value in hashes.items())
+
+
+def parse_hashes(text: str) -> dict[str, str]:
+    pairs = {}
+    for part in text.split(","):
+        name, _, value = part.rpartition(":")
+        if name.strip() and value.strip():
+            pairs[name.strip()] = value.strip()
+    return pairs
