@@ -70,7 +70,7 @@ def test_weighted_sdxl_embeddings_follow_a1111s_original_emphasis_by_hand(tiny_s
         # By hand: the unweighted rows times their weights, then all times (old mean / new mean).
         z = _unweighted(encoder, pipe, penultimate=True)
         weighted = z * WEIGHTS[:, None]
-        assert abs(z.mean()) > 0.05 and abs(weighted.mean() - z.mean()) > 1e-4  # the rescale does something
+        assert abs(z.mean()) > 0.01 and abs(weighted.mean() - z.mean()) > 1e-4  # the rescale does something
         expected.append(weighted * (z.mean() / weighted.mean()))
     np.testing.assert_allclose(embeds, np.concatenate(expected, axis=1), rtol=1e-5, atol=1e-6)
 

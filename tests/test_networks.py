@@ -193,3 +193,37 @@ def test_the_cli_writes_lora_hashes_into_the_png_and_the_history(sdtui_home, mod
     bad = run_sdtui(["generate", "a fox", "--demo", "--lora", "ink:lots"])
     assert bad.returncode == 2 and bad.stderr.strip().endswith("--lora: 'ink:lots' has the weight 'lots'; "
                                                                "use NAME or NAME:WEIGHT, such as ink:0.8")
+
+
+@pytest.mark.asyncio
+async def test_the_app_picker_inserts_a_lora_and_the_job_uses_it(sdtui_home, models):
+    import shutil
+
+    from textual.widgets import DataTable
+
+    from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
+    from tui.screens.networks import NetworkPickerScreen
+
+    shutil.copytree(models, sdtui_home / "models")
+    app = make_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_loaded(pilot, app)
+        await type_prompt(pilot, "a fox")
+        await pilot.press("ctrl+n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NetworkPickerScreen) and app.screen.items,
+                       what="the LoRA list")
+        table = app.screen.query_one(DataTable)
+        rows = [[str(cell) for cell in table.get_row_at(i)] for i in range(table.row_count)]
+        # The demo is SD 1.x; the tiny LoRAs are made for its own odd width, so their fit is unknown.
+        assert ["", "ink", "LoRA", "width 32"] == rows[[r[1] for r in rows].index("ink")][:4]
+        assert {r[1]: r[2] for r in rows}["BadHands"] == "embedding"
+        await pilot.press(*"soft")
+        await wait_for(pilot, lambda: table.row_count == 1, what="the filter")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not isinstance(app.screen, NetworkPickerScreen), what="the picker to close")
+        prompt = app.main_screen.query_one("#prompt")
+        assert prompt.value == "a fox <lora:Soft Light:0.8>"
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.history.count() == 1 and not app.session.busy, what="the image")
+        (entry,) = app.history.recent(1)
+        assert entry.prompt == "a fox <lora:Soft Light:0.8>" and set(entry.extras()["lora_hashes"]) == {"Soft Light"}

@@ -60,6 +60,7 @@ class SdtuiApp(App[int]):
         Binding("f1", "help", "Help", id="help"),
         Binding("f2", "history", "History", id="history"),
         Binding("f3", "models", "Models", id="models"),
+        Binding("ctrl+n", "networks", "LoRAs and embeddings", id="networks", show=False),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
         # No key the prompt's own editing uses (Input takes ctrl+a/e/d/k/u/w/x/v/c).
         Binding("ctrl+t", "focus_prompt", "Back to the prompt", id="focus-prompt", show=False, priority=True),
@@ -284,6 +285,19 @@ class SdtuiApp(App[int]):
 
         self.push_screen(ModelPickerScreen(self.models_dir(), load_recent(self.places.recent_models_file),
                                            self.settings.model), chosen)
+
+    def action_networks(self) -> None:
+        from tui.screens.networks import NetworkPickerScreen
+
+        if isinstance(self.screen, NetworkPickerScreen):
+            return
+
+        def chosen(text: str | None) -> None:
+            if text:
+                self.main_screen.insert_into_prompt(text)
+
+        family = self.session.family.base if self.session.family else ""
+        self.push_screen(NetworkPickerScreen(self.models_dir(), family, self.session.allow_pickle), chosen)
 
     def action_switch_model(self) -> None:
         def chosen(model: str | None) -> None:

@@ -16,6 +16,8 @@ class SdtuiCommands(Provider):
              app.action_import_png),
             ("model: pick", "Models in the Hugging Face cache, the models folder, recent ones (F3)",
              app.action_models),
+            ("prompt: insert a LoRA or embedding", "From the models folder's loras/ and embeddings/ (Ctrl+N)",
+             app.action_networks),
             ("model: switch by name", "Load a model by Hub id, folder or file path", app.action_switch_model),
             ("model: use the demo model", "Tiny random-weight model, offline", partial(app.use_model, "demo")),
             ("settings: toggle attention slicing", "Slices attention to save memory", app.action_toggle_slicing),

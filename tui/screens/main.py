@@ -178,6 +178,13 @@ class MainScreen(Screen):
 
     # --- generation ---------------------------------------------------------------------
 
+    def insert_into_prompt(self, text: str) -> None:
+        """Put ``text`` at the prompt's cursor, a space before it where a word would run into it."""
+        prompt = self.query_one("#prompt", PromptInput)
+        before = prompt.value[:prompt.cursor_position]
+        prompt.insert_text_at_cursor((" " if before and not before.endswith(" ") else "") + text)
+        prompt.focus()
+
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self, event: Input.Submitted) -> None:
         self.generate()
