@@ -20,7 +20,7 @@ echo "torch==2.13.0" > "$work/torch.txt"
 
 echo "lowest allowed versions of the direct dependencies:"
 "$work/tools/bin/uv" pip list --python "$work/env/bin/python" 2>/dev/null \
-    | grep -Ei '^(textual|rich-pixels|numpy|diffusers|transformers|torch|accelerate|safetensors|huggingface.hub|pillow|filelock|platformdirs|psutil|scipy|peft|pytest|pytest-asyncio|pytest-textual-snapshot) ' \
+    | grep -Ei '^(textual|rich-pixels|numpy|diffusers|transformers|torch|accelerate|safetensors|huggingface.hub|pillow|filelock|platformdirs|psutil|scipy|peft|dynamicprompts|pytest|pytest-asyncio|pytest-textual-snapshot) ' \
     | sed 's/^/  /'
 
 home="$work/home"

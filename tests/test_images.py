@@ -116,9 +116,10 @@ def test_settings_sdtui_does_not_apply_are_listed():
     text = ("a fox <lora:fluffy:0.7>\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 5, "
             "Size: 512x512, Model: dreamshaper_8, Clip skip: 2, Denoising strength: 0.45, Hires upscale: 2, "
             "Version: v1.10.1")
-    notes = a1111_import(text).notes
-    assert notes == ["not applied here: model dreamshaper_8, clip skip 2, hires fix (upscale 2), "
-                     "denoising strength 0.45, LoRAs (fluffy), left in the prompt as written"]
+    imported = a1111_import(text)
+    assert imported.notes == ["not applied here: model dreamshaper_8, clip skip 2, hires fix (upscale 2), "
+                              "denoising strength 0.45"]
+    assert imported.values["prompt"] == "a fox <lora:fluffy:0.7>"  # the LoRA is used as A1111 used it
 
 
 def test_64_bit_seed_from_fooocus_in_a1111_text():

@@ -10,6 +10,7 @@ import argparse
 import signal
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -215,22 +216,24 @@ def run_generate(args: argparse.Namespace) -> int:
     from tui.engine.device import DeviceError
     from tui.engine.models import resolve_source
     from tui.engine.request import validate_request
-    from tui.jobs import JobRecorder, save_failure_message
+    from tui.jobs import JobRecorder, numbered_output, save_failure_message
     from tui.locations import locations
     from tui.logs import setup_logging
     from tui.store.history import History
     from tui.text import visible
+    from tui.wildcards import WildcardError, expanded_requests
 
     settings = _settings_from(args)
+    places = locations()
     try:
         request = validate_request({"prompt": _with_loras(args.prompt, args.lora), **settings.request_fields()})
+        requests = expanded_requests(request, places.wildcards_dir)
         resolve_source(settings.model)
     except InvalidRequest as error:
         raise UsageError("; ".join(p.message for p in error.problems)) from None
-    except ModelLoadError as error:
+    except (ModelLoadError, WildcardError) as error:
         raise UsageError(str(error)) from None
 
-    places = locations()
     setup_logging(places.log_file, verbose=args.verbose)
     if not args.no_server:
         from tui.cli_client import generate_via_server
@@ -243,7 +246,7 @@ def run_generate(args: argparse.Namespace) -> int:
         chosen = configured_keys(places.config_file) | {
             key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
         output = args.output.expanduser().resolve() if args.output else None
-        return generate_via_server(request, settings, options, output, chosen, _say)
+        return generate_via_server(requests, settings, options, output, chosen, _say)
     outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
     try:
         history = History(places.history_db, outputs)
@@ -277,8 +280,13 @@ def run_generate(args: argparse.Namespace) -> int:
         except (ModelLoadError, DeviceError) as error:
             _say(str(error))
             return EXIT_FAILED
-        request = _with_family_defaults(request, settings, args, engine, progress)
-        if not interrupts.exit_status:  # Ctrl-C or a signal while the model loaded
+        adjusted = _with_family_defaults(requests[0], settings, args, engine, progress)  # said once for all
+        for number, request in enumerate(requests):
+            request = replace(adjusted, prompt=request.prompt, template=request.template)
+            if args.output:
+                recorder.output = numbered_output(args.output, number, len(requests))
+            if interrupts.exit_status or "failed" in outcome:  # Ctrl-C or a signal, or a job failed
+                break
             engine.generate(request, on_event, cancel=cancel)
     except OSError as error:
         _say(save_failure_message(error))

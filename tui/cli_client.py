@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.cli import EXIT_FAILED, EXIT_OK, Interrupts
+from tui.jobs import numbered_output
 
-def generate_via_server(request, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
+def generate_via_server(requests: list, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
                         say: Callable[..., None]) -> int:
+    """Queue ``requests`` (one per prompt of a wildcard template), all at once, and follow them
+    until each is done; with ``output``, several jobs' images are numbered (fox-1.png, fox-2.png)."""
     from tui.cli_progress import StderrProgress
     from tui.locations import locations
     from tui.protocol import decode_event
@@ -40,30 +43,38 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
         say(f"using the server's loaded model, {connection.welcome['model']}")
     outcome: dict[str, Any] = {}
     try:
-        reply = connection.request({"type": "generate", "request": request.to_dict(), "options": options,
-                                    "output": str(output) if output else None, "chosen": sorted(chosen),
-                                    "outputs_dir": str(Path(settings.outputs_dir).expanduser().resolve())
-                                    if settings.outputs_dir else None,
-                                    "family_defaults": settings.family_defaults}, "queued")
-        if reply.get("type") == "error":
-            say(str(reply.get("message")))
-            return EXIT_FAILED
-        job = reply["job"]
+        pending: list[str] = []
+        for number, request in enumerate(requests):
+            job_output = numbered_output(output, number, len(requests)) if output else None
+            reply = connection.request({"type": "generate", "request": request.to_dict(), "options": options,
+                                        "output": str(job_output) if job_output else None, "chosen": sorted(chosen),
+                                        "outputs_dir": str(Path(settings.outputs_dir).expanduser().resolve())
+                                        if settings.outputs_dir else None,
+                                        "family_defaults": settings.family_defaults}, "queued")
+            if reply.get("type") == "error":
+                say(str(reply.get("message")))
+                outcome.setdefault("failed", None)
+                break
+            pending.append(reply["job"])
+        if len(requests) > 1 and pending:
+            say(f"queued {len(pending)} jobs, one for each prompt of the template")
         cancel_sent = False
-        while True:
+        while pending:
             if interrupts.hung_up.is_set():
-                return 128 + signal.SIGHUP  # the job goes on without this client
+                return 128 + signal.SIGHUP  # the jobs go on without this client
             if interrupts.cancel.is_set() and not cancel_sent:
-                connection.send({"type": "cancel", "job": job})
+                for job in pending:
+                    connection.send({"type": "cancel", "job": job})
                 cancel_sent = True
             frame = connection.receive(timeout=0.2)
             if frame is None:
                 continue
             message, payload = frame
-            if message.get("type") != "event" or message.get("job") not in (job, None):
+            job = message.get("job")
+            if message.get("type") != "event" or (job is not None and job not in pending):
                 continue
             kind = message.get("event")
-            if message.get("job") is None and kind not in ("LoadStarted", "DownloadProgress", "Loaded", "Notice"):
+            if job is None and kind not in ("LoadStarted", "DownloadProgress", "Loaded", "Notice"):
                 continue
             if kind == "ImageSaved":  # the progress line first, so the path never joins the bar on a terminal
                 progress.image_line(message["index"], message["request"]["count"], message["seed"],
@@ -77,7 +88,9 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
             elif kind in ("LoadFailed", "SaveFailed"):
                 outcome.setdefault("failed", message["message"])  # the first says why
             elif kind == "JobDone":
-                break
+                pending.remove(job)
+            elif kind == "Finished":
+                continue  # its line comes with ImageSaved, once the image is on disk
             else:
                 event = decode_event(message, payload)
                 if not isinstance(event, dict):
@@ -92,6 +105,7 @@ def generate_via_server(request, settings, options: dict[str, Any], output: Path
     if interrupts.exit_status:
         return interrupts.exit_status
     if "failed" in outcome:
-        say(outcome["failed"])
+        if outcome["failed"]:
+            say(outcome["failed"])
         return EXIT_FAILED
     return EXIT_OK

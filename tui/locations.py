@@ -37,6 +37,11 @@ class Locations:
         return self.data_dir / "models"
 
     @property
+    def wildcards_dir(self) -> Path:
+        """Where ``__name__`` in a prompt finds ``name.txt``, one choice a line."""
+        return self.data_dir / "wildcards"
+
+    @property
     def recent_models_file(self) -> Path:
         return self.data_dir / "recent_models.json"
 

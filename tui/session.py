@@ -216,6 +216,13 @@ class Session:
         """Load the settings' model (nothing happens on the server when it is the loaded one)."""
         return self._send({"type": "load", "options": self.engine_options()})
 
+    def expanded(self, request: GenerationRequest) -> list[GenerationRequest]:
+        """One request per prompt of ``request``'s wildcard template (itself when it has none);
+        raises WildcardError in one sentence."""
+        from tui.wildcards import expanded_requests
+
+        return expanded_requests(request, self.places.wildcards_dir)
+
     def generate(self, request: GenerationRequest, what: str = "") -> str | None:
         """Queue ``request`` with the settings as they are now; JobQueued (or JobRefused) follows."""
         ref = next(self._refs)

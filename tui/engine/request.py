@@ -21,7 +21,7 @@ PROMPT_MAX_CHARS = 20_000
 COUNT_MIN, COUNT_MAX = 1, 100
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height",
-                  "seed", "scheduler", "count")
+                  "seed", "scheduler", "count", "template")
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class GenerationRequest:
     seed: int | None = None  # None: pick a random seed when the job starts
     scheduler: str = DEFAULT_SCHEDULER
     count: int = 1
+    template: str = ""  # the wildcard template this prompt was expanded from, if it was
 
     def with_seed(self) -> "GenerationRequest":
         """This request with its seed fixed, drawing a random one if it has none."""
@@ -136,7 +137,12 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         problems.append(FieldProblem("negative_prompt", "negative prompt: expected text"))
     else:
         out["negative_prompt"] = negative
-    for field, label in (("prompt", "prompt"), ("negative_prompt", "negative prompt")):
+    template = values["template"] or ""
+    if not isinstance(template, str):
+        problems.append(FieldProblem("template", "template: expected text"))
+    else:
+        out["template"] = template
+    for field, label in (("prompt", "prompt"), ("negative_prompt", "negative prompt"), ("template", "template")):
         problem = _text_problem(field, label, out[field]) if field in out else None
         if problem:
             problems.append(problem)

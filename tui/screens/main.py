@@ -42,6 +42,7 @@ from tui.widgets.stage import Stage
 from tui.widgets.status import Line, StatusPanel
 from tui.widgets.strip import RecentStrip, StripItem
 from tui.widgets.thumbnail import ByteBudget, Thumbnail
+from tui.wildcards import WildcardError
 
 STEP_KEYS = {"steps": 1, "guidance": 0.5}
 # What the picture and the progress lines may send to the terminal while a job runs: an
@@ -207,11 +208,17 @@ class MainScreen(Screen):
             fields["seed"] = seed_override
         try:
             request = validate_request({"prompt": prompt, **fields})
+            requests = self.session.expanded(request)
         except InvalidRequest as error:
             self.app.notify(str(error.problems[0]), severity="error")
             return False
+        except WildcardError as error:
+            self.app.notify(str(error), severity="error", timeout=8)
+            return False
         self.recall.remember(prompt)
-        return self.queue_request(request)
+        if len(requests) > 1:
+            self.log_line(f"wildcards: the template gives {len(requests)} prompts, one job each")
+        return all([self.queue_request(one) for one in requests])
 
     def queue_request(self, request, what: str = "") -> bool:
         """Send ``request`` to the server; the log says "job N queued" when it answers."""

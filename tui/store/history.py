@@ -65,8 +65,9 @@ CREATE INDEX IF NOT EXISTS generations_path ON generations (image_path);
 """
 
 
-# What the engine's description of an image holds beyond its machine, kept as JSON in ``extra``:
-# the LoRAs and embeddings it used, by name, with A1111's short hashes.
+# What the engine's description of an image holds beyond its machine, kept as JSON in ``extra``
+# (with the request's wildcard template): the LoRAs and embeddings it used, by name, with A1111's
+# short hashes.
 EXTRA_KEYS = ("lora_hashes", "ti_hashes")
 
 
@@ -110,10 +111,13 @@ class HistoryEntry:
     id: int | None = None
 
     @classmethod
-    def for_request(cls, request: GenerationRequest, status: str, **extra: Any) -> "HistoryEntry":
+    def for_request(cls, request: GenerationRequest, status: str, **columns: Any) -> "HistoryEntry":
+        if request.template:  # the wildcard template the prompt came from goes with the LoRAs in ``extra``
+            extra = {**json.loads(columns.get("extra") or "{}"), "template": request.template}
+            columns["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True)
         return cls(prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
                    guidance=request.guidance, width=request.width, height=request.height, seed=request.seed,
-                   scheduler=request.scheduler, count=request.count, status=status, **extra)
+                   scheduler=request.scheduler, count=request.count, status=status, **columns)
 
     def extras(self) -> dict[str, Any]:
         try:

@@ -63,6 +63,9 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
     if request.negative_prompt:
         lines.append(f"{NEGATIVE_PREFIX} {request.negative_prompt}")
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in pairs))
+    if request.template and request.template != request.prompt:
+        # A line of its own after the settings, as A1111's Dynamic Prompts extension writes it.
+        lines.append(f"Template: {' '.join(request.template.splitlines())}")
     return "\n".join(lines)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 from typing import Any
 
 from tui.engine.schedulers import scheduler_from_a1111, scheduler_from_comfyui
@@ -16,10 +15,10 @@ from tui.store.importers.draft import Draft, Imported
 _NOT_APPLIED = {
     "Model": "model {}", "VAE": "VAE {}", "Clip skip": "clip skip {}", "Hires upscale": "hires fix (upscale {})",
     "Denoising strength": "denoising strength {}", "Refiner": "refiner {}", "Variation seed": "variation seed {}",
-    "Face restoration": "face restoration {}", "ADetailer model": "ADetailer {}", "Lora hashes": "LoRAs ({})",
-    "TI hashes": "embeddings ({})", "Template": "the dynamic-prompts template",
+    "Face restoration": "face restoration {}", "ADetailer model": "ADetailer {}",
+    "Template": "the dynamic-prompts template",
 }
-_LORA_TAG = re.compile(r"<lora:([^:>]+)")
+# LoRA tags and embedding names stay in the prompt, where sdtui reads them as A1111 does.
 
 
 def a1111_import(text: str) -> Imported:
@@ -40,9 +39,6 @@ def a1111_import(text: str) -> Imported:
     for key, label in _NOT_APPLIED.items():
         if settings.get(key) and not (key == "Model" and settings.get("Version", "").startswith("sdtui")):
             draft.not_used(label.format(settings[key]) if key != "Template" else label)
-    loras = _LORA_TAG.findall(parsed.prompt)
-    if loras and "Lora hashes" not in settings:
-        draft.not_used(f"LoRAs ({', '.join(loras)}), left in the prompt as written")
     return draft.finish()
 
 
