@@ -84,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--height", metavar="H", help="multiple of 8, 64..2048")
     generate.add_argument("--scheduler", metavar="NAME", help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")
     generate.add_argument("--count", metavar="N", help="images to make, 1..100 (seeds S, S+1, ...)")
+    generate.add_argument("--init-image", metavar="PATH", type=Path,
+                          help="image-to-image from this image (its size, unless --width/--height say otherwise)")
+    generate.add_argument("--strength", metavar="S",
+                          help="how much of the source is redrawn, above 0 to 1 (default 0.5; 0.45 for --hires)")
+    generate.add_argument("--hires", metavar="SCALE", nargs="?", const="1.5",
+                          help="hires fix: upscale by SCALE (default 1.5) with Lanczos, then redraw lightly; "
+                               "of --init-image, or of this job's own first pass")
     generate.add_argument("--lora", metavar="NAME[:W]", action="append", default=[],
                           help="a LoRA from the models folder's loras/, weight W (default 1); repeat for more. "
                                "Same as <lora:NAME:W> in the prompt")
@@ -207,6 +214,44 @@ def _with_loras(prompt: str, loras: list[str]) -> str:
     return " ".join([prompt, *tags]) if tags else prompt
 
 
+def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The request fields of --init-image, --strength and --hires. From an image, the size is
+    the image's (times the hires scale) unless --width or --height is given."""
+    from tui.engine.img2img import hires_size
+    from tui.engine.request import HIRES_STRENGTH_DEFAULT, STRENGTH_DEFAULT, InvalidRequest, validate_request
+
+    fields: dict[str, Any] = {}
+    if args.hires is not None:
+        fields["hires"] = args.hires
+    if args.strength is not None:
+        fields["strength"] = args.strength
+    elif args.hires is not None:
+        fields["strength"] = HIRES_STRENGTH_DEFAULT
+    elif args.init_image is not None:
+        fields["strength"] = STRENGTH_DEFAULT
+    if args.init_image is None:
+        return fields
+    path = args.init_image.expanduser().resolve()
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise UsageError(f"--init-image: {path} does not exist") from None
+    except (OSError, UnidentifiedImageError):
+        raise UsageError(f"--init-image: {path} is not an image sdtui can read (PNG, JPEG, WebP...)") from None
+    fields["init_image"] = str(path)
+    if args.width is None and args.height is None:
+        try:
+            scale = float(validate_request({"prompt": "x", "hires": args.hires or 0}).hires) or 1.0
+        except InvalidRequest:
+            return fields  # the request's own check names the bad --hires
+        width, height = hires_size(width, height, scale)
+        fields.update(width=min(max(width, 64), 2048), height=min(max(height, 64), 2048))
+    return fields
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from tui.engine.device import enable_mps_fallback
 
@@ -226,7 +271,8 @@ def run_generate(args: argparse.Namespace) -> int:
     settings = _settings_from(args)
     places = locations()
     try:
-        request = validate_request({"prompt": _with_loras(args.prompt, args.lora), **settings.request_fields()})
+        request = validate_request({"prompt": _with_loras(args.prompt, args.lora), **settings.request_fields(),
+                                    **_image_to_image_fields(args)})
         requests = expanded_requests(request, places.wildcards_dir)
         resolve_source(settings.model)
     except InvalidRequest as error:
@@ -243,8 +289,7 @@ def run_generate(args: argparse.Namespace) -> int:
                    "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
                    "allow_pickle": args.allow_pickle, "previews": False,
                    "models_dir": str(settings.models_folder(places.models_dir))}
-        chosen = configured_keys(places.config_file) | {
-            key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
+        chosen = configured_keys(places.config_file) | _flag_keys(args)
         output = args.output.expanduser().resolve() if args.output else None
         return generate_via_server(requests, settings, options, output, chosen, _say)
     outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
@@ -343,6 +388,12 @@ def run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _flag_keys(args: argparse.Namespace) -> set[str]:
+    """The request fields the command line chose: its flags, and an init image's size."""
+    chosen = {key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
+    return chosen | ({"width", "height"} if getattr(args, "init_image", None) is not None else set())
+
+
 def _with_family_defaults(request, settings, args: argparse.Namespace, engine, progress):
     """The loaded model's family defaults for whatever neither a flag nor config.toml set."""
     from tui.config import configured_keys
@@ -352,8 +403,7 @@ def _with_family_defaults(request, settings, args: argparse.Namespace, engine, p
 
     if not settings.family_defaults or engine.family_info is None:
         return request
-    chosen = configured_keys(locations().config_file)
-    chosen |= {key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
+    chosen = configured_keys(locations().config_file) | _flag_keys(args)
     request, said = with_family_defaults(request, engine.family_info, chosen)
     if said:
         progress(Notice(said))

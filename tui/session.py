@@ -24,7 +24,7 @@ from tui.config import Settings, save_settings
 from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
                                Step)
 from tui.engine.families import ModelFamily
-from tui.engine.request import GenerationRequest
+from tui.engine.request import STRENGTH_DEFAULT, GenerationRequest
 from tui.locations import Locations
 from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
                           ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
@@ -59,6 +59,7 @@ class Session:
         self._closing = threading.Event()
         self._refs = itertools.count(1)
         self._what: dict[int, str] = {}  # a generate message's tag -> why it was queued
+        self.strength = STRENGTH_DEFAULT  # image-to-image from history; [ and ] change it
         self._told_moved_aside = False
         self._made: tuple | None = None  # ((job, index), image) of the image finished and being saved
         # The server's state as its welcome and events tell it.

@@ -138,13 +138,14 @@ class Networks:
                      (vectors["clip_g"], pipe.text_encoder_2, pipe.tokenizer_2)]
         else:
             if len(vectors) != 1:
-                raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)}; the loaded model is {base}")
+                raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)}; "
+                                   f"the loaded model is {base}")
             pairs = [(next(iter(vectors.values())), pipe.text_encoder, pipe.tokenizer)]
         for tensor, encoder, tokenizer in pairs:
             width = encoder.config.hidden_size
             if tensor.shape[-1] != width:
-                raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)} (width {tensor.shape[-1]}); "
-                                   f"the loaded model is {base} (width {width})")
+                raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)} "
+                                   f"(width {tensor.shape[-1]}); the loaded model is {base} (width {width})")
         for tensor, encoder, tokenizer in pairs:
             pipe.load_textual_inversion(tensor.reshape(-1, tensor.shape[-1]), token=found.name,
                                         text_encoder=encoder, tokenizer=tokenizer)

@@ -21,7 +21,10 @@ PROMPT_MAX_CHARS = 20_000
 COUNT_MIN, COUNT_MAX = 1, 100
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height",
-                  "seed", "scheduler", "count", "template")
+                  "seed", "scheduler", "count", "template", "init_image", "strength", "hires")
+STRENGTH_DEFAULT = 0.5  # img2img: half noise, so the source's composition stays
+HIRES_STRENGTH_DEFAULT = 0.45  # hires fix: enough to add detail at the new size, not to redraw it
+HIRES_MAX = 4.0
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class GenerationRequest:
     scheduler: str = DEFAULT_SCHEDULER
     count: int = 1
     template: str = ""  # the wildcard template this prompt was expanded from, if it was
+    init_image: str = ""  # img2img: the source image's path; empty for text-to-image
+    strength: float = STRENGTH_DEFAULT  # img2img and hires fix: how much of the source is noised away
+    hires: float = 0.0  # hires fix: the upscale factor (0: none); with init_image the size is already upscaled
 
     def with_seed(self) -> "GenerationRequest":
         """This request with its seed fixed, drawing a random one if it has none."""
@@ -88,6 +94,15 @@ def _as_int(field: str, value: Any, rule: str) -> tuple[int | None, FieldProblem
         except ValueError:
             pass
     return None, problem
+
+
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _check_range(field: str, value: int, low: int, high: int) -> FieldProblem | None:
@@ -183,6 +198,25 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
                                                      "use a finite number from 0 to 50"))
         else:
             out["guidance"] = guidance
+
+    init_image = values["init_image"] or ""
+    if not isinstance(init_image, str) or "\0" in init_image:
+        problems.append(FieldProblem("init_image", "init image: expected the path of an image file"))
+    else:
+        out["init_image"] = init_image
+    for field, low, high, rule in (
+            ("strength", 0.0, 1.0, "use a number above 0 and at most 1"),
+            ("hires", 1.0, HIRES_MAX, f"use an upscale factor above 1 and at most {HIRES_MAX:g}, or 0 for none")):
+        number = _as_float(values[field])
+        allowed = number is not None and (low < number <= high or (field == "hires" and number == 0))
+        if not allowed:  # NaN compares false, so it is refused too
+            problems.append(FieldProblem(field, f"{field}: {values[field]!r} is not allowed; {rule}"))
+        else:
+            out[field] = number
+    if (out.get("init_image") or out.get("hires")) and "strength" in out and "steps" in out \
+            and int(out["steps"] * out["strength"]) < 1:
+        problems.append(FieldProblem("strength", f"strength: {out['strength']:g} of {out['steps']} steps runs no "
+                                                 f"step; use at least {1 / out['steps']:.2g}"))
 
     seed = values["seed"]
     if seed is None or (isinstance(seed, str) and seed.strip().casefold() in ("", "random", "-1")) \

@@ -24,6 +24,7 @@ from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finis
                                Notice, Started, Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
+from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
 from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, resolve_source, single_file_loader)
 from tui.engine.networks import NetworkError
@@ -107,6 +108,7 @@ class Engine:
         self._float32_vae: set[tuple] = set()
         self._owner_thread: int | None = None  # the thread that loaded the model, where mps work stays
         self._networks = Networks()  # the LoRAs and embeddings loaded into the pipeline
+        self._img2img = None  # the loaded pipeline's image-to-image sibling, made when first needed
 
     # --- loading ------------------------------------------------------------------------
 
@@ -293,6 +295,7 @@ class Engine:
         self._denoised = None
         self._slicing = None
         self._networks.reset()
+        self._img2img = None
         _free_device_memory(self.device)
         memory = sample_memory(self.device)
         log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
@@ -336,7 +339,7 @@ class Engine:
             prepared = self._networks.prepare(self.pipe, self.family_info.base, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
             prompts = self._prompt_arguments(prepared)
-            on_event(Started(request, request.count, request.steps))
+            on_event(Started(request, request.count, total_steps_of(request)))
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
                 log.debug("freeing the %s cache before a job at a new size, %dx%d", self.device, *size)
@@ -352,7 +355,7 @@ class Engine:
         except _CancelRequested:
             log.info("cancelled after %d of %d images", len(results), request.count)
             on_event(Cancelled(request, len(results)))
-        except (ModelLoadError, devices.DeviceError, NetworkError) as error:
+        except (ModelLoadError, devices.DeviceError, NetworkError, InitImageError) as error:
             log.error(str(error))
             on_event(Failed(request, str(error), completed=len(results)))
         except Exception as error:  # the engine must survive any pipeline failure
@@ -424,6 +427,8 @@ class Engine:
         swap_warned = False
         memory_sample: list = [None, 0.0]  # the latest sample and when it was taken
         final_latents: list = []  # the last step's latents
+        total_steps = total_steps_of(request)
+        stage = {"offset": 0, "steps": total_steps}  # the pass running now: steps before it, and its own
 
         def on_step_end(pipe, step_index, timestep, callback_kwargs):
             nonlocal swap_warned
@@ -434,8 +439,8 @@ class Engine:
                 clock["first"] = now - called
             if cancel.is_set():
                 raise _CancelRequested
-            if memory_sample[0] is None or now - memory_sample[1] >= MEMORY_SAMPLE_INTERVAL_S \
-                    or step_index + 1 == request.steps:
+            last_of_pass = step_index + 1 == stage["steps"]
+            if memory_sample[0] is None or now - memory_sample[1] >= MEMORY_SAMPLE_INTERVAL_S or last_of_pass:
                 memory_sample[:] = [sample_memory(self.device), now]
             memory = memory_sample[0]
             clock["peak"] = max(clock["peak"], memory.device_allocated or memory.process_rss)
@@ -447,33 +452,52 @@ class Engine:
                     log.warning(warning)
                     on_event(Notice(warning, "warning"))
             preview = None
-            if step_index + 1 == request.steps:
+            if last_of_pass:
                 final_latents[:] = [callback_kwargs["latents"]]  # for a float32 decode, should float16 fail
-            if opts.previews and step_index + 1 < request.steps and throttle.due(step_index, now):
+            step = stage["offset"] + step_index + 1
+            if opts.previews and step < total_steps and throttle.due(step - 1, now):
                 source = self._denoised if self._denoised is not None else callback_kwargs["latents"]
                 preview = self._previewer.to_image(source)
             elapsed = now - clock["began"]
-            on_event(Step(indices[0], step_index + 1, request.steps, elapsed, step_times[-1],
-                          (step_index + 1) / elapsed if elapsed > 0 else 0.0, memory, preview))
+            on_event(Step(indices[0], step, total_steps, elapsed, step_times[-1],
+                          step / elapsed if elapsed > 0 else 0.0, memory, preview))
             return callback_kwargs
 
-        self._denoised = None
-        float32_vae = self._loaded_key in self._float32_vae
-        output = self.pipe(
-            **prompts,
-            num_inference_steps=request.steps,
-            guidance_scale=request.guidance,
-            width=request.width,
-            height=request.height,
-            num_images_per_prompt=len(indices),
-            generator=generators if len(generators) > 1 else generators[0],
-            callback_on_step_end=on_step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-            **({"output_type": "latent"} if float32_vae else {}),
-        )
-        self._denoised = None
-        images = self._decode_in_float32(output.images) if float32_vae else \
-            self._checked(output.images, final_latents, on_event)
+        def denoise(pipe, inputs: dict[str, Any], steps: int) -> list:
+            """One pass of the pipeline over this batch; its images, decoded."""
+            stage["steps"] = steps
+            self._denoised = None
+            final_latents.clear()
+            float32_vae = self._loaded_key in self._float32_vae
+            output = pipe(
+                **prompts,
+                **inputs,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                num_images_per_prompt=len(indices),
+                generator=generators if len(generators) > 1 else generators[0],
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **({"output_type": "latent"} if float32_vae else {}),
+            )
+            self._denoised = None
+            stage["offset"] += steps
+            return self._decode_in_float32(output.images) if float32_vae else \
+                self._checked(output.images, final_latents, on_event)
+
+        if request.init_image:
+            source = load_init_image(request.init_image, (request.width, request.height))
+            images = denoise(self._image_to_image(), {"image": source, "strength": request.strength},
+                             steps_run(request.steps, request.strength))
+        else:
+            images = denoise(self.pipe, {"width": request.width, "height": request.height}, request.steps)
+            if request.hires:  # A1111's hires fix: the first pass upscaled, then denoised again lightly
+                from PIL import Image
+
+                size = hires_size(request.width, request.height, request.hires)
+                upscaled = [image.resize(size, Image.LANCZOS) for image in images]
+                images = denoise(self._image_to_image(), {"image": upscaled, "strength": request.strength},
+                                 steps_run(request.steps, request.strength))
         total = time.perf_counter() - clock["began"]
         denoise_steps = statistics.median(step_times) if step_times else 0.0
         final_memory = sample_memory(self.device)
@@ -488,6 +512,18 @@ class Engine:
             on_event(finished)
             results.append(finished)
         return results
+
+    def _image_to_image(self):
+        """The loaded pipeline's image-to-image sibling, on the same components (``from_pipe``
+        shares every module: no weights are copied), with the job's scheduler."""
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            self._img2img.set_progress_bar_config(disable=True)
+            log.info("image-to-image: %s on the loaded model's components", type(self._img2img).__name__)
+        self._img2img.scheduler = self.pipe.scheduler
+        return self._img2img
 
     def _checked(self, images: list, final_latents: list, on_event: OnEvent) -> list:
         """The images, decoded again in float32 from ``final_latents`` if the float16 VAE gave NaN
@@ -530,6 +566,15 @@ class Engine:
         """What produced the images, for metadata and history."""
         return {"model": self.model_label, "family": self.family, "device": self.device, "dtype": self.dtype,
                 **self.machine}
+
+
+def total_steps_of(request: GenerationRequest) -> int:
+    """The denoising steps a job's image takes: img2img runs a share of them; hires fix adds a pass."""
+    if request.init_image:
+        return steps_run(request.steps, request.strength)
+    if request.hires:
+        return request.steps + steps_run(request.steps, request.strength)
+    return request.steps
 
 
 def _family(pipe, label: str) -> ModelFamily:

@@ -7,17 +7,40 @@ from dataclasses import replace
 
 from textual.binding import Binding
 
+from tui.engine.img2img import hires_size
+from tui.engine.request import HIRES_STRENGTH_DEFAULT, SIZE_MAX
 from tui.store.history import HistoryEntry
 from tui.text import visible
 
 VARIATIONS = 4
 
+HIRES_SCALE = 1.5
+STRENGTH_STEP = 0.05
+
 ENTRY_BINDINGS = [
     Binding("r", "rerun", "Re-run", id="entry-rerun"),
     Binding("v", "variations", "Variations", id="entry-variations"),
+    # Shown in F1 help, not the footer, which is full at 80 columns.
+    Binding("g", "img2img", "Vary this (img2img at the strength)", id="entry-img2img", show=False),
+    Binding("h", "hires", "Hires fix (x1.5, then img2img at 0.45)", id="entry-hires", show=False),
+    Binding("left_square_bracket", "strength(-1)", "Image-to-image strength -0.05", id="entry-strength-down",
+            key_display="[", show=False),
+    Binding("right_square_bracket", "strength(1)", "Image-to-image strength +0.05", id="entry-strength-up",
+            key_display="]", show=False),
     Binding("c", "copy_path", "Copy path", id="entry-copy"),
     Binding("d,delete", "delete", "Delete", id="entry-delete"),
 ]
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """An image file's size from its header, or None when it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except OSError:
+        return None
 
 
 class EntryActions:
@@ -56,6 +79,48 @@ class EntryActions:
             request = replace(entry.request(), seed=None, count=VARIATIONS)
             if self.app.main_screen.queue_request(request, f"{VARIATIONS} variations"):
                 self.app.notify(f"Queued: {VARIATIONS} variations with new seeds.", timeout=3)
+
+    def _source(self) -> tuple[HistoryEntry, tuple[int, int]] | None:
+        """The selected entry and its image's size, when it has an image file to start from."""
+        entry = self._need_selection()
+        if not entry:
+            return None
+        size = image_size(entry.image_path) if entry.image_path else None
+        if size is None:
+            self.app.notify("This entry has no image file to start from.", timeout=3)
+            return None
+        return entry, size
+
+    def action_img2img(self) -> None:
+        found = self._source()
+        if not found:
+            return
+        (entry, (width, height)), strength = found, self.app.session.strength
+        request = replace(entry.request(), init_image=entry.image_path, strength=strength, hires=0.0, seed=None,
+                          width=width // 8 * 8, height=height // 8 * 8)
+        if self.app.main_screen.queue_request(request, f"a variation of this image at strength {strength:g}"):
+            self.app.notify(f"Queued: a variation of this image, strength {strength:g} ([ and ] change it).",
+                            timeout=4)
+
+    def action_hires(self) -> None:
+        found = self._source()
+        if not found:
+            return
+        entry, (width, height) = found
+        width, height = hires_size(width, height, HIRES_SCALE)
+        if max(width, height) > SIZE_MAX:
+            self.app.notify(f"Hires fix: {width}x{height} is over the {SIZE_MAX} limit.", severity="error", timeout=5)
+            return
+        request = replace(entry.request(), init_image=entry.image_path, strength=HIRES_STRENGTH_DEFAULT,
+                          hires=HIRES_SCALE, width=width, height=height)
+        if self.app.main_screen.queue_request(request, f"hires fix to {width}x{height}"):
+            self.app.notify(f"Queued: hires fix to {width}x{height} (x{HIRES_SCALE:g}, strength "
+                            f"{HIRES_STRENGTH_DEFAULT:g}).", timeout=4)
+
+    def action_strength(self, direction: int) -> None:
+        session = self.app.session
+        session.strength = round(min(1.0, max(STRENGTH_STEP, session.strength + direction * STRENGTH_STEP)), 2)
+        self.app.notify(f"Image-to-image strength {session.strength:g} (g uses it).", timeout=2)
 
     def action_copy_path(self) -> None:
         entry = self._need_selection()

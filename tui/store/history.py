@@ -112,8 +112,14 @@ class HistoryEntry:
 
     @classmethod
     def for_request(cls, request: GenerationRequest, status: str, **columns: Any) -> "HistoryEntry":
-        if request.template:  # the wildcard template the prompt came from goes with the LoRAs in ``extra``
-            extra = {**json.loads(columns.get("extra") or "{}"), "template": request.template}
+        # What the request adds to the columns goes with the LoRAs in ``extra``: its wildcard
+        # template, and for image-to-image its source, strength and upscale.
+        added = {key: value for key, value in (("template", request.template), ("source", request.init_image),
+                                               ("hires", request.hires)) if value}
+        if request.init_image or request.hires:
+            added["strength"] = request.strength
+        if added:
+            extra = {**json.loads(columns.get("extra") or "{}"), **added}
             columns["extra"] = json.dumps(extra, ensure_ascii=False, sort_keys=True)
         return cls(prompt=request.prompt, negative_prompt=request.negative_prompt, steps=request.steps,
                    guidance=request.guidance, width=request.width, height=request.height, seed=request.seed,
@@ -128,9 +134,13 @@ class HistoryEntry:
 
     def request(self) -> GenerationRequest:
         """The request that re-makes this image alone: its own seed, count 1."""
+        extras = self.extras()
+        source = {"init_image": str(extras.get("source", "")), "hires": float(extras.get("hires", 0.0))}
+        if "strength" in extras:
+            source["strength"] = float(extras["strength"])
         return GenerationRequest(prompt=self.prompt, negative_prompt=self.negative_prompt, steps=self.steps,
                                  guidance=self.guidance, width=self.width, height=self.height, seed=self.seed,
-                                 scheduler=self.scheduler, count=1)
+                                 scheduler=self.scheduler, count=1, **source)
 
 
 _COLUMNS = [f.name for f in fields(HistoryEntry) if f.name != "id"]

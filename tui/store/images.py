@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
+from tui.engine.img2img import HIRES_UPSCALER
 from tui.engine.networks import format_hashes
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import find_scheduler
@@ -55,6 +56,10 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
     ]
     if info.get("model"):
         pairs.append(("Model", info["model"]))
+    if request.init_image or request.hires:
+        pairs.append(("Denoising strength", _number(request.strength)))
+    if request.hires:
+        pairs += [("Hires upscale", _number(request.hires)), ("Hires upscaler", HIRES_UPSCALER)]
     for key, label in (("lora_hashes", "Lora hashes"), ("ti_hashes", "TI hashes")):
         if info.get(key):  # A1111's own keys, so civitai and A1111 find the LoRAs and embeddings used
             pairs.append((label, format_hashes(info[key])))
