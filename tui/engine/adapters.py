@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,7 +89,9 @@ class Networks:
         name = f"lora{self._serial}"  # adapter names must be identifiers; file names need not be
         started = time.perf_counter()
         try:
-            pipe.load_lora_weights(str(found.path), adapter_name=name)
+            with warnings.catch_warnings():  # peft's note that a model holds several adapters is the point here
+                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                pipe.load_lora_weights(str(found.path), adapter_name=name)
         except Exception as error:
             _drop_partial(pipe, name)
             raise NetworkError(f"LoRA: {found.name} could not be loaded ({type(error).__name__}: "
