@@ -2,7 +2,7 @@
 
 Run: python -m tests.bench [--repeats N] [--gpu] [--smoke]
 
-Without --gpu: the demo model on this machine's CPU (overhead, memory, second job) and
+Without --gpu: the demo model on this machine's CPU (overhead, memory, second job, image-to-image) and
 the installed ``sdtui`` in a pseudo-terminal (start-up, key latency, bytes).
 With --gpu: an SD 1.5-architecture pipeline in float16 on CUDA (overhead, memory, second
 job); the terminal figures do not depend on the GPU and are skipped.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from tests.bench import colour, history_scale, memory, overhead, save_result, server, switching, terminal
+from tests.bench import colour, history_scale, img2img, memory, overhead, save_result, server, switching, terminal
 
 
 def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
@@ -47,6 +47,14 @@ def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
             rows.append((f"bytes/s at {band['terminal']}, previews {'on' if band['previews'] else 'off'}",
                          f"{band['bytes_per_second'] / 1024:.1f} KB/s",
                          "<= 100 KB/s" if band["terminal"] == "200x60" and band["previews"] else "(reported)", ok))
+    if "img2img" in results:
+        i2i = results["img2img"]
+        half_unet = i2i["unet_bytes"] / 2
+        rows.append(("img2img peak over txt2img (a second UNet adds its size)",
+                     f"{i2i['img2img_extra'] / 1024**2:+.0f} MiB", f"< {half_unet / 1024**2:.0f} MiB",
+                     i2i["every_component_shared"] and i2i["img2img_extra"] < half_unet))
+        rows.append(("hires fix peak over txt2img at its size", f"{i2i['hires_extra'] / 1024**2:+.0f} MiB",
+                     f"< {half_unet / 1024**2:.0f} MiB", i2i["hires_extra"] < half_unet))
     if "server" in results:
         rows.append(("sdtui generate, warm server vs cold", f"{results['server']['warm_vs_cold']:.3f}",
                      "(reported)", True))
@@ -73,6 +81,8 @@ def main() -> None:
     print(overhead.report(results["overhead"]), flush=True)
     results["memory"] = memory.run(model, device, max(2, args.repeats // 2))
     print(memory.report(results["memory"]), flush=True)
+    results["img2img"] = img2img.run(model, device)
+    print(img2img.report(results["img2img"]), flush=True)
     if not args.gpu:
         results["terminal"] = terminal.run(args.repeats)
         print(terminal.report(results["terminal"]), flush=True)
@@ -91,6 +101,8 @@ def smoke(model: str, device: str, gpu: bool) -> None:
     print(overhead.report(results["overhead"]), flush=True)
     results["memory"] = memory.run(model, device, 1, steps=steps, size=size)
     print(memory.report(results["memory"]), flush=True)
+    results["img2img"] = img2img.run(model, device, smoke=True)
+    print(img2img.report(results["img2img"]), flush=True)
     switching.run(device, smoke=True)
     if not gpu:
         results["terminal"] = terminal.run(1, smoke=True)
