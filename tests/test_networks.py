@@ -158,7 +158,8 @@ def test_an_embedding_named_in_a_prompt_is_loaded_and_changes_the_image(engine):
                                                         "BadHands.safetensors", False)}
     assert np.abs(named - plain).mean() > 0.3
     wrong = make(engine, "xl-emb fox")
-    assert isinstance(wrong, Failed) and wrong.message == "embedding: xl-emb is made for SDXL; the loaded model is SD 1.x"
+    assert isinstance(wrong, Failed)
+    assert wrong.message == "embedding: xl-emb is made for SDXL; the loaded model is SD 1.x"
 
 
 def test_sdxl_loras_and_embeddings_use_both_text_encoders(tiny_sdxl_dir, models):

@@ -299,6 +299,16 @@ class SdtuiApp(App[int]):
         family = self.session.family.base if self.session.family else ""
         self.push_screen(NetworkPickerScreen(self.models_dir(), family, self.session.allow_pickle), chosen)
 
+    def action_grid(self) -> None:
+        def chosen(axes: str | None) -> None:
+            if axes and self.main_screen.start_grid(axes):
+                self._grid_axes = axes
+
+        self.push_screen(AskScreen("X/Y grid of the prompt: one or two axes, ';' between them. Each is seed, steps, "
+                                   "guidance, scheduler or sr (the first value found in the prompt, then replaced "
+                                   "by each)", getattr(self, "_grid_axes", ""), "steps=10,20,30; guidance=5,7"),
+                         chosen)
+
     def action_switch_model(self) -> None:
         def chosen(model: str | None) -> None:
             if model:

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--hires", metavar="SCALE", nargs="?", const="1.5",
                           help="hires fix: upscale by SCALE (default 1.5) with Lanczos, then redraw lightly; "
                                "of --init-image, or of this job's own first pass")
+    generate.add_argument("--grid", metavar="AXIS=V1,V2", action="append", default=[],
+                          help="an X/Y grid: vary seed, steps, guidance, scheduler or sr (search and replace in the "
+                               "prompt) over the values; give it twice for X and Y. Saves a contact sheet too")
     generate.add_argument("--lora", metavar="NAME[:W]", action="append", default=[],
                           help="a LoRA from the models folder's loras/, weight W (default 1); repeat for more. "
                                "Same as <lora:NAME:W> in the prompt")
@@ -266,6 +269,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tui.logs import setup_logging
     from tui.store.history import History
     from tui.text import visible
+    from tui.grid import GridError, grid_requests, parse_axes
     from tui.wildcards import WildcardError, expanded_requests
 
     settings = _settings_from(args)
@@ -274,11 +278,16 @@ def run_generate(args: argparse.Namespace) -> int:
         request = validate_request({"prompt": _with_loras(args.prompt, args.lora), **settings.request_fields(),
                                     **_image_to_image_fields(args)})
         requests = expanded_requests(request, places.wildcards_dir)
+        axes = parse_axes(args.grid) if args.grid else []
+        if axes and len(requests) > 1:
+            raise UsageError("--grid: the prompt is a wildcard template; use one or the other")
+        requests = grid_requests(request, axes) if axes else requests
         resolve_source(settings.model)
     except InvalidRequest as error:
         raise UsageError("; ".join(p.message for p in error.problems)) from None
-    except (ModelLoadError, WildcardError) as error:
+    except (ModelLoadError, WildcardError, GridError) as error:
         raise UsageError(str(error)) from None
+    saved: dict[int, list[str]] = {}
 
     setup_logging(places.log_file, verbose=args.verbose)
     if not args.no_server:
@@ -289,9 +298,11 @@ def run_generate(args: argparse.Namespace) -> int:
                    "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
                    "allow_pickle": args.allow_pickle, "previews": False,
                    "models_dir": str(settings.models_folder(places.models_dir))}
-        chosen = configured_keys(places.config_file) | _flag_keys(args)
+        chosen = configured_keys(places.config_file) | _flag_keys(args) | {axis.field for axis in axes}
         output = args.output.expanduser().resolve() if args.output else None
-        return generate_via_server(requests, settings, options, output, chosen, _say)
+        status = generate_via_server(requests, settings, options, output, chosen, _say, saved,
+                                     "cell of the grid" if axes else "prompt of the template")
+        return _grid_sheet(axes, requests, saved, output) if axes and status == EXIT_OK else status
     outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
     try:
         history = History(places.history_db, outputs)
@@ -312,6 +323,8 @@ def run_generate(args: argparse.Namespace) -> int:
     def on_event(event) -> None:
         progress(event)
         path = recorder(event)
+        if path is not None:
+            saved.setdefault(number, []).append(str(path))
         if path is not None:  # exact for a pipe; on a terminal, control characters in a path are shown inert
             print(path if not sys.stdout.isatty() else visible(str(path)), flush=True)
         if isinstance(event, Failed):
@@ -326,8 +339,14 @@ def run_generate(args: argparse.Namespace) -> int:
             _say(str(error))
             return EXIT_FAILED
         adjusted = _with_family_defaults(requests[0], settings, args, engine, progress)  # said once for all
+        number = 0
         for number, request in enumerate(requests):
-            request = replace(adjusted, prompt=request.prompt, template=request.template)
+            if axes:  # the family's size and steps apply to the grid; its axes keep their own values
+                varied = {axis.field for axis in axes}
+                kept = [key for key in ("width", "height", "steps", "guidance") if key not in varied]
+                request = replace(request, **{key: getattr(adjusted, key) for key in kept})
+            else:
+                request = replace(adjusted, prompt=request.prompt, template=request.template)
             if args.output:
                 recorder.output = numbered_output(args.output, number, len(requests))
             if interrupts.exit_status or "failed" in outcome:  # Ctrl-C or a signal, or a job failed
@@ -343,6 +362,21 @@ def run_generate(args: argparse.Namespace) -> int:
     if "failed" in outcome:
         _say(outcome["failed"])
         return EXIT_FAILED
+    return _grid_sheet(axes, requests, saved, args.output) if axes else EXIT_OK
+
+
+def _grid_sheet(axes, requests, saved: dict[int, list[str]], output: Path | None) -> int:
+    """Compose the grid's contact sheet from the cells' saved images and print its path."""
+    from tui.grid import GridError, grid_from_files
+
+    cells = [saved.get(number, [None])[0] for number in range(len(requests))]
+    try:
+        path = grid_from_files(cells, requests, axes, output.expanduser().resolve().parent if output else None)
+    except (GridError, OSError) as error:
+        _say(f"grid: the contact sheet was not saved ({error})")
+        return EXIT_FAILED
+    _say(f"grid: {' x '.join(str(len(a.values)) for a in axes)} cells, contact sheet saved")
+    print(path, flush=True)
     return EXIT_OK
 
 

@@ -17,9 +17,11 @@ from tui.cli import EXIT_FAILED, EXIT_OK, Interrupts
 from tui.jobs import numbered_output
 
 def generate_via_server(requests: list, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
-                        say: Callable[..., None]) -> int:
+                        say: Callable[..., None], saved: dict[int, list[str]] | None = None,
+                        each: str = "prompt of the template") -> int:
     """Queue ``requests`` (one per prompt of a wildcard template), all at once, and follow them
-    until each is done; with ``output``, several jobs' images are numbered (fox-1.png, fox-2.png)."""
+    until each is done; with ``output``, several jobs' images are numbered (fox-1.png, fox-2.png).
+    ``saved`` gets each request's saved paths, by its place in ``requests``."""
     from tui.cli_progress import StderrProgress
     from tui.locations import locations
     from tui.protocol import decode_event
@@ -44,6 +46,7 @@ def generate_via_server(requests: list, settings, options: dict[str, Any], outpu
     outcome: dict[str, Any] = {}
     try:
         pending: list[str] = []
+        number_of: dict[Any, int] = {}  # job id -> its request's place in ``requests``
         for number, request in enumerate(requests):
             job_output = numbered_output(output, number, len(requests)) if output else None
             reply = connection.request({"type": "generate", "request": request.to_dict(), "options": options,
@@ -56,8 +59,9 @@ def generate_via_server(requests: list, settings, options: dict[str, Any], outpu
                 outcome.setdefault("failed", None)
                 break
             pending.append(reply["job"])
+            number_of[reply["job"]] = number
         if len(requests) > 1 and pending:
-            say(f"queued {len(pending)} jobs, one for each prompt of the template")
+            say(f"queued {len(pending)} jobs, one for each {each}")
         cancel_sent = False
         while pending:
             if interrupts.hung_up.is_set():
@@ -81,6 +85,8 @@ def generate_via_server(requests: list, settings, options: dict[str, Any], outpu
                                     message["timings"]["total_s"], message["timings"]["it_per_s"])
                 path = message["path"]
                 print(path if not sys.stdout.isatty() else visible(path), flush=True)
+                if saved is not None:
+                    saved.setdefault(number_of[job], []).append(path)
             elif kind == "Cancelled" and not cancel_sent:
                 outcome.setdefault("failed", f"job {job} was cancelled from another sdtui (the app, or its "
                                              "Escape key); images finished before are saved")

@@ -18,6 +18,8 @@ class SdtuiCommands(Provider):
              app.action_models),
             ("prompt: insert a LoRA or embedding", "From the models folder's loras/ and embeddings/ (Ctrl+N)",
              app.action_networks),
+            ("grid: X/Y plot of the prompt", "Vary one or two of seed, steps, guidance, scheduler, a word (S/R)",
+             app.action_grid),
             ("model: switch by name", "Load a model by Hub id, folder or file path", app.action_switch_model),
             ("model: use the demo model", "Tiny random-weight model, offline", partial(app.use_model, "demo")),
             ("settings: toggle attention slicing", "Slices attention to save memory", app.action_toggle_slicing),

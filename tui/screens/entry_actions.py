@@ -54,10 +54,16 @@ class EntryActions:
     def entry_deleted(self, entry: HistoryEntry) -> None:
         raise NotImplementedError
 
-    def _need_selection(self) -> HistoryEntry | None:
+    def _need_selection(self, any_picture: bool = False) -> HistoryEntry | None:
+        """The entry to act on; a picture that is not in the history (an X/Y grid's contact sheet)
+        only when ``any_picture``."""
         entry = self.selected
         if entry is None:
             self.app.notify("No entry selected.", timeout=3)
+        elif entry.id is None and not any_picture:
+            self.app.notify("This is an X/Y grid's contact sheet; its images are in the history (n steps to them).",
+                            timeout=4)
+            return None
         return entry
 
     def action_load(self) -> None:
@@ -123,7 +129,7 @@ class EntryActions:
         self.app.notify(f"Image-to-image strength {session.strength:g} (g uses it).", timeout=2)
 
     def action_copy_path(self) -> None:
-        entry = self._need_selection()
+        entry = self._need_selection(any_picture=True)
         if not entry:
             return
         if not entry.image_path:
@@ -133,7 +139,7 @@ class EntryActions:
         self.app.notify(f"Copied {entry.image_path}", timeout=4)
 
     def action_show_path(self) -> None:
-        entry = self._need_selection()
+        entry = self._need_selection(any_picture=True)
         if entry:
             where = entry.image_path or "no file (the job did not finish)"
             self.app.notify(where, title="image path", timeout=10)

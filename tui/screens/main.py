@@ -9,10 +9,11 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
-from textual import on
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -25,12 +26,14 @@ from tui.engine.events import Step
 from tui.engine.families import defaults_on_switch
 from tui.engine.memory import format_bytes
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
+from tui.grid import GridError, PendingGrid, grid_from_files, grid_requests, parse_axes
 from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
                           ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
                           ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
                           StepMade)
 from tui.screens.confirm import ConfirmScreen
 from tui.session import read_image
+from tui.store.history import HistoryEntry
 from tui.text import clip, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
 from tui.widgets.details import settings_line
@@ -75,6 +78,8 @@ class MainScreen(Screen):
         self._switching = False  # the user picked another model; its family's defaults apply once loaded
         self._switching_from = None  # the family before the switch
         self._images_this_run = 0  # saved since the queue last emptied
+        self._grids: list[PendingGrid] = []  # X/Y grids whose jobs have not all ended
+        self._grid_serial = 0
         self._shown = None  # the finished image on the stage, until it is saved
         self.last_seed: int | None = None
         self.last_path: str | None = None
@@ -202,12 +207,8 @@ class MainScreen(Screen):
             self.app.notify(f"Fix {field} first: {message}", severity="error")
             return False
         prompt = self.query_one("#prompt", PromptInput).value
-        negative = self.query_one("#negative", Input).value
-        fields = {**panel.settings.request_fields(), "negative_prompt": negative}
-        if seed_override is not None:
-            fields["seed"] = seed_override
         try:
-            request = validate_request({"prompt": prompt, **fields})
+            request = self.current_request(seed_override)
             requests = self.session.expanded(request)
         except InvalidRequest as error:
             self.app.notify(str(error.problems[0]), severity="error")
@@ -219,6 +220,74 @@ class MainScreen(Screen):
         if len(requests) > 1:
             self.log_line(f"wildcards: the template gives {len(requests)} prompts, one job each")
         return all([self.queue_request(one) for one in requests])
+
+    def current_request(self, seed_override: int | None = None):
+        """The prompt and settings as they are now, checked; raises InvalidRequest."""
+        fields = {**self.query_one(SettingsPanel).settings.request_fields(),
+                  "negative_prompt": self.query_one("#negative", Input).value}
+        if seed_override is not None:
+            fields["seed"] = seed_override
+        return validate_request({"prompt": self.query_one("#prompt", PromptInput).value, **fields})
+
+    def start_grid(self, axes_text: str) -> bool:
+        """Queue an X/Y grid of the current prompt over ``axes_text`` ("steps=10,20; guidance=5,7");
+        its contact sheet is made and shown once every cell's job has ended."""
+        panel = self.query_one(SettingsPanel)
+        if not panel.valid:
+            field, message = next(iter(panel.problems.items()))
+            self.app.notify(f"Fix {field} first: {message}", severity="error")
+            return False
+        try:
+            axes = parse_axes([part for part in axes_text.split(";") if part.strip()])
+            requests = grid_requests(self.current_request(), axes)
+        except InvalidRequest as error:
+            self.app.notify(str(error.problems[0]), severity="error")
+            return False
+        except GridError as error:
+            self.app.notify(str(error), severity="error", timeout=8)
+            return False
+        self._grid_serial += 1
+        grid = PendingGrid(self._grid_serial, requests, axes)
+        self._grids.append(grid)
+        self.log_line(f"X/Y grid {grid.serial}: {' x '.join(a.describe() for a in axes)}, {len(requests)} jobs")
+        for cell, request in enumerate(requests):
+            if not self.queue_request(request, grid.tag(cell)):
+                grid.ended.add(-1 - cell)  # never queued: counts as ended with no image
+        return True
+
+    def _grid_of(self, job: int | None) -> tuple[PendingGrid, int] | None:
+        for grid in self._grids:
+            if job in grid.jobs:
+                return grid, grid.jobs[job]
+        return None
+
+    def _grid_job_ended(self, job: int | None) -> None:
+        found = self._grid_of(job)
+        if found is None:
+            return
+        grid, _cell = found
+        grid.ended.add(job)
+        if grid.finished:
+            self._grids.remove(grid)
+            self._compose_grid(grid)
+
+    @work(thread=True)
+    def _compose_grid(self, grid: PendingGrid) -> None:
+        try:
+            path = grid_from_files(grid.cells, grid.requests, grid.axes)
+        except (GridError, OSError) as error:
+            self.app.call_from_thread(self.app.notify, f"X/Y grid {grid.serial}: not saved ({error})",
+                                      severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self._grid_saved, grid, path)
+
+    def _grid_saved(self, grid: PendingGrid, path) -> None:
+        self.log_line(f"X/Y grid {grid.serial} saved: {path}")
+        first = grid.requests[0]
+        sheet = HistoryEntry.for_request(first, "done", image_path=str(path), created_at=datetime.now(
+            timezone.utc).isoformat(timespec="milliseconds"))
+        sheet.prompt = f"X/Y grid: {' x '.join(a.describe() for a in grid.axes)} of {first.prompt}"
+        self.app.open_viewer(sheet)
 
     def queue_request(self, request, what: str = "") -> bool:
         """Send ``request`` to the server; the log says "job N queued" when it answers."""
@@ -326,6 +395,10 @@ class MainScreen(Screen):
 
     @on(JobQueued)
     def _job_queued(self, message: JobQueued) -> None:
+        for grid in self._grids:
+            cell = grid.cell_of_tag(message.what)
+            if cell is not None:
+                grid.jobs[message.job] = cell
         request = message.request
         seed = "random seed" if request.seed is None else f"seed {request.seed}"
         waiting = self.session.waiting
@@ -363,6 +436,10 @@ class MainScreen(Screen):
 
     @on(ImageReady)
     def _image_ready(self, message: ImageReady) -> None:
+        found = self._grid_of(message.job)
+        if found:
+            grid, cell = found
+            grid.cells[cell] = grid.cells[cell] or str(message.path)
         self.last_seed, self.last_path = message.seed, str(message.path)
         if message.image is not None:
             if message.image is not self._shown:  # this client came in after the image was made
@@ -384,6 +461,10 @@ class MainScreen(Screen):
     @on(QueueCleared)
     def _queue_cleared(self, message: QueueCleared) -> None:
         self.log_line(f"queue cleared: {message.count} waiting job(s) dropped")
+        for grid in list(self._grids):  # their dropped cells stay grey; the sheet comes with what was made
+            for job in grid.jobs:
+                if job != self.session.running and job not in grid.ended:
+                    self._grid_job_ended(job)
 
     @on(EngineNotice)
     def _notice(self, message: EngineNotice) -> None:
@@ -412,6 +493,7 @@ class MainScreen(Screen):
         if status.state == "generating":
             status.job_ended("done")
         self._images_this_run += message.images
+        self._grid_job_ended(message.job)
         if self.session.waiting == 0:
             self.app.queue_done(self._images_this_run)
             self._images_this_run = 0
