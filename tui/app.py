@@ -304,10 +304,9 @@ class SdtuiApp(App[int]):
             if axes and self.main_screen.start_grid(axes):
                 self._grid_axes = axes
 
-        self.push_screen(AskScreen("X/Y grid of the prompt: one or two axes, ';' between them. Each is seed, steps, "
-                                   "guidance, scheduler or sr (the first value found in the prompt, then replaced "
-                                   "by each)", getattr(self, "_grid_axes", ""), "steps=10,20,30; guidance=5,7"),
-                         chosen)
+        # One line of at most 74 cells: the dialog is 80 wide. The placeholder is the example.
+        self.push_screen(AskScreen("X/Y grid of the prompt: seed, steps, guidance, scheduler or sr=find,new",
+                                   getattr(self, "_grid_axes", ""), "steps=10,20,30; guidance=5,7"), chosen)
 
     def action_switch_model(self) -> None:
         def chosen(model: str | None) -> None:

@@ -103,7 +103,7 @@ def compose(images: list, axes: list[Axis]):
     width, height = present[0].size
     columns = len(axes[0].values)
     rows = len(axes[1].values) if len(axes) == 2 else 1
-    font = ImageFont.load_default(size=max(12, width // 16))
+    font = ImageFont.load_default(size=max(12, width // 10))  # legible even in half blocks, a cell a row
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
 
     def text_size(text: str) -> tuple[int, int]:
