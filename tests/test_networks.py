@@ -191,6 +191,16 @@ def test_the_cli_writes_lora_hashes_into_the_png_and_the_history(sdtui_home, mod
     assert f'Lora hashes: "ink: {ink}, Soft Light: {soft}"' in settings
     row = sqlite3.connect(sdtui_home / "history.db").execute("SELECT prompt, extra FROM generations").fetchone()
     assert row[0] == prompt and json.loads(row[1]) == {"lora_hashes": {"ink": ink, "Soft Light": soft}}
+    # Read back from the image: a history rebuilt from the outputs folder keeps what the image used.
+    from tui.store.history import History
+
+    (tmp_path / "outputs").mkdir()
+    shutil.copy(tmp_path / "fox.png", tmp_path / "outputs" / "fox.png")
+    rebuilt = History(tmp_path / "rebuilt.db", tmp_path / "outputs")
+    assert rebuilt.reconcile().adopted == 1
+    (adopted,) = rebuilt.recent(1)
+    assert adopted.prompt == prompt and adopted.extras() == {"lora_hashes": {"ink": ink, "Soft Light": soft}}
+    rebuilt.close()
     bad = run_sdtui(["generate", "a fox", "--demo", "--lora", "ink:lots"])
     assert bad.returncode == 2 and bad.stderr.strip().endswith("--lora: 'ink:lots' has the weight 'lots'; "
                                                                "use NAME or NAME:WEIGHT, such as ink:0.8")

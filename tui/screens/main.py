@@ -201,10 +201,7 @@ class MainScreen(Screen):
 
     def generate(self, seed_override: int | None = None) -> bool:
         """Queue a job: a snapshot of the prompt and settings as they are now."""
-        panel = self.query_one(SettingsPanel)
-        if not panel.valid:
-            field, message = next(iter(panel.problems.items()))
-            self.app.notify(f"Fix {field} first: {message}", severity="error")
+        if not self._settings_valid():
             return False
         prompt = self.query_one("#prompt", PromptInput).value
         try:
@@ -221,6 +218,14 @@ class MainScreen(Screen):
             self.log_line(f"wildcards: the template gives {len(requests)} prompts, one job each")
         return all([self.queue_request(one) for one in requests])
 
+    def _settings_valid(self) -> bool:
+        """Whether the settings panel holds no bad value; if it does, says which, and nothing is queued."""
+        panel = self.query_one(SettingsPanel)
+        if not panel.valid:
+            field, message = next(iter(panel.problems.items()))
+            self.app.notify(f"Fix {field} first: {message}", severity="error")
+        return panel.valid
+
     def current_request(self, seed_override: int | None = None):
         """The prompt and settings as they are now, checked; raises InvalidRequest."""
         fields = {**self.query_one(SettingsPanel).settings.request_fields(),
@@ -232,10 +237,7 @@ class MainScreen(Screen):
     def start_grid(self, axes_text: str) -> bool:
         """Queue an X/Y grid of the current prompt over ``axes_text`` ("steps=10,20; guidance=5,7");
         its contact sheet is made and shown once every cell's job has ended."""
-        panel = self.query_one(SettingsPanel)
-        if not panel.valid:
-            field, message = next(iter(panel.problems.items()))
-            self.app.notify(f"Fix {field} first: {message}", severity="error")
+        if not self._settings_valid():
             return False
         try:
             axes = parse_axes([part for part in axes_text.split(";") if part.strip()])
