@@ -149,6 +149,9 @@ async def test_vary_and_hires_from_the_history(sdtui_home):
         varied = app.history.recent(1)[0]
         assert varied.extras() == {"source": first.image_path, "strength": 0.6} and varied.seed != first.seed
         assert varied.prompt == first.prompt and (varied.width, varied.height) == (128, 128)
+        from tui.widgets.details import entry_fields
+
+        assert ("from image", f"{first.image_path} (strength 0.6)") in entry_fields(varied)  # the details pane
         await pilot.press("h")
         await wait_for(pilot, lambda: app.history.count() == 3 and not app.session.busy
                        and not app.session.waiting, what="the hires fix")

@@ -17,6 +17,29 @@ def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
 
     machine = " · ".join(part for part in (entry.chip, entry.os_version,
                                            entry.torch_version and f"torch {entry.torch_version}") if part)
+    fields = _fields(entry, seconds, machine)
+    return [*fields[:2], *_made_with(entry), *fields[2:]]  # after the prompt and negative prompt
+
+
+def _made_with(entry: HistoryEntry) -> list[tuple[str, str]]:
+    """What the entry's ``extra`` adds, each only where the image has it: its wildcard template,
+    its source image (image-to-image, hires fix), its LoRAs and embeddings."""
+    extra = entry.extras()
+    rows = []
+    if extra.get("template"):
+        rows.append(("template", str(extra["template"])))
+    if extra.get("source"):
+        how = f"strength {extra.get('strength', '')}" + (f", hires x{extra['hires']:g}" if extra.get("hires") else "")
+        rows.append(("from image", f"{extra['source']} ({how})"))
+    elif extra.get("hires"):
+        rows.append(("hires fix", f"x{extra['hires']:g} at strength {extra.get('strength', '')}"))
+    for key, label in (("lora_hashes", "LoRAs"), ("ti_hashes", "embeddings")):
+        if isinstance(extra.get(key), dict) and extra[key]:
+            rows.append((label, ", ".join(f"{name} ({value})" for name, value in extra[key].items())))
+    return rows
+
+
+def _fields(entry: HistoryEntry, seconds, machine: str) -> list[tuple[str, str]]:
     return [
         ("prompt", entry.prompt),
         ("negative", entry.negative_prompt),
