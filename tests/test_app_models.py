@@ -76,8 +76,8 @@ async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(
         picker = await open_picker(pilot, app)
         await pilot.press(*"zzz", "enter")  # matches nothing and is no model name: the picker says so
         assert isinstance(app.screen, ModelPickerScreen) and app.session.server.engine.loaded
-        assert "nothing here matches 'zzz'" in str(picker.query_one("#model-hint").render())
-        picker.query_one("#model-filter", Input).value = ""
+        assert "nothing here matches 'zzz'" in str(picker.query_one("#picker-hint").render())
+        picker.query_one("#picker-filter", Input).value = ""
         await pilot.press(*"nobody/not-here")
         assert table_names(picker)[0].startswith("load nobody/not-here")
         await pilot.press("enter")
