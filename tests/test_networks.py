@@ -97,6 +97,7 @@ def models(tmp_path_factory, demo_engine):
     save_tiny_lora(build_tiny_sdxl().unet, folder / LORAS / "xl-only.safetensors")
     save_tiny_embedding(folder / EMBEDDINGS / "BadHands.safetensors", (32,))
     save_tiny_embedding(folder / EMBEDDINGS / "xl-emb.safetensors", (32, 40))
+    save_tiny_embedding(folder / EMBEDDINGS / "wide.safetensors", (32,), vectors=40)
     return folder
 
 
@@ -157,6 +158,12 @@ def test_an_embedding_named_in_a_prompt_is_loaded_and_changes_the_image(engine):
     assert info["ti_hashes"] == {"BadHands": short_hash(engine_models(engine).parent / EMBEDDINGS /
                                                         "BadHands.safetensors", False)}
     assert np.abs(named - plain).mean() > 0.3
+    # A name standing for 40 vectors counts as 40 tokens: with 36 more the prompt takes two chunks.
+    from tui.engine.conditioning import prompt_arguments
+
+    assert isinstance(make(engine, "fox " * 12 + "wide"), tuple)
+    embeds = prompt_arguments(engine.pipe, "SD 1.x", "fox " * 12 + "wide", "").kwargs["prompt_embeds"]
+    assert embeds.shape[1] == 154
     wrong = make(engine, "xl-emb fox")
     assert isinstance(wrong, Failed)
     assert wrong.message == "embedding: xl-emb is made for SDXL; the loaded model is SD 1.x"

@@ -55,9 +55,12 @@ def _encoders(pipe, base: str) -> list[_Encoder]:
     return [_Encoder(pipe.tokenizer, pipe.text_encoder, False, False)]
 
 
-def token_count(tokenizer, text: str) -> int:
-    """Tokens in ``text`` without the start and end tokens."""
-    return len(tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids)
+def token_ids(pipe, tokenizer, text: str) -> list[int]:
+    """``text``'s tokens without the start and end tokens, a loaded embedding's name spread over
+    its vectors' tokens as diffusers spreads it."""
+    convert = getattr(pipe, "maybe_convert_prompt", None)
+    text = convert(text, tokenizer) if convert else text
+    return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
 def prompt_arguments(pipe, base: str, prompt: str, negative: str) -> PromptArguments:
@@ -71,7 +74,7 @@ def prompt_arguments(pipe, base: str, prompt: str, negative: str) -> PromptArgum
             return PromptArguments(plain, ("this pipeline has no CLIP text encoder sdtui can weight; "
                                            "the prompt is read without its weights",))
         return PromptArguments(plain)
-    counts = [max(token_count(e.tokenizer, t) for e in encoders) for t in (text, negative_text)]
+    counts = [max(len(token_ids(pipe, e.tokenizer, t)) for e in encoders) for t in (text, negative_text)]
     if not (is_weighted(pieces) or is_weighted(negative_pieces)) and max(counts) <= CHUNK_TOKENS:
         return PromptArguments(plain)
     return _embedded(pipe, encoders, pieces, negative_pieces, counts)
@@ -129,13 +132,7 @@ def _encode_prompt(pipe, encoders: list[_Encoder], pieces) -> tuple[Any, Any, in
 
 
 def _chunks(pipe, tokenizer, pieces) -> list[TokenChunk]:
-    convert = getattr(pipe, "maybe_convert_prompt", None)  # textual-inversion tokens with several vectors
-
-    def tokens(text: str) -> list[int]:
-        text = convert(text, tokenizer) if convert else text
-        return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
-
-    token_pieces = [None if weight == -1.0 else (tokens(text), weight) for text, weight in pieces]
+    token_pieces = [None if weight == -1.0 else (token_ids(pipe, tokenizer, text), weight) for text, weight in pieces]
     return split_into_chunks(token_pieces, tokenizer.get_vocab().get(",</w>"))
 
 
