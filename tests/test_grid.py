@@ -104,6 +104,10 @@ async def test_the_app_queues_a_grid_and_shows_its_sheet(sdtui_home):
         sheet = app.screen.entry
         assert sheet.image_path.split("/")[-1].startswith("grid-") and app.history.count() == 4
         assert sheet.prompt == "X/Y grid: steps=2,3 x sr=red,blue of a red fox"
+        assert (sheet.width, sheet.height) == Image.open(sheet.image_path).size
+        from tui.screens.viewer import caption_text
+
+        assert "contact sheet" in caption_text(sheet, "").plain and "2 steps" not in caption_text(sheet, "").plain
         cells = json.loads(Image.open(sheet.image_path).text[GRID_KEY])["cells"]
         assert sorted(cells) == sorted(e.image_path for e in app.history.recent(4))
         await pilot.press("r")  # the sheet is not a history entry: nothing is queued

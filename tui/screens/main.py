@@ -275,20 +275,25 @@ class MainScreen(Screen):
 
     @work(thread=True)
     def _compose_grid(self, grid: PendingGrid) -> None:
+        from PIL import Image
+
         try:
             path = grid_from_files(grid.cells, grid.requests, grid.axes)
+            with Image.open(path) as sheet:
+                size = sheet.size
         except (GridError, OSError) as error:
             self.app.call_from_thread(self.app.notify, f"X/Y grid {grid.serial}: not saved ({error})",
                                       severity="error", timeout=8)
             return
-        self.app.call_from_thread(self._grid_saved, grid, path)
+        self.app.call_from_thread(self._grid_saved, grid, path, size)
 
-    def _grid_saved(self, grid: PendingGrid, path) -> None:
+    def _grid_saved(self, grid: PendingGrid, path, size: tuple[int, int]) -> None:
         self.log_line(f"X/Y grid {grid.serial} saved: {path}")
         first = grid.requests[0]
         sheet = HistoryEntry.for_request(first, "done", image_path=str(path), created_at=datetime.now(
             timezone.utc).isoformat(timespec="milliseconds"))
         sheet.prompt = f"X/Y grid: {' x '.join(a.describe() for a in grid.axes)} of {first.prompt}"
+        sheet.width, sheet.height = size
         self.app.open_viewer(sheet)
 
     def queue_request(self, request, what: str = "") -> bool:

@@ -22,7 +22,10 @@ from tui.widgets.zoom import ZoomView
 def caption_text(entry: HistoryEntry, zoom: str) -> Text:
     """Prompt on the first line; zoom, seed, size, steps, scheduler and model on the second."""
     text = Text(visible(entry.prompt) or "(no prompt)", style="bold")
-    details = [settings_line(entry.seed, entry), visible(entry.model)]
+    if entry.id is None:  # an X/Y grid's contact sheet: its axes are in the title, its cells in the history
+        details = [f"contact sheet {entry.width}x{entry.height}", f"seed {entry.seed}", "n: its images"]
+    else:
+        details = [settings_line(entry.seed, entry), visible(entry.model)]
     if zoom:
         details.insert(0, f"zoom {zoom}")
     text.append("\n" + " · ".join(details), style="dim")
