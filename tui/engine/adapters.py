@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui.engine.families import SD1, SD2, SDXL
+from tui.engine.models import first_line
 from tui.engine.networks import (EMBEDDINGS, LORAS, NetworkError, NetworkFile, extract_loras, find_network,
                                  network_files, short_hash)
 
@@ -65,15 +66,16 @@ class Networks:
                         ", ".join(use.name for use in unwanted.loras))
         prepared = PreparedPrompts(wanted.text, unwanted.text)
         folder = Path(models_dir).expanduser() if models_dir else None
-        uses = []
+        uses, described = [], []
         if wanted.loras:
             files = network_files(folder / LORAS, LORAS, allow_pickle) if folder else []
             for use in wanted.loras:
                 found = find_network(files, use.name, LORAS)
                 _check_usable(found, pipe, base)
                 uses.append((self._adapter(pipe, found), use.weight))
+                described.append(f"{found.name} {use.weight:g}")
                 prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
-        self._activate(pipe, uses, [f"{name} {use.weight:g}" for name, use in zip(prepared.lora_hashes, wanted.loras)])
+        self._activate(pipe, uses, described)
         if folder and (folder / EMBEDDINGS).is_dir():
             for found in _named_embeddings(folder / EMBEDDINGS, allow_pickle, prepared.prompt, prepared.negative):
                 self._embedding(pipe, base, found)
@@ -95,7 +97,7 @@ class Networks:
         except Exception as error:
             _drop_partial(pipe, name)
             raise NetworkError(f"LoRA: {found.name} could not be loaded ({type(error).__name__}: "
-                               f"{str(error).splitlines()[0] if str(error) else 'no message'})") from None
+                               f"{first_line(error, 'no message')})") from None
         self._adapters[key] = name
         log.info("LoRA %s (%s) loaded in %.2f s", found.name, found.label, time.perf_counter() - started)
         return name
@@ -153,7 +155,7 @@ class Networks:
             pipe.load_textual_inversion(tensor.reshape(-1, tensor.shape[-1]), token=found.name,
                                         text_encoder=encoder, tokenizer=tokenizer)
         self._embeddings[found.name] = key
-        vectors_count = pairs[0][0].reshape(-1, pairs[0][0].shape[-1]).shape[0]
+        vectors_count = pairs[0][0].numel() // pairs[0][0].shape[-1]
         log.info("embedding %s (%s, %d vector%s) loaded", found.name, found.label, vectors_count,
                  "" if vectors_count == 1 else "s")
 
@@ -177,8 +179,7 @@ def _check_usable(found: NetworkFile, pipe, base: str) -> None:
 def _drop_partial(pipe, name: str) -> None:
     """A load that failed half way may have left the adapter on some components."""
     try:
-        if name in (pipe.get_list_adapters() or {}).get("unet", []) or any(
-                name in names for names in (pipe.get_list_adapters() or {}).values()):
+        if any(name in names for names in (pipe.get_list_adapters() or {}).values()):
             pipe.delete_adapters([name])
     except Exception:  # cleaning up after a failure is best effort
         log.debug("could not remove the adapter %s", name, exc_info=True)

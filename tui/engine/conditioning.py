@@ -133,7 +133,14 @@ def _encode_prompt(pipe, encoders: list[_Encoder], pieces) -> tuple[Any, Any, in
 
 def _chunks(pipe, tokenizer, pieces) -> list[TokenChunk]:
     token_pieces = [None if weight == -1.0 else (token_ids(pipe, tokenizer, text), weight) for text, weight in pieces]
-    return split_into_chunks(token_pieces, tokenizer.get_vocab().get(",</w>"))
+    return split_into_chunks(token_pieces, _comma(tokenizer))
+
+
+def _comma(tokenizer) -> int | None:
+    """The id of CLIP's "," word token (None if the vocabulary lacks it), looked up alone rather
+    than by building the whole 49,408-entry vocabulary."""
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    return None if comma == tokenizer.unk_token_id else comma
 
 
 def encode_chunks(encoder: _Encoder, chunks: list[TokenChunk]):

@@ -339,6 +339,9 @@ class Engine:
             prepared = self._networks.prepare(self.pipe, self.family_info.base, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
             prompts = self._prompt_arguments(prepared)
+            # Read once for the job, before it starts: a bad source fails it without a step run.
+            source = load_init_image(request.init_image, (request.width, request.height)) \
+                if request.init_image else None
             on_event(Started(request, request.count, total_steps_of(request)))
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
@@ -349,7 +352,8 @@ class Engine:
             swap_start = sample_memory(self.device).swap_used
             for first in range(0, request.count, batch):
                 indices = list(range(first, min(first + batch, request.count)))
-                results += self._run_batch(request, prompts, prepared, indices, called, swap_start, on_event, cancel)
+                results += self._run_batch(request, prompts, prepared, source, indices, called, swap_start,
+                                           on_event, cancel)
         except _ListenerError:
             raise
         except _CancelRequested:
@@ -413,7 +417,7 @@ class Engine:
             log.info(note)
         return arguments.kwargs
 
-    def _run_batch(self, request: GenerationRequest, prompts: dict[str, Any], prepared: PreparedPrompts,
+    def _run_batch(self, request: GenerationRequest, prompts: dict[str, Any], prepared: PreparedPrompts, source,
                    indices: list[int], called: float, swap_start: int, on_event: OnEvent,
                    cancel: threading.Event) -> list[Finished]:
         import torch
@@ -485,8 +489,7 @@ class Engine:
             return self._decode_in_float32(output.images) if float32_vae else \
                 self._checked(output.images, final_latents, on_event)
 
-        if request.init_image:
-            source = load_init_image(request.init_image, (request.width, request.height))
+        if source is not None:
             images = denoise(self._image_to_image(), {"image": source, "strength": request.strength},
                              steps_run(request.steps, request.strength))
         else:
