@@ -65,6 +65,12 @@ def parse_axes(texts: list[str]) -> list[Axis]:
     return axes
 
 
+def grid_cells(axes_text: str, base: GenerationRequest) -> tuple[list[Axis], list[GenerationRequest]]:
+    """The axes written on one line (``steps=10,20; guidance=5,7``) and the cells they make of ``base``."""
+    axes = parse_axes([part for part in axes_text.split(";") if part.strip()])
+    return axes, grid_requests(base, axes)
+
+
 def _apply(request: GenerationRequest, axis: Axis, value: str) -> GenerationRequest:
     if axis.field == "sr":
         find = axis.values[0]
@@ -135,31 +141,32 @@ def compose(images: list, axes: list[Axis]):
 def save_grid(sheet, folder: Path, requests: list[GenerationRequest], axes: list[Axis],
               cells: list[str | None]) -> Path:
     """The sheet as a PNG in ``folder``, beside the cells' images, with the first cell's parameters
-    (as A1111 writes its grids) and the axes and cell files as JSON."""
+    (as A1111 writes its grids) and the axes and cell files as JSON. Written and named as the
+    history writes images: under a temporary name, then given a name no file has."""
     import json
 
     from PIL.PngImagePlugin import PngInfo
 
+    from tui.store.history import claim_name, temp_path_for
     from tui.store.images import format_parameters, prompt_slug
 
     info = PngInfo()
     info.add_text("parameters", format_parameters(requests[0], requests[0].seed or 0))
     info.add_text(GRID_KEY, json.dumps({"axes": [a.describe() for a in axes], "cells": cells}, ensure_ascii=False))
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"grid-{time.strftime('%H%M%S')}-{prompt_slug(requests[0].prompt)}"
-    path = folder / f"{stem}.png"
-    number = 1
-    while path.exists():
-        number += 1
-        path = folder / f"{stem}-{number}.png"
-    sheet.save(path, pnginfo=info)
-    return path
+    final = folder / f"grid-{time.strftime('%H%M%S')}-{prompt_slug(requests[0].prompt)}.png"
+    temp = temp_path_for(final)
+    try:
+        sheet.save(temp, format="PNG", pnginfo=info)
+        return claim_name(temp, final)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def grid_from_files(paths: list[str | None], requests: list[GenerationRequest], axes: list[Axis],
-                    folder: Path | None = None) -> Path:
+                    folder: Path | None = None) -> tuple[Path, tuple[int, int]]:
     """Compose and save the sheet from the cells' saved files (None where a cell made no image);
-    it goes beside the first image unless ``folder`` says otherwise."""
+    it goes beside the first image unless ``folder`` says otherwise. Returns its path and size."""
     from PIL import Image
 
     images = []
@@ -171,7 +178,8 @@ def grid_from_files(paths: list[str | None], requests: list[GenerationRequest], 
     first = next((p for p in paths if p), None)
     if first is None:
         raise GridError("grid: no cell made an image")
-    return save_grid(compose(images, axes), folder or Path(first).parent, requests, axes, paths)
+    sheet = compose(images, axes)
+    return save_grid(sheet, folder or Path(first).parent, requests, axes, paths), sheet.size
 
 
 class PendingGrid:

@@ -179,7 +179,7 @@ class ReconcileReport:
         return "history: " + "; ".join(parts) if parts else "history: consistent"
 
 
-def _now() -> str:
+def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
@@ -264,7 +264,7 @@ class History:
 
     def add(self, entry: HistoryEntry) -> int:
         """Record a generation that has no image (cancelled or failed)."""
-        entry.created_at = entry.created_at or _now()
+        entry.created_at = entry.created_at or utc_now()
 
         def insert() -> int:
             with self._transaction():
@@ -297,15 +297,13 @@ class History:
         ``output`` names the file exactly (replacing any file there); otherwise a new
         name is made under ``outputs_dir`` (a client's setting), else the outputs folder.
         """
-        entry.created_at = entry.created_at or _now()
+        entry.created_at = entry.created_at or utc_now()
         if output is not None:
             final = Path(output).expanduser().resolve()
             final.parent.mkdir(parents=True, exist_ok=True)
         else:
             final = self._new_image_path(request.prompt, seed, outputs_dir)
-        # Unique to this process and call: two sdtui processes saving the same name at the same
-        # moment must not write into one temporary file.
-        temp = final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        temp = temp_path_for(final)
 
         def commit() -> Path:
             with self._transaction():
@@ -314,7 +312,7 @@ class History:
                 if output is not None:
                     os.replace(temp, final)
                     return final
-                claimed = self._claim(temp, final)
+                claimed = claim_name(temp, final)
                 self._db.execute("UPDATE generations SET image_path = ? WHERE id = ?", (str(claimed), entry.id))
                 entry.image_path = str(claimed)
                 return claimed
@@ -330,19 +328,6 @@ class History:
         folder = Path(outputs_dir or self.outputs_dir) / time.strftime("%Y-%m-%d")
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{time.strftime('%H%M%S')}-{seed}-{prompt_slug(prompt)}.png"
-
-    @staticmethod
-    def _claim(temp: Path, final: Path) -> Path:
-        """Give ``temp`` the name ``final`` (or ``final-2``, ...) without ever replacing an existing file."""
-        stem, n = final.stem, 1
-        while True:
-            try:
-                os.link(temp, final)  # fails if the name is taken, even by another process
-                temp.unlink()
-                return final
-            except FileExistsError:
-                n += 1
-                final = final.with_name(f"{stem}-{n}.png")
 
     def delete(self, entry_id: int) -> bool:
         """Remove a row and its image file. The file goes first: a crash in between leaves
@@ -475,6 +460,25 @@ class History:
             return False
         self.add(entry)
         return True
+
+
+def temp_path_for(final: Path) -> Path:
+    """A temporary name beside ``final``, unique to this process and call (two sdtui processes
+    saving the same name at once must not write into one file); reconcile removes leftovers."""
+    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+def claim_name(temp: Path, final: Path) -> Path:
+    """Give ``temp`` the name ``final`` (or ``final-2``, ...) without ever replacing an existing file."""
+    stem, n = final.stem, 1
+    while True:
+        try:
+            os.link(temp, final)  # fails if the name is taken, even by another process
+            temp.unlink()
+            return final
+        except FileExistsError:
+            n += 1
+            final = final.with_name(f"{stem}-{n}.png")
 
 
 def _is_corruption(error: sqlite3.DatabaseError) -> bool:
