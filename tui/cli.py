@@ -221,7 +221,8 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The request fields of --init-image, --strength and --hires. From an image, the size is
     the image's (times the hires scale) unless --width or --height is given."""
     from tui.engine.img2img import hires_size
-    from tui.engine.request import HIRES_STRENGTH_DEFAULT, STRENGTH_DEFAULT, InvalidRequest, validate_request
+    from tui.engine.request import (HIRES_STRENGTH_DEFAULT, SIZE_MAX, SIZE_MIN, STRENGTH_DEFAULT, InvalidRequest,
+                                    validate_request)
 
     fields: dict[str, Any] = {}
     if args.hires is not None:
@@ -251,7 +252,7 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
         except InvalidRequest:
             return fields  # the request's own check names the bad --hires
         width, height = hires_size(width, height, scale)
-        fields.update(width=min(max(width, 64), 2048), height=min(max(height, 64), 2048))
+        fields.update(width=min(max(width, SIZE_MIN), SIZE_MAX), height=min(max(height, SIZE_MIN), SIZE_MAX))
     return fields
 
 
@@ -268,8 +269,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from tui.locations import locations
     from tui.logs import setup_logging
     from tui.store.history import History
-    from tui.text import visible
     from tui.grid import GridError, grid_requests, parse_axes
+    from tui.text import visible
     from tui.wildcards import WildcardError, expanded_requests
 
     settings = _settings_from(args)
@@ -323,9 +324,8 @@ def run_generate(args: argparse.Namespace) -> int:
     def on_event(event) -> None:
         progress(event)
         path = recorder(event)
-        if path is not None:
-            saved.setdefault(number, []).append(str(path))
         if path is not None:  # exact for a pipe; on a terminal, control characters in a path are shown inert
+            saved.setdefault(number, []).append(str(path))
             print(path if not sys.stdout.isatty() else visible(str(path)), flush=True)
         if isinstance(event, Failed):
             outcome["failed"] = event.message
@@ -338,15 +338,12 @@ def run_generate(args: argparse.Namespace) -> int:
         except (ModelLoadError, DeviceError) as error:
             _say(str(error))
             return EXIT_FAILED
-        adjusted = _with_family_defaults(requests[0], settings, args, engine, progress)  # said once for all
+        # The family's defaults are said once for all the jobs; a grid's axes keep their own values.
+        adjusted = _with_family_defaults(requests[0], settings, args, engine, progress)
+        kept = [key for key in FAMILY_DEFAULT_KEYS if key not in {axis.field for axis in axes}]
         number = 0
         for number, request in enumerate(requests):
-            if axes:  # the family's size and steps apply to the grid; its axes keep their own values
-                varied = {axis.field for axis in axes}
-                kept = [key for key in ("width", "height", "steps", "guidance") if key not in varied]
-                request = replace(request, **{key: getattr(adjusted, key) for key in kept})
-            else:
-                request = replace(adjusted, prompt=request.prompt, template=request.template)
+            request = replace(request, **{key: getattr(adjusted, key) for key in kept})
             if args.output:
                 recorder.output = numbered_output(args.output, number, len(requests))
             if interrupts.exit_status or "failed" in outcome:  # Ctrl-C or a signal, or a job failed
@@ -371,7 +368,8 @@ def _grid_sheet(axes, requests, saved: dict[int, list[str]], output: Path | None
 
     cells = [saved.get(number, [None])[0] for number in range(len(requests))]
     try:
-        path = grid_from_files(cells, requests, axes, output.expanduser().resolve().parent if output else None)
+        folder = output.expanduser().resolve().parent if output else None
+        path, _size = grid_from_files(cells, requests, axes, folder)
     except (GridError, OSError) as error:
         _say(f"grid: the contact sheet was not saved ({error})")
         return EXIT_FAILED
@@ -422,9 +420,12 @@ def run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+FAMILY_DEFAULT_KEYS = ("width", "height", "steps", "guidance")  # what a model family may set
+
+
 def _flag_keys(args: argparse.Namespace) -> set[str]:
     """The request fields the command line chose: its flags, and an init image's size."""
-    chosen = {key for key in ("width", "height", "steps", "guidance") if getattr(args, key, None) is not None}
+    chosen = {key for key in FAMILY_DEFAULT_KEYS if getattr(args, key, None) is not None}
     return chosen | ({"width", "height"} if getattr(args, "init_image", None) is not None else set())
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.cli import EXIT_FAILED, EXIT_OK, Interrupts
-from tui.jobs import numbered_output
+
 
 def generate_via_server(requests: list, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
                         say: Callable[..., None], saved: dict[int, list[str]] | None = None,
@@ -23,6 +23,7 @@ def generate_via_server(requests: list, settings, options: dict[str, Any], outpu
     until each is done; with ``output``, several jobs' images are numbered (fox-1.png, fox-2.png).
     ``saved`` gets each request's saved paths, by its place in ``requests``."""
     from tui.cli_progress import StderrProgress
+    from tui.jobs import numbered_output
     from tui.locations import locations
     from tui.protocol import decode_event
     from tui.server.client import ServerGone, ServerRefused, connect_or_start

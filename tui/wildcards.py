@@ -45,9 +45,9 @@ def _expand(template: str, folder: Path) -> list[str]:
     from pyparsing import ParseException
 
     manager = WildcardManager(folder)
-    known = wildcard_names(folder)
     for name in _WILDCARD.findall(template):
         if not len(manager.get_values(name)):
+            known = wildcard_names(folder)  # walked only to say what is there
             there = f"there: {', '.join(known[:8])}{', ...' if len(known) > 8 else ''}" if known else "it is empty"
             raise WildcardError(f"prompt: __{name}__ has no file {name}.txt with lines in {folder} ({there})")
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 
 from rich.cells import cell_len, set_cell_size
 from rich.text import Text
@@ -26,14 +25,14 @@ from tui.engine.events import Step
 from tui.engine.families import defaults_on_switch
 from tui.engine.memory import format_bytes
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
-from tui.grid import GridError, PendingGrid, grid_from_files, grid_requests, parse_axes
+from tui.grid import GridError, PendingGrid, grid_cells, grid_from_files
 from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
                           ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
                           ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
                           StepMade)
 from tui.screens.confirm import ConfirmScreen
 from tui.session import read_image
-from tui.store.history import HistoryEntry
+from tui.store.history import HistoryEntry, utc_now
 from tui.text import clip, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
 from tui.widgets.details import settings_line
@@ -204,14 +203,8 @@ class MainScreen(Screen):
         if not self._settings_valid():
             return False
         prompt = self.query_one("#prompt", PromptInput).value
-        try:
-            request = self.current_request(seed_override)
-            requests = self.session.expanded(request)
-        except InvalidRequest as error:
-            self.app.notify(str(error.problems[0]), severity="error")
-            return False
-        except WildcardError as error:
-            self.app.notify(str(error), severity="error", timeout=8)
+        requests = self._made_or_said(lambda: self.session.expanded(self.current_request(seed_override)))
+        if requests is None:
             return False
         self.recall.remember(prompt)
         if len(requests) > 1:
@@ -226,6 +219,16 @@ class MainScreen(Screen):
             self.app.notify(f"Fix {field} first: {message}", severity="error")
         return panel.valid
 
+    def _made_or_said(self, make):
+        """``make()``'s requests, or None once a bad field, template or grid has been said in one line."""
+        try:
+            return make()
+        except InvalidRequest as error:
+            self.app.notify(str(error.problems[0]), severity="error")
+        except (WildcardError, GridError) as error:
+            self.app.notify(str(error), severity="error", timeout=8)
+        return None
+
     def current_request(self, seed_override: int | None = None):
         """The prompt and settings as they are now, checked; raises InvalidRequest."""
         fields = {**self.query_one(SettingsPanel).settings.request_fields(),
@@ -239,15 +242,10 @@ class MainScreen(Screen):
         its contact sheet is made and shown once every cell's job has ended."""
         if not self._settings_valid():
             return False
-        try:
-            axes = parse_axes([part for part in axes_text.split(";") if part.strip()])
-            requests = grid_requests(self.current_request(), axes)
-        except InvalidRequest as error:
-            self.app.notify(str(error.problems[0]), severity="error")
+        made = self._made_or_said(lambda: grid_cells(axes_text, self.current_request()))
+        if made is None:
             return False
-        except GridError as error:
-            self.app.notify(str(error), severity="error", timeout=8)
-            return False
+        axes, requests = made
         self._grid_serial += 1
         grid = PendingGrid(self._grid_serial, requests, axes)
         self._grids.append(grid)
@@ -275,12 +273,8 @@ class MainScreen(Screen):
 
     @work(thread=True)
     def _compose_grid(self, grid: PendingGrid) -> None:
-        from PIL import Image
-
         try:
-            path = grid_from_files(grid.cells, grid.requests, grid.axes)
-            with Image.open(path) as sheet:
-                size = sheet.size
+            path, size = grid_from_files(grid.cells, grid.requests, grid.axes)
         except (GridError, OSError) as error:
             self.app.call_from_thread(self.app.notify, f"X/Y grid {grid.serial}: not saved ({error})",
                                       severity="error", timeout=8)
@@ -290,8 +284,7 @@ class MainScreen(Screen):
     def _grid_saved(self, grid: PendingGrid, path, size: tuple[int, int]) -> None:
         self.log_line(f"X/Y grid {grid.serial} saved: {path}")
         first = grid.requests[0]
-        sheet = HistoryEntry.for_request(first, "done", image_path=str(path), created_at=datetime.now(
-            timezone.utc).isoformat(timespec="milliseconds"))
+        sheet = HistoryEntry.for_request(first, "done", image_path=str(path), created_at=utc_now())
         sheet.prompt = f"X/Y grid: {' x '.join(a.describe() for a in grid.axes)} of {first.prompt}"
         sheet.width, sheet.height = size
         self.app.open_viewer(sheet)
