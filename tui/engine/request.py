@@ -7,6 +7,7 @@ import random
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
+from tui.engine.img2img import steps_run
 from tui.engine.networks import NetworkError, extract_loras
 from tui.engine.schedulers import DEFAULT_SCHEDULER, find_scheduler, scheduler_names
 
@@ -185,13 +186,10 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         else:
             out[field] = number
 
-    guidance = values["guidance"]
-    try:
-        if isinstance(guidance, bool):
-            raise ValueError
-        guidance = float(guidance.strip() if isinstance(guidance, str) else guidance)
-    except (TypeError, ValueError):
-        problems.append(FieldProblem("guidance", f"guidance: expected a number from 0 to 50, got {guidance!r}"))
+    guidance = _as_float(values["guidance"])
+    if guidance is None:
+        problems.append(FieldProblem("guidance", f"guidance: expected a number from 0 to 50, got "
+                                                 f"{values['guidance']!r}"))
     else:
         if not math.isfinite(guidance) or not GUIDANCE_MIN <= guidance <= GUIDANCE_MAX:
             problems.append(FieldProblem("guidance", f"guidance: {guidance} is not allowed; "
@@ -214,7 +212,7 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         else:
             out[field] = number
     if (out.get("init_image") or out.get("hires")) and "strength" in out and "steps" in out \
-            and int(out["steps"] * out["strength"]) < 1:
+            and steps_run(out["steps"], out["strength"]) < 1:
         problems.append(FieldProblem("strength", f"strength: {out['strength']:g} of {out['steps']} steps runs no "
                                                  f"step; use at least {1 / out['steps']:.2g}"))
 
