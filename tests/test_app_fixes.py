@@ -159,6 +159,50 @@ async def test_ctrl_t_returns_to_the_prompt_from_anywhere(sdtui_home):
         assert app.focused is app.main_screen.query_one("#prompt")
 
 
+KEY_CHARACTERS = {"ctrl+u": "\x15", "backspace": "\x7f", "enter": "\r", "left": None}
+
+
+def keys_at_once(app, keys) -> None:
+    """Keys as a terminal delivers a burst of them (a slow SSH link, tmux's send-keys): all
+    posted before the app handles the first, as the input thread does."""
+    from textual import events
+
+    for key in keys:
+        app.post_message(events.Key(key, KEY_CHARACTERS.get(key, key)))
+
+
+@pytest.mark.asyncio
+async def test_a_burst_of_keys_edits_and_submits_the_prompt_in_order(sdtui_home):
+    app = make_recording_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, app)
+        prompt = app.main_screen.query_one("#prompt")
+        prompt.value = "an earlier prompt"
+        prompt.cursor_position = len(prompt.value)
+        keys_at_once(app, ["ctrl+u", *"a red fix", "backspace", "backspace", *"ox", "enter", *" at dusk"])
+        await wait_for(pilot, lambda: prompt.value.endswith("dusk") and app.history.count() == 1
+                       and not app.session.busy, what="the keys and the job")
+        assert prompt.value == "a red fox at dusk"
+        assert [e.prompt for e in app.history.query()] == ["a red fox"]
+
+
+@pytest.mark.asyncio
+async def test_every_field_applies_its_editing_keys_in_order(sdtui_home):
+    app = make_recording_app(steps=2)
+    async with app.run_test(size=SIZE) as pilot:
+        app.main_screen.query_one(SettingsPanel).remove_class("hidden")
+        field = app.main_screen.query_one("#setting-steps")
+        field.focus()
+        field.value = "20"
+        field.cursor_position = 2
+        await pilot.pause()
+        keys_at_once(app, ["backspace", "backspace", "3", "5", "left", "2"])
+        try:
+            await wait_for(pilot, lambda: field.value == "325", timeout=5)
+        except AssertionError:
+            raise AssertionError(f"the keys applied out of order: {field.value!r}") from None
+
+
 def test_pasted_paths_lose_their_quotes_and_escapes(tmp_path):
     target = tmp_path / "my image.png"
     for pasted in (f"'{target}'", f'"{target}"', str(target).replace(" ", "\\ "), f"  {target}  ",

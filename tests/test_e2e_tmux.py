@@ -115,7 +115,6 @@ def test_a_hang_up_with_three_jobs_queued_loses_none_of_them(tmp_path):
             wait_screen(session, lambda s: prompt in s, timeout=10)
             tmux("send-keys", "-t", session, "Enter")
             wait_screen(session, lambda s: f'queued: "{prompt}"' in s, timeout=10)
-            time.sleep(1.0)  # at a person's pace: keys typed within a moment of the first Enter can be lost
         wait_screen(session, lambda s: "queue 2" in s, timeout=5)  # one running, two waiting
         os.kill(app_pid(session), signal.SIGHUP)
         screen = wait_screen(session, lambda s: "exited" in s, timeout=15)

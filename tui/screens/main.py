@@ -190,23 +190,24 @@ class MainScreen(Screen):
         prompt.insert_text_at_cursor((" " if before and not before.endswith(" ") else "") + text)
         prompt.focus()
 
+    # Enter queues the text as it was when Enter came: keys typed after it may be in the field by now.
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self, event: Input.Submitted) -> None:
-        self.generate()
+        self.generate(typed={"prompt": event.value})
 
     @on(Input.Submitted, "#negative")
     def _negative_submitted(self, event: Input.Submitted) -> None:
-        self.generate()
+        self.generate(typed={"negative_prompt": event.value})
 
-    def generate(self, seed_override: int | None = None) -> bool:
-        """Queue a job: a snapshot of the prompt and settings as they are now."""
+    def generate(self, seed_override: int | None = None, typed: dict | None = None) -> bool:
+        """Queue a job: a snapshot of the prompt and settings as they are now, ``typed`` (prompt
+        or negative_prompt) in place of a field's text."""
         if not self._settings_valid():
             return False
-        prompt = self.query_one("#prompt", PromptInput).value
-        requests = self._made_or_said(lambda: self.session.expanded(self.current_request(seed_override)))
+        requests = self._made_or_said(lambda: self.session.expanded(self.current_request(seed_override, typed)))
         if requests is None:
             return False
-        self.recall.remember(prompt)
+        self.recall.remember((typed or {}).get("prompt", self.query_one("#prompt", PromptInput).value))
         if len(requests) > 1:
             self.log_line(f"wildcards: the template gives {len(requests)} prompts, one job each")
         return all([self.queue_request(one) for one in requests])
@@ -229,13 +230,14 @@ class MainScreen(Screen):
             self.app.notify(str(error), severity="error", timeout=8)
         return None
 
-    def current_request(self, seed_override: int | None = None):
+    def current_request(self, seed_override: int | None = None, typed: dict | None = None):
         """The prompt and settings as they are now, checked; raises InvalidRequest."""
         fields = {**self.query_one(SettingsPanel).settings.request_fields(),
-                  "negative_prompt": self.query_one("#negative", Input).value}
+                  "prompt": self.query_one("#prompt", PromptInput).value,
+                  "negative_prompt": self.query_one("#negative", Input).value, **(typed or {})}
         if seed_override is not None:
             fields["seed"] = seed_override
-        return validate_request({"prompt": self.query_one("#prompt", PromptInput).value, **fields})
+        return validate_request(fields)
 
     def start_grid(self, axes_text: str) -> bool:
         """Queue an X/Y grid of the current prompt over ``axes_text`` ("steps=10,20; guidance=5,7");
