@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
 
-from tui.commands import SdtuiCommands
+from tui.app_terminal import TerminalFeatures
+from tui.commands import PaletteActions, SdtuiCommands
 from tui.config import Settings
 from tui.engine.catalog import load_recent
 from tui.locations import Locations, locations, styles_dir
 from tui.messages import LogLine
-from tui.screens.ask import AskScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
 from tui.session import Session
-from tui.widgets.log import LogForwarder, LogPanel
+from tui.widgets.log import LogForwarder
 from tui.widgets.settings import SettingsPanel
-from tui.wording import clean_pasted_path
 
 log = logging.getLogger("tui.app")
 
@@ -52,7 +50,7 @@ def every_binding() -> list[tuple[str, Binding]]:
     ]
 
 
-class SdtuiApp(App[int]):
+class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
     TITLE = "sdtui"
     CSS_PATH = str(styles_dir() / "app.tcss")
     COMMANDS = App.COMMANDS | {SdtuiCommands}
@@ -73,8 +71,6 @@ class SdtuiApp(App[int]):
         self.places = self.session.places
         self.main_screen = MainScreen(self.session)
         self._forwarder = LogForwarder(self._post_log)
-        self.graphics = None  # a graphics Choice once decided after the first frame; half blocks until then
-        self.cell_size: tuple[int, int] | None = None  # pixels per cell, when the terminal said
 
     @property
     def settings(self) -> Settings:
@@ -110,54 +106,6 @@ class SdtuiApp(App[int]):
         self.call_after_refresh(self.session.start)
         self.call_after_refresh(self._detect_graphics)
 
-    # --- pictures: half blocks or a graphics protocol --------------------------------------
-
-    def get_driver_class(self):
-        from textual.drivers.linux_driver import LinuxDriver
-
-        driver = super().get_driver_class()
-        if driver is LinuxDriver:
-            from tui.terminal import QueryingDriver
-
-            return QueryingDriver
-        return driver
-
-    def _detect_graphics(self) -> None:
-        from tui.terminal import detect_graphics
-
-        detect_graphics(self, self.settings.graphics, self._use_graphics)
-
-    def _use_graphics(self, choice) -> None:
-        from tui.widgets.thumbnail import Thumbnail
-
-        repeated = self.graphics == choice  # the same choice again, now with the cell's pixel size
-        self.graphics = choice
-        if not repeated:
-            tmux = " through tmux passthrough" if choice.passthrough else ""
-            log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
-                     tmux, choice.reason)
-        if choice.protocol != "halfblock":
-            for picture in self.screen.query(Thumbnail):
-                picture.redraw()
-
-    def push_screen(self, screen, *args, **kwargs):
-        self._forget_pictures()
-        return super().push_screen(screen, *args, **kwargs)
-
-    def pop_screen(self):
-        self._forget_pictures()
-        return super().pop_screen()
-
-    def _forget_pictures(self) -> None:
-        """Pictures drawn with the Kitty protocol float above the text: the screen going behind
-        another (or away) takes its own along."""
-        if self.graphics is None or self.graphics.protocol != "kitty" or not self.screen_stack:
-            return
-        from tui.widgets.thumbnail import Thumbnail
-
-        for picture in self.screen.query(Thumbnail):
-            picture.forget_graphics()
-
     def _stop_on_signal(self, signum: int, cause: str) -> None:
         """Stop as Ctrl+Q does (the server's jobs go on), restoring the terminal; the exit status
         says which signal it was."""
@@ -180,22 +128,6 @@ class SdtuiApp(App[int]):
 
     def _post_log(self, level: str, text: str, created: float) -> None:
         self.main_screen.post_message(LogLine(level, text, created))
-
-    def queue_done(self, images: int) -> None:
-        """The queue emptied: with the terminal unfocused, the bell and a desktop notification."""
-        if not self.settings.bell or getattr(self, "app_focus", True):
-            return
-        from tui.widgets.graphics import done_notification
-
-        self.bell()
-        body = f"{images} image(s) done" if images else "the queue is done"
-        self.write_to_terminal(done_notification("sdtui", body, in_tmux=bool(os.environ.get("TMUX"))))
-
-    def write_to_terminal(self, sequence: str) -> None:
-        """An escape sequence straight to the terminal, past Textual's drawing."""
-        if self._driver is not None and not self.is_headless:
-            self._driver.write(sequence)
-            self._driver.flush()
 
     def models_dir(self) -> Path:
         return self.settings.models_folder(self.places.models_dir)
@@ -247,29 +179,6 @@ class SdtuiApp(App[int]):
             return
         self.push_screen(HistoryScreen(self.history, select_id=entry_id))
 
-    def action_import_png(self) -> None:
-        from tui.store.images import MetadataError
-        from tui.store.importers import import_png
-
-        def chosen(path: str | None) -> None:
-            if not path:
-                return
-            try:
-                imported = import_png(Path(clean_pasted_path(path)))
-            except MetadataError as error:
-                self.notify(str(error), severity="error", timeout=10)
-                return
-            self.back_to_main()
-            self.main_screen.load_values(imported.values)
-            name = Path(clean_pasted_path(path)).name
-            self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
-            for note in imported.notes:
-                self.main_screen.log_line(note, "warning")
-            more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
-            self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
-
-        self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
-
     def use_model(self, model: str) -> None:
         self.main_screen.query_one(SettingsPanel).set_value("model", model)
 
@@ -299,63 +208,6 @@ class SdtuiApp(App[int]):
         family = self.session.family.base if self.session.family else ""
         self.push_screen(NetworkPickerScreen(self.models_dir(), family, self.session.allow_pickle), chosen)
 
-    def action_grid(self) -> None:
-        def chosen(axes: str | None) -> None:
-            if axes and self.main_screen.start_grid(axes):
-                self._grid_axes = axes
-
-        # One line of at most 74 cells: the dialog is 80 wide. The placeholder is the example.
-        self.push_screen(AskScreen("X/Y grid of the prompt: seed, steps, guidance, scheduler or sr=find,new",
-                                   getattr(self, "_grid_axes", ""), "steps=10,20,30; guidance=5,7"), chosen)
-
-    def action_switch_model(self) -> None:
-        def chosen(model: str | None) -> None:
-            if model:
-                self.use_model(clean_pasted_path(model))
-
-        self.push_screen(AskScreen("Model: a Hub id (owner/name), a diffusers folder, a .safetensors "
-                                   "checkpoint, or demo",
-                                   self.settings.model), chosen)
-
-    def action_toggle_slicing(self) -> None:
-        setting = self.main_screen.settings.attention_slicing
-        current = bool(self.session.slicing) if setting == "auto" else setting == "on"
-        value = "off" if current else "on"
-        self.main_screen.query_one(SettingsPanel).set_value("attention_slicing", value)
-        self.notify(f"Attention slicing {value} from the next job.", timeout=3)
-
-    def action_toggle_previews(self) -> None:
-        value = not self.main_screen.settings.previews
-        self.main_screen.query_one(SettingsPanel).set_value("previews", value)
-        self.notify(f"Previews {'on' if value else 'off'}.", timeout=3)
-
-    def action_copy_path(self) -> None:
-        path = self.main_screen.last_path
-        if not path:
-            latest = self.history.latest_done()  # from an earlier session
-            path = latest.image_path if latest else None
-        if not path:
-            self.notify("No image yet.", timeout=3)
-            return
-        self.copy_to_clipboard(path)
-        self.notify(f"Copied {path}", timeout=4)
-
-    def action_clear_log(self) -> None:
-        self.main_screen.query_one(LogPanel).clear_lines()
-
-    def action_show_outputs(self) -> None:
-        self.notify(f"Images are saved in {self.history.outputs_dir}", timeout=8)
-        self.main_screen.log_line(f"outputs folder: {self.history.outputs_dir}")
-
-    def action_restart_server(self) -> None:
-        if self.session.connected:
-            self.notify("The sdtui server is running; `sdtui stop` in a shell stops it.", timeout=5)
-            return
-        self.main_screen.log_line("starting the sdtui server again")
-        self.session.restart()
-
-    def action_clear_queue(self) -> None:
-        self.main_screen.action_clear_queue()
 
 
 def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, inline: bool = False) -> int:

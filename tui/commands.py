@@ -1,10 +1,17 @@
-"""Command palette entries, named ``category: action``."""
+"""The command palette: its entries, named ``category: action``, and what the entries that
+have no key of their own do (PaletteActions, part of the app)."""
 
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from tui.screens.ask import AskScreen
+from tui.widgets.log import LogPanel
+from tui.widgets.settings import SettingsPanel
+from tui.wording import clean_pasted_path
 
 
 class SdtuiCommands(Provider):
@@ -41,3 +48,91 @@ class SdtuiCommands(Provider):
             score = matcher.match(name)
             if score > 0:
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
+
+
+class PaletteActions:
+    """The app's actions reached from the palette alone (and from a screen or two); mixed into
+    SdtuiApp, whose ``main_screen``, ``session`` and navigation they use."""
+
+    _grid_axes = ""  # the last grid asked for, offered again
+
+    def action_import_png(self) -> None:
+        from tui.store.images import MetadataError
+        from tui.store.importers import import_png
+
+        def chosen(path: str | None) -> None:
+            if not path:
+                return
+            try:
+                imported = import_png(Path(clean_pasted_path(path)))
+            except MetadataError as error:
+                self.notify(str(error), severity="error", timeout=10)
+                return
+            self.back_to_main()
+            self.main_screen.load_values(imported.values)
+            name = Path(clean_pasted_path(path)).name
+            self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
+            for note in imported.notes:
+                self.main_screen.log_line(note, "warning")
+            more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
+            self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
+
+        self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
+
+    def action_grid(self) -> None:
+        def chosen(axes: str | None) -> None:
+            if axes and self.main_screen.start_grid(axes):
+                self._grid_axes = axes
+
+        # One line of at most 74 cells: the dialog is 80 wide. The placeholder is the example.
+        self.push_screen(AskScreen("X/Y grid of the prompt: seed, steps, guidance, scheduler or sr=find,new",
+                                   self._grid_axes, "steps=10,20,30; guidance=5,7"), chosen)
+
+    def action_switch_model(self) -> None:
+        def chosen(model: str | None) -> None:
+            if model:
+                self.use_model(clean_pasted_path(model))
+
+        self.push_screen(AskScreen("Model: a Hub id (owner/name), a diffusers folder, a .safetensors "
+                                   "checkpoint, or demo",
+                                   self.settings.model), chosen)
+
+    def action_toggle_slicing(self) -> None:
+        setting = self.main_screen.settings.attention_slicing
+        current = bool(self.session.slicing) if setting == "auto" else setting == "on"
+        value = "off" if current else "on"
+        self.main_screen.query_one(SettingsPanel).set_value("attention_slicing", value)
+        self.notify(f"Attention slicing {value} from the next job.", timeout=3)
+
+    def action_toggle_previews(self) -> None:
+        value = not self.main_screen.settings.previews
+        self.main_screen.query_one(SettingsPanel).set_value("previews", value)
+        self.notify(f"Previews {'on' if value else 'off'}.", timeout=3)
+
+    def action_copy_path(self) -> None:
+        path = self.main_screen.last_path
+        if not path:
+            latest = self.history.latest_done()  # from an earlier session
+            path = latest.image_path if latest else None
+        if not path:
+            self.notify("No image yet.", timeout=3)
+            return
+        self.copy_to_clipboard(path)
+        self.notify(f"Copied {path}", timeout=4)
+
+    def action_clear_log(self) -> None:
+        self.main_screen.query_one(LogPanel).clear_lines()
+
+    def action_show_outputs(self) -> None:
+        self.notify(f"Images are saved in {self.history.outputs_dir}", timeout=8)
+        self.main_screen.log_line(f"outputs folder: {self.history.outputs_dir}")
+
+    def action_restart_server(self) -> None:
+        if self.session.connected:
+            self.notify("The sdtui server is running; `sdtui stop` in a shell stops it.", timeout=5)
+            return
+        self.main_screen.log_line("starting the sdtui server again")
+        self.session.restart()
+
+    def action_clear_queue(self) -> None:
+        self.main_screen.action_clear_queue()
