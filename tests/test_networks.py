@@ -26,7 +26,12 @@ SMALL = dict(width=64, height=64, steps=3)
     ("a <lora:My Style v2:-0.5> fox, <LYCO:old:1.2>", "a  fox, ", [LoraUse("My Style v2", -0.5),
                                                                  LoraUse("old", 1.2)]),
     ("<lora:ink:0.3> <lora:ink:0.9>", " ", [LoraUse("ink", 0.9)]),  # the last weight of a name counts
-    ("<lora:ink:0.5:0.2> x", " x", [LoraUse("ink", 0.5)]),
+    # A1111's second weight is the UNet's, the first then the text encoders' alone; named too.
+    ("<lora:ink:0.5:0.2> x", " x", [LoraUse("ink", 0.5, 0.2)]),
+    ("<lora:ink:unet=0.2:te=0.5>", "", [LoraUse("ink", 0.5, 0.2)]),
+    ("<lora:ink:0.7:unet=0.7>", "", [LoraUse("ink", 0.7)]),
+    ("<lora:ink:unet=0>", "", [LoraUse("ink", 1.0, 0.0)]),
+    ("<lora:ink:0.6:0.6:8>", "", [LoraUse("ink", 0.6)]),
     ("no tags, <not:a tag>", "no tags, <not:a tag>", []),
 ])
 def test_lora_tags_are_taken_out_of_the_prompt_with_their_weights(prompt, text, loras):
@@ -40,7 +45,15 @@ def test_a_tag_that_cannot_be_read_is_one_sentence_naming_the_prompt():
     assert str(error.value) == "prompt: <lora:ink:strong> has the weight 'strong'; use a number such as 0.8"
     with pytest.raises(NetworkError, match="names no file"):
         extract_loras("<lora::1>")
-    assert extract_loras("a <hypernet:x:1> fox").ignored == ("<hypernet:x:1>",)
+    assert extract_loras("a <hypernet:x:1> fox").ignored == \
+        ("<hypernet:x:1>: hypernetworks are not supported; the tag is ignored",)
+    assert extract_loras("<lora:ink:1:dyn=8>").ignored == \
+        ("<lora:ink:1:dyn=8>: dyn (a DyLoRA's rank) is not supported; the LoRA is used whole",)
+    with pytest.raises(NetworkError) as error:
+        extract_loras("<lora:ink:strength=1>")
+    assert str(error.value) == "prompt: <lora:ink:strength=1> names 'strength'; a LoRA takes te=, unet= and dyn="
+    with pytest.raises(NetworkError, match="has the weight 'x'"):
+        extract_loras("<lora:ink:1:unet=x>")
 
 
 def _file(path, tensors, metadata=None):
@@ -95,6 +108,9 @@ def models(tmp_path_factory, demo_engine):
     save_tiny_lora(demo_engine.pipe.unet, folder / LORAS / "ink-diffusers.safetensors", seed=3, kohya=False)
     save_tiny_lora(demo_engine.pipe.unet, folder / LORAS / "Soft Light.safetensors", seed=8)
     save_tiny_lora(build_tiny_sdxl().unet, folder / LORAS / "xl-only.safetensors")
+    for kohya, name in ((True, "ink-te"), (False, "ink-te-diffusers")):
+        save_tiny_lora(demo_engine.pipe.unet, folder / LORAS / f"{name}.safetensors", seed=5, kohya=kohya,
+                       text_encoder=demo_engine.pipe.text_encoder)
     save_tiny_embedding(folder / EMBEDDINGS / "BadHands.safetensors", (32,))
     save_tiny_embedding(folder / EMBEDDINGS / "xl-emb.safetensors", (32, 40))
     save_tiny_embedding(folder / EMBEDDINGS / "wide.safetensors", (32,), vectors=40)
@@ -135,6 +151,33 @@ def test_a_lora_changes_the_image_by_its_weight_and_switches_off_cleanly(engine)
     assert engine.pipe.unet is unet and engine.load_seconds == loads  # switching never reloaded the model
 
 
+def test_a1111s_second_weight_is_the_unets_and_the_first_the_text_encoders(engine, caplog):
+    base, _ = make(engine, "a fox")
+    both, _ = make(engine, "a fox <lora:ink-te:1>")
+    text_only, _ = make(engine, "a fox <lora:ink-te:1:0>")
+    unet_only, _ = make(engine, "a fox <lora:ink-te:0:1>")
+    assert len({base.tobytes(), both.tobytes(), text_only.tobytes(), unet_only.tobytes()}) == 4
+    assert np.array_equal(make(engine, "a fox <lora:ink-te:1:1>")[0], both)
+    assert np.array_equal(make(engine, "a fox <lora:ink-te:unet=1:te=0>")[0], unet_only)
+    assert np.array_equal(make(engine, "a fox <lora:ink-te:0:0>")[0], base)
+    # kohya's file and diffusers' layout of the same weights split the same way.
+    assert np.array_equal(make(engine, "a fox <lora:ink-te-diffusers:1:0>")[0], text_only)
+    # A LoRA with no text-encoder part takes its UNet weight alone, and diffusers has nothing to warn of.
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert np.array_equal(make(engine, "a fox <lora:ink:0.3:0.5>")[0], make(engine, "a fox <lora:ink:0.5>")[0])
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("diffusers")]
+    assert "LoRAs: ink-te (text encoder 1, UNet 0)" in _log_of(engine, caplog, "a fox <lora:ink-te:1:0>")
+
+
+def _log_of(engine, caplog, prompt) -> str:
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        make(engine, "a fox")  # another set first, so the LoRAs are set again and logged
+        make(engine, prompt)
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
 def engine_models(engine):
     from pathlib import Path
 
@@ -147,8 +190,8 @@ def test_a_lora_of_another_family_or_name_is_refused_in_one_sentence(engine):
     assert wrong.message == ("LoRA: xl-only is made for another model (cross-attention width 72); the loaded model "
                              "is SD 1.x (width 32)")
     missing = make(engine, "a fox <lora:inc:1>")
-    assert missing.message == ("LoRA: no 'inc' in the loras folder (there: ink, ink-diffusers, Soft Light, "
-                               "xl-only)")
+    assert missing.message == ("LoRA: no 'inc' in the loras folder (there: ink, ink-diffusers, ink-te, "
+                               "ink-te-diffusers, Soft Light, xl-only)")
     assert isinstance(make(engine, "a fox <lora:ink:1>"), tuple)  # the engine goes on
 
 

@@ -204,35 +204,48 @@ def hub_cache_with(cache: Path, folder: Path, repo_id: str, configs_only: bool =
 # --- LoRAs and embeddings for the tiny pipelines -------------------------------------------
 
 
-def save_tiny_lora(unet, path: Path, seed: int = 3, kohya: bool = True, rank: int = 4) -> Path:
-    """A random LoRA for ``unet``'s attention layers, saved as kohya's trainer writes them
-    (``lora_unet_..._to_q.lora_down.weight`` with an ``alpha``, what model sites mostly carry) or
-    in diffusers' own layout. ``unet`` is left as it was."""
-    import copy
-
+def save_tiny_lora(unet, path: Path, seed: int = 3, kohya: bool = True, rank: int = 4, text_encoder=None) -> Path:
+    """A random LoRA for ``unet``'s attention layers (and ``text_encoder``'s, when given), saved
+    as kohya's trainer writes them (``lora_unet_..._to_q.lora_down.weight`` with an ``alpha``,
+    ``lora_te_...`` for the text encoder, what model sites mostly carry) or in diffusers' own
+    layout. The models are left as they were."""
     import torch
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    model = copy.deepcopy(unet)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
-                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    state = get_peft_model_state_dict(model)
-    if kohya:
-        tensors = {}
-        for key, value in state.items():
+    parts = [("unet", "lora_unet_", unet, ["to_q", "to_k", "to_v", "to_out.0"])]
+    if text_encoder is not None:
+        parts.append(("text_encoder", "lora_te_", text_encoder, ["q_proj", "k_proj", "v_proj", "out_proj"]))
+    tensors = {}
+    for number, (part, kohya_prefix, model, targets) in enumerate(parts):
+        for key, value in _random_lora_state(model, targets, seed + number, rank).items():
+            if not kohya:
+                tensors[f"{part}.{key}"] = value.contiguous()
+                continue
             module = key.replace(".lora_A.weight", "").replace(".lora_B.weight", "")
-            name = "lora_unet_" + module.replace(".", "_")
+            if part == "text_encoder" and not module.startswith("text_model."):
+                module = "text_model." + module  # kohya names CLIP's layers as transformers 4 nested them
+            name = kohya_prefix + module.replace(".", "_")
             tensors[f"{name}.{'lora_down' if '.lora_A.' in key else 'lora_up'}.weight"] = value.contiguous()
             tensors[f"{name}.alpha"] = torch.tensor(float(rank))
-    else:
-        tensors = {f"unet.{key}": value.contiguous() for key, value in state.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"format": "pt"})
     return path
+
+
+def _random_lora_state(model, targets: list[str], seed: int, rank: int) -> dict:
+    """peft's state dict of a random LoRA on a copy of ``model``'s ``targets``."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.utils import get_peft_model_state_dict
+
+    model = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False, target_modules=targets)
+        model = inject_adapter_in_model(config, model)
+    return get_peft_model_state_dict(model)
 
 
 def save_tiny_embedding(path: Path, widths: tuple[int, ...], vectors: int = 2, seed: int = 4) -> Path:

@@ -13,12 +13,12 @@ import logging
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tui.engine.families import SD1, SD2, SDXL
 from tui.engine.models import first_line
-from tui.engine.networks import (EMBEDDINGS, LORAS, NetworkError, NetworkFile, extract_loras, find_network,
+from tui.engine.networks import (EMBEDDINGS, LORAS, LoraUse, NetworkError, NetworkFile, extract_loras, find_network,
                                  network_files, short_hash)
 
 log = logging.getLogger("tui.engine")
@@ -37,6 +37,15 @@ class PreparedPrompts:
     def metadata(self) -> dict[str, dict[str, str]]:
         return {key: value for key, value in (("lora_hashes", self.lora_hashes), ("ti_hashes", self.ti_hashes))
                 if value}
+
+
+def _weights(adapter: str, use: LoraUse, parts: dict[str, list[str]]) -> float | dict[str, float]:
+    """One weight for the whole LoRA, or one per part it has (diffusers warns of a part it lacks):
+    the UNet's, and the text encoders' for both of SDXL's."""
+    if use.unet is None:
+        return use.weight
+    return {part: use.unet_weight if part == "unet" else use.weight
+            for part, adapters in parts.items() if adapter in adapters}
 
 
 class Networks:
@@ -59,8 +68,8 @@ class Networks:
         family, or unreadable."""
         wanted = extract_loras(prompt)
         unwanted = extract_loras(negative)
-        for tag in wanted.ignored:
-            log.warning("%s: hypernetworks are not supported; the tag is ignored", tag)
+        for sentence in wanted.ignored:
+            log.warning("%s", sentence)
         if unwanted.loras:
             log.warning("LoRA tags in the negative prompt are ignored, as in A1111: %s",
                         ", ".join(use.name for use in unwanted.loras))
@@ -72,8 +81,8 @@ class Networks:
             for use in wanted.loras:
                 found = find_network(files, use.name, LORAS)
                 _check_usable(found, pipe, base)
-                uses.append((self._adapter(pipe, found), use.weight))
-                described.append(f"{found.name} {use.weight:g}")
+                uses.append((self._adapter(pipe, found), use))
+                described.append(replace(use, name=found.name).described)
                 prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
         self._activate(pipe, uses, described)
         if folder and (folder / EMBEDDINGS).is_dir():
@@ -115,7 +124,8 @@ class Networks:
             if not self._enabled:
                 pipe.enable_lora()
                 self._enabled = True
-            pipe.set_adapters([name for name, _ in uses], [weight for _, weight in uses])
+            parts = pipe.get_list_adapters()  # {"unet": [adapter, ...], "text_encoder": [...], ...}
+            pipe.set_adapters([name for name, _ in uses], [_weights(name, use, parts) for name, use in uses])
             log.info("LoRAs: %s", ", ".join(described))
         self._active = active
         self._evict(pipe, {name for name, _ in uses})

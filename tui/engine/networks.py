@@ -34,8 +34,21 @@ class NetworkError(ValueError):
 
 @dataclass(frozen=True)
 class LoraUse:
+    """A LoRA at ``weight``; A1111's two-weight form sets the UNet's apart (``unet``), and
+    ``weight`` is then the text encoders' alone."""
+
     name: str
     weight: float
+    unet: float | None = None
+
+    @property
+    def unet_weight(self) -> float:
+        return self.weight if self.unet is None else self.unet
+
+    @property
+    def described(self) -> str:
+        return f"{self.name} {self.weight:g}" if self.unet is None else \
+            f"{self.name} (text encoder {self.weight:g}, UNet {self.unet:g})"
 
 
 @dataclass(frozen=True)
@@ -44,7 +57,7 @@ class PromptNetworks:
 
     text: str
     loras: tuple[LoraUse, ...] = ()
-    ignored: tuple[str, ...] = ()  # tags that were removed but do nothing here (hypernetworks)
+    ignored: tuple[str, ...] = ()  # what was read but does nothing here, a sentence each
 
 
 def _weight(tag: str, value: str) -> float:
@@ -68,12 +81,38 @@ def extract_loras(prompt: str) -> PromptNetworks:
         if not name:
             raise NetworkError(f"prompt: {match[0]} names no file; write <lora:name:0.8>")
         if kind == "hypernet":
-            ignored.append(match[0])
+            ignored.append(f"{match[0]}: hypernetworks are not supported; the tag is ignored")
             continue
         loras.pop(name, None)
-        loras[name] = _weight(match[0], args[1].strip()) if len(args) > 1 and args[1].strip() else DEFAULT_WEIGHT
+        loras[name] = _lora_use(match[0], name, args[1:], ignored)
     text = _TAG.sub("", prompt)
-    return PromptNetworks(text, tuple(LoraUse(n, w) for n, w in loras.items()), tuple(ignored))
+    return PromptNetworks(text, tuple(loras.values()), tuple(ignored))
+
+
+_LORA_ARGS = ("te", "unet", "dyn")
+
+
+def _lora_use(tag: str, name: str, args: list[str], ignored: list[str]) -> LoraUse:
+    """A1111's arguments after the name: the text encoders' weight, the UNet's (the same when
+    not given) and DyLoRA's rank, in that order or named ``te=``, ``unet=``, ``dyn=``; the
+    source is A1111's extensions-builtin/Lora/extra_networks_lora.py."""
+    given: dict[str, str] = {}
+    positional = 0
+    for arg in (a.strip() for a in args):
+        key, named, value = arg.partition("=")
+        if named:
+            key = key.strip().casefold()
+            if key not in _LORA_ARGS:
+                raise NetworkError(f"prompt: {tag} names {key!r}; a LoRA takes te=, unet= and dyn=")
+            given[key] = value.strip()
+        elif positional < len(_LORA_ARGS):
+            given.setdefault(_LORA_ARGS[positional], arg)
+            positional += 1
+    if given.get("dyn"):
+        ignored.append(f"{tag}: dyn (a DyLoRA's rank) is not supported; the LoRA is used whole")
+    te = _weight(tag, given["te"]) if given.get("te") else DEFAULT_WEIGHT
+    unet = _weight(tag, given["unet"]) if given.get("unet") else None
+    return LoraUse(name, te, None if unet == te else unet)
 
 
 def lora_tag(name: str, weight: float = 0.8) -> str:
