@@ -288,3 +288,46 @@ async def test_the_app_picker_inserts_a_lora_and_the_job_uses_it(sdtui_home, mod
         await wait_for(pilot, lambda: app.history.count() == 1 and not app.session.busy, what="the image")
         (entry,) = app.history.recent(1)
         assert entry.prompt == "a fox <lora:Soft Light:0.8>" and set(entry.extras()["lora_hashes"]) == {"Soft Light"}
+
+
+def test_a_lora_missing_by_name_is_found_by_its_a1111_hash(models):
+    from tui.engine.networks import lora_names_by_hash
+
+    ink = short_hash(models / LORAS / "ink.safetensors", skip_header=True)
+    prompt = "<lora:Old Ink:0.8:0.5> fox <lora:ink-te:1> <lora:gone:1> <lora:Old Ink>"
+    hashes = {"Old Ink": ink.upper(), "gone": "0123456789ab", "ink-te": ink}
+    renamed, notes = lora_names_by_hash(prompt, hashes, models / LORAS)
+    # A name here keeps its file even when the image's hash differs; an unknown hash leaves the tag to fail.
+    assert renamed == "<lora:ink:0.8:0.5> fox <lora:ink-te:1> <lora:gone:1> <lora:ink>"
+    assert notes == [f"LoRA 'Old Ink' is here as 'ink' (the same hash, {ink.upper()}): the prompt now names it so"]
+    assert lora_names_by_hash("a fox", hashes, models / "nowhere") == ("a fox", [])
+
+
+@pytest.mark.asyncio
+async def test_importing_an_image_whose_lora_has_another_name_here_uses_the_file_by_hash(sdtui_home, models, tmp_path):
+    import shutil
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from tests.app_helpers import make_recording_app, wait_for, wait_loaded
+
+    shutil.copytree(models, sdtui_home / "models")
+    ink = short_hash(models / LORAS / "ink.safetensors", skip_header=True)
+    info = PngInfo()
+    info.add_text("parameters", f"a fox <lora:Ink Wash v2:0.8>\nSteps: 4, Sampler: Euler, CFG scale: 7, Seed: 5, "
+                                f"Size: 64x64, Lora hashes: \"Ink Wash v2: {ink}\", Version: v1.10.1")
+    Image.new("RGB", (64, 64)).save(tmp_path / "shared.png", pnginfo=info)
+    app = make_recording_app()
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_loaded(pilot, app)
+        app.action_import_png()
+        await pilot.pause()
+        app.screen.query_one("#answer").value = str(tmp_path / "shared.png")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("Loaded A1111" in m for m in app.notified), what="the import")
+        assert app.main_screen.query_one("#prompt").value == "a fox <lora:ink:0.8>"
+        assert any("'Ink Wash v2' is here as 'ink'" in line for line in app.main_screen.query_one("#log").lines_written)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.history.count() == 1 and not app.session.busy, what="the image")
+        assert app.history.recent(1)[0].extras()["lora_hashes"] == {"ink": ink}

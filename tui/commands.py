@@ -68,16 +68,34 @@ class PaletteActions:
             except MetadataError as error:
                 self.notify(str(error), severity="error", timeout=10)
                 return
-            self.back_to_main()
-            self.main_screen.load_values(imported.values)
             name = Path(clean_pasted_path(path)).name
-            self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
-            for note in imported.notes:
-                self.main_screen.log_line(note, "warning")
-            more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
-            self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
+            if imported.lora_hashes and "prompt" in imported.values:  # hashing LoRAs reads them whole: a thread
+                self.run_worker(partial(self._find_loras_by_hash, imported, name), thread=True, exit_on_error=False)
+            else:
+                self._load_imported(imported, name)
 
         self.push_screen(AskScreen("Import parameters from a PNG: its path", "", "/path/to/image.png"), chosen)
+
+    def _find_loras_by_hash(self, imported, name: str) -> None:
+        from tui.engine.networks import LORAS, lora_names_by_hash
+
+        try:
+            prompt, notes = lora_names_by_hash(imported.values["prompt"], imported.lora_hashes,
+                                               self.models_dir() / LORAS, self.session.allow_pickle)
+        except OSError as error:
+            prompt, notes = imported.values["prompt"], [f"LoRAs were not looked for by hash: {error}"]
+        imported.values["prompt"] = prompt
+        imported.notes[:0] = notes
+        self.call_from_thread(self._load_imported, imported, name)
+
+    def _load_imported(self, imported, name: str) -> None:
+        self.back_to_main()
+        self.main_screen.load_values(imported.values)
+        self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
+        for note in imported.notes:
+            self.main_screen.log_line(note, "warning")
+        more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
+        self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
 
     def action_grid(self) -> None:
         def chosen(axes: str | None) -> None:

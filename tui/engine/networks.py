@@ -220,6 +220,41 @@ def find_network(files: list[NetworkFile], name: str, kind: str) -> NetworkFile:
                                                                      " (it is empty)"))
 
 
+def lora_names_by_hash(prompt: str, hashes: dict[str, str], folder: Path,
+                       allow_pickle: bool = False) -> tuple[str, list[str]]:
+    """``prompt`` with each LoRA tag whose name is not in ``folder`` (``loras/``) but whose hash
+    (``hashes``: an image's ``Lora hashes``, name -> short hash) is, renamed to the file here, and
+    a sentence for each. As A1111 does on pasting parameters, so a LoRA saved under another name
+    still makes the image. Only a missing name's hash is looked for; each file is hashed once."""
+    files = [f for f in network_files(folder, LORAS, allow_pickle) if not f.problem]
+    renames: dict[str, str] = {}
+    for match in _TAG.finditer(prompt):
+        name = match[2].split(":")[0].strip()
+        wanted = hashes.get(name, "").casefold()
+        if match[1].casefold() == "hypernet" or not wanted or name in renames or _is_named(files, name):
+            continue
+        same = next((f for f in files if short_hash(f.path, skip_header=True) == wanted), None)
+        if same is not None:
+            renames[name] = same.name
+
+    def renamed(match: re.Match) -> str:
+        name, rest = (match[2].split(":", 1) + [""])[:2]
+        new = renames.get(name.strip())
+        return match[0] if new is None else f"<{match[1]}:{new}{':' + rest if ':' in match[2] else ''}>"
+
+    notes = [f"LoRA {old!r} is here as {new!r} (the same hash, {hashes[old]}): the prompt now names it so"
+             for old, new in renames.items()]
+    return (_TAG.sub(renamed, prompt) if renames else prompt), notes
+
+
+def _is_named(files: list[NetworkFile], name: str) -> bool:
+    try:
+        find_network(files, name, LORAS)
+    except NetworkError:
+        return False
+    return True
+
+
 # --- hashes --------------------------------------------------------------------------------------
 
 _hash_lock = threading.Lock()

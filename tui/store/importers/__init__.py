@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tui.engine.networks import parse_hashes
 from tui.engine.request import GenerationRequest, InvalidRequest, validate_request
-from tui.store.images import PARAMETERS_KEY, SDTUI_KEY, MetadataError
+from tui.store.images import PARAMETERS_KEY, SDTUI_KEY, MetadataError, parse_parameters
 from tui.store.importers.a1111 import a1111_import, parameters_import
 from tui.store.importers.comfyui import comfyui_import
 from tui.store.importers.draft import Imported
@@ -65,17 +66,27 @@ def import_png(path: Path) -> Imported:
     except OSError as error:
         raise MetadataError(f"{path.name}: cannot read it as an image ({error})") from None
     damaged = []
+    found = None
     if SDTUI_KEY in chunks:
         try:
-            return _own(chunks[SDTUI_KEY])
+            found = _own(chunks[SDTUI_KEY])
         except (ValueError, KeyError, TypeError, InvalidRequest):
             damaged.append("its sdtui metadata is damaged; the A1111 text was read instead")
-    found = _dispatch(chunks, size)
+    found = found or _dispatch(chunks, size)
     if found is None:
         raise MetadataError(f"{path.name}: no generation parameters found in its metadata (looked for sdtui, "
                             "A1111, Fooocus, ComfyUI, InvokeAI and NovelAI)")
     found.notes[:0] = damaged
+    found.lora_hashes = _lora_hashes(chunks.get(PARAMETERS_KEY))
     return found
+
+
+def _lora_hashes(parameters: str | None) -> dict[str, str]:
+    """The ``Lora hashes`` that sdtui's, A1111's and civitai's text give for the prompt's LoRA names."""
+    try:
+        return parse_hashes(parse_parameters(parameters).settings.get("Lora hashes", "")) if parameters else {}
+    except MetadataError:
+        return {}
 
 
 def _dispatch(chunks: dict[str, str], size: tuple[int, int]) -> Imported | None:

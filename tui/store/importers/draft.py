@@ -16,6 +16,7 @@ class Imported:
     values: dict[str, Any]  # checked request fields found in the image; the rest stay as they are
     source: str  # sdtui | A1111 | Fooocus | InvokeAI | ComfyUI | NovelAI
     notes: list[str] = field(default_factory=list)
+    lora_hashes: dict[str, str] = field(default_factory=dict)  # A1111's "Lora hashes": tag name -> short hash
 
     @property
     def request(self) -> GenerationRequest:
