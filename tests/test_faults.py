@@ -125,6 +125,44 @@ def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signu
     assert_history_consistent(sdtui_home)
 
 
+def test_a_hang_up_after_the_terminal_stopped_reading_still_ends_the_app(sdtui_home):
+    """A terminal that stops reading (a stalled SSH link), then hangs up: the app's writes block,
+    so its orderly exit cannot finish, yet it ends, EXIT_GRACE_S after the signal, with 129."""
+    import fcntl
+    import select
+    import struct
+    import termios
+
+    from tui.app_terminal import EXIT_GRACE_S
+
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    process = subprocess.Popen([sdtui_script(), "--demo"], stdin=slave, stdout=slave, stderr=slave,
+                               env=session_env(sdtui_home), start_new_session=True, close_fds=True)
+    os.close(slave)
+    try:
+        seen, deadline = b"", time.monotonic() + 120
+        while b"demo model (random weights) \xc2\xb7 cpu" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                seen = seen[-4096:] + os.read(master, 65536)
+        assert b"\xc2\xb7 cpu" in seen, "the app never became ready"
+        for columns in range(200, 260, 6):  # from here nothing is read: each size is a whole new screen
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 60, columns, 0, 0))
+            time.sleep(0.2)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGHUP)
+        code = process.wait(timeout=EXIT_GRACE_S + 20)
+        took = time.monotonic() - signalled
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.close(master)
+        subprocess.run([sdtui_script(), "stop"], env=session_env(sdtui_home), capture_output=True, timeout=60)
+    assert code == 128 + signal.SIGHUP and took < EXIT_GRACE_S + 3
+    log = (sdtui_home / "logs" / "sdtui.log").read_text()
+    assert "the terminal hung up; stopping" in log and "exiting anyway" in log
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_headless_generation_cancels_records_and_exits(sdtui_home, signum):
     process, seen = start_generating("interrupted", 400, 256)

@@ -3,9 +3,7 @@ the sdtui server, the history), and holds the app-wide keys."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from pathlib import Path
 
 from textual.app import App
@@ -94,12 +92,7 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
         self.main_screen.recall.prompts.extend(self.history.recent_prompts())
-        for signum, cause in ((getattr(signal, "SIGHUP", None), "the terminal hung up"),
-                              (signal.SIGTERM, "asked to stop (SIGTERM)")):
-            try:
-                asyncio.get_running_loop().add_signal_handler(signum, self._stop_on_signal, signum, cause)
-            except (NotImplementedError, RuntimeError, ValueError, TypeError):
-                pass  # not on this platform, or not the main thread (tests)
+        self.catch_stop_signals(self._stop_on_signal)
         self.session.post = self.main_screen.post_message
         # Connecting may start the server, which imports torch: after the first frame. The
         # terminal is asked what it can draw then too, so no answer can hold up the first frame.
@@ -120,6 +113,7 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
         self.shutdown(0)
 
     def _leave(self) -> None:
+        self.release_stop_signals()
         logging.getLogger().removeHandler(self._forwarder)
         self.session.close()
 
