@@ -89,9 +89,11 @@ def test_demo_generation_in_a_real_terminal(tmp_path, width, height):
 
 
 def app_pid(session: str) -> int:
-    """The pane's shell runs `env ... sdtui`, and env execs sdtui: its only child is the app."""
+    """The pane's shell runs `env ... sdtui`, and env execs sdtui: the app is the shell's only child,
+    or the pane's process itself when the shell had nothing after it and exec'd it."""
     pane_pid = tmux("display", "-p", "-t", session, "#{pane_pid}").stdout.strip()
-    return int(subprocess.run(["pgrep", "-P", pane_pid], capture_output=True, text=True).stdout.split()[0])
+    children = subprocess.run(["pgrep", "-P", pane_pid], capture_output=True, text=True).stdout.split()
+    return int(children[0] if children else pane_pid)
 
 
 def test_a_hang_up_with_three_jobs_queued_loses_none_of_them(tmp_path):
@@ -139,8 +141,16 @@ def test_a_hang_up_with_three_jobs_queued_loses_none_of_them(tmp_path):
         wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
         tmux("send-keys", "-t", session, "F2")
         wait_screen(session, lambda s: all(p in s for p in ("first fox", "second fox", "third fox")))
+        pid = app_pid(session)
     finally:
         tmux("kill-session", "-t", session, check=False)
+    # tmux closing the pane is a hang-up on a terminal that is already gone: the app still ends.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}") and \
+            "zombie" not in open(f"/proc/{pid}/status").read():
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" in open(f"/proc/{pid}/status").read(), \
+        "the app outlived its terminal"
 
 
 def start_with_images(tmp_path, width, height, prompts, term="TERM=xterm-256color COLORTERM=truecolor"):
