@@ -65,7 +65,10 @@ class TerminalFeatures:
             if hasattr(signal, "SIGCONT"):
                 signal.signal(signal.SIGCONT, signal.SIG_DFL)
             watchdog.arm(128 + signum)
-            loop.call_soon_threadsafe(stop, signum, STOP_SIGNALS[signum])
+            try:
+                loop.call_soon_threadsafe(stop, signum, STOP_SIGNALS[signum])
+            except RuntimeError:
+                pass  # the loop has closed: the app is on its way out, and the watchdog sees it ends
 
         try:
             self._signals_before = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS if signum}
