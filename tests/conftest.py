@@ -34,6 +34,10 @@ def stop_servers() -> list[int]:
     for pid in stopped:
         for _ in range(100):  # up to 10 s each for the server to finish its step and leave
             try:
+                os.waitpid(pid, os.WNOHANG)  # an app in this process started it: reaped, it is gone, not a zombie
+            except ChildProcessError:
+                pass
+            try:
                 os.kill(pid, 0)
             except OSError:
                 break

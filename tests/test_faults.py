@@ -76,6 +76,10 @@ def test_sigkill_at_random_moments_leaves_a_consistent_history(tmp_path, full):
     for run in range(rounds):
         kill = _kill_app if run % 2 else _kill_headless_run
         printed += kill(home, rng, run, generations)
+    # The server goes on with the jobs of a killed app; the history is checked once it has stopped.
+    stopped = subprocess.run(sdtui_command() + ["stop"], env={**os.environ, "SDTUI_HOME": str(home)},
+                             capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
     counts = assert_history_consistent(home)
     rows = {r[4] for r in history_rows(home)}
     assert set(printed) <= rows, "a path printed as saved has no row"
@@ -146,7 +150,7 @@ def test_a_hang_up_after_the_terminal_stopped_reading_still_ends_the_app(sdtui_h
             if select.select([master], [], [], 0.2)[0]:
                 seen = seen[-4096:] + os.read(master, 65536)
         assert b"\xc2\xb7 cpu" in seen, "the app never became ready"
-        for columns in range(200, 260, 6):  # from here nothing is read: each size is a whole new screen
+        for columns in range(200, 260, 12):  # from here nothing is read: each size is a whole new screen
             fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 60, columns, 0, 0))
             time.sleep(0.2)
         signalled = time.monotonic()
