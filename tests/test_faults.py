@@ -1,7 +1,8 @@
 """Faults: SIGKILL at random moments, SIGHUP and SIGTERM mid-generation, out of memory,
 a hundred cancels into a queue of two hundred jobs, several processes sharing one history,
 and a soak. The kill loops, the cancels and the soak run short here; ``--full`` runs them at the size
-README gives (python -m pytest tests/test_faults.py --full)."""
+docs/development.md gives (python -m pytest tests/test_faults.py --full), with the figures in
+docs/performance.md."""
 
 from __future__ import annotations
 
