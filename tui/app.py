@@ -69,6 +69,7 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
         self.places = self.session.places
         self.main_screen = MainScreen(self.session)
         self._forwarder = LogForwarder(self._post_log)
+        self._in_place: dict = {}  # slot -> the toast notify_in_place showed last
 
     @property
     def settings(self) -> Settings:
@@ -123,6 +124,24 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
     def _post_log(self, level: str, text: str, created: float) -> None:
         self.main_screen.post_message(LogLine(level, text, created))
 
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Textual's toast, as plain text by default: sdtui's messages hold prompts, paths and keys
+        such as "[", which markup would eat or misread."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def notify_in_place(self, slot: str, message: str, timeout: float = 2.0) -> None:
+        """A plain-text toast that replaces the previous one of its ``slot``, so a key pressed again
+        and again shows its latest value instead of a stack of toasts."""
+        from textual.notifications import Notification, Notify
+
+        old = self._in_place.get(slot)
+        if old is not None:
+            self._unnotify(old, refresh=False)  # one already gone is forgotten quietly
+        notification = Notification(message, "", "information", timeout, markup=False)
+        self._in_place[slot] = notification
+        self.post_message(Notify(notification))
+
     def models_dir(self) -> Path:
         return self.settings.models_folder(self.places.models_dir)
 
@@ -152,7 +171,9 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
 
     def action_focus_prompt(self) -> None:
         self.back_to_main()
-        self.main_screen.query_one("#prompt").focus()
+        # At once, not as focus() does after the keys already queued: typing right after Ctrl+T goes
+        # to the prompt, not to the field that had focus.
+        self.main_screen.set_focus(self.main_screen.query_one("#prompt"))
 
     def open_viewer(self, entry) -> None:
         from tui.screens.viewer import ViewerScreen

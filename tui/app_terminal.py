@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Callable
 
+from tui.text import plural
+
 log = logging.getLogger("tui.app")
 EXIT_GRACE_S = 5.0  # how long an exit after a hang-up or SIGTERM may take before the process ends regardless
 STOP_SIGNALS = {getattr(signal, "SIGHUP", None): "the terminal hung up", signal.SIGTERM: "asked to stop (SIGTERM)"}
@@ -135,7 +137,7 @@ class TerminalFeatures:
         from tui.widgets.graphics import done_notification
 
         self.bell()
-        body = f"{images} image(s) done" if images else "the queue is done"
+        body = f"{plural(images, 'image')} done" if images else "the queue is done"
         self.write_to_terminal(done_notification("sdtui", body, in_tmux=bool(os.environ.get("TMUX"))))
 
     def write_to_terminal(self, sequence: str) -> None:

@@ -11,6 +11,7 @@ from textual.command import DiscoveryHit, Hit, Hits, Provider
 from tui.screens.ask import AskScreen
 from tui.widgets.log import LogPanel
 from tui.widgets.settings import SettingsPanel
+from tui.text import plural
 from tui.wording import clean_pasted_path
 
 
@@ -31,6 +32,8 @@ class SdtuiCommands(Provider):
             ("model: use the demo model", "Tiny random-weight model, offline", partial(app.use_model, "demo")),
             ("settings: toggle attention slicing", "Slices attention to save memory", app.action_toggle_slicing),
             ("settings: toggle previews", "Live previews while generating", app.action_toggle_previews),
+            ("settings: save the seed as the default", "A locked seed holds until sdtui quits; this writes it "
+             "to config.toml for every later run", app.action_save_seed),
             ("image: copy last image path", "To the clipboard (OSC 52, works over SSH)", app.action_copy_path),
             ("log: clear", "Empty the live log", app.action_clear_log),
             ("outputs: show folder path", "Where images are saved", app.action_show_outputs),
@@ -94,7 +97,7 @@ class PaletteActions:
         self.main_screen.log_line(f"imported {imported.source} parameters from {name}")
         for note in imported.notes:
             self.main_screen.log_line(note, "warning")
-        more = f" {len(imported.notes)} note(s) in the log." if imported.notes else ""
+        more = f" {plural(len(imported.notes), 'note')} in the log." if imported.notes else ""
         self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
 
     def action_grid(self) -> None:
@@ -126,6 +129,17 @@ class PaletteActions:
         value = not self.main_screen.settings.previews
         self.main_screen.query_one(SettingsPanel).set_value("previews", value)
         self.notify(f"Previews {'on' if value else 'off'}.", timeout=3)
+
+    def action_save_seed(self) -> None:
+        seed = self.main_screen.settings.seed
+        problem = self.session.save_seed_as_default()
+        if problem:
+            self.notify(problem, severity="error", timeout=8)
+        elif seed == "random":
+            self.notify(f"config.toml: each run draws a random seed ({self.places.config_file}).", timeout=5)
+        else:
+            self.notify(f"config.toml: every run starts with seed {seed}, sdtui generate's too "
+                        f"({self.places.config_file}).", timeout=5)
 
     def action_copy_path(self) -> None:
         path = self.main_screen.last_path

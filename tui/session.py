@@ -17,6 +17,7 @@ import itertools
 import logging
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +46,9 @@ class Session:
     def __init__(self, settings: Settings, places: Locations, inline: bool = False, allow_pickle: bool = False,
                  save: bool = True) -> None:
         self.settings = settings
+        # The seed config.toml holds: a seed locked in the app holds for this run only, so the app
+        # writes this one back, never its own, unless the user asks (save_seed_as_default).
+        self.saved_seed = settings.seed
         self.places = places
         self.inline = inline
         self.allow_pickle = allow_pickle
@@ -246,12 +250,21 @@ class Session:
         return self._send({"type": "clear_queue"})
 
     def change_settings(self, settings: Settings) -> str | None:
-        """Take ``settings`` as the one copy, and save them; None, or why they were not saved."""
+        """Take ``settings`` as the one copy, and save them (with config.toml's own seed); None, or
+        why they were not saved."""
         self.settings = settings
+        return self._save()
+
+    def save_seed_as_default(self) -> str | None:
+        """Make the seed as it is now config.toml's (every later run starts with it, the CLI's too)."""
+        self.saved_seed = self.settings.seed
+        return self._save()
+
+    def _save(self) -> str | None:
         if not self.save:
             return None
         try:
-            save_settings(settings, self.places.config_file)
+            save_settings(replace(self.settings, seed=self.saved_seed), self.places.config_file)
         except OSError as error:
             return f"Settings not saved: {error.strerror} ({self.places.config_file})"
         return None

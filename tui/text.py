@@ -49,3 +49,8 @@ def stand_in(ch: str) -> str:
 def clip(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, with an ellipsis when it was longer."""
     return text if len(text) <= width else text[:max(0, width - 1)] + "…"
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """"1 job", "2 jobs"; ``many`` where adding an s is wrong ("1 entry", "3 entries")."""
+    return f"{count} {word if count == 1 else many or word + 's'}"

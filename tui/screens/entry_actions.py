@@ -126,7 +126,11 @@ class EntryActions:
     def action_strength(self, direction: int) -> None:
         session = self.app.session
         session.strength = round(min(1.0, max(STRENGTH_STEP, session.strength + direction * STRENGTH_STEP)), 2)
-        self.app.notify(f"Image-to-image strength {session.strength:g} (g uses it).", timeout=2)
+        self.app.notify_in_place("strength", f"Image-to-image strength {session.strength:g} (g uses it).")
+        self.strength_changed()
+
+    def strength_changed(self) -> None:
+        """Show the image-to-image strength where it stays in view (a screen says where)."""
 
     def action_copy_path(self) -> None:
         entry = self._need_selection(any_picture=True)

@@ -11,10 +11,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Static
 
 
-KEY_NAMES = {"plus": "+", "minus": "-", "equals_sign": "=", "slash": "/", "question_mark": "?"}
+KEY_NAMES = {"plus": "+", "minus": "-", "equals_sign": "=", "slash": "/", "question_mark": "?",
+             "left_square_bracket": "[", "right_square_bracket": "]", "space": "Space"}
 
 
 def key_names(binding: Binding) -> str:
+    """Every key of the binding, as a person types it."""
     return ", ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in binding.key.split(","))
 
 

@@ -77,6 +77,7 @@ class HistoryScreen(EntryActions, Screen):
     HistoryScreen #detail { width: 2fr; border-left: solid $primary-darken-2; }
     HistoryScreen #large { height: 1fr; min-height: 6; }
     HistoryScreen #params { height: auto; max-height: 50%; }
+    HistoryScreen #progress { height: 1; padding: 0 1; display: none; }
     """
     BINDINGS = [
         Binding("escape", "back", "Back", id="history-back"),
@@ -119,6 +120,7 @@ class HistoryScreen(EntryActions, Screen):
                 yield OpenablePicture(placeholder="no entry selected", id="large")
                 with VerticalScroll(id="params"):
                     yield Static(id="param-text")
+        yield Static(id="progress")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -182,7 +184,24 @@ class HistoryScreen(EntryActions, Screen):
         parts.append(f"model: {visible(self.model) if self.model else 'all'} (m)")
         if self.marked:
             parts.append(f"marked: {len(self.marked)}")
+        parts.append(f"strength: {self.app.session.strength:g} ([ ])")
         self.query_one("#filter-text", Static).update(Text("  ".join(parts), style="dim"))
+
+    def strength_changed(self) -> None:
+        self._show_filters()
+
+    def history_changed(self) -> None:
+        """A job wrote rows (an image, or a cancelled or failed job): show them, the selected entry
+        staying selected."""
+        chosen = self.selected
+        self.select_id = chosen.id if chosen is not None else None
+        self.reload()
+
+    def show_progress(self, text: str) -> None:
+        """One line under the list while jobs run (empty: hidden)."""
+        line = self.query_one("#progress", Static)
+        line.update(Text(text, style="dim"))
+        line.display = bool(text)
 
     @property
     def selected(self) -> HistoryEntry | None:

@@ -33,7 +33,7 @@ from tui.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaire
 from tui.screens.confirm import ConfirmScreen
 from tui.session import read_image
 from tui.store.history import HistoryEntry, utc_now
-from tui.text import clip, visible
+from tui.text import clip, plural, visible
 from tui.wording import DEMO_COMMAND, in_app_wording
 from tui.widgets.details import settings_line
 from tui.widgets.log import LogPanel
@@ -123,6 +123,7 @@ class MainScreen(Screen):
         settings = self.session.settings
         self.query_one(Stage).fit_to(settings.width, settings.height)
         self.refresh_recent()
+        self.show_seed_lock()
         self._say_colours(self.app.console.color_system)
         self.call_after_refresh(self._show_latest)
 
@@ -325,6 +326,11 @@ class MainScreen(Screen):
             return self._making.seed_for(self._making_index), "the image being made"
         return self.last_seed, "the last image's"
 
+    def show_seed_lock(self) -> None:
+        """The header says so while a seed is locked: at every width, the settings panel shown or not."""
+        seed = self.settings.seed
+        self.app.title = "sdtui" if seed == "random" else f"sdtui · seed {seed} locked"
+
     def action_toggle_seed_lock(self) -> None:
         panel = self.query_one(SettingsPanel)
         if panel.settings.seed == "random":
@@ -350,6 +356,9 @@ class MainScreen(Screen):
         low, high = (1, 500) if key == "steps" else (0.0, 50.0)
         value = min(high, max(low, value))
         panel.set_value(key, value if key == "steps" else f"{value:g}")
+        if panel.has_class("hidden"):  # else the panel's field shows it
+            edge = " (the most)" if value == high else " (the least)" if value == low else ""
+            self.app.notify_in_place(key, f"{key.capitalize()} {value:g}{edge} for the next job.")
 
     # --- what the server says -------------------------------------------------------------
 
@@ -360,11 +369,17 @@ class MainScreen(Screen):
             self.log_line(notice, "warning")
             self.app.notify(notice, severity="warning", timeout=10)
         self.query_one(StatusPanel).set_queue(len(state.get("waiting") or ()))
-        if state.get("running") is not None:
-            self.log_line(f"the sdtui server is running job {state['running']}; its progress follows")
-        elif not message.started:
+        if state.get("model"):  # a busy server gets to this client's own load only after its queue
+            self.app.sub_title = f"{state['model']} · {state.get('device')} · {state.get('dtype')}"
+        elif state.get("loading"):
+            self.app.sub_title = "loading a model…"
+        if not message.started:
             self.log_line(f"connected to the sdtui server (pid {state.get('pid')})"
                           + (f", {state['model']} loaded" if state.get("model") else ""))
+        if state.get("running") is not None:
+            waiting = len(state.get("waiting") or ())
+            self.log_line(f"the sdtui server is running job {state['running']}"
+                          + (f" with {plural(waiting, 'job')} waiting" if waiting else "") + "; its progress follows")
 
     @on(HistoryRepaired)
     def _history_repaired(self, message: HistoryRepaired) -> None:
@@ -384,7 +399,7 @@ class MainScreen(Screen):
         reason = message.message.rstrip(".")
         said = reason[0].upper() + reason[1:] if reason.startswith("the sdtui server ") \
             else f"The sdtui server stopped: {reason}"
-        log_file = self.session.places.logs_dir / "server.log"
+        log_file = self.session.places.log_file  # the server's own log lines; server.log holds only its output
         self.log_line(f"{said}. Images already saved are in the history; {log_file} may say why.", "error")
 
         def answered(yes: bool | None) -> None:
@@ -406,7 +421,7 @@ class MainScreen(Screen):
         waiting = self.session.waiting
         self.log_line(f"job {message.job} queued{f' ({message.what})' if message.what else ''}: "
                       f"\"{clip(visible(request.prompt), 40)}\" {request.width}x{request.height}, "
-                      f"{request.steps} steps, {request.scheduler}, {seed}"
+                      f"{plural(request.steps, 'step')}, {request.scheduler}, {seed}"
                       + (f" ({waiting} waiting)" if waiting > 1 else ""))
 
     @on(JobRefused)
@@ -451,6 +466,7 @@ class MainScreen(Screen):
             self.session.thumbs.put(message.path, message.image)
         self._shown = None
         self.refresh_recent()
+        self._tell_history_screens()
 
     @on(ImageNotSaved)
     def _image_not_saved(self, message: ImageNotSaved) -> None:
@@ -462,7 +478,7 @@ class MainScreen(Screen):
 
     @on(QueueCleared)
     def _queue_cleared(self, message: QueueCleared) -> None:
-        self.log_line(f"queue cleared: {message.count} waiting job(s) dropped")
+        self.log_line(f"queue cleared: {plural(message.count, 'waiting job')} dropped")
         for grid in list(self._grids):  # their dropped cells stay grey; the sheet comes with what was made
             for job in grid.jobs:
                 if job != self.session.running and job not in grid.ended:
@@ -477,16 +493,21 @@ class MainScreen(Screen):
 
     @on(JobCancelled)
     def _job_cancelled(self, message: JobCancelled) -> None:
-        self._making = None
-        self._finish_painting()
+        self._job_stopped("cancelled", f"{plural(message.completed, 'image')} saved" if message.completed else "")
         self.query_one(StatusPanel).job_ended("cancelled")
 
     @on(JobFailed)
     def _job_failed(self, message: JobFailed) -> None:
-        self._making = None
-        self._finish_painting()
+        self._job_stopped("failed", "the log says why")
         self.query_one(StatusPanel).job_ended("failed")
         self.app.notify(in_app_wording(message.message), severity="error", timeout=8)
+
+    def _job_stopped(self, how: str, detail: str) -> None:
+        """The caption stops saying "generating" once the job it names has ended without its image."""
+        making, self._making = self._making, None
+        self._finish_painting()
+        if making is not None:
+            self.set_caption(f"{how}: {making.prompt}", detail)
 
     @on(JobEnded)
     def _job_ended(self, message: JobEnded) -> None:
@@ -496,6 +517,7 @@ class MainScreen(Screen):
             status.job_ended("done")
         self._images_this_run += message.images
         self._grid_job_ended(message.job)
+        self._tell_history_screens(progress="" if self.session.waiting == 0 else None)
         if self.session.waiting == 0:
             self.app.queue_done(self._images_this_run)
             self._images_this_run = 0
@@ -565,6 +587,29 @@ class MainScreen(Screen):
         self.query_one(StatusPanel).step(report.step, report.total, report.image_index, report.step_seconds,
                                          report.elapsed, report.it_per_s, report.memory)
         self._status_due = time.monotonic() + STATUS_INTERVAL_S
+        self._tell_history_screens(progress=self._progress_text(report), rows=False)
+
+    def _progress_text(self, report: Step) -> str:
+        """One line of where the running job is, for screens over this one."""
+        job = self.session.running
+        images = self._making.count if self._making is not None else 1
+        text = f"generating{f' job {job}' if job is not None else ''}: step {report.step}/{report.total}"
+        if images > 1:
+            text += f", image {report.image_index + 1} of {images}"
+        if self.session.waiting:
+            text += f" · {self.session.waiting} waiting"
+        return text
+
+    def _tell_history_screens(self, progress: str | None = None, rows: bool = True) -> None:
+        """The history screen, when open, shows new rows and the running job's progress as they come."""
+        from tui.screens.history import HistoryScreen
+
+        for screen in self.app.screen_stack:
+            if isinstance(screen, HistoryScreen):
+                if rows:
+                    screen.history_changed()
+                if progress is not None:
+                    screen.show_progress(progress)
 
     def _offer_preview(self, image) -> None:
         """Show a preview now if the byte budget allows, else keep the newest for later."""
@@ -649,6 +694,8 @@ class MainScreen(Screen):
         problem = self.session.change_settings(settings)
         if problem:
             self.app.notify(problem, severity="warning")
+        if key == "seed":
+            self.show_seed_lock()
         if not reload:
             return
         session = self.session
@@ -660,9 +707,9 @@ class MainScreen(Screen):
         ahead = session.waiting + (1 if session.busy else 0)
         if ahead:
             what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
-            self.log_line(f"loading {what} after the {ahead} job(s) ahead of it")
+            self.log_line(f"loading {what} after {plural(ahead, 'job')} ahead of it")
             self.app.sub_title = f"{self.app.sub_title.split(' · waiting')[0]} · waiting: {what} loads after " \
-                                 f"{ahead} job(s)"
+                                 f"{plural(ahead, 'job')}"
         problem = session.load()
         if problem:
             self.app.notify(f"Not loaded: {problem}.", severity="error", timeout=8)

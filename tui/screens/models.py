@@ -14,7 +14,7 @@ from rich.text import Text
 from tui.engine.catalog import CatalogEntry, build_catalog, hub_cache_dir
 from tui.engine.memory import format_bytes
 from tui.screens.picker import PickerScreen
-from tui.text import visible
+from tui.text import plural, visible
 
 
 def _looks_like_model(text: str) -> bool:
@@ -46,7 +46,7 @@ class ModelPickerScreen(PickerScreen):
         if hub_cache_dir().is_dir():
             remove_stale_partials(hub_cache_dir())
         entries = build_catalog(self.models_dir, self.recent)
-        return entries, (f"{len(entries)} models. Hugging Face cache: {hub_cache_dir()}. Models folder: "
+        return entries, (f"{plural(len(entries), 'model')}. Hugging Face cache: {hub_cache_dir()}. Models folder: "
                          f"{self.models_dir} (put diffusers folders and .safetensors checkpoints there; set "
                          "models_dir in config.toml to use another).")
 

@@ -13,7 +13,7 @@ from rich.text import Text
 from tui.engine.memory import format_bytes
 from tui.engine.networks import EMBEDDINGS, LORAS, NetworkFile, lora_tag, network_files
 from tui.screens.picker import PickerScreen
-from tui.text import visible
+from tui.text import plural, visible
 
 PICKED_WEIGHT = 0.8  # a LoRA at full weight often overpowers a prompt; 0.8 is the usual start
 
@@ -51,7 +51,7 @@ class NetworkPickerScreen(PickerScreen):
         items.sort(key=lambda i: (order[fits(i, self.model_family)], i.name.casefold()))
         loras = sum(1 for i in items if i.kind == LORAS)
         model = f"the loaded model is {self.model_family}" if self.model_family else "no model is loaded yet"
-        return items, (f"{loras} LoRAs in {self.models_dir / LORAS}, {len(items) - loras} embeddings in "
+        return items, (f"{plural(loras, 'LoRA')} in {self.models_dir / LORAS}, {plural(len(items) - loras, 'embedding')} in "
                        f"{self.models_dir / EMBEDDINGS}; {model}. ✓ fits it, ✗ is for another family. "
                        f"A LoRA goes in as <lora:name:{PICKED_WEIGHT:g}>: edit the weight in the prompt.")
 

@@ -8,7 +8,7 @@ from rich.text import Text
 
 from tui.engine.memory import format_bytes
 from tui.store.history import HistoryEntry
-from tui.text import visible
+from tui.text import plural, visible
 
 
 def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
@@ -64,7 +64,7 @@ def _fields(entry: HistoryEntry, seconds, machine: str) -> list[tuple[str, str]]
 
 def settings_line(seed: int | None, made) -> str:
     """"seed · size · steps · scheduler" of ``made`` (a request or a history entry), for captions."""
-    return f"seed {seed} · {made.width}x{made.height} · {made.steps} steps · {made.scheduler}"
+    return f"seed {seed} · {made.width}x{made.height} · {plural(made.steps, 'step')} · {made.scheduler}"
 
 
 def entry_status(entry: HistoryEntry) -> str:

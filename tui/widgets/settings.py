@@ -30,6 +30,11 @@ CHOICE_FIELDS = (("scheduler", "Scheduler", scheduler_names()), ("attention_slic
                  ("device", "Device", DEVICES), ("dtype", "Dtype", DTYPES))
 
 
+def shown_value(value: object) -> str:
+    """A field's text: 7.0 shows as "7", as the keys that change it write it."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 @dataclass
 class _FieldState:
     valid: bool = True
@@ -71,7 +76,8 @@ class SettingsPanel(VerticalScroll):
                                  id="size-preset", compact=True)
             with Horizontal(classes="row"):
                 yield Label(title, classes="name")
-                yield SafeInput(str(getattr(s, key)), id=f"setting-{key}", select_on_focus=False, compact=True)
+                yield SafeInput(shown_value(getattr(s, key)), id=f"setting-{key}", select_on_focus=False,
+                                compact=True)
             yield Static(id=f"problem-{key}", classes="problem")
             if key == "seed":
                 with Horizontal(classes="row"):
