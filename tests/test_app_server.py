@@ -80,6 +80,9 @@ async def test_a_new_app_shows_the_running_job_where_it_is_and_can_cancel_it(sdt
             caption = str(app.main_screen.query_one("#caption").render())
             assert "generating: running before the app" in caption
             assert "the sdtui server is running job 1" in log_text(app)
+            # Attached to a busy server: its model in the header at once, not "starting…" until the queue empties.
+            assert "connected to the sdtui server" in log_text(app)
+            assert app.sub_title.startswith("demo model (random weights) · cpu"), app.sub_title
             await pilot.press("escape")  # a cancel names the job, whichever client queued it
             await wait_for(pilot, lambda: status.state == "cancelled", what="the cancel")
         assert process.wait(timeout=30) == 1
