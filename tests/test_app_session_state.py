@@ -163,3 +163,23 @@ async def test_after_a_cancel_the_caption_no_longer_says_generating(sdtui_home):
         await pilot.pause(0.2)
         caption = str(app.main_screen.query_one("#caption").render())
         assert "generating" not in caption and caption.startswith("cancelled: stopped early"), caption
+
+
+async def test_a_footer_shows_only_whole_keys_before_the_palette_key(sdtui_home):
+    from textual.widgets._footer import FooterKey
+
+    from tui.screens.history import HistoryScreen
+
+    app = make_recording_app()
+    async with app.run_test(size=NARROW) as pilot:
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), what="the history screen")
+        for width in (80, 64):
+            await pilot.resize_terminal(width, 24)
+            await pilot.pause(0.3)
+            keys = list(app.screen.query(FooterKey))
+            palette = next(k for k in keys if k.has_class("-command-palette"))
+            shown = [k for k in keys if k.display and k is not palette]
+            assert shown and all(k.region.right <= palette.region.x for k in shown), \
+                [(k.key, k.region) for k in shown]
+            assert len(shown) < len(keys) - 1, "some keys do not fit at this width"

@@ -6,8 +6,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Input, Label
+from textual.widgets import Input, Label
 
+from tui.widgets.footer import FittingFooter
 from tui.widgets.safe_input import SafeInput
 
 
@@ -26,7 +27,7 @@ class AskScreen(ModalScreen[str | None]):
         with Vertical():
             yield Label(self.question)
             yield SafeInput(self.value, placeholder=self.placeholder, id="answer")
-        yield Footer(compact=True)  # this dialog's own keys, over the screen's below
+        yield FittingFooter(compact=True)  # this dialog's own keys, over the screen's below
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip() or None)

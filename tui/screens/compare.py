@@ -7,8 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Header, Static
 
+from tui.widgets.footer import FittingFooter
 from tui.session import read_image
 from tui.store.history import HistoryEntry
 from tui.widgets.details import details_table
@@ -39,7 +40,7 @@ class CompareScreen(Screen):
                 yield thumb
         with VerticalScroll(id="compare-params"):
             yield Static(details_table(self.first, self.second), id="compare-table")
-        yield Footer(compact=True)
+        yield FittingFooter(compact=True)
 
     @on(OpenablePicture.Opened)
     def _opened(self, message: OpenablePicture.Opened) -> None:

@@ -7,7 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
+
+from tui.widgets.footer import FittingFooter
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -28,7 +30,7 @@ class ConfirmScreen(ModalScreen[bool]):
         with Vertical():
             yield Static(Text(self.question))
             yield Static(Text("y: yes   n: no", style="dim"))
-        yield Footer(compact=True)  # this dialog's own keys, over the screen's below
+        yield FittingFooter(compact=True)  # this dialog's own keys, over the screen's below
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)

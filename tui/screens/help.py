@@ -8,7 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
+
+from tui.widgets.footer import FittingFooter
 
 
 KEY_NAMES = {"plus": "+", "minus": "-", "equals_sign": "=", "slash": "/", "question_mark": "?",
@@ -56,4 +58,4 @@ class HelpScreen(ModalScreen[None]):
             yield Static(table)
             yield Static(Text("Ctrl+P opens the command palette: model, settings, image, log, outputs, queue.",
                               style="dim"))
-        yield Footer(compact=True)  # this dialog's own keys, over the screen's below
+        yield FittingFooter(compact=True)  # this dialog's own keys, over the screen's below

@@ -14,8 +14,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Header, Input, Static
 
+from tui.widgets.footer import FittingFooter
 from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.session import read_image
 from tui.store.history import STATUSES, HistoryEntry
@@ -121,7 +122,7 @@ class HistoryScreen(EntryActions, Screen):
                 with VerticalScroll(id="params"):
                     yield Static(id="param-text")
         yield Static(id="progress")
-        yield Footer(compact=True)
+        yield FittingFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#table", DataTable).focus()

@@ -17,8 +17,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
-from textual.widgets import Footer, Header, Input
+from textual.widgets import Header, Input
 
+from tui.widgets.footer import FittingFooter
 from tui.cli_progress import format_duration
 from tui.engine.catalog import remember_recent
 from tui.engine.events import Step
@@ -114,7 +115,7 @@ class MainScreen(Screen):
                         yield RecentStrip(id="recent")
                         yield LogPanel(id="log")
                 yield StatusPanel(id="status")
-        yield Footer(compact=True)
+        yield FittingFooter(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
@@ -618,7 +619,7 @@ class MainScreen(Screen):
         wait = self._preview_budget.wait_for(preview.frame_bytes, now)
         if wait <= 0:
             self._pending_preview = None
-            preview.show(image, upscale=False)
+            preview.show(image, final=False)
             self._preview_budget.spend(preview.frame_bytes, now)
             return
         self._pending_preview = image

@@ -11,8 +11,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
-from textual.widgets import DataTable, Footer, Input, Label, Static
+from textual.widgets import DataTable, Input, Label, Static
 
+from tui.widgets.footer import FittingFooter
 from tui.widgets.safe_input import SafeInput
 
 
@@ -39,7 +40,7 @@ class PickerScreen(ModalScreen[str | None]):
             yield SafeInput(placeholder=self.PLACEHOLDER, id="picker-filter", compact=True)
             yield DataTable(id="picker-table", cursor_type="row", zebra_stripes=True)
             yield Static(self.looking_in(), id="picker-hint")
-        yield Footer(compact=True)  # this dialog's own keys, over the screen's below
+        yield FittingFooter(compact=True)  # this dialog's own keys, over the screen's below
 
     def on_mount(self) -> None:
         self.query_one(DataTable).add_columns(*self.COLUMNS)

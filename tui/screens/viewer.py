@@ -8,8 +8,8 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import Footer
 
+from tui.widgets.footer import FittingFooter
 from tui.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.session import read_image
 from tui.store.history import HistoryEntry
@@ -68,7 +68,7 @@ class ViewerScreen(EntryActions, Screen):
     def compose(self) -> ComposeResult:
         yield Line(id="viewer-caption", wrap=False)
         yield ZoomView(placeholder="no image", id="viewer-picture")
-        yield Footer(compact=True)
+        yield FittingFooter(compact=True)
 
     def on_mount(self) -> None:
         self._show(self.entry)
