@@ -164,7 +164,8 @@ async def test_a_model_that_cannot_load_leaves_the_app_usable(sdtui_home):
     app = make_app(model=str(sdtui_home / "no-such-model"))
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "no model loaded" in app.sub_title, what="the load failure")
-        assert any("neither an existing folder nor a Hub id" in n.message for n in app._notifications)
+        said = next(n.message for n in app._notifications if "neither an existing folder nor a Hub id" in n.message)
+        assert said.count("Ctrl+P") == 1, f"the advice is given once: {said}"
         log_text = "\n".join(app.main_screen.query_one(LogPanel).lines_written)
         assert "error: model:" in log_text
         await type_prompt(pilot, "still here")

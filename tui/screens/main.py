@@ -566,8 +566,9 @@ class MainScreen(Screen):
             return
         self.app.sub_title = "no model loaded"
         self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
-        self.app.notify(f"{in_app_wording(message.message)}. Pick another model with F3, or use "
-                        f"{DEMO_COMMAND}.", severity="error", timeout=15)
+        said = in_app_wording(message.message).rstrip(".")
+        advice = "" if DEMO_COMMAND in said else f". Pick another model with F3, or use {DEMO_COMMAND}"  # said once
+        self.app.notify(f"{said}{advice}.", severity="error", timeout=15)
 
     def _queue_status(self, report: Step) -> None:
         """Progress lines repaint at most every STATUS_INTERVAL_S; the last step at once."""
