@@ -167,6 +167,8 @@ def test_pngs_without_metadata_or_not_png_give_a_clear_message(tmp_path):
     ("🦊🦊", "image"),
     ("Ünïcödé Fox", "unicode-fox"),
     ("a" * 100, "a" * 48),
+    ("a red fox <lora:ink-style:0.8> <lyco:x:1>", "a-red-fox"),
+    ("(a red fox:1.2), [snow:0.5] 1990s", "a-red-fox-snow-1990s"),
 ])
 def test_prompt_slug_is_safe_for_any_prompt(prompt, expected):
     slug = prompt_slug(prompt)

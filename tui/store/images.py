@@ -158,13 +158,17 @@ def write_png(path: Path, image, request: GenerationRequest, seed: int, index: i
         os.fsync(handle.fileno())
 
 
+_ANGLE_TAG = re.compile(r"<[^<>]*>")
+_WEIGHT = re.compile(r":\s*-?\d+(?:\.\d+)?")
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
 def prompt_slug(prompt: str, limit: int = 48) -> str:
     """A file-name-safe fragment of a prompt: lowercase ASCII letters, digits and dashes only,
     so no prompt can make a path leave the outputs folder or hit a reserved device name."""
-    ascii_text = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode("ascii").lower()
+    # Prompt syntax is not the subject: <lora:ink:0.8> tags and (word:1.2) weights stay out of the name.
+    words_only = _WEIGHT.sub(" ", _ANGLE_TAG.sub(" ", prompt))
+    ascii_text = unicodedata.normalize("NFKD", words_only).encode("ascii", "ignore").decode("ascii").lower()
     words = re.findall(r"[a-z0-9]+", ascii_text)
     slug = ""
     for word in words:
