@@ -4,6 +4,7 @@ upscale recorded in the PNG and the history; from the CLI and from the app's his
 
 import json
 import sqlite3
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -65,6 +66,10 @@ def test_hires_fix_upscales_the_first_pass_and_denoises_it_again(demo_engine):
     assert [s.step for s in steps] == list(range(1, 10)) and {s.total for s in steps} == {9}  # 6 + int(6 * 0.5)
     first_pass, _ = run(demo_engine, seed=3)
     assert first_pass[0].image.size == (128, 128)
+    # What the job is said to make (its log line, the stage) is the size it does make.
+    request = GenerationRequest("x", width=128, height=128, hires=1.5, strength=0.5)
+    assert request.output_size == results[0].image.size
+    assert replace(request, init_image="source.png", width=192, height=192).output_size == (192, 192)
 
 
 def test_bad_sources_and_strengths_are_one_sentence(demo_engine, tmp_path):

@@ -79,6 +79,15 @@ class GenerationRequest:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def output_size(self) -> tuple[int, int]:
+        """The finished image's size: a hires fix of the job's own first pass ends ``hires`` times larger."""
+        if self.hires and not self.init_image:
+            from tui.engine.img2img import hires_size
+
+            return hires_size(self.width, self.height, self.hires)
+        return self.width, self.height
+
 
 def _as_int(field: str, value: Any, rule: str) -> tuple[int | None, FieldProblem | None]:
     problem = FieldProblem(field, f"{field}: {value!r} is not a whole number; {rule}")

@@ -102,10 +102,12 @@ class EntryActions:
         if not found:
             return
         (entry, (width, height)), strength = found, self.app.session.strength
+        size = hires_size(width, height, 1.0)
         request = replace(entry.request(), init_image=entry.image_path, strength=strength, hires=0.0, seed=None,
-                          width=width // 8 * 8, height=height // 8 * 8)
-        if self.app.main_screen.queue_request(request, f"a variation of this image at strength {strength:g}"):
-            self.app.notify(f"Queued: a variation of this image, strength {strength:g} ([ and ] change it).",
+                          width=size[0], height=size[1])
+        cut = f" at {size[0]}x{size[1]} (sizes are multiples of 8)" if size != (width, height) else ""
+        if self.app.main_screen.queue_request(request, f"a variation of this image at strength {strength:g}{cut}"):
+            self.app.notify(f"Queued: a variation of this image{cut}, strength {strength:g} ([ and ] change it).",
                             timeout=4)
 
     def action_hires(self) -> None:

@@ -421,7 +421,7 @@ class MainScreen(Screen):
         seed = "random seed" if request.seed is None else f"seed {request.seed}"
         waiting = self.session.waiting
         self.log_line(f"job {message.job} queued{f' ({message.what})' if message.what else ''}: "
-                      f"\"{clip(visible(request.prompt), 40)}\" {request.width}x{request.height}, "
+                      f"\"{clip(visible(request.prompt), 40)}\" {'x'.join(map(str, request.output_size))}, "
                       f"{plural(request.steps, 'step')}, {request.scheduler}, {seed}"
                       + (f" ({waiting} waiting)" if waiting > 1 else ""))
 
@@ -442,7 +442,7 @@ class MainScreen(Screen):
         request = message.request
         self._making, self._making_index = request, 0
         self.query_one(StatusPanel).job_started(message.images, message.steps)
-        self.query_one(Stage).fit_to(request.width, request.height)
+        self.query_one(Stage).fit_to(*request.output_size)
         self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
 
     @on(ImageMade)
