@@ -15,7 +15,7 @@ CUBE_LEVELS = (0, 95, 135, 175, 215, 255)
 LUT_BITS = 5  # the lookup table's grid: 32 levels a channel, far finer than the palette's steps
 # Ordered dithering: a 4x4 Bayer threshold map, scaled to about half the cube's step. The
 # colour benchmark measured it against plain nearest colours on gradients and a photo-like
-# image, at the eye's scale (both blurred by a cell's width); see README for the figures.
+# image, at the eye's scale (both blurred by a cell's width); see docs/performance.md for the figures.
 BAYER_4 = ((0, 8, 2, 10), (12, 4, 14, 6), (3, 11, 1, 9), (15, 7, 13, 5))
 DITHER_AMPLITUDE = 24.0
 
