@@ -158,38 +158,65 @@ def iterm2_image(image, columns: int, rows: int) -> str:
             f"preserveAspectRatio=1;doNotMoveCursor=1:{encoded}\x07")
 
 
-def sixel_image(image) -> str:
-    """``image`` as Sixel at its own pixel size: up to 255 colours (Pillow's median cut), one
-    six-pixel band at a time, runs of a colour compressed with ``!``."""
+def sixel_image(image, size: tuple[int, int] | None = None) -> str:
+    """``image`` as Sixel at its own pixel size, or enlarged to ``size`` by nearest neighbour
+    after its colours are chosen (a preview filling its cells, since Sixel cannot scale): up to
+    255 colours (Pillow's median cut), one six-pixel band at a time, runs of a colour
+    compressed with ``!``. The work goes by runs of equal columns, so an enlarged picture costs
+    about what its own pixels do, not what it covers."""
     import numpy as np
+    from PIL import Image
 
     quantised = image.convert("RGB").quantize(colors=255, method=0, dither=0)
+    if size is not None and size != quantised.size:
+        quantised = quantised.resize(size, Image.Resampling.NEAREST)
     palette = quantised.getpalette()[:3 * 256]
     pixels = np.asarray(quantised)
     height, width = pixels.shape
-    used = np.unique(pixels)
     out = [f'\x1bP0;1;0q"1;1;{width};{height}']
-    for index in used.tolist():
+    for index in np.unique(pixels).tolist():
         r, g, b = palette[3 * index:3 * index + 3]
         out.append(f"#{index};2;{r * 100 // 255};{g * 100 // 255};{b * 100 // 255}")
-    padded = np.full(((height + 5) // 6 * 6, width), -1, dtype=np.int32)
-    padded[:height] = pixels
-    weights = (1 << np.arange(6, dtype=np.int32))[None, :, None]
-    for top in range(0, padded.shape[0], 6):
-        band = padded[top:top + 6]
-        colours = np.unique(band)
-        colours = colours[colours >= 0]
-        bits = ((band[None, :, :] == colours[:, None, None]) * weights).sum(axis=1)  # a sixel per column
-        rows = (bits + 63).astype(np.uint8)
-        lines = [f"#{colour}" + _run_length(row.tobytes().decode("ascii").rstrip("?"))
-                 for colour, row in zip(colours.tolist(), rows)]
-        out.append("$".join(lines) + "-")
+    for top in range(0, height, 6):
+        out.append(_sixel_band(pixels[top:top + 6]) + "-")
     out.append("\x1b\\")
     return "".join(out)
 
 
-def _run_length(text: str) -> str:
-    return re.sub(r"(.)\1{3,}", lambda m: f"!{len(m.group(0))}{m.group(1)}", text)
+_SIXEL_CHARS = [chr(63 + bits) for bits in range(64)]
+
+
+def _sixel_band(band) -> str:
+    """Up to six rows of colour indices as Sixel: a line per colour, ``$`` between them."""
+    import numpy as np
+
+    rows, width = band.shape
+    # A column equal to the one on its left joins its run, so columns repeated by an
+    # enlargement are worked on once.
+    changes = np.concatenate(([True], (band[:, 1:] != band[:, :-1]).any(axis=0)))
+    starts = np.flatnonzero(changes)
+    widths = np.diff(np.append(starts, width))
+    colours, rank = np.unique(band[:, starts], return_inverse=True)
+    rank = rank.reshape(rows, len(starts))
+    bits = np.zeros((len(colours), len(starts)), dtype=np.uint8)  # a sixel per colour and column
+    for row in range(rows):
+        bits[rank[row], np.arange(len(starts))] |= 1 << row
+    flat = bits.ravel()
+    begins = np.ones(flat.size, dtype=bool)
+    begins[1:] = flat[1:] != flat[:-1]
+    begins[::len(starts)] = True  # each colour's line starts a run
+    run_starts = np.flatnonzero(begins)
+    lengths = np.add.reduceat(np.tile(widths, len(colours)), run_starts)
+    values = flat[run_starts]
+    line = run_starts // len(starts)
+    last = np.append(line[1:] != line[:-1], True)
+    keep = ~(last & (values == 0))  # a line ends at its colour's last sixel
+    chars = [_SIXEL_CHARS[value] for value in values[keep].tolist()]
+    tokens = [char * length if length < 4 else f"!{length}{char}"
+              for char, length in zip(chars, lengths[keep].tolist())]
+    bounds = np.searchsorted(line[keep], np.arange(len(colours) + 1)).tolist()
+    return "$".join(f"#{colour}" + "".join(tokens[begin:end])
+                    for colour, begin, end in zip(colours.tolist(), bounds, bounds[1:]))
 
 
 def cell_pixels() -> tuple[int, int]:

@@ -1,8 +1,10 @@
 """A block-character picture: two pixels per terminal cell (half blocks).
 
-The image is fitted to the panel keeping its aspect ratio, resampled with a Lanczos
-filter first (so a 64x64 latent preview or a 1024x1024 final both look their best),
-and re-rendered when the panel's size changes. It works over plain SSH in any
+The image is fitted to the panel keeping its aspect ratio and re-rendered when the panel's
+size changes. A finished image is resampled with a Lanczos filter; a latent preview (64x64
+for a 512x512 job) fills the same cells as the finished image will, so nothing jumps when it
+arrives, but is enlarged with the cheapest filter, since it is redrawn several times a
+second and holds no more detail than its own pixels. It works over plain SSH in any
 truecolor or 256-colour terminal.
 """
 
@@ -24,6 +26,10 @@ _COLOUR_CACHE: dict[int, object] = {}
 # About 0.9 KB a style with its colours: 16,384 hold two whole frames of a 200x60 terminal
 # (about 14 MB). A larger cache grew by 10 MB per 100 noisy images before it filled.
 _CACHE_LIMIT = 1 << 14
+# Previews are enlarged to the panel with this filter. Nearest neighbour costs a tenth of
+# Lanczos, and its repeated pixels make runs of identical cells, so a frame is fewer bytes
+# than with bilinear (which gives nearly every cell its own colours).
+PREVIEW_FILTER = "NEAREST"
 DITHER_256 = True  # ordered dithering in 256 colours: lower error as seen (colour benchmark, README)
 
 
@@ -201,7 +207,7 @@ class Thumbnail(Widget):
         super().__init__(**kwargs)
         self.placeholder = placeholder
         self._image = None
-        self._upscale = True
+        self._final = True
         self._kitty_id = random.randint(1, 0xFFFFFF)  # this picture's Kitty image id
         self._kitty_shown = False
         self._strips: tuple[tuple, list] | None = None
@@ -216,13 +222,14 @@ class Thumbnail(Widget):
         """The pixel size the image is drawn at now (None without an image)."""
         return self._strips[2] if self._strips else None
 
-    def show(self, image, upscale: bool = True) -> None:
-        """Draw ``image`` fitted to the panel; ``upscale=False`` for latent previews, which hold
-        no more detail than their own pixels, so enlarging them would only cost bytes."""
+    def show(self, image, final: bool = True) -> None:
+        """Draw ``image`` fitted to the panel. ``final=False`` for latent previews: they take the
+        same cells as the finished image, enlarged cheaply (half blocks: PREVIEW_FILTER; Kitty and
+        iTerm2: the terminal scales the small picture; Sixel: nearest neighbour)."""
         if image is not None and image is self._image:
             return  # the finished image arrives twice (finished, then saved); draw it once
         self._image = image
-        self._upscale = upscale
+        self._final = final
         self._strips = None
         self.refresh()
 
@@ -241,7 +248,7 @@ class Thumbnail(Widget):
     def frame_size(self, width: int, height: int) -> tuple[int, int]:
         """The half-block pixel size the frame is drawn at in a panel of ``width`` x ``height``
         cells (two pixels a row); a graphics protocol covers the same cells."""
-        return fit_size(self._image.size, (width, height), self._upscale)
+        return fit_size(self._image.size, (width, height))
 
     def frame(self, width: int, height: int):
         """The image to draw in a panel of ``width`` x ``height`` cells, at ``frame_size``: here
@@ -251,12 +258,13 @@ class Thumbnail(Widget):
         size = self.frame_size(width, height)
         picture = self._image.convert("RGB")
         if picture.size != size:
-            picture = picture.resize(size, Image.Resampling.LANCZOS)
+            method = Image.Resampling.LANCZOS if self._final else Image.Resampling[PREVIEW_FILTER]
+            picture = picture.resize(size, method)
         return picture
 
     def frame_key(self, width: int, height: int) -> tuple:
         """What the frame depends on: the strips are rebuilt only when it changes."""
-        return (id(self._image), self._upscale, width, height)
+        return (id(self._image), self._final, width, height)
 
     def source_box(self) -> tuple[int, int, int, int]:
         """The region of the image the frame shows (all of it here; the viewer's zoom crops it)."""
@@ -276,7 +284,9 @@ class Thumbnail(Widget):
 
         width, height = self.content_size.width, self.content_size.height
         choice = self._protocol()
-        key = (*self.frame_key(width, height), choice)
+        # The cells beside the picture take the background of what is around it: a new theme
+        # rebuilds the strips, or they would keep the old one in a band across the panel.
+        key = (*self.frame_key(width, height), choice, self.rich_style)
         if choice is not None:  # the sequence holds the picture's place on the screen
             key += (self.content_region.x, self.content_region.y)
         if self._strips is None or self._strips[0] != key:
@@ -316,21 +326,19 @@ class Thumbnail(Widget):
         box = self.source_box()
         region = self._image.convert("RGB").crop(box)
         wanted = (columns * cell_w, rows * cell_h)
-        if not self._upscale:  # a preview: send what it holds, the terminal scales it (Sixel: up to 2x)
-            wanted = (min(wanted[0], region.width * 2), min(wanted[1], region.height * 2))
-            if choice.protocol != "sixel":
-                wanted = region.size
         scale = min(wanted[0] / region.width, wanted[1] / region.height)
         target = (max(1, round(region.width * scale)), max(1, round(region.height * scale)))
-        method = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
-        picture = region.resize(target, method) if target != region.size else region
+        picture = region  # a preview as it is: Kitty and iTerm2 scale it into the cells
+        if self._final and target != region.size:
+            method = Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS
+            picture = region.resize(target, method)
         if choice.protocol == "kitty":
             sequence = kitty_image(picture, columns, rows, self._kitty_id)
             self._kitty_shown = True
         elif choice.protocol == "iterm2":
             sequence = iterm2_image(picture, columns, rows)
-        else:
-            sequence = sixel_image(picture)
+        else:  # Sixel cannot scale: the encoder repeats a preview's pixels to fill the cells
+            sequence = sixel_image(picture, target)
         sequence = self._wrapped(sequence)
         self.frame_bytes = len(sequence)
         region_x, region_y = self.content_region.x + left, self.content_region.y + (height - rows) // 2
