@@ -166,7 +166,7 @@ async def test_a_full_log_rewraps_quickly_and_keeps_its_place():
         await settle(pilot)
         assert log.virtual_size.height > rows and log.is_vertical_scroll_end
         check_wrapped(log, f"line {LOG_LINES + 49}: " + LONG)
-        assert len(log.rewraps) == 1 and log.rewraps[0] < 0.1, log.rewraps  # 2000 lines of 8+ rows each
+        assert len(log.rewraps) == 1 and log.rewraps[0] < 1.0, log.rewraps  # a bound on a runaway re-wrap, not a benchmark: ~10 ms here
 
         # scrolled back, the log stays on the lines being read, through new lines and a resize
         log.scroll_to(y=log.max_scroll_y // 2, animate=False)
