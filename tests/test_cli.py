@@ -96,3 +96,26 @@ def test_unwritable_output_is_a_runtime_failure(sdtui_home, tmp_path):
                         "--output", str(blocked / "out.png")])
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("sdtui: saving failed:")
+
+
+def test_verbose_without_the_server_keeps_only_the_false_long_prompt_warning_out(sdtui_home):
+    result = run_sdtui(["generate", "a fox " * 40, "--demo", "--no-server", "-v", "--steps", "1", "--width", "64",
+                        "--height", "64"])
+    assert result.returncode == 0, result.stderr
+    assert "prompt: 160 tokens in 3 chunks of 75" in result.stderr  # a long prompt, read whole
+    assert "Token indices sequence length" not in result.stderr and "indexing errors" not in result.stderr
+
+
+def test_the_tokenizers_other_warnings_still_show(caplog):
+    import logging
+
+    from tui.engine.quiet import quiet_libraries
+
+    quiet_libraries()
+    tokenizer_log = logging.getLogger("transformers.tokenization_utils_base")
+    with caplog.at_level(logging.WARNING):
+        tokenizer_log.warning("Token indices sequence length is longer than the specified maximum sequence length "
+                              "for this model (160 > 77). Running this sequence through the model will result in "
+                              "indexing errors")
+        tokenizer_log.warning("Special tokens have been added in the vocabulary")
+    assert [r.getMessage() for r in caplog.records] == ["Special tokens have been added in the vocabulary"]

@@ -11,6 +11,16 @@ import logging
 import os
 
 _done = False
+# transformers warns that a prompt over 77 tokens "will result in indexing errors" as soon as it is
+# tokenized whole; sdtui then encodes it in chunks of 75 (A1111's rules), so the warning is false.
+LONG_PROMPT_WARNING = "Token indices sequence length is longer than the specified maximum sequence length"
+TOKENIZER_LOGGERS = ("transformers.tokenization_utils_base", "transformers.tokenization_utils",
+                     "transformers.tokenization_utils_fast")
+
+
+class _NotTheLongPromptWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(LONG_PROMPT_WARNING)
 
 
 def quiet_libraries() -> None:
@@ -42,6 +52,8 @@ def quiet_libraries() -> None:
     # propagate to whatever handlers sdtui configured on the root logger.
     for name in ("diffusers", "transformers", "huggingface_hub", "accelerate", "py.warnings", "torch"):
         logging.getLogger(name).addHandler(logging.NullHandler())
+    for name in TOKENIZER_LOGGERS:  # a filter on the logger that makes the record, so no handler sees it
+        logging.getLogger(name).addFilter(_NotTheLongPromptWarning())
 
 
 def _transformers_logging():
