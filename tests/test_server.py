@@ -4,6 +4,7 @@ server, and `sdtui generate` using the model a running server holds."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -282,8 +283,38 @@ def _server_pid(home: Path) -> int:
 
 
 def test_status_and_stop_without_a_server(sdtui_home):
-    assert run_sdtui(["status"]).stdout.startswith("no sdtui server is running")
-    assert run_sdtui(["stop"]).stdout.startswith("no sdtui server is running")
+    status = run_sdtui(["status"])
+    assert status.returncode == 1  # a script can tell
+    assert status.stdout == f"no sdtui server is running for {sdtui_home}\n" and status.stderr == ""
+    stop = run_sdtui(["stop"])
+    assert stop.returncode == 0 and stop.stdout.startswith("no sdtui server is running")
+
+
+def test_status_shows_the_running_jobs_prompt_and_step_and_says_busy(server, tmp_path):
+    from tui.cli_server import describe_state
+
+    def status_lines() -> dict[str, str]:
+        text = describe_state(one.request({"type": "status"}, "status"))
+        return dict(line.split(": ", 1) for line in text.splitlines()[1:])
+
+    with connect(tmp_path, "one") as one:
+        running = submit(one, "a red fox in the snow, " * 5, steps=300, width=128, height=128)
+        waiting = [submit(one, f"waiting {n}") for n in range(2)]
+        events_until(one, "Step", running)
+        shown = status_lines()
+        assert re.fullmatch(r'job 1, step \d+/300: "a red fox in the snow, a red fox in the snow, a red fox in …"',
+                            shown["running"]), shown["running"]
+        assert shown["waiting"] == "2 (jobs 2, 3)"
+        assert shown["finished"] == "0 jobs; no job has finished yet; busy"
+        assert one.request({"type": "cancel", "job": waiting[0]}, "cancel")["ok"] is True
+        assert status_lines()["waiting"] == "1 (job 3)"
+        assert one.request({"type": "cancel", "job": running}, "cancel")["ok"] is True
+        events_until(one, "JobDone", waiting[1])
+        shown = status_lines()
+    assert shown["running"] == "nothing" and shown["waiting"] == "0"
+    assert re.fullmatch(r"2 jobs; the queue last emptied at [\d:]+; idle \d+ s", shown["finished"]), shown
+    one_job = describe_state({**server.state(), "finished_jobs": 1})
+    assert "finished: 1 job;" in one_job
 
 
 def test_only_a_mac_gets_kept_awake():

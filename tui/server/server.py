@@ -128,8 +128,10 @@ class Server:
         self._listener: socket.socket | None = None
         self.started_at = time.time()
         self.finished_jobs = 0
-        # The running job's Started, latest preview and latest Step, for a client that comes in during it.
+        # The running job's Started, latest preview and latest Step, for a client that comes in during
+        # it and for `sdtui status`; all of one job, the one ``_running_job`` names.
         self._running: dict[str, tuple[dict[str, Any], bytes]] = {}
+        self._running_job: int | None = None
         self._log_handler = _LogBroadcast(self)
         self.history_notice: str | None = None  # what reconciling the history changed, told to the first client
         self.awake = KeepAwake.for_this_machine(sys.platform, os.getpid())
@@ -337,16 +339,37 @@ class Server:
         job = event.number if isinstance(event, JobDone) else self.service.current_job
         message, payload = encode_event(event, job)
         with self._clients_lock:
-            kind = message["event"]
-            if kind in ("Started", "Step"):
-                self._running[kind] = (message, payload)
-                if payload:
-                    self._running["Preview"] = (message, payload)
-            elif kind in ("JobDone", "Cancelled", "Failed"):
-                self._running.clear()
+            self._keep_running_job(message, payload, job)
             clients = list(self.clients)
         for client in clients:
             client.send(message, payload)
+
+    def _keep_running_job(self, message: dict[str, Any], payload: bytes, job: int | None) -> None:
+        """Keep the running job's latest Started, Step and preview; forget them once it ends."""
+        kind = message["event"]
+        if kind in ("Started", "Step"):
+            if job != self._running_job:
+                self._running.clear()
+                self._running_job = job
+            self._running[kind] = (message, payload)
+            if payload:
+                self._running["Preview"] = (message, payload)
+        elif kind in ("JobDone", "Cancelled", "Failed") and job == self._running_job:
+            self._running.clear()
+            self._running_job = None
+
+    def running_progress(self) -> dict[str, Any]:
+        """The running job's prompt and where it is (step n of N, image i of I), for `sdtui status`."""
+        with self._clients_lock:
+            started = self._running.get("Started", (None,))[0]
+            step = self._running.get("Step", (None,))[0]
+        if started is None:
+            return {"running_prompt": None, "running_step": None}
+        progress = {"running_prompt": started["request"]["prompt"], "running_step": None,
+                    "running_images": started.get("images", 1)}
+        if step is not None:
+            progress.update(running_step=[step["step"], step["total"]], running_image=step["image_index"] + 1)
+        return progress
 
     def _report_notice(self, text: str) -> None:
         from tui.engine.events import Notice
@@ -367,7 +390,8 @@ class Server:
                 "waiting": self.service.waiting_jobs(), "finished_jobs": self.finished_jobs,
                 "clients": len(self.clients), "keep_alive_s": self.keep_alive_s,
                 "queue_emptied_at": self.queue_emptied_at, "keeping_awake": self.awake.process is not None,
-                "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss}
+                "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss,
+                **self.running_progress()}
 
 
 class _LogBroadcast(logging.Handler):
