@@ -102,12 +102,15 @@ class TerminalFeatures:
     def _use_graphics(self, choice) -> None:
         from tui.widgets.thumbnail import Thumbnail
 
-        repeated = self.graphics == choice  # the same choice again, now with the cell's pixel size
+        before = self.graphics  # the same choice may come again, with the terminal's answers
         self.graphics = choice
-        if not repeated:
+        if before is None or (before.protocol, before.reason, before.passthrough) != \
+                (choice.protocol, choice.reason, choice.passthrough):
             tmux = " through tmux passthrough" if choice.passthrough else ""
             log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
                      tmux, choice.reason)
+        if choice.warning and (before is None or before.warning != choice.warning):
+            log.warning("%s", choice.warning)
         if choice.protocol != "halfblock":
             for picture in self.screen.query(Thumbnail):
                 picture.redraw()

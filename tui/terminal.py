@@ -132,49 +132,73 @@ def detect_graphics(app, setting: str, use: Callable) -> None:
     """Decide how ``app`` draws pictures and call ``use(choice)`` on the app's thread: at once for
     a named protocol or half blocks, from tmux's facts inside tmux, else once the terminal has
     answered QUERIES (asked now, after the first frame) or QUERY_WINDOW_S has passed. The cell's
-    pixel size, which Sixel needs, is asked for too and kept as ``app.cell_size``."""
+    pixel size, which Sixel needs, is asked for too and kept as ``app.cell_size``.
+
+    A named protocol is used at once; where an answer can speak for or against it (Sixel
+    anywhere, Kitty outside a multiplexer), ``use`` is called again with the answer, and only
+    that choice carries a warning, so the log gets one."""
     import os
+    from dataclasses import replace
 
-    from tui.widgets.graphics import QUERIES, Choice, choose_graphics, read_replies
+    from tui.widgets.graphics import QUERIES, Choice, choose_graphics, multiplexer, read_replies
 
-    if os.environ.get("TMUX") and setting != "halfblock":
+    driver = getattr(app, "_driver", None)
+    askable = isinstance(driver, QueryingDriver)
+    inside = multiplexer(os.environ)
+
+    def ask(then: Callable) -> None:
+        replies: list[str] = []
+        decided: list[bool] = []
+
+        def answered() -> None:
+            if decided:
+                return
+            decided.append(True)
+            found = read_replies(replies)
+            app.cell_size = found.cell
+            then(found)
+
+        def on_reply(reply: str) -> None:  # on Textual's input thread
+            replies.append(reply)
+            if reply.startswith("\x1b[?"):  # DA1, sent last, is in: every answer is
+                LISTENER.close()
+                app.call_from_thread(answered)
+
+        def no_answer() -> None:
+            LISTENER.close()
+            answered()
+
+        LISTENER.expect(on_reply)
+        driver.write(QUERIES)
+        app.set_timer(QUERY_WINDOW_S, no_answer)
+
+    def named(tmux: dict[str, str] | None) -> None:
+        """A protocol named by the setting: used now, and the answers add to it where they can."""
+        choice = choose_graphics(setting, None, tmux, inside)
+        if askable and (setting == "sixel" or (setting == "kitty" and inside is None)):
+            use(replace(choice, warning=""))
+            ask(lambda found: use(choose_graphics(setting, found, tmux, inside)))
+        else:
+            use(choice)
+
+    if setting == "halfblock":
+        use(choose_graphics(setting, None))
+        return
+    if os.environ.get("TMUX"):
         def in_tmux() -> None:
             facts = tmux_facts()
-            choice = choose_graphics(setting, None, facts) if facts is not None else \
-                choose_graphics("halfblock", None)
-            app.call_from_thread(use, choice)
+            if facts is None:
+                app.call_from_thread(use, Choice("halfblock", "inside tmux, which could not be asked what it passes on"))
+            elif setting == "auto":
+                app.call_from_thread(use, choose_graphics(setting, None, facts))
+            else:
+                app.call_from_thread(named, facts)
 
         app.run_worker(in_tmux, thread=True, exit_on_error=False)
         return
-    driver = getattr(app, "_driver", None)
-    if setting == "auto" and not isinstance(driver, QueryingDriver):
+    if setting != "auto":
+        named(None)
+    elif not askable:
         use(Choice("halfblock", "not on a terminal that can be asked (headless, or Windows)"))
-    elif setting != "auto":
-        use(choose_graphics(setting, None))
-    if setting not in ("auto", "sixel") or not isinstance(driver, QueryingDriver):
-        return
-    replies: list[str] = []
-    decided: list[bool] = []
-
-    def answered() -> None:
-        if decided:
-            return
-        decided.append(True)
-        found = read_replies(replies)
-        app.cell_size = found.cell
-        if setting == "auto" or found.cell:
-            use(choose_graphics(setting, found))
-
-    def on_reply(reply: str) -> None:  # on Textual's input thread
-        replies.append(reply)
-        if reply.startswith("\x1b[?"):  # DA1, sent last, is in: every answer is
-            LISTENER.close()
-            app.call_from_thread(answered)
-
-    def no_answer() -> None:
-        LISTENER.close()
-        answered()
-
-    LISTENER.expect(on_reply)
-    driver.write(QUERIES)
-    app.set_timer(QUERY_WINDOW_S, no_answer)
+    else:
+        ask(lambda found: use(choose_graphics(setting, found)))

@@ -65,21 +65,35 @@ class Choice:
     protocol: str  # one of PROTOCOLS, or "halfblock"
     reason: str
     passthrough: bool = False  # wrap every sequence for tmux
+    warning: str = ""  # a named protocol that may not show: why, and what to do
 
 
-def choose_graphics(setting: str, replies: Replies | None, tmux: dict[str, str] | None = None) -> Choice:
+# Terminal multiplexers, by the variable each sets in the shells it runs.
+MULTIPLEXERS = (("TMUX", "tmux"), ("STY", "GNU screen"), ("ZELLIJ", "Zellij"))
+
+
+def multiplexer(environ) -> str | None:
+    """The terminal multiplexer the app runs inside, if any."""
+    return next((name for variable, name in MULTIPLEXERS if environ.get(variable)), None)
+
+
+def choose_graphics(setting: str, replies: Replies | None, tmux: dict[str, str] | None = None,
+                    inside: str | None = None) -> Choice:
     """The protocol to draw pictures with.
 
-    ``setting`` is the ``graphics`` setting; a named protocol is used as told. ``auto`` uses one
-    only when the terminal said it understands it: outside tmux, ``replies`` to QUERIES; inside
-    tmux (``tmux`` holds ``allow-passthrough``, ``client_termtype`` and ``client_termfeatures``)
-    what tmux learned from the terminal outside it. Unsure means half blocks.
+    ``setting`` is the ``graphics`` setting; a named protocol is used as told, with a warning
+    where the facts speak against it (``forced_warning``). ``auto`` uses one only when the
+    terminal said it understands it: outside tmux, ``replies`` to QUERIES; inside tmux
+    (``tmux`` holds ``allow-passthrough``, ``client_termtype`` and ``client_termfeatures``)
+    what tmux learned from the terminal outside it. Unsure means half blocks. ``inside`` names
+    the multiplexer (``multiplexer``), tmux when ``tmux`` is given.
     """
     if setting == "halfblock":
         return Choice("halfblock", "set to halfblock")
     if setting in PROTOCOLS:
         passthrough = tmux is not None and setting != "sixel" and tmux.get("allow-passthrough") in ("on", "all")
-        return Choice(setting, "set to " + setting, passthrough)
+        inside = "tmux" if tmux is not None else inside
+        return Choice(setting, "set to " + setting, passthrough, forced_warning(setting, replies, inside, tmux))
     if tmux is not None:
         return _choose_in_tmux(tmux)
     if replies is None or not replies.complete:
@@ -106,6 +120,48 @@ def _choose_in_tmux(tmux: dict[str, str]) -> Choice:
     if any(name in lowered for name in ITERM2_NAMES):
         return Choice("iterm2", f"tmux passes images through to {outer}", passthrough=True)
     return Choice("halfblock", f"inside tmux, and tmux names no image protocol for {outer or 'the terminal'}")
+
+
+def forced_warning(setting: str, replies: Replies | None, inside: str | None,
+                   tmux: dict[str, str] | None = None) -> str:
+    """One line for the log when the protocol named by the ``graphics`` setting may draw nothing:
+    what the terminal (inside a multiplexer, the multiplexer) answered against it, or, without a
+    plain answer, what the multiplexer needs. Empty when nothing speaks against it.
+
+    ``replies`` are the answers to QUERIES, None when none were asked or none came; ``inside``
+    the multiplexer (``multiplexer``); ``tmux`` what tmux knows (as for ``choose_graphics``).
+    Inside tmux it is tmux that answers: its device attributes list Sixel only when it was
+    built with it, and the Kitty query never reaches the terminal outside.
+    """
+    if setting not in PROTOCOLS:
+        return ""
+    lead = f"graphics: {setting}, as asked"
+    fix = "if the stage stays blank, use --graphics auto or halfblock"
+    answered = replies is not None and replies.complete
+    who = (replies.name if answered and replies.name else None) or inside or "the terminal"
+    if setting == "sixel" and answered and not replies.sixel:
+        built = " (tmux draws Sixel only when built with it, 3.4 or newer)" if inside == "tmux" else ""
+        return f"{lead}, but {who} answered that it cannot draw Sixel{built} — {fix}"
+    if setting == "kitty" and answered and not replies.kitty and inside is None:
+        return f"{lead}, but the terminal did not answer the Kitty graphics query, as terminals that draw Kitty " \
+               f"images do — {fix}"
+    if inside == "tmux":
+        facts = tmux or {}
+        if setting == "sixel" and answered:  # tmux can draw Sixel: it needs the terminal outside to have it
+            if facts and "sixel" not in facts.get("client_termfeatures", "").split(","):
+                outer = facts.get("client_termtype") or "the terminal outside it"
+                return f"{lead}; tmux can draw Sixel, but {outer} outside it did not list Sixel when tmux asked — {fix}"
+            return ""
+        if setting == "sixel":
+            return f"{lead}; inside tmux, Sixel shows only when tmux was built with it (3.4 or newer) — {fix}"
+        if facts.get("allow-passthrough") not in ("on", "all"):
+            name = "Kitty" if setting == "kitty" else "iTerm2"
+            return f"{lead}; inside tmux, {name} images reach the terminal only with allow-passthrough on " \
+                   f"(tmux set -g allow-passthrough on) — {fix}"
+        return ""
+    if inside is not None and not (setting == "sixel" and answered):
+        return f"{lead}; inside {inside}, its pictures may not reach the terminal — {fix}"
+    return ""
 
 
 def tmux_passthrough(sequence: str) -> str:
