@@ -1,5 +1,6 @@
 """The installed ``sdtui`` command, run as a user runs it."""
 
+import os
 import re
 import sqlite3
 
@@ -89,13 +90,43 @@ def test_help_lists_the_subcommands():
     assert "--negative" in sub.stdout and "--allow-pickle" in sub.stdout and "--output" in sub.stdout
 
 
-def test_unwritable_output_is_a_runtime_failure(sdtui_home, tmp_path):
-    blocked = tmp_path / "file-not-folder"
-    blocked.write_text("x")
+OUTPUT_PROBLEMS = [
+    ("a file for a folder", lambda tmp: tmp / "a-file" / "out.png",
+     "{tmp}/a-file is a file, not a folder, so {tmp}/a-file/out.png cannot be written"),
+    ("a file deeper up", lambda tmp: tmp / "a-file" / "sub" / "out.png",
+     "{tmp}/a-file is a file, not a folder, so {tmp}/a-file/sub/out.png cannot be written"),
+    ("a folder", lambda tmp: tmp, "{tmp} is a folder; give a file name, such as {tmp}/image.png"),
+]
+
+
+@pytest.mark.parametrize("make,words", [c[1:] for c in OUTPUT_PROBLEMS], ids=[c[0] for c in OUTPUT_PROBLEMS])
+def test_an_output_path_that_cannot_be_written_is_bad_input_before_any_job(sdtui_home, tmp_path, make, words):
+    (tmp_path / "a-file").write_text("x")
     result = run_sdtui(["generate", "x", "--demo", "--steps", "1", "--width", "64", "--height", "64",
-                        "--output", str(blocked / "out.png")])
+                        "--output", str(make(tmp_path))], timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["sdtui: --output: " + words.format(tmp=tmp_path)]
+    assert not (sdtui_home / "logs" / "server.log").exists(), "a server was started for a job that cannot save"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write in any folder")
+def test_an_output_folder_without_write_permission_is_bad_input(sdtui_home, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_sdtui(["generate", "x", "--demo", "--output", str(locked / "out.png")], timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"sdtui: --output: you cannot write in the folder {locked}; choose "
+                                          "another path"]
+
+
+def test_a_save_that_fails_after_the_job_names_the_output_not_a_temporary_file(sdtui_home, tmp_path):
+    # A name of 240 characters is allowed; the temporary name it is written under first is too long.
+    output = tmp_path / ("f" * 240 + ".png")
+    result = run_sdtui(["generate", "x", "--demo", "--steps", "1", "--width", "64", "--height", "64",
+                        "--output", str(output)])
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("sdtui: saving failed:")
+    assert result.stderr.splitlines()[-1] == f"sdtui: saving failed: File name too long ({output})"
+    assert ".partial" not in result.stderr
 
 
 def test_verbose_without_the_server_keeps_only_the_false_long_prompt_warning_out(sdtui_home):

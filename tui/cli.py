@@ -288,6 +288,8 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError("; ".join(p.message for p in error.problems)) from None
     except (ModelLoadError, WildcardError, GridError) as error:
         raise UsageError(str(error)) from None
+    if args.output is not None:
+        args.output = checked_output(args.output)
     saved: dict[int, list[str]] = {}
 
     setup_logging(places.log_file, verbose=args.verbose)
@@ -300,10 +302,9 @@ def run_generate(args: argparse.Namespace) -> int:
                    "allow_pickle": args.allow_pickle, "previews": False,
                    "models_dir": str(settings.models_folder(places.models_dir))}
         chosen = configured_keys(places.config_file) | _flag_keys(args) | {axis.field for axis in axes}
-        output = args.output.expanduser().resolve() if args.output else None
-        status = generate_via_server(requests, settings, options, output, chosen, _say, saved,
+        status = generate_via_server(requests, settings, options, args.output, chosen, _say, saved,
                                      "cell of the grid" if axes else "prompt of the template")
-        return _grid_sheet(axes, requests, saved, output) if axes and status == EXIT_OK else status
+        return _grid_sheet(axes, requests, saved, args.output) if axes and status == EXIT_OK else status
     outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
     try:
         history = History(places.history_db, outputs)
@@ -360,6 +361,27 @@ def run_generate(args: argparse.Namespace) -> int:
         _say(outcome["failed"])
         return EXIT_FAILED
     return _grid_sheet(axes, requests, saved, args.output) if axes else EXIT_OK
+
+
+def checked_output(output: Path) -> Path:
+    """``--output`` as an absolute path, once it names a file that can be written (folders that
+    are missing are made when the image is saved); else UsageError naming the path and what is
+    wrong, before any job runs."""
+    import os
+
+    path = output.expanduser().resolve()
+    if path.is_dir():
+        raise UsageError(f"--output: {path} is a folder; give a file name, such as {path / 'image.png'}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--output: {path} exists and is not a regular file; choose another path")
+    folder = path.parent
+    while not folder.exists():  # the first folder that exists: the missing ones are made in it
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UsageError(f"--output: {folder} is a file, not a folder, so {path} cannot be written")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--output: you cannot write in the folder {folder}; choose another path")
+    return path
 
 
 def _grid_sheet(axes, requests, saved: dict[int, list[str]], output: Path | None) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tui.engine.events import Cancelled, Event, Failed, Finished
-from tui.store.history import History, HistoryEntry, info_fields
+from tui.store.history import TEMP_SUFFIX, History, HistoryEntry, info_fields
 
 log = logging.getLogger("tui.jobs")
 
@@ -52,17 +52,17 @@ class JobRecorder:
             path = self.history.save_image(event.image, request, event.seed, event.index, entry, info, output,
                                            self.outputs_dir)
         except OSError as error:
-            self._record_save_failure(event, error)
-            raise
+            failure = ImageNotSaved(save_failure_message(error, output or self.outputs_dir or self.history.outputs_dir))
+            self._record_save_failure(event, str(failure))
+            raise failure from error
         log.info("image %d/%d saved: seed %d, %.1f s, %.2f it/s, %s", event.index + 1, request.count, event.seed,
                  timings.total_s, timings.it_per_s, path)
         self.saved.append(path)
         return path
 
-    def _record_save_failure(self, event: Finished, error: OSError) -> None:
+    def _record_save_failure(self, event: Finished, message: str) -> None:
         """A row that keeps the seed, so the lost image can be made again once there is room."""
-        entry = HistoryEntry.for_request(event.request, "failed", image_index=event.index,
-                                         error=save_failure_message(error))
+        entry = HistoryEntry.for_request(event.request, "failed", image_index=event.index, error=message)
         entry.seed = event.seed
         try:
             self.history.add(entry)
@@ -70,6 +70,25 @@ class JobRecorder:
             log.error("recording the failed save in history failed too: %s", second)
 
 
-def save_failure_message(error: OSError) -> str:
-    """One line: what went wrong and where, e.g. 'saving failed: No space left on device (/x/y.png)'."""
-    return f"saving failed: {error.strerror or error} ({error.filename or 'outputs'})"
+class ImageNotSaved(OSError):
+    """A finished image could not be written; the message is the one line to show."""
+
+
+def save_failure_message(error: OSError, target: Path | None = None) -> str:
+    """One line: what went wrong and where, e.g. 'saving failed: No space left on device (/x/y.png)':
+    the file's own name, never the temporary one an image is written under first; ``target``
+    (where the image was going) when the error names no file."""
+    if isinstance(error, ImageNotSaved):
+        return str(error)
+    where = final_name(error.filename) if error.filename else str(target or "outputs")
+    return f"saving failed: {error.strerror or error} ({where})"
+
+
+def final_name(path: str | Path) -> str:
+    """The path an image is saved to, for the temporary name it is written under first
+    (``.fox.png.123-abcd.partial`` is ``fox.png``); any other path as it is."""
+    path = Path(path)
+    if not (path.name.startswith(".") and path.name.endswith(TEMP_SUFFIX)):
+        return str(path)
+    name = path.name[1:-len(TEMP_SUFFIX)].rpartition(".")[0]  # the process and random part go
+    return str(path.with_name(name)) if name else str(path)
