@@ -26,9 +26,10 @@ _COLOUR_CACHE: dict[int, object] = {}
 # About 0.9 KB a style with its colours: 16,384 hold two whole frames of a 200x60 terminal
 # (about 14 MB). A larger cache grew by 10 MB per 100 noisy images before it filled.
 _CACHE_LIMIT = 1 << 14
-# Previews are enlarged to the panel with this filter. Nearest neighbour costs a tenth of
-# Lanczos, and its repeated pixels make runs of identical cells, so a frame is fewer bytes
-# than with bilinear (which gives nearly every cell its own colours).
+# Previews are enlarged to the panel with this filter. The resize takes under a millisecond
+# with any filter; what differs comes after it: nearest neighbour's repeated pixels make runs
+# of identical cells, so a 200x60 frame is a third fewer bytes than with bilinear or Lanczos
+# (which give nearly every cell its own colours) and is built in about half the time.
 PREVIEW_FILTER = "NEAREST"
 DITHER_256 = True  # ordered dithering in 256 colours: lower error as seen (colour benchmark, README)
 
