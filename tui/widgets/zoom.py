@@ -59,11 +59,11 @@ class ZoomView(Thumbnail):
         self.scale: float | None = None  # None: fitted to the panel
         self.centre = (0.0, 0.0)
 
-    def show(self, image, upscale: bool = True) -> None:
+    def show(self, image, final: bool = True) -> None:
         if image is not self.image:
             self.scale = None
             self.centre = (image.width / 2, image.height / 2) if image is not None else (0.0, 0.0)
-        super().show(image, upscale)
+        super().show(image, final)
 
     @property
     def cells(self) -> tuple[int, int]:
