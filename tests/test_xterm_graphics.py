@@ -81,10 +81,17 @@ def screenshot_of_app(display: str, home: Path, graphics: str) -> np.ndarray:
         time.sleep(1.5)  # the picture is drawn once the choice is made
         dump = subprocess.run(["xwd", "-root", "-silent"], env={**os.environ, "DISPLAY": display},
                               capture_output=True, timeout=30, check=True).stdout
-        return read_xwd(dump), since_start()
+        return window_of(read_xwd(dump)), since_start()
     finally:
         term.terminate()
         term.wait(10)
+
+
+def window_of(shot: np.ndarray) -> np.ndarray:
+    """The xterm window alone: its size follows the font's metrics, and the screen around it is black."""
+    lit = np.argwhere(shot.max(axis=2) > 0)
+    (top, left), (bottom, right) = lit.min(axis=0), lit.max(axis=0)
+    return shot[top:bottom + 1, left:right + 1]
 
 
 def colours_per_block(shot: np.ndarray, block: int = 4) -> float:
