@@ -1,5 +1,6 @@
 """The job queue on the real engine (demo model) and a real history: cancels belong to one job."""
 
+import sqlite3
 import threading
 import time
 
@@ -92,3 +93,20 @@ def test_stop_of_one_service_leaves_the_shared_engine_ready_for_the_next(demo_en
         service.stop()  # with nothing running: must not leave a cancel behind
         thread.join(30)
         history.close()
+
+
+def test_cancelled_and_failed_rows_carry_the_model_and_device_of_the_job(service, tmp_path):
+    """The history's model filter shows every job of a model, not only its finished images."""
+    service, reports = service
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    cancelled = service.submit(GenerationRequest("cancelled", **{**SMALL, "steps": 300}))
+    reports.wait(lambda r: isinstance(r, Step), "the long job's first step")
+    service.cancel_job(cancelled)
+    reports.done(cancelled)
+    failed = service.submit(GenerationRequest("failed", init_image=str(not_an_image), strength=0.5, **SMALL))
+    reports.done(failed)
+    with sqlite3.connect(tmp_path / "history.db") as db:
+        rows = db.execute("SELECT prompt, status, model, device, dtype FROM generations ORDER BY id").fetchall()
+    assert rows == [("cancelled", "cancelled", "demo model (random weights)", "cpu", "float32"),
+                    ("failed", "failed", "demo model (random weights)", "cpu", "float32")]

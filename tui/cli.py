@@ -339,6 +339,7 @@ def run_generate(args: argparse.Namespace) -> int:
         except (ModelLoadError, DeviceError) as error:
             _say(str(error))
             return EXIT_FAILED
+        recorder.info = engine.describe()
         # The family's defaults are said once for all the jobs; a grid's axes keep their own values.
         adjusted = _with_family_defaults(requests[0], settings, args, engine, progress)
         kept = [key for key in FAMILY_DEFAULT_KEYS if key not in {axis.field for axis in axes}]

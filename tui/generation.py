@@ -285,7 +285,8 @@ class GenerationService:
             self.report(Failed(job.request, "no model is loaded; switch model or use the demo model first"))
             return
         request = job.adjust(self.engine, job.request) if job.adjust else job.request
-        recorder = JobRecorder(self.history, output=job.output, outputs_dir=job.outputs_dir)
+        recorder = JobRecorder(self.history, output=job.output, outputs_dir=job.outputs_dir,
+                               info=self.engine.describe())
         saved = 0
 
         def on_event(event: Event) -> None:

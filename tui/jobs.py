@@ -26,6 +26,9 @@ class JobRecorder:
     history: History
     output: Path | None = None
     outputs_dir: Path | None = None  # where new names go; None: the history's outputs folder
+    # What runs the job (the engine's ``describe()``): its model and device go on every row, so a
+    # cancelled or failed job shows under its model too. Empty until a model is loaded.
+    info: dict = field(default_factory=dict)
     saved: list[Path] = field(default_factory=list)
 
     def __call__(self, event: Event) -> Path | None:
@@ -34,10 +37,10 @@ class JobRecorder:
             return self._save(event)
         if isinstance(event, Cancelled):
             self.history.add(HistoryEntry.for_request(event.request, "cancelled", error=event.message,
-                                                      image_index=event.completed))
+                                                      image_index=event.completed, **info_fields(self.info)))
         elif isinstance(event, Failed) and event.request is not None:
             self.history.add(HistoryEntry.for_request(event.request, "failed", error=event.message,
-                                                      image_index=event.completed))
+                                                      image_index=event.completed, **info_fields(self.info)))
         return None
 
     def _save(self, event: Finished) -> Path:
@@ -62,7 +65,8 @@ class JobRecorder:
 
     def _record_save_failure(self, event: Finished, message: str) -> None:
         """A row that keeps the seed, so the lost image can be made again once there is room."""
-        entry = HistoryEntry.for_request(event.request, "failed", image_index=event.index, error=message)
+        entry = HistoryEntry.for_request(event.request, "failed", image_index=event.index, error=message,
+                                         **info_fields(event.info or self.info))
         entry.seed = event.seed
         try:
             self.history.add(entry)
