@@ -3,10 +3,12 @@
 import sqlite3
 import threading
 import time
+from dataclasses import replace
 
 import pytest
 
 from tui.engine import GenerationRequest
+from tui.engine import Engine, EngineOptions
 from tui.engine.events import Cancelled, Finished, Step
 from tui.generation import GenerationService, JobDone
 from tui.store.history import History
@@ -38,18 +40,32 @@ class Reports:
         return self.wait(lambda r: isinstance(r, JobDone) and r.number == number, f"job {number} to end")[0]
 
 
-@pytest.fixture
-def service(demo_engine, tmp_path):
-    history = History(tmp_path / "history.db", tmp_path / "outputs")
+def start_service(engine, folder):
+    history = History(folder / "history.db", folder / "outputs")
     reports = Reports()
-    service = GenerationService(demo_engine, history, reports)
+    service = GenerationService(engine, history, reports)
     thread = threading.Thread(target=service.serve, daemon=True)
     thread.start()
+    return service, reports, thread, history
+
+
+@pytest.fixture
+def service(demo_engine, tmp_path):
+    service, reports, thread, history = start_service(demo_engine, tmp_path)
     yield service, reports
     service.stop()
     thread.join(30)
     assert not thread.is_alive()
     history.close()
+
+
+def endings(reports: Reports) -> dict[int, list[str]]:
+    """Each job's JobDone endings, in the order they came (exactly one each, when all is well)."""
+    found: dict[int, list[str]] = {}
+    for report in list(reports.items):
+        if isinstance(report, JobDone):
+            found.setdefault(report.number, []).append(report.ended)
+    return found
 
 
 def test_cancel_when_idle_or_after_a_job_ended_never_stops_a_later_job(service):
@@ -77,7 +93,8 @@ def test_cancel_job_stops_only_the_job_it_names(service):
     finished = [r.request.prompt for r in reports.items if isinstance(r, Finished)]
     cancelled = [r.request.prompt for r in reports.items if isinstance(r, Cancelled)]
     assert finished == ["kept"] and cancelled == ["long"]
-    assert not [r for r in reports.items if isinstance(r, JobDone) and r.number == waiting]
+    assert [(r.ended, r.reason) for r in reports.items if isinstance(r, JobDone) and r.number == waiting] == [
+        ("dropped", "cancelled before it started")]
 
 
 def test_stop_of_one_service_leaves_the_shared_engine_ready_for_the_next(demo_engine, tmp_path):
@@ -95,6 +112,64 @@ def test_stop_of_one_service_leaves_the_shared_engine_ready_for_the_next(demo_en
         history.close()
 
 
+def test_every_job_ends_with_exactly_one_job_done_whatever_ends_it(service, demo_engine, tmp_path):
+    service, reports = service
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("not an image")
+    with_models = replace(demo_engine.options, models_dir=str(tmp_path / "models"))
+    running = service.submit(GenerationRequest("long", **{**SMALL, "steps": 300}))
+    named = service.submit(GenerationRequest("cancelled while waiting", **SMALL))
+    cleared = service.submit(GenerationRequest("cleared while waiting", **SMALL))
+    reports.wait(lambda r: isinstance(r, Step), "the long job's first step")
+    assert service.cancel_job(named) is True
+    assert service.clear_queue() == 1
+    assert service.cancel_job(running) is True
+    reports.done(running)
+    done = service.submit(GenerationRequest("done", **SMALL))
+    failed = service.submit(GenerationRequest("from a broken source", init_image=str(not_an_image), strength=0.5,
+                                              **SMALL))
+    refused = service.submit(GenerationRequest("a fox <lora:missing:0.8>", **SMALL), options=with_models)
+    assert reports.done(refused).reason == "LoRA: no 'missing' in the loras folder (it is empty)"
+    assert endings(reports) == {running: ["cancelled"], named: ["dropped"], cleared: ["dropped"], done: ["done"],
+                                failed: ["failed"], refused: ["refused"]}
+    assert reports.done(cleared).reason == "the queue was cleared"
+    assert reports.done(done).images == 1 and reports.done(failed).reason
+
+
+def test_stopping_ends_the_running_and_the_waiting_jobs_and_any_job_that_comes_after(demo_engine, tmp_path):
+    service, reports, thread, history = start_service(demo_engine, tmp_path)
+    try:
+        running = service.submit(GenerationRequest("long", **{**SMALL, "steps": 300}))
+        waiting = [service.submit(GenerationRequest(f"waiting {n}", **SMALL)) for n in range(2)]
+        reports.wait(lambda r: isinstance(r, Step), "the long job's first step")
+        service.stop("the sdtui server stopped (a test)")
+        thread.join(30)
+        assert not thread.is_alive()
+        late = service.submit(GenerationRequest("too late", **SMALL))
+        assert endings(reports) == {running: ["stopped"], waiting[0]: ["stopped"], waiting[1]: ["stopped"],
+                                    late: ["stopped"]}
+        assert {r.reason for r in reports.items if isinstance(r, JobDone)} == {"the sdtui server stopped (a test)"}
+        service.end_running_job()  # nothing runs: says nothing more
+        assert len([r for r in reports.items if isinstance(r, JobDone)]) == 4
+    finally:
+        history.close()
+
+
+def test_a_job_with_no_model_loaded_fails_with_its_job_done(tmp_path):
+    unloaded = Engine(EngineOptions(model="demo"))
+    service, reports, thread, history = start_service(unloaded, tmp_path)
+    try:
+        number = service.submit(GenerationRequest("fox", **SMALL))
+        ended = reports.done(number)
+        assert (ended.ended, ended.reason) == ("failed", "no model is loaded; switch model or use the demo model "
+                                                         "first")
+        assert endings(reports) == {number: ["failed"]}
+    finally:
+        service.stop()
+        thread.join(30)
+        history.close()
+
+
 def test_cancelled_and_failed_rows_carry_the_model_and_device_of_the_job(service, tmp_path):
     """The history's model filter shows every job of a model, not only its finished images."""
     service, reports = service
@@ -103,9 +178,9 @@ def test_cancelled_and_failed_rows_carry_the_model_and_device_of_the_job(service
     cancelled = service.submit(GenerationRequest("cancelled", **{**SMALL, "steps": 300}))
     reports.wait(lambda r: isinstance(r, Step), "the long job's first step")
     service.cancel_job(cancelled)
-    reports.done(cancelled)
+    assert reports.done(cancelled).ended == "cancelled"
     failed = service.submit(GenerationRequest("failed", init_image=str(not_an_image), strength=0.5, **SMALL))
-    reports.done(failed)
+    assert reports.done(failed).ended == "failed"
     with sqlite3.connect(tmp_path / "history.db") as db:
         rows = db.execute("SELECT prompt, status, model, device, dtype FROM generations ORDER BY id").fetchall()
     assert rows == [("cancelled", "cancelled", "demo model (random weights)", "cpu", "float32"),

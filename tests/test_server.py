@@ -317,6 +317,32 @@ def test_status_shows_the_running_jobs_prompt_and_step_and_says_busy(server, tmp
     assert "finished: 1 job;" in one_job
 
 
+def test_a_stopping_server_tells_each_job_how_it_ended_before_it_says_goodbye(tmp_path):
+    history = History(tmp_path / "history.db", tmp_path / "outputs")
+    made = Server(tmp_path, history, Engine(EngineOptions(model="demo")), keep_alive_s=-1, idle_exit_s=-1)
+    made.bind()
+    thread = threading.Thread(target=made.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with connect(tmp_path, "one") as one:
+            running = submit(one, "running", steps=300, width=128, height=128)
+            waiting = submit(one, "waiting")
+            events_until(one, "Step", running)
+            made.stop("a test stopped it")
+            frames, deadline = [], time.monotonic() + 60
+            while not frames or frames[-1].get("type") != "bye":
+                frame = one.receive(timeout=deadline - time.monotonic())
+                assert frame is not None, "no goodbye within 60 s"
+                frames.append(frame[0])
+        thread.join(timeout=30)
+    finally:
+        history.close()
+    ends = [(m["job"], m["ended"], m["reason"]) for m in frames if m.get("event") == "JobDone"]
+    said = "the sdtui server stopped (a test stopped it)"
+    assert sorted(ends) == [(running, "stopped", said), (waiting, "stopped", said)]
+    assert frames[-1] == {"type": "bye", "message": said}
+
+
 def test_only_a_mac_gets_kept_awake():
     from tui.server.awake import awake_command
 

@@ -265,6 +265,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from tui.engine.device import DeviceError
     from tui.engine.models import resolve_source
     from tui.engine.request import validate_request
+    from tui.generation import prompt_problem
     from tui.jobs import JobRecorder, numbered_output, save_failure_message
     from tui.locations import locations
     from tui.logs import setup_logging
@@ -303,8 +304,13 @@ def run_generate(args: argparse.Namespace) -> int:
                    "models_dir": str(settings.models_folder(places.models_dir))}
         chosen = configured_keys(places.config_file) | _flag_keys(args) | {axis.field for axis in axes}
         status = generate_via_server(requests, settings, options, args.output, chosen, _say, saved,
-                                     "cell of the grid" if axes else "prompt of the template")
+                                     "cell of the grid" if axes else "prompt of the template", args.verbose)
         return _grid_sheet(axes, requests, saved, args.output) if axes and status == EXIT_OK else status
+    models_dir = str(settings.models_folder(places.models_dir))
+    for request in requests:  # before the model loads: a LoRA the prompt names must be there
+        problem = prompt_problem(request, models_dir, args.allow_pickle)
+        if problem:
+            raise UsageError(problem)
     outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
     try:
         history = History(places.history_db, outputs)
@@ -317,19 +323,19 @@ def run_generate(args: argparse.Namespace) -> int:
         progress(_notice(report.message()))
     engine = Engine(EngineOptions(model=settings.model, device=settings.device, dtype=settings.dtype,
                                   attention_slicing=settings.attention_slicing, warmup=settings.warmup,
-                                  allow_pickle=args.allow_pickle, previews=False,
-                                  models_dir=str(settings.models_folder(places.models_dir))))
+                                  allow_pickle=args.allow_pickle, previews=False, models_dir=models_dir))
     recorder = JobRecorder(history, output=args.output)
     outcome: dict[str, Any] = {}
 
     def on_event(event) -> None:
-        progress(event)
+        if isinstance(event, Failed):
+            outcome["failed"] = event.message  # said once, as the last line
+        else:
+            progress(event)
         path = recorder(event)
         if path is not None:  # exact for a pipe; on a terminal, control characters in a path are shown inert
             saved.setdefault(number, []).append(str(path))
             print(path if not sys.stdout.isatty() else visible(str(path)), flush=True)
-        if isinstance(event, Failed):
-            outcome["failed"] = event.message
 
     interrupts = Interrupts()
     cancel = interrupts.cancel  # this run's one job (and its load)
@@ -352,6 +358,7 @@ def run_generate(args: argparse.Namespace) -> int:
                 break
             engine.generate(request, on_event, cancel=cancel)
     except OSError as error:
+        progress.end_bar()
         _say(save_failure_message(error))
         return EXIT_FAILED
     finally:
@@ -359,6 +366,7 @@ def run_generate(args: argparse.Namespace) -> int:
     if interrupts.exit_status:
         return interrupts.exit_status
     if "failed" in outcome:
+        progress.end_bar()
         _say(outcome["failed"])
         return EXIT_FAILED
     return _grid_sheet(axes, requests, saved, args.output) if axes else EXIT_OK

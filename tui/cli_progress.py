@@ -1,7 +1,8 @@
 """The headless progress display on stderr: a one-line bar with it/s, ETA and memory.
 
 On a terminal the line redraws in place; piped to a file it prints a line at each
-quarter of a job, so logs stay readable.
+quarter of a job, so logs stay readable. A failure is not drawn here: the command says it
+once, as its last line.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import sys
 import time
 from typing import TextIO
 
-from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted, Notice,
-                               Started, Step)
+from tui.engine.events import (Cancelled, DownloadProgress, Event, Finished, Loaded, LoadStarted, Notice, Started,
+                               Step)
 from tui.engine.memory import MemorySample, format_bytes
 from tui.text import visible
 
@@ -47,12 +48,18 @@ class StderrProgress:
         self._last_quarter = -1
         self._last_draw = 0.0
 
-    def _line(self, text: str) -> None:
-        if self._open_line:
-            self.stream.write("\n")
-            self._open_line = False
+    def line(self, text: str) -> None:
+        """A line of its own (a log line, say), below the bar."""
+        self.end_bar()
         self.stream.write(visible(text) + "\n")  # model names and messages may hold control characters
         self.stream.flush()
+
+    def end_bar(self) -> None:
+        """End the line the bar is redrawn on, so what is printed next starts a line of its own."""
+        if self._open_line:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._open_line = False
 
     def _redraw(self, text: str) -> None:
         # One row, cut to the terminal's width: a line that wraps cannot be redrawn in place.
@@ -63,7 +70,7 @@ class StderrProgress:
 
     def __call__(self, event: Event) -> None:
         if isinstance(event, LoadStarted):
-            self._line(f"loading {event.model} ({event.source})")
+            self.line(f"loading {event.model} ({event.source})")
         elif isinstance(event, DownloadProgress):
             total = format_bytes(event.total_bytes) if event.total_bytes else "?"
             text = f"downloading {event.model}: {format_bytes(event.done_bytes)} of {total}"
@@ -71,31 +78,29 @@ class StderrProgress:
                 self._redraw(text)
             elif time.monotonic() - self._last_draw > 5:
                 self._last_draw = time.monotonic()
-                self._line(text)
+                self.line(text)
         elif isinstance(event, Loaded):
-            self._line(f"loaded {event.model} [{event.family}] on {event.device} ({event.dtype}) "
+            self.line(f"loaded {event.model} [{event.family}] on {event.device} ({event.dtype}) "
                        f"in {event.seconds:.1f} s")
         elif isinstance(event, Started):
             self._images = event.images
             self._step_times = []
             self._last_quarter = -1
             request = event.request
-            self._line(f"generating {event.images} image(s) {request.width}x{request.height}, {request.steps} steps, "
+            self.line(f"generating {event.images} image(s) {request.width}x{request.height}, {request.steps} steps, "
                        f"{request.scheduler}, seed {request.seed}")
         elif isinstance(event, Step):
             self._step(event)
         elif isinstance(event, Notice):
-            self._line(f"{'warning: ' if event.level == 'warning' else ''}{event.message}")
+            self.line(f"{'warning: ' if event.level == 'warning' else ''}{event.message}")
         elif isinstance(event, Finished):
             self.image_line(event.index, event.request.count, event.seed, event.timings.total_s,
                             event.timings.it_per_s)
         elif isinstance(event, Cancelled):
-            self._line(f"cancelled after {event.completed} image(s)")
-        elif isinstance(event, Failed):
-            self._line(f"failed: {event.message}")
+            self.line(f"cancelled after {event.completed} image(s)")
 
     def image_line(self, index: int, count: int, seed: int, seconds: float, it_per_s: float) -> None:
-        self._line(f"image {index + 1}/{count}: seed {seed}, {seconds:.1f} s, {it_per_s:.2f} it/s")
+        self.line(f"image {index + 1}/{count}: seed {seed}, {seconds:.1f} s, {it_per_s:.2f} it/s")
 
     def _step(self, event: Step) -> None:
         self._step_times.append(event.step_seconds)
@@ -117,4 +122,4 @@ class StderrProgress:
         quarter = 4 * event.step // event.total
         if quarter != self._last_quarter:
             self._last_quarter = quarter
-            self._line(text)
+            self.line(text)

@@ -46,7 +46,7 @@ def run_serve(args: argparse.Namespace, say) -> int:
     enable_mps_fallback()
     from tui.engine import Engine, EngineOptions
     from tui.locations import locations
-    from tui.logs import setup_logging
+    from tui.logs import log_last_words_to_stderr, setup_logging
     from tui.server.place import PlaceError
     from tui.server.server import Server, ServerRunning
     from tui.store.history import History
@@ -59,6 +59,8 @@ def run_serve(args: argparse.Namespace, say) -> int:
         return 2
     places = locations()
     setup_logging(places.log_file, verbose=args.verbose)
+    if not args.verbose:  # verbose already prints every line there
+        log_last_words_to_stderr()
     history = History(places.history_db, configured_outputs(places))
     server = Server(places.data_dir, history, Engine(EngineOptions(model="demo")), keep_alive, idle_exit)
     try:
@@ -77,8 +79,11 @@ def run_serve(args: argparse.Namespace, say) -> int:
 
         logging.getLogger("tui.server").warning(report.message())
         server.history_notice = report.message()
+    def stop_on(signum, _frame) -> None:
+        server.stop(f"it got {signal.Signals(signum).name}")
+
     for name in ("SIGTERM", "SIGINT"):
-        signal.signal(getattr(signal, name), lambda *_: server.stop())
+        signal.signal(getattr(signal, name), stop_on)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a terminal that goes away ends clients, never the work
     try:

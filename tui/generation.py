@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from tui.engine.events import Event, Failed, Finished
+from tui.engine.events import Cancelled, Event, Failed, Finished
 from tui.engine.request import GenerationRequest
 from tui.jobs import JobRecorder, save_failure_message
 from tui.logs import FOR_THE_LOG_FILE
@@ -96,13 +96,29 @@ class ServiceCrashed:
     message: str
 
 
+# How a job ended. refused: bad input found once it was its turn (a LoRA the prompt names is not
+# there, a model name nothing answers to); dropped: it never started (cancelled while waiting, or
+# the queue was cleared); stopped: the server stopped before it finished.
+ENDINGS = ("done", "failed", "refused", "cancelled", "dropped", "stopped")
+
+
 @dataclass(frozen=True)
 class JobDone:
+    """The last word on a job: every job gets exactly one, whatever ended it."""
     number: int
     images: int
+    ended: str = "done"  # one of ENDINGS
+    reason: str = ""  # one line, for every ending but done
+
+
+@dataclass(frozen=True)
+class _Ending:
+    ended: str
+    reason: str = ""
 
 
 Report = Callable[[object], None]
+STOPPED = "the sdtui server stopped"
 
 
 @dataclass
@@ -113,8 +129,10 @@ class GenerationService:
     _commands: deque = field(default_factory=deque)
     _wake: threading.Condition = field(default_factory=threading.Condition)
     _stopping: bool = False
+    _closed: _Ending | None = None  # how a job submitted now ends (the service stopped or crashed)
     _current: Job | LoadModel | Unload | Reconcile | None = None
     _numbers: int = 0
+    _ended: set = field(default_factory=set)  # the numbers of jobs whose JobDone was reported
 
     # --- called from the interface thread ------------------------------------------------
 
@@ -127,11 +145,15 @@ class GenerationService:
                adjust: Callable | None = None, outputs_dir: Path | None = None) -> int:
         with self._wake:  # the number is taken and the job queued under one lock
             self._numbers += 1
-            self._commands.append(Job(request, self._numbers, options=options, output=output, adjust=adjust,
-                                      outputs_dir=outputs_dir))
-            self._wake.notify()
+            job = Job(request, self._numbers, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir)
+            closed = self._closed
+            if closed is None:
+                self._commands.append(job)
+                self._wake.notify()
+        if closed is not None:
+            self._end(job, closed)
         self._report_queue()
-        return self._numbers
+        return job.number
 
     def reconcile(self, outputs_dir: Path | None = None) -> None:
         self._push(Reconcile(outputs_dir))
@@ -170,21 +192,36 @@ class GenerationService:
             if isinstance(self._current, Job) and self._current.number == number:
                 self._current.cancel.set()
                 return True
-            waiting = [c for c in self._commands if isinstance(c, Job) and c.number == number]
-            for job in waiting:
-                self._commands.remove(job)
-        if waiting:
-            self._report_queue()
-        return bool(waiting)
+        dropped = self._take_waiting(lambda job: job.number == number)
+        self._end_all(dropped, _Ending("dropped", "cancelled before it started"))
+        return bool(dropped)
 
     def clear_queue(self) -> int:
         """Drop waiting jobs (not model loads); returns how many were dropped."""
+        dropped = self._take_waiting(lambda job: True)
+        self._end_all(dropped, _Ending("dropped", "the queue was cleared"))
+        return len(dropped)
+
+    def _take_waiting(self, which: Callable[[Job], bool]) -> list[Job]:
         with self._wake:
-            jobs = [c for c in self._commands if isinstance(c, Job)]
+            jobs = [c for c in self._commands if isinstance(c, Job) and which(c)]
             for job in jobs:
                 self._commands.remove(job)
-        self._report_queue()
-        return len(jobs)
+        return jobs
+
+    def _end_all(self, jobs: list[Job], ending: _Ending) -> None:
+        for job in jobs:
+            self._end(job, ending)
+        if jobs:
+            self._report_queue()
+
+    def _end(self, job: Job, ending: _Ending, images: int = 0) -> None:
+        """Report how ``job`` ended, once: whichever path comes second says nothing."""
+        with self._wake:
+            if job.number in self._ended:
+                return
+            self._ended.add(job.number)
+        self.report(JobDone(job.number, images, ending.ended, ending.reason))
 
     def waiting(self) -> int:
         with self._wake:
@@ -199,24 +236,38 @@ class GenerationService:
         """A model load (or download) runs now."""
         return isinstance(self._current, LoadModel)
 
-    def stop(self) -> None:
-        """Cancel the running job or load and let ``serve()`` return; waiting jobs are dropped."""
+    def stop(self, reason: str = STOPPED) -> None:
+        """Cancel the running job or load and let ``serve()`` return; waiting jobs end as stopped
+        (the running one too, once its step is done)."""
         with self._wake:
             self._stopping = True
-            self._commands.clear()
+            self._closed = self._closed or _Ending("stopped", reason)
             if self._current is not None:
                 self._current.cancel.set()
             self._wake.notify()
+        self._end_all(self._take_waiting(lambda job: True), self._closed)
+
+    def end_running_job(self) -> None:
+        """After ``stop()``, for a job whose step outlasted the wait for it: its clients hear now
+        that it stopped (the generation thread, should it finish later, says nothing more)."""
+        current = self._current
+        if isinstance(current, Job) and self._closed is not None:
+            self._end(current, self._closed)
 
     # --- the worker thread ---------------------------------------------------------------
 
     def serve(self) -> None:
-        """Run commands until ``stop()``; a bug that escapes is reported, never silent."""
+        """Run commands until ``stop()``; a bug that escapes is reported, never silent, and every
+        job still waiting then ends as failed."""
         try:
             self._serve()
         except Exception as error:
             log.exception("the generation thread stopped")
-            self.report(ServiceCrashed(f"{type(error).__name__}: {error}"))
+            message = f"{type(error).__name__}: {error}"
+            self.report(ServiceCrashed(message))
+            with self._wake:
+                self._closed = self._closed or _Ending("failed", f"the server's generation thread stopped ({message})")
+            self._end_all(self._take_waiting(lambda job: True), self._closed)
 
     def _serve(self) -> None:
         while True:
@@ -236,7 +287,7 @@ class GenerationService:
                 elif isinstance(command, Reconcile):
                     self._reconcile(command.outputs_dir)
                 else:
-                    self._run(command)
+                    self._run_to_its_end(command)
             finally:
                 with self._wake:
                     self._current = None
@@ -251,8 +302,9 @@ class GenerationService:
     def _report_queue(self) -> None:
         self.report(QueueChanged(self.waiting(), self.busy, self.current_job, self.loading))
 
-    def _load(self, command: LoadModel) -> bool:
-        """Load the command's model (nothing happens when it is the loaded one); False if it failed."""
+    def _load(self, command: LoadModel) -> _Ending | None:
+        """Load the command's model (nothing happens when it is the loaded one); None when it is
+        loaded, else how a job that needed it ends."""
         from tui.engine.device import DeviceError
         from tui.engine.models import ModelLoadError
 
@@ -260,53 +312,117 @@ class GenerationService:
         self.engine.options = options
         try:
             self.engine.load(self.report, cancel=command.cancel, quiet_if_loaded=command.for_a_job)
-            return True
+            return None
         except (ModelLoadError, DeviceError) as error:
             log.error("%s", error)
-            self.report(LoadFailed(options.model, str(error), self.engine.loaded_model))
+            message = str(error) or f"model: loading {options.model} failed"
+            ended = "refused" if isinstance(error, ModelLoadError) and model_is_unknown(options, error) else "failed"
         except Exception as error:  # any library failure while loading must leave the app usable
             log.exception("loading %s failed", options.model)
-            self.report(LoadFailed(options.model, f"model: loading {options.model} failed: "
-                                                  f"{type(error).__name__}: {error}".splitlines()[0],
-                                   self.engine.loaded_model))
-        return False
+            message = f"model: loading {options.model} failed: {type(error).__name__}: {error}".splitlines()[0]
+            ended = "failed"
+        self.report(LoadFailed(options.model, message, self.engine.loaded_model))
+        return _Ending(ended, message)
 
-    def _run(self, job: Job) -> None:
+    def _run_to_its_end(self, job: Job) -> None:
+        """Run ``job`` and report its one JobDone, also when a bug escapes the run."""
+        images = 0
+        try:
+            ending, images = self._run(job)
+        except Exception as error:
+            self._end(job, _Ending("failed", f"{type(error).__name__}: {error}".splitlines()[0]), images)
+            raise
+        if ending.ended == "cancelled" and self._stopping:
+            ending = self._closed or ending  # stop() cancelled it
+        self._end(job, ending, images)
+
+    def _run(self, job: Job) -> tuple[_Ending, int]:
+        """Run ``job``: how it ended and how many images it saved."""
         if self._stopping:  # stop() came between taking the job and starting it
-            return
+            return self._closed or _Ending("stopped", STOPPED), 0
+        options = job.options if job.options is not None else self.engine.options
+        problem = prompt_problem(job.request, getattr(options, "models_dir", ""),
+                                 getattr(options, "allow_pickle", False))
+        if problem:  # before any model is loaded for it
+            log.error("job %d refused: %s", job.number, problem)
+            self.report(Failed(job.request, problem))
+            return _Ending("refused", problem), 0
         if job.options is not None:
             self.engine.options = job.options  # the settings travel with the job that uses them
-            if not self._load(LoadModel(job.options, job.cancel, for_a_job=True)):
+            failure = self._load(LoadModel(job.options, job.cancel, for_a_job=True))
+            if failure is not None:
                 self.report(Failed(job.request, f"job {job.number} did not run: its model, {job.options.model}, "
                                                 "could not load"))
-                self.report(JobDone(job.number, 0))
-                return
+                return failure, 0
         if not self.engine.loaded:
-            self.report(Failed(job.request, "no model is loaded; switch model or use the demo model first"))
-            return
+            message = "no model is loaded; switch model or use the demo model first"
+            self.report(Failed(job.request, message))
+            return _Ending("failed", message), 0
+        return self._generate(job)
+
+    def _generate(self, job: Job) -> tuple[_Ending, int]:
         request = job.adjust(self.engine, job.request) if job.adjust else job.request
         recorder = JobRecorder(self.history, output=job.output, outputs_dir=job.outputs_dir,
                                info=self.engine.describe())
         saved = 0
+        ending = _Ending("done")
 
         def on_event(event: Event) -> None:
-            nonlocal saved
+            nonlocal saved, ending
             self.report(event)
-            if isinstance(event, Finished):
-                try:
-                    path = recorder(event)
-                except OSError as error:
-                    message = save_failure_message(error)
-                    log.error(message)
-                    self.report(SaveFailed(message))
+            if isinstance(event, Cancelled):
+                ending = _Ending("cancelled", event.message)
+            elif isinstance(event, Failed):
+                ending = _Ending("failed", event.message)
+            try:
+                path = recorder(event)
+            except OSError as error:
+                if not isinstance(event, Finished):
+                    log.error("recording the job in history failed: %s", error)
                     return
+                message = save_failure_message(error)
+                log.error(message)
+                self.report(SaveFailed(message))
+                if ending.ended == "done":
+                    ending = _Ending("failed", message)
+                return
+            if path is not None:
                 saved += 1
                 self.report(ImageSaved(event, path))
-            else:
-                try:
-                    recorder(event)
-                except OSError as error:
-                    log.error("recording the job in history failed: %s", error)
 
         self.engine.generate(request, on_event, cancel=job.cancel)
-        self.report(JobDone(job.number, saved))
+        return ending, saved
+
+
+def prompt_problem(request: GenerationRequest, models_dir: str | None, allow_pickle: bool = False) -> str | None:
+    """Why the prompts cannot run as written, in one sentence, or None: a LoRA tag that names no
+    file in the models folder's loras/, or one written wrong. Plain file reads, no model needed."""
+    from tui.engine.networks import LORAS, NetworkError, extract_loras, find_network, network_files
+
+    try:
+        extract_loras(request.negative_prompt)  # its tags are ignored, but must read
+        wanted = extract_loras(request.prompt)
+        if wanted.loras:
+            folder = Path(models_dir).expanduser() / LORAS if models_dir else None
+            files = network_files(folder, LORAS, allow_pickle) if folder else []
+            for use in wanted.loras:
+                find_network(files, use.name, LORAS)
+    except NetworkError as error:
+        return str(error)
+    return None
+
+
+def model_is_unknown(options, error: Exception) -> bool:
+    """Whether a model failed to load because nothing answers to its name (bad input): not a
+    folder, file or Hub id; not on the Hub; or, with the Hub off, nowhere in the local cache."""
+    from tui.engine.models import ModelLoadError, cached_snapshot, hub_offline, resolve_source
+
+    try:
+        source = resolve_source(options.model)
+    except ModelLoadError:
+        return True
+    if source.kind != "hub":
+        return False
+    if type(error.__context__).__name__ == "RepositoryNotFoundError":  # the Hub said so
+        return True
+    return hub_offline() and cached_snapshot(source.ref, allow_pickle=True) is None

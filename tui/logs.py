@@ -9,6 +9,9 @@ from pathlib import Path
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # ``extra=`` for a line that only the log file needs (the app already says it another way).
 FOR_THE_LOG_FILE = {"log_file_only": True}
+# ``extra=`` for a server's start and stop: with its warnings and errors, what it says on stderr
+# (logs/server.log, for a server started in the background).
+SERVER_LIFE = {"server_life": True}
 
 
 def screen_line(record: logging.LogRecord) -> str | None:
@@ -50,3 +53,23 @@ def setup_logging(log_file: Path | None, verbose: bool = False) -> None:
         stream = logging.StreamHandler()
         stream.setFormatter(VisibleFormatter("%(levelname)s %(name)s: %(message)s"))
         root.addHandler(stream)
+
+
+class _LastWords(logging.Filter):
+    """A server's start and stop (with the reason), and sdtui's warnings and errors (libraries'
+    errors only): what says why a server is gone."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "server_life", False):
+            return True
+        return record.levelno >= logging.WARNING and screen_line(record) is not None
+
+
+def log_last_words_to_stderr() -> None:
+    """For ``sdtui serve``: a background server's stderr is logs/server.log, the file a client names
+    when the server goes away, so its stop and failures must be said there too (everything else
+    goes to the sdtui log)."""
+    stream = logging.StreamHandler()
+    stream.setFormatter(VisibleFormatter(FORMAT))
+    stream.addFilter(_LastWords())
+    logging.getLogger().addHandler(stream)

@@ -22,7 +22,8 @@ from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.request import GenerationRequest
 
-PROTOCOL_VERSION = 3  # 3: requests carry template, init_image, strength and hires; options carry models_dir
+PROTOCOL_VERSION = 4  # 4: JobDone says how its job ended (ended, reason); log lines name their job
+# 3: requests carry template, init_image, strength and hires; options carry models_dir
 MAX_LINE = 1 << 20  # a message line; prompts are at most 20,000 characters
 MAX_PAYLOAD = 16 << 20  # a finished 2048x2048 image is 12 MiB of RGB; this bounds a bad peer
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tui import __version__
-from tui.logs import FOR_THE_LOG_FILE, screen_line
+from tui.logs import FOR_THE_LOG_FILE, SERVER_LIFE, screen_line
 from tui.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_event, encode_frame, mismatch
 from tui.server.awake import KeepAwake
 from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
@@ -132,6 +132,8 @@ class Server:
         # it and for `sdtui status`; all of one job, the one ``_running_job`` names.
         self._running: dict[str, tuple[dict[str, Any], bytes]] = {}
         self._running_job: int | None = None
+        self.stop_reason = ""  # why the server stops, once it does: told to its clients and its log
+        self._clients_closed = False  # the shut-down has taken the clients to say goodbye to
         self._log_handler = _LogBroadcast(self)
         self.history_notice: str | None = None  # what reconciling the history changed, told to the first client
         self.awake = KeepAwake.for_this_machine(sys.platform, os.getpid())
@@ -164,7 +166,7 @@ class Server:
         listener.setblocking(False)
         self._listener = listener
         pid_path(self.data_dir).write_text(str(os.getpid()))
-        log.info("sdtui %s server %d listening on %s", __version__, os.getpid(), path)
+        log.info("sdtui %s server %d listening on %s", __version__, os.getpid(), path, extra=SERVER_LIFE)
 
     def serve_forever(self) -> None:
         if self._listener is None:
@@ -186,7 +188,9 @@ class Server:
             self._shut_down(worker)
             logging.getLogger().removeHandler(self._log_handler)
 
-    def stop(self) -> None:
+    def stop(self, reason: str = "") -> None:
+        """Stop serving; ``reason`` (the first one given) is said to the clients and in the log."""
+        self.stop_reason = self.stop_reason or reason
         self._stop.set()
         try:
             self._wake_write.send(b"x")
@@ -194,14 +198,19 @@ class Server:
             pass  # already closed: the loop has ended
 
     def _shut_down(self, worker: threading.Thread) -> None:
-        log.info("server %d stopping", os.getpid())
+        """Every job ends and its clients hear how (JobDone), then they hear goodbye and are closed."""
+        said = "the sdtui server stopped" + (f" ({self.stop_reason})" if self.stop_reason else "")
+        log.info("server %d stopping%s", os.getpid(), f": {self.stop_reason}" if self.stop_reason else "",
+                 extra=SERVER_LIFE)
         self.awake.stop()
-        self.service.stop()
+        self.service.stop(said)
         worker.join(timeout=10)
+        self.service.end_running_job()  # a step that outlasted the wait
         with self._clients_lock:
             clients, self.clients = list(self.clients), []
+            self._clients_closed = True
         for client in clients:
-            client.send({"type": "bye", "message": "the sdtui server stopped"})
+            client.send({"type": "bye", "message": said})
             client.finish()
         if self._listener is not None:
             self._listener.close()
@@ -228,8 +237,7 @@ class Server:
         with self._clients_lock:
             connected = bool(self.clients)
         if not connected and self.idle_exit_s >= 0 and idle >= self.idle_exit_s:
-            log.info("leaving after %.0f s with no client and nothing to do", idle)
-            self.stop()
+            self.stop(f"{idle:.0f} s with no client and nothing to do")
 
     # --- clients ------------------------------------------------------------------------
 
@@ -266,6 +274,9 @@ class Server:
             notice, self.history_notice = self.history_notice, None
             client.send({"type": "welcome", **self.state(), "history_notice": notice})
             with self._clients_lock:
+                if self._clients_closed:  # came as the server stopped
+                    client.send({"type": "bye", "message": "the sdtui server stopped"})
+                    return
                 self.clients.append(client)
                 for kind in ("Started", "Preview", "Step"):  # the job where it is now
                     if kind in self._running:
@@ -278,9 +289,12 @@ class Server:
             log.info("client %r went away: %s", client.name, error)
         finally:
             with self._clients_lock:
-                if client in self.clients:
+                # A stopping server's clients stay until the shut-down has told them how their jobs ended.
+                left_for_the_shut_down = self._stop.is_set() and not self._clients_closed and client in self.clients
+                if not left_for_the_shut_down and client in self.clients:
                     self.clients.remove(client)
-            client.finish()
+            if not left_for_the_shut_down:
+                client.finish()
 
     def _handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
         kind = message.get("type")
@@ -305,7 +319,7 @@ class Server:
         if kind == "status":
             return {"type": "status", **self.state()}
         if kind == "stop":
-            self.stop()
+            self.stop("`sdtui stop` was run")
             return {"type": "stopping"}
         return {"type": "error", "message": f"server: unknown message {kind!r}"}
 
@@ -332,7 +346,8 @@ class Server:
         from tui.generation import JobDone
 
         if isinstance(event, JobDone):
-            self.finished_jobs += 1
+            if event.ended not in ("dropped", "stopped"):  # it ran
+                self.finished_jobs += 1
             self._last_busy = time.monotonic()
             if not self.service.waiting():
                 self.queue_emptied_at = time.time()
@@ -411,7 +426,9 @@ class _LogBroadcast(logging.Handler):
             line = screen_line(record)
             if line is None:
                 return
-            message = {"type": "log", "level": record.levelname.lower(), "text": line, "created": record.created}
+            # ``job``: the job running as it was logged, so a client can show the lines of its own jobs.
+            message = {"type": "log", "level": record.levelname.lower(), "text": line, "created": record.created,
+                       "logger": record.name, "job": self.server.service.current_job}
             with self.server._clients_lock:
                 clients = [c for c in self.server.clients if c.wants_logs]
             for client in clients:
