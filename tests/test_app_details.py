@@ -109,8 +109,8 @@ async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui
         await wait_for(pilot, lambda: app.history.count() == 3 and not app.session.busy, what="two more images")
         await wait_for(pilot, lambda: rings, what="the bell")
         assert rings == [1], "one bell when the queue empties, not one per image"
-        assert written == ["\x1b]9;sdtui: 2 image(s) done\x07\x1b]777;notify;sdtui;2 image(s) done\x07"
-                           "\x1b]99;;sdtui: 2 image(s) done\x1b\\"]
+        assert written == ["\x1b]9;sdtui: 2 images done\x07\x1b]777;notify;sdtui;2 images done\x07"
+                           "\x1b]99;;sdtui: 2 images done\x1b\\"]
 
 
 @pytest.mark.asyncio
