@@ -40,8 +40,8 @@ async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub
         await start_a_long_job(pilot, app)
         app.use_model("nobody/not-here")
         await pilot.pause()
-        assert any("loading nobody/not-here after the 1 job(s) ahead of it" in line for line in log_lines(app))
-        assert "waiting: nobody/not-here loads after 1 job(s)" in app.sub_title
+        assert any("loading nobody/not-here after 1 job ahead of it" in line for line in log_lines(app))
+        assert "waiting: nobody/not-here loads after 1 job" in app.sub_title
         await pilot.press("escape")
         await wait_for(pilot, lambda: any("Still using demo" in message for message in app.notified),
                        what="the switch to fail after the job")
@@ -247,7 +247,7 @@ async def test_importing_a_two_pass_comfyui_image_keeps_the_scheduler_and_logs_t
         lines = log_lines(app)
         assert any(line.endswith("imported ComfyUI parameters from unclip_2pass_cropped.png") for line in lines)
         assert any("dpmpp_sde" in line and "current scheduler is kept" in line for line in lines)
-        assert any("2 note(s) in the log" in message for message in app.notified)
+        assert any("2 notes in the log" in message for message in app.notified)
 
 
 def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
