@@ -70,6 +70,27 @@ async def test_sdtui_generate_while_the_app_runs_uses_the_loaded_model(sdtui_hom
     assert server_log.count("loading demo model") == 1, "the model loaded once, for both clients"
 
 
+async def test_another_clients_job_is_announced_and_previewed_in_the_app(sdtui_home):
+    app = make_recording_app(inline=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_loaded(pilot, app)
+        preview = app.main_screen.query_one("#preview")
+        process = await asyncio.create_subprocess_exec(
+            *sdtui_command(), "generate", "watched from the app", "--demo", "--steps", "60", "--width", "128",
+            "--height", "128", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sizes = set()
+        finished = asyncio.ensure_future(process.communicate())
+        while not finished.done():
+            if preview.image is not None:
+                sizes.add(preview.image.size)
+            await pilot.pause(0.02)
+        out, err = finished.result()
+        assert process.returncode == 0, err.decode()
+        assert "queued (by generate): \"watched from the app\"" in log_text(app)
+        assert (16, 16) in sizes, f"a live preview (latent size) of the other client's job: {sizes}"
+        await wait_for(pilot, lambda: app.main_screen.last_path == out.decode().strip(), what="its image")
+
+
 async def test_a_new_app_shows_the_running_job_where_it_is_and_can_cancel_it(sdtui_home):
     process, _ = start_generating("running before the app", 400, 256)  # its server runs the job
     try:

@@ -183,3 +183,23 @@ async def test_a_footer_shows_only_whole_keys_before_the_palette_key(sdtui_home)
             assert shown and all(k.region.right <= palette.region.x for k in shown), \
                 [(k.key, k.region) for k in shown]
             assert len(shown) < len(keys) - 1, "some keys do not fit at this width"
+
+
+async def test_clearing_the_queue_leaves_the_running_jobs_progress_alone(sdtui_home):
+    from tui.widgets.status import StatusPanel
+
+    app = make_recording_app(inline=False, steps=400, width=256, height=256)  # keys come in while the server works
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        for prompt in ("the running one", "the waiting one"):
+            await type_prompt(pilot, prompt)
+            await pilot.press("enter")
+        status = app.main_screen.query_one(StatusPanel)
+        await wait_for(pilot, lambda: status.state == "generating" and status.step_times and app.session.waiting == 1,
+                       what="one job running, one waiting")
+        await pilot.press("f9")  # the waiting job is dropped and ends (JobDone) while the first runs
+        await wait_for(pilot, lambda: app.session.waiting == 0, what="the queue to clear")
+        await pilot.pause(0.5)
+        assert status.state == "generating" and app.session.busy
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: status.state == "cancelled", what="the cancel")

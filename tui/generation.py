@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -133,6 +133,9 @@ class GenerationService:
     _current: Job | LoadModel | Unload | Reconcile | None = None
     _numbers: int = 0
     _ended: set = field(default_factory=set)  # the numbers of jobs whose JobDone was reported
+    # Whether a client that draws live previews is connected: then every job makes them, also one
+    # queued by a client that does not (sdtui generate's job, watched in the app).
+    previews_wanted: Callable[[], bool] = field(default_factory=lambda: lambda: False)
 
     # --- called from the interface thread ------------------------------------------------
 
@@ -348,8 +351,11 @@ class GenerationService:
             self.report(Failed(job.request, problem))
             return _Ending("refused", problem), 0
         if job.options is not None:
-            self.engine.options = job.options  # the settings travel with the job that uses them
-            failure = self._load(LoadModel(job.options, job.cancel, for_a_job=True))
+            options = job.options
+            if not options.previews and self.previews_wanted():  # a client that draws them is watching
+                options = replace(options, previews=True)
+            self.engine.options = options  # the settings travel with the job that uses them
+            failure = self._load(LoadModel(options, job.cancel, for_a_job=True))
             if failure is not None:
                 self.report(Failed(job.request, f"job {job.number} did not run: its model, {job.options.model}, "
                                                 "could not load"))

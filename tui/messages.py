@@ -140,12 +140,20 @@ class JobFailed(Message):
 
 
 class JobEnded(Message):
-    """A job is over, whatever happened to it; ``images`` were saved."""
+    """A job is over, whatever happened to it; ``images`` were saved. ``ended``: done, failed,
+    refused, cancelled, dropped (it never started) or stopped (the server stopped)."""
 
-    def __init__(self, job: int | None, images: int) -> None:
+    def __init__(self, job: int | None, images: int, ended: str = "done", reason: str = "") -> None:
         super().__init__()
         self.job = job
         self.images = images
+        self.ended = ended
+        self.reason = reason
+
+    @property
+    def ran(self) -> bool:
+        """Whether the job got as far as running (a dropped job waited, then was taken off the queue)."""
+        return self.ended != "dropped"
 
 
 class QueueUpdated(Message):

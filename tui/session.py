@@ -350,13 +350,16 @@ class Session:
             self.waiting, self.running = int(data.get("waiting") or 0), data.get("running_job")
             self.loading = bool(data.get("loading"))
             return QueueUpdated(self.waiting, self.running, self.loading)
+        if name == "Queued":  # another client's job (this client's own come as the reply to its generate)
+            return JobQueued(job, GenerationRequest(**data["request"]), f"by {data.get('client') or 'another client'}")
         if name == "ImageSaved":
             path = Path(data["path"])
             made, self._made = self._made, None
             image = made[1] if made and made[0] == (job, data.get("index")) else read_image(path)
             return ImageReady(job, image, path, data["seed"], GenerationRequest(**data["request"]))
         if name == "JobDone":
-            return JobEnded(job, int(data.get("images") or 0))
+            return JobEnded(job, int(data.get("images") or 0), str(data.get("ended") or "done"),
+                            str(data.get("reason") or ""))
         if name == "HistoryRepaired":
             return HistoryRepaired(str(data.get("message")))
         if name == "SaveFailed":

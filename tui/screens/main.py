@@ -93,6 +93,7 @@ class MainScreen(Screen):
         self._status_timer = None
         self._idle_cancel_noted = float("-inf")
         self._making = None  # the request of the running job, its seed resolved
+        self._running_job: int | None = None  # the job whose progress the status lines show
         self._making_index = 0  # the image of that job now on its way
 
     @property
@@ -440,7 +441,7 @@ class MainScreen(Screen):
     @on(JobStarted)
     def _job_started(self, message: JobStarted) -> None:
         request = message.request
-        self._making, self._making_index = request, 0
+        self._making, self._making_index, self._running_job = request, 0, message.job
         self.query_one(StatusPanel).job_started(message.images, message.steps)
         self.query_one(Stage).fit_to(*request.output_size)
         self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
@@ -512,10 +513,11 @@ class MainScreen(Screen):
 
     @on(JobEnded)
     def _job_ended(self, message: JobEnded) -> None:
-        self._making = None
-        status = self.query_one(StatusPanel)
-        if status.state == "generating":
-            status.job_ended("done")
+        if message.job == self._running_job:  # a waiting job's end (dropped, say) leaves the running one be
+            self._making = None
+            status = self.query_one(StatusPanel)
+            if status.state == "generating":
+                status.job_ended("done")
         self._images_this_run += message.images
         self._grid_job_ended(message.job)
         self._tell_history_screens(progress="" if self.session.waiting == 0 else None)

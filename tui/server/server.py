@@ -118,7 +118,7 @@ class Server:
         self.engine = engine
         self.keep_alive_s = keep_alive_s
         self.idle_exit_s = idle_exit_s
-        self.service = GenerationService(engine, history, self._report)
+        self.service = GenerationService(engine, history, self._report, previews_wanted=self._app_connected)
         self.clients: list[_Client] = []
         self._clients_lock = threading.Lock()
         self._stop = threading.Event()
@@ -282,7 +282,7 @@ class Server:
                     if kind in self._running:
                         client.send(*self._running[kind])
             for message, _ in frames:
-                reply = self._handle(message)
+                reply = self._handle(message, client)
                 if reply is not None:
                     client.send(reply)
         except (ProtocolError, OSError, ValueError, TypeError) as error:
@@ -296,10 +296,10 @@ class Server:
             if not left_for_the_shut_down:
                 client.finish()
 
-    def _handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
+    def _handle(self, message: dict[str, Any], client: _Client) -> dict[str, Any] | None:
         kind = message.get("type")
         if kind == "generate":
-            return self._generate(message)
+            return self._generate(message, client)
         if kind == "cancel":
             job = message.get("job")
             if job == "load":  # the model load or download running now
@@ -323,7 +323,7 @@ class Server:
             return {"type": "stopping"}
         return {"type": "error", "message": f"server: unknown message {kind!r}"}
 
-    def _generate(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _generate(self, message: dict[str, Any], client: _Client) -> dict[str, Any]:
         from tui.engine.request import InvalidRequest, validate_request
 
         ref = message.get("ref")  # the client's own tag, so it can tell which reply is whose
@@ -338,7 +338,19 @@ class Server:
         adjust = _family_adjuster(chosen, self._report_notice) if message.get("family_defaults") else None
         number = self.service.submit(request, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir)
         log.info("job %d queued: %s", number, request.prompt[:60], extra=FOR_THE_LOG_FILE)
+        self._tell_others(client, {"type": "event", "event": "Queued", "job": number, "request": request.to_dict(),
+                                   "client": client.name})
         return {"type": "queued", "job": number, "ref": ref, "request": request.to_dict()}
+
+    def _tell_others(self, sender: _Client, message: dict[str, Any]) -> None:
+        with self._clients_lock:
+            others = [c for c in self.clients if c is not sender]
+        for other in others:
+            other.send(message)
+
+    def _app_connected(self) -> bool:
+        with self._clients_lock:
+            return any(c.name == "app" for c in self.clients)
 
     # --- events to every client ------------------------------------------------------------
 
