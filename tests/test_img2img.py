@@ -105,6 +105,16 @@ def test_sdxl_img2img_and_hires_use_the_loaded_components(tiny_sdxl_dir, source)
     assert results[0].image.size == (256, 256)
 
 
+def test_a_source_whose_size_is_not_a_multiple_of_8_is_said_to_shrink(sdtui_home, tmp_path):
+    odd = tmp_path / "odd.png"
+    Image.new("RGB", (200, 150), (40, 90, 160)).save(odd)
+    done = run_sdtui(["generate", "x", "--demo", "--steps", "2", "--init-image", str(odd), "--output",
+                      str(tmp_path / "o.png")])
+    assert done.returncode == 0, done.stderr
+    assert "--init-image is 200x150; the image is made at 200x144" in done.stderr
+    assert Image.open(tmp_path / "o.png").size == (200, 144)
+
+
 def test_the_cli_records_source_strength_and_upscale(sdtui_home, source, tmp_path):
     varied = run_sdtui(["generate", "a lighthouse at night", "--demo", "--steps", "4", "--seed", "8",
                         "--init-image", str(source), "--strength", "0.75", "--output", str(tmp_path / "v.png")])
@@ -116,6 +126,7 @@ def test_the_cli_records_source_strength_and_upscale(sdtui_home, source, tmp_pat
     upscaled = run_sdtui(["generate", "a lighthouse at night", "--demo", "--steps", "4", "--seed", "8",
                           "--init-image", str(source), "--hires", "--output", str(tmp_path / "h.png")])
     assert upscaled.returncode == 0, upscaled.stderr
+    assert "generating 1 image 192x192" in upscaled.stderr  # the size it makes, not its source's
     image = Image.open(tmp_path / "h.png")
     settings = parse_parameters(image.text["parameters"]).settings
     assert image.size == (192, 192) and settings["Size"] == "192x192"

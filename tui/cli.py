@@ -251,8 +251,12 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
             scale = float(validate_request({"prompt": "x", "hires": args.hires or 0}).hires) or 1.0
         except InvalidRequest:
             return fields  # the request's own check names the bad --hires
-        width, height = hires_size(width, height, scale)
-        fields.update(width=min(max(width, SIZE_MIN), SIZE_MAX), height=min(max(height, SIZE_MIN), SIZE_MAX))
+        made = hires_size(width, height, scale)
+        made = (min(max(made[0], SIZE_MIN), SIZE_MAX), min(max(made[1], SIZE_MIN), SIZE_MAX))
+        if scale == 1.0 and made != (width, height):
+            print(f"sdtui: --init-image is {width}x{height}; the image is made at {made[0]}x{made[1]} (sizes are "
+                  f"multiples of 8, from {SIZE_MIN} to {SIZE_MAX})", file=sys.stderr)
+        fields.update(width=made[0], height=made[1])
     return fields
 
 

@@ -16,7 +16,7 @@ from typing import TextIO
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Finished, Loaded, LoadStarted, Notice, Started,
                                Step)
 from tui.engine.memory import MemorySample, format_bytes
-from tui.text import visible
+from tui.text import plural, visible
 
 
 def format_duration(seconds: float) -> str:
@@ -87,8 +87,9 @@ class StderrProgress:
             self._step_times = []
             self._last_quarter = -1
             request = event.request
-            self.line(f"generating {event.images} image(s) {request.width}x{request.height}, {request.steps} steps, "
-                       f"{request.scheduler}, seed {request.seed}")
+            width, height = request.output_size  # a hires fix's, not its first pass's
+            self.line(f"generating {plural(event.images, 'image')} {width}x{height}, {plural(request.steps, 'step')}, "
+                      f"{request.scheduler}, seed {request.seed}")
         elif isinstance(event, Step):
             self._step(event)
         elif isinstance(event, Notice):
@@ -97,7 +98,7 @@ class StderrProgress:
             self.image_line(event.index, event.request.count, event.seed, event.timings.total_s,
                             event.timings.it_per_s)
         elif isinstance(event, Cancelled):
-            self.line(f"cancelled after {event.completed} image(s)")
+            self.line(f"cancelled after {plural(event.completed, 'image')}")
 
     def image_line(self, index: int, count: int, seed: int, seconds: float, it_per_s: float) -> None:
         self.line(f"image {index + 1}/{count}: seed {seed}, {seconds:.1f} s, {it_per_s:.2f} it/s")

@@ -401,8 +401,9 @@ class MainScreen(Screen):
         reason = message.message.rstrip(".")
         said = reason[0].upper() + reason[1:] if reason.startswith("the sdtui server ") \
             else f"The sdtui server stopped: {reason}"
-        log_file = self.session.places.log_file  # the server's own log lines; server.log holds only its output
-        self.log_line(f"{said}. Images already saved are in the history; {log_file} may say why.", "error")
+        logs = self.session.places.logs_dir  # sdtui.log: the server's log lines; server.log: its start, stop and crash
+        self.log_line(f"{said}. Images already saved are in the history; sdtui.log and server.log in {logs} may "
+                      "say why.", "error")
 
         def answered(yes: bool | None) -> None:
             if yes:
