@@ -44,6 +44,8 @@ class Job:
     outputs_dir: Path | None = None  # the client's outputs folder setting
     # Called with the engine once the model is loaded, returning the request to run (family defaults).
     adjust: Callable[[Any, GenerationRequest], GenerationRequest] | None = field(default=None, compare=False)
+    # Its client draws no previews (sdtui generate): it makes them anyway while a client that does watches.
+    previews_for_others: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,8 +135,7 @@ class GenerationService:
     _current: Job | LoadModel | Unload | Reconcile | None = None
     _numbers: int = 0
     _ended: set = field(default_factory=set)  # the numbers of jobs whose JobDone was reported
-    # Whether a client that draws live previews is connected: then every job makes them, also one
-    # queued by a client that does not (sdtui generate's job, watched in the app).
+    # Whether a client that draws live previews is connected, for the jobs of clients that draw none.
     previews_wanted: Callable[[], bool] = field(default_factory=lambda: lambda: False)
 
     # --- called from the interface thread ------------------------------------------------
@@ -145,10 +146,12 @@ class GenerationService:
         self._report_queue()
 
     def submit(self, request: GenerationRequest, options=None, output: Path | None = None,
-               adjust: Callable | None = None, outputs_dir: Path | None = None) -> int:
+               adjust: Callable | None = None, outputs_dir: Path | None = None,
+               previews_for_others: bool = False) -> int:
         with self._wake:  # the number is taken and the job queued under one lock
             self._numbers += 1
-            job = Job(request, self._numbers, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir)
+            job = Job(request, self._numbers, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir,
+                      previews_for_others=previews_for_others)
             closed = self._closed
             if closed is None:
                 self._commands.append(job)
@@ -352,7 +355,7 @@ class GenerationService:
             return _Ending("refused", problem), 0
         if job.options is not None:
             options = job.options
-            if not options.previews and self.previews_wanted():  # a client that draws them is watching
+            if job.previews_for_others and not options.previews and self.previews_wanted():
                 options = replace(options, previews=True)
             self.engine.options = options  # the settings travel with the job that uses them
             failure = self._load(LoadModel(options, job.cancel, for_a_job=True))

@@ -336,7 +336,8 @@ class Server:
         outputs_dir = Path(message["outputs_dir"]) if message.get("outputs_dir") else None
         chosen = set(message.get("chosen") or ())
         adjust = _family_adjuster(chosen, self._report_notice) if message.get("family_defaults") else None
-        number = self.service.submit(request, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir)
+        number = self.service.submit(request, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir,
+                                     previews_for_others=client.name != "app")
         log.info("job %d queued: %s", number, request.prompt[:60], extra=FOR_THE_LOG_FILE)
         self._tell_others(client, {"type": "event", "event": "Queued", "job": number, "request": request.to_dict(),
                                    "client": client.name})
