@@ -84,7 +84,7 @@ def drive(home: Path, entries: int, matching: int, repeats: int) -> dict:
             _until(session, lambda s: "demo model (random weights) · cpu" in s)
             _tmux("send-keys", "-t", session, "F2")
             opens.append(_until(session, lambda s: f"{entries} entries" in s))
-            before = _tmux("capture-pane", "-e", "-t", session, "-p").splitlines()[1]
+            before = _settled_line(session, 1)  # the list takes focus a moment after the screen opens
             _tmux("send-keys", "-t", session, "/")
             # Wait until the search box shows its cursor (it has focus) before typing.
             began = time.perf_counter()
@@ -98,6 +98,21 @@ def drive(home: Path, entries: int, matching: int, repeats: int) -> dict:
         finally:
             _tmux("kill-session", "-t", session)
     return {"open_s": opens, "search_s": searches}
+
+
+def _settled_line(session: str, index: int, quiet_s: float = 0.6, limit_s: float = 10.0) -> str:
+    """Line ``index`` of the screen once it has not changed for ``quiet_s``."""
+    began = time.perf_counter()
+    line = _tmux("capture-pane", "-e", "-t", session, "-p").splitlines()[index]
+    still_since = time.perf_counter()
+    while time.perf_counter() - still_since < quiet_s:
+        if time.perf_counter() - began > limit_s:
+            raise AssertionError("the screen never settled")
+        time.sleep(0.05)
+        now = _tmux("capture-pane", "-e", "-t", session, "-p").splitlines()[index]
+        if now != line:
+            line, still_since = now, time.perf_counter()
+    return line
 
 
 def run(entries: int, repeats: int) -> dict:
