@@ -10,18 +10,22 @@ from tui.config import Settings
 FAST = dict(model="demo", steps=4, width=128, height=128, seed=7, preview_max_fps=0)
 
 
-def make_app(inline: bool = True, **overrides):
+def make_app(inline: bool = True, engine=None, **overrides):
     """The app on the demo model. ``inline``: its server runs on a thread of the test process (the
-    same socket and messages); else the app starts ``sdtui serve`` in the background, as a user's does."""
-    from tui.app import SdtuiApp
+    same socket and messages), with ``engine`` (a factory) when given, else the real one; without
+    ``inline`` the app starts ``sdtui serve`` in the background, as a user's does."""
+    from tui.client.app import SdtuiApp
     from tui.locations import locations
+    from tui.server.host import in_process
 
-    return SdtuiApp(Settings(**{**FAST, **overrides}), places=locations(), inline=inline)
+    places = locations()
+    host = in_process(places, engine) if inline else None
+    return SdtuiApp(Settings(**{**FAST, **overrides}), places=places, host=host)
 
 
-def make_recording_app(inline: bool = True, **settings):
+def make_recording_app(inline: bool = True, engine=None, **settings):
     """The app, keeping every notification in ``app.notified`` (toasts time out; this list does not)."""
-    app = make_app(inline, **settings)
+    app = make_app(inline, engine, **settings)
     app.notified = []
     notify = app.notify
 

@@ -8,10 +8,10 @@ import pytest
 
 from tests.app_helpers import generate_each, make_app, type_prompt, wait_for, wait_loaded
 from tui.config import load_settings
-from tui.widgets.log import LogPanel
-from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import StatusPanel
-from tui.widgets.thumbnail import Thumbnail
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.settings import SettingsPanel
+from tui.client.widgets.status import StatusPanel
+from tui.client.widgets.thumbnail import Thumbnail
 
 pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)
@@ -213,13 +213,13 @@ async def test_help_is_generated_from_the_bindings(sdtui_home):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f1")
         await pilot.pause()
-        from tui.screens.help import HelpScreen
+        from tui.client.screens.help import HelpScreen
 
         assert isinstance(app.screen, HelpScreen)
         descriptions = {row[2] for row in app.screen.rows}
-        from tui.screens.compare import CompareScreen
-        from tui.screens.history import HistoryScreen
-        from tui.screens.viewer import ViewerScreen
+        from tui.client.screens.compare import CompareScreen
+        from tui.client.screens.history import HistoryScreen
+        from tui.client.screens.viewer import ViewerScreen
 
         for screen in (app.main_screen, HistoryScreen, CompareScreen, ViewerScreen):
             for binding in screen.BINDINGS:
@@ -241,7 +241,7 @@ async def test_command_palette_commands_run(sdtui_home):
         await type_prompt(pilot, "fox")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.main_screen.last_path is not None)
-        from tui.commands import SdtuiCommands
+        from tui.client.commands import SdtuiCommands
 
         names = [name for name, _, _ in SdtuiCommands(app.screen)._commands()]
         assert all(": " in name for name in names)
@@ -250,7 +250,7 @@ async def test_command_palette_commands_run(sdtui_home):
         app.action_toggle_previews()
         await pilot.pause()
         assert app.settings.previews is False and app.session.engine_options()["previews"] is False
-        engine = app.session.server.engine
+        engine = app.session.hosted.server.engine
         assert engine.options.previews is True, "settings reach the engine only with the job that uses them"
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy, what="the second job")

@@ -9,11 +9,11 @@ import pytest
 
 from tests.app_helpers import make_app, type_prompt, wait_connected, wait_for, wait_loaded
 from tui.engine.events import DownloadProgress, Notice
-from tui.widgets.prompt import PromptRecall
-from tui.widgets.stage import SIDE_MIN, picture_width
-from tui.widgets.status import StatusPanel, eta_seconds
-from tui.widgets.settings import SettingsPanel
-from tui.widgets.thumbnail import Thumbnail, fit_size
+from tui.client.widgets.prompt import PromptRecall
+from tui.client.widgets.stage import SIDE_MIN, picture_width
+from tui.client.widgets.status import StatusPanel, eta_seconds
+from tui.client.widgets.settings import SettingsPanel
+from tui.client.widgets.thumbnail import Thumbnail, fit_size
 from tui.text import visible
 
 
@@ -23,13 +23,16 @@ def test_first_frame_comes_before_torch_is_imported(tmp_path, inline):
     script = textwrap.dedent("""
         import asyncio, os, sys
         os.environ["SDTUI_HOME"] = sys.argv[1]
-        from tui.app import SdtuiApp
+        from tui.client.app import SdtuiApp
         from tui.config import Settings
+        from tui.locations import locations
+        from tui.server.host import in_process
 
         seen = {}
 
         async def main():
-            app = SdtuiApp(Settings(model="demo"), inline=sys.argv[2] == "1")
+            host = in_process(locations()) if sys.argv[2] == "1" else None
+            app = SdtuiApp(Settings(model="demo"), host=host)
             start = app.session.start
 
             def probe():
@@ -55,9 +58,9 @@ async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
     async with app.run_test(size=(120, 40)) as pilot:
         await type_prompt(pilot, "early bird")
         await pilot.press("enter")
-        assert not app.session.server.engine.loaded or app.session.waiting <= 1
+        assert not app.session.hosted.server.engine.loaded or app.session.waiting <= 1
         await wait_for(pilot, lambda: app.main_screen.last_path is not None, what="the queued job")
-        assert app.session.server.engine.loaded
+        assert app.session.hosted.server.engine.loaded
 
 
 @pytest.mark.asyncio
@@ -83,7 +86,7 @@ async def test_swap_warning_stands_out_while_it_lasts(sdtui_home):
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.main_screen.query_one(StatusPanel)
         await wait_connected(pilot, app)
-        app.session.server._report(Notice("swap grew by 1.0 GB during this job: the system is short of memory", "warning"))
+        app.session.hosted.server._report(Notice("swap grew by 1.0 GB during this job: the system is short of memory", "warning"))
         await wait_for(pilot, lambda: status.has_class("swapping"))
         assert "swap grew" in str(status.query_one("#swap-warning").render())
         status.job_ended("done")
@@ -118,9 +121,9 @@ async def test_download_progress_shows_bytes_and_rate(sdtui_home):
     app = make_app()
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_loaded(pilot, app)
-        app.session.server._report(DownloadProgress("owner/model", 0, 4 * 1024**3))
+        app.session.hosted.server._report(DownloadProgress("owner/model", 0, 4 * 1024**3))
         await pilot.pause(0.2)
-        app.session.server._report(DownloadProgress("owner/model", 1024**3, 4 * 1024**3))
+        app.session.hosted.server._report(DownloadProgress("owner/model", 1024**3, 4 * 1024**3))
         await pilot.pause(0.1)
         caption = str(app.main_screen.query_one("#caption").render())
         assert "downloading owner/model" in caption and "1.0 GB of 4.0 GB at" in caption and "left" in caption
@@ -188,7 +191,7 @@ def test_half_block_cells_match_rich_pixels_rendering():
     from rich.console import Console
     from rich_pixels import Pixels
 
-    from tui.widgets.thumbnail import half_block_segments
+    from tui.client.widgets.thumbnail import half_block_segments
 
     picture = Image.effect_noise((24, 16), 60).convert("RGB").point(lambda v: v & 0xFC)
 

@@ -8,11 +8,11 @@ import pytest
 from tests.app_helpers import generate_each, make_recording_app, type_prompt, wait_for, wait_loaded
 from tui.engine.memory import sample_memory
 from tui.engine.models import ModelLoadError, resolve_source
-from tui.screens.help import HelpScreen
-from tui.widgets.log import LogPanel
-from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import StatusPanel
-from tui.wording import clean_pasted_path, in_app_wording
+from tui.client.screens.help import HelpScreen
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.settings import SettingsPanel
+from tui.client.widgets.status import StatusPanel
+from tui.client.wording import clean_pasted_path, in_app_wording
 
 SIZE = (100, 30)
 
@@ -230,7 +230,7 @@ async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
 @pytest.mark.asyncio
 async def test_importing_a_two_pass_comfyui_image_keeps_the_scheduler_and_logs_the_notes(sdtui_home):
     from tests.test_foreign_images import FOREIGN
-    from tui.widgets.settings import SettingsPanel
+    from tui.client.widgets.settings import SettingsPanel
 
     app = make_recording_app(steps=2)
     async with app.run_test(size=SIZE) as pilot:

@@ -11,10 +11,10 @@ from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from tests.conftest import hub_online
 from tests.fake_hub import FakeHub
 from tests.tiny_models import hub_cache_with
-from tui.screens.models import ModelPickerScreen
-from tui.widgets.log import LogPanel
-from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import StatusPanel
+from tui.client.screens.models import ModelPickerScreen
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.settings import SettingsPanel
+from tui.client.widgets.status import StatusPanel
 
 pytestmark = pytest.mark.asyncio
 
@@ -51,7 +51,7 @@ async def test_pick_a_cached_sdxl_model_then_go_back_to_the_demo(sdtui_home, hub
         await pilot.press(*"xl")  # filtering
         assert [n for n in table_names(picker)] == ["someone/tiny-sdxl"]
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.session.server.engine.loaded and app.session.server.engine.model_label == "someone/tiny-sdxl",
+        await wait_for(pilot, lambda: app.session.hosted.server.engine.loaded and app.session.hosted.server.engine.model_label == "someone/tiny-sdxl",
                        what="the SDXL model")
         await wait_for(pilot, lambda: app.settings.width == 256, what="the SDXL family's size")
         panel = app.main_screen.query_one(SettingsPanel)
@@ -63,7 +63,7 @@ async def test_pick_a_cached_sdxl_model_then_go_back_to_the_demo(sdtui_home, hub
         picker = await open_picker(pilot, app)
         assert table_names(picker)[0].startswith("someone/tiny-sdxl")  # most recent first
         await pilot.press(*"demo", "enter")
-        await wait_for(pilot, lambda: app.session.server.engine.loaded and app.session.server.engine.family.endswith("(demo)"),
+        await wait_for(pilot, lambda: app.session.hosted.server.engine.loaded and app.session.hosted.server.engine.family.endswith("(demo)"),
                        what="the demo model again")
         await wait_for(pilot, lambda: app.settings.width == 512, what="the SD 1.x size")
         assert "unloaded someone/tiny-sdxl" in log_text(app)
@@ -75,7 +75,7 @@ async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(
         await wait_loaded(pilot, app)
         picker = await open_picker(pilot, app)
         await pilot.press(*"zzz", "enter")  # matches nothing and is no model name: the picker says so
-        assert isinstance(app.screen, ModelPickerScreen) and app.session.server.engine.loaded
+        assert isinstance(app.screen, ModelPickerScreen) and app.session.hosted.server.engine.loaded
         assert "nothing here matches 'zzz'" in str(picker.query_one("#picker-hint").render())
         picker.query_one("#picker-filter", Input).value = ""
         await pilot.press(*"nobody/not-here")
@@ -84,7 +84,7 @@ async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(
         await wait_for(pilot, lambda: any("Still using demo" in n.message for n in app._notifications),
                        what="the load failure")
         # Checked before unloading: the working model stays, and the settings say so again.
-        assert app.session.server.engine.loaded and app.session.server.engine.loaded_model == "demo"
+        assert app.session.hosted.server.engine.loaded and app.session.hosted.server.engine.loaded_model == "demo"
         assert app.settings.model == "demo" and app.main_screen.settings.model == "demo"
         assert "demo model" in app.sub_title and "no model loaded" not in app.sub_title
         assert not isinstance(app.screen, ModelPickerScreen)
@@ -114,14 +114,14 @@ async def test_a_download_in_the_app_cancels_with_escape_and_resumes(sdtui_home,
             await pilot.press("escape")
             await wait_for(pilot, lambda: any("Still using demo" in n.message for n in app._notifications),
                            what="the cancelled download")
-            assert app.session.server.engine.loaded_model == "demo", "a cancelled download keeps the loaded model"
+            assert app.session.hosted.server.engine.loaded_model == "demo", "a cancelled download keeps the loaded model"
             assert "cancelling the download" in log_text(app)
             assert "cancelled; choose it again to resume" in log_text(app)
             assert status.state == "idle"
             hub.delay_per_chunk = 0
             hub.requests.clear()
             app.use_model("someone/tiny-sd")
-            await wait_for(pilot, lambda: app.session.server.engine.loaded and app.session.server.engine.model_label == "someone/tiny-sd",
+            await wait_for(pilot, lambda: app.session.hosted.server.engine.loaded and app.session.hosted.server.engine.model_label == "someone/tiny-sd",
                            what="the resumed download")
             assert any(r for _, r in hub.requests), "the second download did not resume with a range"
 
@@ -130,13 +130,13 @@ async def test_choosing_the_loaded_model_again_does_nothing(sdtui_home, hub_cach
     app = make_app()
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_loaded(pilot, app)
-        pipe = app.session.server.engine.pipe
+        pipe = app.session.hosted.server.engine.pipe
         app.main_screen.query_one(SettingsPanel).query_one("#setting-model", Input).focus()
         await pilot.press("enter")  # Enter in the unchanged Model field
         await pilot.pause(0.3)
         app.use_model("demo")  # what F3 on the marked entry does
         await pilot.pause(0.3)
-        assert app.session.server.engine.pipe is pipe and not app.session.busy
+        assert app.session.hosted.server.engine.pipe is pipe and not app.session.busy
         log = app.main_screen.query_one(LogPanel).lines_written
         assert sum("demo is already loaded; nothing to do" in line for line in log) >= 1
         assert not any("loading demo model" in line for line in log[-5:])

@@ -10,11 +10,11 @@ import pytest
 from tests.app_helpers import make_recording_app, type_prompt, wait_for, wait_loaded
 from tests.conftest import sdtui_command
 from tests.reliability import assert_history_consistent, history_rows, start_generating
-from tui.screens.confirm import ConfirmScreen
-from tui.server.client import server_pid
-from tui.widgets.log import LogPanel
-from tui.widgets.settings import SettingsPanel
-from tui.widgets.status import StatusPanel
+from tui.client.screens.confirm import ConfirmScreen
+from tui.client.connection import server_pid
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.settings import SettingsPanel
+from tui.client.widgets.status import StatusPanel
 
 pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)

@@ -7,7 +7,7 @@ import pytest
 from tests.app_helpers import make_recording_app, type_prompt, wait_for, wait_loaded
 from tests.test_app_fixes import keys_at_once
 from tui.config import load_settings
-from tui.widgets.settings import SettingsPanel
+from tui.client.widgets.settings import SettingsPanel
 
 pytestmark = pytest.mark.asyncio
 NARROW = (80, 24)  # the settings panel starts hidden below 120 columns
@@ -106,7 +106,7 @@ async def test_typing_right_after_ctrl_t_goes_to_the_prompt(sdtui_home):
 
 
 async def test_the_open_history_screen_shows_new_images_and_progress(sdtui_home):
-    from tui.screens.history import HistoryScreen
+    from tui.client.screens.history import HistoryScreen
 
     app = make_recording_app(steps=40)  # variations keep the entry's steps: long enough to watch
     async with app.run_test(size=(120, 40)) as pilot:
@@ -128,7 +128,7 @@ async def test_the_open_history_screen_shows_new_images_and_progress(sdtui_home)
 
 
 async def test_strength_shows_on_the_history_screen_and_its_toast_keeps_its_brackets(sdtui_home):
-    from tui.screens.history import HistoryScreen
+    from tui.client.screens.history import HistoryScreen
 
     app = make_recording_app(steps=2)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -149,7 +149,7 @@ async def test_strength_shows_on_the_history_screen_and_its_toast_keeps_its_brac
 
 
 async def test_after_a_cancel_the_caption_no_longer_says_generating(sdtui_home):
-    from tui.widgets.status import StatusPanel
+    from tui.client.widgets.status import StatusPanel
 
     app = make_recording_app(steps=400, width=256, height=256)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -168,7 +168,7 @@ async def test_after_a_cancel_the_caption_no_longer_says_generating(sdtui_home):
 async def test_a_footer_shows_only_whole_keys_before_the_palette_key(sdtui_home):
     from textual.widgets._footer import FooterKey
 
-    from tui.screens.history import HistoryScreen
+    from tui.client.screens.history import HistoryScreen
 
     app = make_recording_app()
     async with app.run_test(size=NARROW) as pilot:
@@ -186,7 +186,7 @@ async def test_a_footer_shows_only_whole_keys_before_the_palette_key(sdtui_home)
 
 
 async def test_clearing_the_queue_leaves_the_running_jobs_progress_alone(sdtui_home):
-    from tui.widgets.status import StatusPanel
+    from tui.client.widgets.status import StatusPanel
 
     app = make_recording_app(inline=False, steps=400, width=256, height=256)  # keys come in while the server works
     async with app.run_test(size=(120, 40)) as pilot:

@@ -200,7 +200,7 @@ def test_a_disk_that_fills_up_in_the_app_says_so_and_the_next_job_saves(sdtui_ho
         session.wait_for(b"File too large", sent, timeout=60)
         assert session.process.poll() is None, "the app is still running"
         from tui.locations import locations
-        from tui.server.client import server_pid
+        from tui.client.connection import server_pid
 
         writer = server_pid(locations().data_dir)  # the app's server inherited the limit, and writes
         assert writer is not None

@@ -16,8 +16,8 @@ from tests.app_helpers import make_recording_app, plain, type_prompt, wait_for, 
 from tests.reliability import MODEL_PATHS, assert_nothing_lost, digest, history_rows
 from tui.store.images import SDTUI_KEY, png_text
 from tui.text import _BIDI_CONTROLS
-from tui.widgets.log import LogPanel
-from tui.widgets.settings import SettingsPanel
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.settings import SettingsPanel
 
 pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)
@@ -92,7 +92,7 @@ async def test_each_bad_settings_field_is_one_line_and_no_job_starts(sdtui_home,
                 panel.set_value("model", good)
             await pilot.pause()
             assert panel.valid, (key, panel.problems)
-        assert app.session.server.engine.loaded, "a bad field never unloads the model"
+        assert app.session.hosted.server.engine.loaded, "a bad field never unloads the model"
         await make_one_image(pilot, app)
     assert_nothing_lost(sdtui_home, made_before)
     assert [r[1] for r in history_rows(sdtui_home)] == ["made before", "still working"]

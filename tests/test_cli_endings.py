@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import run_sdtui, sdtui_command
 from tests.reliability import history_rows, start_generating
-from tui.server.client import connect, server_pid
+from tui.client.connection import connect, server_pid
 
 SMALL = ["--steps", "1", "--width", "64", "--height", "64"]
 LONG = 60  # steps of a 64x64 demo job that is still running while a second client comes and goes
@@ -157,5 +157,5 @@ def test_verbose_shows_the_servers_log_lines_for_its_job(warm_server):
     quiet = run_sdtui(["generate", "x", "--demo", *SMALL])
     verbose = run_sdtui(["generate", "x", "--demo", "-v", *SMALL])
     assert verbose.returncode == 0, verbose.stderr
-    assert "INFO tui.jobs: image 1/1 saved: " in verbose.stderr
+    assert "INFO tui.server.jobs: image 1/1 saved: " in verbose.stderr
     assert "INFO " not in quiet.stderr

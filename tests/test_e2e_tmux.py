@@ -239,7 +239,7 @@ def test_picture_cells_are_the_colours_sdtui_chose(tmp_path, colours):
     import numpy as np
     from PIL import Image
 
-    from tui.widgets.thumbnail import PALETTE_KEY, cell_keys, fit_size
+    from tui.client.widgets.thumbnail import PALETTE_KEY, cell_keys, fit_size
 
     term = "TERM=xterm-256color COLORTERM=truecolor" if colours == "truecolor" else "TERM=xterm-256color"
     session, home = start_with_images(tmp_path, 100, 30, ["colour check"], term)

@@ -138,7 +138,7 @@ def test_a_hang_up_after_the_terminal_stopped_reading_still_ends_the_app(sdtui_h
     import struct
     import termios
 
-    from tui.app_terminal import EXIT_GRACE_S
+    from tui.client.terminal_features import EXIT_GRACE_S
 
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
@@ -199,7 +199,7 @@ async def test_out_of_memory_is_one_message_and_the_next_job_runs(sdtui_home):
     import torch
 
     from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
-    from tui.widgets.status import StatusPanel
+    from tui.client.widgets.status import StatusPanel
 
     app = make_app(steps=2, width=64, height=64)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -211,7 +211,7 @@ async def test_out_of_memory_is_one_message_and_the_next_job_runs(sdtui_home):
             if calls["n"] == 1:
                 raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-        hook = app.session.server.engine.pipe.unet.register_forward_hook(out_of_memory_once)
+        hook = app.session.hosted.server.engine.pipe.unet.register_forward_hook(out_of_memory_once)
         try:
             await type_prompt(pilot, "too big")
             await pilot.press("enter")

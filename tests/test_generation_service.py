@@ -10,7 +10,7 @@ import pytest
 from tui.engine import GenerationRequest
 from tui.engine import Engine, EngineOptions
 from tui.engine.events import Cancelled, Finished, Step
-from tui.generation import GenerationService, JobDone
+from tui.server.queue import GenerationService, JobDone
 from tui.store.history import History
 
 SMALL = dict(width=64, height=64, steps=4, seed=3)

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from tests.bench.terminal import READY_MARK, TerminalSession, sdtui_script, session_env, write_config
-from tui.terminal import split_replies
-from tui.widgets.graphics import (CELL_SIZE_QUERY, DA1_QUERY, KITTY_CHUNK, KITTY_QUERY, XTVERSION_QUERY, Replies, choose_graphics,
+from tui.client.terminal import split_replies
+from tui.client.widgets.graphics import (CELL_SIZE_QUERY, DA1_QUERY, KITTY_CHUNK, KITTY_QUERY, XTVERSION_QUERY, Replies, choose_graphics,
                                   iterm2_image, kitty_image, read_replies, sixel_image, tmux_passthrough)
 
 

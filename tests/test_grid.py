@@ -9,7 +9,7 @@ from PIL import Image
 
 from tests.conftest import run_sdtui
 from tui.engine.request import GenerationRequest
-from tui.grid import GRID_KEY, Axis, GridError, compose, grid_requests, parse_axes, parse_axis
+from tui.client.grid import GRID_KEY, Axis, GridError, compose, grid_requests, parse_axes, parse_axis
 
 
 @pytest.mark.parametrize("text,axis", [
@@ -89,8 +89,8 @@ async def test_the_app_queues_a_grid_and_shows_its_sheet(sdtui_home):
     from textual.widgets import Input
 
     from tests.app_helpers import make_recording_app, type_prompt, wait_for, wait_loaded
-    from tui.screens.ask import AskScreen
-    from tui.screens.viewer import ViewerScreen
+    from tui.client.screens.ask import AskScreen
+    from tui.client.screens.viewer import ViewerScreen
 
     app = make_recording_app(width=64, height=64, steps=2, seed=4)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -105,7 +105,7 @@ async def test_the_app_queues_a_grid_and_shows_its_sheet(sdtui_home):
         assert sheet.image_path.split("/")[-1].startswith("grid-") and app.history.count() == 4
         assert sheet.prompt == "X/Y grid: steps=2,3 x sr=red,blue of a red fox"
         assert (sheet.width, sheet.height) == Image.open(sheet.image_path).size
-        from tui.screens.viewer import caption_text
+        from tui.client.screens.viewer import caption_text
 
         assert "contact sheet" in caption_text(sheet, "").plain and "2 steps" not in caption_text(sheet, "").plain
         cells = json.loads(Image.open(sheet.image_path).text[GRID_KEY])["cells"]

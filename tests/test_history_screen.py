@@ -9,12 +9,12 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tests.app_helpers import generate_each, make_app, plain, wait_for
-from tui.screens.compare import CompareScreen
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.history import HistoryScreen
+from tui.client.screens.compare import CompareScreen
+from tui.client.screens.confirm import ConfirmScreen
+from tui.client.screens.history import HistoryScreen
 from tui.store.history import HistoryEntry
-from tui.widgets.settings import SettingsPanel
-from tui.widgets.thumbnail import Thumbnail
+from tui.client.widgets.settings import SettingsPanel
+from tui.client.widgets.thumbnail import Thumbnail
 
 pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)

@@ -151,7 +151,7 @@ def test_the_cli_records_source_strength_and_upscale(sdtui_home, source, tmp_pat
 async def test_vary_and_hires_from_the_history(sdtui_home):
     from tests.app_helpers import generate_each, wait_for
     from tests.app_helpers import make_app
-    from tui.screens.history import HistoryScreen
+    from tui.client.screens.history import HistoryScreen
 
     app = make_app(width=128, height=128, steps=4)
     async with app.run_test(size=(100, 30)) as pilot:
@@ -165,7 +165,7 @@ async def test_vary_and_hires_from_the_history(sdtui_home):
         varied = app.history.recent(1)[0]
         assert varied.extras() == {"source": first.image_path, "strength": 0.6} and varied.seed != first.seed
         assert varied.prompt == first.prompt and (varied.width, varied.height) == (128, 128)
-        from tui.widgets.details import entry_fields
+        from tui.client.widgets.details import entry_fields
 
         assert ("from image", f"{first.image_path} (strength 0.6)") in entry_fields(varied)  # the details pane
         await pilot.press("h")

@@ -9,7 +9,7 @@ from rich.cells import cell_len
 from textual.app import App
 
 from tests.app_helpers import make_app, wait_loaded
-from tui.widgets.log import INDENT, LOG_LINES, LogPanel, break_offsets
+from tui.client.widgets.log import INDENT, LOG_LINES, LogPanel, break_offsets
 
 STAMP = re.compile(r"\d\d:\d\d:\d\d ")
 LONG = ("auto: attention slicing stays on because the free GPU memory is below what a 1024x1024 picture "

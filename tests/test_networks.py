@@ -263,7 +263,7 @@ async def test_the_app_picker_inserts_a_lora_and_the_job_uses_it(sdtui_home, mod
     from textual.widgets import DataTable
 
     from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
-    from tui.screens.networks import NetworkPickerScreen
+    from tui.client.screens.networks import NetworkPickerScreen
 
     shutil.copytree(models, sdtui_home / "models")
     app = make_app()

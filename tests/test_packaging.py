@@ -17,4 +17,4 @@ def test_wheel_contains_package_and_styles(tmp_path):
     assert styles and all(f"tui/styles/{name}" in names for name in styles)
     assert "tui/engine/runner.py" in names and "tui/store/history.py" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "sdtui = tui.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "sdtui = tui.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

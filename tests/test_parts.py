@@ -82,7 +82,7 @@ def test_format_bytes(count, text):
 
 
 def test_columns_fit_the_width_and_leave_out_whole_columns():
-    from tui.screens.history import CELL_PADDING, fit_columns
+    from tui.client.screens.history import CELL_PADDING, fit_columns
 
     for width in (40, 46, 70, 120, 200):
         columns = fit_columns(width)
@@ -97,7 +97,7 @@ def test_columns_fit_the_width_and_leave_out_whole_columns():
 
 
 def test_log_lines_break_at_spaces_and_after_slashes_never_mid_name():
-    from tui.widgets.log import INDENT, break_offsets
+    from tui.client.widgets.log import INDENT, break_offsets
 
     text = ("14:38:31 image 1/1 saved: seed 7, 0.0 s, 55.32 it/s, "
             "/home/ann/.local/share/sdtui/outputs/2026-11-27/143831-7-red-fox.png")
@@ -117,7 +117,7 @@ def test_log_lines_break_at_spaces_and_after_slashes_never_mid_name():
 def test_each_xterm_palette_colour_maps_to_itself():
     import numpy as np
 
-    from tui.widgets.palette import palette_rgb, to_xterm256, xterm_palette
+    from tui.client.widgets.palette import palette_rgb, to_xterm256, xterm_palette
 
     palette = xterm_palette()
     assert palette.shape == (240, 3) and tuple(palette[0]) == (0, 0, 0) and tuple(palette[-1]) == (238, 238, 238)
@@ -132,7 +132,7 @@ def test_nearest_colours_beat_richs_rounding_and_dithering_mixes_neighbours():
     import numpy as np
 
     from tests.bench.colour import delta_e, rich_downgrade, soft_gradient
-    from tui.widgets.palette import palette_rgb, to_xterm256
+    from tui.client.widgets.palette import palette_rgb, to_xterm256
 
     pixels = np.asarray(soft_gradient(48))
     nearest = palette_rgb(to_xterm256(pixels))

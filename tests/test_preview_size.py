@@ -11,9 +11,9 @@ from PIL import Image
 from textual.app import App
 from textual.containers import Horizontal
 
-from tui.app_terminal import TerminalFeatures
-from tui.widgets.graphics import Choice, Replies, choose_graphics, forced_warning, multiplexer, read_replies
-from tui.widgets.thumbnail import Thumbnail
+from tui.client.terminal_features import TerminalFeatures
+from tui.client.widgets.graphics import Choice, Replies, choose_graphics, forced_warning, multiplexer, read_replies
+from tui.client.widgets.thumbnail import Thumbnail
 
 SIZES = [(100, 30), (200, 60)]
 
@@ -212,10 +212,10 @@ class Features(TerminalFeatures, App):
 async def test_the_warning_is_logged_once_when_the_answer_repeats_the_choice(caplog):
     app = Features()
     async with app.run_test(size=(40, 10)):
-        with caplog.at_level(logging.INFO, logger="tui.app"):
+        with caplog.at_level(logging.INFO, logger="tui.client.app"):
             app._use_graphics(Choice("sixel", "set to sixel"))  # at once, before the answers
             app._use_graphics(choose_graphics("sixel", TMUX_33, FACTS))  # the answers are in
             app._use_graphics(choose_graphics("sixel", TMUX_33, FACTS))
-    lines = [(record.levelname, record.getMessage()) for record in caplog.records if record.name == "tui.app"]
+    lines = [(record.levelname, record.getMessage()) for record in caplog.records if record.name == "tui.client.app"]
     assert lines == [("INFO", "pictures: sixel (set to sixel)"),
                      ("WARNING", choose_graphics("sixel", TMUX_33, FACTS).warning)]

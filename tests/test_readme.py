@@ -36,7 +36,7 @@ def test_ci_runs_the_readme_commands_verbatim():
 
 
 def _parsers():
-    from tui.cli import build_parser
+    from tui.cli.main import build_parser
 
     todo, seen = [("", build_parser())], []
     while todo:
@@ -107,7 +107,7 @@ def _shown(key: str) -> str:
 
 
 def test_every_key_binding_is_in_a_readme_key_table():
-    from tui.app import every_binding
+    from tui.client.app import every_binding
 
     tables = _readme_key_tables()
     assert set(TABLES.values()) <= set(tables), f"README's key tables: {sorted(tables)}"
@@ -173,7 +173,7 @@ def test_every_benchmark_is_described_in_the_performance_doc_and_none_in_readme(
 def test_files_the_development_notes_name_exist():
     text = DEVELOPMENT.read_text()
     paths = set(re.findall(r"`((?:tui|tests|docs|\.ci)/[\w./-]+)`", text))
-    assert {"tui/generation.py", "tui/server/server.py", "tui/session.py", "tui/app.py"} <= paths
+    assert {"tui/server/queue.py", "tui/server/server.py", "tui/client/session.py", "tui/client/app.py"} <= paths
     for path in paths:
         assert (ROOT / path).exists(), f"docs/development.md names {path}, which does not exist"
     for name in set(re.findall(r"`(\w+\.py)`", text)):  # a module named without its folder
@@ -187,6 +187,6 @@ def test_the_development_notes_put_the_queue_in_the_server():
     assert "The job queue lives in the server process" in text
     server = (ROOT / "tui" / "server" / "server.py").read_text()
     assert "GenerationService(" in server
-    assert "class GenerationService" in (ROOT / "tui" / "generation.py").read_text()
+    assert "class GenerationService" in (ROOT / "tui" / "server" / "queue.py").read_text()
     for client in ("app.py", "session.py"):
-        assert "GenerationService" not in (ROOT / "tui" / client).read_text()
+        assert "GenerationService" not in (ROOT / "tui" / "client" / client).read_text()

@@ -112,7 +112,7 @@ NO_NETWORK = textwrap.dedent("""
             attempts.append([event, repr(args)[:200]])
     sys.addaudithook(audit)
     import asyncio, os
-    from tui.cli import main
+    from tui.cli.main import main
     model = sys.argv[1]
     code = main(["generate", "a fox", "--model", model, "--steps", "1", "--width", "64", "--height", "64"])
     assert code == 0, code

@@ -21,10 +21,10 @@ from tui import __version__
 from tui.engine import Engine, EngineOptions
 from tui.engine.events import Step
 from tui.engine.memory import sample_memory
-from tui.protocol import (MAX_LINE, FrameReader, ProtocolError, decode_event, encode_event, encode_frame, hello,
+from tui.wire.protocol import (MAX_LINE, FrameReader, ProtocolError, decode_event, encode_event, encode_frame, hello,
                           mismatch)
-from tui.server.client import NoServer, connect
-from tui.server.place import peer_uid, socket_path
+from tui.client.connection import NoServer, connect
+from tui.wire.place import peer_uid, socket_path
 from tui.server.server import Server, ServerRunning
 from tui.store.history import History
 
@@ -275,7 +275,7 @@ def test_a_killed_server_is_reported_and_replaced_with_the_history_whole(sdtui_h
 
 
 def _server_pid(home: Path) -> int:
-    from tui.server.client import server_pid
+    from tui.client.connection import server_pid
 
     pid = server_pid(home.resolve())
     assert pid, "the server wrote no pid file"
@@ -291,7 +291,7 @@ def test_status_and_stop_without_a_server(sdtui_home):
 
 
 def test_status_shows_the_running_jobs_prompt_and_step_and_says_busy(server, tmp_path):
-    from tui.cli_server import describe_state
+    from tui.cli.serve import describe_state
 
     def status_lines() -> dict[str, str]:
         text = describe_state(one.request({"type": "status"}, "status"))
@@ -401,8 +401,8 @@ def test_a_client_that_stops_reading_never_holds_up_the_job(server, tmp_path):
 def test_a_server_of_another_version_is_refused_and_stop_still_stops_it(sdtui_home):
     """As after an upgrade: the server that runs is older than the command."""
     env = {**os.environ, "SDTUI_HOME": str(sdtui_home)}
-    older = ("import tui, tui.protocol as p; tui.__version__ = p.__version__ = '0.0.9'\n"
-             "from tui.cli import main; raise SystemExit(main(['serve']))")
+    older = ("import tui, tui.wire.protocol as p; tui.__version__ = p.__version__ = '0.0.9'\n"
+             "from tui.cli.main import main; raise SystemExit(main(['serve']))")
     import sys as _sys
 
     server_process = subprocess.Popen([_sys.executable, "-c", older], env=env, stdout=subprocess.DEVNULL,
@@ -440,7 +440,7 @@ def test_a_model_can_be_loaded_before_any_job(server, tmp_path):
 def test_the_runtime_folder_falls_back_to_the_temp_folder_when_xdg_runtime_dir_is_gone(tmp_path, monkeypatch):
     import tempfile
 
-    from tui.server.place import runtime_dir
+    from tui.wire.place import runtime_dir
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "gone"))  # as after the login session ended
     assert runtime_dir(tmp_path).parent == Path(tempfile.gettempdir())
@@ -454,7 +454,7 @@ def test_the_session_knows_which_setting_the_server_loaded_whoever_asked(tmp_pat
     from tui.config import Settings
     from tui.engine.events import Loaded
     from tui.locations import Locations
-    from tui.session import Session
+    from tui.client.session import Session
 
     session = Session(Settings(model="demo"), Locations(tmp_path, tmp_path))
     try:

@@ -10,8 +10,8 @@ from textual.widgets import Input
 
 from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from tui.engine.memory import MemorySample
-from tui.widgets.log import LogPanel
-from tui.widgets.status import StatusPanel
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.status import StatusPanel
 
 GB = 1024**3
 

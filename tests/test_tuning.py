@@ -4,7 +4,7 @@ import re
 
 from tests.conftest import run_sdtui
 from tui.config import Settings, load_settings
-from tui.tuning import Trial, best_of, plan_trials, recommendation, resolved_settings
+from tui.cli.tuning import Trial, best_of, plan_trials, recommendation, resolved_settings
 
 GIB = 1024**3
 

@@ -4,12 +4,12 @@ zoom arithmetic it rests on."""
 import pytest
 
 from tests.app_helpers import generate_each, make_app, make_recording_app, wait_for
-from tui.screens.compare import CompareScreen
-from tui.screens.confirm import ConfirmScreen
-from tui.screens.history import HistoryScreen
-from tui.screens.viewer import ViewerScreen
-from tui.widgets.log import LogPanel
-from tui.widgets.zoom import ZoomView, fit_scale, view_window, zoom_steps
+from tui.client.screens.compare import CompareScreen
+from tui.client.screens.confirm import ConfirmScreen
+from tui.client.screens.history import HistoryScreen
+from tui.client.screens.viewer import ViewerScreen
+from tui.client.widgets.log import LogPanel
+from tui.client.widgets.zoom import ZoomView, fit_scale, view_window, zoom_steps
 
 SIZE = (100, 30)
 

@@ -54,3 +54,10 @@ def clip(text: str, width: int) -> str:
 def plural(count: int, word: str, many: str | None = None) -> str:
     """"1 job", "2 jobs"; ``many`` where adding an s is wrong ("1 entry", "3 entries")."""
     return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

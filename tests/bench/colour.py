@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from tests.bench import save_result
-from tui.widgets.palette import palette_rgb, srgb_to_lab, to_xterm256
+from tui.client.widgets.palette import palette_rgb, srgb_to_lab, to_xterm256
 
 
 def gradient(size: int) -> Image.Image:
@@ -101,7 +101,7 @@ def frame_times(picture: Image.Image, repeats: int) -> dict[str, float]:
     from rich.console import Console
     from rich_pixels import Pixels
 
-    from tui.widgets.thumbnail import half_block_rows
+    from tui.client.widgets.thumbnail import half_block_rows
 
     console = Console(file=io.StringIO(), width=picture.width + 2, color_system="truecolor")
 

@@ -114,10 +114,10 @@ class Bench:
 async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previews: bool) -> dict[str, list[float]]:
     """Enter in the headless app until the image is shown and until it is saved, each run
     followed by a bare run."""
-    from tui.app import SdtuiApp
+    from tui.client.app import SdtuiApp
     from tui.config import Settings
     from tui.locations import locations
-    from tui.widgets.thumbnail import Thumbnail
+    from tui.client.widgets.thumbnail import Thumbnail
 
     request = bench.request
     settings = Settings(model=bench.model, device=bench.device, dtype=bench.dtype, steps=request.steps,

@@ -45,7 +45,7 @@ def _run(argv: list[str], env: dict[str, str]) -> float:
 def _rss_of_server(home: Path, runtime: Path) -> int:
     import psutil
 
-    from tui.server.client import server_pid
+    from tui.client.connection import server_pid
 
     outer = os.environ.get("XDG_RUNTIME_DIR")
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)  # where this run's servers listen

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
-from tui.engine.download import main_snapshot, repo_folder
+from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
 from tui.engine.families import ModelFamily, family_from_checkpoint, family_from_configs
-from tui.engine.models import PICKLE_SUFFIXES
+from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, read_header
 
 log = logging.getLogger("tui.engine.catalog")
@@ -41,17 +41,6 @@ class CatalogEntry:
     @property
     def family_label(self) -> str:
         return self.family.label if self.family else "?"
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face cache as huggingface_hub would find it, read from the environment now
-    (not when huggingface_hub was imported), so a changed HF_HUB_CACHE is honoured."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return Path(cache_home).expanduser() / "huggingface" / "hub"
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -303,3 +303,14 @@ def remove_stale_partials(cache_dir: Path, now: float | None = None,
         log.info("removed %d stale partial download file(s), %d bytes, untouched for %d days", removed, freed,
                  max_age_s // 86400)
     return removed, freed
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache as huggingface_hub would find it, read from the environment now
+    (not when huggingface_hub was imported), so a changed HF_HUB_CACHE is honoured."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    cache_home = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(cache_home).expanduser() / "huggingface" / "hub"

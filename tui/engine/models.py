@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
+from tui.engine.pickles import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth", ".pkl", ".pickle")
 SAFE_SUFFIXES = (".safetensors",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_PROBE_TIMEOUT_S = 3.0
@@ -169,7 +169,7 @@ def single_file_configs(repo_id: str) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    from tui.engine.catalog import hub_cache_dir
+    from tui.engine.download import hub_cache_dir
 
     cache = hub_cache_dir()
     try:
@@ -359,7 +359,7 @@ def local_variant(folder: Path, allow_pickle: bool, prefer_fp16: bool) -> str | 
 def cached_snapshot(repo_id: str, allow_pickle: bool, prefer_fp16: bool = False) -> LocalModel | None:
     """The cached snapshot of ``repo_id``'s main revision if every component's weights are there
     in one variant; an interrupted download (no ``refs/main`` yet) or a half set does not count."""
-    from tui.engine.catalog import hub_cache_dir
+    from tui.engine.download import hub_cache_dir
     from tui.engine.download import main_snapshot, repo_folder
 
     snapshot = main_snapshot(repo_folder(hub_cache_dir(), repo_id))
@@ -376,7 +376,7 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
     A cancelled download keeps its files and partial file; the next call resumes."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    from tui.engine.catalog import hub_cache_dir
+    from tui.engine.download import hub_cache_dir
     from tui.engine.download import DownloadCancelled, download_files, list_remote_files, select_files
 
     cached = cached_snapshot(repo_id, allow_pickle, prefer_fp16)

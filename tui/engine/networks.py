@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tui.engine.families import SD1, SD2, SDXL
+from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, SafetensorsHeader, read_header
 
 LORAS, EMBEDDINGS = "loras", "embeddings"
 SAFE_SUFFIXES = (".safetensors",)
-PICKLE_SUFFIXES = (".pt", ".bin", ".ckpt")  # Python pickles: they can run code, so only with --allow-pickle
 DEFAULT_WEIGHT = 1.0
 # A1111's extra-network tags: <lora:name>, <lora:name:0.8>; <lyco:...> is LoRA's old alias there.
 _TAG = re.compile(r"<(lora|lyco|hypernet):([^>]*)>", re.IGNORECASE)

@@ -24,9 +24,9 @@ from typing import Any
 
 from tui import __version__
 from tui.logs import FOR_THE_LOG_FILE, SERVER_LIFE, screen_line
-from tui.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_event, encode_frame, mismatch
+from tui.wire.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_event, encode_frame, mismatch
 from tui.server.awake import KeepAwake
-from tui.server.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
+from tui.wire.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
 
 log = logging.getLogger("tui.server")
 ENGINE_OPTION_KEYS = ("model", "device", "dtype", "attention_slicing", "warmup", "allow_pickle", "previews",
@@ -111,7 +111,7 @@ class _Client:
 
 class Server:
     def __init__(self, data_dir: Path, history, engine, keep_alive_s: float = 600.0, idle_exit_s: float = 1800.0):
-        from tui.generation import GenerationService
+        from tui.server.queue import GenerationService
 
         self.data_dir = Path(data_dir)
         self.history = history
@@ -356,7 +356,7 @@ class Server:
     # --- events to every client ------------------------------------------------------------
 
     def _report(self, event: Any) -> None:
-        from tui.generation import JobDone
+        from tui.server.queue import JobDone
 
         if isinstance(event, JobDone):
             if event.ended not in ("dropped", "stopped"):  # it ran

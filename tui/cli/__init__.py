@@ -1,0 +1,1 @@
+"""The command line: argument parsing, exit codes, `generate`, `serve`, `status`, `bench`."""

@@ -1,0 +1,238 @@
+"""The sdtui app: composes the screens around one Session (the settings, the connection to
+the sdtui server, the history), and holds the app-wide keys."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from textual.app import App
+from textual.binding import Binding
+
+from tui.client.terminal_features import TerminalFeatures
+from tui.client.commands import PaletteActions, SdtuiCommands
+from tui.config import Settings
+from tui.engine.catalog import load_recent
+from tui.locations import Locations, locations, styles_dir
+from tui.client.messages import LogLine
+from tui.client.screens.help import HelpScreen
+from tui.client.screens.main import MainScreen
+from tui.client.session import Session
+from tui.client.widgets.log import LogForwarder
+from tui.client.widgets.settings import SettingsPanel
+
+log = logging.getLogger("tui.client.app")
+
+
+def every_binding() -> list[tuple[str, Binding]]:
+    """(where, binding) for every screen's keys, so F1 help lists them all, from the bindings."""
+    from tui.client.screens.compare import CompareScreen
+    from tui.client.screens.history import HistoryScreen
+    from tui.client.screens.viewer import ViewerScreen
+    from tui.client.widgets.prompt import PromptInput
+    from tui.client.widgets.thumbnail import OpenablePicture
+
+    def described(where: str, bindings) -> list[tuple[str, Binding]]:
+        return [(where, b if isinstance(b, Binding) else Binding(*b)) for b in bindings]
+
+    return [
+        *described("anywhere", SdtuiApp.BINDINGS),
+        ("anywhere", Binding("ctrl+p", "command_palette", "Command palette")),
+        *described("main", MainScreen.BINDINGS),
+        *described("prompt", PromptInput.BINDINGS),
+        ("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")),
+        *described("history", HistoryScreen.BINDINGS),
+        *described("history, compare", OpenablePicture.BINDINGS),
+        *described("compare", CompareScreen.BINDINGS),
+        *described("viewer", ViewerScreen.BINDINGS),
+    ]
+
+
+class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
+    TITLE = "sdtui"
+    CSS_PATH = str(styles_dir() / "app.tcss")
+    COMMANDS = App.COMMANDS | {SdtuiCommands}
+    BINDINGS = [
+        Binding("f1", "help", "Help", id="help"),
+        Binding("f2", "history", "History", id="history"),
+        Binding("f3", "models", "Models", id="models"),
+        Binding("ctrl+n", "networks", "LoRAs and embeddings", id="networks", show=False),
+        Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+        # No key the prompt's own editing uses (Input takes ctrl+a/e/d/k/u/w/x/v/c).
+        Binding("ctrl+t", "focus_prompt", "Back to the prompt", id="focus-prompt", show=False, priority=True),
+    ]
+
+    def __init__(self, settings: Settings, allow_pickle: bool = False, places: Locations | None = None,
+                 save: bool = True, host=None) -> None:
+        """``host``: stands the server up in this process (``--no-server``, the tests), else the app
+        connects to the server for this sdtui home, starting one when none runs."""
+        super().__init__()
+        self.session = Session(settings, places or locations(), host=host, allow_pickle=allow_pickle, save=save)
+        self.places = self.session.places
+        self.main_screen = MainScreen(self.session)
+        self._forwarder = LogForwarder(self._post_log)
+        self._in_place: dict = {}  # slot -> the toast notify_in_place showed last
+
+    @property
+    def settings(self) -> Settings:
+        return self.session.settings
+
+    @property
+    def history(self):
+        return self.session.history
+
+    @property
+    def thumbs(self):
+        return self.session.thumbs
+
+    # --- start and stop -----------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(self.main_screen)
+        self.sub_title = "starting…"
+        root = logging.getLogger()
+        root.addHandler(self._forwarder)
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        self.main_screen.recall.prompts.extend(self.history.recent_prompts())
+        self.catch_stop_signals(self._stop_on_signal)
+        self.session.post = self.main_screen.post_message
+        # Connecting may start the server, which imports torch: after the first frame. The
+        # terminal is asked what it can draw then too, so no answer can hold up the first frame.
+        self.call_after_refresh(self.session.start)
+        self.call_after_refresh(self._detect_graphics)
+
+    def _stop_on_signal(self, signum: int, cause: str) -> None:
+        """Stop as Ctrl+Q does (the server's jobs go on), restoring the terminal; the exit status
+        says which signal it was."""
+        log.info("%s; stopping", cause)
+        self.shutdown(128 + signum)
+
+    def shutdown(self, code: int = 0) -> None:
+        self._leave()
+        self.exit(code)
+
+    async def action_quit(self) -> None:
+        self.shutdown(0)
+
+    def _leave(self) -> None:
+        self.release_stop_signals()
+        logging.getLogger().removeHandler(self._forwarder)
+        self.session.close()
+
+    def on_unmount(self) -> None:
+        self._leave()
+
+    def _post_log(self, level: str, text: str, created: float) -> None:
+        self.main_screen.post_message(LogLine(level, text, created))
+
+    def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
+               markup: bool = False) -> None:
+        """Textual's toast, as plain text by default: sdtui's messages hold prompts, paths and keys
+        such as "[", which markup would eat or misread."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
+    def notify_in_place(self, slot: str, message: str, timeout: float = 2.0) -> None:
+        """A plain-text toast that replaces the previous one of its ``slot``, so a key pressed again
+        and again shows its latest value instead of a stack of toasts."""
+        from textual.notifications import Notification, Notify
+
+        old = self._in_place.get(slot)
+        if old is not None:
+            self._unnotify(old, refresh=False)  # one already gone is forgotten quietly
+        notification = Notification(message, "", "information", timeout, markup=False)
+        self._in_place[slot] = notification
+        self.post_message(Notify(notification))
+
+    def models_dir(self) -> Path:
+        return self.settings.models_folder(self.places.models_dir)
+
+    # --- actions ------------------------------------------------------------------------
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(every_binding()))
+
+    def get_system_commands(self, screen):
+        """Textual's own palette commands, with its "Keys" panel (which Escape does not close)
+        replaced by F1 help, which lists every screen's keys and closes with Escape."""
+        from textual.app import SystemCommand
+
+        for command in super().get_system_commands(screen):
+            if command.title == "Keys":
+                yield SystemCommand("Keys", "Every key, on every screen (F1)", self.action_help)
+            else:
+                yield command
+
+    def action_history(self) -> None:
+        self.open_history(None)
+
+    def back_to_main(self) -> None:
+        """Close every screen and dialog above the main screen."""
+        while self.screen is not self.main_screen and len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_focus_prompt(self) -> None:
+        self.back_to_main()
+        # At once, not as focus() does after the keys already queued: typing right after Ctrl+T goes
+        # to the prompt, not to the field that had focus.
+        self.main_screen.set_focus(self.main_screen.query_one("#prompt"))
+
+    def open_viewer(self, entry) -> None:
+        from tui.client.screens.viewer import ViewerScreen
+
+        self.push_screen(ViewerScreen(self.history, entry))
+
+    def action_view_latest(self) -> None:
+        entry = self.history.latest_done()
+        if entry is None:
+            self.notify("No image yet: type a prompt and press Enter.", timeout=3)
+            return
+        self.open_viewer(entry)
+
+    def open_history(self, entry_id: int | None) -> None:
+        from tui.client.screens.history import HistoryScreen
+
+        if isinstance(self.screen, HistoryScreen):
+            return
+        self.push_screen(HistoryScreen(self.history, select_id=entry_id))
+
+    def use_model(self, model: str) -> None:
+        self.main_screen.query_one(SettingsPanel).set_value("model", model)
+
+    def action_models(self) -> None:
+        from tui.client.screens.models import ModelPickerScreen
+
+        if isinstance(self.screen, ModelPickerScreen):
+            return
+
+        def chosen(model: str | None) -> None:
+            if model:
+                self.use_model(model)
+
+        self.push_screen(ModelPickerScreen(self.models_dir(), load_recent(self.places.recent_models_file),
+                                           self.settings.model), chosen)
+
+    def action_networks(self) -> None:
+        from tui.client.screens.networks import NetworkPickerScreen
+
+        if isinstance(self.screen, NetworkPickerScreen):
+            return
+
+        def chosen(text: str | None) -> None:
+            if text:
+                self.main_screen.insert_into_prompt(text)
+
+        family = self.session.family.base if self.session.family else ""
+        self.push_screen(NetworkPickerScreen(self.models_dir(), family, self.session.allow_pickle), chosen)
+
+
+
+def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, host=None,
+        places: Locations | None = None) -> int:
+    from tui.logs import setup_logging
+
+    places = places or locations()
+    setup_logging(places.log_file, verbose=False)
+    app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places, host=host)
+    code = app.run()
+    return code or 0

@@ -1,0 +1,77 @@
+"""The model picker: every model already on this machine (Hugging Face cache, the models
+folder, recently used, the demo) with its family, size and place; type to filter, or type a
+Hub id or a path that is not listed to load (and if need be download) it.
+
+The catalog is built in a thread: scanning a large cache reads many small files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+
+from tui.engine.catalog import CatalogEntry, build_catalog
+from tui.engine.download import hub_cache_dir
+from tui.engine.memory import format_bytes
+from tui.client.screens.picker import PickerScreen
+from tui.text import plural, visible
+
+
+def _looks_like_model(text: str) -> bool:
+    text = text.strip()
+    if not text:
+        return False
+    return Path(text).expanduser().exists() or (text.count("/") == 1 and not text.startswith(("/", ".", "~")))
+
+
+class ModelPickerScreen(PickerScreen):
+    TITLE = "[b]Models[/b]: Enter loads the highlighted one, Esc closes"
+    PLACEHOLDER = "filter, or type a Hub id (owner/name) or a path to load it"
+    COLUMNS = ("", "model", "family", "size", "where")
+
+    def __init__(self, models_dir: Path, recent: list[str], current: str) -> None:
+        super().__init__()
+        self.models_dir, self.recent, self.current = models_dir, recent, current
+
+    @property
+    def entries(self) -> list[CatalogEntry]:
+        return self.items
+
+    def looking_in(self) -> str:
+        return f"looking in the Hugging Face cache and {self.models_dir}…"
+
+    def scan(self) -> tuple[list[CatalogEntry], str]:
+        from tui.engine.download import remove_stale_partials
+
+        if hub_cache_dir().is_dir():
+            remove_stale_partials(hub_cache_dir())
+        entries = build_catalog(self.models_dir, self.recent)
+        return entries, (f"{plural(len(entries), 'model')}. Hugging Face cache: {hub_cache_dir()}. Models folder: "
+                         f"{self.models_dir} (put diffusers folders and .safetensors checkpoints there; set "
+                         "models_dir in config.toml to use another).")
+
+    def shown(self, text: str, needle: str) -> list[CatalogEntry | str]:
+        typed: list[CatalogEntry | str] = []
+        if _looks_like_model(text) and not any(e.ref == text.strip() for e in self.items):
+            typed.append(text.strip())
+        return typed + [e for e in self.items
+                        if not needle or needle in f"{e.name} {e.family_label} {e.where.split(' (')[0]}".casefold()]
+
+    def row(self, item: CatalogEntry | str) -> tuple:
+        if isinstance(item, str):
+            return "→", Text(f"load {visible(item)}"), "", "", "typed"
+        mark = "●" if item.ref == self.current else ("★" if item.recent else "")
+        name = Text(visible(item.name))
+        if item.note:
+            name.append(f"  ({visible(item.note)})", style="dim")
+        size = format_bytes(item.size_bytes) if item.size_bytes else ""
+        where = item.where.split(" (")[0]  # the folders themselves are named in the hint below
+        return mark, name, item.family_label, size, Text(visible(where), style="dim")
+
+    def result(self, item: CatalogEntry | str) -> str:
+        return item if isinstance(item, str) else item.ref
+
+    def nothing_matches(self, text: str) -> None:
+        self.hint(f"model: nothing here matches {visible(text)!r}; type a Hub id like owner/name or the path of an "
+                  "existing folder or .safetensors file", style="bold red")

@@ -1,0 +1,150 @@
+"""What the app does with its terminal past Textual's drawing: pictures through a graphics
+protocol once the terminal says it can (half blocks until then), the bell and desktop
+notification when the queue empties with the terminal out of focus, and leaving when the
+terminal hangs up or SIGTERM comes, even if the terminal is gone."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+import time
+from typing import Callable
+
+from tui.text import plural
+
+log = logging.getLogger("tui.client.app")
+EXIT_GRACE_S = 5.0  # how long an exit after a hang-up or SIGTERM may take before the process ends regardless
+STOP_SIGNALS = {getattr(signal, "SIGHUP", None): "the terminal hung up", signal.SIGTERM: "asked to stop (SIGTERM)"}
+
+
+class ExitWatchdog(threading.Thread):
+    """Ends the process EXIT_GRACE_S after it is armed, if the orderly exit has not ended it.
+
+    A terminal that hangs up can leave Textual unable to finish: its writer thread, failing or
+    blocked on the dead terminal, leaves a full queue that the exit then waits on for ever
+    (seen: apps alive an hour after tmux killed their session, each keeping the sdtui server
+    from its idle exit). ``arm`` only sets an Event that nothing else holds, so a signal handler
+    may call it wherever the main thread was stopped."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="sdtui-exit-watchdog")
+        self._armed = threading.Event()
+        self.code = 1
+
+    def arm(self, code: int) -> None:
+        self.code = code
+        self._armed.set()
+
+    def run(self) -> None:
+        self._armed.wait()
+        time.sleep(EXIT_GRACE_S)
+        log.warning("the exit did not finish in %.0f s (the terminal is gone); exiting anyway", EXIT_GRACE_S)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(self.code)
+
+
+class TerminalFeatures:
+    """Mixed into SdtuiApp (a Textual App with ``settings``): keeps ``graphics`` (the Choice,
+    None until decided) and ``cell_size`` (pixels per cell, when the terminal said)."""
+
+    graphics = None
+    cell_size: tuple[int, int] | None = None
+    _signals_before: dict = {}
+
+    def catch_stop_signals(self, stop: Callable[[int, str], None]) -> None:
+        """SIGHUP and SIGTERM call ``stop(signum, cause)`` on the app's loop. The handler is a plain
+        one, not the loop's: it runs even when the loop is stuck writing to a terminal that went
+        away. It also arms the ExitWatchdog, and gives SIGCONT (which a hang-up brings) back its
+        default, so Textual does not start drawing again on the dead terminal."""
+        loop = asyncio.get_running_loop()
+        watchdog = ExitWatchdog()
+
+        def on_signal(signum, frame) -> None:
+            if hasattr(signal, "SIGCONT"):
+                signal.signal(signal.SIGCONT, signal.SIG_DFL)
+            watchdog.arm(128 + signum)
+            try:
+                loop.call_soon_threadsafe(stop, signum, STOP_SIGNALS[signum])
+            except RuntimeError:
+                pass  # the loop has closed: the app is on its way out, and the watchdog sees it ends
+
+        try:
+            self._signals_before = {signum: signal.signal(signum, on_signal) for signum in STOP_SIGNALS if signum}
+        except ValueError:
+            return  # not the main thread
+        watchdog.start()
+
+    def release_stop_signals(self) -> None:
+        """The handlers from before the app (the test runner's, when the app runs in tests)."""
+        for signum, handler in self._signals_before.items():
+            signal.signal(signum, handler)
+        self._signals_before = {}
+
+    def get_driver_class(self):
+        from textual.drivers.linux_driver import LinuxDriver
+
+        driver = super().get_driver_class()
+        if driver is LinuxDriver:
+            from tui.client.terminal import QueryingDriver
+
+            return QueryingDriver
+        return driver
+
+    def _detect_graphics(self) -> None:
+        from tui.client.terminal import detect_graphics
+
+        detect_graphics(self, self.settings.graphics, self._use_graphics)
+
+    def _use_graphics(self, choice) -> None:
+        from tui.client.widgets.thumbnail import Thumbnail
+
+        before = self.graphics  # the same choice may come again, with the terminal's answers
+        self.graphics = choice
+        if before is None or (before.protocol, before.reason, before.passthrough) != \
+                (choice.protocol, choice.reason, choice.passthrough):
+            tmux = " through tmux passthrough" if choice.passthrough else ""
+            log.info("pictures: %s%s (%s)", "half blocks" if choice.protocol == "halfblock" else choice.protocol,
+                     tmux, choice.reason)
+        if choice.warning and (before is None or before.warning != choice.warning):
+            log.warning("%s", choice.warning)
+        if choice.protocol != "halfblock":
+            for picture in self.screen.query(Thumbnail):
+                picture.redraw()
+
+    def push_screen(self, screen, *args, **kwargs):
+        self._forget_pictures()
+        return super().push_screen(screen, *args, **kwargs)
+
+    def pop_screen(self):
+        self._forget_pictures()
+        return super().pop_screen()
+
+    def _forget_pictures(self) -> None:
+        """Pictures drawn with the Kitty protocol float above the text: the screen going behind
+        another (or away) takes its own along."""
+        if self.graphics is None or self.graphics.protocol != "kitty" or not self.screen_stack:
+            return
+        from tui.client.widgets.thumbnail import Thumbnail
+
+        for picture in self.screen.query(Thumbnail):
+            picture.forget_graphics()
+
+    def queue_done(self, images: int) -> None:
+        """The queue emptied: with the terminal unfocused, the bell and a desktop notification."""
+        if not self.settings.bell or getattr(self, "app_focus", True):
+            return
+        from tui.client.widgets.graphics import done_notification
+
+        self.bell()
+        body = f"{plural(images, 'image')} done" if images else "the queue is done"
+        self.write_to_terminal(done_notification("sdtui", body, in_tmux=bool(os.environ.get("TMUX"))))
+
+    def write_to_terminal(self, sequence: str) -> None:
+        """An escape sequence straight to the terminal, past Textual's drawing."""
+        if self._driver is not None and not self.is_headless:
+            self._driver.write(sequence)
+            self._driver.flush()

@@ -1,0 +1,201 @@
+"""The settings panel: every generation and model setting, usable from the keyboard.
+
+Each field is checked as it changes with the same rules as config.toml and the engine;
+a bad value shows its one-line message under the field and never reaches the engine.
+Valid changes are announced with ``SettingsPanel.Changed``; model, device and dtype
+are applied only when confirmed (Enter, or picking from a list), since they reload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
+
+from tui.config import ConfigError, Settings, override
+from tui.engine.device import DEVICES, DTYPES, SWITCHES
+from tui.engine.schedulers import scheduler_names
+from tui.client.widgets.safe_input import SafeInput
+from tui.client.wording import clean_pasted_path
+
+SIZE_PRESETS = ["512x512", "768x768", "1024x1024", "512x768", "768x512", "832x1216", "1216x832", "640x448"]
+RELOAD_KEYS = ("model", "device", "dtype")
+TEXT_FIELDS = (("steps", "Steps"), ("guidance", "Guidance"), ("width", "Width"), ("height", "Height"),
+               ("seed", "Seed"), ("count", "Images"), ("model", "Model"))
+CHOICE_FIELDS = (("scheduler", "Scheduler", scheduler_names()), ("attention_slicing", "Attn slicing", SWITCHES),
+                 ("device", "Device", DEVICES), ("dtype", "Dtype", DTYPES))
+
+
+def shown_value(value: object) -> str:
+    """A field's text: 7.0 shows as "7", as the keys that change it write it."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass
+class _FieldState:
+    valid: bool = True
+
+
+class SettingsPanel(VerticalScroll):
+    DEFAULT_CSS = """
+    SettingsPanel { width: 40; max-width: 45%; border-right: solid $primary-darken-2; padding: 0 1; }
+    SettingsPanel.hidden { display: none; }
+    SettingsPanel .row { height: auto; }
+    SettingsPanel .name { width: 13; text-wrap: nowrap; }
+    SettingsPanel Input { width: 1fr; }
+    SettingsPanel Select { width: 1fr; }
+    SettingsPanel .problem { color: $error; height: auto; padding: 0 0 0 13; display: none; }
+    SettingsPanel .problem.shown { display: block; }
+    SettingsPanel Checkbox { width: 1fr; }
+    """
+
+    class Changed(Message):
+        def __init__(self, key: str, value: object, reload: bool) -> None:
+            super().__init__()
+            self.key, self.value, self.reload = key, value, reload
+
+    def __init__(self, settings: Settings, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.problems: dict[str, str] = {}
+        self._quiet = False
+
+    def compose(self) -> ComposeResult:
+        s = self.settings
+        size = f"{s.width}x{s.height}"
+        presets = [(p, p) for p in SIZE_PRESETS]
+        for key, title in TEXT_FIELDS:
+            if key == "width":
+                with Horizontal(classes="row"):
+                    yield Label("Size preset", classes="name")
+                    yield Select(presets, value=size if size in SIZE_PRESETS else Select.NULL, prompt="custom",
+                                 id="size-preset", compact=True)
+            with Horizontal(classes="row"):
+                yield Label(title, classes="name")
+                yield SafeInput(shown_value(getattr(s, key)), id=f"setting-{key}", select_on_focus=False,
+                                compact=True)
+            yield Static(id=f"problem-{key}", classes="problem")
+            if key == "seed":
+                with Horizontal(classes="row"):
+                    yield Label("", classes="name")
+                    yield Checkbox("seed locked", value=s.seed != "random", id="seed-lock", compact=True)
+            if key == "model":
+                with Horizontal(classes="row"):
+                    yield Label("", classes="name")
+                    yield Button("Browse models (F3)", id="browse-models", compact=True)
+        for key, title, options in CHOICE_FIELDS:
+            with Horizontal(classes="row"):
+                yield Label(title, classes="name")
+                yield Select([(o, o) for o in options], value=getattr(s, key), allow_blank=False,
+                             id=f"setting-{key}", compact=True)
+        with Horizontal(classes="row"):
+            yield Label("Previews", classes="name")
+            yield Checkbox("live previews", value=s.previews, id="setting-previews", compact=True)
+
+    # --- reading the fields ---------------------------------------------------------------
+
+    def _apply(self, key: str, value: object) -> None:
+        problem = self.query_one(f"#problem-{key}", Static) if key in dict(TEXT_FIELDS) else None
+        try:
+            updated = override(self.settings, {key: value})
+        except ConfigError as error:
+            self.problems[key] = str(error)
+            if problem is not None:
+                problem.update(str(error))
+                problem.add_class("shown")
+            return
+        self.problems.pop(key, None)
+        if problem is not None:
+            problem.remove_class("shown")
+        new_value = getattr(updated, key)
+        if new_value == getattr(self.settings, key) and key not in RELOAD_KEYS:
+            return
+        self.settings = updated
+        if not self._quiet:
+            self.post_message(self.Changed(key, new_value, key in RELOAD_KEYS))
+
+    @on(Input.Changed)
+    def _text_changed(self, event: Input.Changed) -> None:
+        key = (event.input.id or "").removeprefix("setting-")
+        if key in dict(TEXT_FIELDS) and key != "model":
+            event.stop()
+            self._apply(key, event.value)
+            if key in ("width", "height"):
+                self._sync_preset()
+            if key == "seed":
+                self._set_switch("seed-lock", self.settings.seed != "random")
+
+    @on(Input.Submitted)
+    def _text_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == "setting-model":
+            event.stop()
+            model = clean_pasted_path(event.value)  # a dropped folder arrives quoted or escaped
+            if model != event.value:
+                event.input.value = model
+            self._apply("model", model)
+
+    @on(Select.Changed)
+    def _choice_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.select.id == "size-preset":
+            if isinstance(event.value, str):
+                width, height = event.value.split("x")
+                self.set_value("width", width)
+                self.set_value("height", height)
+            return
+        key = (event.select.id or "").removeprefix("setting-")
+        if event.value is not Select.NULL and getattr(self.settings, key) != event.value:
+            self._apply(key, event.value)
+
+    @on(Button.Pressed, "#browse-models")
+    def _browse_models(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.app.run_action("models")
+
+    @on(Checkbox.Changed)
+    def _checkbox_changed(self, event: Checkbox.Changed) -> None:
+        event.stop()
+        if event.checkbox.id == "setting-previews":
+            self._apply("previews", event.value)
+        elif event.checkbox.id == "seed-lock" and not self._quiet:
+            self.post_message(self.Changed("seed_lock", event.value, False))
+
+    # --- writing the fields (from keys and commands) --------------------------------------
+
+    def set_value(self, key: str, value: object, announce: bool = True) -> None:
+        """Show ``value`` in the field for ``key`` and apply it as if typed."""
+        self._quiet = not announce
+        try:
+            if key in dict(TEXT_FIELDS):
+                self.query_one(f"#setting-{key}", Input).value = str(value)
+                self._apply(key, str(value))  # Input.Changed arrives later; apply now so callers see it
+            elif key == "previews":
+                self._set_switch("setting-previews", bool(value))
+                self._apply(key, bool(value))
+            else:
+                self.query_one(f"#setting-{key}", Select).value = value
+                self._apply(key, value)
+        finally:
+            self._quiet = False
+
+    def _set_switch(self, checkbox_id: str, value: bool) -> None:
+        checkbox = self.query_one(f"#{checkbox_id}", Checkbox)
+        if checkbox.value != value:
+            with checkbox.prevent(Checkbox.Changed):
+                checkbox.value = value
+
+    def _sync_preset(self) -> None:
+        size = f"{self.settings.width}x{self.settings.height}"
+        preset = self.query_one("#size-preset", Select)
+        wanted = size if size in SIZE_PRESETS else Select.NULL
+        if preset.value != wanted:
+            with preset.prevent(Select.Changed):
+                preset.value = wanted
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
