@@ -1,4 +1,5 @@
-"""The app, driven from the keyboard with Pilot, on the real engine and the demo model."""
+"""The app, driven from the keyboard with Pilot: one generation end to end on the real engine and
+the demo model; the keys, the queue and cancelling on the scripted engine (milliseconds a job)."""
 
 import sqlite3
 import time
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.app_helpers import generate_each, make_app, type_prompt, wait_for, wait_loaded
+from tests.scripted_engine import scripted
 from tui.config import load_settings
 from tui.client.widgets.log import LogPanel
 from tui.client.widgets.settings import SettingsPanel
@@ -43,7 +45,7 @@ async def test_prompt_enter_generates_and_shows_the_final_image(sdtui_home):
 
 
 async def test_escape_cancels_the_running_job_within_a_step(sdtui_home):
-    app = make_app(steps=400, width=256, height=256)
+    app = make_app(engine=scripted(step_s=0.05), steps=400)  # 20 s: only the cancel can end it
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "long job")
@@ -61,7 +63,7 @@ async def test_escape_cancels_the_running_job_within_a_step(sdtui_home):
 
 
 async def test_a_queue_of_three_snapshots_each_jobs_settings(sdtui_home):
-    app = make_app(steps=6)
+    app = make_app(engine=scripted(step_s=0.01), steps=6)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         panel = app.main_screen.query_one(SettingsPanel)
@@ -78,7 +80,7 @@ async def test_a_queue_of_three_snapshots_each_jobs_settings(sdtui_home):
 
 
 async def test_clear_queue_drops_waiting_jobs(sdtui_home):
-    app = make_app(steps=500, width=512, height=512)  # long enough that only the cancel can end it
+    app = make_app(engine=scripted(step_s=0.05), steps=500)  # 25 s: only the cancel can end it
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "running")
@@ -93,7 +95,7 @@ async def test_clear_queue_drops_waiting_jobs(sdtui_home):
 
 
 async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "fox")
@@ -114,7 +116,7 @@ async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
 
 
 async def test_step_and_guidance_keys(sdtui_home):
-    app = make_app(steps=4)
+    app = make_app(engine=scripted(), steps=4)
     async with app.run_test(size=SIZE) as pilot:
         panel = app.main_screen.query_one(SettingsPanel)
         await pilot.press("f6", "f6", "f5", "f8", "f8", "f8", "f7")
@@ -123,7 +125,7 @@ async def test_step_and_guidance_keys(sdtui_home):
 
 
 async def test_invalid_settings_are_shown_inline_and_never_reach_the_engine(sdtui_home):
-    app = make_app()
+    app = make_app(engine=scripted())
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         steps = app.main_screen.query_one("#setting-steps")
@@ -151,7 +153,7 @@ async def test_invalid_settings_are_shown_inline_and_never_reach_the_engine(sdtu
 
 
 async def test_settings_persist_between_runs(sdtui_home):
-    app = make_app()
+    app = make_app(engine=scripted())
     async with app.run_test(size=SIZE) as pilot:
         app.main_screen.query_one(SettingsPanel).set_value("steps", 33)
         app.main_screen.query_one(SettingsPanel).set_value("scheduler", "Euler a")
@@ -161,7 +163,7 @@ async def test_settings_persist_between_runs(sdtui_home):
 
 
 async def test_a_model_that_cannot_load_leaves_the_app_usable(sdtui_home):
-    app = make_app(model=str(sdtui_home / "no-such-model"))
+    app = make_app(engine=scripted(), model=str(sdtui_home / "no-such-model"))
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: "no model loaded" in app.sub_title, what="the load failure")
         said = next(n.message for n in app._notifications if "neither an existing folder nor a Hub id" in n.message)
@@ -179,11 +181,11 @@ async def test_a_model_that_cannot_load_leaves_the_app_usable(sdtui_home):
 
 
 async def test_prompts_are_recalled_newest_first_including_earlier_runs(sdtui_home):
-    first = make_app(steps=1)
+    first = make_app(engine=scripted(), steps=1)
     async with first.run_test(size=SIZE) as pilot:
         await generate_each(pilot, first, ("old one", "old two"))
         assert len(rows(sdtui_home)) == 2
-    app = make_app(steps=1)
+    app = make_app(engine=scripted(), steps=1)
     async with app.run_test(size=SIZE) as pilot:
         prompt = app.main_screen.query_one("#prompt")
         await type_prompt(pilot, "draft")
@@ -196,7 +198,7 @@ async def test_prompts_are_recalled_newest_first_including_earlier_runs(sdtui_ho
 
 
 async def test_markup_and_escapes_in_a_prompt_are_shown_literally(sdtui_home):
-    app = make_app(steps=1)
+    app = make_app(engine=scripted(), steps=1)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         nasty = "[bold red]loud[/] \x1b[31mred\x1b]52;c;aGk=\x07"
@@ -209,7 +211,7 @@ async def test_markup_and_escapes_in_a_prompt_are_shown_literally(sdtui_home):
 
 
 async def test_help_is_generated_from_the_bindings(sdtui_home):
-    app = make_app()
+    app = make_app(engine=scripted())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("f1")
         await pilot.pause()
@@ -235,7 +237,7 @@ async def test_help_is_generated_from_the_bindings(sdtui_home):
 
 
 async def test_command_palette_commands_run(sdtui_home):
-    app = make_app(steps=1)
+    app = make_app(engine=scripted(), steps=1)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "fox")
@@ -263,7 +265,7 @@ async def test_command_palette_commands_run(sdtui_home):
 
 
 async def test_quit_while_generating_exits_quickly_and_keeps_history(sdtui_home):
-    app = make_app(steps=400, width=256, height=256)
+    app = make_app(engine=scripted(step_s=0.05), steps=400)  # 20 s: only the quit can end it
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "interrupted")
