@@ -8,6 +8,7 @@ import textwrap
 import pytest
 
 from tests.app_helpers import make_app, type_prompt, wait_connected, wait_for, wait_loaded
+from tests.scripted_engine import scripted
 from tui.engine.events import DownloadProgress, Notice
 from tui.client.widgets.prompt import PromptRecall
 from tui.client.widgets.stage import SIDE_MIN, picture_width
@@ -54,7 +55,7 @@ def test_first_frame_comes_before_torch_is_imported(tmp_path, inline):
 
 @pytest.mark.asyncio
 async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(load_s=1.0), steps=2)  # the load lasts while the prompt is typed
     async with app.run_test(size=(120, 40)) as pilot:
         await type_prompt(pilot, "early bird")
         await pilot.press("enter")
@@ -65,7 +66,7 @@ async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_thumbnail_fills_its_panel_and_re_renders_on_resize(sdtui_home):
-    app = make_app(steps=2, width=256, height=128)
+    app = make_app(engine=scripted(), steps=2, width=256, height=128)
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "wide")
@@ -82,7 +83,7 @@ async def test_thumbnail_fills_its_panel_and_re_renders_on_resize(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_swap_warning_stands_out_while_it_lasts(sdtui_home):
-    app = make_app()
+    app = make_app(engine=scripted())
     async with app.run_test(size=(120, 40)) as pilot:
         status = app.main_screen.query_one(StatusPanel)
         await wait_connected(pilot, app)
@@ -95,7 +96,7 @@ async def test_swap_warning_stands_out_while_it_lasts(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui_home):
-    app = make_app(steps=1)
+    app = make_app(engine=scripted(), steps=1)
     rings, written = [], []
     async with app.run_test(size=(120, 40)) as pilot:
         app.bell = lambda: rings.append(1)
@@ -118,7 +119,7 @@ async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui
 
 @pytest.mark.asyncio
 async def test_download_progress_shows_bytes_and_rate(sdtui_home):
-    app = make_app()
+    app = make_app(engine=scripted())
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_loaded(pilot, app)
         app.session.hosted.server._report(DownloadProgress("owner/model", 0, 4 * 1024**3))
