@@ -1,4 +1,5 @@
-"""Small things found by using the app, each checked on the real app with the demo model."""
+"""Small things found by using the app, each checked on the real app (its server in-process, on the
+scripted engine: none of them is about the pipeline)."""
 
 import re
 from dataclasses import replace
@@ -6,8 +7,9 @@ from dataclasses import replace
 import pytest
 
 from tests.app_helpers import generate_each, make_recording_app, type_prompt, wait_for, wait_loaded
+from tests.scripted_engine import scripted
 from tui.engine.memory import sample_memory
-from tui.engine.models import ModelLoadError, resolve_source
+from tui.engine.models import ModelLoadError, offline_message, resolve_source
 from tui.client.screens.help import HelpScreen
 from tui.client.widgets.log import LogPanel
 from tui.client.widgets.settings import SettingsPanel
@@ -35,7 +37,10 @@ async def start_a_long_job(pilot, app, prompt="long one"):
 
 @pytest.mark.asyncio
 async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub_cache):
-    app = make_recording_app(steps=400, width=256, height=256, previews=False)
+    # The switch fails as a Hub model that is not in the cache fails with the Hub off.
+    engine = scripted(step_s=0.05, load_errors={"nobody/not-here": offline_message("nobody/not-here",
+                                                                                   "HF_HUB_OFFLINE is set")})
+    app = make_recording_app(engine=engine, steps=400, previews=False)  # 20 s: only the cancel ends it
     async with app.run_test(size=SIZE) as pilot:
         await start_a_long_job(pilot, app)
         app.use_model("nobody/not-here")
@@ -49,7 +54,7 @@ async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub
 
 @pytest.mark.asyncio
 async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
-    app = make_recording_app(steps=2, seed="random", width=512, height=512)  # 400 steps then take tens of seconds
+    app = make_recording_app(engine=scripted(step_s=0.05), steps=2, seed="random")  # 400 steps then take 20 s
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("first",))
         last = app.main_screen.last_seed
@@ -68,7 +73,7 @@ async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_elapsed_and_eta_move_every_second_between_steps(sdtui_home):
-    app = make_recording_app()
+    app = make_recording_app(engine=scripted())
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         status = app.main_screen.query_one(StatusPanel)
@@ -83,7 +88,7 @@ async def test_elapsed_and_eta_move_every_second_between_steps(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_a_refused_job_does_not_show_the_previous_jobs_figures(sdtui_home):
-    app = make_recording_app(steps=3)
+    app = make_recording_app(engine=scripted(), steps=3)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("made",))
         assert "3/3" in progress_line(app)
@@ -100,7 +105,7 @@ async def test_a_refused_job_does_not_show_the_previous_jobs_figures(sdtui_home)
 
 @pytest.mark.asyncio
 async def test_queued_lines_name_the_prompt(sdtui_home):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("a lighthouse in a storm at night, oil painting, dramatic",))
         queued = [line for line in log_lines(app) if "queued" in line]
@@ -109,7 +114,7 @@ async def test_queued_lines_name_the_prompt(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_the_caption_cuts_the_prompt_never_the_seed(sdtui_home):
-    app = make_recording_app(steps=2, seed=1934703503)
+    app = make_recording_app(engine=scripted(), steps=2, seed=1934703503)
     async with app.run_test(size=(80, 24)) as pilot:
         await generate_each(pilot, app, ("a very long prompt " * 8,))
         caption = app.main_screen.query_one("#caption").text.plain
@@ -119,7 +124,7 @@ async def test_the_caption_cuts_the_prompt_never_the_seed(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_palette_keys_opens_the_help_that_escape_closes(sdtui_home):
-    app = make_recording_app()
+    app = make_recording_app(engine=scripted())
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         keys = [c for c in app.get_system_commands(app.screen) if c.title == "Keys"]
@@ -133,11 +138,11 @@ async def test_palette_keys_opens_the_help_that_escape_closes(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_copy_last_path_in_a_new_session_uses_the_history(sdtui_home):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("from before",))
         path = app.history.recent(1)[0].image_path
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         app.action_copy_path()
@@ -146,7 +151,7 @@ async def test_copy_last_path_in_a_new_session_uses_the_history(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_ctrl_t_returns_to_the_prompt_from_anywhere(sdtui_home):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("somewhere",))
         await pilot.press("f2", "ctrl+o")
@@ -173,7 +178,7 @@ def keys_at_once(app, keys) -> None:
 
 @pytest.mark.asyncio
 async def test_a_burst_of_keys_edits_and_submits_the_prompt_in_order(sdtui_home):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         prompt = app.main_screen.query_one("#prompt")
@@ -188,7 +193,7 @@ async def test_a_burst_of_keys_edits_and_submits_the_prompt_in_order(sdtui_home)
 
 @pytest.mark.asyncio
 async def test_every_field_applies_its_editing_keys_in_order(sdtui_home):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         app.main_screen.query_one(SettingsPanel).remove_class("hidden")
         field = app.main_screen.query_one("#setting-steps")
@@ -214,7 +219,7 @@ def test_pasted_paths_lose_their_quotes_and_escapes(tmp_path):
 
 @pytest.mark.asyncio
 async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("quoted import",))
         source = tmp_path / "dropped here.png"
@@ -232,7 +237,7 @@ async def test_importing_a_two_pass_comfyui_image_keeps_the_scheduler_and_logs_t
     from tests.test_foreign_images import FOREIGN
     from tui.client.widgets.settings import SettingsPanel
 
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         panel = app.main_screen.query_one(SettingsPanel)
         panel.set_value("scheduler", "LMS")
@@ -271,7 +276,7 @@ def test_engine_advice_for_the_command_line_is_reworded_in_the_app():
 async def test_dialogs_show_their_own_keys(sdtui_home):
     from textual.widgets import Footer
 
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("dialogs",))
 
@@ -293,10 +298,10 @@ async def test_dialogs_show_their_own_keys(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_the_last_image_is_on_the_stage_at_start(sdtui_home):
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("left from before",))
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await pilot.pause(0.2)
