@@ -66,6 +66,13 @@ async def generate_each(pilot, app, prompts) -> None:
     await pilot.pause(0.2)
 
 
+async def submit_prompt(pilot, app, prompt: str) -> None:
+    """Once the model is loaded, type ``prompt`` into the prompt box and press Enter."""
+    await wait_loaded(pilot, app)
+    await type_prompt(pilot, prompt)
+    await pilot.press("enter")
+
+
 TYPED_KEYS = 24  # a longer prompt arrives as a paste of all but its last character, which is typed
 
 

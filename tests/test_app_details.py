@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from tests.app_helpers import make_app, type_prompt, wait_connected, wait_for, wait_loaded
+from tests.app_helpers import make_app, submit_prompt, type_prompt, wait_connected, wait_for, wait_loaded
 from tests.scripted_engine import scripted
 from tui.engine.events import DownloadProgress, Notice
 from tui.client.widgets.prompt import PromptRecall
@@ -68,9 +68,7 @@ async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
 async def test_thumbnail_fills_its_panel_and_re_renders_on_resize(sdtui_home):
     app = make_app(engine=scripted(), steps=2, width=256, height=128)
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_loaded(pilot, app)
-        await type_prompt(pilot, "wide")
-        await pilot.press("enter")
+        await submit_prompt(pilot, app, "wide")
         await wait_for(pilot, lambda: app.main_screen.last_path is not None)
         thumbnail = app.main_screen.query_one("#preview", Thumbnail)
         await pilot.pause()
@@ -101,9 +99,7 @@ async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui
     async with app.run_test(size=(120, 40)) as pilot:
         app.bell = lambda: rings.append(1)
         app.write_to_terminal = written.append
-        await wait_loaded(pilot, app)
-        await type_prompt(pilot, "focused")
-        await pilot.press("enter")
+        await submit_prompt(pilot, app, "focused")
         await wait_for(pilot, lambda: app.main_screen.last_path is not None)
         assert rings == []
         app.app_focus = False  # the terminal reported focus lost; no widget has focus now

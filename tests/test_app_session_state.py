@@ -4,7 +4,8 @@ Ctrl+T followed at once by typing, and what the caption says after a cancel."""
 
 import pytest
 
-from tests.app_helpers import make_recording_app, type_prompt, wait_for, wait_loaded
+from tests.app_helpers import make_recording_app, submit_prompt, type_prompt, wait_for, wait_loaded
+from tests.scripted_engine import scripted
 from tests.test_app_fixes import keys_at_once
 from tui.config import load_settings
 from tui.client.widgets.settings import SettingsPanel
@@ -27,13 +28,12 @@ def toasts(app) -> list[str]:
 async def make_one_image(pilot, app, prompt: str = "a red fox") -> None:
     await wait_loaded(pilot, app)
     count = app.history.count()
-    await type_prompt(pilot, prompt)
-    await pilot.press("enter")
+    await submit_prompt(pilot, app, prompt)
     await wait_for(pilot, lambda: app.history.count() > count and not app.session.busy, what="the image")
 
 
 async def test_a_locked_seed_holds_for_the_run_shows_in_the_header_and_stays_out_of_config(sdtui_home):
-    app = make_recording_app(seed="random", steps=2)
+    app = make_recording_app(engine=scripted(), seed="random", steps=2)
     config = app.places.config_file
     async with app.run_test(size=NARROW) as pilot:
         await make_one_image(pilot, app)
@@ -59,14 +59,14 @@ async def test_a_locked_seed_holds_for_the_run_shows_in_the_header_and_stays_out
 
 
 async def test_a_seed_in_config_starts_locked_and_is_shown(sdtui_home):
-    app = make_recording_app(seed=1234)
+    app = make_recording_app(engine=scripted(), seed=1234)
     async with app.run_test(size=NARROW) as pilot:
         await pilot.pause()
         assert "seed 1234 locked" in header_text(app)
 
 
 async def test_function_keys_say_the_new_value_when_the_panel_is_hidden_in_one_toast(sdtui_home):
-    app = make_recording_app(steps=20, guidance=7.0)
+    app = make_recording_app(engine=scripted(), steps=20, guidance=7.0)
     async with app.run_test(size=NARROW) as pilot:
         await wait_loaded(pilot, app)
         assert app.main_screen.query_one(SettingsPanel).has_class("hidden")
@@ -83,7 +83,7 @@ async def test_function_keys_say_the_new_value_when_the_panel_is_hidden_in_one_t
 
 
 async def test_guidance_shows_one_way_from_the_start(sdtui_home):
-    app = make_recording_app(guidance=7.0)
+    app = make_recording_app(engine=scripted(), guidance=7.0)
     async with app.run_test(size=(120, 40)) as pilot:
         field = app.main_screen.query_one("#setting-guidance")
         assert field.value == "7"
@@ -93,7 +93,7 @@ async def test_guidance_shows_one_way_from_the_start(sdtui_home):
 
 
 async def test_typing_right_after_ctrl_t_goes_to_the_prompt(sdtui_home):
-    app = make_recording_app()
+    app = make_recording_app(engine=scripted())
     async with app.run_test(size=(120, 40)) as pilot:
         guidance = app.main_screen.query_one("#setting-guidance")
         guidance.focus()
@@ -108,7 +108,7 @@ async def test_typing_right_after_ctrl_t_goes_to_the_prompt(sdtui_home):
 async def test_the_open_history_screen_shows_new_images_and_progress(sdtui_home):
     from tui.client.screens.history import HistoryScreen
 
-    app = make_recording_app(steps=40)  # variations keep the entry's steps: long enough to watch
+    app = make_recording_app(engine=scripted(step_s=0.02), steps=40)  # variations keep its steps: 0.8 s to watch
     async with app.run_test(size=(120, 40)) as pilot:
         await make_one_image(pilot, app, "the first")
         await pilot.press("f2")
@@ -130,7 +130,7 @@ async def test_the_open_history_screen_shows_new_images_and_progress(sdtui_home)
 async def test_strength_shows_on_the_history_screen_and_its_toast_keeps_its_brackets(sdtui_home):
     from tui.client.screens.history import HistoryScreen
 
-    app = make_recording_app(steps=2)
+    app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=(120, 40)) as pilot:
         await make_one_image(pilot, app)
         await pilot.press("f2")
@@ -151,11 +151,9 @@ async def test_strength_shows_on_the_history_screen_and_its_toast_keeps_its_brac
 async def test_after_a_cancel_the_caption_no_longer_says_generating(sdtui_home):
     from tui.client.widgets.status import StatusPanel
 
-    app = make_recording_app(steps=400, width=256, height=256)
+    app = make_recording_app(engine=scripted(step_s=0.05), steps=400)  # 20 s: only the cancel ends it
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_loaded(pilot, app)
-        await type_prompt(pilot, "stopped early")
-        await pilot.press("enter")
+        await submit_prompt(pilot, app, "stopped early")
         status = app.main_screen.query_one(StatusPanel)
         await wait_for(pilot, lambda: status.state == "generating" and status.step_times, what="the job")
         await pilot.press("escape")
@@ -170,7 +168,7 @@ async def test_a_footer_shows_only_whole_keys_before_the_palette_key(sdtui_home)
 
     from tui.client.screens.history import HistoryScreen
 
-    app = make_recording_app()
+    app = make_recording_app(engine=scripted())
     async with app.run_test(size=NARROW) as pilot:
         await pilot.press("f2")
         await wait_for(pilot, lambda: isinstance(app.screen, HistoryScreen), what="the history screen")
@@ -188,12 +186,11 @@ async def test_a_footer_shows_only_whole_keys_before_the_palette_key(sdtui_home)
 async def test_clearing_the_queue_leaves_the_running_jobs_progress_alone(sdtui_home):
     from tui.client.widgets.status import StatusPanel
 
-    app = make_recording_app(inline=False, steps=400, width=256, height=256)  # keys come in while the server works
+    app = make_recording_app(engine=scripted(step_s=0.05), steps=400)  # 20 s: only the cancel ends it
     async with app.run_test(size=(120, 40)) as pilot:
-        await wait_loaded(pilot, app)
-        for prompt in ("the running one", "the waiting one"):
-            await type_prompt(pilot, prompt)
-            await pilot.press("enter")
+        await submit_prompt(pilot, app, "the running one")
+        await type_prompt(pilot, "the waiting one")
+        await pilot.press("enter")
         status = app.main_screen.query_one(StatusPanel)
         await wait_for(pilot, lambda: status.state == "generating" and status.step_times and app.session.waiting == 1,
                        what="one job running, one waiting")
