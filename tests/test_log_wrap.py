@@ -3,12 +3,14 @@ hanging indent under the text after the time stamp, and never scrolls sideways."
 
 import re
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 from rich.cells import cell_len
 from textual.app import App
 
 from tests.app_helpers import make_app, wait_loaded
+from tests.scripted_engine import scripted
 from tui.client.widgets.log import INDENT, LOG_LINES, LogPanel, break_offsets
 
 STAMP = re.compile(r"\d\d:\d\d:\d\d ")
@@ -62,16 +64,22 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.asyncio
-async def test_log_rewraps_when_the_terminal_grows_and_shrinks(sdtui_home):
-    app = make_app()
-    async with app.run_test(size=(80, 30)) as pilot:
+@asynccontextmanager
+async def app_with_a_long_line(size):
+    """The app (on the scripted engine: the subject is the log) at ``size``, its model loaded and
+    LONG written last in its log; yields the pilot, the log and LONG's rows, checked."""
+    app = make_app(engine=scripted())
+    async with app.run_test(size=size) as pilot:
         await wait_loaded(pilot, app)
         log = log_of(app)
         app.main_screen.log_line(LONG)
         await settle(pilot)
-        narrow = check_wrapped(log, LONG)
+        yield pilot, log, check_wrapped(log, LONG)
 
+
+@pytest.mark.asyncio
+async def test_log_rewraps_when_the_terminal_grows_and_shrinks(sdtui_home):
+    async with app_with_a_long_line((80, 30)) as (pilot, log, narrow):
         await pilot.resize_terminal(200, 60)
         await settle(pilot)
         wide = check_wrapped(log, LONG)
@@ -85,13 +93,7 @@ async def test_log_rewraps_when_the_terminal_grows_and_shrinks(sdtui_home):
 
 @pytest.mark.asyncio
 async def test_log_rewraps_when_f4_shows_and_hides_the_settings(sdtui_home):
-    app = make_app()
-    async with app.run_test(size=(100, 40)) as pilot:
-        await wait_loaded(pilot, app)
-        log = log_of(app)
-        app.main_screen.log_line(LONG)
-        await settle(pilot)
-        before = check_wrapped(log, LONG)
+    async with app_with_a_long_line((100, 40)) as (pilot, log, before):
         width = log.scrollable_content_region.width
 
         await pilot.press("f4")
@@ -108,13 +110,7 @@ async def test_log_rewraps_when_f4_shows_and_hides_the_settings(sdtui_home):
 @pytest.mark.asyncio
 async def test_lines_written_before_the_first_layout_are_wrapped_too(sdtui_home):
     """The first lines arrive before the log has a size; they are wrapped once it has one."""
-    app = make_app()
-    async with app.run_test(size=(200, 60)) as pilot:
-        await wait_loaded(pilot, app)
-        log = log_of(app)
-        app.main_screen.log_line(LONG)
-        await settle(pilot)
-        check_wrapped(log, LONG)
+    async with app_with_a_long_line((200, 60)) as (pilot, log, _):
         shown = "".join(shown_rows(log))
         for line in log.lines_written:
             body = line[9:].removeprefix("info: ").removeprefix("debug: ")

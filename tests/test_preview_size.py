@@ -73,19 +73,24 @@ def sequence_of(widget: Thumbnail) -> str:
                    if segment.control)
 
 
+async def preview_then_finished(pilot, app: Stage) -> tuple[str, str]:
+    """The escape sequences that draw a 16-pixel preview, then the 128-pixel finished image."""
+    picture = app.query_one(Thumbnail)
+    picture.show(noise(16), final=False)
+    await pilot.pause()
+    preview = sequence_of(picture)
+    picture.show(noise(128, seed=2))
+    await pilot.pause()
+    return preview, sequence_of(picture)
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("size", SIZES)
 async def test_kitty_and_iterm2_scale_the_small_preview_into_the_finished_images_cells(size):
     for protocol, cells in (("kitty", r"c=(\d+),r=(\d+)"), ("iterm2", r"width=(\d+);height=(\d+)")):
         app = Stage(Choice(protocol, "test"))
         async with app.run_test(size=size) as pilot:
-            picture = app.query_one(Thumbnail)
-            picture.show(noise(16), final=False)
-            await pilot.pause()
-            preview = sequence_of(picture)
-            picture.show(noise(128, seed=2))
-            await pilot.pause()
-            finished = sequence_of(picture)
+            preview, finished = await preview_then_finished(pilot, app)
         assert re.search(cells, preview).groups() == re.search(cells, finished).groups(), protocol
         # where the picture starts: the first cursor move
         assert re.search(r"\x1b\[\d+;\d+H", preview).group() == re.search(r"\x1b\[\d+;\d+H", finished).group()
@@ -97,13 +102,7 @@ async def test_kitty_and_iterm2_scale_the_small_preview_into_the_finished_images
 async def test_a_sixel_preview_fills_the_finished_images_pixels(size):
     app = Stage(Choice("sixel", "test"))
     async with app.run_test(size=size) as pilot:
-        picture = app.query_one(Thumbnail)
-        picture.show(noise(16), final=False)
-        await pilot.pause()
-        preview = sequence_of(picture)
-        picture.show(noise(128, seed=2))
-        await pilot.pause()
-        finished = sequence_of(picture)
+        preview, finished = await preview_then_finished(pilot, app)
     raster = r'"1;1;(\d+);(\d+)'
     assert re.search(raster, preview).groups() == re.search(raster, finished).groups()
     assert re.search(r"\x1b\[\d+;\d+H", preview).group() == re.search(r"\x1b\[\d+;\d+H", finished).group()
