@@ -1,4 +1,5 @@
-"""The history screen, on a history made by the real engine with the demo model."""
+"""The history screen, on a history made through the app by the scripted engine (the subject is the
+screen: a list, a large view, parameters, re-runs, deletes and comparing)."""
 
 import json
 import os
@@ -9,6 +10,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from tests.app_helpers import generate_each, make_app, plain, wait_for
+from tests.scripted_engine import scripted
 from tui.client.screens.compare import CompareScreen
 from tui.client.screens.confirm import ConfirmScreen
 from tui.client.screens.history import HistoryScreen
@@ -33,7 +35,7 @@ async def open_history(pilot, app):
 
 
 async def test_lists_newest_first_with_a_large_view_and_parameters(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app)
         screen = await open_history(pilot, app)
@@ -47,7 +49,7 @@ async def test_lists_newest_first_with_a_large_view_and_parameters(sdtui_home):
 
 
 async def test_load_rerun_and_variations(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app)
         app.main_screen.query_one(SettingsPanel).set_value("steps", 9)
@@ -71,7 +73,7 @@ async def test_load_rerun_and_variations(sdtui_home):
 
 
 async def test_search_as_you_type_and_filters(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app)
         app.history.add(HistoryEntry.for_request(app.history.recent(1)[0].request(), "failed", error="boom"))
@@ -96,7 +98,7 @@ async def test_search_as_you_type_and_filters(sdtui_home):
 
 
 async def test_delete_asks_first_then_removes_row_and_file(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app, prompts=("only one",))
         screen = await open_history(pilot, app)
@@ -116,7 +118,7 @@ async def test_delete_asks_first_then_removes_row_and_file(sdtui_home):
 
 
 async def test_missing_file_shows_as_missing(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app, prompts=("vanishing",))
         os.remove(app.history.recent(1)[0].image_path)
@@ -128,7 +130,7 @@ async def test_missing_file_shows_as_missing(sdtui_home):
 
 
 async def test_copy_and_show_path(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app, prompts=("copy me",))
         await open_history(pilot, app)
@@ -139,7 +141,7 @@ async def test_copy_and_show_path(sdtui_home):
 
 
 async def test_compare_highlights_the_differences(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app, prompts=("same prompt",))
         app.main_screen.query_one(SettingsPanel).set_value("steps", 3)
@@ -157,7 +159,7 @@ async def test_compare_highlights_the_differences(sdtui_home):
 
 
 async def test_recent_strip_opens_the_history_at_that_entry(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await made(pilot, app)
         strip_items = list(app.main_screen.query("StripItem"))
@@ -184,7 +186,7 @@ def comfy_png(path):
 
 
 async def test_import_a_png_into_the_main_screen(sdtui_home, tmp_path):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     comfy_png(tmp_path / "comfy.png")
     Image.new("RGB", (8, 8)).save(tmp_path / "bare.png")
     async with app.run_test(size=SIZE) as pilot:
@@ -206,7 +208,7 @@ async def test_import_a_png_into_the_main_screen(sdtui_home, tmp_path):
 
 
 async def test_marks_show_in_the_list_and_a_third_is_refused(sdtui_home):
-    app = make_app(steps=2)
+    app = make_app(engine=scripted(), steps=2)
     async with app.run_test(size=(80, 24)) as pilot:
         await made(pilot, app)
         screen = await open_history(pilot, app)
