@@ -7,13 +7,14 @@ previews or the queue's messages does not wait on a pipeline that holds the GIL.
 does can be scripted:
 
     ScriptedEngine(step_s=0.05)                 every step takes 50 ms
-    ScriptedEngine(hold_at_step=2)              the job waits at step 2 until ``release()``
-                                                (or its cancel): keys can be pressed meanwhile
-    ScriptedEngine(fail_at_step=3)              out of memory at step 3 (``out_of_memory=False``:
-                                                another failure)
+    ScriptedEngine(hold_at_step=2)              the first job to reach step 2 waits there until
+                                                ``release()`` or its cancel: keys can be pressed
+                                                meanwhile (set it again for another hold)
+    ScriptedEngine(fail_at_step=3)              the first job to reach step 3 runs out of memory
+                                                there (``out_of_memory=False``: another failure)
     ScriptedEngine(download=0.4)                a load downloads and reports 40 % first;
-                                                ``hold_download=True`` keeps it there until
-                                                ``release()`` or the load is cancelled
+                                                ``hold_download=True`` keeps the first one there
+                                                until ``release()`` or the load is cancelled
     ScriptedEngine(load_errors={"x/y": "..."})  loading that model fails with that message
     ScriptedEngine(notices=[("...", "warning")]) Notices sent with each load
 
@@ -56,8 +57,8 @@ def _ignore(_event) -> None:
 class ScriptedEngine:
     options: EngineOptions = field(default_factory=lambda: EngineOptions(model="demo"))
     step_s: float = 0.0  # how long each step takes
-    hold_at_step: int | None = None  # a job waits at this step (1-based) until release() or its cancel
-    fail_at_step: int | None = None  # a job fails at this step
+    hold_at_step: int | None = None  # the first job to reach this step (1-based) waits for release() or its cancel
+    fail_at_step: int | None = None  # the first job to reach this step fails there
     out_of_memory: bool = True  # how it fails: out of memory, else a pipeline error
     download: float | None = None  # a load first downloads, reporting this fraction (0.4: 40 %)
     hold_download: bool = False  # ... and stays there until release() or its cancel
@@ -87,7 +88,7 @@ class ScriptedEngine:
     # --- what a test does -----------------------------------------------------------------
 
     def release(self) -> None:
-        """Let a held job or download go on (and every later one pass its hold)."""
+        """Let the held job or download go on (or the next to reach its hold pass it)."""
         self._released.set()
 
     def wait_holding(self, timeout: float = 10.0) -> None:
@@ -152,6 +153,7 @@ class ScriptedEngine:
             done = int(DOWNLOAD_BYTES * self.download)
             on_event(DownloadProgress(source.label, done, DOWNLOAD_BYTES))
             if self.hold_download:
+                self.hold_download = False  # one hold: the loads after it run through
                 self._hold(cancel)
             if cancel.is_set():
                 raise ModelLoadError(f"model: downloading {source.ref} was cancelled; choose it again to resume "
@@ -193,11 +195,13 @@ class ScriptedEngine:
         on_event(Unloaded(label, MEMORY))
 
     def _hold(self, cancel: threading.Event) -> None:
+        """Wait for release() or the cancel; either way the release is used up."""
         self.holding.set()
         try:
             while not self._released.is_set() and not cancel.is_set():
                 cancel.wait(0.005)
         finally:
+            self._released.clear()
             self.holding.clear()
 
     def generate(self, request: GenerationRequest, on_event=_ignore,
@@ -232,12 +236,14 @@ class ScriptedEngine:
                 if self.step_s:
                     cancel.wait(self.step_s)
                 if step == self.hold_at_step:
+                    self.hold_at_step = None  # one hold: the jobs after it run through
                     self._hold(cancel)
                 if cancel.is_set():
                     log.info("cancelled after %d of %d images", len(results), request.count)
                     on_event(Cancelled(request, len(results)))
                     return results
                 if step == self.fail_at_step:
+                    self.fail_at_step = None  # one failure: the next job runs (set it again for another)
                     message = (f"out of memory on {self.device} at {request.width}x{request.height}; turn attention "
                                "slicing on, use a smaller size or fewer images at once") if self.out_of_memory \
                         else "generation failed: RuntimeError: the scripted engine failed"

@@ -196,30 +196,19 @@ def test_a_hang_up_during_headless_generation_leaves_the_job_running(sdtui_home)
 
 @pytest.mark.asyncio
 async def test_out_of_memory_is_one_message_and_the_next_job_runs(sdtui_home):
-    import torch
-
+    """The app's side of it, on the scripted engine; test_engine raises it inside the real UNet."""
     from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
+    from tests.scripted_engine import scripted
     from tui.client.widgets.status import StatusPanel
 
-    app = make_app(steps=2, width=64, height=64)
+    app = make_app(engine=scripted(fail_at_step=1), steps=2, width=64, height=64)  # the first job only
     async with app.run_test(size=(120, 40)) as pilot:
         await wait_loaded(pilot, app)
-        calls = {"n": 0}
-
-        def out_of_memory_once(module, args, output):
-            calls["n"] += 1
-            if calls["n"] == 1:
-                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
-
-        hook = app.session.hosted.server.engine.pipe.unet.register_forward_hook(out_of_memory_once)
-        try:
-            await type_prompt(pilot, "too big")
-            await pilot.press("enter")
-            await type_prompt(pilot, "fits")
-            await pilot.press("enter")
-            await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy, what="both jobs")
-        finally:
-            hook.remove()
+        await type_prompt(pilot, "too big")
+        await pilot.press("enter")
+        await type_prompt(pilot, "fits")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy, what="both jobs")
         errors = [n.message for n in app._notifications if n.severity == "error"]
         assert errors == ["out of memory on cpu at 64x64; turn attention slicing on, use a smaller size or "
                           "fewer images at once"]
