@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.app_helpers import make_recording_app, plain, type_prompt, wait_for, wait_loaded
+from tests.scripted_engine import scripted
 from tests.reliability import MODEL_PATHS, assert_nothing_lost, digest, history_rows
 from tui.store.images import SDTUI_KEY, png_text
 from tui.text import _BIDI_CONTROLS
@@ -22,6 +23,8 @@ from tui.client.widgets.settings import SettingsPanel
 pytestmark = pytest.mark.asyncio
 SIZE = (120, 40)
 SMALL = dict(steps=2, width=64, height=64)
+# The scripted engine serves where the subject is the app's fields, prompts, folders and history; bad
+# model paths stay on the real engine, whose loaders say what is wrong with each.
 
 
 def messages(app) -> list[str]:
@@ -65,7 +68,7 @@ SETTINGS = [
 
 
 async def test_each_bad_settings_field_is_one_line_and_no_job_starts(sdtui_home, made_before):
-    app = make_recording_app(**SMALL)
+    app = make_recording_app(engine=scripted(), **SMALL)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         panel = app.main_screen.query_one(SettingsPanel)
@@ -119,7 +122,7 @@ KEPT = [
 
 
 async def test_prompt_content_is_refused_in_one_line_or_kept_exactly_and_shown_inert(sdtui_home, made_before):
-    app = make_recording_app(**SMALL, seed=3)
+    app = make_recording_app(engine=scripted(), **SMALL, seed=3)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         prompt = app.main_screen.query_one("#prompt")
@@ -193,7 +196,7 @@ async def test_an_outputs_folder_that_cannot_be_made_is_one_line_per_job_and_the
         sdtui_home, made_before, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    app = make_recording_app(**SMALL, seed=21, outputs_dir=str(blocker / "outputs"))
+    app = make_recording_app(engine=scripted(), **SMALL, seed=21, outputs_dir=str(blocker / "outputs"))
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         for prompt in ("first", "second"):
@@ -213,7 +216,7 @@ async def test_a_damaged_history_is_moved_aside_said_and_the_app_works(sdtui_hom
 
     damaged, original = damaged_copy(tmp_path, kind)
     os.replace(damaged, sdtui_home / "history.db")
-    app = make_recording_app(**SMALL)
+    app = make_recording_app(engine=scripted(), **SMALL)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
         await wait_for(pilot, lambda: any("moved to" in m for m in messages(app)), what="the notice")
