@@ -10,6 +10,7 @@ from textual.widgets import DataTable, Input
 from tests.app_helpers import make_app, type_prompt, wait_for, wait_loaded
 from tests.conftest import hub_online
 from tests.fake_hub import FakeHub
+from tests.scripted_engine import scripted
 from tests.tiny_models import hub_cache_with
 from tui.client.screens.models import ModelPickerScreen
 from tui.client.widgets.log import LogPanel
@@ -70,7 +71,11 @@ async def test_pick_a_cached_sdxl_model_then_go_back_to_the_demo(sdtui_home, hub
 
 
 async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(sdtui_home, hub_cache):
-    app = make_app()
+    from tui.engine.models import offline_message
+
+    # The picker's side, on the scripted engine: the load fails as an uncached Hub model does with the Hub off.
+    app = make_app(engine=scripted(load_errors={"nobody/not-here": offline_message("nobody/not-here",
+                                                                                   "HF_HUB_OFFLINE is set")}))
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_loaded(pilot, app)
         picker = await open_picker(pilot, app)
