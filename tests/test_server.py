@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,8 +22,8 @@ from tui import __version__
 from tui.engine import Engine, EngineOptions
 from tui.engine.events import Step
 from tui.engine.memory import sample_memory
-from tui.wire.protocol import (MAX_LINE, FrameReader, ProtocolError, decode_event, encode_event, encode_frame, hello,
-                          mismatch)
+from tui.wire.events import decode_event, encode_event
+from tui.wire.protocol import MAX_LINE, FrameReader, ProtocolError, encode_frame, hello, mismatch
 from tui.client.connection import NoServer, connect
 from tui.wire.place import peer_uid, socket_path
 from tui.server.server import Server, ServerRunning
@@ -37,7 +38,7 @@ def test_frames_survive_any_split_and_carry_raw_payloads():
     preview = Image.new("RGB", (8, 6), (10, 200, 30))
     step = Step(0, 3, 20, 1.5, 0.1, 10.0, sample_memory("cpu"), preview)
     message, payload = encode_event(step, 7)
-    assert len(payload) == 8 * 6 * 3 and "preview" not in message
+    assert len(payload) == 8 * 6 * 3 and message["preview"] == [8, 6]  # the pixels travel as the payload
     wire = encode_frame(message, payload) + encode_frame({"type": "status"})
     reader, frames = FrameReader(), []
     for i in range(0, len(wire), 5):  # five bytes at a time, as a slow socket may give them
@@ -137,7 +138,7 @@ def test_a_client_that_comes_during_a_job_sees_it_where_it_is(server, tmp_path):
         job = submit(first, steps=200, width=128, height=128)
         events_until(first, "Step", job)
         with connect(tmp_path, "later") as later:
-            assert later.welcome["running"] == job
+            assert later.welcome.running == job
             caught_up = [later.receive(timeout=10)[0] for _ in range(2)]
             assert [m["event"] for m in caught_up] == ["Started", "Step"]
             assert caught_up[1]["job"] == job and caught_up[1]["step"] >= 1
@@ -292,9 +293,10 @@ def test_status_and_stop_without_a_server(sdtui_home):
 
 def test_status_shows_the_running_jobs_prompt_and_step_and_says_busy(server, tmp_path):
     from tui.cli.serve import describe_state
+    from tui.wire.events import decode_state
 
     def status_lines() -> dict[str, str]:
-        text = describe_state(one.request({"type": "status"}, "status"))
+        text = describe_state(decode_state(one.request({"type": "status"}, "status")))
         return dict(line.split(": ", 1) for line in text.splitlines()[1:])
 
     with connect(tmp_path, "one") as one:
@@ -313,7 +315,7 @@ def test_status_shows_the_running_jobs_prompt_and_step_and_says_busy(server, tmp
         shown = status_lines()
     assert shown["running"] == "nothing" and shown["waiting"] == "0"
     assert re.fullmatch(r"2 jobs; the queue last emptied at [\d:]+; idle \d+ s", shown["finished"]), shown
-    one_job = describe_state({**server.state(), "finished_jobs": 1})
+    one_job = describe_state(replace(server.state(), finished_jobs=1))
     assert "finished: 1 job;" in one_job
 
 
@@ -454,12 +456,14 @@ def test_the_session_knows_which_setting_the_server_loaded_whoever_asked(tmp_pat
     from tui.config import Settings
     from tui.engine.events import Loaded
     from tui.locations import Locations
+    from tui.client.link import arrival_of
     from tui.client.session import Session
 
     session = Session(Settings(model="demo"), Locations(tmp_path, tmp_path))
     try:
         loaded = Loaded("someone/other", "SD 1.x", "cpu", "float32", 1.0, (), setting="someone/other")
-        session._message(*encode_event(loaded, 3))
+        session.arrive(arrival_of(*encode_event(loaded, 3)))
+        session.drain()
         assert (session.model, session.loaded_ref) == ("someone/other", "someone/other")
     finally:
         session.history.close()

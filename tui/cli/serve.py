@@ -83,11 +83,12 @@ def run_serve(args: argparse.Namespace, say) -> int:
 def run_status(say) -> int:
     from tui.locations import locations
     from tui.client.connection import NoServer, ServerRefused, connect, server_pid
+    from tui.wire.events import decode_state
 
     places = locations()
     try:
         with connect(places.data_dir, "status") as connection:
-            state = connection.request({"type": "status"}, "status")
+            state = decode_state(connection.request({"type": "status"}, "status"))
     except NoServer:  # one line, and a status a script can test
         print(f"no sdtui server is running for {places.data_dir}")
         return 1
@@ -101,29 +102,29 @@ def run_status(say) -> int:
 PROMPT_SHOWN = 60  # characters of the running job's prompt that `sdtui status` shows
 
 
-def describe_state(state: dict) -> str:
+def describe_state(state) -> str:
+    """``state``: the server's ServerState."""
     from tui.engine.memory import format_bytes
 
-    model = state.get("model")
-    loaded = f"{model} on {state.get('device')} ({state.get('dtype')})" if model else "none loaded"
-    keep = state.get("keep_alive_s", 0)
+    loaded = f"{state.model} on {state.device} ({state.dtype})" if state.model else "none loaded"
+    keep = state.keep_alive_s
     keep_text = "never unloads" if keep < 0 else f"unloads after {keep:g} s idle"
-    waiting = state.get("waiting") or []
-    emptied = state.get("queue_emptied_at")
+    waiting = state.waiting
+    emptied = state.queue_emptied_at
     last = f"the queue last emptied at {time.strftime('%H:%M:%S', time.localtime(emptied))}" if emptied \
         else "no job has finished yet"
-    busy = state.get("running") is not None or bool(waiting) or bool(state.get("loading"))
-    now = "busy" if busy else f"idle {state.get('idle_s', 0):.0f} s"
-    up = time.time() - state.get("since", time.time())
+    busy = state.running is not None or bool(waiting) or state.loading
+    now = "busy" if busy else f"idle {state.idle_s:.0f} s"
+    up = time.time() - state.since
     lines = [
-        f"sdtui server {state.get('sdtui')}, pid {state.get('pid')}, up {up:.0f} s",
+        f"sdtui server {state.sdtui}, pid {state.pid}, up {up:.0f} s",
         f"model: {loaded}; {keep_text}",
-        f"memory: {format_bytes(state.get('rss'))} process RSS",
+        f"memory: {format_bytes(state.rss)} process RSS",
         f"running: {describe_running(state)}",
         f"waiting: {len(waiting)}" + (f" ({_jobs(len(waiting))} {', '.join(map(str, waiting))})" if waiting else ""),
-        f"finished: {state.get('finished_jobs', 0)} {_jobs(state.get('finished_jobs', 0))}; {last}; {now}",
-        f"clients: {max(0, state.get('clients', 0) - 1)} besides this one"
-        + ("; keeping the Mac awake (caffeinate)" if state.get("keeping_awake") else ""),
+        f"finished: {state.finished_jobs} {_jobs(state.finished_jobs)}; {last}; {now}",
+        f"clients: {max(0, state.clients - 1)} besides this one"
+        + ("; keeping the Mac awake (caffeinate)" if state.keeping_awake else ""),
     ]
     return "\n".join(lines)
 
@@ -132,19 +133,19 @@ def _jobs(count: int) -> str:
     return "job" if count == 1 else "jobs"
 
 
-def describe_running(state: dict) -> str:
+def describe_running(state) -> str:
     """'job 3, step 12/20 (image 2/4): "a red fox in the snow..."', or what runs instead of a job."""
     from tui.text import clip, visible
 
-    job = state.get("running")
+    job = state.running
     if job is None:
-        return "loading a model" if state.get("loading") else "nothing"
-    step = state.get("running_step")
+        return "loading a model" if state.loading else "nothing"
+    step = state.running_step
     where = f", step {step[0]}/{step[1]}" if step else ", starting"
-    images = state.get("running_images") or 1
+    images = state.running_images or 1
     if step and images > 1:
-        where += f" (image {state.get('running_image', 1)}/{images})"
-    prompt = state.get("running_prompt")
+        where += f" (image {state.running_image}/{images})"
+    prompt = state.running_prompt
     said = f': "{visible(clip(prompt, PROMPT_SHOWN))}"' if prompt else ""
     return f"job {job}{where}{said}"
 

@@ -19,10 +19,14 @@ from typing import Any, Callable
 
 from tui.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Interrupts
 
+from tui.engine.events import Cancelled, DownloadProgress, Loaded, LoadStarted, Notice, Started, Step
+from tui.wire.events import ImageSaved, JobDone
+
 # Events about the model, which matter to this job even when another client's load caused them.
-MODEL_EVENTS = ("LoadStarted", "DownloadProgress", "Loaded", "Notice")
-# Said once, at the end, from the job's JobDone.
-SAID_BY_JOB_DONE = ("Finished", "Failed", "LoadFailed", "SaveFailed")
+MODEL_EVENTS = (LoadStarted, DownloadProgress, Loaded, Notice)
+# What the progress lines show; the rest (Finished, Failed, LoadFailed, SaveFailed) is said once, at
+# the end, from the job's JobDone, and the queue's own reports are the app's to show.
+SHOWN = (*MODEL_EVENTS, Started, Step, Cancelled)
 
 
 def generate_via_server(requests: list, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
@@ -76,7 +80,7 @@ class _Jobs:
         self.pending: list[int] = []
         self.place_of: dict[int, int] = {}  # job number -> its request's place in the command's list
         self.cancel_sent = False
-        self.model = connection.welcome.get("model")  # the server's loaded model, as it changes
+        self.model = connection.welcome.model  # the server's loaded model, as it changes
         self.model_said = False  # loading it, or using the loaded one, has been said
         self.notes: list[str] = []  # what the user's own cancel did to jobs that had not started
         self.failures: list[str] = []
@@ -138,46 +142,40 @@ class _Jobs:
             raise ServerGone(str(message.get("message") or "the sdtui server stopped"))
 
     def _event(self, message: dict[str, Any], payload: bytes) -> None:
-        from tui.wire.protocol import decode_event
+        from tui.wire.events import decode_event
 
-        job, kind = message.get("job"), message.get("event")
-        if job not in self.pending and not (job is None and kind in MODEL_EVENTS):
+        job, event = message.get("job"), decode_event(message, payload)
+        if job not in self.pending and not (job is None and isinstance(event, MODEL_EVENTS)):
             return
-        if kind == "ImageSaved":
-            self._image_saved(job, message)
-        elif kind == "JobDone":
-            self._job_done(job, str(message.get("ended") or "done"), str(message.get("reason") or ""))
-        elif kind in SAID_BY_JOB_DONE or (kind == "Cancelled" and not self.cancel_sent):
-            return
-        else:
-            event = decode_event(message, payload)
-            if isinstance(event, dict):
-                return
-            self._about_the_model(kind, event)
+        if isinstance(event, ImageSaved):
+            self._image_saved(job, event)
+        elif isinstance(event, JobDone):
+            self._job_done(job, event.ended, event.reason)
+        elif isinstance(event, SHOWN) and not (isinstance(event, Cancelled) and not self.cancel_sent):
+            self._about_the_model(event)
             self.progress(event)
 
-    def _about_the_model(self, kind: str, event) -> None:
+    def _about_the_model(self, event) -> None:
         """Say which model the job uses: the loading lines do when it loads one; else, as it starts,
         one line says it is the one the server holds."""
-        if kind == "LoadStarted":
+        if isinstance(event, LoadStarted):
             self.model_said = True
-        elif kind == "Loaded":
+        elif isinstance(event, Loaded):
             self.model = event.model
-        elif kind == "Started" and not self.model_said:
+        elif isinstance(event, Started) and not self.model_said:
             self.model_said = True
             if self.model:
                 self.progress.end_bar()
                 self.say(f"using the server's loaded model, {self.model}")
 
-    def _image_saved(self, job: int, message: dict[str, Any]) -> None:
+    def _image_saved(self, job: int, saved: ImageSaved) -> None:
         from tui.text import visible
 
         # The progress line first, so the path never joins the bar on a terminal.
-        self.progress.image_line(message["index"], message["request"]["count"], message["seed"],
-                                 message["timings"]["total_s"], message["timings"]["it_per_s"])
-        path = message["path"]
-        print(path if not sys.stdout.isatty() else visible(path), flush=True)
-        self.saved.setdefault(self.place_of[job], []).append(path)
+        self.progress.image_line(saved.index, saved.request.count, saved.seed, saved.timings.total_s,
+                                 saved.timings.it_per_s)
+        print(saved.path if not sys.stdout.isatty() else visible(saved.path), flush=True)
+        self.saved.setdefault(self.place_of[job], []).append(saved.path)
 
     def _job_done(self, job: int, ended: str, reason: str) -> None:
         self.pending.remove(job)

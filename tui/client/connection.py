@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tui.wire.protocol import FrameReader, encode_frame, hello, mismatch
+from tui.wire.events import ServerState, decode_state
+from tui.wire.protocol import FrameReader, ProtocolError, encode_frame, hello, mismatch
 from tui.wire.place import pid_path, socket_path
 
 START_WAIT_S = 60.0  # a cold server imports torch before it listens
@@ -29,9 +30,9 @@ class ServerGone(ConnectionError):
 
 
 class Connection:
-    def __init__(self, sock: socket.socket, welcome: dict[str, Any]):
+    def __init__(self, sock: socket.socket, welcome: ServerState | None = None):
         self.sock = sock
-        self.welcome = welcome
+        self.welcome = welcome  # the server's state as it greeted this client
         self._reader = FrameReader()
         self._frames: list[tuple[dict[str, Any], bytes]] = []
 
@@ -108,7 +109,7 @@ def connect(data_dir: Path, client: str, logs: bool = False) -> Connection:
     """A connection to the running server, after the handshake; NoServer when none runs.
     ``logs``: the server sends its log lines too."""
     sock = _connect(socket_path(data_dir))
-    connection = Connection(sock, {})
+    connection = Connection(sock)
     connection.send(hello(client, logs))
     frame = connection.receive(timeout=30.0)
     if frame is None:
@@ -122,7 +123,11 @@ def connect(data_dir: Path, client: str, logs: bool = False) -> Connection:
     if problem:
         connection.close()
         raise ServerRefused(problem)
-    connection.welcome = message
+    try:
+        connection.welcome = decode_state(message)
+    except ProtocolError as error:
+        connection.close()
+        raise ServerRefused(str(error)) from None
     return connection
 
 

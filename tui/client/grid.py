@@ -192,7 +192,7 @@ class PendingGrid:
         self.ended: set[int] = set()
 
     def tag(self, cell: int) -> str:
-        """What the job of ``cell`` is queued as; its JobQueued brings it back with the job id."""
+        """What the job of ``cell`` is queued as; its Queued message brings it back with the job id."""
         return f"X/Y grid {self.serial}, cell {cell + 1} of {len(self.requests)}"
 
     def cell_of_tag(self, what: str) -> int | None:

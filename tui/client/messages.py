@@ -1,8 +1,11 @@
 """Textual messages: one class per thing the sdtui server (or logging) tells the interface.
 
-The Session's reader thread posts them (``post_message`` is thread-safe); the screens' handlers
-own every change to the widgets. Step messages coalesce: a newer step replaces a waiting
-older one, unless that would drop a preview, so a fast GPU cannot flood the interface.
+Each event of the wire (tui/wire/events.py) has a message of the same name carrying it as
+``event``, with ``job``, the job it belongs to; MESSAGE_FOR maps one to the other. The Session
+posts them from the UI thread, in the order the server sent them, after taking what they say
+into its own state; the screens' handlers own every change to the widgets. Step messages
+coalesce: a newer step replaces a waiting older one, unless that would drop a preview, so a
+fast GPU cannot flood the interface.
 """
 
 from __future__ import annotations
@@ -12,9 +15,7 @@ from typing import Any
 
 from textual.message import Message
 
-from tui.engine.events import Loaded, Step
-from tui.engine.memory import MemorySample
-from tui.engine.request import GenerationRequest
+from tui.wire import events as wire
 
 
 class LogLine(Message):
@@ -30,21 +31,20 @@ class LogLine(Message):
 # --- the connection --------------------------------------------------------------------
 
 
-class Connected(Message):
-    """The server answered; ``state`` is its welcome (model, running job, queue)."""
+class Arrived(Message):
+    """Something from the server waits in the Session's inbox (one of these stands for any number)."""
 
-    def __init__(self, state: dict[str, Any], started: bool) -> None:
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, Arrived)
+
+
+class Connected(Message):
+    """The server answered; ``state`` is its welcome (a ServerState: model, running job, queue)."""
+
+    def __init__(self, state: wire.ServerState, started: bool) -> None:
         super().__init__()
         self.state = state
         self.started = started  # this client started the server
-
-
-class HistoryRepaired(Message):
-    """Reconciling the history with the outputs folder changed something; ``message`` says what."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__()
-        self.message = message
 
 
 class ServerLost(Message):
@@ -55,116 +55,12 @@ class ServerLost(Message):
         self.message = message
 
 
-# --- jobs ------------------------------------------------------------------------------
-
-
-class JobQueued(Message):
-    def __init__(self, job: int, request: GenerationRequest, what: str) -> None:
-        super().__init__()
-        self.job = job
-        self.request = request
-        self.what = what  # why it was queued ("reroll"), or ""
-
-
-class JobRefused(Message):
+class Refused(Message):
     """The server refused a job (its request broke a rule); ``message`` names the field."""
 
     def __init__(self, message: str) -> None:
         super().__init__()
         self.message = message
-
-
-class JobStarted(Message):
-    def __init__(self, job: int | None, request: GenerationRequest, images: int, steps: int) -> None:
-        super().__init__()
-        self.job = job
-        self.request = request
-        self.images = images
-        self.steps = steps
-
-
-class StepMade(Message):
-    def __init__(self, job: int | None, step: Step) -> None:
-        super().__init__()
-        self.job = job
-        self.step = step
-
-    def can_replace(self, message: Message) -> bool:
-        if not isinstance(message, StepMade):
-            return False
-        return message.step.preview is not None or self.step.preview is None
-
-
-class ImageMade(Message):
-    """An image is finished; it is being saved (ImageReady follows)."""
-
-    def __init__(self, job: int | None, image: Any, seed: int, request: GenerationRequest) -> None:
-        super().__init__()
-        self.job = job
-        self.image = image
-        self.seed = seed
-        self.request = request
-
-
-class ImageReady(Message):
-    """An image is saved (``path``) and recorded; ``image`` as ImageMade brought it, or read back
-    from the file (for a client that came in between)."""
-
-    def __init__(self, job: int | None, image: Any, path: Path, seed: int, request: GenerationRequest) -> None:
-        super().__init__()
-        self.job = job
-        self.image = image
-        self.path = path
-        self.seed = seed
-        self.request = request
-
-
-class ImageNotSaved(Message):
-    def __init__(self, message: str) -> None:
-        super().__init__()
-        self.message = message
-
-
-class JobCancelled(Message):
-    def __init__(self, job: int | None, completed: int) -> None:
-        super().__init__()
-        self.job = job
-        self.completed = completed
-
-
-class JobFailed(Message):
-    def __init__(self, job: int | None, message: str) -> None:
-        super().__init__()
-        self.job = job
-        self.message = message
-
-
-class JobEnded(Message):
-    """A job is over, whatever happened to it; ``images`` were saved. ``ended``: done, failed,
-    refused, cancelled, dropped (it never started) or stopped (the server stopped)."""
-
-    def __init__(self, job: int | None, images: int, ended: str = "done", reason: str = "") -> None:
-        super().__init__()
-        self.job = job
-        self.images = images
-        self.ended = ended
-        self.reason = reason
-
-    @property
-    def ran(self) -> bool:
-        """Whether the job got as far as running (a dropped job waited, then was taken off the queue)."""
-        return self.ended != "dropped"
-
-
-class QueueUpdated(Message):
-    def __init__(self, waiting: int, running: int | None, loading: bool) -> None:
-        super().__init__()
-        self.waiting = waiting
-        self.running = running
-        self.loading = loading
-
-    def can_replace(self, message: Message) -> bool:
-        return isinstance(message, QueueUpdated)
 
 
 class QueueCleared(Message):
@@ -173,49 +69,108 @@ class QueueCleared(Message):
         self.count = count  # waiting jobs dropped
 
 
-class EngineNotice(Message):
-    def __init__(self, message: str, level: str) -> None:
+# --- the server's events -----------------------------------------------------------------
+
+
+class ServerEvent(Message):
+    """An event from the server; ``job``: the job it belongs to, None for a model's events."""
+
+    def __init__(self, event: Any, job: int | None = None) -> None:
         super().__init__()
-        self.message = message
-        self.level = level
+        self.event = event
+        self.job = job
 
 
-# --- models ----------------------------------------------------------------------------
+class LoadStarted(ServerEvent):
+    pass
 
 
-class ModelLoading(Message):
-    def __init__(self, model: str) -> None:
-        super().__init__()
-        self.model = model
-
-
-class DownloadMoved(Message):
-    def __init__(self, model: str, done_bytes: int, total_bytes: int | None) -> None:
-        super().__init__()
-        self.model = model
-        self.done_bytes = done_bytes
-        self.total_bytes = total_bytes
-
+class DownloadProgress(ServerEvent):
     def can_replace(self, message: Message) -> bool:
-        return isinstance(message, DownloadMoved)
+        return isinstance(message, DownloadProgress)
 
 
-class ModelReady(Message):
-    def __init__(self, loaded: Loaded) -> None:
-        super().__init__()
-        self.loaded = loaded
+class Loaded(ServerEvent):
+    pass
 
 
-class ModelFailed(Message):
-    def __init__(self, model: str, message: str, kept: str | None) -> None:
-        super().__init__()
-        self.model = model
-        self.message = message
-        self.kept = kept  # the model still loaded, if any
+class Unloaded(ServerEvent):
+    pass
 
 
-class ModelUnloaded(Message):
-    def __init__(self, model: str, memory: MemorySample | None) -> None:
-        super().__init__()
-        self.model = model
-        self.memory = memory
+class LoadFailed(ServerEvent):
+    pass
+
+
+class Notice(ServerEvent):
+    pass
+
+
+class Queued(ServerEvent):
+    """A job is queued: this client's (``what``: why it queued it, "reroll", or "") or another's
+    (``what``: "by generate")."""
+
+    def __init__(self, event: wire.Queued, job: int | None = None, what: str = "") -> None:
+        super().__init__(event, job)
+        self.what = what
+
+
+class QueueChanged(ServerEvent):
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, QueueChanged)
+
+
+class Started(ServerEvent):
+    pass
+
+
+class Step(ServerEvent):
+    def can_replace(self, message: Message) -> bool:
+        if not isinstance(message, Step):
+            return False
+        return message.event.preview is not None or self.event.preview is None
+
+
+class Finished(ServerEvent):
+    """An image is finished; it is being saved (ImageSaved follows)."""
+
+
+class ImageSaved(ServerEvent):
+    """An image is saved and recorded; ``image``: as Finished brought it, or read back from the
+    file (for a client that came in between)."""
+
+    def __init__(self, event: wire.ImageSaved, job: int | None = None, image: Any = None) -> None:
+        super().__init__(event, job)
+        self.image = image
+
+    @property
+    def path(self) -> Path:
+        return Path(self.event.path)
+
+
+class SaveFailed(ServerEvent):
+    pass
+
+
+class Cancelled(ServerEvent):
+    pass
+
+
+class Failed(ServerEvent):
+    pass
+
+
+class JobDone(ServerEvent):
+    """A job is over, whatever happened to it (``event.ended``: done, failed, refused, cancelled,
+    dropped or stopped)."""
+
+
+class HistoryRepaired(ServerEvent):
+    """Reconciling the history with the outputs folder changed something; the event says what."""
+
+
+class ServiceCrashed(ServerEvent):
+    pass
+
+
+MESSAGE_FOR: dict[type, type[ServerEvent]] = {event: globals()[name] for name, event in wire.EVENTS.items()}

@@ -1,13 +1,16 @@
-"""The interface's one link to the engine: the settings, the connection to the sdtui server,
-and the history it reads.
+"""The interface's one link to the engine: the settings, the server's state as this client
+knows it, and the history it reads.
 
-The app is a client. The Session connects to the server for this sdtui home (starting one in
-the background when none runs) or, given a ``host``, first stands the same server up on a thread
-of this process (``sdtui --no-server``, and the tests; the caller hands it in, so the interface
-never imports the server). Either way everything goes through the socket:
-what the app sends is a job, a load or a cancel, each carrying what it needs; what comes back
-becomes one Textual message per event, posted from the reader thread. The Session keeps a copy
-of the server's state (model, running job, queue) from those events, for the screens to read.
+The app is a client. A ServerLink (tui/client/link.py) connects on its own thread to the server
+for this sdtui home (starting one in the background when none runs) or, given a ``host``, first
+stands the same server up on a thread of this process (``sdtui --no-server``, and the tests; the
+caller hands it in, so the interface never imports the server). What the app sends is a job, a
+load or a cancel, each carrying what it needs.
+
+What comes back waits in the Session's inbox until the UI thread drains it: the Session takes
+each event into its state there, in the server's order, then posts the event's message
+(MESSAGE_FOR). So the state is only ever written on the UI thread, and a handler sees it as of
+its own event or later, never half-written.
 
 No Textual widgets and no torch here: only messages, the protocol and the store.
 """
@@ -16,31 +19,25 @@ from __future__ import annotations
 
 import itertools
 import logging
-import threading
-import time
+from collections import deque
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
+from tui.client import link
+from tui.client import messages as m
 from tui.config import Settings, save_settings
-from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
-                               Step)
 from tui.engine.families import ModelFamily
 from tui.engine.request import STRENGTH_DEFAULT, GenerationRequest
 from tui.locations import Locations
-from tui.client.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
-                          ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
-                          ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
-                          StepMade)
-from tui.wire.protocol import ProtocolError, decode_event
 from tui.store.history import History
 from tui.store.thumbs import ThumbnailCache
+from tui.wire import events as wire
 
 log = logging.getLogger("tui.client.session")
 # How long quitting waits for an in-process server's running step to end, so the job is recorded
 # as cancelled; a longer step is left unrecorded, with nothing lost but the job.
 QUIT_GRACE_S = 0.6
-READ_TICK_S = 0.5  # every wait of the reader thread is bounded by this
 
 
 class Session:
@@ -57,10 +54,9 @@ class Session:
         self.history = History(places.history_db, self.outputs_dir)
         self.thumbs = ThumbnailCache(places.data_dir / "thumbs")
         self.post: Callable[[Any], None] = lambda message: None  # set by the app: where messages go
-        self.connection = None
-        self.hosted = None  # the server this process stood up, if any
-        self._reader: threading.Thread | None = None
-        self._closing = threading.Event()
+        self.wake: Callable[[], None] = lambda: None  # set by the app: called (on any thread) when the inbox fills
+        self.link: link.ServerLink | None = None
+        self._inbox: deque = deque()
         self._refs = itertools.count(1)
         self._what: dict[int, str] = {}  # a generate message's tag -> why it was queued
         self.strength = STRENGTH_DEFAULT  # image-to-image from history; [ and ] change it
@@ -87,90 +83,54 @@ class Session:
         """A job runs now."""
         return self.running is not None
 
+    @property
+    def hosted(self):
+        """The server this process stood up, if any (``--no-server``, the tests)."""
+        return self.link.hosted if self.link is not None else None
+
     # --- the connection -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Connect (or start the server) on a thread; the outcome arrives as Connected or ServerLost."""
-        self._closing.clear()
-        self._reader = threading.Thread(target=self._run, name="sdtui-session", daemon=True)
-        self._reader.start()
-
-    def _run(self) -> None:
-        from tui.client.connection import ServerGone, ServerRefused
-
-        try:
-            connection, started = self._connect()
-        except (ServerGone, ServerRefused, OSError) as error:
-            if not self._closing.is_set():
-                self.post(ServerLost(str(error)))
-            return
-        self.connection = connection
-        self._take_state(connection.welcome)
-        self.connected = True
-        self.post(Connected(connection.welcome, started))
-        try:
-            connection.send({"type": "reconcile", "outputs_dir": self._outputs_setting()})
-            self.load()
-            while not self._closing.is_set():
-                frame = connection.receive(timeout=READ_TICK_S)
-                if frame is not None:
-                    message = self._message(*frame)
-                    if message is not None:
-                        self.post(message)
-        except (ServerGone, ProtocolError) as error:
-            self._disconnected(connection)
-            if not self._closing.is_set():
-                self.post(ServerLost(str(error)))
-        finally:
-            self._disconnected(connection)
-
-    def _disconnected(self, connection) -> None:
-        self.connected = False  # before ServerLost is posted: a restart it leads to must not be refused
-        self.running, self.loading, self.model = None, False, None
-        connection.close()
-
-    def _connect(self):
-        """The connection, and whether this client started the server."""
-        from tui.client.connection import connect, connect_or_start
-
-        if self.host is not None:
-            self.hosted = self.host()
-            return connect(self.places.data_dir, "app"), self.hosted is not None
-        started = []
-        log_file = self.places.logs_dir / "server.log"
-        connection = connect_or_start(self.places.data_dir, "app", log_file, logs=True,
-                                      on_start=lambda: started.append(log_file))
-        if started:
-            log.info("started the sdtui server in the background (its log: %s)", log_file)
-        return connection, bool(started)
+        """Connect (or start the server) on the link's thread; Connected or ServerLost follows."""
+        self.link = link.ServerLink(self.places, self.host, self.arrive)
+        self.link.start()
 
     def close(self) -> None:
         """Leave: the server and its jobs go on, unless it runs in this process (then it stops,
         the running job ends at its step and is recorded as cancelled)."""
-        self._closing.set()
-        if self.connection is not None:
-            self.connection.close()
-        if self.hosted is not None:
-            self.hosted.stop(wait_s=QUIT_GRACE_S + 2 * READ_TICK_S)
+        if self.link is not None:
+            self.link.close(wait_s=QUIT_GRACE_S + 2 * link.READ_TICK_S)
+        self.connected, self.running, self.loading = False, None, False
 
     def restart(self) -> None:
         """Connect again after the server went away, starting a new one."""
         if self.connected:
             return
-        self.hosted = None
+        if self.link is not None:
+            self.link.close()
         self.start()
 
     def _send(self, message: dict[str, Any]) -> str | None:
         """Send ``message``; None, or one sentence saying why it could not go."""
-        from tui.client.connection import ServerGone
+        if not self.connected or self.link is None:
+            closing = self.link is not None and self.link.closing
+            return "sdtui is stopping" if closing else "the sdtui server is not connected yet"
+        return self.link.send(message)
 
-        if not self.connected or self.connection is None:
-            return "the sdtui server is not connected yet" if not self._closing.is_set() else "sdtui is stopping"
-        try:
-            self.connection.send(message)
-        except ServerGone as error:
-            return str(error)
-        return None
+    # --- what the server says, in its order -----------------------------------------------
+
+    def arrive(self, arrival: Any) -> None:
+        """From the link's thread: keep ``arrival`` for the UI thread, and wake it."""
+        self._inbox.append(arrival)
+        self.wake()
+
+    def drain(self) -> None:
+        """On the UI thread: take every arrival into the state, in order, and post its message."""
+        while self._inbox:
+            arrival = self._inbox.popleft()
+            message = self._take(arrival)
+            if message is not None:
+                self.post(message)
 
     # --- what the interface asks for ------------------------------------------------------
 
@@ -198,7 +158,7 @@ class Session:
         return expanded_requests(request, self.places.wildcards_dir)
 
     def generate(self, request: GenerationRequest, what: str = "") -> str | None:
-        """Queue ``request`` with the settings as they are now; JobQueued (or JobRefused) follows."""
+        """Queue ``request`` with the settings as they are now; Queued (or Refused) follows."""
         ref = next(self._refs)
         self._what[ref] = what
         problem = self._send({"type": "generate", "ref": ref, "request": request.to_dict(),
@@ -238,7 +198,7 @@ class Session:
             return f"Settings not saved: {error.strerror} ({self.places.config_file})"
         return None
 
-    def history_notices(self, state: dict[str, Any]) -> list[str]:
+    def history_notices(self, state: wire.ServerState) -> list[str]:
         """What repairing the history changed, each said once: this client moving an unreadable
         database aside (it opened the history first), and the server's reconcile at its start."""
         from tui.store.history import ReconcileReport
@@ -247,106 +207,70 @@ class Session:
         if self.history.moved_aside and not self._told_moved_aside:
             self._told_moved_aside = True
             notices.append(ReconcileReport(moved_aside=self.history.moved_aside).message())
-        if state.get("history_notice"):
-            notices.append(str(state["history_notice"]))
+        if state.history_notice:
+            notices.append(state.history_notice)
         return notices
 
-    # --- what the server says ---------------------------------------------------------------
-
-    def _take_state(self, state: dict[str, Any]) -> None:
-        self.model, self.loaded_ref = state.get("model"), state.get("loaded")
-        self.device, self.dtype = state.get("device") or "", state.get("dtype") or ""
-        family = state.get("family_info")
-        self.family = ModelFamily(**family) if isinstance(family, dict) else None
-        self.slicing = state.get("slicing")
-        self.running = state.get("running")
-        self.waiting = len(state.get("waiting") or ())
-        self.loading = bool(state.get("loading"))
-
-    def _message(self, frame: dict[str, Any], payload: bytes):
-        """The Textual message for one frame from the server, or None for replies nobody waits on."""
-        from tui.client.connection import ServerGone
-
-        kind = frame.get("type")
-        if kind == "event":
-            return self._event(frame, payload)
-        if kind == "log":
-            return LogLine(str(frame.get("level") or "info"), str(frame.get("text") or ""),
-                           float(frame.get("created") or time.time()))
-        if kind == "queued":
-            return JobQueued(frame["job"], GenerationRequest(**frame["request"]), self._what.pop(frame.get("ref"), ""))
-        if kind == "error":
-            self._what.pop(frame.get("ref"), None)
-            return JobRefused(str(frame.get("message")))
-        if kind == "cleared":
-            return QueueCleared(int(frame.get("count") or 0))
-        if kind == "bye":
-            raise ServerGone(str(frame.get("message") or "the sdtui server stopped"))
+    def _take(self, arrival: Any):
+        """Take one arrival into the state; the message to post for it, or None."""
+        if isinstance(arrival, link.Event):
+            return self._take_event(arrival.event, arrival.job)
+        if isinstance(arrival, link.ServerLog):
+            return m.LogLine(arrival.level, arrival.text, arrival.created)
+        if isinstance(arrival, link.QueuedReply):
+            what = self._what.pop(arrival.ref, "")
+            return m.Queued(wire.Queued(arrival.request, "app"), arrival.job, what)
+        if isinstance(arrival, link.RefusedReply):
+            self._what.pop(arrival.ref, None)
+            return m.Refused(arrival.message)
+        if isinstance(arrival, link.ClearedReply):
+            return m.QueueCleared(arrival.count)
+        if isinstance(arrival, link.Linked):
+            self._take_state(arrival.state)
+            self.connected = True
+            self._send({"type": "reconcile", "outputs_dir": self._outputs_setting()})
+            self.load()
+            return m.Connected(arrival.state, arrival.started)
+        if isinstance(arrival, link.Lost):
+            # Before ServerLost is handled: a restart it leads to must not be refused.
+            self.connected, self.running, self.loading, self.model = False, None, False, None
+            return m.ServerLost(arrival.message)
         return None
 
-    def _event(self, frame: dict[str, Any], payload: bytes):
-        job = frame.get("job")
-        event = decode_event(frame, payload)
-        if isinstance(event, Step):
-            return StepMade(job, event)
-        if isinstance(event, Started):
-            return JobStarted(job, event.request, event.images, event.steps)
-        if isinstance(event, Finished):
+    def _take_state(self, state: wire.ServerState) -> None:
+        self.model, self.loaded_ref = state.model, state.loaded
+        self.device, self.dtype = state.device or "", state.dtype or ""
+        self.family = state.family_info
+        self.slicing = state.slicing
+        self.running = state.running
+        self.waiting = len(state.waiting)
+        self.loading = state.loading
+
+    def _take_event(self, event: Any, job: int | None):
+        kind = type(event)
+        if kind is wire.Finished:
             self._made = ((job, event.index), event.image)
-            return ImageMade(job, event.image, event.seed, event.request)
-        if isinstance(event, Cancelled):
-            return JobCancelled(job, event.completed)
-        if isinstance(event, Failed):
-            return JobFailed(job, event.message)
-        if isinstance(event, LoadStarted):
+        elif kind is wire.LoadStarted:
             self.loading = True
-            return ModelLoading(event.model)
-        if isinstance(event, DownloadProgress):
-            return DownloadMoved(event.model, event.done_bytes, event.total_bytes)
-        if isinstance(event, Loaded):
+        elif kind is wire.Loaded:
             self.model, self.device, self.dtype = event.model, event.device, event.dtype
             self.family = event.family_info
             self.loaded_ref = event.setting or None  # whichever client's load or job it was
             self.slicing = any(d.startswith("attention slicing: on") for d in event.decisions)
-            return ModelReady(event)
-        if isinstance(event, Notice):
-            return EngineNotice(event.message, event.level)
-        return self._queue_event(job, event)
-
-    def _queue_event(self, job: int | None, data: dict[str, Any]):
-        name = data.get("event")
-        if name == "QueueChanged":
-            self.waiting, self.running = int(data.get("waiting") or 0), data.get("running_job")
-            self.loading = bool(data.get("loading"))
-            return QueueUpdated(self.waiting, self.running, self.loading)
-        if name == "Queued":  # another client's job (this client's own come as the reply to its generate)
-            return JobQueued(job, GenerationRequest(**data["request"]), f"by {data.get('client') or 'another client'}")
-        if name == "ImageSaved":
-            path = Path(data["path"])
-            made, self._made = self._made, None
-            image = made[1] if made and made[0] == (job, data.get("index")) else read_image(path)
-            return ImageReady(job, image, path, data["seed"], GenerationRequest(**data["request"]))
-        if name == "JobDone":
-            return JobEnded(job, int(data.get("images") or 0), str(data.get("ended") or "done"),
-                            str(data.get("reason") or ""))
-        if name == "HistoryRepaired":
-            return HistoryRepaired(str(data.get("message")))
-        if name == "SaveFailed":
-            return ImageNotSaved(str(data.get("message")))
-        if name == "LoadFailed":
-            kept = data.get("kept")
-            if kept is None:
+        elif kind is wire.QueueChanged:
+            self.waiting, self.running, self.loading = event.waiting, event.running_job, event.loading
+        elif kind is wire.LoadFailed:
+            if event.kept is None:
                 self.model = self.loaded_ref = None
-            return ModelFailed(str(data.get("model")), str(data.get("message")), kept)
-        if name == "Unloaded":
-            from tui.wire.protocol import memory_sample
-
+        elif kind is wire.Unloaded:
             self.model = self.loaded_ref = None
-            return ModelUnloaded(str(data.get("model")), memory_sample(data.get("memory")))
-        if name == "ServiceCrashed":
-            return EngineNotice(f"The server's generation thread stopped ({data.get('message')}); run `sdtui stop`, "
-                                "then start sdtui again.", "error")
-        return None
+        elif kind is wire.ImageSaved:
+            made, self._made = self._made, None
+            image = made[1] if made and made[0] == (job, event.index) else read_image(event.path)
+            return m.ImageSaved(event, job, image)
+        elif kind is wire.Queued:  # another client's job (this client's own come as the reply to its generate)
+            return m.Queued(event, job, f"by {event.client or 'another client'}")
+        return m.MESSAGE_FOR[kind](event, job)
 
 
 def read_image(path: Path | str | None):

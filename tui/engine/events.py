@@ -69,7 +69,8 @@ class Step:
     step_seconds: float  # duration of this step alone
     it_per_s: float
     memory: MemorySample
-    preview: Any = None  # a small PIL image, or None when no preview was due
+    # A small PIL image, or None when no preview was due; it travels as the frame's payload.
+    preview: Any = field(default=None, metadata={"image": True})
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class Timings:
 
 @dataclass(frozen=True)
 class Finished:
-    image: Any  # PIL image
+    image: Any = field(metadata={"image": True})  # PIL image
     index: int
     seed: int
     request: GenerationRequest

@@ -20,6 +20,8 @@ from tui.engine.events import Cancelled, Event, Failed, Finished
 from tui.engine.request import GenerationRequest
 from tui.server.jobs import JobRecorder, save_failure_message
 from tui.logs import FOR_THE_LOG_FILE
+from tui.wire.events import (HistoryRepaired, ImageSaved, JobDone, LoadFailed, QueueChanged, SaveFailed,
+                             ServiceCrashed)
 from tui.store.history import History
 
 log = logging.getLogger("tui.server.queue")
@@ -60,57 +62,6 @@ class Reconcile:
     dropped in meanwhile). On the generation thread, between jobs, so no image is half-written."""
     outputs_dir: Path | None = None  # the client's outputs folder setting
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
-
-
-@dataclass(frozen=True)
-class HistoryRepaired:
-    message: str
-
-
-@dataclass(frozen=True)
-class QueueChanged:
-    waiting: int
-    running: bool
-    running_job: int | None = None  # its number
-    loading: bool = False  # a model load (or download) runs now
-
-
-@dataclass(frozen=True)
-class ImageSaved:
-    finished: Finished
-    path: Path
-
-
-@dataclass(frozen=True)
-class SaveFailed:
-    message: str
-
-
-@dataclass(frozen=True)
-class LoadFailed:
-    model: str
-    message: str
-    kept: str | None = None  # the model still loaded (the one before), if any
-
-
-@dataclass(frozen=True)
-class ServiceCrashed:
-    message: str
-
-
-# How a job ended. refused: bad input found once it was its turn (a LoRA the prompt names is not
-# there, a model name nothing answers to); dropped: it never started (cancelled while waiting, or
-# the queue was cleared); stopped: the server stopped before it finished.
-ENDINGS = ("done", "failed", "refused", "cancelled", "dropped", "stopped")
-
-
-@dataclass(frozen=True)
-class JobDone:
-    """The last word on a job: every job gets exactly one, whatever ended it."""
-    number: int
-    images: int
-    ended: str = "done"  # one of ENDINGS
-    reason: str = ""  # one line, for every ending but done
 
 
 @dataclass(frozen=True)
@@ -397,7 +348,7 @@ class GenerationService:
                 return
             if path is not None:
                 saved += 1
-                self.report(ImageSaved(event, path))
+                self.report(ImageSaved.of(event, path))
 
         self.engine.generate(request, on_event, cancel=job.cancel)
         return ending, saved

@@ -18,13 +18,14 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from tui import __version__
 from tui.logs import FOR_THE_LOG_FILE, SERVER_LIFE, screen_line
-from tui.wire.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_event, encode_frame, mismatch
+from tui.wire.events import JobDone, Queued, ServerState, encode_event, encode_state
+from tui.wire.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_frame, mismatch
 from tui.server.awake import KeepAwake
 from tui.wire.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
 
@@ -272,7 +273,7 @@ class Server:
             client.name = str(message.get("client", "?"))
             client.wants_logs = bool(message.get("logs"))
             notice, self.history_notice = self.history_notice, None
-            client.send({"type": "welcome", **self.state(), "history_notice": notice})
+            client.send(encode_state(replace(self.state(), history_notice=notice), "welcome"))
             with self._clients_lock:
                 if self._clients_closed:  # came as the server stopped
                     client.send({"type": "bye", "message": "the sdtui server stopped"})
@@ -317,7 +318,7 @@ class Server:
             self.service.load(options)
             return {"type": "loading", "model": options.model}
         if kind == "status":
-            return {"type": "status", **self.state()}
+            return encode_state(self.state(), "status")
         if kind == "stop":
             self.stop("`sdtui stop` was run")
             return {"type": "stopping"}
@@ -339,15 +340,14 @@ class Server:
         number = self.service.submit(request, options=options, output=output, adjust=adjust, outputs_dir=outputs_dir,
                                      previews_for_others=client.name != "app")
         log.info("job %d queued: %s", number, request.prompt[:60], extra=FOR_THE_LOG_FILE)
-        self._tell_others(client, {"type": "event", "event": "Queued", "job": number, "request": request.to_dict(),
-                                   "client": client.name})
+        self._tell_others(client, *encode_event(Queued(request, client.name), number))
         return {"type": "queued", "job": number, "ref": ref, "request": request.to_dict()}
 
-    def _tell_others(self, sender: _Client, message: dict[str, Any]) -> None:
+    def _tell_others(self, sender: _Client, message: dict[str, Any], payload: bytes = b"") -> None:
         with self._clients_lock:
             others = [c for c in self.clients if c is not sender]
         for other in others:
-            other.send(message)
+            other.send(message, payload)
 
     def _app_connected(self) -> bool:
         with self._clients_lock:
@@ -356,8 +356,6 @@ class Server:
     # --- events to every client ------------------------------------------------------------
 
     def _report(self, event: Any) -> None:
-        from tui.server.queue import JobDone
-
         if isinstance(event, JobDone):
             if event.ended not in ("dropped", "stopped"):  # it ran
                 self.finished_jobs += 1
@@ -392,11 +390,10 @@ class Server:
             started = self._running.get("Started", (None,))[0]
             step = self._running.get("Step", (None,))[0]
         if started is None:
-            return {"running_prompt": None, "running_step": None}
-        progress = {"running_prompt": started["request"]["prompt"], "running_step": None,
-                    "running_images": started.get("images", 1)}
+            return {}
+        progress = {"running_prompt": started["request"]["prompt"], "running_images": started.get("images", 1)}
         if step is not None:
-            progress.update(running_step=[step["step"], step["total"]], running_image=step["image_index"] + 1)
+            progress.update(running_step=(step["step"], step["total"]), running_image=step["image_index"] + 1)
         return progress
 
     def _report_notice(self, text: str) -> None:
@@ -404,22 +401,21 @@ class Server:
 
         self._report(Notice(text))
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> ServerState:
         from tui.engine.memory import sample_memory
 
         memory = sample_memory("cpu")  # the process and system; the device is asked on its own thread only
         engine = self.engine
-        return {"protocol": PROTOCOL_VERSION, "sdtui": __version__, "pid": os.getpid(), "since": self.started_at,
-                "model": engine.model_label if engine.loaded else None, "device": engine.device or None,
-                "dtype": engine.dtype or None, "loaded": engine.loaded_model if engine.loaded else None,
-                "family_info": asdict(engine.family_info) if engine.loaded and engine.family_info else None,
-                "slicing": engine.attention_slicing_active if engine.loaded else None,
-                "loading": self.service.loading, "running": self.service.current_job,
-                "waiting": self.service.waiting_jobs(), "finished_jobs": self.finished_jobs,
-                "clients": len(self.clients), "keep_alive_s": self.keep_alive_s,
-                "queue_emptied_at": self.queue_emptied_at, "keeping_awake": self.awake.process is not None,
-                "idle_s": round(time.monotonic() - self._last_busy, 1), "rss": memory.process_rss,
-                **self.running_progress()}
+        loaded = engine.loaded
+        return ServerState(
+            protocol=PROTOCOL_VERSION, sdtui=__version__, pid=os.getpid(), since=self.started_at,
+            model=engine.model_label if loaded else None, device=engine.device or None, dtype=engine.dtype or None,
+            loaded=engine.loaded_model if loaded else None, family_info=engine.family_info if loaded else None,
+            slicing=engine.attention_slicing_active if loaded else None, loading=self.service.loading,
+            running=self.service.current_job, waiting=tuple(self.service.waiting_jobs()),
+            finished_jobs=self.finished_jobs, clients=len(self.clients), keep_alive_s=self.keep_alive_s,
+            queue_emptied_at=self.queue_emptied_at, keeping_awake=self.awake.process is not None,
+            idle_s=round(time.monotonic() - self._last_busy, 1), rss=memory.process_rss, **self.running_progress())
 
 
 class _LogBroadcast(logging.Handler):

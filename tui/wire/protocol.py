@@ -6,23 +6,19 @@ pixels at latent resolution). Nothing is pickled, so a client can never make the
 code, and either side can be written in any language.
 
 Every connection starts with the client's ``hello`` naming PROTOCOL_VERSION and the sdtui
-version; the server answers ``welcome``, or ``refused`` with one sentence and closes.
+version; the server answers ``welcome`` (its state), or ``refused`` with one sentence and
+closes. The events the server sends, and its state, are typed in tui/wire/events.py.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, fields
 from typing import Any
 
 from tui import __version__
-from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
-                               Step, Timings)
-from tui.engine.families import ModelFamily
-from tui.engine.memory import MemorySample
-from tui.engine.request import GenerationRequest
 
-PROTOCOL_VERSION = 4  # 4: JobDone says how its job ended (ended, reason); log lines name their job
+PROTOCOL_VERSION = 5  # 5: every event and the server's state are typed by their fields (tui/wire/events.py)
+# 4: JobDone says how its job ended (ended, reason); log lines name their job
 # 3: requests carry template, init_image, strength and hires; options carry models_dir
 MAX_LINE = 1 << 20  # a message line; prompts are at most 20,000 characters
 MAX_PAYLOAD = 16 << 20  # a finished 2048x2048 image is 12 MiB of RGB; this bounds a bad peer
@@ -97,83 +93,3 @@ def mismatch(message: dict[str, Any], from_server: bool = False) -> str | None:
         return None
     client, server = (__version__, theirs) if from_server else (theirs, __version__)
     return f"this sdtui ({client}) and the running sdtui server ({server}) differ; run `sdtui stop`, then try again"
-
-
-# --- engine events as messages ------------------------------------------------------------
-
-
-def memory_sample(data: dict[str, Any] | None) -> MemorySample | None:
-    if not isinstance(data, dict):
-        return None
-    known = {f.name for f in fields(MemorySample)}
-    return MemorySample(**{k: v for k, v in data.items() if k in known})
-
-
-def _request(data: dict[str, Any] | None) -> GenerationRequest | None:
-    return GenerationRequest(**data) if isinstance(data, dict) else None
-
-
-def encode_event(event: Any, job: int | None) -> tuple[dict[str, Any], bytes]:
-    """A message for an engine or queue event (``job``: the job it belongs to, if any)."""
-    kind = type(event).__name__
-    message: dict[str, Any] = {"type": "event", "event": kind, "job": job}
-    payload = b""
-    if isinstance(event, Step):
-        data = {k: v for k, v in asdict(event).items() if k != "preview"}
-        preview = event.preview
-        if preview is not None:
-            payload = preview.convert("RGB").tobytes()
-            data["preview_size"] = list(preview.size)
-        message.update(data)
-    elif isinstance(event, Finished):  # the pixels, so clients show the image before it is saved
-        image = event.image.convert("RGB")
-        payload = image.tobytes()
-        message.update({"index": event.index, "seed": event.seed, "request": asdict(event.request),
-                        "timings": asdict(event.timings), "info": event.info, "size": list(image.size)})
-    elif hasattr(event, "finished") and hasattr(event, "path"):  # ImageSaved: the path, not the pixels
-        done = event.finished
-        message.update({"path": str(event.path), "index": done.index, "seed": done.seed,
-                        "request": asdict(done.request), "timings": asdict(done.timings), "info": done.info})
-    elif isinstance(event, Loaded):
-        message.update({k: v for k, v in asdict(event).items() if k not in ("family_info",)})
-        message["family_info"] = asdict(event.family_info) if event.family_info else None
-    elif hasattr(event, "__dataclass_fields__"):
-        message.update(asdict(event))
-    else:
-        raise TypeError(f"not an event: {kind}")
-    return message, payload
-
-
-def decode_event(message: dict[str, Any], payload: bytes = b"") -> Any:
-    """The engine event a message carries (queue and saving events stay dicts)."""
-    kind = message.get("event")
-    data = {k: v for k, v in message.items() if k not in ("type", "event", "job", "payload")}
-    if kind == "Step":
-        preview = None
-        size = data.pop("preview_size", None)
-        if payload and size:
-            from PIL import Image
-
-            preview = Image.frombytes("RGB", tuple(size), payload)
-        return Step(**{**data, "memory": memory_sample(data.get("memory")), "preview": preview})
-    if kind == "Started":
-        return Started(_request(data["request"]), data["images"], data["steps"])
-    if kind == "Finished":
-        from PIL import Image
-
-        image = Image.frombytes("RGB", tuple(data["size"]), payload)
-        return Finished(image, data["index"], data["seed"], _request(data["request"]), Timings(**data["timings"]),
-                        data.get("info") or {})
-    if kind == "Loaded":
-        family = data.pop("family_info", None)
-        return Loaded(**{**data, "decisions": tuple(data.get("decisions", ())), "memory": memory_sample(data.get("memory")),
-                         "family_info": ModelFamily(**family) if isinstance(family, dict) else None})
-    if kind == "Cancelled":
-        return Cancelled(_request(data["request"]), data["completed"], data.get("message", "cancelled"))
-    if kind == "Failed":
-        return Failed(_request(data.get("request")), data["message"], data.get("out_of_memory", False),
-                      data.get("completed", 0))
-    simple = {"LoadStarted": LoadStarted, "DownloadProgress": DownloadProgress, "Notice": Notice}
-    if kind in simple:
-        return simple[kind](**data)
-    return {"event": kind, **data}

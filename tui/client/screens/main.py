@@ -22,15 +22,12 @@ from textual.widgets import Header, Input
 from tui.client.widgets.footer import FittingFooter
 from tui.text import format_duration
 from tui.engine.catalog import remember_recent
-from tui.engine.events import Step
+from tui.engine.events import DownloadProgress, Step
 from tui.engine.families import defaults_on_switch
 from tui.engine.memory import format_bytes
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
 from tui.client.grid import GridError, PendingGrid, grid_cells, grid_from_files
-from tui.client.messages import (Connected, DownloadMoved, EngineNotice, HistoryRepaired, ImageMade, ImageNotSaved,
-                          ImageReady, JobCancelled, JobEnded, JobFailed, JobQueued, JobRefused, JobStarted, LogLine,
-                          ModelFailed, ModelLoading, ModelReady, ModelUnloaded, QueueCleared, QueueUpdated, ServerLost,
-                          StepMade)
+from tui.client import messages as m
 from tui.client.screens.confirm import ConfirmScreen
 from tui.client.session import read_image
 from tui.store.history import HistoryEntry, utc_now
@@ -364,33 +361,33 @@ class MainScreen(Screen):
 
     # --- what the server says -------------------------------------------------------------
 
-    @on(Connected)
-    def _connected(self, message: Connected) -> None:
+    @on(m.Connected)
+    def _connected(self, message: m.Connected) -> None:
         state = message.state
         for notice in self.session.history_notices(state):
             self.log_line(notice, "warning")
             self.app.notify(notice, severity="warning", timeout=10)
-        self.query_one(StatusPanel).set_queue(len(state.get("waiting") or ()))
-        if state.get("model"):  # a busy server gets to this client's own load only after its queue
-            self.app.sub_title = f"{state['model']} · {state.get('device')} · {state.get('dtype')}"
-        elif state.get("loading"):
+        self.query_one(StatusPanel).set_queue(len(state.waiting))
+        if state.model:  # a busy server gets to this client's own load only after its queue
+            self.app.sub_title = f"{state.model} · {state.device} · {state.dtype}"
+        elif state.loading:
             self.app.sub_title = "loading a model…"
         if not message.started:
-            self.log_line(f"connected to the sdtui server (pid {state.get('pid')})"
-                          + (f", {state['model']} loaded" if state.get("model") else ""))
-        if state.get("running") is not None:
-            waiting = len(state.get("waiting") or ())
-            self.log_line(f"the sdtui server is running job {state['running']}"
+            self.log_line(f"connected to the sdtui server (pid {state.pid})"
+                          + (f", {state.model} loaded" if state.model else ""))
+        if state.running is not None:
+            waiting = len(state.waiting)
+            self.log_line(f"the sdtui server is running job {state.running}"
                           + (f" with {plural(waiting, 'job')} waiting" if waiting else "") + "; its progress follows")
 
-    @on(HistoryRepaired)
-    def _history_repaired(self, message: HistoryRepaired) -> None:
-        self.log_line(message.message, "warning")
-        self.app.notify(message.message, severity="warning", timeout=10)
+    @on(m.HistoryRepaired)
+    def _history_repaired(self, message: m.HistoryRepaired) -> None:
+        self.log_line(message.event.message, "warning")
+        self.app.notify(message.event.message, severity="warning", timeout=10)
         self.refresh_recent()
 
-    @on(ServerLost)
-    def _server_lost(self, message: ServerLost) -> None:
+    @on(m.ServerLost)
+    def _server_lost(self, message: m.ServerLost) -> None:
         self._making = None
         self._finish_painting()
         status = self.query_one(StatusPanel)
@@ -413,13 +410,13 @@ class MainScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(f"{said}. Start it again?"), answered)
 
-    @on(JobQueued)
-    def _job_queued(self, message: JobQueued) -> None:
+    @on(m.Queued)
+    def _queued(self, message: m.Queued) -> None:
         for grid in self._grids:
             cell = grid.cell_of_tag(message.what)
             if cell is not None:
                 grid.jobs[message.job] = cell
-        request = message.request
+        request = message.event.request
         seed = "random seed" if request.seed is None else f"seed {request.seed}"
         waiting = self.session.waiting
         self.log_line(f"job {message.job} queued{f' ({message.what})' if message.what else ''}: "
@@ -427,83 +424,95 @@ class MainScreen(Screen):
                       f"{plural(request.steps, 'step')}, {request.scheduler}, {seed}"
                       + (f" ({waiting} waiting)" if waiting > 1 else ""))
 
-    @on(JobRefused)
-    def _job_refused(self, message: JobRefused) -> None:
+    @on(m.Refused)
+    def _refused(self, message: m.Refused) -> None:
         self.app.notify(message.message, severity="error", timeout=8)
 
-    @on(StepMade)
-    def _step(self, message: StepMade) -> None:
-        step = message.step
+    @on(m.Step)
+    def _step(self, message: m.Step) -> None:
+        step = message.event
         self._making_index = step.image_index
         self._queue_status(step)
         if step.preview is not None:
             self._offer_preview(step.preview)
 
-    @on(JobStarted)
-    def _job_started(self, message: JobStarted) -> None:
-        request = message.request
+    @on(m.Started)
+    def _started(self, message: m.Started) -> None:
+        started = message.event
+        request = started.request
         self._making, self._making_index, self._running_job = request, 0, message.job
-        self.query_one(StatusPanel).job_started(message.images, message.steps)
+        self.query_one(StatusPanel).job_started(started.images, started.steps)
         self.query_one(Stage).fit_to(*request.output_size)
         self.set_caption(f"generating: {request.prompt}", f"seed {request.seed}")
 
-    @on(ImageMade)
-    def _image_made(self, message: ImageMade) -> None:
+    @on(m.Finished)
+    def _finished(self, message: m.Finished) -> None:
+        finished = message.event
         self._finish_painting()
-        self.query_one("#preview", Thumbnail).show(message.image)
-        self._shown = message.image
-        self.set_caption(message.request.prompt, settings_line(message.seed, message.request))
+        self.query_one("#preview", Thumbnail).show(finished.image)
+        self._shown = finished.image
+        self.set_caption(finished.request.prompt, settings_line(finished.seed, finished.request))
 
-    @on(ImageReady)
-    def _image_ready(self, message: ImageReady) -> None:
+    @on(m.ImageSaved)
+    def _image_saved(self, message: m.ImageSaved) -> None:
+        saved, path = message.event, message.path
         found = self._grid_of(message.job)
         if found:
             grid, cell = found
-            grid.cells[cell] = grid.cells[cell] or str(message.path)
-        self.last_seed, self.last_path = message.seed, str(message.path)
+            grid.cells[cell] = grid.cells[cell] or str(path)
+        self.last_seed, self.last_path = saved.seed, str(path)
         if message.image is not None:
             if message.image is not self._shown:  # this client came in after the image was made
                 self._finish_painting()
                 self.query_one("#preview", Thumbnail).show(message.image)
-                self.set_caption(message.request.prompt, settings_line(message.seed, message.request))
-            self.session.thumbs.put(message.path, message.image)
+                self.set_caption(saved.request.prompt, settings_line(saved.seed, saved.request))
+            self.session.thumbs.put(path, message.image)
         self._shown = None
         self.refresh_recent()
         self._tell_history_screens()
 
-    @on(ImageNotSaved)
-    def _image_not_saved(self, message: ImageNotSaved) -> None:
-        self.app.notify(message.message, severity="error", timeout=8)
+    @on(m.SaveFailed)
+    def _save_failed(self, message: m.SaveFailed) -> None:
+        self.app.notify(message.event.message, severity="error", timeout=8)
 
-    @on(QueueUpdated)
-    def _queue_updated(self, message: QueueUpdated) -> None:
-        self.query_one(StatusPanel).set_queue(message.waiting)
+    @on(m.QueueChanged)
+    def _queue_changed(self, message: m.QueueChanged) -> None:
+        self.query_one(StatusPanel).set_queue(message.event.waiting)
 
-    @on(QueueCleared)
-    def _queue_cleared(self, message: QueueCleared) -> None:
+    @on(m.QueueCleared)
+    def _queue_cleared(self, message: m.QueueCleared) -> None:
         self.log_line(f"queue cleared: {plural(message.count, 'waiting job')} dropped")
         for grid in list(self._grids):  # their dropped cells stay grey; the sheet comes with what was made
             for job in grid.jobs:
                 if job != self.session.running and job not in grid.ended:
                     self._grid_job_ended(job)
 
-    @on(EngineNotice)
-    def _notice(self, message: EngineNotice) -> None:
-        if "swap" in message.message:
-            self.query_one(StatusPanel).swap_warning(message.message)
-        if message.level == "error":
-            self.app.notify(message.message, severity="error", timeout=30)
+    @on(m.Notice)
+    def _notice(self, message: m.Notice) -> None:
+        notice = message.event
+        if "swap" in notice.message:
+            self.query_one(StatusPanel).swap_warning(notice.message)
+        if notice.level == "error":
+            self.app.notify(notice.message, severity="error", timeout=30)
 
-    @on(JobCancelled)
-    def _job_cancelled(self, message: JobCancelled) -> None:
-        self._job_stopped("cancelled", f"{plural(message.completed, 'image')} saved" if message.completed else "")
+    @on(m.ServiceCrashed)
+    def _service_crashed(self, message: m.ServiceCrashed) -> None:
+        said = (f"The server's generation thread stopped ({message.event.message}); run `sdtui stop`, then start "
+                "sdtui again.")
+        self.log_line(said, "error")
+        self.app.notify(said, severity="error", timeout=30)
+
+    @on(m.Cancelled)
+    def _cancelled(self, message: m.Cancelled) -> None:
+        completed = message.event.completed
+        self._job_stopped("cancelled", f"{plural(completed, 'image')} saved" if completed else "")
         self.query_one(StatusPanel).job_ended("cancelled")
 
-    @on(JobFailed)
-    def _job_failed(self, message: JobFailed) -> None:
+    @on(m.Failed)
+    def _failed(self, message: m.Failed) -> None:
         self._job_stopped("failed", "the log says why")
         self.query_one(StatusPanel).job_ended("failed")
-        self.app.notify(in_app_wording(message.message), severity="error", timeout=8)
+        self.app.notify(in_app_wording(message.event.message), severity="error", timeout=8)
 
     def _job_stopped(self, how: str, detail: str) -> None:
         """The caption stops saying "generating" once the job it names has ended without its image."""
@@ -512,41 +521,43 @@ class MainScreen(Screen):
         if making is not None:
             self.set_caption(f"{how}: {making.prompt}", detail)
 
-    @on(JobEnded)
-    def _job_ended(self, message: JobEnded) -> None:
+    @on(m.JobDone)
+    def _job_done(self, message: m.JobDone) -> None:
         if message.job == self._running_job:  # a waiting job's end (dropped, say) leaves the running one be
             self._making = None
             status = self.query_one(StatusPanel)
             if status.state == "generating":
                 status.job_ended("done")
-        self._images_this_run += message.images
+        self._images_this_run += message.event.images
         self._grid_job_ended(message.job)
         self._tell_history_screens(progress="" if self.session.waiting == 0 else None)
         if self.session.waiting == 0:
             self.app.queue_done(self._images_this_run)
             self._images_this_run = 0
 
-    @on(ModelLoading)
-    def _model_loading(self, message: ModelLoading) -> None:
-        self.app.sub_title = f"loading {message.model}…"
+    @on(m.LoadStarted)
+    def _load_started(self, message: m.LoadStarted) -> None:
+        model = message.event.model
+        self.app.sub_title = f"loading {model}…"
         if self.query_one("#preview", Thumbnail).image is None:
-            self.set_caption(f"loading {message.model}…", "")
+            self.set_caption(f"loading {model}…", "")
 
-    @on(DownloadMoved)
-    def _download_moved(self, message: DownloadMoved) -> None:
-        detail = self._download_text(message)
-        self.set_caption(f"downloading {message.model}", detail)
-        self.query_one(StatusPanel).download(message.done_bytes, message.total_bytes, detail)
+    @on(m.DownloadProgress)
+    def _download_progress(self, message: m.DownloadProgress) -> None:
+        report = message.event
+        detail = self._download_text(report)
+        self.set_caption(f"downloading {report.model}", detail)
+        self.query_one(StatusPanel).download(report.done_bytes, report.total_bytes, detail)
 
-    @on(ModelUnloaded)
-    def _model_unloaded(self, message: ModelUnloaded) -> None:
-        if message.memory is not None:
-            self.query_one(StatusPanel).show_memory(message.memory)  # the engine logs the figures
-        self.app.sub_title = f"{message.model} unloaded; it loads again with the next job"
+    @on(m.Unloaded)
+    def _unloaded(self, message: m.Unloaded) -> None:
+        if message.event.memory is not None:
+            self.query_one(StatusPanel).show_memory(message.event.memory)  # the engine logs the figures
+        self.app.sub_title = f"{message.event.model} unloaded; it loads again with the next job"
 
-    @on(ModelReady)
-    def _model_ready(self, message: ModelReady) -> None:
-        report = message.loaded
+    @on(m.Loaded)
+    def _loaded(self, message: m.Loaded) -> None:
+        report = message.event
         self._download_start = None
         status = self.query_one(StatusPanel)
         status.download_ended()
@@ -557,19 +568,20 @@ class MainScreen(Screen):
             self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
         self._model_loaded(report)
 
-    @on(ModelFailed)
-    def _model_failed(self, message: ModelFailed) -> None:
+    @on(m.LoadFailed)
+    def _load_failed(self, message: m.LoadFailed) -> None:
+        failed = message.event
         self._download_start = None
         self.query_one(StatusPanel).download_ended()
-        if message.kept is not None:
-            self._model_kept(message.kept)
-            self.set_caption(f"still using {message.kept}", "the model you picked could not load")
-            self.app.notify(f"{in_app_wording(message.message)}. Still using {message.kept}.", severity="error",
+        if failed.kept is not None:
+            self._model_kept(failed.kept)
+            self.set_caption(f"still using {failed.kept}", "the model you picked could not load")
+            self.app.notify(f"{in_app_wording(failed.message)}. Still using {failed.kept}.", severity="error",
                             timeout=15)
             return
         self.app.sub_title = "no model loaded"
         self.set_caption("no model loaded", "pick a model (F3) or use the demo model")
-        said = in_app_wording(message.message).rstrip(".")
+        said = in_app_wording(failed.message).rstrip(".")
         advice = "" if DEMO_COMMAND in said else f". Pick another model with F3, or use {DEMO_COMMAND}"  # said once
         self.app.notify(f"{said}{advice}.", severity="error", timeout=15)
 
@@ -644,7 +656,7 @@ class MainScreen(Screen):
             self._preview_timer = None
         self._flush_status()
 
-    def _download_text(self, report: DownloadMoved) -> str:
+    def _download_text(self, report: DownloadProgress) -> str:
         now = time.monotonic()
         if self._download_start is None:
             self._download_start = (now, report.done_bytes)
@@ -668,8 +680,8 @@ class MainScreen(Screen):
         text.no_wrap, text.overflow = True, "ellipsis"
         self.query_one("#caption", Line).set(text)
 
-    @on(LogLine)
-    def _log_line(self, message: LogLine) -> None:
+    @on(m.LogLine)
+    def _log_line(self, message: m.LogLine) -> None:
         self.query_one(LogPanel).add(message.text, message.level, message.created)
 
     def log_line(self, text: str, level: str = "info") -> None:
