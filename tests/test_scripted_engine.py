@@ -85,7 +85,6 @@ def test_a_cancel_stops_a_held_job_and_the_next_job_runs(serve, sdtui_home):
         seen = events_until(client, "JobDone", job)
         assert [m["step"] for m in seen if m["event"] == "Step"] == [1]
         assert [m["event"] for m in seen][-2:] == ["Cancelled", "JobDone"] and seen[-1]["ended"] == "cancelled"
-        engine.release()
         after = submit(client, "after")
         assert events_until(client, "JobDone", after)[-1]["ended"] == "done"
 
@@ -102,12 +101,10 @@ def test_out_of_memory_at_step_three(serve, sdtui_home):
 
 
 def test_a_download_held_at_40_percent_can_be_cancelled_and_a_failing_load_keeps_the_model(serve, sdtui_home):
-    engine = serve(ScriptedEngine(download=0.4, hold_download=True,
-                                  load_errors={"owner/broken": "model: owner/broken is broken"})).engine
-    engine.release()  # the demo model's load passes its hold
+    engine = serve(ScriptedEngine(download=0.4, load_errors={"owner/broken": "model: owner/broken is broken"})).engine
     with connect(locations().data_dir, "test") as client:
         events_until(client, "JobDone", submit(client))
-        engine._released.clear()
+        engine.hold_download = True
         job = submit(client, options={**DEMO, "model": "owner/big"})
         engine.wait_holding()
         client.send({"type": "cancel", "job": job})
@@ -115,7 +112,6 @@ def test_a_download_held_at_40_percent_can_be_cancelled_and_a_failing_load_keeps
         progress = [m for m in seen if m["event"] == "DownloadProgress"]
         assert [(m["model"], m["done_bytes"] / m["total_bytes"]) for m in progress] == [("owner/big", 0.4)]
         assert seen[-1]["ended"] == "failed" and "downloading owner/big was cancelled" in seen[-1]["reason"]
-        engine.release()
         job = submit(client, options={**DEMO, "model": "owner/broken"})
         seen = events_until(client, "JobDone", job)
         failed = next(m for m in seen if m["event"] == "LoadFailed")
@@ -136,21 +132,29 @@ def test_the_app_hears_a_scripted_job_through_its_in_process_server(sdtui_home):
         host.stop(wait_s=10)
 
 
-def test_engine_cancel_stops_the_running_job_only(sdtui_home):
+def test_engine_cancel_stops_the_running_job_only_and_release_lets_a_held_one_finish(sdtui_home):
     from tui.engine.events import Cancelled, Finished
     from tui.engine.request import GenerationRequest
 
     engine = ScriptedEngine(hold_at_step=1)
+    request = GenerationRequest("x", seed=3, steps=2, width=64, height=64)
+
+    def held(events):
+        thread = threading.Thread(target=engine.generate, args=(request, events.append))
+        thread.start()
+        engine.wait_holding()
+        return thread
+
     events = []
-    thread = threading.Thread(target=engine.generate, args=(GenerationRequest("x", seed=3, steps=2, width=64,
-                                                                               height=64), events.append))
-    thread.start()
-    engine.wait_holding()
+    thread = held(events)
     assert engine.cancel()
     thread.join(5)
     assert isinstance(events[-1], Cancelled) and not engine.cancel()
+    engine.hold_at_step = 1
+    events = []
+    thread = held(events)
     engine.release()
-    again = engine.generate(GenerationRequest("x", seed=3, steps=2, width=64, height=64))
-    assert isinstance(again[0], Finished) and again[0].image.size == (64, 64)
+    thread.join(5)
+    assert isinstance(events[-1], Finished) and events[-1].image.size == (64, 64)
     same = engine.generate(GenerationRequest("y", seed=3, steps=1, width=64, height=64))[0].image
-    assert same.tobytes() == again[0].image.tobytes(), "the same seed gives the same pixels"
+    assert same.tobytes() == events[-1].image.tobytes(), "the same seed gives the same pixels"
