@@ -10,6 +10,7 @@ import socket
 import subprocess
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from PIL import Image
 
 from tests.conftest import run_sdtui
 from tests.reliability import assert_history_consistent, history_rows, start_generating
+from tests.scripted_engine import ScriptedEngine
 from tui import __version__
 from tui.engine import Engine, EngineOptions
 from tui.engine.events import Step
@@ -86,17 +88,31 @@ def test_a_different_version_is_told_to_stop_the_server():
 
 # --- the server, in this process ------------------------------------------------------------
 
-@pytest.fixture
-def server(tmp_path):
-    history = History(tmp_path / "history.db", tmp_path / "outputs")
-    made = Server(tmp_path, history, Engine(EngineOptions(model="demo")), keep_alive_s=-1, idle_exit_s=-1)
+def start_server(folder: Path, engine=None) -> tuple[Server, threading.Thread, History]:
+    """A server for ``folder`` serving on a thread, on ``engine`` (else the real one, demo model)."""
+    history = History(folder / "history.db", folder / "outputs")
+    made = Server(folder, history, engine or Engine(EngineOptions(model="demo")), keep_alive_s=-1, idle_exit_s=-1)
     made.bind()
     thread = threading.Thread(target=made.serve_forever, daemon=True)
     thread.start()
-    yield made
-    made.stop()
-    thread.join(timeout=30)
-    history.close()
+    return made, thread, history
+
+
+@contextmanager
+def serving(folder: Path, engine=None):
+    made, thread, history = start_server(folder, engine)
+    try:
+        yield made
+    finally:
+        made.stop()
+        thread.join(timeout=30)
+        history.close()
+
+
+@pytest.fixture
+def server(tmp_path):
+    with serving(tmp_path) as made:
+        yield made
 
 
 def submit(connection, prompt="a fox", **fields):
@@ -320,11 +336,7 @@ def test_status_shows_the_running_jobs_prompt_and_step_and_says_busy(server, tmp
 
 
 def test_a_stopping_server_tells_each_job_how_it_ended_before_it_says_goodbye(tmp_path):
-    history = History(tmp_path / "history.db", tmp_path / "outputs")
-    made = Server(tmp_path, history, Engine(EngineOptions(model="demo")), keep_alive_s=-1, idle_exit_s=-1)
-    made.bind()
-    thread = threading.Thread(target=made.serve_forever, daemon=True)
-    thread.start()
+    made, thread, history = start_server(tmp_path)
     try:
         with connect(tmp_path, "one") as one:
             running = submit(one, "running", steps=300, width=128, height=128)
@@ -377,8 +389,10 @@ def test_the_machine_is_kept_awake_while_jobs_run_and_let_go_after(server, tmp_p
         assert state["keeping_awake"] is False and state["queue_emptied_at"] <= time.time()
 
 
-def test_a_client_that_stops_reading_never_holds_up_the_job(server, tmp_path):
-    """A suspended terminal's client reads nothing; its messages back up, not the generation."""
+def test_a_client_that_stops_reading_never_holds_up_the_job(tmp_path):
+    """A suspended terminal's client reads nothing; its messages back up, not the generation. On the
+    scripted engine: 150 steps of 20 ms, each with its preview, and a job that waited on the stalled
+    client would never end."""
     def timed_job(reader) -> float:
         began = time.monotonic()
         job = submit(reader, steps=150, width=256, height=256)
@@ -387,7 +401,7 @@ def test_a_client_that_stops_reading_never_holds_up_the_job(server, tmp_path):
         assert len([m for m in seen if m["event"] == "ImageSaved"]) == 1
         return time.monotonic() - began
 
-    with connect(tmp_path, "reader") as reader:
+    with serving(tmp_path, ScriptedEngine(step_s=0.02)), connect(tmp_path, "reader") as reader:
         alone = timed_job(reader)
         stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
