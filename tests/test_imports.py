@@ -14,7 +14,7 @@ SHARED = "shared"  # tui/*.py: config, locations, logs, text, wildcards, the ver
 # listings, each importing nothing heavy. Never the runner, the model loader or the pipelines.
 ENGINE_VOCABULARY = {"tui.engine.events", "tui.engine.request", "tui.engine.memory", "tui.engine.families",
                      "tui.engine.device", "tui.engine.schedulers", "tui.engine.networks", "tui.engine.catalog",
-                     "tui.engine.img2img", "tui.engine.download", "tui.engine.models"}
+                     "tui.engine.img2img", "tui.engine.download", "tui.engine.models", "tui.engine.options"}
 # Who may import whom: a room not listed on the right is out of bounds for the one on the left.
 MAY_IMPORT = {
     "engine": {"engine"},
@@ -138,3 +138,20 @@ def test_the_first_frame_imports_no_engine_machinery():
     listed = run_and_list_heavy("import tui.client.app; print(sorted(m for m in sys.modules "
                                 "if m.startswith(('tui.engine.runner', 'tui.server', 'tui.engine.conditioning'))))")
     assert listed.splitlines() == ["[]", "[]"]
+
+
+# What the app's first frame does without: each loads when the feature that needs it is used
+# (memory figures, a config.toml, hashing, importing another tool's PNG, a screen being opened).
+NOT_FOR_THE_FIRST_FRAME = ("psutil", "tomllib", "hashlib", "secrets", "numpy", "PIL", "tui.store.importers",
+                           "tui.client.screens.help", "tui.client.screens.ask", "tui.client.screens.history",
+                           "tui.client.screens.viewer", "tui.client.screens.models", "tui.client.screens.networks",
+                           "tui.client.screens.picker", "tui.client.screens.compare")
+
+
+def test_the_first_frame_imports_only_what_it_draws():
+    """``import tui.client.app`` leaves out what the first frame does not need, so it keeps within
+    1.5x of a minimal Textual app's start (python -m tests.bench.terminal --startup)."""
+    listed = subprocess.run([sys.executable, "-c", "import sys, tui.client.app; "
+                             f"print(sorted(m for m in {NOT_FOR_THE_FIRST_FRAME!r} if m in sys.modules))"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert listed == "[]"

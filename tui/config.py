@@ -8,90 +8,95 @@ is allowed.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from tui.engine.device import DEVICES, DTYPES, SWITCHES
-from tui.engine.models import DEFAULT_MODEL
+from tui.engine.options import EngineOptions, option
 from tui.engine.request import InvalidRequest, validate_request
-from tui.engine.schedulers import DEFAULT_SCHEDULER
+from tui.engine.schedulers import DEFAULT_SCHEDULER, scheduler_names
 
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message is one line naming file and key."""
 
 
+GRAPHICS = ("auto", "kitty", "iterm2", "sixel", "halfblock")
+
+
 @dataclass
-class Settings:
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    dtype: str = "auto"
-    attention_slicing: str = "auto"
-    warmup: str = "auto"
-    previews: bool = True
-    preview_interval: int = 1
-    preview_max_fps: float = 4.0
-    negative_prompt: str = ""
-    steps: int = 20
-    guidance: float = 7.0
-    width: int = 512
-    height: int = 512
-    seed: int | str = "random"
-    scheduler: str = DEFAULT_SCHEDULER
-    count: int = 1
-    outputs_dir: str = ""  # empty: the default outputs folder
-    models_dir: str = ""  # empty: the default models folder
-    family_defaults: bool = True  # switching model sets its family's size (and Turbo's steps and guidance)
-    bell: bool = True
-    graphics: str = "auto"  # how pictures are drawn: auto, kitty, iterm2, sixel or halfblock
+class RequestDefaults:
+    """What every new job starts with (the prompt aside)."""
+    negative_prompt: str = option("", flag="--negative", metavar="TEXT", help="negative prompt")
+    steps: int = option(20, label="Steps", order=10, flag="--steps", metavar="N")
+    guidance: float = option(7.0, label="Guidance", order=20, flag="--guidance", metavar="G",
+                             help="classifier-free guidance scale, 0..50")
+    width: int = option(512, label="Width", order=40, flag="--width", metavar="W", help="multiple of 8, 64..2048")
+    height: int = option(512, label="Height", order=50, flag="--height", metavar="H", help="multiple of 8, 64..2048")
+    seed: int | str = option("random", label="Seed", order=60, flag="--seed", metavar="S",
+                             help="0..18446744073709551615 (64-bit, as ComfyUI's), or 'random'")
+    scheduler: str = option(DEFAULT_SCHEDULER, label="Scheduler", order=100, flag="--scheduler", metavar="NAME",
+                            choices=tuple(scheduler_names()), help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")
+    count: int = option(1, label="Images", order=70, flag="--count", metavar="N",
+                        help="images to make, 1..100 (seeds S, S+1, ...)")
+
+
+@dataclass
+class AppSettings:
+    """What only the app and its clients use."""
+    outputs_dir: str = option("", allowed="use a folder path")  # empty: the default outputs folder
+    family_defaults: bool = option(True)  # switching model sets its family's size (and Turbo's steps and guidance)
+    bell: bool = option(True)
+    graphics: str = option("auto", flag="--graphics", choices=GRAPHICS,
+                           help="how the app draws pictures: real pixels through the Kitty, iTerm2 or Sixel "
+                                "protocol, or half blocks (auto: a protocol the terminal says it shows, else half "
+                                "blocks)")  # how pictures are drawn
+
+
+@dataclass
+class Settings(AppSettings, RequestDefaults, EngineOptions):
+    """Every setting, each written once in the dataclass of its concern: the engine's options
+    (tui/engine/options.py), the request defaults and the app's own. config.toml's keys, the
+    checks, the command-line flags, the settings panel and what goes to the server are all
+    derived from the fields and their metadata."""
 
     def models_folder(self, default: Path) -> Path:
         """The models folder (with its loras/ and embeddings/): the setting, else ``default``."""
         return Path(self.models_dir).expanduser().resolve() if self.models_dir else default
 
     def request_fields(self) -> dict[str, Any]:
-        return {"negative_prompt": self.negative_prompt, "steps": self.steps, "guidance": self.guidance,
-                "width": self.width, "height": self.height, "seed": self.seed, "scheduler": self.scheduler,
-                "count": self.count}
+        return {f.name: getattr(self, f.name) for f in fields(RequestDefaults)}
+
+    def engine_fields(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(EngineOptions)}
 
 
-GRAPHICS = ("auto", "kitty", "iterm2", "sixel", "halfblock")
-CHOICES = {"device": DEVICES, "dtype": DTYPES, "attention_slicing": SWITCHES, "warmup": SWITCHES,
-           "graphics": GRAPHICS}
-_REQUEST_KEYS = ("negative_prompt", "steps", "guidance", "width", "height", "seed", "scheduler", "count")
+SAVED = {f.name: f for f in fields(Settings) if f.metadata.get("saved", True)}
+_REQUEST_KEYS = tuple(f.name for f in fields(RequestDefaults))
+
+
+def panel_fields() -> list:
+    """The settings the panel shows, in its order (each field's label and what it allows)."""
+    return sorted((f for f in fields(Settings) if f.metadata.get("label")), key=lambda f: f.metadata["order"])
+
+
+def flag_fields(*concerns) -> list:
+    """The fields of ``concerns`` (dataclasses) offered as command-line flags."""
+    return [f for concern in concerns for f in fields(concern) if f.metadata.get("flag")]
 
 
 def _check(key: str, value: Any, where: str) -> Any:
     """The value for ``key`` if it is allowed, else a ConfigError naming ``where`` (if any) and the key."""
     prefix = f"{where}: " if where else ""
+    spec = SAVED.get(key)
+    if spec is None:
+        raise ConfigError(f"{prefix}unknown key {key!r}; known keys are {', '.join(SAVED)}")
+    meta, default = spec.metadata, spec.default
 
     def bad(allowed: str) -> ConfigError:
         return ConfigError(f"{prefix}{key} = {value!r} is not allowed; {allowed}")
 
-    if key in CHOICES:
-        if value not in CHOICES[key]:
-            raise bad(f"use one of {', '.join(CHOICES[key])}")
-        return value
-    if key in ("previews", "bell", "family_defaults"):
-        if not isinstance(value, bool):
-            raise bad("use true or false")
-        return value
-    if key == "preview_interval":
-        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1000:
-            raise bad("use a whole number of steps from 1 to 1000")
-        return value
-    if key == "preview_max_fps":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or not 0 <= value <= 60:
-            raise bad("use a number of previews per second from 0 (no limit) to 60")
-        return float(value)
-    if key in ("model", "outputs_dir", "models_dir"):
-        if not isinstance(value, str) or (key == "model" and not value.strip()) or "\0" in value:
-            raise bad("use a Hub id, a folder path or \"demo\"" if key == "model" else "use a folder path")
-        return value
-    if key in _REQUEST_KEYS:
+    if key in _REQUEST_KEYS:  # the request's own rules, as the engine applies them
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise bad("use a plain value")
         try:
@@ -100,7 +105,22 @@ def _check(key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{prefix}{error.problems[0].message}") from None
         result = getattr(checked, key)
         return "random" if key == "seed" and result is None else result
-    raise ConfigError(f"{prefix}unknown key {key!r}; known keys are {', '.join(f.name for f in fields(Settings))}")
+    if meta.get("choices"):
+        if value not in meta["choices"]:
+            raise bad(f"use one of {', '.join(meta['choices'])}")
+        return value
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad("use true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, int if meta.get("whole") else (int, float)) \
+                or not math.isfinite(value) or not meta["low"] <= value <= meta["high"]:
+            raise bad(meta["allowed"])
+        return value if meta.get("whole") else float(value)
+    if not isinstance(value, str) or (key == "model" and not value.strip()) or "\0" in value:
+        raise bad(meta.get("allowed") or "use text")
+    return value
 
 
 def load_settings(path: Path) -> Settings:
@@ -108,6 +128,8 @@ def load_settings(path: Path) -> Settings:
     settings = Settings()
     if not path.exists():
         return settings
+    import tomllib
+
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -124,6 +146,8 @@ def load_settings(path: Path) -> Settings:
 def configured_keys(path: Path) -> set[str]:
     """The keys ``path`` sets (after load_settings has accepted it), so defaults can tell
     what the user chose from what was merely not given."""
+    import tomllib
+
     try:
         return set(tomllib.loads(path.read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
@@ -153,10 +177,10 @@ def save_settings(settings: Settings, path: Path) -> None:
     """Write every setting that differs from the default, atomically."""
     defaults = Settings()
     lines = ["# sdtui settings; delete a line to go back to its default"]
-    for f in fields(Settings):
-        value = getattr(settings, f.name)
-        if value != getattr(defaults, f.name):
-            lines.append(f"{f.name} = {_toml_value(value)}")
+    for name in SAVED:
+        value = getattr(settings, name)
+        if value != getattr(defaults, name):
+            lines.append(f"{name} = {_toml_value(value)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = path.with_name(path.name + ".tmp")
     temp.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -27,26 +27,37 @@ class _Parser(argparse.ArgumentParser):
 
 
 GLOBAL_PREFIX = "global_"
-_MODEL_KEYS = ("model", "demo", "device", "dtype", "attention_slicing", "allow_pickle", "verbose")
+def _add_flag(group, spec, prefix: str = "", choices: bool = True) -> None:
+    """The flag a settings field names in its metadata (``choices``: argparse checks them; the
+    request's fields are checked by the request's own rules, which accept more spellings)."""
+    meta = spec.metadata
+    kwargs: dict[str, Any] = {"dest": prefix + spec.name, "help": meta["help"] or None}
+    if isinstance(spec.default, bool):
+        kwargs["action"] = "store_true"
+    else:
+        kwargs["metavar"] = meta["metavar"] or None
+        if choices and meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+    group.add_argument(meta["flag"], **kwargs)
+
+
+def _model_flags() -> list:
+    from tui.config import flag_fields
+    from tui.engine.options import EngineOptions
+
+    return flag_fields(EngineOptions)
 
 
 def _add_model_options(parser: argparse.ArgumentParser, prefix: str = "") -> None:
     """The model flags, accepted before and after a subcommand. Values given before it are
     stored under ``prefix`` names, since argparse lets a subcommand's defaults overwrite them."""
-    from tui.engine.device import DEVICES, DTYPES, SWITCHES
-
     group = parser.add_argument_group("model and device")
     source = group.add_mutually_exclusive_group()
-    source.add_argument("--model", dest=prefix + "model", metavar="M", help="Hub id or local diffusers folder "
-                                                     "(default: stable-diffusion-v1-5/stable-diffusion-v1-5)")
-    source.add_argument("--demo", dest=prefix + "demo", action="store_true",
-                        help="use the built-in demo model (random weights, offline, makes noise)")
-    group.add_argument("--device", dest=prefix + "device", choices=DEVICES, help="where to run (auto: mps, else cuda, else cpu)")
-    group.add_argument("--dtype", dest=prefix + "dtype", choices=DTYPES, help="weights precision (auto: float16 on a GPU, float32 on cpu)")
-    group.add_argument("--attention-slicing", dest=prefix + "attention_slicing", choices=SWITCHES,
-                       help="compute attention in slices to save memory (auto: on for mps under 64 GB)")
-    group.add_argument("--allow-pickle", dest=prefix + "allow_pickle", action="store_true",
-                       help="allow .ckpt/.bin/.pt weights, which can run code when loaded")
+    for spec in _model_flags():
+        _add_flag(source if spec.name == "model" else group, spec, prefix)
+        if spec.name == "model":
+            source.add_argument("--demo", dest=prefix + "demo", action="store_true",
+                                help="use the built-in demo model (random weights, offline, makes noise)")
     parser.add_argument("-v", "--verbose", dest=prefix + "verbose", action="store_true", help="also print log lines to stderr")
 
 
@@ -54,27 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sdtui", description="Stable Diffusion in the terminal.")
     parser.add_argument("--version", action="version", version=f"sdtui {__version__}")
     _add_model_options(parser, GLOBAL_PREFIX)
-    from tui.config import GRAPHICS
+    from tui.config import AppSettings, RequestDefaults, flag_fields
 
     parser.add_argument("--no-server", dest="app_no_server", action="store_true",
                         help="run the engine inside the app instead of the sdtui server (its jobs end when the "
                              "app does)")
-    parser.add_argument_group("display").add_argument(
-        "--graphics", choices=GRAPHICS,
-        help="how the app draws pictures: real pixels through the Kitty, iTerm2 or Sixel protocol, or half "
-             "blocks (auto: a protocol the terminal says it shows, else half blocks)")
+    display = parser.add_argument_group("display")
+    for spec in flag_fields(AppSettings):
+        _add_flag(display, spec)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     generate = commands.add_parser("generate", help="make images without the interface; prints each saved path",
                                    description="Make images headless: progress on stderr, saved paths on stdout.")
     generate.add_argument("prompt", metavar="PROMPT")
-    generate.add_argument("--negative", metavar="TEXT", help="negative prompt")
-    generate.add_argument("--steps", metavar="N")
-    generate.add_argument("--guidance", metavar="G", help="classifier-free guidance scale, 0..50")
-    generate.add_argument("--seed", metavar="S", help="0..18446744073709551615 (64-bit, as ComfyUI's), or 'random'")
-    generate.add_argument("--width", metavar="W", help="multiple of 8, 64..2048")
-    generate.add_argument("--height", metavar="H", help="multiple of 8, 64..2048")
-    generate.add_argument("--scheduler", metavar="NAME", help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")
-    generate.add_argument("--count", metavar="N", help="images to make, 1..100 (seeds S, S+1, ...)")
+    for spec in flag_fields(RequestDefaults):
+        _add_flag(generate, spec, choices=False)
     generate.add_argument("--init-image", metavar="PATH", type=Path,
                           help="image-to-image from this image (its size, unless --width/--height say otherwise)")
     generate.add_argument("--strength", metavar="S",
@@ -110,22 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings_from(args: argparse.Namespace):
-    from tui.config import ConfigError, load_settings, override
+    """config.toml's settings with the flags given on top (every flag a settings field names)."""
+    from tui.config import ConfigError, Settings, flag_fields, load_settings, override
     from tui.locations import locations
 
     try:
         settings = load_settings(locations().config_file)
-        values: dict[str, Any] = {
-            "model": "demo" if getattr(args, "demo", False) else getattr(args, "model", None),
-            "device": getattr(args, "device", None),
-            "dtype": getattr(args, "dtype", None),
-            "attention_slicing": getattr(args, "attention_slicing", None),
-            "graphics": getattr(args, "graphics", None),
-        }
-        for key, flag in (("negative_prompt", "negative"), ("steps", "steps"), ("guidance", "guidance"),
-                          ("seed", "seed"), ("width", "width"), ("height", "height"), ("scheduler", "scheduler"),
-                          ("count", "count")):
-            values[key] = getattr(args, flag, None)
+        values = {spec.name: getattr(args, spec.name, None) for spec in flag_fields(Settings)
+                  if not isinstance(spec.default, bool)}  # a switch flag (--allow-pickle) is the run's, not a setting
+        if getattr(args, "demo", False):
+            values["model"] = "demo"
         return override(settings, values)
     except ConfigError as error:
         raise UsageError(str(error)) from None
@@ -133,7 +131,7 @@ def _settings_from(args: argparse.Namespace):
 
 def _merge_global(args: argparse.Namespace) -> None:
     """Flags given before the subcommand apply too (``sdtui --demo generate x``); those after it win."""
-    for key in _MODEL_KEYS:
+    for key in [spec.name for spec in _model_flags()] + ["demo", "verbose"]:
         if getattr(args, key, None) in (None, False):
             setattr(args, key, getattr(args, GLOBAL_PREFIX + key))
     if args.model and args.demo:

@@ -135,12 +135,10 @@ class Session:
     # --- what the interface asks for ------------------------------------------------------
 
     def engine_options(self) -> dict[str, Any]:
-        """What the engine needs from the settings; it travels with each job and load."""
-        s = self.settings
-        return {"model": s.model, "device": s.device, "dtype": s.dtype, "attention_slicing": s.attention_slicing,
-                "warmup": s.warmup, "allow_pickle": self.allow_pickle, "previews": s.previews,
-                "preview_interval": s.preview_interval, "preview_max_fps": s.preview_max_fps,
-                "models_dir": str(s.models_folder(self.places.models_dir))}
+        """What the engine needs from the settings (every field of EngineOptions); it travels with
+        each job and load."""
+        return {**self.settings.engine_fields(), "allow_pickle": self.allow_pickle,
+                "models_dir": str(self.settings.models_folder(self.places.models_dir))}
 
     def _outputs_setting(self) -> str | None:
         """The outputs folder when the settings name one (else the server uses its own default)."""

@@ -9,7 +9,8 @@ _HOMES = {
                "Started", "Step", "Timings"),
     "models": ("DEFAULT_MODEL", "ModelLoadError"),
     "request": ("FieldProblem", "GenerationRequest", "InvalidRequest", "validate_request"),
-    "runner": ("Engine", "EngineOptions"),
+    "runner": ("Engine",),
+    "options": ("EngineOptions",),
     "schedulers": ("DEFAULT_SCHEDULER", "scheduler_names"),
 }
 _HOME_OF = {name: module for module, names in _HOMES.items() for name in names}

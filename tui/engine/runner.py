@@ -14,7 +14,7 @@ import statistics
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,9 +25,10 @@ from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finis
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
-from tui.engine.models import (DEFAULT_MODEL, ModelLoadError, ModelSource, fetch_from_hub, first_line,
+from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, resolve_source, single_file_loader)
 from tui.engine.networks import NetworkError
+from tui.engine.options import EngineOptions
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
@@ -39,20 +40,6 @@ MEMORY_SAMPLE_INTERVAL_S = 0.25  # a step's memory figures are at most this old
 
 def _ignore(_event: Event) -> None:
     pass
-
-
-@dataclass
-class EngineOptions:
-    model: str = DEFAULT_MODEL
-    device: str = "auto"
-    dtype: str = "auto"
-    attention_slicing: str = "auto"
-    warmup: str = "auto"
-    allow_pickle: bool = False
-    previews: bool = True
-    preview_interval: int = 1
-    preview_max_fps: float = 4.0
-    models_dir: str = ""  # where loras/ and embeddings/ are; empty: none
 
 
 class _ListenerError(Exception):

@@ -30,8 +30,6 @@ from tui.server.awake import KeepAwake
 from tui.wire.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
 
 log = logging.getLogger("tui.server")
-ENGINE_OPTION_KEYS = ("model", "device", "dtype", "attention_slicing", "warmup", "allow_pickle", "previews",
-                      "preview_interval", "preview_max_fps", "models_dir")
 TICK_S = 0.5  # how often idle time is looked at; every wait in the server is bounded by it
 SEND_TIMEOUT_S = 5.0  # a client that does not read for this long is dropped, never waited for
 OUTBOX_LIMIT = 512  # messages waiting for one client before it counts as gone
@@ -450,10 +448,10 @@ class _LogBroadcast(logging.Handler):
 
 def _engine_options(message: dict[str, Any]):
     """The engine options a client's message carries (only the keys a client may set)."""
-    from tui.engine.runner import EngineOptions
+    from tui.engine.options import EngineOptions, option_names
 
     raw = message.get("options") or {}
-    return EngineOptions(**{key: raw[key] for key in ENGINE_OPTION_KEYS if key in raw})
+    return EngineOptions(**{key: raw[key] for key in option_names() if key in raw})
 
 
 def _family_adjuster(chosen: set[str], notice):

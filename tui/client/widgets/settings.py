@@ -16,18 +16,17 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from tui.config import ConfigError, Settings, override
-from tui.engine.device import DEVICES, DTYPES, SWITCHES
-from tui.engine.schedulers import scheduler_names
+from tui.config import ConfigError, Settings, override, panel_fields
 from tui.client.widgets.safe_input import SafeInput
 from tui.client.wording import clean_pasted_path
 
 SIZE_PRESETS = ["512x512", "768x768", "1024x1024", "512x768", "768x512", "832x1216", "1216x832", "640x448"]
-RELOAD_KEYS = ("model", "device", "dtype")
-TEXT_FIELDS = (("steps", "Steps"), ("guidance", "Guidance"), ("width", "Width"), ("height", "Height"),
-               ("seed", "Seed"), ("count", "Images"), ("model", "Model"))
-CHOICE_FIELDS = (("scheduler", "Scheduler", scheduler_names()), ("attention_slicing", "Attn slicing", SWITCHES),
-                 ("device", "Device", DEVICES), ("dtype", "Dtype", DTYPES))
+# The panel's fields come from the settings' own (tui/config.py): a field with a label is shown,
+# as a switch (true or false), a list (choices) or a text field.
+FIELDS = panel_fields()
+RELOAD_KEYS = tuple(f.name for f in FIELDS if f.metadata["reload"])
+SWITCH_KEYS = tuple(f.name for f in FIELDS if isinstance(f.default, bool))
+TEXT_KEYS = tuple(f.name for f in FIELDS if not f.metadata["choices"] and f.name not in SWITCH_KEYS)
 
 
 def shown_value(value: object) -> str:
@@ -68,7 +67,8 @@ class SettingsPanel(VerticalScroll):
         s = self.settings
         size = f"{s.width}x{s.height}"
         presets = [(p, p) for p in SIZE_PRESETS]
-        for key, title in TEXT_FIELDS:
+        for spec in FIELDS:
+            key, title, value = spec.name, spec.metadata["label"], getattr(s, spec.name)
             if key == "width":
                 with Horizontal(classes="row"):
                     yield Label("Size preset", classes="name")
@@ -76,9 +76,15 @@ class SettingsPanel(VerticalScroll):
                                  id="size-preset", compact=True)
             with Horizontal(classes="row"):
                 yield Label(title, classes="name")
-                yield SafeInput(shown_value(getattr(s, key)), id=f"setting-{key}", select_on_focus=False,
-                                compact=True)
-            yield Static(id=f"problem-{key}", classes="problem")
+                if isinstance(spec.default, bool):
+                    yield Checkbox(spec.metadata["help"], value=value, id=f"setting-{key}", compact=True)
+                elif spec.metadata["choices"]:
+                    yield Select([(o, o) for o in spec.metadata["choices"]], value=value, allow_blank=False,
+                                 id=f"setting-{key}", compact=True)
+                else:
+                    yield SafeInput(shown_value(value), id=f"setting-{key}", select_on_focus=False, compact=True)
+            if key in TEXT_KEYS:
+                yield Static(id=f"problem-{key}", classes="problem")
             if key == "seed":
                 with Horizontal(classes="row"):
                     yield Label("", classes="name")
@@ -87,19 +93,11 @@ class SettingsPanel(VerticalScroll):
                 with Horizontal(classes="row"):
                     yield Label("", classes="name")
                     yield Button("Browse models (F3)", id="browse-models", compact=True)
-        for key, title, options in CHOICE_FIELDS:
-            with Horizontal(classes="row"):
-                yield Label(title, classes="name")
-                yield Select([(o, o) for o in options], value=getattr(s, key), allow_blank=False,
-                             id=f"setting-{key}", compact=True)
-        with Horizontal(classes="row"):
-            yield Label("Previews", classes="name")
-            yield Checkbox("live previews", value=s.previews, id="setting-previews", compact=True)
 
     # --- reading the fields ---------------------------------------------------------------
 
     def _apply(self, key: str, value: object) -> None:
-        problem = self.query_one(f"#problem-{key}", Static) if key in dict(TEXT_FIELDS) else None
+        problem = self.query_one(f"#problem-{key}", Static) if key in TEXT_KEYS else None
         try:
             updated = override(self.settings, {key: value})
         except ConfigError as error:
@@ -121,7 +119,7 @@ class SettingsPanel(VerticalScroll):
     @on(Input.Changed)
     def _text_changed(self, event: Input.Changed) -> None:
         key = (event.input.id or "").removeprefix("setting-")
-        if key in dict(TEXT_FIELDS) and key != "model":
+        if key in TEXT_KEYS and key != "model":
             event.stop()
             self._apply(key, event.value)
             if key in ("width", "height"):
@@ -159,8 +157,9 @@ class SettingsPanel(VerticalScroll):
     @on(Checkbox.Changed)
     def _checkbox_changed(self, event: Checkbox.Changed) -> None:
         event.stop()
-        if event.checkbox.id == "setting-previews":
-            self._apply("previews", event.value)
+        key = (event.checkbox.id or "").removeprefix("setting-")
+        if key in SWITCH_KEYS:
+            self._apply(key, event.value)
         elif event.checkbox.id == "seed-lock" and not self._quiet:
             self.post_message(self.Changed("seed_lock", event.value, False))
 
@@ -170,11 +169,11 @@ class SettingsPanel(VerticalScroll):
         """Show ``value`` in the field for ``key`` and apply it as if typed."""
         self._quiet = not announce
         try:
-            if key in dict(TEXT_FIELDS):
+            if key in TEXT_KEYS:
                 self.query_one(f"#setting-{key}", Input).value = str(value)
                 self._apply(key, str(value))  # Input.Changed arrives later; apply now so callers see it
-            elif key == "previews":
-                self._set_switch("setting-previews", bool(value))
+            elif key in SWITCH_KEYS:
+                self._set_switch(f"setting-{key}", bool(value))
                 self._apply(key, bool(value))
             else:
                 self.query_one(f"#setting-{key}", Select).value = value
