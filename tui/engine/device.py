@@ -96,6 +96,36 @@ def choose_attention_slicing(setting: str, device: str, total_ram: int, family_b
     return Decision("attention slicing", False, f"auto: off on {device}, where it only slows attention down")
 
 
+# The VAE's decoder runs self-attention over every latent position (diffusers' AutoencoderKL mid
+# block), so its scores grow with the square of the pixel count: 0.5 GiB at 1024x1024 in float16,
+# 8 GiB at 2048x2048. On mps, scaled_dot_product_attention computes them whole, and a decode that
+# outgrows memory swaps or fails at the very end of a job. Tiled decoding (diffusers'
+# AutoencoderKL.enable_tiling, which InvokeAI also turns on for large images, invoke-ai/InvokeAI#2920)
+# decodes in overlapping tiles of the model's own size and blends their seams.
+VAE_ATTENTION_SHARE = 4  # tile when the scores would take more than a quarter of the memory
+
+
+def vae_attention_bytes(width: int, height: int, dtype_bytes: int) -> int:
+    """The VAE decoder's attention scores for one image: one per pair of latent positions."""
+    positions = (width // 8) * (height // 8)
+    return positions * positions * dtype_bytes
+
+
+def choose_vae_tiling(setting: str, device: str, memory_total: int, width: int, height: int,
+                      dtype_bytes: int) -> Decision:
+    """Whether this job's image is decoded in tiles; ``memory_total``: the device's (unified
+    memory on mps, the card on cuda, RAM on the CPU)."""
+    if setting not in SWITCHES:
+        raise DeviceError(f"VAE tiling: unknown {setting!r}; use one of {', '.join(SWITCHES)}")
+    if setting != "auto":
+        return Decision("VAE tiling", setting == "on", "set by the user")
+    need = vae_attention_bytes(width, height, dtype_bytes)
+    share = f"{width}x{height} needs {need / GIB:.1f} GiB for the VAE's attention, of {memory_total / GIB:.0f} GiB"
+    if need * VAE_ATTENTION_SHARE > memory_total:
+        return Decision("VAE tiling", True, f"auto: on, {share} on {device}")
+    return Decision("VAE tiling", False, f"auto: off, {share} on {device}")
+
+
 def choose_warmup(setting: str, device: str, torch_version: str) -> Decision:
     if setting not in SWITCHES:
         raise DeviceError(f"warm-up: unknown {setting!r}; use one of {', '.join(SWITCHES)}")

@@ -43,6 +43,9 @@ class EngineOptions:
     attention_slicing: str = option("auto", label="Attn slicing", order=110, flag="--attention-slicing",
                                     choices=SWITCHES,
                                     help="compute attention in slices to save memory (auto: on for mps under 64 GB)")
+    vae_tiling: str = option("auto", label="VAE tiling", order=115, flag="--vae-tiling", choices=SWITCHES,
+                             help="decode the image in tiles to save memory (auto: on when the decode would take "
+                                  "over a quarter of the memory)")
     warmup: str = option("auto", choices=SWITCHES)
     # Never kept in config.toml: a pickle can run code, so each run that wants one says so.
     allow_pickle: bool = option(False, saved=False, flag="--allow-pickle",

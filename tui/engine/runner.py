@@ -86,6 +86,7 @@ class Engine:
         self._denoised = None
         self._previewer: LatentPreviewer | None = None
         self._slicing: bool | None = None
+        self._tiling: bool | None = None  # the VAE tiling decision the log last gave
         self._loaded_key: tuple | None = None
         self._loaded_options: EngineOptions | None = None
         self._loaded_event: Loaded | None = None
@@ -268,6 +269,24 @@ class Engine:
             self._slicing = decision.value
         return decision
 
+    def _apply_vae_tiling(self, size: tuple[int, int]) -> devices.Decision | None:
+        """Decode this job's image in tiles or whole: it depends on the size, so it is decided per job."""
+        vae = getattr(self.pipe, "vae", None)
+        if vae is None or not hasattr(vae, "enable_tiling"):
+            return None
+        import torch
+
+        memory = sample_memory(self.device)
+        decision = devices.choose_vae_tiling(self.options.vae_tiling, self.device,
+                                             memory.device_limit or memory.system_total, *size,
+                                             torch.finfo(vae.dtype).bits // 8)
+        if decision.value != getattr(vae, "use_tiling", None):
+            vae.enable_tiling() if decision.value else vae.disable_tiling()
+        if decision.value != self._tiling:  # said for the first job of a model, then when it changes
+            log.info(decision.describe())
+            self._tiling = decision.value
+        return decision
+
     def unload(self, on_event: OnEvent = _ignore) -> None:
         """Drop the pipeline and hand its memory back before anything else is loaded."""
         if self.pipe is None:
@@ -280,7 +299,7 @@ class Engine:
         self._base_scheduler_config = {}
         self._previewer = None
         self._denoised = None
-        self._slicing = None
+        self._slicing = self._tiling = None
         self._networks.reset()
         self._img2img = None
         _free_device_memory(self.device)
@@ -323,6 +342,7 @@ class Engine:
                 self.load(on_event, cancel)
             self._use_scheduler(request.scheduler)
             self._apply_attention_slicing()
+            self._apply_vae_tiling(request.output_size)
             prepared = self._networks.prepare(self.pipe, self.family_info.base, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
             prompts = self._prompt_arguments(prepared)
