@@ -32,6 +32,7 @@ def example(cls: type):
         wire.ImageSaved: lambda: wire.ImageSaved("/out/fox.png", 1, 99, REQUEST, TIMINGS, {"torch": "2.13"}),
         wire.Queued: lambda: wire.Queued(REQUEST, "generate"),
         wire.JobDone: lambda: wire.JobDone(7, 2, "cancelled", "cancelled after 2 images"),
+        wire.ClientsChanged: lambda: wire.ClientsChanged(("app", "generate"), came="generate"),
     }
     if cls in made:
         return made[cls]()
@@ -99,3 +100,58 @@ def test_each_event_has_the_client_message_of_its_own_name():
     assert set(messages.MESSAGE_FOR) == set(wire.EVENTS.values())
     for event, message in messages.MESSAGE_FOR.items():
         assert message.__name__ == event.__name__ and issubclass(message, messages.ServerEvent)
+
+
+def frames_until(connection, wanted, limit=10.0):
+    """The typed events a connection receives until one of type ``wanted`` (within ``limit`` s)."""
+    import time
+
+    seen, deadline = [], time.monotonic() + limit
+    while time.monotonic() < deadline:
+        frame = connection.receive(timeout=0.2)
+        if frame and frame[0].get("type") == "event":
+            seen.append(wire.decode_event(*frame))
+            if isinstance(seen[-1], wanted):
+                return seen
+    raise AssertionError(f"no {wanted.__name__} within {limit} s; saw {seen}")
+
+
+def test_the_other_clients_hear_who_came_and_went_but_not_of_status(tmp_path):
+    """A server event added as one dataclass: ClientsChanged, through the real server and socket."""
+    from tests.scripted_engine import ScriptedEngine
+    from tui.client.connection import connect
+    from tui.locations import Locations
+    from tui.server.host import stand_up
+
+    host = stand_up(Locations(tmp_path, tmp_path), engine=ScriptedEngine(), keep_alive_s=-1, idle_exit_s=-1).start()
+    try:
+        with connect(tmp_path, "app") as app:
+            with connect(tmp_path, "generate") as other:
+                came = frames_until(app, wire.ClientsChanged)[-1]
+                assert came == wire.ClientsChanged(("app", "generate"), came="generate")
+                with connect(tmp_path, "status"):
+                    pass
+            left = frames_until(app, wire.ClientsChanged)
+            assert left[-1] == wire.ClientsChanged(("app",), left="generate"), "status is never counted"
+            assert len([e for e in left if isinstance(e, wire.ClientsChanged)]) == 1
+    finally:
+        host.stop(wait_s=5)
+
+
+@pytest.mark.asyncio
+async def test_the_app_says_when_another_app_shares_its_server(sdtui_home):
+    from tests.app_helpers import make_app, wait_connected, wait_for
+    from tests.scripted_engine import scripted
+    from tui.client.connection import connect
+    from tui.client.widgets.log import LogPanel
+
+    app = make_app(engine=scripted())
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_connected(pilot, app)
+        log = app.main_screen.query_one(LogPanel)
+        said = lambda words: any(words in line for line in log.lines_written)  # noqa: E731
+        with connect(app.places.data_dir, "app"):
+            await wait_for(pilot, lambda: said("another sdtui app connected to this server (2 now)"), timeout=10)
+            assert app.session.clients == ("app", "app")
+        await wait_for(pilot, lambda: said("another sdtui app left this server"), timeout=10)
+        assert app.session.clients == ("app",)

@@ -173,4 +173,8 @@ class ServiceCrashed(ServerEvent):
     pass
 
 
+class ClientsChanged(ServerEvent):
+    """Another client came or went (another app shares this server's queue)."""
+
+
 MESSAGE_FOR: dict[type, type[ServerEvent]] = {event: globals()[name] for name, event in wire.EVENTS.items()}

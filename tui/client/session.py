@@ -72,6 +72,7 @@ class Session:
         self.running: int | None = None
         self.waiting = 0
         self.loading = False
+        self.clients: tuple[str, ...] = ()  # the kind of each client connected, this one included
 
     @property
     def outputs_dir(self) -> Path:
@@ -262,6 +263,8 @@ class Session:
                 self.model = self.loaded_ref = None
         elif kind is wire.Unloaded:
             self.model = self.loaded_ref = None
+        elif kind is wire.ClientsChanged:
+            self.clients = event.clients
         elif kind is wire.ImageSaved:
             made, self._made = self._made, None
             image = made[1] if made and made[0] == (job, event.index) else read_image(event.path)

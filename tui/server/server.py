@@ -24,12 +24,13 @@ from typing import Any
 
 from tui import __version__
 from tui.logs import FOR_THE_LOG_FILE, SERVER_LIFE, screen_line
-from tui.wire.events import JobDone, Queued, ServerState, encode_event, encode_state
+from tui.wire.events import ClientsChanged, JobDone, Queued, ServerState, encode_event, encode_state
 from tui.wire.protocol import PROTOCOL_VERSION, FrameReader, ProtocolError, encode_frame, mismatch
 from tui.server.awake import KeepAwake
 from tui.wire.place import peer_uid, pid_path, private_dir, runtime_dir, socket_path
 
 log = logging.getLogger("tui.server")
+MOMENTARY_CLIENTS = ("status", "stop")  # they ask one thing and leave: nobody needs to hear of them
 TICK_S = 0.5  # how often idle time is looked at; every wait in the server is bounded by it
 SEND_TIMEOUT_S = 5.0  # a client that does not read for this long is dropped, never waited for
 OUTBOX_LIMIT = 512  # messages waiting for one client before it counts as gone
@@ -280,6 +281,7 @@ class Server:
                 for kind in ("Started", "Preview", "Step"):  # the job where it is now
                     if kind in self._running:
                         client.send(*self._running[kind])
+            self._clients_changed(came=client)
             for message, _ in frames:
                 reply = self._handle(message, client)
                 if reply is not None:
@@ -294,6 +296,7 @@ class Server:
                     self.clients.remove(client)
             if not left_for_the_shut_down:
                 client.finish()
+                self._clients_changed(left=client)
 
     def _handle(self, message: dict[str, Any], client: _Client) -> dict[str, Any] | None:
         kind = message.get("type")
@@ -346,6 +349,21 @@ class Server:
             others = [c for c in self.clients if c is not sender]
         for other in others:
             other.send(message, payload)
+
+    def _clients_changed(self, came: _Client | None = None, left: _Client | None = None) -> None:
+        """Tell the other clients who is connected now (a second app shares this queue, say)."""
+        changed = came or left
+        if changed is None or changed.name in MOMENTARY_CLIENTS:
+            return
+        with self._clients_lock:
+            if self._clients_closed:
+                return
+            names = tuple(c.name for c in self.clients if c.name not in MOMENTARY_CLIENTS)
+            others = [c for c in self.clients if c is not changed]
+        event = ClientsChanged(names, came.name if came else "", left.name if left else "")
+        message, payload = encode_event(event, None)
+        for client in others:
+            client.send(message, payload)
 
     def _app_connected(self) -> bool:
         with self._clients_lock:

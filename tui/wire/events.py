@@ -78,6 +78,15 @@ class ServiceCrashed:
     message: str
 
 
+@dataclass(frozen=True)
+class ClientsChanged:
+    """A client came or went; ``clients``: the kind of each one connected now ("app", "generate"),
+    in the order they came. Momentary ones (`sdtui status`, `sdtui stop`) are not counted."""
+    clients: tuple[str, ...]
+    came: str = ""
+    left: str = ""
+
+
 # How a job ended. refused: bad input found once it was its turn (a LoRA the prompt names is not
 # there, a model name nothing answers to); dropped: it never started (cancelled while waiting, or
 # the queue was cleared); stopped: the server stopped before it finished.
@@ -134,7 +143,8 @@ class ServerState:
 
 EVENTS: dict[str, type] = {cls.__name__: cls for cls in (
     LoadStarted, DownloadProgress, Loaded, Unloaded, Notice, Started, Step, Finished, Cancelled, Failed,
-    Queued, QueueChanged, ImageSaved, SaveFailed, LoadFailed, HistoryRepaired, ServiceCrashed, JobDone)}
+    Queued, QueueChanged, ImageSaved, SaveFailed, LoadFailed, HistoryRepaired, ServiceCrashed, JobDone,
+    ClientsChanged)}
 
 
 def encode_event(event: Any, job: int | None) -> tuple[dict[str, Any], bytes]:

@@ -502,6 +502,14 @@ class MainScreen(Screen):
         self.log_line(said, "error")
         self.app.notify(said, severity="error", timeout=30)
 
+    @on(m.ClientsChanged)
+    def _clients_changed(self, message: m.ClientsChanged) -> None:
+        change, apps = message.event, message.event.clients.count("app")
+        if change.came == "app":
+            self.log_line(f"another sdtui app connected to this server ({apps} now): jobs from each share one queue")
+        elif change.left == "app":
+            self.log_line("another sdtui app left this server" + (f" ({apps} still connected)" if apps > 1 else ""))
+
     @on(m.Cancelled)
     def _cancelled(self, message: m.Cancelled) -> None:
         completed = message.event.completed
