@@ -40,7 +40,8 @@ from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.preview import PreviewThrottle
 from tui.engine.request import GenerationRequest
-from tui.engine.runner import EngineOptions, total_steps_of
+from tui.engine.options import EngineOptions
+from tui.engine.runner import total_steps_of
 
 log = logging.getLogger("tui.engine")  # the real engine's logger: its lines reach the app's log the same way
 
