@@ -58,10 +58,12 @@ async def wait_loaded(pilot, app) -> None:
 async def generate_each(pilot, app, prompts) -> None:
     """Generate one image per prompt through the app's prompt box, oldest first, and wait for all."""
     await wait_loaded(pilot, app)
+    ended = app.session.jobs_ended
     for prompt in prompts:
         await type_prompt(pilot, prompt)
         await pilot.press("enter")
-    await wait_for(pilot, lambda: app.history.count() >= len(prompts) and not app.session.busy
+    # Every job's JobDone taken by the Session, and its messages handled by the screens.
+    await wait_for(pilot, lambda: app.session.jobs_ended >= ended + len(prompts) and not app.session.busy
                    and app.session.waiting == 0, what="the images")
     await pilot.pause(0.2)
 

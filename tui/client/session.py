@@ -73,6 +73,7 @@ class Session:
         self.waiting = 0
         self.loading = False
         self.clients: tuple[str, ...] = ()  # the kind of each client connected, this one included
+        self.jobs_ended = 0  # JobDone events taken since this client connected, any client's jobs
 
     @property
     def outputs_dir(self) -> Path:
@@ -265,6 +266,8 @@ class Session:
             self.model = self.loaded_ref = None
         elif kind is wire.ClientsChanged:
             self.clients = event.clients
+        elif kind is wire.JobDone:
+            self.jobs_ended += 1
         elif kind is wire.ImageSaved:
             made, self._made = self._made, None
             image = made[1] if made and made[0] == (job, event.index) else read_image(event.path)

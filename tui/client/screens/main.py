@@ -20,11 +20,9 @@ from textual.screen import Screen
 from textual.widgets import Header, Input
 
 from tui.client.widgets.footer import FittingFooter
-from tui.text import format_duration
 from tui.engine.catalog import remember_recent
-from tui.engine.events import DownloadProgress, Step
+from tui.engine.events import Step
 from tui.engine.families import defaults_on_switch
-from tui.engine.memory import format_bytes
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
 from tui.client.grid import GridError, PendingGrid, grid_cells, grid_from_files
 from tui.client import messages as m
@@ -41,14 +39,13 @@ from tui.client.widgets.settings import SettingsPanel
 from tui.client.widgets.stage import Stage
 from tui.client.widgets.status import Line, StatusPanel
 from tui.client.widgets.strip import RecentStrip, StripItem
-from tui.client.widgets.thumbnail import ByteBudget, Thumbnail
+from tui.client.widgets.thumbnail import Thumbnail
 from tui.wildcards import WildcardError
 
 STEP_KEYS = {"steps": 1, "guidance": 0.5}
 # What the picture and the progress lines may send to the terminal while a job runs: an
 # SSH link should carry well under 100 KB/s at 200x60 with previews on.
 PREVIEW_BYTES_PER_S = 24 * 1024
-STATUS_INTERVAL_S = 0.25
 SETTINGS_MIN_WIDTH = 120  # columns; narrower terminals start with the settings panel hidden
 
 
@@ -81,13 +78,6 @@ class MainScreen(Screen):
         self.last_seed: int | None = None
         self.last_path: str | None = None
         self.recall = PromptRecall()
-        self._download_start: tuple[float, int] | None = None
-        self._preview_budget = ByteBudget(PREVIEW_BYTES_PER_S)
-        self._pending_preview = None
-        self._preview_timer = None
-        self._pending_step: Step | None = None
-        self._status_due = 0.0
-        self._status_timer = None
         self._idle_cancel_noted = float("-inf")
         self._making = None  # the request of the running job, its seed resolved
         self._running_job: int | None = None  # the job whose progress the status lines show
@@ -108,7 +98,7 @@ class MainScreen(Screen):
                             compact=True)
                 yield Line(id="caption", wrap=False)
                 with Stage(id="stage"):
-                    yield Thumbnail(id="preview")
+                    yield Thumbnail(id="preview", preview_bytes_per_s=PREVIEW_BYTES_PER_S)
                     with Vertical(id="side"):
                         yield RecentStrip(id="recent")
                         yield LogPanel(id="log")
@@ -432,9 +422,9 @@ class MainScreen(Screen):
     def _step(self, message: m.Step) -> None:
         step = message.event
         self._making_index = step.image_index
-        self._queue_status(step)
+        self.query_one(StatusPanel).offer(step)
         if step.preview is not None:
-            self._offer_preview(step.preview)
+            self.query_one("#preview", Thumbnail).offer(step.preview)
 
     @on(m.Started)
     def _started(self, message: m.Started) -> None:
@@ -552,10 +542,10 @@ class MainScreen(Screen):
 
     @on(m.DownloadProgress)
     def _download_progress(self, message: m.DownloadProgress) -> None:
-        report = message.event
-        detail = self._download_text(report)
+        report, status = message.event, self.query_one(StatusPanel)
+        detail = status.download_detail(report)
         self.set_caption(f"downloading {report.model}", detail)
-        self.query_one(StatusPanel).download(report.done_bytes, report.total_bytes, detail)
+        status.download(report.done_bytes, report.total_bytes, detail)
 
     @on(m.Unloaded)
     def _unloaded(self, message: m.Unloaded) -> None:
@@ -566,7 +556,6 @@ class MainScreen(Screen):
     @on(m.Loaded)
     def _loaded(self, message: m.Loaded) -> None:
         report = message.event
-        self._download_start = None
         status = self.query_one(StatusPanel)
         status.download_ended()
         if report.memory is not None:
@@ -579,7 +568,6 @@ class MainScreen(Screen):
     @on(m.LoadFailed)
     def _load_failed(self, message: m.LoadFailed) -> None:
         failed = message.event
-        self._download_start = None
         self.query_one(StatusPanel).download_ended()
         if failed.kept is not None:
             self._model_kept(failed.kept)
@@ -592,27 +580,6 @@ class MainScreen(Screen):
         said = in_app_wording(failed.message).rstrip(".")
         advice = "" if DEMO_COMMAND in said else f". Pick another model with F3, or use {DEMO_COMMAND}"  # said once
         self.app.notify(f"{said}{advice}.", severity="error", timeout=15)
-
-    def _queue_status(self, report: Step) -> None:
-        """Progress lines repaint at most every STATUS_INTERVAL_S; the last step at once."""
-        now = time.monotonic()
-        self._pending_step = report
-        if report.step == report.total or now >= self._status_due:
-            self._flush_status()
-        elif self._status_timer is None:
-            self._status_timer = self.set_timer(self._status_due - now, self._flush_status)
-
-    def _flush_status(self) -> None:
-        if self._status_timer is not None:
-            self._status_timer.stop()
-            self._status_timer = None
-        report, self._pending_step = self._pending_step, None
-        if report is None:
-            return
-        self.query_one(StatusPanel).step(report.step, report.total, report.image_index, report.step_seconds,
-                                         report.elapsed, report.it_per_s, report.memory)
-        self._status_due = time.monotonic() + STATUS_INTERVAL_S
-        self._tell_history_screens(progress=self._progress_text(report), rows=False)
 
     def _progress_text(self, report: Step) -> str:
         """One line of where the running job is, for screens over this one."""
@@ -636,45 +603,14 @@ class MainScreen(Screen):
                 if progress is not None:
                     screen.show_progress(progress)
 
-    def _offer_preview(self, image) -> None:
-        """Show a preview now if the byte budget allows, else keep the newest for later."""
-        preview = self.query_one("#preview", Thumbnail)
-        now = time.monotonic()
-        wait = self._preview_budget.wait_for(preview.frame_bytes, now)
-        if wait <= 0:
-            self._pending_preview = None
-            preview.show(image, final=False)
-            self._preview_budget.spend(preview.frame_bytes, now)
-            return
-        self._pending_preview = image
-        if self._preview_timer is None:
-            self._preview_timer = self.set_timer(wait, self._flush_preview)
-
-    def _flush_preview(self) -> None:
-        self._preview_timer = None
-        image, self._pending_preview = self._pending_preview, None
-        if image is not None:
-            self._offer_preview(image)
-
     def _finish_painting(self) -> None:
         """A job ended: its last progress shows now, and a preview still waiting is dropped."""
-        self._pending_preview = None
-        if self._preview_timer is not None:
-            self._preview_timer.stop()
-            self._preview_timer = None
-        self._flush_status()
+        self.query_one("#preview", Thumbnail).drop_offers()
+        self.query_one(StatusPanel).flush()
 
-    def _download_text(self, report: DownloadProgress) -> str:
-        now = time.monotonic()
-        if self._download_start is None:
-            self._download_start = (now, report.done_bytes)
-        began, first_bytes = self._download_start
-        rate = (report.done_bytes - first_bytes) / (now - began) if now > began else 0.0
-        total = format_bytes(report.total_bytes) if report.total_bytes else "?"
-        text = f"{format_bytes(report.done_bytes)} of {total} at {format_bytes(int(rate))}/s"
-        if rate > 0 and report.total_bytes:
-            text += f", {format_duration((report.total_bytes - report.done_bytes) / rate)} left"
-        return text
+    @on(StatusPanel.Progressed)
+    def _progressed(self, message: StatusPanel.Progressed) -> None:
+        self._tell_history_screens(progress=self._progress_text(message.report), rows=False)
 
     def set_caption(self, title: str, detail: str) -> None:
         """``title`` (a prompt, say) in bold, then ``detail``; a long title is cut, never the detail."""

@@ -11,6 +11,7 @@ from rich.text import Text
 from rich.cells import cell_len
 from textual.app import ComposeResult
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import ProgressBar, Static
 
@@ -72,6 +73,9 @@ class Line(Widget):
         return self.text
 
 
+STATUS_INTERVAL_S = 0.25  # progress lines repaint at most this often; a job's last step at once
+
+
 class StatusPanel(Vertical):
     DEFAULT_CSS = """
     StatusPanel { height: 4; }
@@ -82,8 +86,19 @@ class StatusPanel(Vertical):
     StatusPanel.swapping #swap-warning { visibility: visible; }
     """
 
+    class Progressed(Message):
+        """The progress lines now show ``report`` (a Step): for screens that follow the job too."""
+
+        def __init__(self, report) -> None:
+            super().__init__()
+            self.report = report
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
+        self._pending = None  # the newest Step not yet shown
+        self._due = 0.0
+        self._timer = None
+        self._download_start: tuple[float, int] | None = None
         self.step_times: list[float] = []
         self.total_steps = 0
         self.images = 1
@@ -126,9 +141,45 @@ class StatusPanel(Vertical):
         self._show_progress(step, total, elapsed, it_per_s, image_index)
         self.query_one("#memory", Line).set(memory_text(memory))
 
+    def offer(self, report) -> None:
+        """A Step from the server: shown now, or within STATUS_INTERVAL_S if one was just shown
+        (a fast GPU's steps would repaint the lines faster than anyone reads them)."""
+        now = time.monotonic()
+        self._pending = report
+        if report.step == report.total or now >= self._due:
+            self.flush()
+        elif self._timer is None:
+            self._timer = self.set_timer(self._due - now, self.flush)
+
+    def flush(self) -> None:
+        """Show the step still waiting, if any (a job ended: its last figures show now)."""
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        report, self._pending = self._pending, None
+        if report is None:
+            return
+        self.step(report.step, report.total, report.image_index, report.step_seconds, report.elapsed,
+                  report.it_per_s, report.memory)
+        self._due = time.monotonic() + STATUS_INTERVAL_S
+        self.post_message(self.Progressed(report))
+
     def show_memory(self, memory: MemorySample) -> None:
         """Memory between jobs, such as just after a model was unloaded or loaded."""
         self.query_one("#memory", Line).set(memory_text(memory))
+
+    def download_detail(self, report) -> str:
+        """How far a DownloadProgress is, its rate since the download began here, and the time left."""
+        now = time.monotonic()
+        if self._download_start is None:
+            self._download_start = (now, report.done_bytes)
+        began, first_bytes = self._download_start
+        rate = (report.done_bytes - first_bytes) / (now - began) if now > began else 0.0
+        total = format_bytes(report.total_bytes) if report.total_bytes else "?"
+        text = f"{format_bytes(report.done_bytes)} of {total} at {format_bytes(int(rate))}/s"
+        if rate > 0 and report.total_bytes:
+            text += f", {format_duration((report.total_bytes - report.done_bytes) / rate)} left"
+        return text
 
     def download(self, done: int, total: int | None, detail: str) -> None:
         """The progress bar and line show a model download instead of steps."""
@@ -137,6 +188,7 @@ class StatusPanel(Vertical):
         self.query_one("#progress-text", Line).set(Text.assemble((detail, "bold"), ("  Esc cancels", "dim")))
 
     def download_ended(self) -> None:
+        self._download_start = None
         if self.state == "downloading":
             self.state = "idle"
             self._show_progress(0, 0, 0.0, 0.0, 0)

@@ -11,6 +11,7 @@ truecolor or 256-colour terminal.
 from __future__ import annotations
 
 import random
+import time
 
 from rich.align import Align
 from rich.console import RenderableType
@@ -204,9 +205,13 @@ class Thumbnail(Widget):
     }
     """
 
-    def __init__(self, placeholder: str = "no image yet", **kwargs) -> None:
+    def __init__(self, placeholder: str = "no image yet", preview_bytes_per_s: float = 0, **kwargs) -> None:
+        """``preview_bytes_per_s``: what live previews may cost the terminal link (``offer``)."""
         super().__init__(**kwargs)
         self.placeholder = placeholder
+        self._budget = ByteBudget(preview_bytes_per_s)
+        self._offered = None  # the newest preview waiting for the budget
+        self._offer_timer = None
         self._image = None
         self._final = True
         self._kitty_id = random.randint(1, 0xFFFFFF)  # this picture's Kitty image id
@@ -222,6 +227,32 @@ class Thumbnail(Widget):
     def picture_size(self) -> tuple[int, int] | None:
         """The pixel size the image is drawn at now (None without an image)."""
         return self._strips[2] if self._strips else None
+
+    def offer(self, preview) -> None:
+        """A live preview: drawn now if the byte budget allows, else the newest waits for it."""
+        now = time.monotonic()
+        wait = self._budget.wait_for(self.frame_bytes, now)
+        if wait <= 0:
+            self._offered = None
+            self.show(preview, final=False)
+            self._budget.spend(self.frame_bytes, now)
+            return
+        self._offered = preview
+        if self._offer_timer is None:
+            self._offer_timer = self.set_timer(wait, self._take_offered)
+
+    def _take_offered(self) -> None:
+        self._offer_timer = None
+        preview, self._offered = self._offered, None
+        if preview is not None:
+            self.offer(preview)
+
+    def drop_offers(self) -> None:
+        """The job ended: a preview still waiting is never drawn."""
+        self._offered = None
+        if self._offer_timer is not None:
+            self._offer_timer.stop()
+            self._offer_timer = None
 
     def show(self, image, final: bool = True) -> None:
         """Draw ``image`` fitted to the panel. ``final=False`` for latent previews: they take the
