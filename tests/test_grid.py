@@ -113,3 +113,50 @@ async def test_the_app_queues_a_grid_and_shows_its_sheet(sdtui_home):
         await pilot.press("r")  # the sheet is not a history entry: nothing is queued
         await pilot.pause(0.2)
         assert app.session.waiting == 0 and any("contact sheet" in str(n) for n in app.notified)
+
+
+def test_the_session_tracks_a_grids_cells_by_job_number_and_a_cleared_queue_ends_them(tmp_path):
+    """The Session, with no screen: a grid whose queue is cleared under its first cell finishes with
+    that cell's image and the dropped cells empty, and says so once."""
+    import time
+
+    from tests.scripted_engine import scripted
+    from tui.client import messages as m
+    from tui.client.grid import grid_cells
+    from tui.client.session import Session
+    from tui.config import Settings
+    from tui.engine.request import GenerationRequest
+    from tui.locations import Locations
+    from tui.server.host import in_process
+
+    places = Locations(tmp_path, tmp_path)
+    posted = []
+    session = Session(Settings(model="demo"), places, host=in_process(places, scripted(hold_at_step=1)), save=False)
+    session.post = posted.append
+
+    def drain_until(done, limit=20.0):
+        deadline = time.monotonic() + limit
+        while not done():
+            assert time.monotonic() < deadline, [type(p).__name__ for p in posted]
+            session.drain()
+            time.sleep(0.02)
+
+    session.start()
+    try:
+        drain_until(lambda: session.model is not None)
+        axes, requests = grid_cells("seed=1,2,3", GenerationRequest("a fox", steps=2, width=64, height=64))
+        grid, problems = session.queue_grid(requests, axes)
+        assert problems == [] and grid.serial == 1
+        drain_until(lambda: len(grid.jobs) == 3 and session.running is not None)
+        assert sorted(grid.jobs.values()) == [0, 1, 2]  # each job number answered with its cell
+        assert session.clear_queue() is None
+        session.hosted.engine.release()
+        drain_until(lambda: any(isinstance(p, m.GridFinished) for p in posted))
+        finished = [p for p in posted if isinstance(p, m.GridFinished)]
+        assert len(finished) == 1 and finished[0].grid is grid and session.grids == []
+        assert grid.cells[0] is not None and grid.cells[1:] == [None, None]
+        ends = {p.job: p.event.ended for p in posted if isinstance(p, m.JobDone)}
+        assert ends == {1: "done", 2: "dropped", 3: "dropped"}
+    finally:
+        session.close()
+        session.history.close()

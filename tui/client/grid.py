@@ -183,7 +183,8 @@ def grid_from_files(paths: list[str | None], requests: list[GenerationRequest], 
 
 
 class PendingGrid:
-    """A grid whose jobs the app queued: which job is which cell, and the cells' saved files."""
+    """A grid whose jobs the app queued: which job is which cell (by the job numbers the server
+    answered with), and the cells' saved files."""
 
     def __init__(self, serial: int, requests: list[GenerationRequest], axes: list[Axis]) -> None:
         self.serial, self.requests, self.axes = serial, requests, axes
@@ -192,14 +193,11 @@ class PendingGrid:
         self.ended: set[int] = set()
 
     def tag(self, cell: int) -> str:
-        """What the job of ``cell`` is queued as; its Queued message brings it back with the job id."""
+        """How the log names the job of ``cell``."""
         return f"X/Y grid {self.serial}, cell {cell + 1} of {len(self.requests)}"
 
-    def cell_of_tag(self, what: str) -> int | None:
-        prefix = f"X/Y grid {self.serial}, cell "
-        if not what.startswith(prefix):
-            return None
-        return int(what[len(prefix):].split(" ")[0]) - 1
+    def cell_of_job(self, job: int | None) -> int | None:
+        return self.jobs.get(job) if job is not None else None
 
     @property
     def finished(self) -> bool:

@@ -63,6 +63,14 @@ class Refused(Message):
         self.message = message
 
 
+class GridFinished(Message):
+    """Every cell's job of an X/Y grid has ended: its contact sheet can be made."""
+
+    def __init__(self, grid) -> None:
+        super().__init__()
+        self.grid = grid  # a PendingGrid
+
+
 class QueueCleared(Message):
     def __init__(self, count: int) -> None:
         super().__init__()

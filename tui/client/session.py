@@ -59,6 +59,9 @@ class Session:
         self._inbox: deque = deque()
         self._refs = itertools.count(1)
         self._what: dict[int, str] = {}  # a generate message's tag -> why it was queued
+        self._cells: dict[int, tuple[Any, int]] = {}  # a generate message's tag -> its X/Y grid and cell
+        self.grids: list = []  # X/Y grids (PendingGrid) whose jobs have not all ended
+        self._grid_serial = 0
         self.strength = STRENGTH_DEFAULT  # image-to-image from history; [ and ] change it
         self._told_moved_aside = False
         self._made: tuple | None = None  # ((job, index), image) of the image finished and being saved
@@ -157,15 +160,46 @@ class Session:
 
         return expanded_requests(request, self.places.wildcards_dir)
 
-    def generate(self, request: GenerationRequest, what: str = "") -> str | None:
-        """Queue ``request`` with the settings as they are now; Queued (or Refused) follows."""
+    def generate(self, request: GenerationRequest, what: str = "", cell: tuple[Any, int] | None = None) -> str | None:
+        """Queue ``request`` with the settings as they are now; Queued (or Refused) follows.
+        ``cell``: the X/Y grid and cell the job makes."""
         ref = next(self._refs)
         self._what[ref] = what
+        if cell is not None:
+            self._cells[ref] = cell
         problem = self._send({"type": "generate", "ref": ref, "request": request.to_dict(),
                               "options": self.engine_options(), "outputs_dir": self._outputs_setting()})
         if problem:
             self._what.pop(ref, None)
+            self._cells.pop(ref, None)
         return problem
+
+    def queue_grid(self, requests: list[GenerationRequest], axes: list) -> tuple[Any, list[str]]:
+        """Queue an X/Y grid's jobs, one per cell; the grid, and why any cell was not queued.
+        GridFinished follows once every cell's job has ended."""
+        from tui.client.grid import PendingGrid
+
+        self._grid_serial += 1
+        grid = PendingGrid(self._grid_serial, requests, axes)
+        self.grids.append(grid)
+        problems = []
+        for cell, request in enumerate(requests):
+            problem = self.generate(request, grid.tag(cell), (grid, cell))
+            if problem:
+                problems.append(problem)
+                self._cell_ended(grid, -1 - cell)  # never queued: counts as ended with no image
+        return grid, problems
+
+    def _cell_ended(self, grid, job: int) -> None:
+        grid.ended.add(job)
+        if grid.finished and grid in self.grids:
+            self.grids.remove(grid)
+            self.post(m.GridFinished(grid))
+
+    def _grid_job_ended(self, job: int | None) -> None:
+        for grid in list(self.grids):
+            if grid.cell_of_job(job) is not None:
+                self._cell_ended(grid, job)
 
     def cancel(self) -> str | None:
         """Cancel the running job, or else a model load in progress: "job", "load" or None."""
@@ -219,11 +253,22 @@ class Session:
             return m.LogLine(arrival.level, arrival.text, arrival.created)
         if isinstance(arrival, link.QueuedReply):
             what = self._what.pop(arrival.ref, "")
+            cell = self._cells.pop(arrival.ref, None)
+            if cell is not None:
+                grid, index = cell
+                grid.jobs[arrival.job] = index
             return m.Queued(wire.Queued(arrival.request, "app"), arrival.job, what)
         if isinstance(arrival, link.RefusedReply):
             self._what.pop(arrival.ref, None)
+            cell = self._cells.pop(arrival.ref, None)
+            if cell is not None:
+                self._cell_ended(cell[0], -1 - cell[1])
             return m.Refused(arrival.message)
         if isinstance(arrival, link.ClearedReply):
+            for grid in list(self.grids):  # their dropped cells stay grey; the sheet comes with what was made
+                for job in list(grid.jobs):
+                    if job != self.running and job not in grid.ended:
+                        self._cell_ended(grid, job)
             return m.QueueCleared(arrival.count)
         if isinstance(arrival, link.Linked):
             self._take_state(arrival.state)
@@ -268,9 +313,17 @@ class Session:
             self.clients = event.clients
         elif kind is wire.JobDone:
             self.jobs_ended += 1
+            message = m.JobDone(event, job)
+            self.post(message)  # before the grid it finishes, if any
+            self._grid_job_ended(job)
+            return None
         elif kind is wire.ImageSaved:
             made, self._made = self._made, None
             image = made[1] if made and made[0] == (job, event.index) else read_image(event.path)
+            for grid in self.grids:
+                cell = grid.cell_of_job(job)
+                if cell is not None:
+                    grid.cells[cell] = grid.cells[cell] or event.path
             return m.ImageSaved(event, job, image)
         elif kind is wire.Queued:  # another client's job (this client's own come as the reply to its generate)
             return m.Queued(event, job, f"by {event.client or 'another client'}")

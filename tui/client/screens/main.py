@@ -72,8 +72,6 @@ class MainScreen(Screen):
         self._switching = False  # the user picked another model; its family's defaults apply once loaded
         self._switching_from = None  # the family before the switch
         self._images_this_run = 0  # saved since the queue last emptied
-        self._grids: list[PendingGrid] = []  # X/Y grids whose jobs have not all ended
-        self._grid_serial = 0
         self._shown = None  # the finished image on the stage, until it is saved
         self.last_seed: int | None = None
         self.last_path: str | None = None
@@ -238,30 +236,15 @@ class MainScreen(Screen):
         if made is None:
             return False
         axes, requests = made
-        self._grid_serial += 1
-        grid = PendingGrid(self._grid_serial, requests, axes)
-        self._grids.append(grid)
+        grid, problems = self.session.queue_grid(requests, axes)
         self.log_line(f"X/Y grid {grid.serial}: {' x '.join(a.describe() for a in axes)}, {len(requests)} jobs")
-        for cell, request in enumerate(requests):
-            if not self.queue_request(request, grid.tag(cell)):
-                grid.ended.add(-1 - cell)  # never queued: counts as ended with no image
+        if problems:
+            self.app.notify(f"Not queued: {problems[0]}.", severity="error", timeout=8)
         return True
 
-    def _grid_of(self, job: int | None) -> tuple[PendingGrid, int] | None:
-        for grid in self._grids:
-            if job in grid.jobs:
-                return grid, grid.jobs[job]
-        return None
-
-    def _grid_job_ended(self, job: int | None) -> None:
-        found = self._grid_of(job)
-        if found is None:
-            return
-        grid, _cell = found
-        grid.ended.add(job)
-        if grid.finished:
-            self._grids.remove(grid)
-            self._compose_grid(grid)
+    @on(m.GridFinished)
+    def _grid_finished(self, message: m.GridFinished) -> None:
+        self._compose_grid(message.grid)
 
     @work(thread=True)
     def _compose_grid(self, grid: PendingGrid) -> None:
@@ -402,10 +385,6 @@ class MainScreen(Screen):
 
     @on(m.Queued)
     def _queued(self, message: m.Queued) -> None:
-        for grid in self._grids:
-            cell = grid.cell_of_tag(message.what)
-            if cell is not None:
-                grid.jobs[message.job] = cell
         request = message.event.request
         seed = "random seed" if request.seed is None else f"seed {request.seed}"
         waiting = self.session.waiting
@@ -446,10 +425,6 @@ class MainScreen(Screen):
     @on(m.ImageSaved)
     def _image_saved(self, message: m.ImageSaved) -> None:
         saved, path = message.event, message.path
-        found = self._grid_of(message.job)
-        if found:
-            grid, cell = found
-            grid.cells[cell] = grid.cells[cell] or str(path)
         self.last_seed, self.last_path = saved.seed, str(path)
         if message.image is not None:
             if message.image is not self._shown:  # this client came in after the image was made
@@ -472,10 +447,6 @@ class MainScreen(Screen):
     @on(m.QueueCleared)
     def _queue_cleared(self, message: m.QueueCleared) -> None:
         self.log_line(f"queue cleared: {plural(message.count, 'waiting job')} dropped")
-        for grid in list(self._grids):  # their dropped cells stay grey; the sheet comes with what was made
-            for job in grid.jobs:
-                if job != self.session.running and job not in grid.ended:
-                    self._grid_job_ended(job)
 
     @on(m.Notice)
     def _notice(self, message: m.Notice) -> None:
@@ -527,7 +498,6 @@ class MainScreen(Screen):
             if status.state == "generating":
                 status.job_ended("done")
         self._images_this_run += message.event.images
-        self._grid_job_ended(message.job)
         self._tell_history_screens(progress="" if self.session.waiting == 0 else None)
         if self.session.waiting == 0:
             self.app.queue_done(self._images_this_run)
