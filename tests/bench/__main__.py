@@ -35,8 +35,11 @@ def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
     rows.append(("second job: call to first step vs bare", f"{second['ratio']:.3f}", "(reported)", True))
     if "terminal" in results:
         term = results["terminal"]
-        rows.append(("start-up to first frame", f"{term['startup']['first_frame_s']:.3f} s", "<= 0.5 s",
-                     term["startup"]["first_frame_s"] <= 0.5))
+        start = term["startup"]
+        rows.append(("start-up to first frame", f"{start['first_frame_s']:.3f} s", "<= 0.5 s",
+                     start["first_frame_s"] <= 0.5))
+        rows.append(("first frame vs a minimal Textual app's", f"{start['first_frame_ratio']:.2f}", "<= 1.5",
+                     start["first_frame_ratio"] <= 1.5))
         rows.append(("key press to screen while generating, p95", f"{term['responsiveness']['p95_ms']:.1f} ms",
                      "<= 50 ms", term["responsiveness"]["p95_ms"] <= 50))
         for q in term["quit"]:
