@@ -8,7 +8,6 @@ from pathlib import Path
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from tui.client.screens.ask import AskScreen
 from tui.client.widgets.log import LogPanel
 from tui.client.widgets.settings import SettingsPanel
 from tui.text import plural
@@ -60,6 +59,7 @@ class PaletteActions:
     _grid_axes = ""  # the last grid asked for, offered again
 
     def action_import_png(self) -> None:
+        from tui.client.screens.ask import AskScreen
         from tui.store.images import MetadataError
         from tui.store.importers import import_png
 
@@ -101,6 +101,8 @@ class PaletteActions:
         self.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
 
     def action_grid(self) -> None:
+        from tui.client.screens.ask import AskScreen
+
         def chosen(axes: str | None) -> None:
             if axes and self.main_screen.start_grid(axes):
                 self._grid_axes = axes
@@ -110,6 +112,8 @@ class PaletteActions:
                                    self._grid_axes, "steps=10,20,30; guidance=5,7"), chosen)
 
     def action_switch_model(self) -> None:
+        from tui.client.screens.ask import AskScreen
+
         def chosen(model: str | None) -> None:
             if model:
                 self.use_model(clean_pasted_path(model))

@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import psutil
-
 SWAP_WARNING_BYTES = 256 * 1024**2
 
 
@@ -49,10 +47,15 @@ def _device_figures(device: str) -> tuple[int | None, int | None, int | None, bo
     return None, None, None, False
 
 
-_process = psutil.Process()
+_process = None  # this process, for psutil, made at the first sample: importing psutil takes 10 ms
 
 
 def sample_memory(device: str) -> MemorySample:
+    global _process
+    import psutil
+
+    if _process is None:
+        _process = psutil.Process()
     allocated, reserved, limit, unlimited = _device_figures(device)
     system = psutil.virtual_memory()
     return MemorySample(
@@ -68,6 +71,8 @@ def sample_memory(device: str) -> MemorySample:
 
 
 def total_ram() -> int:
+    import psutil
+
     return psutil.virtual_memory().total
 
 

@@ -8,7 +8,6 @@ these before any job runs.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 from dataclasses import dataclass
@@ -270,6 +269,8 @@ def short_hash(path: Path, skip_header: bool) -> str:
     with _hash_lock:
         if key in _hashes:
             return _hashes[key]
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         if skip_header and path.suffix.casefold() == ".safetensors":

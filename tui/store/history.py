@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -465,6 +464,8 @@ class History:
 def temp_path_for(final: Path) -> Path:
     """A temporary name beside ``final``, unique to this process and call (two sdtui processes
     saving the same name at once must not write into one file); reconcile removes leftovers."""
+    import secrets
+
     return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
 
 

@@ -8,7 +8,6 @@ that already shows it knows it need not redraw.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -44,6 +43,8 @@ class ThumbnailCache:
         self._store(cached, small)
 
     def _key(self, path: Path, stat: os.stat_result) -> Path:
+        import hashlib
+
         digest = hashlib.sha1(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{self.edge}".encode()).hexdigest()
         return self.folder / digest[:2] / f"{digest}.png"
 
