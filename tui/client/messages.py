@@ -99,7 +99,11 @@ class DownloadProgress(ServerEvent):
 
 
 class Loaded(ServerEvent):
-    pass
+    """A model is loaded; ``defaults``: the family's settings the Session took after a switch to it."""
+
+    def __init__(self, event: wire.Loaded, job: int | None = None, defaults: dict | None = None) -> None:
+        super().__init__(event, job)
+        self.defaults = defaults or {}
 
 
 class Unloaded(ServerEvent):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,6 +65,8 @@ class Session:
         self.strength = STRENGTH_DEFAULT  # image-to-image from history; [ and ] change it
         self._told_moved_aside = False
         self._made: tuple | None = None  # ((job, index), image) of the image finished and being saved
+        self._switching = False  # the user picked another model: its family's defaults apply once loaded
+        self._switch_from: ModelFamily | None = None  # the family before the switch
         # The server's state as its welcome and events tell it.
         self.connected = False
         self.model: str | None = None  # the loaded model's label
@@ -212,11 +214,24 @@ class Session:
     def clear_queue(self) -> str | None:
         return self._send({"type": "clear_queue"})
 
-    def change_settings(self, settings: Settings) -> str | None:
-        """Take ``settings`` as the one copy, and save them (with config.toml's own seed); None, or
-        why they were not saved."""
+    def change_settings(self, settings: Settings, key: str = "", reload: bool = False) -> "SettingsChange":
+        """Take ``settings`` as the one copy and save them (with config.toml's own seed). A change
+        of ``key`` that needs the model loaded again sends a load, which runs after the jobs
+        already queued (they carry their own settings); a switch of model applies the new
+        family's defaults once it has loaded (Loaded.defaults says which)."""
         self.settings = settings
-        return self._save()
+        change = SettingsChange(not_saved=self._save())
+        if not reload:
+            return change
+        if key == "model" and settings.model == self.loaded_ref and not self.loading:
+            change.already_loaded = True
+            return change
+        if key == "model":
+            self._switch_from = self.family
+            self._switching = True
+        change.ahead = self.waiting + (1 if self.busy else 0)
+        change.not_loaded = self.load()
+        return change
 
     def save_seed_as_default(self) -> str | None:
         """Make the seed as it is now config.toml's (every later run starts with it, the CLI's too)."""
@@ -282,6 +297,26 @@ class Session:
             return m.ServerLost(arrival.message)
         return None
 
+    def _after_a_load(self, loaded) -> dict[str, Any]:
+        """Remember the model as recently used and, when the user just switched to it, take its
+        family's defaults (size; steps and guidance for Turbo) into the settings: those it changed."""
+        from tui.engine.catalog import remember_recent
+        from tui.engine.families import defaults_on_switch
+
+        remember_recent(self.places.recent_models_file, self.settings.model)
+        family = loaded.family_info
+        if not (self._switching and family is not None):
+            return {}
+        self._switching = False
+        if not self.settings.family_defaults:
+            return {}
+        changes = {k: v for k, v in defaults_on_switch(self._switch_from, family).items()
+                   if getattr(self.settings, k) != v}
+        if changes:
+            self.settings = replace(self.settings, **changes)
+            self._save()
+        return changes
+
     def _take_state(self, state: wire.ServerState) -> None:
         self.model, self.loaded_ref = state.model, state.loaded
         self.device, self.dtype = state.device or "", state.dtype or ""
@@ -302,11 +337,16 @@ class Session:
             self.family = event.family_info
             self.loaded_ref = event.setting or None  # whichever client's load or job it was
             self.slicing = any(d.startswith("attention slicing: on") for d in event.decisions)
+            return m.Loaded(event, job, defaults=self._after_a_load(event))
         elif kind is wire.QueueChanged:
             self.waiting, self.running, self.loading = event.waiting, event.running_job, event.loading
         elif kind is wire.LoadFailed:
+            self._switching = False
             if event.kept is None:
                 self.model = self.loaded_ref = None
+            else:  # the settings name the model still loaded again (no reload)
+                self.settings = replace(self.settings, model=event.kept)
+                self._save()
         elif kind is wire.Unloaded:
             self.model = self.loaded_ref = None
         elif kind is wire.ClientsChanged:
@@ -328,6 +368,15 @@ class Session:
         elif kind is wire.Queued:  # another client's job (this client's own come as the reply to its generate)
             return m.Queued(event, job, f"by {event.client or 'another client'}")
         return m.MESSAGE_FOR[kind](event, job)
+
+
+@dataclass
+class SettingsChange:
+    """What changing the settings led to, for the screen to say."""
+    not_saved: str | None = None  # why config.toml was not written
+    already_loaded: bool = False  # the model chosen is the loaded one: nothing to do
+    ahead: int = 0  # jobs that run before the load this change sent
+    not_loaded: str | None = None  # why the load could not be sent
 
 
 def read_image(path: Path | str | None):

@@ -20,9 +20,7 @@ from textual.screen import Screen
 from textual.widgets import Header, Input
 
 from tui.client.widgets.footer import FittingFooter
-from tui.engine.catalog import remember_recent
 from tui.engine.events import Step
-from tui.engine.families import defaults_on_switch
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
 from tui.client.grid import GridError, PendingGrid, grid_cells, grid_from_files
 from tui.client import messages as m
@@ -69,8 +67,6 @@ class MainScreen(Screen):
     def __init__(self, session, **kwargs) -> None:
         super().__init__(**kwargs)
         self.session = session
-        self._switching = False  # the user picked another model; its family's defaults apply once loaded
-        self._switching_from = None  # the family before the switch
         self._images_this_run = 0  # saved since the queue last emptied
         self._shown = None  # the finished image on the stage, until it is saved
         self.last_seed: int | None = None
@@ -533,14 +529,16 @@ class MainScreen(Screen):
         self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
         if self.query_one("#preview", Thumbnail).image is None:  # else the caption keeps describing the picture
             self.set_caption(f"ready: {report.model} [{report.family}]", "type a prompt and press Enter")
-        self._model_loaded(report)
+        if message.defaults:
+            self._defaults_applied(report.family_info, message.defaults)
 
     @on(m.LoadFailed)
     def _load_failed(self, message: m.LoadFailed) -> None:
         failed = message.event
         self.query_one(StatusPanel).download_ended()
         if failed.kept is not None:
-            self._model_kept(failed.kept)
+            self._show_settings({"model": failed.kept})
+            self.app.sub_title = f"{self.session.model} · {self.session.device} · {self.session.dtype}"
             self.set_caption(f"still using {failed.kept}", "the model you picked could not load")
             self.app.notify(f"{in_app_wording(failed.message)}. Still using {failed.kept}.", severity="error",
                             timeout=15)
@@ -620,56 +618,32 @@ class MainScreen(Screen):
         self.settings_changed(panel.settings, "negative_prompt", False)
 
     def settings_changed(self, settings, key: str, reload: bool) -> None:
-        """Keep and save the settings; a change that needs the model loaded again sends a load
-        (it runs after the jobs already queued, which carry their own settings)."""
-        problem = self.session.change_settings(settings)
-        if problem:
-            self.app.notify(problem, severity="warning")
+        """The Session keeps and saves the settings (and loads the model again when ``reload``);
+        this says what came of it."""
+        change = self.session.change_settings(settings, key, reload)
+        if change.not_saved:
+            self.app.notify(change.not_saved, severity="warning")
         if key == "seed":
             self.show_seed_lock()
-        if not reload:
-            return
-        session = self.session
-        if key == "model" and settings.model == session.loaded_ref and not session.loading:
+        if change.already_loaded:
             self.log_line(f"{settings.model} is already loaded; nothing to do")
-            return
-        if key == "model":
-            self._switching, self._switching_from = True, session.family
-        ahead = session.waiting + (1 if session.busy else 0)
-        if ahead:
+        elif change.ahead:
             what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
-            self.log_line(f"loading {what} after {plural(ahead, 'job')} ahead of it")
+            self.log_line(f"loading {what} after {plural(change.ahead, 'job')} ahead of it")
             self.app.sub_title = f"{self.app.sub_title.split(' · waiting')[0]} · waiting: {what} loads after " \
-                                 f"{plural(ahead, 'job')}"
-        problem = session.load()
-        if problem:
-            self.app.notify(f"Not loaded: {problem}.", severity="error", timeout=8)
+                                 f"{plural(change.ahead, 'job')}"
+        if change.not_loaded:
+            self.app.notify(f"Not loaded: {change.not_loaded}.", severity="error", timeout=8)
 
-    def _model_kept(self, model: str) -> None:
-        """A switch failed and ``model`` is still loaded: the settings say so again (no reload)."""
-        self._switching = False
+    def _show_settings(self, values: dict) -> None:
+        """The panel shows values the Session has already taken (a family's defaults, the model kept)."""
         panel = self.query_one(SettingsPanel)
-        panel.set_value("model", model, announce=False)
-        self.settings_changed(panel.settings, "model", reload=False)
-        self.app.sub_title = f"{self.session.model} · {self.session.device} · {self.session.dtype}"
+        for key, value in values.items():
+            panel.set_value(key, f"{value:g}" if isinstance(value, float) else value, announce=False)
 
-    def _model_loaded(self, report) -> None:
-        """Remember the model as recently used and, when the user just switched to it, apply
-        its family's defaults (size; steps and guidance for Turbo), saying what changed."""
-        remember_recent(self.session.places.recent_models_file, self.settings.model)
-        family = report.family_info
-        if not (self._switching and family is not None):
-            return
-        self._switching = False
-        if not self.settings.family_defaults:
-            return
-        panel = self.query_one(SettingsPanel)
-        changes = {k: v for k, v in defaults_on_switch(self._switching_from, family).items()
-                   if getattr(self.settings, k) != v}
-        for key, value in changes.items():
-            panel.set_value(key, value if key != "guidance" else f"{value:g}")
-        if changes:
-            summary = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in changes.items())
-            self.log_line(f"{family.label} defaults applied: {summary} (change them in settings; "
-                          "family_defaults = false in config.toml turns this off)")
-            self.app.notify(f"{family.label}: {summary}", timeout=5)
+    def _defaults_applied(self, family, changes: dict) -> None:
+        self._show_settings(changes)
+        summary = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in changes.items())
+        self.log_line(f"{family.label} defaults applied: {summary} (change them in settings; "
+                      "family_defaults = false in config.toml turns this off)")
+        self.app.notify(f"{family.label}: {summary}", timeout=5)
