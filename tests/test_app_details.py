@@ -105,7 +105,7 @@ async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui
         app.app_focus = False  # the terminal reported focus lost; no widget has focus now
         app.main_screen.last_path = None
         app.main_screen.query_one(SettingsPanel).set_value("count", 2)
-        assert app.main_screen.generate()
+        assert app.main_screen.submit_prompt()
         await wait_for(pilot, lambda: app.history.count() == 3 and not app.session.busy, what="two more images")
         await wait_for(pilot, lambda: rings, what="the bell")
         assert rings == [1], "one bell when the queue empties, not one per image"

@@ -13,7 +13,7 @@ from tui.client.terminal_features import TerminalFeatures
 from tui.client.commands import PaletteActions, SdtuiCommands
 from tui.config import Settings
 from tui.locations import Locations, locations, styles_dir
-from tui.client.messages import Arrived, LogLine
+from tui.client.messages import Arrived, LoadIntoPrompt, LogLine, QueueRequest
 from tui.client.screens.main import MainScreen
 from tui.client.session import Session
 from tui.client.widgets.log import LogForwarder
@@ -128,6 +128,17 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
 
     def on_arrived(self, _message: Arrived) -> None:
         self.session.drain()
+
+    # --- what the screens ask for ---------------------------------------------------------
+
+    def on_queue_request(self, intent: QueueRequest) -> None:
+        if self.main_screen.queue_request(intent.request, intent.what):
+            self.notify(intent.said, timeout=intent.timeout)
+
+    def on_load_into_prompt(self, intent: LoadIntoPrompt) -> None:
+        self.back_to_main()
+        self.main_screen.load_request(intent.request)
+        self.notify(intent.said, timeout=3)
 
     def _post_log(self, level: str, text: str, created: float) -> None:
         self.main_screen.post_message(LogLine(level, text, created))

@@ -28,6 +28,25 @@ class LogLine(Message):
         self.created = created
 
 
+# --- intents: what a screen asks the app for ----------------------------------------------
+
+
+class QueueRequest(Message):
+    """Queue ``request`` (``what``: why, for the log); ``said``: the toast once it is sent."""
+
+    def __init__(self, request, what: str, said: str, timeout: float = 3) -> None:
+        super().__init__()
+        self.request, self.what, self.said, self.timeout = request, what, said, timeout
+
+
+class LoadIntoPrompt(Message):
+    """Put ``request``'s prompt and settings into the main screen's fields."""
+
+    def __init__(self, request, said: str) -> None:
+        super().__init__()
+        self.request, self.said = request, said
+
+
 # --- the connection --------------------------------------------------------------------
 
 

@@ -162,7 +162,7 @@ class Session:
 
         return expanded_requests(request, self.places.wildcards_dir)
 
-    def generate(self, request: GenerationRequest, what: str = "", cell: tuple[Any, int] | None = None) -> str | None:
+    def queue(self, request: GenerationRequest, what: str = "", cell: tuple[Any, int] | None = None) -> str | None:
         """Queue ``request`` with the settings as they are now; Queued (or Refused) follows.
         ``cell``: the X/Y grid and cell the job makes."""
         ref = next(self._refs)
@@ -186,7 +186,7 @@ class Session:
         self.grids.append(grid)
         problems = []
         for cell, request in enumerate(requests):
-            problem = self.generate(request, grid.tag(cell), (grid, cell))
+            problem = self.queue(request, grid.tag(cell), (grid, cell))
             if problem:
                 problems.append(problem)
                 self._cell_ended(grid, -1 - cell)  # never queued: counts as ended with no image

@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from textual.binding import Binding
 
+from tui.client.messages import LoadIntoPrompt, QueueRequest
 from tui.engine.img2img import hires_size
 from tui.engine.request import HIRES_STRENGTH_DEFAULT, SIZE_MAX
 from tui.store.history import HistoryEntry
@@ -69,22 +70,20 @@ class EntryActions:
     def action_load(self) -> None:
         entry = self._need_selection()
         if entry:
-            self.app.back_to_main()
-            self.app.main_screen.load_request(entry.request())
-            self.app.notify("Prompt and settings loaded from history.", timeout=3)
+            self.post_message(LoadIntoPrompt(entry.request(), "Prompt and settings loaded from history."))
 
     def action_rerun(self) -> None:
         entry = self._need_selection()
         if entry:
-            if self.app.main_screen.queue_request(entry.request(), "the same image again"):
-                self.app.notify(f"Queued: the same image again (seed {entry.seed}).", timeout=3)
+            self.post_message(QueueRequest(entry.request(), "the same image again",
+                                           f"Queued: the same image again (seed {entry.seed})."))
 
     def action_variations(self) -> None:
         entry = self._need_selection()
         if entry:
             request = replace(entry.request(), seed=None, count=VARIATIONS)
-            if self.app.main_screen.queue_request(request, f"{VARIATIONS} variations"):
-                self.app.notify(f"Queued: {VARIATIONS} variations with new seeds.", timeout=3)
+            self.post_message(QueueRequest(request, f"{VARIATIONS} variations",
+                                           f"Queued: {VARIATIONS} variations with new seeds."))
 
     def _source(self) -> tuple[HistoryEntry, tuple[int, int]] | None:
         """The selected entry and its image's size, when it has an image file to start from."""
@@ -106,9 +105,9 @@ class EntryActions:
         request = replace(entry.request(), init_image=entry.image_path, strength=strength, hires=0.0, seed=None,
                           width=size[0], height=size[1])
         cut = f" at {size[0]}x{size[1]} (sizes are multiples of 8)" if size != (width, height) else ""
-        if self.app.main_screen.queue_request(request, f"a variation of this image at strength {strength:g}{cut}"):
-            self.app.notify(f"Queued: a variation of this image{cut}, strength {strength:g} ([ and ] change it).",
-                            timeout=4)
+        self.post_message(QueueRequest(
+            request, f"a variation of this image at strength {strength:g}{cut}",
+            f"Queued: a variation of this image{cut}, strength {strength:g} ([ and ] change it).", timeout=4))
 
     def action_hires(self) -> None:
         found = self._source()
@@ -121,9 +120,10 @@ class EntryActions:
             return
         request = replace(entry.request(), init_image=entry.image_path, strength=HIRES_STRENGTH_DEFAULT,
                           hires=HIRES_SCALE, width=width, height=height)
-        if self.app.main_screen.queue_request(request, f"hires fix to {width}x{height}"):
-            self.app.notify(f"Queued: hires fix to {width}x{height} (x{HIRES_SCALE:g}, strength "
-                            f"{HIRES_STRENGTH_DEFAULT:g}).", timeout=4)
+        self.post_message(QueueRequest(
+            request, f"hires fix to {width}x{height}",
+            f"Queued: hires fix to {width}x{height} (x{HIRES_SCALE:g}, strength {HIRES_STRENGTH_DEFAULT:g}).",
+            timeout=4))
 
     def action_strength(self, direction: int) -> None:
         session = self.app.session

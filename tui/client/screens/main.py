@@ -177,13 +177,13 @@ class MainScreen(Screen):
     # Enter queues the text as it was when Enter came: keys typed after it may be in the field by now.
     @on(Input.Submitted, "#prompt")
     def _prompt_submitted(self, event: Input.Submitted) -> None:
-        self.generate(typed={"prompt": event.value})
+        self.submit_prompt(typed={"prompt": event.value})
 
     @on(Input.Submitted, "#negative")
     def _negative_submitted(self, event: Input.Submitted) -> None:
-        self.generate(typed={"negative_prompt": event.value})
+        self.submit_prompt(typed={"negative_prompt": event.value})
 
-    def generate(self, seed_override: int | None = None, typed: dict | None = None) -> bool:
+    def submit_prompt(self, seed_override: int | None = None, typed: dict | None = None) -> bool:
         """Queue a job: a snapshot of the prompt and settings as they are now, ``typed`` (prompt
         or negative_prompt) in place of a field's text."""
         if not self._settings_valid():
@@ -262,7 +262,7 @@ class MainScreen(Screen):
 
     def queue_request(self, request, what: str = "") -> bool:
         """Send ``request`` to the server; the log says "job N queued" when it answers."""
-        problem = self.session.generate(request, what)
+        problem = self.session.queue(request, what)
         if problem:
             self.app.notify(f"Not queued: {problem}.", severity="error", timeout=8)
         return problem is None
@@ -286,7 +286,7 @@ class MainScreen(Screen):
             self.app.notify(f"Queue not cleared: {problem}.", severity="error", timeout=5)
 
     def action_reroll(self) -> None:
-        self.generate(seed_override=random.randint(0, RANDOM_SEED_MAX))
+        self.submit_prompt(seed_override=random.randint(0, RANDOM_SEED_MAX))
 
     def current_seed(self) -> tuple[int | None, str]:
         """The seed of the image being made, else of the last one, and which it is."""
