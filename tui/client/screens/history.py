@@ -125,7 +125,8 @@ class HistoryScreen(EntryActions, Screen):
         yield FittingFooter(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#table", DataTable).focus()
+        # set_focus now, not focus(), which defers it: the search box must never look focused first.
+        self.set_focus(self.query_one("#table", DataTable))
         self._fit_columns(self.app.size.width * 3 // 5)
         self.reload()
 
