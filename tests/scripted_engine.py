@@ -38,9 +38,9 @@ from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Lo
                                Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily
 from tui.engine.memory import MemorySample
+from tui.engine.options import EngineOptions
 from tui.engine.preview import PreviewThrottle
 from tui.engine.request import GenerationRequest
-from tui.engine.options import EngineOptions
 from tui.engine.runner import total_steps_of
 
 log = logging.getLogger("tui.engine")  # the real engine's logger: its lines reach the app's log the same way
