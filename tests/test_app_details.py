@@ -98,7 +98,7 @@ async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui
     rings, written = [], []
     async with app.run_test(size=(120, 40)) as pilot:
         app.bell = lambda: rings.append(1)
-        app.write_to_terminal = written.append
+        app.terminal.write = written.append
         await submit_prompt(pilot, app, "focused")
         await wait_for(pilot, lambda: app.main_screen.last_path is not None)
         assert rings == []

@@ -4,6 +4,7 @@ byte count that grows with the frame; and the warning for a named protocol that 
 
 import logging
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -30,8 +31,7 @@ class Stage(App):
 
     def __init__(self, graphics: Choice | None = None) -> None:
         super().__init__()
-        self.graphics = graphics
-        self.cell_size = (10, 20)
+        self.terminal = SimpleNamespace(graphics=graphics, cell_size=(10, 20))  # as the app's TerminalFeatures
 
     def compose(self):
         with Horizontal(id="stage"):
@@ -203,8 +203,12 @@ def test_a_terminal_that_answers_it_cannot_is_named_and_others_are_left_alone():
         f"graphics: kitty, as asked; inside GNU screen, its pictures may not reach the terminal — {FIX}"
 
 
-class Features(TerminalFeatures, App):
-    pass
+class Features(App):
+    """An app holding the terminal's features, as SdtuiApp does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.terminal = TerminalFeatures(self)
 
 
 @pytest.mark.asyncio
@@ -212,9 +216,9 @@ async def test_the_warning_is_logged_once_when_the_answer_repeats_the_choice(cap
     app = Features()
     async with app.run_test(size=(40, 10)):
         with caplog.at_level(logging.INFO, logger="tui.client.app"):
-            app._use_graphics(Choice("sixel", "set to sixel"))  # at once, before the answers
-            app._use_graphics(choose_graphics("sixel", TMUX_33, FACTS))  # the answers are in
-            app._use_graphics(choose_graphics("sixel", TMUX_33, FACTS))
+            app.terminal.use_graphics(Choice("sixel", "set to sixel"))  # at once, before the answers
+            app.terminal.use_graphics(choose_graphics("sixel", TMUX_33, FACTS))  # the answers are in
+            app.terminal.use_graphics(choose_graphics("sixel", TMUX_33, FACTS))
     lines = [(record.levelname, record.getMessage()) for record in caplog.records if record.name == "tui.client.app"]
     assert lines == [("INFO", "pictures: sixel (set to sixel)"),
                      ("WARNING", choose_graphics("sixel", TMUX_33, FACTS).warning)]

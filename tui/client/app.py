@@ -46,7 +46,7 @@ def every_binding() -> list[tuple[str, Binding]]:
     ]
 
 
-class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
+class SdtuiApp(PaletteActions, App[int]):
     TITLE = "sdtui"
     CSS_PATH = str(styles_dir() / "app.tcss")
     COMMANDS = App.COMMANDS | {SdtuiCommands}
@@ -68,10 +68,7 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
         self.session = Session(settings, places or locations(), host=host, allow_pickle=allow_pickle, save=save)
         self.places = self.session.places
         self.main_screen = MainScreen(self.session)
-        # The prompt has focus from the screen's first frame (MainScreen.on_mount asks for it too),
-        # rather than the first focusable widget, the settings panel, and then the prompt: each
-        # change of focus restyles every widget on the screen, 0.1 to 0.2 s on a small machine.
-        self.main_screen.AUTO_FOCUS = "#prompt"
+        self.terminal = TerminalFeatures(self)
         self._forwarder = LogForwarder(self._post_log)
         self._in_place: dict = {}  # slot -> the toast notify_in_place showed last
 
@@ -97,13 +94,13 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
         self.main_screen.recall.prompts.extend(self.history.recent_prompts())
-        self.catch_stop_signals(self._stop_on_signal)
+        self.terminal.catch_stop_signals(self._stop_on_signal)
         self.session.post = self.main_screen.post_message
         self.session.wake = lambda: self.post_message(Arrived())  # from the link's thread
         # Connecting may start the server, which imports torch: after the first frame. The
         # terminal is asked what it can draw then too, so no answer can hold up the first frame.
         self.call_after_refresh(self.session.start)
-        self.call_after_refresh(self._detect_graphics)
+        self.call_after_refresh(self.terminal.detect_graphics)
 
     def _stop_on_signal(self, signum: int, cause: str) -> None:
         """Stop as Ctrl+Q does (the server's jobs go on), restoring the terminal; the exit status
@@ -119,12 +116,23 @@ class SdtuiApp(PaletteActions, TerminalFeatures, App[int]):
         self.shutdown(0)
 
     def _leave(self) -> None:
-        self.release_stop_signals()
+        self.terminal.release_stop_signals()
         logging.getLogger().removeHandler(self._forwarder)
         self.session.close()
 
     def on_unmount(self) -> None:
         self._leave()
+
+    def get_driver_class(self):  # asked while App.__init__ runs, before self.terminal exists
+        return TerminalFeatures.driver_class(super().get_driver_class())
+
+    def push_screen(self, screen, *args, **kwargs):
+        self.terminal.forget_pictures()
+        return super().push_screen(screen, *args, **kwargs)
+
+    def pop_screen(self):
+        self.terminal.forget_pictures()
+        return super().pop_screen()
 
     def on_arrived(self, _message: Arrived) -> None:
         self.session.drain()

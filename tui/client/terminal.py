@@ -132,7 +132,7 @@ def detect_graphics(app, setting: str, use: Callable) -> None:
     """Decide how ``app`` draws pictures and call ``use(choice)`` on the app's thread: at once for
     a named protocol or half blocks, from tmux's facts inside tmux, else once the terminal has
     answered QUERIES (asked now, after the first frame) or QUERY_WINDOW_S has passed. The cell's
-    pixel size, which Sixel needs, is asked for too and kept as ``app.cell_size``.
+    pixel size, which Sixel needs, is asked for too and kept as ``app.terminal.cell_size``.
 
     A named protocol is used at once; where an answer can speak for or against it (Sixel
     anywhere, Kitty outside a multiplexer), ``use`` is called again with the answer, and only
@@ -155,7 +155,7 @@ def detect_graphics(app, setting: str, use: Callable) -> None:
                 return
             decided.append(True)
             found = read_replies(replies)
-            app.cell_size = found.cell
+            app.terminal.cell_size = found.cell
             then(found)
 
         def on_reply(reply: str) -> None:  # on Textual's input thread

@@ -48,12 +48,15 @@ class ExitWatchdog(threading.Thread):
 
 
 class TerminalFeatures:
-    """Mixed into SdtuiApp (a Textual App with ``settings``): keeps ``graphics`` (the Choice,
-    None until decided) and ``cell_size`` (pixels per cell, when the terminal said)."""
+    """The app's terminal past Textual's drawing, held by the app as ``app.terminal``: how it
+    draws pictures (``graphics``, the Choice, None until decided; ``cell_size``, pixels per cell,
+    when the terminal said), the signals that end the app, the bell and notification."""
 
-    graphics = None
-    cell_size: tuple[int, int] | None = None
-    _signals_before: dict = {}
+    def __init__(self, app) -> None:
+        self.app = app
+        self.graphics = None
+        self.cell_size: tuple[int, int] | None = None
+        self._signals_before: dict = {}
 
     def catch_stop_signals(self, stop: Callable[[int, str], None]) -> None:
         """SIGHUP and SIGTERM call ``stop(signum, cause)`` on the app's loop. The handler is a plain
@@ -84,22 +87,23 @@ class TerminalFeatures:
             signal.signal(signum, handler)
         self._signals_before = {}
 
-    def get_driver_class(self):
+    @staticmethod
+    def driver_class(default):
+        """Textual's Linux driver, able to take the terminal's answers out of its input."""
         from textual.drivers.linux_driver import LinuxDriver
 
-        driver = super().get_driver_class()
-        if driver is LinuxDriver:
+        if default is LinuxDriver:
             from tui.client.terminal import QueryingDriver
 
             return QueryingDriver
-        return driver
+        return default
 
-    def _detect_graphics(self) -> None:
+    def detect_graphics(self) -> None:
         from tui.client.terminal import detect_graphics
 
-        detect_graphics(self, self.settings.graphics, self._use_graphics)
+        detect_graphics(self.app, self.app.settings.graphics, self.use_graphics)
 
-    def _use_graphics(self, choice) -> None:
+    def use_graphics(self, choice) -> None:
         from tui.client.widgets.thumbnail import Thumbnail
 
         before = self.graphics  # the same choice may come again, with the terminal's answers
@@ -112,39 +116,33 @@ class TerminalFeatures:
         if choice.warning and (before is None or before.warning != choice.warning):
             log.warning("%s", choice.warning)
         if choice.protocol != "halfblock":
-            for picture in self.screen.query(Thumbnail):
+            for picture in self.app.screen.query(Thumbnail):
                 picture.redraw()
 
-    def push_screen(self, screen, *args, **kwargs):
-        self._forget_pictures()
-        return super().push_screen(screen, *args, **kwargs)
-
-    def pop_screen(self):
-        self._forget_pictures()
-        return super().pop_screen()
-
-    def _forget_pictures(self) -> None:
+    def forget_pictures(self) -> None:
         """Pictures drawn with the Kitty protocol float above the text: the screen going behind
         another (or away) takes its own along."""
-        if self.graphics is None or self.graphics.protocol != "kitty" or not self.screen_stack:
+        if self.graphics is None or self.graphics.protocol != "kitty" or not self.app.screen_stack:
             return
         from tui.client.widgets.thumbnail import Thumbnail
 
-        for picture in self.screen.query(Thumbnail):
+        for picture in self.app.screen.query(Thumbnail):
             picture.forget_graphics()
 
     def queue_done(self, images: int) -> None:
         """The queue emptied: with the terminal unfocused, the bell and a desktop notification."""
-        if not self.settings.bell or getattr(self, "app_focus", True):
+        app = self.app
+        if not app.settings.bell or getattr(app, "app_focus", True):
             return
         from tui.client.widgets.graphics import done_notification
 
-        self.bell()
+        app.bell()
         body = f"{plural(images, 'image')} done" if images else "the queue is done"
-        self.write_to_terminal(done_notification("sdtui", body, in_tmux=bool(os.environ.get("TMUX"))))
+        self.write(done_notification("sdtui", body, in_tmux=bool(os.environ.get("TMUX"))))
 
-    def write_to_terminal(self, sequence: str) -> None:
+    def write(self, sequence: str) -> None:
         """An escape sequence straight to the terminal, past Textual's drawing."""
-        if self._driver is not None and not self.is_headless:
-            self._driver.write(sequence)
-            self._driver.flush()
+        driver = self.app._driver
+        if driver is not None and not self.app.is_headless:
+            driver.write(sequence)
+            driver.flush()

@@ -22,7 +22,6 @@ from textual.widgets import Header, Input
 from tui.client.widgets.footer import FittingFooter
 from tui.engine.events import Step
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
-from tui.client.grid import GridError, PendingGrid, grid_cells, grid_from_files
 from tui.client import messages as m
 from tui.client.screens.confirm import ConfirmScreen
 from tui.client.session import read_image
@@ -48,6 +47,10 @@ SETTINGS_MIN_WIDTH = 120  # columns; narrower terminals start with the settings 
 
 
 class MainScreen(Screen):
+    # The prompt has focus from the first frame, rather than the first focusable widget (the
+    # settings panel) and then the prompt: each change of focus restyles every widget on the
+    # screen, 0.1 to 0.2 s on a small machine.
+    AUTO_FOCUS = "#prompt"
     BINDINGS = [
         # The footer keeps to what a newcomer needs first, so F1 help, F2 history, F3 models and quit
         # still fit at 80 columns; every key is in F1 help (generated from these lists) and the palette.
@@ -84,7 +87,10 @@ class MainScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
-            yield SettingsPanel(self.session.settings, id="settings")
+            # Narrower terminals show the picture first (F4 shows the settings): hidden from the
+            # start, not restyled hidden after the first frame.
+            narrow = self.app.size.width < SETTINGS_MIN_WIDTH
+            yield SettingsPanel(self.session.settings, id="settings", classes="hidden" if narrow else "")
             with Vertical(id="work"):
                 yield PromptInput(self.recall, placeholder="prompt (Enter to generate, Up/Down for earlier prompts)",
                                   id="prompt", compact=True)
@@ -101,8 +107,6 @@ class MainScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
-        if self.app.size.width < SETTINGS_MIN_WIDTH:  # the picture first; F4 shows the settings
-            self.query_one(SettingsPanel).add_class("hidden")
         settings = self.session.settings
         self.query_one(Stage).fit_to(settings.width, settings.height)
         self.refresh_recent()
@@ -206,6 +210,8 @@ class MainScreen(Screen):
 
     def _made_or_said(self, make):
         """``make()``'s requests, or None once a bad field, template or grid has been said in one line."""
+        from tui.client.grid import GridError  # the grid's module loads with the first job, not the first frame
+
         try:
             return make()
         except InvalidRequest as error:
@@ -228,6 +234,8 @@ class MainScreen(Screen):
         its contact sheet is made and shown once every cell's job has ended."""
         if not self._settings_valid():
             return False
+        from tui.client.grid import grid_cells
+
         made = self._made_or_said(lambda: grid_cells(axes_text, self.current_request()))
         if made is None:
             return False
@@ -243,7 +251,9 @@ class MainScreen(Screen):
         self._compose_grid(message.grid)
 
     @work(thread=True)
-    def _compose_grid(self, grid: PendingGrid) -> None:
+    def _compose_grid(self, grid) -> None:
+        from tui.client.grid import GridError, grid_from_files
+
         try:
             path, size = grid_from_files(grid.cells, grid.requests, grid.axes)
         except (GridError, OSError) as error:
@@ -252,7 +262,7 @@ class MainScreen(Screen):
             return
         self.app.call_from_thread(self._grid_saved, grid, path, size)
 
-    def _grid_saved(self, grid: PendingGrid, path, size: tuple[int, int]) -> None:
+    def _grid_saved(self, grid, path, size: tuple[int, int]) -> None:
         self.log_line(f"X/Y grid {grid.serial} saved: {path}")
         first = grid.requests[0]
         sheet = HistoryEntry.for_request(first, "done", image_path=str(path), created_at=utc_now())
@@ -496,7 +506,7 @@ class MainScreen(Screen):
         self._images_this_run += message.event.images
         self._tell_history_screens(progress="" if self.session.waiting == 0 else None)
         if self.session.waiting == 0:
-            self.app.queue_done(self._images_this_run)
+            self.app.terminal.queue_done(self._images_this_run)
             self._images_this_run = 0
 
     @on(m.LoadStarted)

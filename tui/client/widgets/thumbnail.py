@@ -184,6 +184,16 @@ class ByteBudget:
         self.tokens -= cost
 
 
+class _NoTerminal:
+    graphics = None
+    cell_size = None
+
+
+def _terminal(app):
+    """The app's TerminalFeatures (an app without them, in a test of this widget alone, draws half blocks)."""
+    return getattr(app, "terminal", None) or _NoTerminal
+
+
 def _control(text: str):
     """A segment written to the terminal as it is, taking no cells (an image's escape sequence)."""
     from rich.segment import ControlType, Segment
@@ -306,7 +316,7 @@ class Thumbnail(Widget):
         """How this frame is drawn: the app's graphics choice while this picture's screen is the
         one in front, half blocks otherwise (a dimmed screen under a dialog, say), and always for
         pictures too small to gain from real pixels (the recent strip's)."""
-        choice = getattr(self.app, "graphics", None)
+        choice = _terminal(self.app).graphics
         if choice is None or choice.protocol == "halfblock" or not self.real_pixels or not self.screen.is_active:
             return None
         return choice
@@ -343,7 +353,7 @@ class Thumbnail(Widget):
         return self._strips[1]
 
     def _wrapped(self, sequence: str) -> str:
-        choice = getattr(self.app, "graphics", None)
+        choice = _terminal(self.app).graphics
         return tmux_passthrough(sequence) if choice is not None and choice.passthrough else sequence
 
     def _graphic_strips(self, choice, size: tuple[int, int], left: int, width: int, height: int) -> list:
@@ -354,7 +364,7 @@ class Thumbnail(Widget):
         from textual.strip import Strip
 
         columns, rows = size[0], size[1] // 2
-        cell_w, cell_h = getattr(self.app, "cell_size", None) or cell_pixels()
+        cell_w, cell_h = _terminal(self.app).cell_size or cell_pixels()
         box = self.source_box()
         region = self._image.convert("RGB").crop(box)
         wanted = (columns * cell_w, rows * cell_h)
