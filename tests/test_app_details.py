@@ -224,3 +224,24 @@ async def test_showing_the_same_image_again_does_not_redraw_it():
         thumbnail.show(picture.copy())
         await pilot.pause()
         assert thumbnail._strips is not drawn
+
+
+@pytest.mark.asyncio
+async def test_a_settings_key_typed_ahead_at_start_works_before_the_hidden_panels_fields_are_made(sdtui_home):
+    """On a narrow terminal the panel's fields are made after the first frame; F6 at once still
+    reaches them (the panel makes them when first asked)."""
+    from tests.app_helpers import make_app
+    from tests.scripted_engine import scripted
+
+    app = make_app(engine=scripted(), steps=4)
+    async with app.run_test(size=(80, 24)) as pilot:
+        panel = app.main_screen.query_one(SettingsPanel)
+        assert panel.has_class("hidden")
+        await panel.remove_children()  # as in the moment before the first frame's refresh made them
+        panel._built = False
+        app.main_screen.action_adjust("steps", 1)
+        await pilot.pause()
+        assert app.session.settings.steps == 5
+        await panel._build()  # what the refresh after the first frame does
+        await pilot.pause()
+        assert panel.query_one("#setting-steps").value == "5"

@@ -62,42 +62,66 @@ class SettingsPanel(VerticalScroll):
         self.settings = settings
         self.problems: dict[str, str] = {}
         self._quiet = False
+        self._built = False  # the fields are made (a hidden panel makes them after the first frame)
 
     def compose(self) -> ComposeResult:
+        if not self.has_class("hidden"):
+            self._built = True
+            yield from self._rows()
+
+    def on_mount(self) -> None:
+        # A panel that starts hidden (a narrow terminal) gets its fields after the first frame:
+        # they are most of the screen's widgets, and nobody sees them before F4.
+        if not self._built:
+            self.call_after_refresh(self._build)
+
+    async def _build(self) -> None:
+        await self.mount_all(self._rows())
+        self._built = True
+        # A value set while the fields were being made (a key typed ahead) is in the settings.
+        for key in TEXT_KEYS:
+            field = self.query_one(f"#setting-{key}", Input)
+            if field.value != shown_value(getattr(self.settings, key)):
+                with field.prevent(Input.Changed):
+                    field.value = shown_value(getattr(self.settings, key))
+        for key in SWITCH_KEYS:
+            self._set_switch(f"setting-{key}", getattr(self.settings, key))
+        self._sync_preset()
+
+    def _rows(self) -> list:
         s = self.settings
         size = f"{s.width}x{s.height}"
-        presets = [(p, p) for p in SIZE_PRESETS]
+        rows = []
+
+        def row(title: str, field) -> Horizontal:
+            return Horizontal(Label(title, classes="name"), field, classes="row")
+
         for spec in FIELDS:
             key, title, value = spec.name, spec.metadata["label"], getattr(s, spec.name)
             if key == "width":
-                with Horizontal(classes="row"):
-                    yield Label("Size preset", classes="name")
-                    yield Select(presets, value=size if size in SIZE_PRESETS else Select.NULL, prompt="custom",
-                                 id="size-preset", compact=True)
-            with Horizontal(classes="row"):
-                yield Label(title, classes="name")
-                if isinstance(spec.default, bool):
-                    yield Checkbox(spec.metadata["help"], value=value, id=f"setting-{key}", compact=True)
-                elif spec.metadata["choices"]:
-                    yield Select([(o, o) for o in spec.metadata["choices"]], value=value, allow_blank=False,
-                                 id=f"setting-{key}", compact=True)
-                else:
-                    yield SafeInput(shown_value(value), id=f"setting-{key}", select_on_focus=False, compact=True)
+                rows.append(row("Size preset", Select([(p, p) for p in SIZE_PRESETS], prompt="custom",
+                                                      value=size if size in SIZE_PRESETS else Select.NULL,
+                                                      id="size-preset", compact=True)))
+            if isinstance(spec.default, bool):
+                field = Checkbox(spec.metadata["help"], value=value, id=f"setting-{key}", compact=True)
+            elif spec.metadata["choices"]:
+                field = Select([(o, o) for o in spec.metadata["choices"]], value=value, allow_blank=False,
+                               id=f"setting-{key}", compact=True)
+            else:
+                field = SafeInput(shown_value(value), id=f"setting-{key}", select_on_focus=False, compact=True)
+            rows.append(row(title, field))
             if key in TEXT_KEYS:
-                yield Static(id=f"problem-{key}", classes="problem")
+                rows.append(Static(id=f"problem-{key}", classes="problem"))
             if key == "seed":
-                with Horizontal(classes="row"):
-                    yield Label("", classes="name")
-                    yield Checkbox("seed locked", value=s.seed != "random", id="seed-lock", compact=True)
+                rows.append(row("", Checkbox("seed locked", value=s.seed != "random", id="seed-lock", compact=True)))
             if key == "model":
-                with Horizontal(classes="row"):
-                    yield Label("", classes="name")
-                    yield Button("Browse models (F3)", id="browse-models", compact=True)
+                rows.append(row("", Button("Browse models (F3)", id="browse-models", compact=True)))
+        return rows
 
     # --- reading the fields ---------------------------------------------------------------
 
     def _apply(self, key: str, value: object) -> None:
-        problem = self.query_one(f"#problem-{key}", Static) if key in TEXT_KEYS else None
+        problem = self.query_one(f"#problem-{key}", Static) if key in TEXT_KEYS and self._built else None
         try:
             updated = override(self.settings, {key: value})
         except ConfigError as error:
@@ -166,10 +190,13 @@ class SettingsPanel(VerticalScroll):
     # --- writing the fields (from keys and commands) --------------------------------------
 
     def set_value(self, key: str, value: object, announce: bool = True) -> None:
-        """Show ``value`` in the field for ``key`` and apply it as if typed."""
+        """Show ``value`` in the field for ``key`` and apply it as if typed (before the fields are
+        made, the settings take it and the fields show it once made)."""
         self._quiet = not announce
         try:
-            if key in TEXT_KEYS:
+            if not self._built:
+                self._apply(key, str(value) if key in TEXT_KEYS else bool(value) if key in SWITCH_KEYS else value)
+            elif key in TEXT_KEYS:
                 self.query_one(f"#setting-{key}", Input).value = str(value)
                 self._apply(key, str(value))  # Input.Changed arrives later; apply now so callers see it
             elif key in SWITCH_KEYS:
