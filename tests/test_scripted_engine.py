@@ -7,11 +7,12 @@ import time
 import pytest
 
 from tests.scripted_engine import ScriptedEngine, scripted
+from tests.wire_helpers import DEMO, submit
+from tests.wire_helpers import events_until as events_within
 from tui.client.connection import connect
 from tui.locations import locations
 from tui.server.host import in_process, stand_up
 
-DEMO = {"model": "demo", "previews": True, "preview_max_fps": 0}
 
 
 @pytest.fixture
@@ -29,26 +30,9 @@ def serve(sdtui_home):
         host.stop(wait_s=10)
 
 
-def submit(connection, prompt="a fox", options=DEMO, **fields):
-    request = {"prompt": prompt, "steps": 4, "width": 64, "height": 64, "seed": 1, **fields}
-    reply = connection.request({"type": "generate", "request": request, "options": options}, "queued")
-    assert reply["type"] == "queued", reply
-    return reply["job"]
-
-
 def events_until(connection, kind, job=None, limit=10.0):
-    seen = []
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        frame = connection.receive(timeout=deadline - time.monotonic())
-        if frame is None:
-            break
-        message = frame[0]
-        if message.get("type") == "event":
-            seen.append(message)
-            if message["event"] == kind and (job is None or message.get("job") == job):
-                return seen
-    raise AssertionError(f"no {kind} for job {job} within {limit} s; saw {[m['event'] for m in seen]}")
+    """The scripted engine's jobs take milliseconds: 10 s is ample."""
+    return events_within(connection, kind, job, limit)
 
 
 def test_a_job_loads_the_demo_model_steps_with_previews_and_saves_its_image(serve, sdtui_home):

@@ -20,6 +20,7 @@ from PIL import Image
 from tests.conftest import run_sdtui
 from tests.reliability import assert_history_consistent, history_rows, start_generating
 from tests.scripted_engine import ScriptedEngine
+from tests.wire_helpers import DEMO, events_until, submit
 from tui import __version__
 from tui.engine import Engine, EngineOptions
 from tui.engine.events import Step
@@ -31,7 +32,6 @@ from tui.wire.place import peer_uid, socket_path
 from tui.server.server import Server, ServerRunning
 from tui.store.history import History
 
-DEMO = {"model": "demo", "previews": True, "preview_max_fps": 0}
 
 
 # --- the wire -----------------------------------------------------------------------------
@@ -113,28 +113,6 @@ def serving(folder: Path, engine=None):
 def server(tmp_path):
     with serving(tmp_path) as made:
         yield made
-
-
-def submit(connection, prompt="a fox", **fields):
-    request = {"prompt": prompt, "steps": 4, "width": 64, "height": 64, "seed": 1, **fields}
-    reply = connection.request({"type": "generate", "request": request, "options": DEMO}, "queued")
-    assert reply["type"] == "queued", reply
-    return reply["job"]
-
-
-def events_until(connection, kind, job, limit=30.0):
-    seen = []
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        frame = connection.receive(timeout=deadline - time.monotonic())
-        if frame is None:
-            break
-        message = frame[0]
-        if message.get("type") == "event":
-            seen.append(message)
-            if message["event"] == kind and message.get("job") == job:
-                return seen
-    raise AssertionError(f"no {kind} for job {job} within {limit} s; saw {[m['event'] for m in seen]}")
 
 
 def test_two_clients_see_the_same_job(server, tmp_path):

@@ -102,23 +102,10 @@ def test_each_event_has_the_client_message_of_its_own_name():
         assert message.__name__ == event.__name__ and issubclass(message, messages.ServerEvent)
 
 
-def frames_until(connection, wanted, limit=10.0):
-    """The typed events a connection receives until one of type ``wanted`` (within ``limit`` s)."""
-    import time
-
-    seen, deadline = [], time.monotonic() + limit
-    while time.monotonic() < deadline:
-        frame = connection.receive(timeout=0.2)
-        if frame and frame[0].get("type") == "event":
-            seen.append(wire.decode_event(*frame))
-            if isinstance(seen[-1], wanted):
-                return seen
-    raise AssertionError(f"no {wanted.__name__} within {limit} s; saw {seen}")
-
-
 def test_the_other_clients_hear_who_came_and_went_but_not_of_status(tmp_path):
     """A server event added as one dataclass: ClientsChanged, through the real server and socket."""
     from tests.scripted_engine import ScriptedEngine
+    from tests.wire_helpers import events_until
     from tui.client.connection import connect
     from tui.locations import Locations
     from tui.server.host import stand_up
@@ -126,14 +113,15 @@ def test_the_other_clients_hear_who_came_and_went_but_not_of_status(tmp_path):
     host = stand_up(Locations(tmp_path, tmp_path), engine=ScriptedEngine(), keep_alive_s=-1, idle_exit_s=-1).start()
     try:
         with connect(tmp_path, "app") as app:
-            with connect(tmp_path, "generate") as other:
-                came = frames_until(app, wire.ClientsChanged)[-1]
-                assert came == wire.ClientsChanged(("app", "generate"), came="generate")
+            with connect(tmp_path, "generate"):
+                came = events_until(app, "ClientsChanged", limit=10.0)
+                assert wire.decode_event(came[-1]) == wire.ClientsChanged(("app", "generate"), came="generate")
                 with connect(tmp_path, "status"):
                     pass
-            left = frames_until(app, wire.ClientsChanged)
-            assert left[-1] == wire.ClientsChanged(("app",), left="generate"), "status is never counted"
-            assert len([e for e in left if isinstance(e, wire.ClientsChanged)]) == 1
+            left = events_until(app, "ClientsChanged", limit=10.0)
+            assert wire.decode_event(left[-1]) == wire.ClientsChanged(("app",), left="generate"), \
+                "status is never counted"
+            assert [m["event"] for m in left].count("ClientsChanged") == 1
     finally:
         host.stop(wait_s=5)
 
