@@ -518,10 +518,8 @@ class MainScreen(Screen):
 
     @on(m.DownloadProgress)
     def _download_progress(self, message: m.DownloadProgress) -> None:
-        report, status = message.event, self.query_one(StatusPanel)
-        detail = status.download_detail(report)
-        self.set_caption(f"downloading {report.model}", detail)
-        status.download(report.done_bytes, report.total_bytes, detail)
+        report = message.event
+        self.set_caption(f"downloading {report.model}", self.query_one(StatusPanel).download(report))
 
     @on(m.Unloaded)
     def _unloaded(self, message: m.Unloaded) -> None:

@@ -168,8 +168,9 @@ class StatusPanel(Vertical):
         """Memory between jobs, such as just after a model was unloaded or loaded."""
         self.query_one("#memory", Line).set(memory_text(memory))
 
-    def download_detail(self, report) -> str:
-        """How far a DownloadProgress is, its rate since the download began here, and the time left."""
+    def download(self, report) -> str:
+        """The progress bar and line show a model download (a DownloadProgress) instead of steps;
+        returns how far it is, its rate since it began here, and the time left."""
         now = time.monotonic()
         if self._download_start is None:
             self._download_start = (now, report.done_bytes)
@@ -179,13 +180,11 @@ class StatusPanel(Vertical):
         text = f"{format_bytes(report.done_bytes)} of {total} at {format_bytes(int(rate))}/s"
         if rate > 0 and report.total_bytes:
             text += f", {format_duration((report.total_bytes - report.done_bytes) / rate)} left"
-        return text
-
-    def download(self, done: int, total: int | None, detail: str) -> None:
-        """The progress bar and line show a model download instead of steps."""
         self.state = "downloading"
-        self.query_one("#progress", ProgressBar).update(total=max(total or done, 1), progress=done)
-        self.query_one("#progress-text", Line).set(Text.assemble((detail, "bold"), ("  Esc cancels", "dim")))
+        self.query_one("#progress", ProgressBar).update(total=max(report.total_bytes or report.done_bytes, 1),
+                                                        progress=report.done_bytes)
+        self.query_one("#progress-text", Line).set(Text.assemble((text, "bold"), ("  Esc cancels", "dim")))
+        return text
 
     def download_ended(self) -> None:
         self._download_start = None
