@@ -11,6 +11,7 @@ engine) plus its entry in EVENTS.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -244,10 +245,6 @@ def _image(size: Any, payload: bytes):
     return Image.frombytes("RGB", (int(size[0]), int(size[1])), payload)
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
+@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+    return typing.get_type_hints(cls)
