@@ -102,11 +102,6 @@ class JobDone:
     ended: str = "done"  # one of ENDINGS
     reason: str = ""  # one sentence for every ending but done
 
-    @property
-    def ran(self) -> bool:
-        """Whether the job got as far as running (a dropped job waited, then was taken off the queue)."""
-        return self.ended != "dropped"
-
 
 # --- the server's state: its welcome, and the answer to `sdtui status` ------------------------
 
