@@ -29,11 +29,11 @@ import logging
 import random
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from tui.engine import device as devices
+from tui.engine.cancel import CancelScope
 from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
                                Step, Timings, Unloaded)
 from tui.engine.families import ModelFamily
@@ -81,8 +81,7 @@ class ScriptedEngine:
         self._loaded_options: EngineOptions | None = None
         self._loaded_event: Loaded | None = None
         self._slicing = False
-        self._active: threading.Event | None = None
-        self._active_lock = threading.Lock()
+        self._cancels = CancelScope()
         self._released = threading.Event()
         self.holding = threading.Event()  # set while a job or download waits for release()
 
@@ -114,26 +113,10 @@ class ScriptedEngine:
                 **self.machine}
 
     def cancel(self) -> bool:
-        with self._active_lock:
-            if self._active is None:
-                return False
-            self._active.set()
-            return True
-
-    @contextmanager
-    def _operation(self, cancel: threading.Event | None):
-        with self._active_lock:
-            outer = self._active
-            token = cancel or outer or threading.Event()
-            self._active = token
-        try:
-            yield token
-        finally:
-            with self._active_lock:
-                self._active = outer
+        return self._cancels.cancel()
 
     def load(self, on_event=_ignore, cancel: threading.Event | None = None, quiet_if_loaded: bool = False) -> None:
-        with self._operation(cancel) as token:
+        with self._cancels.operation(cancel) as token:
             self._load(on_event, token, quiet_if_loaded)
 
     def _load(self, on_event, cancel: threading.Event, quiet_if_loaded: bool = False) -> None:
@@ -208,7 +191,7 @@ class ScriptedEngine:
     def generate(self, request: GenerationRequest, on_event=_ignore,
                  cancel: threading.Event | None = None) -> list[Finished]:
         called = time.perf_counter()
-        with self._operation(cancel) as token:
+        with self._cancels.operation(cancel) as token:
             return self._generate(request.with_seed(), on_event, called, token)
 
     def _generate(self, request: GenerationRequest, on_event, called: float,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine import device as devices
+from tui.engine.cancel import CancelScope
 from tui.engine.adapters import Networks, PreparedPrompts
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Step, Timings, Unloaded)
@@ -76,10 +77,7 @@ class Engine:
         self.dtype = ""
         self.load_seconds = 0.0
         self.decisions: list[devices.Decision] = []
-        # The cancel token of the load or job running now (None when idle). A cancel belongs to
-        # one operation: it sets that operation's token and never outlives it.
-        self._active: threading.Event | None = None
-        self._active_lock = threading.Lock()
+        self._cancels = CancelScope()
         self._base_scheduler_config: dict[str, Any] = {}
         self._schedulers: dict[str, Any] = {}
         self._scheduler_name = ""
@@ -111,20 +109,13 @@ class Engine:
 
     @contextmanager
     def _operation(self, cancel: threading.Event | None):
-        """Make ``cancel`` (or a new token) the one that ``cancel()`` sets while the block runs.
-        A load inside a job keeps the job's token, so one cancel stops both."""
+        """The block's cancel token (``CancelScope.operation``), once the thread may use the device.
+        A load inside a job is given the job's token, so one cancel stops both."""
         if devices.wrong_thread(self.device if self.pipe is not None else "", self._owner_thread,
                                 threading.get_ident()):
             raise devices.DeviceError(devices.MPS_ONE_THREAD)
-        with self._active_lock:
-            outer = self._active
-            token = cancel or outer or threading.Event()
-            self._active = token
-        try:
+        with self._cancels.operation(cancel) as token:
             yield token
-        finally:
-            with self._active_lock:
-                self._active = outer
 
     def load(self, on_event: OnEvent = _ignore, cancel: threading.Event | None = None,
              quiet_if_loaded: bool = False) -> None:
@@ -313,11 +304,7 @@ class Engine:
     def cancel(self) -> bool:
         """Stop the load or job running now (a job at the end of its current step). Thread-safe.
         With nothing running it does nothing and returns False: it can never stop a later job."""
-        with self._active_lock:
-            if self._active is None:
-                return False
-            self._active.set()
-            return True
+        return self._cancels.cancel()
 
     def generate(self, request: GenerationRequest, on_event: OnEvent = _ignore,
                  cancel: threading.Event | None = None) -> list[Finished]:
