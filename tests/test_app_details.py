@@ -242,6 +242,6 @@ async def test_a_settings_key_typed_ahead_at_start_works_before_the_hidden_panel
         app.main_screen.action_adjust("steps", 1)
         await pilot.pause()
         assert app.session.settings.steps == 5
-        await panel._build()  # what the refresh after the first frame does
+        await panel.build()  # what the timer after the first frame does
         await pilot.pause()
         assert panel.query_one("#setting-steps").value == "5"

@@ -158,7 +158,7 @@ async def test_ctrl_t_returns_to_the_prompt_from_anywhere(sdtui_home):
         await wait_for(pilot, lambda: len(app.screen_stack) >= 3, what="history and the viewer")
         await pilot.press("ctrl+t")
         assert app.screen is app.main_screen and app.focused is app.main_screen.query_one("#prompt")
-        app.main_screen.query_one(SettingsPanel).remove_class("hidden")
+        await app.main_screen.action_toggle_settings()
         app.main_screen.query_one("#setting-steps").focus()
         await pilot.press("ctrl+t")
         assert app.focused is app.main_screen.query_one("#prompt")
@@ -195,7 +195,7 @@ async def test_a_burst_of_keys_edits_and_submits_the_prompt_in_order(sdtui_home)
 async def test_every_field_applies_its_editing_keys_in_order(sdtui_home):
     app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
-        app.main_screen.query_one(SettingsPanel).remove_class("hidden")
+        await app.main_screen.action_toggle_settings()
         field = app.main_screen.query_one("#setting-steps")
         field.focus()
         field.value = "20"

@@ -287,8 +287,10 @@ class MainScreen(Screen):
             self._idle_cancel_noted = time.monotonic()
             self.app.notify("Nothing is running.", timeout=2)
 
-    def action_toggle_settings(self) -> None:
-        self.query_one(SettingsPanel).toggle_class("hidden")
+    async def action_toggle_settings(self) -> None:
+        panel = self.query_one(SettingsPanel)
+        panel.toggle_class("hidden")
+        await panel.build()
 
     def action_clear_queue(self) -> None:
         problem = self.session.clear_queue()

@@ -27,6 +27,10 @@ FIELDS = panel_fields()
 RELOAD_KEYS = tuple(f.name for f in FIELDS if f.metadata["reload"])
 SWITCH_KEYS = tuple(f.name for f in FIELDS if isinstance(f.default, bool))
 TEXT_KEYS = tuple(f.name for f in FIELDS if not f.metadata["choices"] and f.name not in SWITCH_KEYS)
+# A panel that starts hidden makes its fields this long after mounting: after the first frame has
+# reached the terminal (a callback after the first refresh still runs before it is written), and
+# at once when F4 shows the panel sooner.
+BUILD_AFTER_S = 0.5
 
 
 def shown_value(value: object) -> str:
@@ -63,6 +67,7 @@ class SettingsPanel(VerticalScroll):
         self.problems: dict[str, str] = {}
         self._quiet = False
         self._built = False  # the fields are made (a hidden panel makes them after the first frame)
+        self._building = False
 
     def compose(self) -> ComposeResult:
         if not self.has_class("hidden"):
@@ -73,9 +78,12 @@ class SettingsPanel(VerticalScroll):
         # A panel that starts hidden (a narrow terminal) gets its fields after the first frame:
         # they are most of the screen's widgets, and nobody sees them before F4.
         if not self._built:
-            self.call_after_refresh(self._build)
+            self.set_timer(BUILD_AFTER_S, self.build)
 
-    async def _build(self) -> None:
+    async def build(self) -> None:
+        if self._built or self._building:
+            return
+        self._building = True
         await self.mount_all(self._rows())
         self._built = True
         # A value set while the fields were being made (a key typed ahead) is in the settings.
