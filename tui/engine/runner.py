@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
-import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -19,12 +17,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine import device as devices
-from tui.engine.cancel import CancelScope
 from tui.engine.adapters import Networks, PreparedPrompts
+from tui.engine.cancel import CancelScope
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
-                               Notice, Started, Step, Timings, Unloaded)
+                               Notice, Started, Unloaded)
 from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
-from tui.engine.memory import format_bytes, sample_memory, swap_growth_warning, total_ram
+from tui.engine.memory import format_bytes, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
 from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, resolve_source, single_file_loader)
@@ -33,10 +31,10 @@ from tui.engine.options import EngineOptions
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
+from tui.engine.step_callback import CancelRequested, StepCallback
 
 log = logging.getLogger("tui.engine")
 OnEvent = Callable[[Event], None]
-MEMORY_SAMPLE_INTERVAL_S = 0.25  # a step's memory figures are at most this old
 
 
 def _ignore(_event: Event) -> None:
@@ -60,10 +58,6 @@ def _guarded(on_event: OnEvent) -> OnEvent:
             raise _ListenerError(error) from error
 
     return emit
-
-
-class _CancelRequested(Exception):
-    """Raised inside the step callback to leave the pipeline at once, skipping the VAE decode."""
 
 
 class Engine:
@@ -350,7 +344,7 @@ class Engine:
                                            on_event, cancel)
         except _ListenerError:
             raise
-        except _CancelRequested:
+        except CancelRequested:
             log.info("cancelled after %d of %d images", len(results), request.count)
             on_event(Cancelled(request, len(results)))
         except (ModelLoadError, devices.DeviceError, NetworkError, InitImageError) as error:
@@ -417,98 +411,58 @@ class Engine:
         import torch
 
         opts = self.options
-        throttle = PreviewThrottle(opts.preview_interval, opts.preview_max_fps)
         seeds = [request.seed_for(i) for i in indices]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        step_times: list[float] = []
-        clock = {"began": time.perf_counter(), "last": time.perf_counter(), "first": None, "peak": 0}
-        swap_warned = False
-        memory_sample: list = [None, 0.0]  # the latest sample and when it was taken
-        final_latents: list = []  # the last step's latents
-        total_steps = total_steps_of(request)
-        stage = {"offset": 0, "steps": total_steps}  # the pass running now: steps before it, and its own
-
-        def on_step_end(pipe, step_index, timestep, callback_kwargs):
-            nonlocal swap_warned
-            now = time.perf_counter()
-            step_times.append(now - clock["last"])
-            clock["last"] = now
-            if clock["first"] is None:
-                clock["first"] = now - called
-            if cancel.is_set():
-                raise _CancelRequested
-            last_of_pass = step_index + 1 == stage["steps"]
-            if memory_sample[0] is None or now - memory_sample[1] >= MEMORY_SAMPLE_INTERVAL_S or last_of_pass:
-                memory_sample[:] = [sample_memory(self.device), now]
-            memory = memory_sample[0]
-            clock["peak"] = max(clock["peak"], memory.device_allocated or memory.process_rss)
-            if not swap_warned:
-                warning = swap_growth_warning(swap_start, memory.swap_used)
-                if warning:
-                    warning += devices.swap_advice(self.device, os.environ.get(devices.MPS_WATERMARK_VARIABLE))
-                    swap_warned = True
-                    log.warning(warning)
-                    on_event(Notice(warning, "warning"))
-            preview = None
-            if last_of_pass:
-                final_latents[:] = [callback_kwargs["latents"]]  # for a float32 decode, should float16 fail
-            step = stage["offset"] + step_index + 1
-            if opts.previews and step < total_steps and throttle.due(step - 1, now):
-                source = self._denoised if self._denoised is not None else callback_kwargs["latents"]
-                preview = self._previewer.to_image(source)
-            elapsed = now - clock["began"]
-            on_event(Step(indices[0], step, total_steps, elapsed, step_times[-1],
-                          step / elapsed if elapsed > 0 else 0.0, memory, preview))
-            return callback_kwargs
+        callback = StepCallback(device=self.device, image_index=indices[0], total_steps=total_steps_of(request),
+                                called=called, swap_start=swap_start, cancel=cancel, on_event=on_event,
+                                preview=self._preview if opts.previews else None,
+                                throttle=PreviewThrottle(opts.preview_interval, opts.preview_max_fps))
+        arguments = {**prompts, "num_inference_steps": request.steps, "guidance_scale": request.guidance,
+                     "num_images_per_prompt": len(indices),
+                     "generator": generators if len(generators) > 1 else generators[0],
+                     "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": callback.tensor_inputs}
 
         def denoise(pipe, inputs: dict[str, Any], steps: int) -> list:
-            """One pass of the pipeline over this batch; its images, decoded."""
-            stage["steps"] = steps
-            self._denoised = None
-            final_latents.clear()
-            float32_vae = self._loaded_key in self._float32_vae
-            output = pipe(
-                **prompts,
-                **inputs,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                num_images_per_prompt=len(indices),
-                generator=generators if len(generators) > 1 else generators[0],
-                callback_on_step_end=on_step_end,
-                callback_on_step_end_tensor_inputs=["latents"],
-                **({"output_type": "latent"} if float32_vae else {}),
-            )
-            self._denoised = None
-            stage["offset"] += steps
-            return self._decode_in_float32(output.images) if float32_vae else \
-                self._checked(output.images, final_latents, on_event)
+            return self._denoise(pipe, {**arguments, **inputs}, steps, callback, on_event)
+
+        def refine(image) -> list:  # image to image, from the init image or the upscaled first pass
+            return denoise(self._image_to_image(), {"image": image, "strength": request.strength},
+                           steps_run(request.steps, request.strength))
 
         if source is not None:
-            images = denoise(self._image_to_image(), {"image": source, "strength": request.strength},
-                             steps_run(request.steps, request.strength))
+            images = refine(source)
         else:
             images = denoise(self.pipe, {"width": request.width, "height": request.height}, request.steps)
             if request.hires:  # A1111's hires fix: the first pass upscaled, then denoised again lightly
                 from PIL import Image
 
                 size = hires_size(request.width, request.height, request.hires)
-                upscaled = [image.resize(size, Image.LANCZOS) for image in images]
-                images = denoise(self._image_to_image(), {"image": upscaled, "strength": request.strength},
-                                 steps_run(request.steps, request.strength))
-        total = time.perf_counter() - clock["began"]
-        denoise_steps = statistics.median(step_times) if step_times else 0.0
-        final_memory = sample_memory(self.device)
-        peak = max(clock["peak"], final_memory.device_allocated or final_memory.process_rss)
+                images = refine([image.resize(size, Image.LANCZOS) for image in images])
+        timings = callback.timings(self.load_seconds)
         results = []
         for image, index, seed in zip(images, indices, seeds):
-            timings = Timings(load_s=self.load_seconds, first_step_s=clock["first"] or total, total_s=total,
-                              it_per_s=(1.0 / denoise_steps) if denoise_steps else 0.0, peak_memory=peak)
             finished = Finished(image, index, seed, request, timings, {**self.describe(), **prepared.metadata()})
-            log.debug("image %d/%d seed %d in %.2f s (%.2f it/s)", index + 1, request.count, seed, total,
+            log.debug("image %d/%d seed %d in %.2f s (%.2f it/s)", index + 1, request.count, seed, timings.total_s,
                       timings.it_per_s)
             on_event(finished)
             results.append(finished)
         return results
+
+    def _denoise(self, pipe, arguments: dict[str, Any], steps: int, callback: StepCallback,
+                 on_event: OnEvent) -> list:
+        """One pass of ``pipe`` over a batch, of ``steps`` steps; its images, decoded."""
+        callback.begin_pass(steps)
+        self._denoised = None
+        float32_vae = self._loaded_key in self._float32_vae
+        output = pipe(**arguments, **({"output_type": "latent"} if float32_vae else {}))
+        self._denoised = None
+        callback.end_pass()
+        return self._decode_in_float32(output.images) if float32_vae else \
+            self._checked(output.images, callback.final_latents, on_event)
+
+    def _preview(self, latents):
+        """A step's preview: of the scheduler's denoised estimate where it gives one, else of the latents."""
+        return self._previewer.to_image(self._denoised if self._denoised is not None else latents)
 
     def _image_to_image(self):
         """The loaded pipeline's image-to-image sibling, on the same components (``from_pipe``
@@ -522,13 +476,13 @@ class Engine:
         self._img2img.scheduler = self.pipe.scheduler
         return self._img2img
 
-    def _checked(self, images: list, final_latents: list, on_event: OnEvent) -> list:
+    def _checked(self, images: list, final_latents, on_event: OnEvent) -> list:
         """The images, decoded again in float32 from ``final_latents`` if the float16 VAE gave NaN
         (all black); the model then decodes in float32 for every later job, as A1111 does after
         its NaN check."""
         import numpy as np
 
-        if self.dtype != "float16" or not final_latents or not images:
+        if self.dtype != "float16" or final_latents is None or not images:
             return images  # only a float16 decode can overflow: no pixels are read otherwise
         brightest = max(int(np.asarray(image).max()) for image in images)
         if not devices.needs_float32_decode(self.dtype, brightest):
@@ -538,7 +492,7 @@ class Engine:
         log.warning(message)
         on_event(Notice(message, "warning"))
         self._float32_vae.add(self._loaded_key)
-        return self._decode_in_float32(final_latents[0])
+        return self._decode_in_float32(final_latents)
 
     def _decode_in_float32(self, latents) -> list:
         import torch
