@@ -145,7 +145,9 @@ def test_the_first_frame_imports_no_engine_machinery():
 NOT_FOR_THE_FIRST_FRAME = ("psutil", "tomllib", "hashlib", "secrets", "numpy", "PIL", "tui.store.importers",
                            "tui.client.screens.help", "tui.client.screens.ask", "tui.client.screens.history",
                            "tui.client.screens.viewer", "tui.client.screens.models", "tui.client.screens.networks",
-                           "tui.client.screens.picker", "tui.client.screens.compare")
+                           "tui.client.screens.picker", "tui.client.screens.compare",
+                           # the wire and the link come with the connection, which starts after it
+                           "tui.wire.events", "tui.wire.protocol", "tui.client.link", "tui.engine.events")
 
 
 def test_the_first_frame_imports_only_what_it_draws():

@@ -97,9 +97,11 @@ def test_a_peer_that_sends_more_fields_is_understood_and_one_that_sends_an_unkno
 def test_each_event_has_the_client_message_of_its_own_name():
     from tui.client import messages
 
-    assert set(messages.MESSAGE_FOR) == set(wire.EVENTS.values())
-    for event, message in messages.MESSAGE_FOR.items():
+    for event in wire.EVENTS.values():
+        message = messages.message_for(event)
         assert message.__name__ == event.__name__ and issubclass(message, messages.ServerEvent)
+    with pytest.raises(KeyError):
+        messages.message_for(messages.ServerEvent)  # a class of the same module, not an event
 
 
 def test_the_other_clients_hear_who_came_and_went_but_not_of_status(tmp_path):

@@ -1,7 +1,7 @@
 """Textual messages: one class per thing the sdtui server (or logging) tells the interface.
 
 Each event of the wire (tui/wire/events.py) has a message of the same name carrying it as
-``event``, with ``job``, the job it belongs to; MESSAGE_FOR maps one to the other. The Session
+``event``, with ``job``, the job it belongs to; message_for maps one to the other. The Session
 posts them from the UI thread, in the order the server sent them, after taking what they say
 into its own state; the screens' handlers own every change to the widgets. Step messages
 coalesce: a newer step replaces a waiting older one, unless that would drop a preview, so a
@@ -10,12 +10,15 @@ fast GPU cannot flood the interface.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual.message import Message
 
-from tui.wire import events as wire
+if TYPE_CHECKING:  # the wire loads with the connection, after the first frame
+    from tui.wire import events as wire
+
 
 
 class LogLine(Message):
@@ -208,4 +211,11 @@ class ClientsChanged(ServerEvent):
     """Another client came or went (another app shares this server's queue)."""
 
 
-MESSAGE_FOR: dict[type, type[ServerEvent]] = {event: globals()[name] for name, event in wire.EVENTS.items()}
+@functools.cache
+def message_for(event: type) -> type[ServerEvent]:
+    """The message of the wire's ``event`` class: the one of the same name."""
+    from tui.wire.events import EVENTS
+
+    if EVENTS.get(event.__name__) is not event:
+        raise KeyError(f"{event.__name__} is not an event of the wire")
+    return globals()[event.__name__]

@@ -9,7 +9,7 @@ load or a cancel, each carrying what it needs.
 
 What comes back waits in the Session's inbox until the UI thread drains it: the Session takes
 each event into its state there, in the server's order, then posts the event's message
-(MESSAGE_FOR). So the state is only ever written on the UI thread, and a handler sees it as of
+(message_for). So the state is only ever written on the UI thread, and a handler sees it as of
 its own event or later, never half-written.
 
 No Textual widgets and no torch here: only messages, the protocol and the store.
@@ -22,9 +22,8 @@ import logging
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from tui.client import link
 from tui.client import messages as m
 from tui.config import Settings, save_settings
 from tui.engine.families import ModelFamily
@@ -32,7 +31,9 @@ from tui.engine.request import STRENGTH_DEFAULT, GenerationRequest
 from tui.locations import Locations
 from tui.store.history import History
 from tui.store.thumbs import ThumbnailCache
-from tui.wire import events as wire
+if TYPE_CHECKING:  # the link and the wire load when the app connects, after the first frame
+    from tui.client import link
+    from tui.wire import events as wire
 
 log = logging.getLogger("tui.client.session")
 # How long quitting waits for an in-process server's running step to end, so the job is recorded
@@ -99,6 +100,8 @@ class Session:
 
     def start(self) -> None:
         """Connect (or start the server) on the link's thread; Connected or ServerLost follows."""
+        from tui.client import link  # after the first frame, with the wire it reads
+
         self.link = link.ServerLink(self.places, self.host, self.arrive)
         self.link.start()
 
@@ -106,7 +109,9 @@ class Session:
         """Leave: the server and its jobs go on, unless it runs in this process (then it stops,
         the running job ends at its step and is recorded as cancelled)."""
         if self.link is not None:
-            self.link.close(wait_s=QUIT_GRACE_S + 2 * link.READ_TICK_S)
+            from tui.client.link import READ_TICK_S
+
+            self.link.close(wait_s=QUIT_GRACE_S + 2 * READ_TICK_S)
         self.connected, self.running, self.loading = False, None, False
 
     def restart(self) -> None:
@@ -262,6 +267,9 @@ class Session:
 
     def _take(self, arrival: Any):
         """Take one arrival into the state; the message to post for it, or None."""
+        from tui.client import link
+        from tui.wire import events as wire
+
         if isinstance(arrival, link.Event):
             return self._take_event(arrival.event, arrival.job)
         if isinstance(arrival, link.ServerLog):
@@ -327,6 +335,8 @@ class Session:
         self.loading = state.loading
 
     def _take_event(self, event: Any, job: int | None):
+        from tui.wire import events as wire
+
         kind = type(event)
         if kind is wire.Finished:
             self._made = ((job, event.index), event.image)
@@ -367,7 +377,7 @@ class Session:
             return m.ImageSaved(event, job, image)
         elif kind is wire.Queued:  # another client's job (this client's own come as the reply to its generate)
             return m.Queued(event, job, f"by {event.client or 'another client'}")
-        return m.MESSAGE_FOR[kind](event, job)
+        return m.message_for(kind)(event, job)
 
 
 @dataclass

@@ -20,7 +20,6 @@ from textual.screen import Screen
 from textual.widgets import Header, Input
 
 from tui.client.widgets.footer import FittingFooter
-from tui.engine.events import Step
 from tui.engine.request import RANDOM_SEED_MAX, InvalidRequest, validate_request
 from tui.client import messages as m
 from tui.client.screens.confirm import ConfirmScreen
@@ -559,7 +558,7 @@ class MainScreen(Screen):
         advice = "" if DEMO_COMMAND in said else f". Pick another model with F3, or use {DEMO_COMMAND}"  # said once
         self.app.notify(f"{said}{advice}.", severity="error", timeout=15)
 
-    def _progress_text(self, report: Step) -> str:
+    def _progress_text(self, report) -> str:
         """One line of where the running job is, for screens over this one."""
         job = self.session.running
         images = self._making.count if self._making is not None else 1
