@@ -49,15 +49,19 @@ class Host:
             thread.join(wait_s)
 
 
-def stand_up(places, engine: Any = None, keep_alive_s: float = 600.0, idle_exit_s: float = 1800.0) -> Host:
+def stand_up(places, engine: Any = None, keep_alive_s: float = 600.0, idle_exit_s: float = 1800.0,
+             socket_of: Path | None = None) -> Host:
     """The server for ``places``' sdtui home, bound and with its history reconciled, not yet serving.
-    Raises ServerRunning when one already answers there, PlaceError when the socket's folder is unsafe."""
+    Raises ServerRunning when one already answers there, PlaceError when the socket's folder is unsafe.
+    ``socket_of``: a name whose own socket it listens on instead of the home's, where no client of
+    the home looks (``sdtui generate --no-server``)."""
     if engine is None:
         from tui.engine import Engine, EngineOptions
 
         engine = Engine(EngineOptions(model="demo"))  # every job and load carries its own options
     history = History(places.history_db, configured_outputs(places))
-    server = Server(places.data_dir, history, engine, keep_alive_s=keep_alive_s, idle_exit_s=idle_exit_s)
+    server = Server(socket_of or places.data_dir, history, engine, keep_alive_s=keep_alive_s,
+                    idle_exit_s=idle_exit_s)
     try:
         server.bind()
     except BaseException:
