@@ -159,3 +159,88 @@ def test_verbose_shows_the_servers_log_lines_for_its_job(warm_server):
     assert verbose.returncode == 0, verbose.stderr
     assert "INFO tui.server.jobs: image 1/1 saved: " in verbose.stderr
     assert "INFO " not in quiet.stderr
+
+
+# --- --no-server: the same client, with a server of its own --------------------------------------
+
+def test_without_the_server_the_command_leaves_no_socket_and_no_thread(made_before, sdtui_home, capsys):
+    """``generate --no-server`` runs the real server on a thread of its own process, on a socket of
+    its own that is gone once the command is connected; when the command ends, so has the server."""
+    import logging
+    import threading
+
+    from tests.conftest import RUNTIME
+    from tui.cli.main import main
+
+    rows, _ = made_before
+    os.unlink(rows[0][4])  # the history finds it gone, and the command says so, as its server's first client
+    handlers = {name: signal.getsignal(getattr(signal, name)) for name in ("SIGINT", "SIGTERM", "SIGHUP")}
+    root_handlers = list(logging.getLogger().handlers)
+    before = set(RUNTIME.iterdir())
+    try:
+        code = main(["generate", "x", "--demo", "--no-server", *SMALL])
+    finally:
+        for name, handler in handlers.items():
+            signal.signal(getattr(signal, name), handler)
+        for handler in set(logging.getLogger().handlers) - set(root_handlers):
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 and os.path.exists(out.strip())
+    assert "warning: history: 1 image file(s) are gone and are marked missing" in err.splitlines()
+    assert set(RUNTIME.iterdir()) == before  # no socket, pid file or folder
+    wait_for(lambda: not [t for t in threading.enumerate() if t.name.startswith("sdtui-")],
+             "the server's threads to end", timeout=5)
+    assert [r[3] for r in history_rows(sdtui_home)] == ["done", "done"]
+
+
+def test_without_the_server_a_running_server_of_the_same_home_is_left_alone(warm_server):
+    from tui.wire.place import socket_path
+
+    state = server_state(warm_server)
+    inode = os.stat(socket_path(warm_server.resolve())).st_ino
+    result = run_sdtui(["generate", "x", "--demo", "--no-server", *SMALL], env_extra=OFFLINE)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.startswith("loading demo model")  # in this process, not the server's loaded one
+    assert "using the server's loaded model" not in result.stderr and said(result.stderr) == []
+    after = server_state(warm_server)
+    assert (after["pid"], after["finished_jobs"], after["clients"]) == (state["pid"], state["finished_jobs"], state["clients"])
+    assert os.stat(socket_path(warm_server.resolve())).st_ino == inode
+    assert [r[3] for r in history_rows(warm_server)] == ["done", "done"]
+
+
+def generating_without_the_server(steps: int, size: int) -> subprocess.Popen:
+    """``sdtui generate --no-server`` running, once its progress shows the first step."""
+    process = subprocess.Popen(sdtui_command() + ["generate", "x", "--demo", "--no-server", "--steps", str(steps),
+                                                  "--width", str(size), "--height", str(size)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = ""
+    while f"/{steps}" not in seen:
+        char = process.stderr.read(1)
+        assert char, seen
+        seen += char
+    return process
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+def test_without_the_server_a_signal_cancels_the_job_even_a_hang_up(sdtui_home, signum):
+    """Its job cannot outlive the command, so a hang-up cancels it as Ctrl-C does."""
+    process = generating_without_the_server(LONG, 64)
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signum, err
+    assert out == "" and "cancelled after 0 images" in err
+    assert [r[3] for r in history_rows(sdtui_home)] == ["cancelled"]
+
+
+def test_without_the_server_a_second_ctrl_c_quits_at_once(sdtui_home):
+    """The model runs on a thread of the command's process: leaving must not wait for its step, nor
+    abort under it."""
+    process = generating_without_the_server(200, 512)  # steps of seconds
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert out == "" and err.splitlines()[-1] == "sdtui: stopped", err

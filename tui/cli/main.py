@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 from tui import __version__
 
-from tui.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Interrupts, say as _say
+from tui.cli.exits import EXIT_FAILED, EXIT_OK, EXIT_USAGE, say as _say
 
 
 class UsageError(Exception):
@@ -258,19 +257,16 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
 def run_generate(args: argparse.Namespace) -> int:
     from tui.engine.device import enable_mps_fallback
 
-    enable_mps_fallback()  # before anything can import torch
-    from tui.cli.progress import StderrProgress
-    from tui.engine import Engine, EngineOptions, Failed, InvalidRequest, ModelLoadError
-    from tui.engine.device import DeviceError
+    enable_mps_fallback()  # before anything can import torch (--no-server loads the model in this process)
+    from tui.cli.via_server import generate_via_server
+    from tui.config import configured_keys
+    from tui.engine import InvalidRequest, ModelLoadError
     from tui.engine.models import resolve_source
     from tui.engine.request import validate_request
     from tui.server.queue import prompt_problem
-    from tui.server.jobs import JobRecorder, numbered_output, save_failure_message
     from tui.locations import locations
     from tui.logs import setup_logging
-    from tui.store.history import History
     from tui.client.grid import GridError, grid_requests, parse_axes
-    from tui.text import visible
     from tui.wildcards import WildcardError, expanded_requests
 
     settings = _settings_from(args)
@@ -290,85 +286,30 @@ def run_generate(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.output is not None:
         args.output = checked_output(args.output)
-    saved: dict[int, list[str]] = {}
-
-    setup_logging(places.log_file, verbose=args.verbose)
-    if not args.no_server:
-        from tui.cli.via_server import generate_via_server
-        from tui.config import configured_keys
-
-        options = {"model": settings.model, "device": settings.device, "dtype": settings.dtype,
-                   "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
-                   "allow_pickle": args.allow_pickle, "previews": False,
-                   "models_dir": str(settings.models_folder(places.models_dir))}
-        chosen = configured_keys(places.config_file) | _flag_keys(args) | {axis.field for axis in axes}
-        status = generate_via_server(requests, settings, options, args.output, chosen, _say, saved,
-                                     "cell of the grid" if axes else "prompt of the template", args.verbose)
-        return _grid_sheet(axes, requests, saved, args.output) if axes and status == EXIT_OK else status
     models_dir = str(settings.models_folder(places.models_dir))
-    for request in requests:  # before the model loads: a LoRA the prompt names must be there
+    for request in requests:  # before any job runs (the server checks each again): a LoRA must be there
         problem = prompt_problem(request, models_dir, args.allow_pickle)
         if problem:
             raise UsageError(problem)
-    outputs = Path(settings.outputs_dir).expanduser() if settings.outputs_dir else places.outputs_dir
-    try:
-        history = History(places.history_db, outputs)
-    except OSError as error:
-        _say(f"history: cannot open {places.history_db} ({error.strerror or error})")
-        return EXIT_FAILED
-    report = history.reconcile()
-    progress = StderrProgress()
-    if report.changed:
-        progress(_notice(report.message()))
-    engine = Engine(EngineOptions(model=settings.model, device=settings.device, dtype=settings.dtype,
-                                  attention_slicing=settings.attention_slicing, warmup=settings.warmup,
-                                  allow_pickle=args.allow_pickle, previews=False, models_dir=models_dir))
-    recorder = JobRecorder(history, output=args.output)
-    outcome: dict[str, Any] = {}
+    saved: dict[int, list[str]] = {}
 
-    def on_event(event) -> None:
-        if isinstance(event, Failed):
-            outcome["failed"] = event.message  # said once, as the last line
-        else:
-            progress(event)
-        path = recorder(event)
-        if path is not None:  # exact for a pipe; on a terminal, control characters in a path are shown inert
-            saved.setdefault(number, []).append(str(path))
-            print(path if not sys.stdout.isatty() else visible(str(path)), flush=True)
-
-    interrupts = Interrupts()
-    cancel = interrupts.cancel  # this run's one job (and its load)
+    setup_logging(places.log_file, verbose=args.verbose)
+    options = {"model": settings.model, "device": settings.device, "dtype": settings.dtype,
+               "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
+               "allow_pickle": args.allow_pickle, "previews": False, "models_dir": models_dir}
+    chosen = configured_keys(places.config_file) | _flag_keys(args) | {axis.field for axis in axes}
     try:
-        try:
-            engine.load(progress, cancel=cancel)
-        except (ModelLoadError, DeviceError) as error:
-            _say(str(error))
-            return EXIT_FAILED
-        recorder.info = engine.describe()
-        # The family's defaults are said once for all the jobs; a grid's axes keep their own values.
-        adjusted = _with_family_defaults(requests[0], settings, args, engine, progress)
-        kept = [key for key in FAMILY_DEFAULT_KEYS if key not in {axis.field for axis in axes}]
-        number = 0
-        for number, request in enumerate(requests):
-            request = replace(request, **{key: getattr(adjusted, key) for key in kept})
-            if args.output:
-                recorder.output = numbered_output(args.output, number, len(requests))
-            if interrupts.exit_status or "failed" in outcome:  # Ctrl-C or a signal, or a job failed
-                break
-            engine.generate(request, on_event, cancel=cancel)
-    except OSError as error:
-        progress.end_bar()
-        _say(save_failure_message(error))
-        return EXIT_FAILED
-    finally:
-        history.close()
-    if interrupts.exit_status:
-        return interrupts.exit_status
-    if "failed" in outcome:
-        progress.end_bar()
-        _say(outcome["failed"])
-        return EXIT_FAILED
-    return _grid_sheet(axes, requests, saved, args.output) if axes else EXIT_OK
+        status = generate_via_server(requests, settings, options, args.output, chosen, _say, saved,
+                                     "cell of the grid" if axes else "prompt of the template", args.verbose,
+                                     own_server=args.no_server)
+    except KeyboardInterrupt:
+        if not args.no_server:
+            raise
+        # A second Ctrl-C with the model running on this process's generation thread: the
+        # interpreter's teardown under it aborts (std::terminate in torch), so leave without it.
+        _say("stopped", newline_first=True)
+        _leave_now(130)
+    return _grid_sheet(axes, requests, saved, args.output) if axes and status == EXIT_OK else status
 
 
 def checked_output(output: Path) -> Path:
@@ -457,25 +398,3 @@ def _flag_keys(args: argparse.Namespace) -> set[str]:
     """The request fields the command line chose: its flags, and an init image's size."""
     chosen = {key for key in FAMILY_DEFAULT_KEYS if getattr(args, key, None) is not None}
     return chosen | ({"width", "height"} if getattr(args, "init_image", None) is not None else set())
-
-
-def _with_family_defaults(request, settings, args: argparse.Namespace, engine, progress):
-    """The loaded model's family defaults for whatever neither a flag nor config.toml set."""
-    from tui.config import configured_keys
-    from tui.engine.events import Notice
-    from tui.engine.families import with_family_defaults
-    from tui.locations import locations
-
-    if not settings.family_defaults or engine.family_info is None:
-        return request
-    chosen = configured_keys(locations().config_file) | _flag_keys(args)
-    request, said = with_family_defaults(request, engine.family_info, chosen)
-    if said:
-        progress(Notice(said))
-    return request
-
-
-def _notice(message: str):
-    from tui.engine.events import Notice
-
-    return Notice(message, "warning")

@@ -1,9 +1,12 @@
 """``sdtui generate`` as a client of the server: the job runs there, with the model the server
 already holds; this process draws the progress, prints each saved path and imports no torch.
+With ``--no-server`` the same client talks to a server of its own on a thread of this process,
+which loads the model here; that is the only difference.
 
 Ctrl-C or SIGTERM cancels this job (and only it) and waits for it to be recorded; a second
 one leaves at once. SIGHUP (the terminal went away) leaves the job running: its image still
-arrives in the history.
+arrives in the history (with ``--no-server`` the job cannot outlive the command, so SIGHUP
+cancels it as Ctrl-C does).
 
 Every job ends with one JobDone saying how (done, failed, refused, cancelled, dropped, stopped).
 Each failure is said once, at the end; the exit status is 2 when every failure was bad input
@@ -31,40 +34,132 @@ SHOWN = (*MODEL_EVENTS, Started, Step, Cancelled)
 
 def generate_via_server(requests: list, settings, options: dict[str, Any], output: Path | None, chosen: set[str],
                         say: Callable[..., None], saved: dict[int, list[str]] | None = None,
-                        each: str = "prompt of the template", verbose: bool = False) -> int:
+                        each: str = "prompt of the template", verbose: bool = False, own_server: bool = False) -> int:
     """Queue ``requests`` (one per prompt of a wildcard template), all at once, and follow them
     until each is done; with ``output``, several jobs' images are numbered (fox-1.png, fox-2.png).
     ``saved`` gets each request's saved paths, by its place in ``requests``. ``verbose``: the
-    server's log lines about these jobs are printed too."""
+    server's log lines about these jobs are printed too. ``own_server`` (``--no-server``): the
+    server runs on a thread of this process (``OwnServer``), else it is the home's."""
     from tui.cli.progress import StderrProgress
     from tui.locations import locations
-    from tui.client.connection import ServerGone, ServerRefused, connect_or_start
+    from tui.client.connection import ServerGone
 
     places = locations()
-    server_log = places.logs_dir / "server.log"
-    interrupts = Interrupts(hang_up_leaves=True)
+    reach = OwnServer(places) if own_server else HomeServer(places, say, verbose)
+    interrupts = Interrupts(hang_up_leaves=reach.shared)
+    jobs = None
     try:
-        connection = connect_or_start(places.data_dir, "generate", server_log, logs=verbose,
-                                      on_start=lambda: say(f"starting the sdtui server (log: {server_log})"))
-    except (ServerRefused, ServerGone, OSError) as error:
-        say(str(error))
-        return EXIT_FAILED
-    jobs = _Jobs(connection, StderrProgress(), say, interrupts, saved if saved is not None else {})
-    try:
-        jobs.queue(requests, settings, options, output, chosen)
-        if len(requests) > 1 and jobs.pending:
-            say(f"queued {len(jobs.pending)} jobs, one for each {each}")
-        hung_up = jobs.follow()
-        if hung_up is not None:
-            return hung_up  # the jobs go on without this client
-    except ServerGone as error:
-        jobs.progress.end_bar()
-        say(f"{error}; the job's images so far are in the history; {server_log} may say why; run the command "
-            "again to start a new server")
-        return EXIT_FAILED
+        try:
+            connection = reach.connect()
+        except Unreachable as error:
+            say(str(error))
+            return EXIT_FAILED
+        jobs = _Jobs(connection, StderrProgress(), say, interrupts, saved if saved is not None else {})
+        try:
+            if connection.welcome.history_notice:  # reconciling the history changed it: said by its first client
+                jobs.progress(Notice(connection.welcome.history_notice, "warning"))
+            jobs.queue(requests, settings, options, output, chosen)
+            if len(requests) > 1 and jobs.pending and reach.shared:
+                say(f"queued {len(jobs.pending)} jobs, one for each {each}")
+            hung_up = jobs.follow()
+            if hung_up is not None:
+                return hung_up  # the jobs go on without this client
+        except ServerGone as error:
+            jobs.progress.end_bar()
+            say(reach.gone(error))
+            return EXIT_FAILED
+        finally:
+            connection.close()
     finally:
-        connection.close()
+        # After a second Ctrl-C (jobs still open) this command leaves at once.
+        reach.close(wait_s=10.0 if jobs is not None and not jobs.pending else 0.0)
     return jobs.finish()
+
+
+class Unreachable(Exception):
+    """No server could be reached; the message says why, in one line."""
+
+
+class HomeServer:
+    """The sdtui server of this home, started in the background when none runs. Its queue is
+    shared with every client, and its jobs outlive this command: a hang-up leaves them running."""
+    shared = True
+
+    def __init__(self, places, say: Callable[..., None], verbose: bool):
+        self.places = places
+        self.log = places.logs_dir / "server.log"
+        self.say = say
+        self.verbose = verbose
+
+    def connect(self):
+        from tui.client.connection import ServerGone, ServerRefused, connect_or_start
+
+        try:
+            return connect_or_start(self.places.data_dir, "generate", self.log, logs=self.verbose,
+                                    on_start=lambda: self.say(f"starting the sdtui server (log: {self.log})"))
+        except (ServerRefused, ServerGone, OSError) as error:
+            raise Unreachable(str(error)) from None
+
+    def gone(self, error: Exception) -> str:
+        return (f"{error}; the job's images so far are in the history; {self.log} may say why; run the command "
+                "again to start a new server")
+
+    def close(self, wait_s: float) -> None:
+        pass
+
+
+class OwnServer:
+    """``--no-server``: the server on a thread of this process (``stand_up``, as for the app's
+    --no-server), so the model loads here. It listens on a socket of its own, never the home's,
+    so it cannot meet an ``sdtui serve`` of this home, and the socket is removed as soon as this
+    command is connected: nothing else can reach the server, and a kill leaves no socket behind.
+    Its jobs end with the command, so a hang-up cancels them as Ctrl-C does. Its log lines are
+    this process's own, already on stderr with --verbose."""
+    shared = False
+
+    def __init__(self, places):
+        import os
+
+        self.places = places
+        self.socket_of = places.data_dir / f"generate-{os.getpid()}"  # only a name: it names the socket's folder
+        self.host = None
+
+    def connect(self):
+        from tui.client.connection import ServerGone, ServerRefused, connect
+        from tui.server.host import stand_up
+        from tui.wire.place import PlaceError
+
+        try:
+            self.host = stand_up(self.places, keep_alive_s=-1, idle_exit_s=-1, socket_of=self.socket_of).start()
+        except PlaceError as error:
+            raise Unreachable(str(error)) from None
+        except OSError as error:
+            raise Unreachable(f"history: cannot open {self.places.history_db} ({error.strerror or error})") from None
+        try:
+            return connect(self.socket_of, "generate")
+        except (ServerRefused, ServerGone, OSError) as error:
+            raise Unreachable(str(error)) from None
+        finally:
+            self._remove_socket()
+
+    def gone(self, error: Exception) -> str:
+        return f"{error}; the job's images so far are in the history; {self.places.log_file} may say why"
+
+    def close(self, wait_s: float) -> None:
+        """Stop the server, waiting up to ``wait_s`` for its threads to end."""
+        if self.host is not None:
+            self.host.stop("the command ended", wait_s=wait_s)
+        self._remove_socket()
+
+    def _remove_socket(self) -> None:
+        from tui.wire.place import pid_path, runtime_dir, socket_path
+
+        for path in (socket_path(self.socket_of), pid_path(self.socket_of)):
+            path.unlink(missing_ok=True)
+        try:
+            runtime_dir(self.socket_of).rmdir()
+        except OSError:
+            pass
 
 
 class _Jobs:
@@ -84,6 +179,7 @@ class _Jobs:
         self.model_said = False  # loading it, or using the loaded one, has been said
         self.notes: list[str] = []  # what the user's own cancel did to jobs that had not started
         self.failures: list[str] = []
+        self.notices_said: set[str] = set()
         self.run_failed = False  # a failure that was not bad input
 
     def queue(self, requests: list, settings, options: dict[str, Any], output: Path | None, chosen: set[str]) -> None:
@@ -152,6 +248,10 @@ class _Jobs:
         elif isinstance(event, JobDone):
             self._job_done(job, event.ended, event.reason)
         elif isinstance(event, SHOWN) and not (isinstance(event, Cancelled) and not self.cancel_sent):
+            if isinstance(event, Notice):  # a family's defaults, told for each job of a template: said once
+                if event.message in self.notices_said:
+                    return
+                self.notices_said.add(event.message)
             self._about_the_model(event)
             self.progress(event)
 
