@@ -244,3 +244,9 @@ def test_without_the_server_a_second_ctrl_c_quits_at_once(sdtui_home):
     out, err = process.communicate(timeout=30)
     assert process.returncode == 130, err
     assert out == "" and err.splitlines()[-1] == "sdtui: stopped", err
+
+
+def test_every_engine_flag_reaches_the_engine(sdtui_home):
+    result = run_sdtui(["generate", "x", "--demo", "--no-server", "-v", "--vae-tiling", "on", *SMALL])
+    assert result.returncode == 0, result.stderr
+    assert "INFO tui.engine: VAE tiling: on" in result.stderr

@@ -294,9 +294,8 @@ def run_generate(args: argparse.Namespace) -> int:
     saved: dict[int, list[str]] = {}
 
     setup_logging(places.log_file, verbose=args.verbose)
-    options = {"model": settings.model, "device": settings.device, "dtype": settings.dtype,
-               "attention_slicing": settings.attention_slicing, "warmup": settings.warmup,
-               "allow_pickle": args.allow_pickle, "previews": False, "models_dir": models_dir}
+    options = {**settings.engine_fields(), "allow_pickle": args.allow_pickle, "previews": False,
+               "models_dir": models_dir}
     chosen = configured_keys(places.config_file) | _flag_keys(args) | {axis.field for axis in axes}
     try:
         status = generate_via_server(requests, settings, options, args.output, chosen, _say, saved,
