@@ -29,7 +29,9 @@ import logging
 import random
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine import device as devices
@@ -270,3 +272,26 @@ def scripted(**script) -> Callable[[], ScriptedEngine]:
 
     factory.engine = None
     return factory
+
+
+@contextmanager
+def serving(home: Path, **script):
+    """The real server for the sdtui home ``home`` on a thread of this process, its engine a
+    ScriptedEngine(**script): a client in another process (the app in a terminal) finds it running
+    and connects to it as to ``sdtui serve``, so a test of keys, signals or the queue does not wait
+    on the demo pipeline. Stopped on leaving; the client must not run ``sdtui stop``, which would
+    wait for this process to end."""
+    from tui.locations import Locations
+    from tui.server.host import stand_up
+
+    root = Path(home).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    tui_log = logging.getLogger("tui")
+    level = tui_log.level
+    tui_log.setLevel(logging.INFO)  # as ``sdtui serve`` logs: its clients show "loaded ..." and the rest
+    host = stand_up(Locations(config_dir=root, data_dir=root), engine=ScriptedEngine(**script)).start()
+    try:
+        yield host
+    finally:
+        host.stop("the test is over", wait_s=5)
+        tui_log.setLevel(level)

@@ -6,6 +6,7 @@ docs/performance.md."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -20,6 +21,7 @@ import pytest
 from tests.bench.terminal import TerminalSession, sdtui_script, session_env, wait_ready, write_config
 from tests.conftest import sdtui_command
 from tests.reliability import assert_history_consistent, history_rows, start_generating
+from tests.scripted_engine import serving
 
 SMALL = ["--steps", "2", "--width", "64", "--height", "64"]
 
@@ -94,8 +96,15 @@ def test_sigkill_at_random_moments_leaves_a_consistent_history(tmp_path, full):
                          ids=["SIGHUP", "SIGTERM", "SIGHUP --no-server"])
 def test_a_signal_during_a_generation_in_the_app_exits_cleanly(sdtui_home, signum, server):
     """The app leaves at once with the terminal restored; the job goes on in the server (with
-    --no-server, the engine inside the app stops it at its step and records it cancelled)."""
+    --no-server, the engine inside the app stops it at its step and records it cancelled). The
+    server the app finds running has a scripted engine, 400 steps of 10 ms; --no-server runs the
+    demo pipeline inside the app."""
     write_config(sdtui_home, steps=400, width=256, height=256)
+    with serving(sdtui_home, step_s=0.01) if server else contextlib.nullcontext():
+        _signal_during_a_generation(sdtui_home, signum, server)
+
+
+def _signal_during_a_generation(sdtui_home: Path, signum: int, server: bool) -> None:
     session = TerminalSession([sdtui_script(), "--demo"] + ([] if server else ["--no-server"]), 100, 30,
                               session_env(sdtui_home))
     try:
@@ -224,6 +233,17 @@ def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_h
     The short form queues 50 and presses Escape 25 times."""
     jobs, escapes = (200, 100) if full else (50, 25)
     write_config(sdtui_home, steps=10, width=64, height=64)
+    with serving(sdtui_home, step_s=0.02):  # the server the app finds: 10 steps of 20 ms a job
+        rows = _quick_cancels(sdtui_home, jobs, escapes)
+    statuses = [r[3] for r in rows]
+    done, cancelled = statuses.count("done"), statuses.count("cancelled")
+    assert len(rows) == jobs and done + cancelled == jobs, statuses
+    assert 1 <= cancelled <= escapes
+    assert_history_consistent(sdtui_home)
+    print(f"\n{jobs} jobs, {escapes} quick Escapes: {done} done, {cancelled} cancelled")
+
+
+def _quick_cancels(sdtui_home: Path, jobs: int, escapes: int) -> list[tuple]:
     session = TerminalSession([sdtui_script(), "--demo"], 120, 40, session_env(sdtui_home))
     try:
         wait_ready(session)
@@ -243,14 +263,9 @@ def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_h
         rows = history_rows(sdtui_home)
         assert session.process.poll() is None
     finally:
-        session.close()
+        session.close(stop_server=False)
     assert session.process.returncode == 0, "Ctrl+Q ended it normally"
-    statuses = [r[3] for r in rows]
-    done, cancelled = statuses.count("done"), statuses.count("cancelled")
-    assert len(rows) == jobs and done + cancelled == jobs, statuses
-    assert 1 <= cancelled <= escapes
-    assert_history_consistent(sdtui_home)
-    print(f"\n{jobs} jobs, {escapes} quick Escapes: {done} done, {cancelled} cancelled")
+    return rows
 
 
 # --- several processes, one history ---------------------------------------------------------
