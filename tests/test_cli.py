@@ -14,15 +14,17 @@ from tui.store.importers import read_request
 
 
 def test_generate_writes_a_png_whose_parameters_parse_back_and_repeats_exactly(sdtui_home, tmp_path):
-    first = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", "--output", str(tmp_path / "fox.png")])
+    small = ["--steps", "6", "--width", "192", "--height", "128"]
+    first = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", *small, "--output", str(tmp_path / "fox.png")])
     assert first.returncode == 0, first.stderr
     assert first.stdout == f"{tmp_path / 'fox.png'}\n"
     image = Image.open(tmp_path / "fox.png")
     request = request_from_parameters(image.text["parameters"])
-    assert (request.prompt, request.seed, request.steps, request.width, request.height) == ("a red fox", 7, 20, 512,
-                                                                                          512)
+    assert (request.prompt, request.seed, request.steps, request.width, request.height) == ("a red fox", 7, 6, 192,
+                                                                                          128)
     assert read_request(tmp_path / "fox.png") == request
-    second = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", "--output", str(tmp_path / "fox2.png")])
+    second = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", *small, "--output",
+                        str(tmp_path / "fox2.png")])
     assert second.returncode == 0
     assert np.array_equal(np.asarray(image), np.asarray(Image.open(tmp_path / "fox2.png")))
     rows = sqlite3.connect(sdtui_home / "history.db").execute(
