@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import run_sdtui, sdtui_command
 from tests.reliability import history_rows, start_generating
+from tests.scripted_engine import serving
 from tui.client.connection import connect, server_pid
 
 SMALL = ["--steps", "1", "--width", "64", "--height", "64"]
@@ -56,9 +57,18 @@ def warm_server(sdtui_home):
     return sdtui_home
 
 
+@pytest.fixture
+def scripted_server(sdtui_home):
+    """The server the commands find running: the real one, on a thread of the test, with a scripted
+    engine whose steps take 0.1 s (a long job is 6 s), for tests of what the clients hear."""
+    with serving(sdtui_home, step_s=0.1):
+        yield sdtui_home
+
+
 # --- a job that never runs or never finishes --------------------------------------------------
 
-def test_a_generate_whose_job_waits_exits_on_sigterm_and_the_running_job_completes(sdtui_home):
+def test_a_generate_whose_job_waits_exits_on_sigterm_and_the_running_job_completes(scripted_server):
+    sdtui_home = scripted_server
     first, second = queued_behind_a_long_job(sdtui_home)
     second.send_signal(signal.SIGTERM)
     _, err = second.communicate(timeout=30)  # it waited for ever for a JobDone that never came
@@ -70,7 +80,8 @@ def test_a_generate_whose_job_waits_exits_on_sigterm_and_the_running_job_complet
     assert out.strip() == history_rows(sdtui_home)[0][4]
 
 
-def test_a_generate_whose_job_waits_hears_that_another_client_cleared_the_queue(sdtui_home):
+def test_a_generate_whose_job_waits_hears_that_another_client_cleared_the_queue(scripted_server):
+    sdtui_home = scripted_server
     first, second = queued_behind_a_long_job(sdtui_home)
     with connect(sdtui_home.resolve(), "app") as app:  # what the app's clear queue sends
         assert app.request({"type": "clear_queue"}, "cleared")["count"] == 1
