@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from tests.conftest import sdtui_command
+from tests.scripted_engine import serving
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
 
@@ -98,13 +99,19 @@ def app_pid(session: str) -> int:
 
 def test_a_hang_up_with_three_jobs_queued_loses_none_of_them(tmp_path):
     """The terminal goes away mid-job with two more waiting: the app exits, the server goes on,
-    the three images arrive, and the next sdtui shows them."""
+    the three images arrive, and the next sdtui shows them. The server the app finds running is
+    the real one with a scripted engine (500 steps of 10 ms a job): what is tested is the app."""
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "config.toml").write_text("steps = 500\nwidth = 256\nheight = 256\n")
+    with serving(home, step_s=0.01):
+        _hang_up_with_three_jobs_queued(home)
+
+
+def _hang_up_with_three_jobs_queued(home) -> None:
     import sqlite3
 
     session = f"sdtui-{uuid.uuid4().hex[:8]}"
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "config.toml").write_text("steps = 500\nwidth = 256\nheight = 256\n")  # about 8 s a job
     command = " ".join(sdtui_command() + ["--demo"])
     env = f"TERM=xterm-256color SDTUI_HOME={home} XDG_RUNTIME_DIR={os.environ['XDG_RUNTIME_DIR']}"
     tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30",
