@@ -300,7 +300,7 @@ async def test_the_app_and_two_headless_runs_share_one_history_without_losing_a_
 # --- soak -----------------------------------------------------------------------------------
 
 def test_soak_memory_growth_after_warm_up_stays_under_50_mb(full):
-    generations, warmup = (500, 50) if full else (50, 20)
+    generations, warmup = (500, 50) if full else (30, 10)
     result = subprocess.run([sys.executable, "-m", "tests.soak", "--generations", str(generations),
                              "--warmup", str(warmup), "--json"], capture_output=True, text=True, timeout=1800,
                             cwd=Path(__file__).parent.parent)

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from tests.bench.terminal import READY_MARK, TerminalSession, sdtui_script, session_env, write_config
+from tests.scripted_engine import serving
 from tui.client.terminal import split_replies
 from tui.client.widgets.graphics import (CELL_SIZE_QUERY, DA1_QUERY, KITTY_CHUNK, KITTY_QUERY, XTVERSION_QUERY, Replies, choose_graphics,
                                   iterm2_image, kitty_image, read_replies, sixel_image, tmux_passthrough)
@@ -161,9 +162,20 @@ ANSWERS = {
 
 @pytest.mark.parametrize("terminal", ["none", "kitty", "iterm2", "sixel"])
 def test_the_app_draws_with_what_the_terminal_answered(tmp_path, terminal):
+    """The app in a pty answers the terminal's replies; the server it finds running is the real one
+    with a scripted engine, since the subject is what reaches the terminal."""
     home = tmp_path / "home"
     home.mkdir()
     write_config(home, model="demo", steps=2, width=128, height=128, seed=7)
+    with serving(home):
+        _draws_with_what_the_terminal_answered(home, terminal)
+    log = next(home.rglob("sdtui.log")).read_text()
+    expected = {"none": "pictures: half blocks (the terminal has not answered", "kitty": "pictures: kitty (",
+                "iterm2": "pictures: iterm2 (the terminal is iTerm2 3.5.4", "sixel": "pictures: sixel ("}
+    assert expected[terminal] in log, log[-2000:]
+
+
+def _draws_with_what_the_terminal_answered(home, terminal: str) -> None:
     session = TerminalSession([sdtui_script()], 100, 30, session_env(home))
     try:
         session.wait_for(DA1_QUERY.encode(), session.started, timeout=60)
@@ -194,11 +206,7 @@ def test_the_app_draws_with_what_the_terminal_answered(tmp_path, terminal):
         if terminal == "none":
             assert b"\x1b_G" not in output and b"1337" not in output
     finally:
-        session.close()
-    log = next(home.rglob("sdtui.log")).read_text()
-    expected = {"none": "pictures: half blocks (the terminal has not answered", "kitty": "pictures: kitty (",
-                "iterm2": "pictures: iterm2 (the terminal is iTerm2 3.5.4", "sixel": "pictures: sixel ("}
-    assert expected[terminal] in log, log[-2000:]
+        session.close(stop_server=False)
 
 
 def rows(home):
