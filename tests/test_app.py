@@ -32,14 +32,14 @@ async def test_prompt_enter_generates_and_shows_the_final_image(sdtui_home):
         await type_prompt(pilot, "a red fox")
         await pilot.press("enter")
         screen = app.main_screen
-        await wait_for(pilot, lambda: screen.last_path is not None, what="the image")
+        await wait_for(pilot, lambda: app.session.last_path is not None, what="the image")
         status = screen.query_one(StatusPanel)
         await wait_for(pilot, lambda: status.state == "done", what="the job to end")
         assert "4/4" in str(screen.query_one("#progress-text").render())
         thumbnail = screen.query_one("#preview", Thumbnail)
         assert thumbnail.image is not None and thumbnail.image.size == (128, 128)
-        assert Path(screen.last_path).exists()
-        assert rows(sdtui_home) == [("a red fox", 7, "done", screen.last_path, 4)]
+        assert Path(app.session.last_path).exists()
+        assert rows(sdtui_home) == [("a red fox", 7, "done", app.session.last_path, 4)]
         log_text = "\n".join(screen.query_one(LogPanel).lines_written)
         assert "attention slicing: off (auto" in log_text and "saved: seed 7" in log_text
 
@@ -107,9 +107,9 @@ async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
         assert seeds[0] != seeds[1] and 7 not in seeds
         panel = app.main_screen.query_one(SettingsPanel)
         await pilot.press("ctrl+l")  # unlock: seed 7 was locked
-        assert panel.settings.seed == "random"
+        assert app.session.settings.seed == "random"
         await pilot.press("ctrl+g")  # reuse the last image's seed
-        assert panel.settings.seed == seeds[1]
+        assert app.session.settings.seed == seeds[1]
         await pilot.press("enter")
         await wait_for(pilot, lambda: len(rows(sdtui_home)) == 3 and not app.session.busy)
         assert rows(sdtui_home)[-1][1] == seeds[1]
@@ -120,7 +120,7 @@ async def test_step_and_guidance_keys(sdtui_home):
     async with app.run_test(size=SIZE) as pilot:
         panel = app.main_screen.query_one(SettingsPanel)
         await pilot.press("f6", "f6", "f5", "f8", "f8", "f8", "f7")
-        assert panel.settings.steps == 5 and panel.settings.guidance == 8.0
+        assert app.session.settings.steps == 5 and app.session.settings.guidance == 8.0
         assert app.main_screen.query_one("#setting-steps").value == "5"
 
 
@@ -204,7 +204,7 @@ async def test_markup_and_escapes_in_a_prompt_are_shown_literally(sdtui_home):
         nasty = "[bold red]loud[/] \x1b[31mred\x1b]52;c;aGk=\x07"
         app.main_screen.query_one("#prompt").value = nasty
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        await wait_for(pilot, lambda: app.session.last_path is not None)
         caption = str(app.main_screen.query_one("#caption").render())
         assert "[bold red]loud[/]" in caption and "\\x1b[31mred" in caption and "\x1b" not in caption
         assert rows(sdtui_home)[0][0] == nasty  # stored literally
@@ -242,14 +242,14 @@ async def test_command_palette_commands_run(sdtui_home):
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "fox")
         await pilot.press("enter")
-        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        await wait_for(pilot, lambda: app.session.last_path is not None)
         from tui.client.commands import SdtuiCommands
 
         names = [name for name, _, _ in SdtuiCommands(app.screen)._commands()]
         assert all(": " in name for name in names)
-        app.action_copy_path()
-        assert app.clipboard == app.main_screen.last_path
-        app.action_toggle_previews()
+        app.palette.copy_path()
+        assert app.clipboard == app.session.last_path
+        app.palette.toggle_previews()
         await pilot.pause()
         assert app.settings.previews is False and app.session.engine_options()["previews"] is False
         engine = app.session.hosted.server.engine
@@ -257,10 +257,10 @@ async def test_command_palette_commands_run(sdtui_home):
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.history.count() == 2 and not app.session.busy, what="the second job")
         assert engine.options.previews is False
-        app.action_toggle_slicing()
+        app.palette.toggle_slicing()
         await pilot.pause()
         assert app.settings.attention_slicing == "on"
-        app.action_clear_log()
+        app.palette.clear_log()
         assert app.main_screen.query_one(LogPanel).lines_written == []
 
 

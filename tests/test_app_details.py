@@ -60,7 +60,7 @@ async def test_enter_while_the_model_loads_queues_the_job(sdtui_home):
         await type_prompt(pilot, "early bird")
         await pilot.press("enter")
         assert not app.session.hosted.server.engine.loaded or app.session.waiting <= 1
-        await wait_for(pilot, lambda: app.main_screen.last_path is not None, what="the queued job")
+        await wait_for(pilot, lambda: app.session.last_path is not None, what="the queued job")
         assert app.session.hosted.server.engine.loaded
 
 
@@ -69,7 +69,7 @@ async def test_thumbnail_fills_its_panel_and_re_renders_on_resize(sdtui_home):
     app = make_app(engine=scripted(), steps=2, width=256, height=128)
     async with app.run_test(size=(120, 40)) as pilot:
         await submit_prompt(pilot, app, "wide")
-        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        await wait_for(pilot, lambda: app.session.last_path is not None)
         thumbnail = app.main_screen.query_one("#preview", Thumbnail)
         await pilot.pause()
         first = thumbnail.picture_size
@@ -100,10 +100,10 @@ async def test_bell_and_a_notification_when_the_queue_empties_out_of_focus(sdtui
         app.bell = lambda: rings.append(1)
         app.terminal.write = written.append
         await submit_prompt(pilot, app, "focused")
-        await wait_for(pilot, lambda: app.main_screen.last_path is not None)
+        await wait_for(pilot, lambda: app.session.last_path is not None)
         assert rings == []
         app.app_focus = False  # the terminal reported focus lost; no widget has focus now
-        app.main_screen.last_path = None
+        app.session.last_path = None
         app.main_screen.query_one(SettingsPanel).set_value("count", 2)
         assert app.main_screen.submit_prompt()
         await wait_for(pilot, lambda: app.history.count() == 3 and not app.session.busy, what="two more images")

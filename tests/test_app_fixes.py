@@ -32,7 +32,7 @@ async def start_a_long_job(pilot, app, prompt="long one"):
     await type_prompt(pilot, prompt)
     await pilot.press("enter")
     await wait_for(pilot, lambda: app.main_screen.query_one(StatusPanel).state == "generating"
-                   and app.main_screen._making is not None, what="the job to start")
+                   and app.session.making is not None, what="the job to start")
 
 
 @pytest.mark.asyncio
@@ -57,17 +57,17 @@ async def test_seed_keys_during_a_job_take_the_seed_being_made(sdtui_home):
     app = make_recording_app(engine=scripted(step_s=0.05), steps=2, seed="random")  # 400 steps then take 20 s
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("first",))
-        last = app.main_screen.last_seed
+        last = app.session.last_seed
         app.main_screen.query_one(SettingsPanel).set_value("steps", 400)
         await start_a_long_job(pilot, app)
-        making = app.main_screen._making.seed
+        making = app.session.making.seed
         assert making != last
         await pilot.press("ctrl+g")
-        assert app.main_screen.settings.seed == making
+        assert app.session.settings.seed == making
         assert any(f"Seed locked to {making} (the image being made)" in message for message in app.notified)
         await pilot.press("ctrl+l")  # unlock, then lock again: still the image being made
         await pilot.press("ctrl+l")
-        assert app.main_screen.settings.seed == making
+        assert app.session.settings.seed == making
         await pilot.press("escape")
 
 
@@ -145,7 +145,7 @@ async def test_copy_last_path_in_a_new_session_uses_the_history(sdtui_home):
     app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await wait_loaded(pilot, app)
-        app.action_copy_path()
+        app.palette.copy_path()
         assert app.clipboard == path
 
 
@@ -224,7 +224,7 @@ async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
         await generate_each(pilot, app, ("quoted import",))
         source = tmp_path / "dropped here.png"
         source.write_bytes(open(app.history.recent(1)[0].image_path, "rb").read())
-        app.action_import_png()
+        app.palette.import_png()
         await pilot.pause()
         app.screen.query_one("#answer").value = f"'{source}'"
         await pilot.press("enter")
@@ -241,14 +241,14 @@ async def test_importing_a_two_pass_comfyui_image_keeps_the_scheduler_and_logs_t
     async with app.run_test(size=SIZE) as pilot:
         panel = app.main_screen.query_one(SettingsPanel)
         panel.set_value("scheduler", "LMS")
-        app.action_import_png()
+        app.palette.import_png()
         await pilot.pause()
         app.screen.query_one("#answer").value = str(FOREIGN / "ComfyUI" / "unclip_2pass_cropped.png")
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.screen is app.main_screen)
         await pilot.pause()
         assert app.main_screen.query_one("#prompt").value == "beautiful scenery landscape outdoors mountains"
-        assert panel.settings.scheduler == "LMS" and panel.settings.seed == 119080905858220
+        assert app.session.settings.scheduler == "LMS" and app.session.settings.seed == 119080905858220
         lines = log_lines(app)
         assert any(line.endswith("imported ComfyUI parameters from unclip_2pass_cropped.png") for line in lines)
         assert any("dpmpp_sde" in line and "current scheduler is kept" in line for line in lines)
@@ -285,7 +285,7 @@ async def test_dialogs_show_their_own_keys(sdtui_home):
 
         for opener, expected in ((lambda: pilot.press("f1"), "Close help"),
                                  (lambda: pilot.press("f3"), "Close"),
-                                 (app.action_import_png, "Cancel")):
+                                 (app.palette.import_png, "Cancel")):
             result = opener()
             if result is not None:
                 await result
@@ -309,4 +309,4 @@ async def test_the_last_image_is_on_the_stage_at_start(sdtui_home):
         caption = app.main_screen.query_one("#caption").text.plain
         assert "left from before" in caption and "seed 7" in caption
         await pilot.press("ctrl+g")
-        assert app.main_screen.settings.seed == 7
+        assert app.session.settings.seed == 7

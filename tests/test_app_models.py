@@ -90,7 +90,7 @@ async def test_a_typed_model_that_is_not_here_fails_clearly_and_the_app_goes_on(
                        what="the load failure")
         # Checked before unloading: the working model stays, and the settings say so again.
         assert app.session.hosted.server.engine.loaded and app.session.hosted.server.engine.loaded_model == "demo"
-        assert app.settings.model == "demo" and app.main_screen.settings.model == "demo"
+        assert app.settings.model == "demo" and app.session.settings.model == "demo"
         assert "demo model" in app.sub_title and "no model loaded" not in app.sub_title
         assert not isinstance(app.screen, ModelPickerScreen)
         await type_prompt(pilot, "still works")

@@ -65,7 +65,7 @@ async def test_sdtui_generate_while_the_app_runs_uses_the_loaded_model(sdtui_hom
         assert "using the server's loaded model, demo model (random weights)" in err.decode()
         path = out.decode().strip()
         # The app sees the other client's job too, and shows its image.
-        await wait_for(pilot, lambda: app.main_screen.last_path == path, what="the command's image in the app")
+        await wait_for(pilot, lambda: app.session.last_path == path, what="the command's image in the app")
     server_log = app.places.log_file.read_text()  # the app's own lines are not in it: tests set no file
     assert server_log.count("loading demo model") == 1, "the model loaded once, for both clients"
 
@@ -88,7 +88,7 @@ async def test_another_clients_job_is_announced_and_previewed_in_the_app(sdtui_h
         assert process.returncode == 0, err.decode()
         assert "queued (by generate): \"watched from the app\"" in log_text(app)
         assert (16, 16) in sizes, f"a live preview (latent size) of the other client's job: {sizes}"
-        await wait_for(pilot, lambda: app.main_screen.last_path == out.decode().strip(), what="its image")
+        await wait_for(pilot, lambda: app.session.last_path == out.decode().strip(), what="its image")
 
 
 async def test_a_new_app_shows_the_running_job_where_it_is_and_can_cancel_it(sdtui_home):

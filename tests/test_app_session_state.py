@@ -40,7 +40,7 @@ async def test_a_locked_seed_holds_for_the_run_shows_in_the_header_and_stays_out
         seed = app.history.latest_done().seed
         await pilot.press("ctrl+l")
         await pilot.pause()
-        assert app.main_screen.settings.seed == seed
+        assert app.session.settings.seed == seed
         assert f"seed {seed} locked" in header_text(app), "at 80 columns, with no settings panel"
         await pilot.press("f6")  # another setting: saved as before
         await wait_for(pilot, lambda: config.exists() and "steps = 3" in config.read_text(), what="steps saved")
@@ -51,7 +51,7 @@ async def test_a_locked_seed_holds_for_the_run_shows_in_the_header_and_stays_out
         await pilot.press("ctrl+g")  # the last image's seed, locked again
         await pilot.pause()
         assert f"seed {seed} locked" in header_text(app)
-        app.action_save_seed()  # asked for: now it is config.toml's
+        app.palette.save_seed()  # asked for: now it is config.toml's
         assert load_settings(config).seed == seed
         await pilot.press("ctrl+l")
         await pilot.pause()

@@ -96,7 +96,7 @@ async def test_the_app_queues_a_grid_and_shows_its_sheet(sdtui_home):
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_loaded(pilot, app)
         await type_prompt(pilot, "a red fox")
-        app.action_grid()
+        app.palette.grid()
         await wait_for(pilot, lambda: isinstance(app.screen, AskScreen), what="the axes question")
         app.screen.query_one(Input).value = "steps=2,3; sr=red,blue"
         await pilot.press("enter")

@@ -68,7 +68,7 @@ async def test_load_rerun_and_variations(sdtui_home):
         await pilot.press("l")
         await wait_for(pilot, lambda: app.screen is app.main_screen)
         assert app.main_screen.query_one("#prompt").value == "beta whale"
-        settings = app.main_screen.query_one(SettingsPanel).settings
+        settings = app.session.settings
         assert (settings.steps, settings.seed) == (2, 7)
 
 
@@ -202,7 +202,7 @@ async def test_import_a_png_into_the_main_screen(sdtui_home, tmp_path):
         await wait_for(pilot, lambda: app.screen is app.main_screen)
         assert app.main_screen.query_one("#prompt").value == "comfy castle"
         assert app.main_screen.query_one("#negative").value == "fog"
-        settings = app.main_screen.query_one(SettingsPanel).settings
+        settings = app.session.settings
         assert (settings.steps, settings.guidance, settings.width, settings.height, settings.seed,
                 settings.scheduler) == (12, 5.0, 640, 448, 99, "Euler")
 

@@ -321,7 +321,7 @@ async def test_importing_an_image_whose_lora_has_another_name_here_uses_the_file
     app = make_recording_app()
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_loaded(pilot, app)
-        app.action_import_png()
+        app.palette.import_png()
         await pilot.pause()
         app.screen.query_one("#answer").value = str(tmp_path / "shared.png")
         await pilot.press("enter")

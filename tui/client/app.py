@@ -46,7 +46,7 @@ def every_binding() -> list[tuple[str, Binding]]:
     ]
 
 
-class SdtuiApp(PaletteActions, App[int]):
+class SdtuiApp(App[int]):
     TITLE = "sdtui"
     CSS_PATH = str(styles_dir() / "app.tcss")
     COMMANDS = App.COMMANDS | {SdtuiCommands}
@@ -68,6 +68,7 @@ class SdtuiApp(PaletteActions, App[int]):
         self.session = Session(settings, places or locations(), host=host, allow_pickle=allow_pickle, save=save)
         self.places = self.session.places
         self.main_screen = MainScreen(self.session)
+        self.palette = PaletteActions(self)
         self.terminal = TerminalFeatures(self)
         self._forwarder = LogForwarder(self._post_log)
         self._in_place: dict = {}  # slot -> the toast notify_in_place showed last
@@ -95,7 +96,7 @@ class SdtuiApp(PaletteActions, App[int]):
             root.setLevel(logging.INFO)
         self.main_screen.recall.prompts.extend(self.history.recent_prompts())
         self.terminal.catch_stop_signals(self._stop_on_signal)
-        self.session.post = self.main_screen.post_message
+        self.session.post = self.main_screen.take
         self.session.wake = lambda: self.post_message(Arrived())  # from the link's thread
         # Connecting may start the server, which imports torch: after the first frame. The
         # terminal is asked what it can draw then too, so no answer can hold up the first frame.
@@ -140,16 +141,22 @@ class SdtuiApp(PaletteActions, App[int]):
     # --- what the screens ask for ---------------------------------------------------------
 
     def on_queue_request(self, intent: QueueRequest) -> None:
-        if self.main_screen.queue_request(intent.request, intent.what):
+        problem = self.session.queue(intent.request, intent.what)  # the log says "job N queued" when it is
+        if problem:
+            self.notify(f"Not queued: {problem}.", severity="error", timeout=8)
+        else:
             self.notify(intent.said, timeout=intent.timeout)
 
     def on_load_into_prompt(self, intent: LoadIntoPrompt) -> None:
         self.back_to_main()
-        self.main_screen.load_request(intent.request)
+        self.main_screen.fill(intent.request.to_dict())
         self.notify(intent.said, timeout=3)
 
+    def on_open_viewer(self, intent) -> None:
+        self.open_viewer(intent.entry)
+
     def _post_log(self, level: str, text: str, created: float) -> None:
-        self.main_screen.post_message(LogLine(level, text, created))
+        self.main_screen.take(LogLine(level, text, created))
 
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
                markup: bool = False) -> None:
@@ -224,7 +231,7 @@ class SdtuiApp(PaletteActions, App[int]):
         self.push_screen(HistoryScreen(self.history, select_id=entry_id))
 
     def use_model(self, model: str) -> None:
-        self.main_screen.query_one(SettingsPanel).set_value("model", model)
+        self.main_screen.change_setting("model", model)
 
     def action_models(self) -> None:
         from tui.client.screens.models import ModelPickerScreen

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tui.engine.request import GenerationRequest, InvalidRequest, validate_request
+from tui.store.history import HistoryEntry, utc_now
 
 MAX_CELLS = 100
 # What an axis may be called, A1111's names among them, and the request field it varies.
@@ -202,3 +203,16 @@ class PendingGrid:
     @property
     def finished(self) -> bool:
         return len(self.ended) == len(self.requests)
+
+    def describe(self) -> str:
+        return " x ".join(axis.describe() for axis in self.axes)
+
+    def save_sheet(self):
+        """Compose and save the contact sheet from the cells' files; a history entry for it (shown in
+        the viewer, never written to the history). Raises GridError or OSError."""
+        path, size = grid_from_files(self.cells, self.requests, self.axes)
+        first = self.requests[0]
+        sheet = HistoryEntry.for_request(first, "done", image_path=str(path), created_at=utc_now())
+        sheet.prompt = f"X/Y grid: {self.describe()} of {first.prompt}"
+        sheet.width, sheet.height = size
+        return sheet

@@ -3,7 +3,8 @@
 Each event of the wire (tui/wire/events.py) has a message of the same name carrying it as
 ``event``, with ``job``, the job it belongs to; message_for maps one to the other. The Session
 posts them from the UI thread, in the order the server sent them, after taking what they say
-into its own state; the screens' handlers own every change to the widgets. Step messages
+into its own state, to the main screen (MainScreen.take), whose job view shows a job as it
+goes and whose header, dialogs and settings follow the rest. Step messages
 coalesce: a newer step replaces a waiting older one, unless that would drop a preview, so a
 fast GPU cannot flood the interface.
 """
@@ -48,6 +49,14 @@ class LoadIntoPrompt(Message):
     def __init__(self, request, said: str) -> None:
         super().__init__()
         self.request, self.said = request, said
+
+
+class OpenViewer(Message):
+    """Show ``entry`` (a HistoryEntry) full size in the viewer."""
+
+    def __init__(self, entry) -> None:
+        super().__init__()
+        self.entry = entry
 
 
 # --- the connection --------------------------------------------------------------------

@@ -80,6 +80,13 @@ class Session:
         self.loading = False
         self.clients: tuple[str, ...] = ()  # the kind of each client connected, this one included
         self.jobs_ended = 0  # JobDone events taken since this client connected, any client's jobs
+        # The images as this client saw them: the running job's request (its seed resolved) and
+        # the image of it on its way, and the last image saved (or, at start, the history's last).
+        self.making: GenerationRequest | None = None
+        self.making_index = 0
+        self._making_job: int | None = None
+        self.last_seed: int | None = None
+        self.last_path: str | None = None
 
     @property
     def outputs_dir(self) -> Path:
@@ -238,6 +245,22 @@ class Session:
         change.not_loaded = self.load()
         return change
 
+    def current_seed(self) -> tuple[int | None, str]:
+        """The seed of the image being made, else of the last one, and which it is."""
+        if self.making is not None:
+            return self.making.seed_for(self.making_index), "the image being made"
+        return self.last_seed, "the last image's"
+
+    def latest_image(self):
+        """(entry, image) of the history's last image, taken as the last image while this client
+        has seen none made; (None, None) once it has, or when there is none or it cannot be read."""
+        entry = self.history.latest_done() if self.last_path is None else None
+        image = read_image(entry.image_path) if entry is not None else None
+        if image is None:
+            return None, None
+        self.last_seed, self.last_path = entry.seed, entry.image_path
+        return entry, image
+
     def save_seed_as_default(self) -> str | None:
         """Make the seed as it is now config.toml's (every later run starts with it, the CLI's too)."""
         self.saved_seed = self.settings.seed
@@ -302,6 +325,7 @@ class Session:
         if isinstance(arrival, link.Lost):
             # Before ServerLost is handled: a restart it leads to must not be refused.
             self.connected, self.running, self.loading, self.model = False, None, False, None
+            self.making = None
             return m.ServerLost(arrival.message)
         return None
 
@@ -338,7 +362,13 @@ class Session:
         from tui.wire import events as wire
 
         kind = type(event)
-        if kind is wire.Finished:
+        if kind is wire.Started:
+            self.making, self.making_index, self._making_job = event.request, 0, job
+        elif kind is wire.Step:
+            self.making_index = event.image_index
+        elif kind in (wire.Cancelled, wire.Failed):
+            self.making = None
+        elif kind is wire.Finished:
             self._made = ((job, event.index), event.image)
         elif kind is wire.LoadStarted:
             self.loading = True
@@ -363,11 +393,14 @@ class Session:
             self.clients = event.clients
         elif kind is wire.JobDone:
             self.jobs_ended += 1
+            if job == self._making_job:  # a waiting job's end (dropped, say) leaves the running one be
+                self.making = None
             message = m.JobDone(event, job)
             self.post(message)  # before the grid it finishes, if any
             self._grid_job_ended(job)
             return None
         elif kind is wire.ImageSaved:
+            self.last_seed, self.last_path = event.seed, str(event.path)
             made, self._made = self._made, None
             image = made[1] if made and made[0] == (job, event.index) else read_image(event.path)
             for grid in self.grids:

@@ -9,6 +9,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Header, Static
 
+from tui.client.messages import OpenViewer
 from tui.client.widgets.footer import FittingFooter
 from tui.client.session import read_image
 from tui.store.history import HistoryEntry
@@ -45,4 +46,4 @@ class CompareScreen(Screen):
     @on(OpenablePicture.Opened)
     def _opened(self, message: OpenablePicture.Opened) -> None:
         entry = self.first if message.picture.id == "compare-left" else self.second
-        self.app.open_viewer(entry)
+        self.post_message(OpenViewer(entry))

@@ -16,6 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
+from tui.client.messages import OpenViewer
 from tui.client.widgets.footer import FittingFooter
 from tui.client.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.client.session import read_image
@@ -286,7 +287,7 @@ class HistoryScreen(EntryActions, Screen):
     def action_view(self) -> None:
         entry = self._need_selection()
         if entry:
-            self.app.open_viewer(entry)
+            self.post_message(OpenViewer(entry))
 
     @on(OpenablePicture.Opened, "#large")
     def _large_opened(self) -> None:
@@ -325,4 +326,4 @@ class HistoryScreen(EntryActions, Screen):
         self.app.push_screen(CompareScreen(first, second))
 
     def action_import_png(self) -> None:
-        self.app.action_import_png()
+        self.app.palette.import_png()

@@ -1,14 +1,15 @@
 """The settings panel: every generation and model setting, usable from the keyboard.
 
+The panel keeps no settings of its own: it shows the Session's and hands it each change.
 Each field is checked as it changes with the same rules as config.toml and the engine;
-a bad value shows its one-line message under the field and never reaches the engine.
-Valid changes are announced with ``SettingsPanel.Changed``; model, device and dtype
-are applied only when confirmed (Enter, or picking from a list), since they reload.
+a bad value shows its one-line message under the field and never reaches the Session.
+A change taken is announced with ``SettingsPanel.Changed``; model, device and dtype are
+applied only when confirmed (Enter, or picking from a list), since they reload.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
 
 from textual import on
 from textual.app import ComposeResult
@@ -16,7 +17,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
-from tui.config import ConfigError, Settings, override, panel_fields
+from tui.config import ConfigError, override, panel_fields
+from tui.engine.request import RANDOM_SEED_MAX
 from tui.client.widgets.safe_input import SafeInput
 from tui.client.wording import clean_pasted_path
 
@@ -31,16 +33,12 @@ TEXT_KEYS = tuple(f.name for f in FIELDS if not f.metadata["choices"] and f.name
 # reached the terminal (a callback after the first refresh still runs before it is written), and
 # at once when F4 shows the panel sooner.
 BUILD_AFTER_S = 0.5
+STEP_KEYS = {"steps": 1, "guidance": 0.5}  # what F5 to F8 add or take away
 
 
 def shown_value(value: object) -> str:
     """A field's text: 7.0 shows as "7", as the keys that change it write it."""
     return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-@dataclass
-class _FieldState:
-    valid: bool = True
 
 
 class SettingsPanel(VerticalScroll):
@@ -57,15 +55,17 @@ class SettingsPanel(VerticalScroll):
     """
 
     class Changed(Message):
-        def __init__(self, key: str, value: object, reload: bool) -> None:
-            super().__init__()
-            self.key, self.value, self.reload = key, value, reload
+        """The Session took a change of ``key``; ``change`` (a SettingsChange) says what came of it."""
 
-    def __init__(self, settings: Settings, **kwargs) -> None:
+        def __init__(self, key: str, change) -> None:
+            super().__init__()
+            self.key, self.change = key, change
+
+    def __init__(self, session, **kwargs) -> None:
+        """``session``: the Session, whose ``settings`` the panel shows and changes."""
         super().__init__(**kwargs)
-        self.settings = settings
+        self.session = session
         self.problems: dict[str, str] = {}
-        self._quiet = False
         self._built = False  # the fields are made (a hidden panel makes them after the first frame)
         self._building = False
 
@@ -86,18 +86,10 @@ class SettingsPanel(VerticalScroll):
         self._building = True
         await self.mount_all(self._rows())
         self._built = True
-        # A value set while the fields were being made (a key typed ahead) is in the settings.
-        for key in TEXT_KEYS:
-            field = self.query_one(f"#setting-{key}", Input)
-            if field.value != shown_value(getattr(self.settings, key)):
-                with field.prevent(Input.Changed):
-                    field.value = shown_value(getattr(self.settings, key))
-        for key in SWITCH_KEYS:
-            self._set_switch(f"setting-{key}", getattr(self.settings, key))
-        self._sync_preset()
+        self._fill(TEXT_KEYS + SWITCH_KEYS)  # a value set while the fields were being made (a key typed ahead)
 
     def _rows(self) -> list:
-        s = self.settings
+        s = self.session.settings
         size = f"{s.width}x{s.height}"
         rows = []
 
@@ -129,24 +121,28 @@ class SettingsPanel(VerticalScroll):
     # --- reading the fields ---------------------------------------------------------------
 
     def _apply(self, key: str, value: object) -> None:
-        problem = self.query_one(f"#problem-{key}", Static) if key in TEXT_KEYS and self._built else None
+        settings = self.session.settings
         try:
-            updated = override(self.settings, {key: value})
+            updated = override(settings, {key: value})
         except ConfigError as error:
-            self.problems[key] = str(error)
-            if problem is not None:
-                problem.update(str(error))
-                problem.add_class("shown")
+            self._say_problem(key, str(error))
             return
-        self.problems.pop(key, None)
-        if problem is not None:
-            problem.remove_class("shown")
-        new_value = getattr(updated, key)
-        if new_value == getattr(self.settings, key) and key not in RELOAD_KEYS:
+        self._say_problem(key, None)
+        if getattr(updated, key) == getattr(settings, key) and key not in RELOAD_KEYS:
             return
-        self.settings = updated
-        if not self._quiet:
-            self.post_message(self.Changed(key, new_value, key in RELOAD_KEYS))
+        change = self.session.change_settings(updated, key, key in RELOAD_KEYS)
+        self.post_message(self.Changed(key, change))
+
+    def _say_problem(self, key: str, problem: str | None) -> None:
+        """Show ``problem`` under the field of ``key`` (None: it has none)."""
+        if problem is None:
+            self.problems.pop(key, None)
+        else:
+            self.problems[key] = problem
+        if key in TEXT_KEYS and self._built:
+            line = self.query_one(f"#problem-{key}", Static)
+            line.update(problem or "")
+            line.set_class(problem is not None, "shown")
 
     @on(Input.Changed)
     def _text_changed(self, event: Input.Changed) -> None:
@@ -157,7 +153,7 @@ class SettingsPanel(VerticalScroll):
             if key in ("width", "height"):
                 self._sync_preset()
             if key == "seed":
-                self._set_switch("seed-lock", self.settings.seed != "random")
+                self._set_switch("seed-lock", self.session.settings.seed != "random")
 
     @on(Input.Submitted)
     def _text_submitted(self, event: Input.Submitted) -> None:
@@ -178,7 +174,7 @@ class SettingsPanel(VerticalScroll):
                 self.set_value("height", height)
             return
         key = (event.select.id or "").removeprefix("setting-")
-        if event.value is not Select.NULL and getattr(self.settings, key) != event.value:
+        if event.value is not Select.NULL and getattr(self.session.settings, key) != event.value:
             self._apply(key, event.value)
 
     @on(Button.Pressed, "#browse-models")
@@ -192,29 +188,77 @@ class SettingsPanel(VerticalScroll):
         key = (event.checkbox.id or "").removeprefix("setting-")
         if key in SWITCH_KEYS:
             self._apply(key, event.value)
-        elif event.checkbox.id == "seed-lock" and not self._quiet:
-            self.post_message(self.Changed("seed_lock", event.value, False))
+        elif event.checkbox.id == "seed-lock" and event.value == (self.session.settings.seed == "random"):
+            self.toggle_seed_lock()
 
     # --- writing the fields (from keys and commands) --------------------------------------
 
-    def set_value(self, key: str, value: object, announce: bool = True) -> None:
+    def set_value(self, key: str, value: object) -> None:
         """Show ``value`` in the field for ``key`` and apply it as if typed (before the fields are
-        made, the settings take it and the fields show it once made)."""
-        self._quiet = not announce
-        try:
-            if not self._built:
-                self._apply(key, str(value) if key in TEXT_KEYS else bool(value) if key in SWITCH_KEYS else value)
-            elif key in TEXT_KEYS:
-                self.query_one(f"#setting-{key}", Input).value = str(value)
-                self._apply(key, str(value))  # Input.Changed arrives later; apply now so callers see it
-            elif key in SWITCH_KEYS:
-                self._set_switch(f"setting-{key}", bool(value))
-                self._apply(key, bool(value))
-            else:
-                self.query_one(f"#setting-{key}", Select).value = value
-                self._apply(key, value)
-        finally:
-            self._quiet = False
+        made, the Session takes it and the fields show it once made)."""
+        if not self._built:
+            self._apply(key, str(value) if key in TEXT_KEYS else bool(value) if key in SWITCH_KEYS else value)
+        elif key in TEXT_KEYS:
+            self.query_one(f"#setting-{key}", Input).value = str(value)
+            self._apply(key, str(value))  # Input.Changed arrives later; apply now so callers see it
+        elif key in SWITCH_KEYS:
+            self._set_switch(f"setting-{key}", bool(value))
+            self._apply(key, bool(value))
+        else:
+            self.query_one(f"#setting-{key}", Select).value = value
+            self._apply(key, value)
+
+    def show(self, keys) -> None:
+        """Show the Session's values of ``keys`` in their fields, which the Session has already taken
+        (a family's defaults, the model kept after a failed switch)."""
+        for key in keys:
+            self._say_problem(key, None)
+        self._fill(keys)
+
+    def _fill(self, keys) -> None:
+        if not self._built:
+            return
+        settings = self.session.settings
+        for key in keys:
+            value = getattr(settings, key)
+            if key in SWITCH_KEYS:
+                self._set_switch(f"setting-{key}", value)
+                continue
+            field = self.query_one(f"#setting-{key}", Input if key in TEXT_KEYS else Select)
+            if field.value != (shown_value(value) if key in TEXT_KEYS else value):
+                with field.prevent(Input.Changed, Select.Changed):
+                    field.value = shown_value(value) if key in TEXT_KEYS else value
+        self._sync_preset()
+        self._set_switch("seed-lock", settings.seed != "random")
+
+    def toggle_seed_lock(self) -> None:
+        """Lock the seed of the image being made (else of the last one, else a new one), or unlock."""
+        if self.session.settings.seed == "random":
+            seed, whose = self.session.current_seed()
+            seed = seed if seed is not None else random.randint(0, RANDOM_SEED_MAX)
+            self.set_value("seed", seed)
+            self.app.notify(f"Seed locked to {seed}" + (f" ({whose})." if whose else "."), timeout=2)
+        else:
+            self.set_value("seed", "random")
+            self.app.notify("Seed unlocked: each job draws a random seed.", timeout=2)
+
+    def reuse_seed(self) -> None:
+        seed, whose = self.session.current_seed()
+        if seed is None:
+            self.app.notify("No image yet, so no seed to reuse.", timeout=2)
+            return
+        self.set_value("seed", seed)
+        self.app.notify(f"Seed locked to {seed} ({whose}).", timeout=2)
+
+    def adjust(self, key: str, direction: int) -> None:
+        """One notch up or down of steps or guidance (F5 to F8), within what is allowed."""
+        value = getattr(self.session.settings, key) + direction * STEP_KEYS[key]
+        low, high = (1, 500) if key == "steps" else (0.0, 50.0)
+        value = min(high, max(low, value))
+        self.set_value(key, value if key == "steps" else f"{value:g}")
+        if self.has_class("hidden"):  # else the field shows it
+            edge = " (the most)" if value == high else " (the least)" if value == low else ""
+            self.app.notify_in_place(key, f"{key.capitalize()} {value:g}{edge} for the next job.")
 
     def _set_switch(self, checkbox_id: str, value: bool) -> None:
         checkbox = self.query_one(f"#{checkbox_id}", Checkbox)
@@ -223,7 +267,7 @@ class SettingsPanel(VerticalScroll):
                 checkbox.value = value
 
     def _sync_preset(self) -> None:
-        size = f"{self.settings.width}x{self.settings.height}"
+        size = f"{self.session.settings.width}x{self.session.settings.height}"
         preset = self.query_one("#size-preset", Select)
         wanted = size if size in SIZE_PRESETS else Select.NULL
         if preset.value != wanted:
