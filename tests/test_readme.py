@@ -108,12 +108,13 @@ def _shown(key: str) -> str:
 
 
 def test_every_key_binding_is_in_a_readme_key_table():
-    from tui.client.app import every_binding
+    from tui.client.app import SdtuiApp
+    from tui.client.screens.help import every_binding
 
     tables = _readme_key_tables()
     assert set(TABLES.values()) <= set(tables), f"README's key tables: {sorted(tables)}"
     missing = []
-    for where, binding in every_binding():
+    for where, binding in every_binding(SdtuiApp.BINDINGS):
         documented = tables[TABLES[where]]
         for key in binding.key.split(","):
             shown = _shown(key.strip())

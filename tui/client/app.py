@@ -22,30 +22,6 @@ from tui.client.widgets.settings import SettingsPanel
 log = logging.getLogger("tui.client.app")
 
 
-def every_binding() -> list[tuple[str, Binding]]:
-    """(where, binding) for every screen's keys, so F1 help lists them all, from the bindings."""
-    from tui.client.screens.compare import CompareScreen
-    from tui.client.screens.history import HistoryScreen
-    from tui.client.screens.viewer import ViewerScreen
-    from tui.client.widgets.prompt import PromptInput
-    from tui.client.widgets.thumbnail import OpenablePicture
-
-    def described(where: str, bindings) -> list[tuple[str, Binding]]:
-        return [(where, b if isinstance(b, Binding) else Binding(*b)) for b in bindings]
-
-    return [
-        *described("anywhere", SdtuiApp.BINDINGS),
-        ("anywhere", Binding("ctrl+p", "command_palette", "Command palette")),
-        *described("main", MainScreen.BINDINGS),
-        *described("prompt", PromptInput.BINDINGS),
-        ("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")),
-        *described("history", HistoryScreen.BINDINGS),
-        *described("history, compare", OpenablePicture.BINDINGS),
-        *described("compare", CompareScreen.BINDINGS),
-        *described("viewer", ViewerScreen.BINDINGS),
-    ]
-
-
 class SdtuiApp(App[int]):
     TITLE = "sdtui"
     CSS_PATH = str(styles_dir() / "app.tcss")
@@ -80,10 +56,6 @@ class SdtuiApp(App[int]):
     @property
     def history(self):
         return self.session.history
-
-    @property
-    def thumbs(self):
-        return self.session.thumbs
 
     # --- start and stop -----------------------------------------------------------------
 
@@ -176,26 +148,17 @@ class SdtuiApp(App[int]):
         self._in_place[slot] = notification
         self.post_message(Notify(notification))
 
-    def models_dir(self) -> Path:
-        return self.settings.models_folder(self.places.models_dir)
-
     # --- actions ------------------------------------------------------------------------
 
     def action_help(self) -> None:
-        from tui.client.screens.help import HelpScreen
+        from tui.client.screens.help import HelpScreen, every_binding
 
-        self.push_screen(HelpScreen(every_binding()))
+        self.push_screen(HelpScreen(every_binding(self.BINDINGS)))
 
     def get_system_commands(self, screen):
-        """Textual's own palette commands, with its "Keys" panel (which Escape does not close)
-        replaced by F1 help, which lists every screen's keys and closes with Escape."""
-        from textual.app import SystemCommand
+        from tui.client.commands import with_help_for_keys
 
-        for command in super().get_system_commands(screen):
-            if command.title == "Keys":
-                yield SystemCommand("Keys", "Every key, on every screen (F1)", self.action_help)
-            else:
-                yield command
+        return with_help_for_keys(super().get_system_commands(screen), self.action_help)
 
     def action_history(self) -> None:
         self.open_history(None)
@@ -234,32 +197,10 @@ class SdtuiApp(App[int]):
         self.main_screen.change_setting("model", model)
 
     def action_models(self) -> None:
-        from tui.client.screens.models import ModelPickerScreen
-        from tui.engine.catalog import load_recent
-
-        if isinstance(self.screen, ModelPickerScreen):
-            return
-
-        def chosen(model: str | None) -> None:
-            if model:
-                self.use_model(model)
-
-        self.push_screen(ModelPickerScreen(self.models_dir(), load_recent(self.places.recent_models_file),
-                                           self.settings.model), chosen)
+        self.palette.pick_model()
 
     def action_networks(self) -> None:
-        from tui.client.screens.networks import NetworkPickerScreen
-
-        if isinstance(self.screen, NetworkPickerScreen):
-            return
-
-        def chosen(text: str | None) -> None:
-            if text:
-                self.main_screen.insert_into_prompt(text)
-
-        family = self.session.family.base if self.session.family else ""
-        self.push_screen(NetworkPickerScreen(self.models_dir(), family, self.session.allow_pickle), chosen)
-
+        self.palette.pick_network()
 
 
 def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, host=None,

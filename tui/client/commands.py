@@ -52,6 +52,18 @@ class SdtuiCommands(Provider):
                 yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
+def with_help_for_keys(commands, action_help):
+    """Textual's own palette ``commands``, with its "Keys" panel (which Escape does not close)
+    replaced by F1 help, which lists every screen's keys and closes with Escape."""
+    from textual.app import SystemCommand
+
+    for command in commands:
+        if command.title == "Keys":
+            yield SystemCommand("Keys", "Every key, on every screen (F1)", action_help)
+        else:
+            yield command
+
+
 class PaletteActions:
     """What the palette's entries that have no key of their own do (a screen or two use some):
     the app holds one as ``app.palette``."""
@@ -88,7 +100,7 @@ class PaletteActions:
 
         try:
             prompt, notes = lora_names_by_hash(imported.values["prompt"], imported.lora_hashes,
-                                               self.app.models_dir() / LORAS, self.session.allow_pickle)
+                                               self.session.models_dir / LORAS, self.session.allow_pickle)
         except OSError as error:
             prompt, notes = imported.values["prompt"], [f"LoRAs were not looked for by hash: {error}"]
         imported.values["prompt"] = prompt
@@ -104,6 +116,33 @@ class PaletteActions:
             main.log_line(note, "warning")
         more = f" {plural(len(imported.notes), 'note')} in the log." if imported.notes else ""
         self.app.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
+
+    def pick_model(self) -> None:
+        from tui.client.screens.models import ModelPickerScreen
+        from tui.engine.catalog import load_recent
+
+        if isinstance(self.app.screen, ModelPickerScreen):
+            return
+
+        def chosen(model: str | None) -> None:
+            if model:
+                self.app.use_model(model)
+
+        recent = load_recent(self.session.places.recent_models_file)
+        self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, self.session.settings.model), chosen)
+
+    def pick_network(self) -> None:
+        from tui.client.screens.networks import NetworkPickerScreen
+
+        if isinstance(self.app.screen, NetworkPickerScreen):
+            return
+
+        def chosen(text: str | None) -> None:
+            if text:
+                self.app.main_screen.insert_into_prompt(text)
+
+        family = self.session.family.base if self.session.family else ""
+        self.app.push_screen(NetworkPickerScreen(self.session.models_dir, family, self.session.allow_pickle), chosen)
 
     def grid(self) -> None:
         from tui.client.screens.ask import AskScreen

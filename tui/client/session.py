@@ -94,6 +94,11 @@ class Session:
         return Path(configured).expanduser() if configured else self.places.outputs_dir
 
     @property
+    def models_dir(self) -> Path:
+        """The models folder the settings name (loras/ and embeddings/ are in it), else the home's."""
+        return self.settings.models_folder(self.places.models_dir)
+
+    @property
     def busy(self) -> bool:
         """A job runs now."""
         return self.running is not None
@@ -157,7 +162,7 @@ class Session:
         """What the engine needs from the settings (every field of EngineOptions); it travels with
         each job and load."""
         return {**self.settings.engine_fields(), "allow_pickle": self.allow_pickle,
-                "models_dir": str(self.settings.models_folder(self.places.models_dir))}
+                "models_dir": str(self.models_dir)}
 
     def _outputs_setting(self) -> str | None:
         """The outputs folder when the settings name one (else the server uses its own default)."""

@@ -36,6 +36,32 @@ def binding_rows(bindings: list[tuple[str, Binding]]) -> list[tuple[str, str, st
     return [(", ".join(places), keys, description) for (keys, description), places in rows.items()]
 
 
+def every_binding(app_bindings) -> list[tuple[str, Binding]]:
+    """(where, binding) for the app's keys (``app_bindings``) and every screen's, so F1 help lists
+    them all, from the bindings."""
+    from tui.client.screens.compare import CompareScreen
+    from tui.client.screens.history import HistoryScreen
+    from tui.client.screens.main import MainScreen
+    from tui.client.screens.viewer import ViewerScreen
+    from tui.client.widgets.prompt import PromptInput
+    from tui.client.widgets.thumbnail import OpenablePicture
+
+    def described(where: str, bindings) -> list[tuple[str, Binding]]:
+        return [(where, b if isinstance(b, Binding) else Binding(*b)) for b in bindings]
+
+    return [
+        *described("anywhere", app_bindings),
+        ("anywhere", Binding("ctrl+p", "command_palette", "Command palette")),
+        *described("main", MainScreen.BINDINGS),
+        *described("prompt", PromptInput.BINDINGS),
+        ("prompt", Binding("enter", "submit", "Generate (queues while a job runs)")),
+        *described("history", HistoryScreen.BINDINGS),
+        *described("history, compare", OpenablePicture.BINDINGS),
+        *described("compare", CompareScreen.BINDINGS),
+        *described("viewer", ViewerScreen.BINDINGS),
+    ]
+
+
 class HelpScreen(ModalScreen[None]):
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
