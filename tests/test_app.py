@@ -105,7 +105,6 @@ async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
         await wait_for(pilot, lambda: len(rows(sdtui_home)) == 2 and not app.session.busy)
         seeds = [r[1] for r in rows(sdtui_home)]
         assert seeds[0] != seeds[1] and 7 not in seeds
-        panel = app.main_screen.query_one(SettingsPanel)
         await pilot.press("ctrl+l")  # unlock: seed 7 was locked
         assert app.session.settings.seed == "random"
         await pilot.press("ctrl+g")  # reuse the last image's seed
@@ -118,7 +117,6 @@ async def test_reroll_uses_a_new_seed_each_time_and_seed_keys_work(sdtui_home):
 async def test_step_and_guidance_keys(sdtui_home):
     app = make_app(engine=scripted(), steps=4)
     async with app.run_test(size=SIZE) as pilot:
-        panel = app.main_screen.query_one(SettingsPanel)
         await pilot.press("f6", "f6", "f5", "f8", "f8", "f8", "f7")
         assert app.session.settings.steps == 5 and app.session.settings.guidance == 8.0
         assert app.main_screen.query_one("#setting-steps").value == "5"

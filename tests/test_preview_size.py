@@ -141,7 +141,7 @@ async def test_frame_bytes_grow_with_the_frame_and_count_what_is_written(monkeyp
             cells = sum(len(strip.crop(columns[0], columns[1] + 1).render(app.console).encode())
                         for strip in strips[columns[2]:columns[3] + 1])
             written[size] = (picture.frame_bytes, cells)
-    (small, small_written), (large, large_written) = written[SIZES[0]], written[SIZES[1]]
+    (small, _), (large, _) = written[SIZES[0]], written[SIZES[1]]
     assert large > 2 * small  # four times the cells
     for estimate, real in written.values():
         assert 0.8 * real <= estimate <= 2 * real

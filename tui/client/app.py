@@ -4,28 +4,33 @@ the sdtui server, the history), and holds the app-wide keys."""
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from textual.app import App
 from textual.binding import Binding
 
 from tui.client.terminal_features import TerminalFeatures
-from tui.client.commands import PaletteActions, SdtuiCommands
+from tui.client.palette import PaletteActions
 from tui.config import Settings
 from tui.locations import Locations, locations, styles_dir
 from tui.client.messages import Arrived, LoadIntoPrompt, LogLine, QueueRequest
 from tui.client.screens.main import MainScreen
 from tui.client.session import Session
 from tui.client.widgets.log import LogForwarder
-from tui.client.widgets.settings import SettingsPanel
 
 log = logging.getLogger("tui.client.app")
+
+
+def _palette_entries():
+    """The palette's own entries, loaded when it first opens."""
+    from tui.client.commands import SdtuiCommands
+
+    return SdtuiCommands
 
 
 class SdtuiApp(App[int]):
     TITLE = "sdtui"
     CSS_PATH = str(styles_dir() / "app.tcss")
-    COMMANDS = App.COMMANDS | {SdtuiCommands}
+    COMMANDS = App.COMMANDS | {_palette_entries}
     BINDINGS = [
         Binding("f1", "help", "Help", id="help"),
         Binding("f2", "history", "History", id="history"),
@@ -212,3 +217,4 @@ def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, h
     app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places, host=host)
     code = app.run()
     return code or 0
+
