@@ -28,6 +28,6 @@ SDTUI_HOME="$home" HF_HUB_OFFLINE=1 "$work/env/bin/sdtui" generate "a red fox" -
     --width 64 --height 64 --output "$work/fox.png"
 test -s "$work/fox.png"
 SDTUI_HOME="$home" "$work/env/bin/sdtui" stop  # the server that generate started, before its venv goes
-"$work/env/bin/python" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_generation_service.py \
-    tests/test_cli.py tests/test_app.py tests/test_models.py tests/test_model_management.py tests/test_viewer.py \
-    tests/test_parts.py tests/test_conditioning.py tests/test_networks.py
+"$work/env/bin/python" -m pytest -q -p no:cacheprovider tests/engine/test_engine.py tests/server/test_generation_service.py \
+    tests/cli/test_cli.py tests/client/test_app.py tests/engine/test_models.py tests/engine/test_model_management.py tests/client/test_viewer.py \
+    tests/engine/test_parts.py tests/engine/test_conditioning.py tests/engine/test_networks.py

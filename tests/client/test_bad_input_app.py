@@ -212,7 +212,7 @@ async def test_an_outputs_folder_that_cannot_be_made_is_one_line_per_job_and_the
 
 @pytest.mark.parametrize("kind", ["garbage", "page overwritten"])
 async def test_a_damaged_history_is_moved_aside_said_and_the_app_works(sdtui_home, made_before, tmp_path, kind):
-    from tests.test_history import damaged_copy
+    from tests.store.test_history import damaged_copy
 
     damaged, original = damaged_copy(tmp_path, kind)
     os.replace(damaged, sdtui_home / "history.db")

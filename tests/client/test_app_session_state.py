@@ -6,7 +6,7 @@ import pytest
 
 from tests.app_helpers import make_recording_app, submit_prompt, type_prompt, wait_for, wait_loaded
 from tests.scripted_engine import scripted
-from tests.test_app_fixes import keys_at_once
+from tests.client.test_app_fixes import keys_at_once
 from tui.config import load_settings
 from tui.client.widgets.settings import SettingsPanel
 

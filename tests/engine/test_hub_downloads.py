@@ -160,7 +160,7 @@ def test_two_processes_downloading_one_model_both_finish_and_fetch_each_file_onc
     from huggingface_hub import scan_cache_dir
 
     hub.cdn.delay_per_chunk = 0.005
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     runs = [subprocess.Popen([sys.executable, "-c", _FETCH, REPO], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, env=env) for _ in range(2)]
     outputs = [run.communicate(timeout=120) for run in runs]

@@ -10,7 +10,7 @@ from sd_parsers import ParserManager
 from tui.store.images import MetadataError
 from tui.store.importers import import_png
 
-FOREIGN = Path(__file__).parent / "data" / "foreign"
+FOREIGN = Path(__file__).parents[1] / "data" / "foreign"
 SOURCES = {"AUTOMATIC1111": "A1111", "COMFYUI": "ComfyUI", "FOOOCUS": "Fooocus", "INVOKEAI": "InvokeAI",
            "NOVELAI": "NovelAI"}
 

@@ -400,7 +400,7 @@ def test_a_server_of_another_version_is_refused_and_stop_still_stops_it(sdtui_ho
     import sys as _sys
 
     server_process = subprocess.Popen([_sys.executable, "-c", older], env=env, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL, cwd=Path(__file__).parent.parent)
+                                      stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[2])
     try:
         deadline = time.monotonic() + 60
         while not socket_path(sdtui_home.resolve()).exists() and time.monotonic() < deadline:

@@ -234,7 +234,7 @@ async def test_importing_a_quoted_png_path(sdtui_home, tmp_path):
 
 @pytest.mark.asyncio
 async def test_importing_a_two_pass_comfyui_image_keeps_the_scheduler_and_logs_the_notes(sdtui_home):
-    from tests.test_foreign_images import FOREIGN
+    from tests.store.test_foreign_images import FOREIGN
     from tui.client.widgets.settings import SettingsPanel
 
     app = make_recording_app(engine=scripted(), steps=2)

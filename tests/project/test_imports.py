@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 HEAVY = ("torch", "diffusers", "transformers", "huggingface_hub")
-ROOT = Path(__file__).parent.parent / "tui"
+ROOT = Path(__file__).parents[2] / "tui"
 SHARED = "shared"  # tui/*.py: config, locations, logs, text, wildcards, the version
 # The engine's modules the interface and the shared helpers may read: data types, names and file
 # listings, each importing nothing heavy. Never the runner, the model loader or the pipelines.

@@ -145,7 +145,7 @@ def test_nothing_goes_on_the_network_unless_a_download_is_asked_for(sdtui_home, 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_HUB_OFFLINE", "HF_HUB_DISABLE",
                                                                      "TRANSFORMERS_OFFLINE", "DO_NOT_TRACK"))}
     result = subprocess.run([sys.executable, "-c", NO_NETWORK, str(tiny_pipeline_dir)], capture_output=True,
-                            text=True, timeout=300, env=env, cwd=Path(__file__).parent.parent)
+                            text=True, timeout=300, env=env, cwd=Path(__file__).parents[2])
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 

@@ -1,7 +1,7 @@
 """Faults: SIGKILL at random moments, SIGHUP and SIGTERM mid-generation, out of memory,
 a hundred cancels into a queue of two hundred jobs, several processes sharing one history,
 and a soak. The kill loops, the cancels and the soak run short here; ``--full`` runs them at the size
-docs/development.md gives (python -m pytest tests/test_faults.py --full), with the figures in
+docs/development.md gives (python -m pytest tests/end_to_end/test_faults.py --full), with the figures in
 docs/performance.md."""
 
 from __future__ import annotations
@@ -303,7 +303,7 @@ def test_soak_memory_growth_after_warm_up_stays_under_50_mb(full):
     generations, warmup = (500, 50) if full else (30, 10)
     result = subprocess.run([sys.executable, "-m", "tests.soak", "--generations", str(generations),
                              "--warmup", str(warmup), "--json"], capture_output=True, text=True, timeout=1800,
-                            cwd=Path(__file__).parent.parent)
+                            cwd=Path(__file__).parents[2])
     assert result.stdout, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"\nsoak: {figures}")

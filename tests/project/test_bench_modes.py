@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 MODULES = sorted(p.stem for p in (ROOT / "tests" / "bench").glob("*.py") if p.stem != "__init__")
 
 
