@@ -102,7 +102,7 @@ class QueryingDriver(LinuxDriver):
 
         # The input thread builds its parser from this module's name; it is looked up when
         # the thread starts, so the filtering parser takes its place for this driver.
-        # tests/test_graphics.py checks in a real pty that replies never become keys.
+        # tests/client/test_graphics.py checks in a real pty that replies never become keys.
         linux_driver.XTermParser = ReplyFilteringParser
         super().run_input_thread()
 
