@@ -4,7 +4,6 @@ opens it in the history screen."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
@@ -45,14 +44,22 @@ class RecentStrip(Horizontal):
     RecentStrip { height: 4; }
     """
 
-    def compose(self) -> ComposeResult:
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._cells: list[StripItem] = []  # made with the first image, then kept
+
+    def on_mount(self) -> None:
         self.tooltip = Text("Enter or click: open in history")
-        for index in range(STRIP_SIZE):
-            yield StripItem(id=f"recent-{index}")
 
     def show(self, items: list[tuple[int, object]]) -> None:
-        """``items``: (entry id, small image or None), newest first."""
-        cells = list(self.query(StripItem))
+        """``items``: (entry id, small image or None), newest first. The cells are made with the
+        first image: an empty history starts with none, which keeps the first frame light."""
+        if not self._cells:
+            if not items:
+                return
+            self._cells = [StripItem(id=f"recent-{index}") for index in range(STRIP_SIZE)]
+            self.mount_all(self._cells)
+        cells = self._cells
         for cell, item in zip(cells, items + [None] * len(cells)):
             if item is None:
                 cell.entry_id = None
