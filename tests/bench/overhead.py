@@ -145,15 +145,15 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
             for attempt in range(repeats + 1):
                 marks.clear()
                 before = app.history.count()
-                app.main_screen.last_path = None  # not the history's latest image, shown at start
+                app.session.last_path = None  # not the history's latest image, shown at start
                 ui_cpu = time.thread_time()  # this coroutine runs on the interface thread
                 began = time.perf_counter()
                 await pilot.press("enter")
-                await wait_until_async(lambda: app.main_screen.last_path is not None, JOB_DEADLINE_S,
+                await wait_until_async(lambda: app.session.last_path is not None, JOB_DEADLINE_S,
                                        f"saved image from the app ({terminal[0]}x{terminal[1]}, run {attempt})")
                 assert app.history.count() == before + 1, (app.history.count(), before)
                 saved = time.perf_counter() - began
-                app.main_screen.last_path = None
+                app.session.last_path = None
                 await wait_until_async(lambda: not app.session.busy, JOB_DEADLINE_S, "idle app after the job")
                 if attempt:  # the first warms the app's own paths
                     times["ui_cpu"].append(time.thread_time() - ui_cpu)
