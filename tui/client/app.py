@@ -9,7 +9,7 @@ from textual.app import App
 from textual.binding import Binding
 
 from tui.client.terminal_features import TerminalFeatures
-from tui.client.palette import PaletteActions
+from tui.client.palette_actions import PaletteActions
 from tui.config import Settings
 from tui.locations import Locations, locations, styles_dir
 from tui.client.messages import Arrived, LoadIntoPrompt, LogLine, QueueRequest

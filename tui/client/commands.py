@@ -1,5 +1,5 @@
 """The command palette: its entries, named ``category: action`` (what those without a key of
-their own do is palette.py's PaletteActions). It loads when the palette first opens."""
+their own do is palette_actions.py's PaletteActions). It loads when the palette first opens."""
 
 from __future__ import annotations
 
