@@ -44,14 +44,20 @@ async def test_prompt_enter_generates_and_shows_the_final_image(sdtui_home):
         assert "attention slicing: off (auto" in log_text and "saved: seed 7" in log_text
 
 
+async def start_a_long_job(pilot, app, prompt: str) -> StatusPanel:
+    """Generate ``prompt`` once the model is loaded; the status panel, once the first step is shown."""
+    await wait_loaded(pilot, app)
+    await type_prompt(pilot, prompt)
+    await pilot.press("enter")
+    status = app.main_screen.query_one(StatusPanel)
+    await wait_for(pilot, lambda: len(status.step_times) >= 1, what="the first step")
+    return status
+
+
 async def test_escape_cancels_the_running_job_within_a_step(sdtui_home):
     app = make_app(engine=scripted(step_s=0.05), steps=400)  # 20 s: only the cancel can end it
     async with app.run_test(size=SIZE) as pilot:
-        await wait_loaded(pilot, app)
-        await type_prompt(pilot, "long job")
-        await pilot.press("enter")
-        status = app.main_screen.query_one(StatusPanel)
-        await wait_for(pilot, lambda: len(status.step_times) >= 1, what="the first step")
+        status = await start_a_long_job(pilot, app, "long job")
         await pilot.press("escape")
         await wait_for(pilot, lambda: status.state == "cancelled", timeout=20, what="the cancel")
         assert len(status.step_times) < 400
@@ -265,11 +271,7 @@ async def test_command_palette_commands_run(sdtui_home):
 async def test_quit_while_generating_exits_quickly_and_keeps_history(sdtui_home):
     app = make_app(engine=scripted(step_s=0.05), steps=400)  # 20 s: only the quit can end it
     async with app.run_test(size=SIZE) as pilot:
-        await wait_loaded(pilot, app)
-        await type_prompt(pilot, "interrupted")
-        await pilot.press("enter")
-        status = app.main_screen.query_one(StatusPanel)
-        await wait_for(pilot, lambda: len(status.step_times) >= 1)
+        await start_a_long_job(pilot, app, "interrupted")
         started = time.monotonic()
         await pilot.press("ctrl+q")
         await wait_for(pilot, lambda: not app.session.busy, timeout=5)
