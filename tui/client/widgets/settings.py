@@ -83,9 +83,9 @@ class SettingsPanel(VerticalScroll):
     async def build(self) -> None:
         if self._built or self._building:
             return
-        self._building = True
+        self._building = True  # while the fields mount: F4 then does not make a second set
         await self.mount_all(self._rows())
-        self._built = True
+        self._built, self._building = True, False
         self._fill(TEXT_KEYS + SWITCH_KEYS)  # a value set while the fields were being made (a key typed ahead)
 
     def _rows(self) -> list:
@@ -225,9 +225,10 @@ class SettingsPanel(VerticalScroll):
                 self._set_switch(f"setting-{key}", value)
                 continue
             field = self.query_one(f"#setting-{key}", Input if key in TEXT_KEYS else Select)
-            if field.value != (shown_value(value) if key in TEXT_KEYS else value):
+            shown = shown_value(value) if key in TEXT_KEYS else value
+            if field.value != shown:
                 with field.prevent(Input.Changed, Select.Changed):
-                    field.value = shown_value(value) if key in TEXT_KEYS else value
+                    field.value = shown
         self._sync_preset()
         self._set_switch("seed-lock", settings.seed != "random")
 
