@@ -245,3 +245,25 @@ async def test_a_settings_key_typed_ahead_at_start_works_before_the_hidden_panel
         await panel.build()  # what the timer after the first frame does
         await pilot.pause()
         assert panel.query_one("#setting-steps").value == "5"
+
+
+@pytest.mark.asyncio
+async def test_a_value_set_while_the_hidden_panels_fields_are_being_made_is_kept(sdtui_home):
+    """A field posts its first value when it mounts; a seed loaded from an imported image while the
+    fields were being made must not be undone by that message arriving afterwards."""
+    import asyncio
+
+    app = make_app(engine=scripted(), steps=2)
+    async with app.run_test(size=(100, 30)) as pilot:
+        panel = app.main_screen.query_one(SettingsPanel)
+        await panel.remove_children()
+        panel._built = False
+        building = asyncio.create_task(panel.build())
+        await asyncio.sleep(0)  # the fields are being made
+        panel.set_value("seed", 119080905858220)
+        await building
+        await pilot.pause()
+        await pilot.pause()
+        assert app.session.settings.seed == 119080905858220
+        assert panel.query_one("#setting-seed").value == "119080905858220"
+        assert panel.query_one("#seed-lock").value is True

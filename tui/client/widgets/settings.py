@@ -149,6 +149,8 @@ class SettingsPanel(VerticalScroll):
         key = (event.input.id or "").removeprefix("setting-")
         if key in TEXT_KEYS and key != "model":
             event.stop()
+            if event.value != event.input.value:
+                return  # stale: a field posts its first value on mounting, and _fill may have replaced it since
             self._apply(key, event.value)
             if key in ("width", "height"):
                 self._sync_preset()
@@ -167,6 +169,8 @@ class SettingsPanel(VerticalScroll):
     @on(Select.Changed)
     def _choice_changed(self, event: Select.Changed) -> None:
         event.stop()
+        if event.value != event.select.value:
+            return  # stale, as in _text_changed
         if event.select.id == "size-preset":
             if isinstance(event.value, str):
                 width, height = event.value.split("x")
@@ -185,6 +189,8 @@ class SettingsPanel(VerticalScroll):
     @on(Checkbox.Changed)
     def _checkbox_changed(self, event: Checkbox.Changed) -> None:
         event.stop()
+        if event.value != event.checkbox.value:
+            return  # stale, as in _text_changed
         key = (event.checkbox.id or "").removeprefix("setting-")
         if key in SWITCH_KEYS:
             self._apply(key, event.value)
