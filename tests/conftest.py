@@ -4,6 +4,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,31 @@ def hub_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return cache
+
+
+@contextmanager
+def demo_serving(home: Path):
+    """The real sdtui server and engine (the demo model until a job asks for another) for the sdtui
+    home ``home``, on a thread of this process: ``sdtui generate`` connects to it as to ``sdtui
+    serve``, without a new process importing torch and diffusers (5 to 8 s here). For tests of what
+    the command line says, not of the server's process (its start, signals, log file). Like ``sdtui
+    serve``, it reads the home's config.toml when it starts."""
+    from tests.scripted_engine import serving
+    from tui.engine import Engine, EngineOptions
+
+    with serving(home, engine=Engine(EngineOptions(model="demo"))) as host:
+        yield host
+
+
+@pytest.fixture
+def demo_server(sdtui_home, monkeypatch):
+    """``demo_serving`` for this test's home, with the Hub switched off."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the engine's advice reads, and the commands' own
+    with demo_serving(sdtui_home) as host:
+        yield host
 
 
 def hub_online(monkeypatch) -> None:

@@ -275,12 +275,14 @@ def scripted(**script) -> Callable[[], ScriptedEngine]:
 
 
 @contextmanager
-def serving(home: Path, **script):
-    """The real server for the sdtui home ``home`` on a thread of this process, its engine a
-    ScriptedEngine(**script): a client in another process (the app in a terminal) finds it running
-    and connects to it as to ``sdtui serve``, so a test of keys, signals or the queue does not wait
-    on the demo pipeline. Stopped on leaving; the client must not run ``sdtui stop``, which would
-    wait for this process to end."""
+def serving(home: Path, engine=None, **script):
+    """The real server for the sdtui home ``home`` on a thread of this process, its engine
+    ``engine`` or else a ScriptedEngine(**script): a client in another process (the app in a
+    terminal, ``sdtui generate``) finds it running and connects to it as to ``sdtui serve``. A test
+    of keys, signals or the queue then does not wait on the demo pipeline, and with the real engine
+    a test of what the command line says does not wait on a new process importing torch and
+    diffusers (5 to 8 s here). Stopped on leaving; the client must not run ``sdtui stop``, which
+    would wait for this process to end."""
     from tui.locations import Locations
     from tui.server.host import stand_up
 
@@ -289,7 +291,7 @@ def serving(home: Path, **script):
     tui_log = logging.getLogger("tui")
     level = tui_log.level
     tui_log.setLevel(logging.INFO)  # as ``sdtui serve`` logs: its clients show "loaded ..." and the rest
-    host = stand_up(Locations(config_dir=root, data_dir=root), engine=ScriptedEngine(**script)).start()
+    host = stand_up(Locations(config_dir=root, data_dir=root), engine=engine or ScriptedEngine(**script)).start()
     try:
         yield host
     finally:

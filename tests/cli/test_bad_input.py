@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_sdtui, sdtui_command
+from tests.conftest import demo_serving, run_sdtui, sdtui_command
 from tests.reliability import MODEL_PATHS, assert_nothing_lost, history_rows
 
 SMALL = ["--steps", "1", "--width", "64", "--height", "64"]
@@ -110,7 +110,7 @@ def test_a_config_file_that_is_a_folder_is_one_line(made_before, sdtui_home):
 # --- model paths ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("make,words", [c[1:] for c in MODEL_PATHS], ids=[c[0] for c in MODEL_PATHS])
-def test_bad_model_paths(made_before, sdtui_home, tmp_path, tiny_pipeline_dir, make, words):
+def test_bad_model_paths(made_before, demo_server, sdtui_home, tmp_path, tiny_pipeline_dir, make, words):
     model = make(tmp_path, tiny_pipeline_dir)
     result = run_sdtui(["generate", "x", "--model", str(model), *SMALL], env_extra={"HF_HUB_OFFLINE": "1"})
     last = assert_one_clear_line(result, words)
@@ -125,7 +125,8 @@ def test_an_outputs_folder_that_cannot_be_made_fails_the_save_and_keeps_the_seed
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     (sdtui_home / "config.toml").write_text(f'outputs_dir = "{blocker / "outputs"}"\n')
-    result = run_sdtui(["generate", "lost for now", "--demo", "--seed", "11", *SMALL])
+    with demo_serving(sdtui_home):
+        result = run_sdtui(["generate", "lost for now", "--demo", "--seed", "11", *SMALL])
     assert_one_clear_line(result, "saving failed: Not a directory", codes=(1,))
     assert_nothing_lost(sdtui_home, made_before)
     failed = history_rows(sdtui_home)[-1]
@@ -134,7 +135,7 @@ def test_an_outputs_folder_that_cannot_be_made_fails_the_save_and_keeps_the_seed
 
 def _with_file_size_limit(limit: int):
     def apply() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))  # raised again below
     return apply
 
 
@@ -151,8 +152,11 @@ def test_a_file_size_limit_fails_the_save_with_efbig_and_leaves_no_partial_file(
     outputs = sdtui_home / "outputs"
     assert sorted(p.name for p in outputs.rglob("*") if p.is_file()) == [
         Path(p).name for p in made_before[1]], "a partial file was left behind"
-    # The server the limited command started runs under its limit; a new one has room.
-    assert run_sdtui(["stop"]).returncode == 0
+    # The server the limited command started runs under its limit; lifted, as when space is freed,
+    # the same seed makes the image.
+    from tui.client.connection import server_pid
+
+    subprocess.run(["prlimit", "--pid", str(server_pid(sdtui_home.resolve())), "--fsize=unlimited"], check=True)
     again = run_sdtui(["generate", "too big", "--demo", "--seed", "12", "--steps", "1",
                        "--width", "256", "--height", "256"])
     assert again.returncode == 0, "once there is room, the same seed makes the image"
@@ -175,12 +179,13 @@ def test_a_full_disk_fails_the_save_with_enospc_and_the_next_job_runs(made_befor
     (tiny_filesystem / "filler").write_bytes(b"\0" * 200 * 1024)
     (sdtui_home / "config.toml").write_text(f'outputs_dir = "{tiny_filesystem / "outputs"}"\n')
     big = ["--steps", "1", "--width", "256", "--height", "256"]
-    result = run_sdtui(["generate", "no room", "--demo", "--seed", "13", *big])
-    assert_one_clear_line(result, "saving failed: No space left on device", codes=(1,))
-    assert history_rows(sdtui_home)[-1][1:4] == ("no room", 13, "failed")
-    assert [p for p in (tiny_filesystem / "outputs").rglob("*") if p.is_file()] == []
-    (tiny_filesystem / "filler").unlink()
-    again = run_sdtui(["generate", "no room", "--demo", "--seed", "13", *big])
+    with demo_serving(sdtui_home):
+        result = run_sdtui(["generate", "no room", "--demo", "--seed", "13", *big])
+        assert_one_clear_line(result, "saving failed: No space left on device", codes=(1,))
+        assert history_rows(sdtui_home)[-1][1:4] == ("no room", 13, "failed")
+        assert [p for p in (tiny_filesystem / "outputs").rglob("*") if p.is_file()] == []
+        (tiny_filesystem / "filler").unlink()
+        again = run_sdtui(["generate", "no room", "--demo", "--seed", "13", *big])
     assert again.returncode == 0, again.stderr
     assert Path(again.stdout.strip()).parent.parent == tiny_filesystem / "outputs"
     assert_nothing_lost(sdtui_home, made_before)

@@ -13,7 +13,7 @@ from tui.store.importers import request_from_parameters
 from tui.store.importers import read_request
 
 
-def test_generate_writes_a_png_whose_parameters_parse_back_and_repeats_exactly(sdtui_home, tmp_path):
+def test_generate_writes_a_png_whose_parameters_parse_back_and_repeats_exactly(demo_server, sdtui_home, tmp_path):
     small = ["--steps", "6", "--width", "192", "--height", "128"]
     first = run_sdtui(["generate", "a red fox", "--demo", "--seed", "7", *small, "--output", str(tmp_path / "fox.png")])
     assert first.returncode == 0, first.stderr
@@ -34,6 +34,7 @@ def test_generate_writes_a_png_whose_parameters_parse_back_and_repeats_exactly(s
 
 
 def test_progress_goes_to_stderr_without_library_noise(sdtui_home):
+    """Through a server process of its own, as a user's first ``sdtui generate`` starts one."""
     result = run_sdtui(["generate", "a fox " * 40, "--demo", "--steps", "4", "--width", "128", "--height", "128",
                         "--count", "2", "--seed", "1", "--scheduler", "euler a"])
     assert result.returncode == 0, result.stderr
@@ -80,7 +81,7 @@ def test_bad_config_file_exits_2_naming_file_and_key(sdtui_home):
     assert re.fullmatch(r"sdtui: .*config\.toml: unknown key 'stepz'; known keys are .*\n", result.stderr)
 
 
-def test_flags_before_the_subcommand_apply(sdtui_home, tmp_path):
+def test_flags_before_the_subcommand_apply(demo_server, sdtui_home, tmp_path):
     result = run_sdtui(["--demo", "generate", "x", "--steps", "1", "--width", "64", "--height", "64"])
     assert result.returncode == 0, result.stderr
 
@@ -121,7 +122,7 @@ def test_an_output_folder_without_write_permission_is_bad_input(sdtui_home, tmp_
                                           "another path"]
 
 
-def test_a_save_that_fails_after_the_job_names_the_output_not_a_temporary_file(sdtui_home, tmp_path):
+def test_a_save_that_fails_after_the_job_names_the_output_not_a_temporary_file(demo_server, sdtui_home, tmp_path):
     # A name of 240 characters is allowed; the temporary name it is written under first is too long.
     output = tmp_path / ("f" * 240 + ".png")
     result = run_sdtui(["generate", "x", "--demo", "--steps", "1", "--width", "64", "--height", "64",
@@ -129,14 +130,6 @@ def test_a_save_that_fails_after_the_job_names_the_output_not_a_temporary_file(s
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == f"sdtui: saving failed: File name too long ({output})"
     assert ".partial" not in result.stderr
-
-
-def test_verbose_without_the_server_keeps_only_the_false_long_prompt_warning_out(sdtui_home):
-    result = run_sdtui(["generate", "a fox " * 40, "--demo", "--no-server", "-v", "--steps", "1", "--width", "64",
-                        "--height", "64"])
-    assert result.returncode == 0, result.stderr
-    assert "prompt: 160 tokens in 3 chunks of 75" in result.stderr  # a long prompt, read whole
-    assert "Token indices sequence length" not in result.stderr and "indexing errors" not in result.stderr
 
 
 def test_the_tokenizers_other_warnings_still_show(caplog):

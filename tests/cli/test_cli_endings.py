@@ -50,8 +50,8 @@ def said(stderr: str) -> list[str]:
 
 
 @pytest.fixture
-def warm_server(sdtui_home):
-    """A server holding the demo model, started by a first command, with the Hub off."""
+def warm_server(demo_server, sdtui_home):
+    """A server holding the demo model, loaded by a first command, with the Hub off."""
     result = run_sdtui(["generate", "warm", "--demo", *SMALL], env_extra=OFFLINE)
     assert result.returncode == 0, result.stderr
     return sdtui_home
@@ -257,7 +257,9 @@ def test_without_the_server_a_second_ctrl_c_quits_at_once(sdtui_home):
     assert out == "" and err.splitlines()[-1] == "sdtui: stopped", err
 
 
-def test_every_engine_flag_reaches_the_engine(sdtui_home):
-    result = run_sdtui(["generate", "x", "--demo", "--no-server", "-v", "--vae-tiling", "on", *SMALL])
+def test_without_the_server_every_engine_flag_reaches_the_engine_and_verbose_keeps_false_warnings_out(sdtui_home):
+    result = run_sdtui(["generate", "a fox " * 40, "--demo", "--no-server", "-v", "--vae-tiling", "on", *SMALL])
     assert result.returncode == 0, result.stderr
     assert "INFO tui.engine: VAE tiling: on" in result.stderr
+    assert "prompt: 160 tokens in 3 chunks of 75" in result.stderr  # a long prompt, read whole
+    assert "Token indices sequence length" not in result.stderr and "indexing errors" not in result.stderr
