@@ -7,10 +7,11 @@ import signal
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager, nullcontext
 
 import pytest
 
-from tests.conftest import sdtui_command
+from tests.conftest import demo_serving, sdtui_command
 from tests.scripted_engine import serving
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (.ci/run installs it)")
@@ -59,6 +60,14 @@ def test_demo_generation_in_a_real_terminal(tmp_path, width, height):
     home = tmp_path / "home"
     command = " ".join(sdtui_command() + ["--demo"])
     env = f"TERM=xterm-256color COLORTERM=truecolor SDTUI_HOME={home}"
+    # At 80x24 the app starts its own server process, as on a user's first run; at the other sizes,
+    # which are about the layout, it finds the real server already running on a thread of the test.
+    server = nullcontext() if (width, height) == (80, 24) else demo_serving(home)
+    with server:
+        _generate_in_a_real_terminal(session, home, command, env, width, height)
+
+
+def _generate_in_a_real_terminal(session, home, command, env, width, height) -> None:
     tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
          f"{NO_SIZE_OVERRIDE} {env} {command}")
     try:
@@ -160,26 +169,35 @@ def _hang_up_with_three_jobs_queued(home) -> None:
         "the app outlived its terminal"
 
 
-def start_with_images(tmp_path, width, height, prompts, term="TERM=xterm-256color COLORTERM=truecolor"):
-    """Images made by ``sdtui generate`` first, then the app in a tmux pane of ``width`` x ``height``."""
+@contextmanager
+def started_with_images(tmp_path, width, height, prompts, term="TERM=xterm-256color COLORTERM=truecolor"):
+    """Images made by ``sdtui generate`` first, then the app in a tmux pane of ``width`` x ``height``,
+    both talking to the real server on a thread of the test; yields the tmux session and the home."""
     home = tmp_path / "home"
+    session = f"sdtui-{uuid.uuid4().hex[:8]}"
+    with demo_serving(home):
+        try:
+            _start_with_images(session, home, width, height, prompts, term)
+            yield session, home
+        finally:
+            tmux("kill-session", "-t", session, check=False)
+
+
+def _start_with_images(session, home, width, height, prompts, term) -> None:
     for prompt in prompts:
         done = subprocess.run(sdtui_command() + ["generate", prompt, "--demo", "--steps", "2", "--width", "128",
                                                  "--height", "128"], capture_output=True, text=True, timeout=120,
                               env={**os.environ, "SDTUI_HOME": str(home)})
         assert done.returncode == 0, done.stderr
-    session = f"sdtui-{uuid.uuid4().hex[:8]}"
     command = " ".join(sdtui_command() + ["--demo"])
     tmux("new-session", "-d", "-s", session, "-x", str(width), "-y", str(height),
          f"{NO_SIZE_OVERRIDE} -u COLORTERM {term} SDTUI_HOME={home} {command}")
     wait_screen(session, lambda s: "demo model (random weights) · cpu" in s)
-    return session, home
 
 
 @pytest.mark.parametrize("width,height", [(100, 30), (80, 24), (200, 60)])
 def test_the_viewer_in_a_real_terminal(tmp_path, width, height):
-    session, _ = start_with_images(tmp_path, width, height, ["older fox", "newer owl"])
-    try:
+    with started_with_images(tmp_path, width, height, ["older fox", "newer owl"]) as (session, _):
         tmux("send-keys", "-t", session, "C-o")
         screen = wait_screen(session, lambda s: "zoom fit" in s)
         assert "newer owl" in screen and "seed" in screen and "128x128" in screen
@@ -204,8 +222,6 @@ def test_the_viewer_in_a_real_terminal(tmp_path, width, height):
         wait_screen(session, lambda s: "older fox" in s and "newer owl" not in s)
         tmux("send-keys", "-t", session, "Escape")
         wait_screen(session, lambda s: "prompt (Enter to generate" in s)
-    finally:
-        tmux("kill-session", "-t", session, check=False)
 
 
 SGR = re.compile(r"\x1b\[([0-9;]*)m")
@@ -249,8 +265,7 @@ def test_picture_cells_are_the_colours_sdtui_chose(tmp_path, colours):
     from tui.client.widgets.thumbnail import PALETTE_KEY, cell_keys, fit_size
 
     term = "TERM=xterm-256color COLORTERM=truecolor" if colours == "truecolor" else "TERM=xterm-256color"
-    session, home = start_with_images(tmp_path, 100, 30, ["colour check"], term)
-    try:
+    with started_with_images(tmp_path, 100, 30, ["colour check"], term) as (session, home):
         tmux("send-keys", "-t", session, "C-o")
         wait_screen(session, lambda s: "zoom fit" in s)
         time.sleep(0.3)
@@ -267,5 +282,3 @@ def test_picture_cells_are_the_colours_sdtui_chose(tmp_path, colours):
                 return ((value >> 16) & 0xFF, (value >> 8) & 0xFF, value & 0xFF)
             expected = [[(rgb(int(k) >> 24), rgb(int(k) & 0xFFFFFF)) for k in row] for row in keys]
         assert grid == expected
-    finally:
-        tmux("kill-session", "-t", session, check=False)
