@@ -283,27 +283,26 @@ class MainScreen(Screen):
         elif change.ahead:
             what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
             self.log_line(f"loading {what} after {plural(change.ahead, 'job')} ahead of it")
-            self.app.sub_title = f"{self.app.sub_title.split(' · waiting')[0]} · waiting: {what} loads after " \
-                                 f"{plural(change.ahead, 'job')}"
+            from tui.client.subtitle import with_waiting
+
+            self.app.sub_title = with_waiting(self.app.sub_title, what, change.ahead)
         if change.not_loaded:
             self.app.notify(f"Not loaded: {change.not_loaded}.", severity="error", timeout=8)
 
     # --- what the server says: the header, the dialogs, the other screens ---------------------
 
-    def _say_model(self) -> None:
-        self.app.sub_title = f"{self.session.model} · {self.session.device} · {self.session.dtype}"
-
     @on(m.Connected)
-    def _connected(self, message: m.Connected) -> None:
-        state = message.state
-        if state.model:  # a busy server gets to this client's own load only after its queue
-            self.app.sub_title = f"{state.model} · {state.device} · {state.dtype}"
-        elif state.loading:
-            self.app.sub_title = "loading a model…"
+    @on(m.ServerLost)
+    @on(m.ServerEvent)
+    def _header(self, message) -> None:
+        from tui.client.subtitle import subtitle_for  # with the first message, not the first frame
+
+        subtitle = subtitle_for(message, self.session)
+        if subtitle is not None:
+            self.app.sub_title = subtitle
 
     @on(m.ServerLost)
     def _server_lost(self, message: m.ServerLost) -> None:
-        self.app.sub_title = "no sdtui server"
         reason = message.message.rstrip(".")
         said = reason[0].upper() + reason[1:] if reason.startswith("the sdtui server ") \
             else f"The sdtui server stopped: {reason}"
@@ -319,27 +318,14 @@ class MainScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(f"{said}. Start it again?"), answered)
 
-    @on(m.LoadStarted)
-    def _load_started(self, message: m.LoadStarted) -> None:
-        self.app.sub_title = f"loading {message.event.model}…"
-
-    @on(m.Unloaded)
-    def _unloaded(self, message: m.Unloaded) -> None:
-        self.app.sub_title = f"{message.event.model} unloaded; it loads again with the next job"
-
     @on(m.Loaded)
     def _loaded(self, message: m.Loaded) -> None:
-        report = message.event
-        self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
         self.query_one(SettingsPanel).show(message.defaults)
 
     @on(m.LoadFailed)
     def _load_failed(self, message: m.LoadFailed) -> None:
-        if message.event.kept is None:
-            self.app.sub_title = "no model loaded"
-        else:
+        if message.event.kept is not None:  # the settings name the model kept again
             self.query_one(SettingsPanel).show(["model"])
-            self._say_model()
 
     @on(m.ImageSaved)
     def _image_saved(self, message: m.ImageSaved) -> None:
