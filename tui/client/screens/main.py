@@ -328,35 +328,16 @@ class MainScreen(Screen):
             self.query_one(SettingsPanel).show(["model"])
 
     @on(m.ImageSaved)
-    def _image_saved(self, message: m.ImageSaved) -> None:
-        self._tell_history_screens()
+    @on(m.JobDone)
+    @on(StatusPanel.Progressed)
+    def _follow_in_history(self, message) -> None:
+        from tui.client.screens.history import follow_jobs  # with the first job, not the first frame
+
+        follow_jobs(self.app.screen_stack, message, self.session)
 
     @on(m.JobDone)
     def _job_done(self, message: m.JobDone) -> None:
         self._images_this_run += message.event.images
-        self._tell_history_screens(progress="" if self.session.waiting == 0 else None)
         if self.session.waiting == 0:
             self.app.terminal.queue_done(self._images_this_run)
             self._images_this_run = 0
-
-    @on(StatusPanel.Progressed)
-    def _progressed(self, message: StatusPanel.Progressed) -> None:
-        report, job, making = message.report, self.session.running, self.session.making
-        images = making.count if making is not None else 1
-        text = f"generating{f' job {job}' if job is not None else ''}: step {report.step}/{report.total}"
-        if images > 1:
-            text += f", image {report.image_index + 1} of {images}"
-        if self.session.waiting:
-            text += f" · {self.session.waiting} waiting"
-        self._tell_history_screens(progress=text, rows=False)
-
-    def _tell_history_screens(self, progress: str | None = None, rows: bool = True) -> None:
-        """The history screen, when open, shows new rows and the running job's progress as they come."""
-        from tui.client.screens.history import HistoryScreen
-
-        for screen in self.app.screen_stack:
-            if isinstance(screen, HistoryScreen):
-                if rows:
-                    screen.history_changed()
-                if progress is not None:
-                    screen.show_progress(progress)
