@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import replace
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -138,9 +138,7 @@ class MainScreen(Screen):
     def submit_prompt(self, seed_override: int | None = None, typed: dict | None = None) -> bool:
         """Queue a job: a snapshot of the prompt and settings as they are now, ``typed`` (prompt
         or negative_prompt) in place of a field's text."""
-        if not self._settings_valid():
-            return False
-        requests = self._made_or_said(lambda: self.session.expanded(self.current_request(seed_override, typed)))
+        requests = self.checked(lambda: self.session.expanded(self.current_request(seed_override, typed)))
         if requests is None:
             return False
         self.recall.remember((typed or {}).get("prompt", self.query_one("#prompt", PromptInput).value))
@@ -155,16 +153,14 @@ class MainScreen(Screen):
             self.app.notify(f"Not queued: {problem}.", severity="error", timeout=8)
         return problem is None
 
-    def _settings_valid(self) -> bool:
-        """Whether the settings panel holds no bad value; if it does, says which, and nothing is queued."""
+    def checked(self, make):
+        """``make()``'s requests, or None once a bad value in the settings panel, a bad field,
+        template or grid has been said in one line (then nothing is to be queued)."""
         panel = self.query_one(SettingsPanel)
         if not panel.valid:
             field, message = next(iter(panel.problems.items()))
             self.app.notify(f"Fix {field} first: {message}", severity="error")
-        return panel.valid
-
-    def _made_or_said(self, make):
-        """``make()``'s requests, or None once a bad field, template or grid has been said in one line."""
+            return None
         from tui.client.grid import GridError  # the grid's module loads with the first job, not the first frame
 
         try:
@@ -183,43 +179,6 @@ class MainScreen(Screen):
         if seed_override is not None:
             fields["seed"] = seed_override
         return validate_request(fields)
-
-    def start_grid(self, axes_text: str) -> bool:
-        """Queue an X/Y grid of the current prompt over ``axes_text`` ("steps=10,20; guidance=5,7");
-        its contact sheet is made and shown once every cell's job has ended."""
-        if not self._settings_valid():
-            return False
-        from tui.client.grid import grid_cells
-
-        made = self._made_or_said(lambda: grid_cells(axes_text, self.current_request()))
-        if made is None:
-            return False
-        axes, requests = made
-        grid, problems = self.session.queue_grid(requests, axes)
-        self.log_line(f"X/Y grid {grid.serial}: {grid.describe()}, {len(requests)} jobs")
-        if problems:
-            self.app.notify(f"Not queued: {problems[0]}.", severity="error", timeout=8)
-        return True
-
-    @on(m.GridFinished)
-    def _grid_finished(self, message: m.GridFinished) -> None:
-        self._save_grid(message.grid)
-
-    @work(thread=True)
-    def _save_grid(self, grid) -> None:
-        from tui.client.grid import GridError
-
-        try:
-            sheet = grid.save_sheet()
-        except (GridError, OSError) as error:
-            self.app.call_from_thread(self.app.notify, f"X/Y grid {grid.serial}: not saved ({error})",
-                                      severity="error", timeout=8)
-            return
-        self.app.call_from_thread(self._grid_saved, grid.serial, sheet)
-
-    def _grid_saved(self, serial: int, sheet) -> None:
-        self.log_line(f"X/Y grid {serial} saved: {sheet.image_path}")
-        self.post_message(m.OpenViewer(sheet))
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -326,6 +285,10 @@ class MainScreen(Screen):
     def _load_failed(self, message: m.LoadFailed) -> None:
         if message.event.kept is not None:  # the settings name the model kept again
             self.query_one(SettingsPanel).show(["model"])
+
+    @on(m.GridFinished)
+    def _grid_finished(self, message: m.GridFinished) -> None:
+        self.app.palette.save_grid(message.grid)
 
     @on(m.ImageSaved)
     @on(m.JobDone)
