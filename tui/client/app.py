@@ -4,6 +4,7 @@ the sdtui server, the history), and holds the app-wide keys."""
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 
 from textual.app import App
 from textual.binding import Binding
@@ -52,7 +53,6 @@ class SdtuiApp(App[int]):
         self.palette = PaletteActions(self)
         self.terminal = TerminalFeatures(self)
         self._forwarder = LogForwarder(self._post_log)
-        self._in_place: dict = {}  # slot -> the toast notify_in_place showed last
 
     @property
     def settings(self) -> Settings:
@@ -141,17 +141,12 @@ class SdtuiApp(App[int]):
         such as "[", which markup would eat or misread."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
-    def notify_in_place(self, slot: str, message: str, timeout: float = 2.0) -> None:
-        """A plain-text toast that replaces the previous one of its ``slot``, so a key pressed again
-        and again shows its latest value instead of a stack of toasts."""
-        from textual.notifications import Notification, Notify
+    @cached_property
+    def toast_slots(self):
+        """Toasts that replace the last of their slot (a key pressed again and again)."""
+        from tui.client.toasts import ToastSlots  # with the first such key, not the first frame
 
-        old = self._in_place.get(slot)
-        if old is not None:
-            self._unnotify(old, refresh=False)  # one already gone is forgotten quietly
-        notification = Notification(message, "", "information", timeout, markup=False)
-        self._in_place[slot] = notification
-        self.post_message(Notify(notification))
+        return ToastSlots(self)
 
     # --- actions ------------------------------------------------------------------------
 
