@@ -72,19 +72,13 @@ class SdtuiApp(App[int]):
         if root.getEffectiveLevel() > logging.INFO:
             root.setLevel(logging.INFO)
         self.main_screen.recall.prompts.extend(self.history.recent_prompts())
-        self.terminal.catch_stop_signals(self._stop_on_signal)
+        self.terminal.catch_stop_signals(self.shutdown)  # as Ctrl+Q does: the server's jobs go on
         self.session.post = self.main_screen.take
         self.session.wake = lambda: self.post_message(Arrived())  # from the link's thread
         # Connecting may start the server, which imports torch: after the first frame. The
         # terminal is asked what it can draw then too, so no answer can hold up the first frame.
         self.call_after_refresh(self.session.start)
         self.call_after_refresh(self.terminal.detect_graphics)
-
-    def _stop_on_signal(self, signum: int, cause: str) -> None:
-        """Stop as Ctrl+Q does (the server's jobs go on), restoring the terminal; the exit status
-        says which signal it was."""
-        log.info("%s; stopping", cause)
-        self.shutdown(128 + signum)
 
     def shutdown(self, code: int = 0) -> None:
         self._leave()
