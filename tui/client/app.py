@@ -3,7 +3,6 @@ the sdtui server, the history), and holds the app-wide keys."""
 
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 
 from textual.app import App
@@ -13,12 +12,10 @@ from tui.client.terminal_features import TerminalFeatures
 from tui.client.palette_actions import PaletteActions
 from tui.config import Settings
 from tui.locations import Locations, locations, styles_dir
-from tui.client.messages import Arrived, LoadIntoPrompt, LogLine, QueueRequest
+from tui.client.messages import Arrived, LoadIntoPrompt, QueueRequest
 from tui.client.screens.main import MainScreen
 from tui.client.session import Session
 from tui.client.widgets.log import LogForwarder
-
-log = logging.getLogger("tui.client.app")
 
 
 def _palette_entries():
@@ -52,7 +49,7 @@ class SdtuiApp(App[int]):
         self.main_screen = MainScreen(self.session)
         self.palette = PaletteActions(self)
         self.terminal = TerminalFeatures(self)
-        self._forwarder = LogForwarder(self._post_log)
+        self._forwarder = LogForwarder(self.main_screen.take)
 
     @property
     def settings(self) -> Settings:
@@ -67,10 +64,7 @@ class SdtuiApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(self.main_screen)
         self.sub_title = "starting…"
-        root = logging.getLogger()
-        root.addHandler(self._forwarder)
-        if root.getEffectiveLevel() > logging.INFO:
-            root.setLevel(logging.INFO)
+        self._forwarder.attach()
         self.main_screen.recall.prompts.extend(self.history.recent_prompts())
         self.terminal.catch_stop_signals(self.shutdown)  # as Ctrl+Q does: the server's jobs go on
         self.session.post = self.main_screen.take
@@ -89,7 +83,7 @@ class SdtuiApp(App[int]):
 
     def _leave(self) -> None:
         self.terminal.release_stop_signals()
-        logging.getLogger().removeHandler(self._forwarder)
+        self._forwarder.detach()
         self.session.close()
 
     def on_unmount(self) -> None:
@@ -125,9 +119,6 @@ class SdtuiApp(App[int]):
 
     def on_open_viewer(self, intent) -> None:
         self.open_viewer(intent.entry)
-
-    def _post_log(self, level: str, text: str, created: float) -> None:
-        self.main_screen.take(LogLine(level, text, created))
 
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
                markup: bool = False) -> None:
