@@ -187,14 +187,3 @@ class SdtuiApp(App[int]):
     def action_networks(self) -> None:
         self.palette.pick_network()
 
-
-def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, host=None,
-        places: Locations | None = None) -> int:
-    from tui.logs import setup_logging
-
-    places = places or locations()
-    setup_logging(places.log_file, verbose=False)
-    app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places, host=host)
-    code = app.run()
-    return code or 0
-
