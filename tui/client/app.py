@@ -65,7 +65,6 @@ class SdtuiApp(App[int]):
         self.push_screen(self.main_screen)
         self.sub_title = "starting…"
         self._forwarder.attach()
-        self.main_screen.recall.prompts.extend(self.history.recent_prompts())
         self.terminal.catch_stop_signals(self.shutdown)  # as Ctrl+Q does: the server's jobs go on
         self.session.post = self.main_screen.take
         self.session.wake = lambda: self.post_message(Arrived())  # from the link's thread
@@ -177,9 +176,6 @@ class SdtuiApp(App[int]):
         if isinstance(self.screen, HistoryScreen):
             return
         self.push_screen(HistoryScreen(self.history, select_id=entry_id))
-
-    def use_model(self, model: str) -> None:
-        self.main_screen.change_setting("model", model)
 
     def action_models(self) -> None:
         self.palette.pick_model()

@@ -74,10 +74,13 @@ class PaletteActions:
 
         def chosen(model: str | None) -> None:
             if model:
-                self.app.use_model(model)
+                self.use_model(model)
 
         recent = load_recent(self.session.places.recent_models_file)
         self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, self.session.settings.model), chosen)
+
+    def use_model(self, model: str) -> None:
+        self.app.main_screen.change_setting("model", model)
 
     def pick_network(self) -> None:
         from tui.client.screens.networks import NetworkPickerScreen
@@ -143,7 +146,7 @@ class PaletteActions:
 
         def chosen(model: str | None) -> None:
             if model:
-                self.app.use_model(clean_pasted_path(model))
+                self.use_model(clean_pasted_path(model))
 
         self.app.push_screen(AskScreen("Model: a Hub id (owner/name), a diffusers folder, a .safetensors "
                                        "checkpoint, or demo", self.session.settings.model), chosen)

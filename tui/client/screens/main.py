@@ -85,6 +85,7 @@ class MainScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.recall.prompts.extend(self.session.history.recent_prompts())
         self.show_seed_lock()
 
     @on(StripItem.Opened)
