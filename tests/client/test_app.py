@@ -177,7 +177,7 @@ async def test_a_model_that_cannot_load_leaves_the_app_usable(sdtui_home):
         await type_prompt(pilot, "still here")
         await pilot.press("enter")
         await wait_for(pilot, lambda: not app.session.busy and app.session.waiting == 0)
-        app.use_model("demo")
+        app.palette.use_model("demo")
         await wait_loaded(pilot, app)
         assert "demo model" in app.sub_title
         await pilot.press("enter")

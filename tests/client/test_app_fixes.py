@@ -43,7 +43,7 @@ async def test_a_model_switch_behind_a_running_job_says_it_waits(sdtui_home, hub
     app = make_recording_app(engine=engine, steps=400, previews=False)  # 20 s: only the cancel ends it
     async with app.run_test(size=SIZE) as pilot:
         await start_a_long_job(pilot, app)
-        app.use_model("nobody/not-here")
+        app.palette.use_model("nobody/not-here")
         await pilot.pause()
         assert any("loading nobody/not-here after 1 job ahead of it" in line for line in log_lines(app))
         assert "waiting: nobody/not-here loads after 1 job" in app.sub_title

@@ -113,7 +113,7 @@ async def test_a_download_in_the_app_cancels_with_escape_and_resumes(sdtui_home,
         async with app.run_test(size=(120, 36)) as pilot:
             await wait_loaded(pilot, app)
             status = app.main_screen.query_one(StatusPanel)
-            app.use_model("someone/tiny-sd")
+            app.palette.use_model("someone/tiny-sd")
             await wait_for(pilot, lambda: status.state == "downloading", what="the download to start")
             await wait_for(pilot, lambda: hub.bytes_sent > 500_000, what="some bytes")
             await pilot.press("escape")
@@ -125,7 +125,7 @@ async def test_a_download_in_the_app_cancels_with_escape_and_resumes(sdtui_home,
             assert status.state == "idle"
             hub.delay_per_chunk = 0
             hub.requests.clear()
-            app.use_model("someone/tiny-sd")
+            app.palette.use_model("someone/tiny-sd")
             await wait_for(pilot, lambda: app.session.hosted.server.engine.loaded and app.session.hosted.server.engine.model_label == "someone/tiny-sd",
                            what="the resumed download")
             assert any(r for _, r in hub.requests), "the second download did not resume with a range"
@@ -139,7 +139,7 @@ async def test_choosing_the_loaded_model_again_does_nothing(sdtui_home, hub_cach
         app.main_screen.query_one(SettingsPanel).query_one("#setting-model", Input).focus()
         await pilot.press("enter")  # Enter in the unchanged Model field
         await pilot.pause(0.3)
-        app.use_model("demo")  # what F3 on the marked entry does
+        app.palette.use_model("demo")  # what F3 on the marked entry does
         await pilot.pause(0.3)
         assert app.session.hosted.server.engine.pipe is pipe and not app.session.busy
         log = app.main_screen.query_one(LogPanel).lines_written

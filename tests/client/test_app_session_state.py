@@ -73,12 +73,12 @@ async def test_function_keys_say_the_new_value_when_the_panel_is_hidden_in_one_t
         for _ in range(3):
             await pilot.press("f6")
         await pilot.pause()
-        assert app._in_place["steps"].message == "Steps 23 for the next job."
+        assert app.toast_slots.shown["steps"].message == "Steps 23 for the next job."
         assert [t for t in toasts(app) if t.startswith("Steps")] in (["Steps 23 for the next job."], []), \
             "one toast, replaced, not one a press"
         await pilot.press("f7")
         await pilot.pause()
-        assert app._in_place["guidance"].message == "Guidance 6.5 for the next job."
+        assert app.toast_slots.shown["guidance"].message == "Guidance 6.5 for the next job."
         assert app.main_screen.query_one("#setting-guidance").value == "6.5"
 
 
@@ -139,7 +139,7 @@ async def test_strength_shows_on_the_history_screen_and_its_toast_keeps_its_brac
             await pilot.press("left_square_bracket")
         await pilot.pause()
         assert "strength: 0.35 ([ ])" in str(app.screen.query_one("#filter-text").render())
-        assert app._in_place["strength"].message == "Image-to-image strength 0.35 (g uses it)."
+        assert app.toast_slots.shown["strength"].message == "Image-to-image strength 0.35 (g uses it)."
         assert len([t for t in toasts(app) if "strength" in t]) <= 1
         await pilot.press("g")
         await wait_for(pilot, lambda: any("([ and ] change it)" in t for t in app.notified), timeout=5,

@@ -178,13 +178,13 @@ async def test_each_bad_model_path_is_one_line_and_the_app_goes_on(sdtui_home, m
         for label, make, words in MODEL_PATHS:
             model = make(tmp_path, tiny_pipeline_dir)
             seen = len(messages(app))
-            app.use_model(str(model))
+            app.palette.use_model(str(model))
             await wait_for(pilot, lambda: len(messages(app)) > seen and not app.session.busy
                            and not app.session.loading, what=label)
             await wait_for(pilot, lambda: any(words in m for m in messages(app)[seen:]), what=f"{label}: {words}")
             failure = next(m for m in messages(app)[seen:] if words in m)
             assert failure.startswith("model: ") and "\n" not in failure and "Traceback" not in failure, failure
-            app.use_model("demo")
+            app.palette.use_model("demo")
             await wait_loaded(pilot, app)
         await make_one_image(pilot, app)
     assert_nothing_lost(sdtui_home, made_before)

@@ -166,15 +166,18 @@ def run_app(args: argparse.Namespace) -> NoReturn:
 
     enable_mps_fallback()  # before the generation thread imports torch
     settings = _settings_from(args)
-    from tui.client.app import run
+    from tui.client.app import SdtuiApp
     from tui.locations import locations
+    from tui.logs import setup_logging
 
     places, host = locations(), None
     if args.app_no_server:
         from tui.server.host import in_process
 
         host = in_process(places)
-    _leave_now(run(settings, allow_pickle=args.allow_pickle, verbose=args.verbose, host=host, places=places))
+    setup_logging(places.log_file, verbose=False)  # the terminal is the app's: nothing logs to stderr
+    app = SdtuiApp(settings, allow_pickle=args.allow_pickle, places=places, host=host)
+    _leave_now(app.run() or 0)
 
 
 def _leave_now(code: int) -> NoReturn:

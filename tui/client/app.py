@@ -3,7 +3,7 @@ the sdtui server, the history), and holds the app-wide keys."""
 
 from __future__ import annotations
 
-import logging
+from functools import cached_property
 
 from textual.app import App
 from textual.binding import Binding
@@ -12,12 +12,10 @@ from tui.client.terminal_features import TerminalFeatures
 from tui.client.palette_actions import PaletteActions
 from tui.config import Settings
 from tui.locations import Locations, locations, styles_dir
-from tui.client.messages import Arrived, LoadIntoPrompt, LogLine, QueueRequest
+from tui.client.messages import Arrived, LoadIntoPrompt, QueueRequest
 from tui.client.screens.main import MainScreen
 from tui.client.session import Session
 from tui.client.widgets.log import LogForwarder
-
-log = logging.getLogger("tui.client.app")
 
 
 def _palette_entries():
@@ -51,8 +49,7 @@ class SdtuiApp(App[int]):
         self.main_screen = MainScreen(self.session)
         self.palette = PaletteActions(self)
         self.terminal = TerminalFeatures(self)
-        self._forwarder = LogForwarder(self._post_log)
-        self._in_place: dict = {}  # slot -> the toast notify_in_place showed last
+        self._forwarder = LogForwarder(self.main_screen.take)
 
     @property
     def settings(self) -> Settings:
@@ -67,24 +64,14 @@ class SdtuiApp(App[int]):
     def on_mount(self) -> None:
         self.push_screen(self.main_screen)
         self.sub_title = "starting…"
-        root = logging.getLogger()
-        root.addHandler(self._forwarder)
-        if root.getEffectiveLevel() > logging.INFO:
-            root.setLevel(logging.INFO)
-        self.main_screen.recall.prompts.extend(self.history.recent_prompts())
-        self.terminal.catch_stop_signals(self._stop_on_signal)
+        self._forwarder.attach()
+        self.terminal.catch_stop_signals(self.shutdown)  # as Ctrl+Q does: the server's jobs go on
         self.session.post = self.main_screen.take
         self.session.wake = lambda: self.post_message(Arrived())  # from the link's thread
         # Connecting may start the server, which imports torch: after the first frame. The
         # terminal is asked what it can draw then too, so no answer can hold up the first frame.
         self.call_after_refresh(self.session.start)
         self.call_after_refresh(self.terminal.detect_graphics)
-
-    def _stop_on_signal(self, signum: int, cause: str) -> None:
-        """Stop as Ctrl+Q does (the server's jobs go on), restoring the terminal; the exit status
-        says which signal it was."""
-        log.info("%s; stopping", cause)
-        self.shutdown(128 + signum)
 
     def shutdown(self, code: int = 0) -> None:
         self._leave()
@@ -95,7 +82,7 @@ class SdtuiApp(App[int]):
 
     def _leave(self) -> None:
         self.terminal.release_stop_signals()
-        logging.getLogger().removeHandler(self._forwarder)
+        self._forwarder.detach()
         self.session.close()
 
     def on_unmount(self) -> None:
@@ -132,26 +119,18 @@ class SdtuiApp(App[int]):
     def on_open_viewer(self, intent) -> None:
         self.open_viewer(intent.entry)
 
-    def _post_log(self, level: str, text: str, created: float) -> None:
-        self.main_screen.take(LogLine(level, text, created))
-
     def notify(self, message: str, *, title: str = "", severity="information", timeout: float | None = None,
                markup: bool = False) -> None:
         """Textual's toast, as plain text by default: sdtui's messages hold prompts, paths and keys
         such as "[", which markup would eat or misread."""
         super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
-    def notify_in_place(self, slot: str, message: str, timeout: float = 2.0) -> None:
-        """A plain-text toast that replaces the previous one of its ``slot``, so a key pressed again
-        and again shows its latest value instead of a stack of toasts."""
-        from textual.notifications import Notification, Notify
+    @cached_property
+    def toast_slots(self):
+        """Toasts that replace the last of their slot (a key pressed again and again)."""
+        from tui.client.toasts import ToastSlots  # with the first such key, not the first frame
 
-        old = self._in_place.get(slot)
-        if old is not None:
-            self._unnotify(old, refresh=False)  # one already gone is forgotten quietly
-        notification = Notification(message, "", "information", timeout, markup=False)
-        self._in_place[slot] = notification
-        self.post_message(Notify(notification))
+        return ToastSlots(self)
 
     # --- actions ------------------------------------------------------------------------
 
@@ -198,23 +177,9 @@ class SdtuiApp(App[int]):
             return
         self.push_screen(HistoryScreen(self.history, select_id=entry_id))
 
-    def use_model(self, model: str) -> None:
-        self.main_screen.change_setting("model", model)
-
     def action_models(self) -> None:
         self.palette.pick_model()
 
     def action_networks(self) -> None:
         self.palette.pick_network()
-
-
-def run(settings: Settings, allow_pickle: bool = False, verbose: bool = False, host=None,
-        places: Locations | None = None) -> int:
-    from tui.logs import setup_logging
-
-    places = places or locations()
-    setup_logging(places.log_file, verbose=False)
-    app = SdtuiApp(settings, allow_pickle=allow_pickle, places=places, host=host)
-    code = app.run()
-    return code or 0
 

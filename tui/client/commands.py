@@ -22,7 +22,7 @@ class SdtuiCommands(Provider):
             ("grid: X/Y plot of the prompt", "Vary one or two of seed, steps, guidance, scheduler, a word (S/R)",
              palette.grid),
             ("model: switch by name", "Load a model by Hub id, folder or file path", palette.switch_model),
-            ("model: use the demo model", "Tiny random-weight model, offline", partial(app.use_model, "demo")),
+            ("model: use the demo model", "Tiny random-weight model, offline", partial(palette.use_model, "demo")),
             ("settings: toggle attention slicing", "Slices attention to save memory", palette.toggle_slicing),
             ("settings: toggle previews", "Live previews while generating", palette.toggle_previews),
             ("settings: save the seed as the default", "A locked seed holds until sdtui quits; this writes it "

@@ -74,10 +74,13 @@ class PaletteActions:
 
         def chosen(model: str | None) -> None:
             if model:
-                self.app.use_model(model)
+                self.use_model(model)
 
         recent = load_recent(self.session.places.recent_models_file)
         self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, self.session.settings.model), chosen)
+
+    def use_model(self, model: str) -> None:
+        self.app.main_screen.change_setting("model", model)
 
     def pick_network(self) -> None:
         from tui.client.screens.networks import NetworkPickerScreen
@@ -96,19 +99,54 @@ class PaletteActions:
         from tui.client.screens.ask import AskScreen
 
         def chosen(axes: str | None) -> None:
-            if axes and self.app.main_screen.start_grid(axes):
+            if axes and self.start_grid(axes):
                 self._grid_axes = axes
 
         # One line of at most 74 cells: the dialog is 80 wide. The placeholder is the example.
         self.app.push_screen(AskScreen("X/Y grid of the prompt: seed, steps, guidance, scheduler or sr=find,new",
                                        self._grid_axes, "steps=10,20,30; guidance=5,7"), chosen)
 
+    def start_grid(self, axes_text: str) -> bool:
+        """Queue an X/Y grid of the current prompt over ``axes_text`` ("steps=10,20; guidance=5,7");
+        its contact sheet is made and shown once every cell's job has ended (save_grid)."""
+        from tui.client.grid import grid_cells
+
+        main = self.app.main_screen
+        made = main.checked(lambda: grid_cells(axes_text, main.current_request()))
+        if made is None:
+            return False
+        axes, requests = made
+        grid, problems = self.session.queue_grid(requests, axes)
+        main.log_line(f"X/Y grid {grid.serial}: {grid.describe()}, {len(requests)} jobs")
+        if problems:
+            self.app.notify(f"Not queued: {problems[0]}.", severity="error", timeout=8)
+        return True
+
+    def save_grid(self, grid) -> None:
+        """Every cell's job of ``grid`` has ended: make its contact sheet (on a thread), then show it."""
+        self.app.run_worker(partial(self._save_sheet, grid), thread=True)
+
+    def _save_sheet(self, grid) -> None:
+        from tui.client.grid import GridError
+
+        try:
+            sheet = grid.save_sheet()
+        except (GridError, OSError) as error:
+            self.app.call_from_thread(self.app.notify, f"X/Y grid {grid.serial}: not saved ({error})",
+                                      severity="error", timeout=8)
+            return
+        self.app.call_from_thread(self._sheet_saved, grid.serial, sheet)
+
+    def _sheet_saved(self, serial: int, sheet) -> None:
+        self.app.main_screen.log_line(f"X/Y grid {serial} saved: {sheet.image_path}")
+        self.app.open_viewer(sheet)
+
     def switch_model(self) -> None:
         from tui.client.screens.ask import AskScreen
 
         def chosen(model: str | None) -> None:
             if model:
-                self.app.use_model(clean_pasted_path(model))
+                self.use_model(clean_pasted_path(model))
 
         self.app.push_screen(AskScreen("Model: a Hub id (owner/name), a diffusers folder, a .safetensors "
                                        "checkpoint, or demo", self.session.settings.model), chosen)

@@ -58,20 +58,25 @@ class TerminalFeatures:
         self.cell_size: tuple[int, int] | None = None
         self._signals_before: dict = {}
 
-    def catch_stop_signals(self, stop: Callable[[int, str], None]) -> None:
-        """SIGHUP and SIGTERM call ``stop(signum, cause)`` on the app's loop. The handler is a plain
-        one, not the loop's: it runs even when the loop is stuck writing to a terminal that went
-        away. It also arms the ExitWatchdog, and gives SIGCONT (which a hang-up brings) back its
-        default, so Textual does not start drawing again on the dead terminal."""
+    def catch_stop_signals(self, stop: Callable[[int], None]) -> None:
+        """SIGHUP and SIGTERM call ``stop(exit_code)`` on the app's loop, the code saying which signal
+        it was (128 + its number). The handler is a plain one, not the loop's: it runs even when the
+        loop is stuck writing to a terminal that went away. It also arms the ExitWatchdog, and gives
+        SIGCONT (which a hang-up brings) back its default, so Textual does not start drawing again on
+        the dead terminal."""
         loop = asyncio.get_running_loop()
         watchdog = ExitWatchdog()
+
+        def stop_for(signum: int) -> None:
+            log.info("%s; stopping", STOP_SIGNALS[signum])
+            stop(128 + signum)
 
         def on_signal(signum, frame) -> None:
             if hasattr(signal, "SIGCONT"):
                 signal.signal(signal.SIGCONT, signal.SIG_DFL)
             watchdog.arm(128 + signum)
             try:
-                loop.call_soon_threadsafe(stop, signum, STOP_SIGNALS[signum])
+                loop.call_soon_threadsafe(stop_for, signum)
             except RuntimeError:
                 pass  # the loop has closed: the app is on its way out, and the watchdog sees it ends
 

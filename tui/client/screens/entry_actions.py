@@ -128,7 +128,7 @@ class EntryActions:
     def action_strength(self, direction: int) -> None:
         session = self.app.session
         session.strength = round(min(1.0, max(STRENGTH_STEP, session.strength + direction * STRENGTH_STEP)), 2)
-        self.app.notify_in_place("strength", f"Image-to-image strength {session.strength:g} (g uses it).")
+        self.app.toast_slots.show("strength", f"Image-to-image strength {session.strength:g} (g uses it).")
         self.strength_changed()
 
     def strength_changed(self) -> None:

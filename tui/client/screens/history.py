@@ -16,7 +16,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Input, Static
 
-from tui.client.messages import OpenViewer
+from tui.client.messages import JobDone, OpenViewer
 from tui.client.widgets.footer import FittingFooter
 from tui.client.screens.entry_actions import ENTRY_BINDINGS, EntryActions
 from tui.client.session import read_image
@@ -25,6 +25,7 @@ from tui.text import clip, visible
 from tui.client.widgets.details import details_table, entry_status
 from tui.client.widgets.thumbnail import OpenablePicture
 from tui.client.widgets.safe_input import SafeInput
+from tui.client.widgets.status import StatusPanel
 
 PAGE = 200
 # (name, width) in the order shown; the prompt takes what is left, within PROMPT_WIDTH.
@@ -68,6 +69,26 @@ def row_cells(entry: HistoryEntry, columns: list[tuple[str, int]], marked: bool 
     }
     return tuple(Text(clip(values[name], width), style="bold yellow" if name == "mark" else "")
                  for name, width in columns)
+
+
+def follow_jobs(screens, message, session) -> None:
+    """Every open history screen among ``screens`` follows ``message`` (an ImageSaved, a JobDone
+    or the status panel's Progressed)."""
+    for screen in screens:
+        if isinstance(screen, HistoryScreen):
+            screen.follow(message, session)
+
+
+def progress_line(report, session) -> str:
+    """The running job's progress (``report``: its latest Step) in one line."""
+    job, making = session.running, session.making
+    images = making.count if making is not None else 1
+    text = f"generating{f' job {job}' if job is not None else ''}: step {report.step}/{report.total}"
+    if images > 1:
+        text += f", image {report.image_index + 1} of {images}"
+    if session.waiting:
+        text += f" · {session.waiting} waiting"
+    return text
 
 
 class HistoryScreen(EntryActions, Screen):
@@ -199,6 +220,16 @@ class HistoryScreen(EntryActions, Screen):
         chosen = self.selected
         self.select_id = chosen.id if chosen is not None else None
         self.reload()
+
+    def follow(self, message, session) -> None:
+        """While open, the screen follows the jobs: the rows each saved image or ended job wrote, and
+        the running job's progress in a line under the list, hidden once the queue is empty."""
+        if isinstance(message, StatusPanel.Progressed):
+            self.show_progress(progress_line(message.report, session))
+            return
+        self.history_changed()
+        if isinstance(message, JobDone) and session.waiting == 0:
+            self.show_progress("")
 
     def show_progress(self, text: str) -> None:
         """One line under the list while jobs run (empty: hidden)."""

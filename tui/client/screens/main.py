@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import replace
 
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -85,6 +85,7 @@ class MainScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one("#prompt", PromptInput).focus()
+        self.recall.prompts.extend(self.session.history.recent_prompts())
         self.show_seed_lock()
 
     @on(StripItem.Opened)
@@ -138,9 +139,7 @@ class MainScreen(Screen):
     def submit_prompt(self, seed_override: int | None = None, typed: dict | None = None) -> bool:
         """Queue a job: a snapshot of the prompt and settings as they are now, ``typed`` (prompt
         or negative_prompt) in place of a field's text."""
-        if not self._settings_valid():
-            return False
-        requests = self._made_or_said(lambda: self.session.expanded(self.current_request(seed_override, typed)))
+        requests = self.checked(lambda: self.session.expanded(self.current_request(seed_override, typed)))
         if requests is None:
             return False
         self.recall.remember((typed or {}).get("prompt", self.query_one("#prompt", PromptInput).value))
@@ -155,16 +154,14 @@ class MainScreen(Screen):
             self.app.notify(f"Not queued: {problem}.", severity="error", timeout=8)
         return problem is None
 
-    def _settings_valid(self) -> bool:
-        """Whether the settings panel holds no bad value; if it does, says which, and nothing is queued."""
+    def checked(self, make):
+        """``make()``'s requests, or None once a bad value in the settings panel, a bad field,
+        template or grid has been said in one line (then nothing is to be queued)."""
         panel = self.query_one(SettingsPanel)
         if not panel.valid:
             field, message = next(iter(panel.problems.items()))
             self.app.notify(f"Fix {field} first: {message}", severity="error")
-        return panel.valid
-
-    def _made_or_said(self, make):
-        """``make()``'s requests, or None once a bad field, template or grid has been said in one line."""
+            return None
         from tui.client.grid import GridError  # the grid's module loads with the first job, not the first frame
 
         try:
@@ -183,43 +180,6 @@ class MainScreen(Screen):
         if seed_override is not None:
             fields["seed"] = seed_override
         return validate_request(fields)
-
-    def start_grid(self, axes_text: str) -> bool:
-        """Queue an X/Y grid of the current prompt over ``axes_text`` ("steps=10,20; guidance=5,7");
-        its contact sheet is made and shown once every cell's job has ended."""
-        if not self._settings_valid():
-            return False
-        from tui.client.grid import grid_cells
-
-        made = self._made_or_said(lambda: grid_cells(axes_text, self.current_request()))
-        if made is None:
-            return False
-        axes, requests = made
-        grid, problems = self.session.queue_grid(requests, axes)
-        self.log_line(f"X/Y grid {grid.serial}: {grid.describe()}, {len(requests)} jobs")
-        if problems:
-            self.app.notify(f"Not queued: {problems[0]}.", severity="error", timeout=8)
-        return True
-
-    @on(m.GridFinished)
-    def _grid_finished(self, message: m.GridFinished) -> None:
-        self._save_grid(message.grid)
-
-    @work(thread=True)
-    def _save_grid(self, grid) -> None:
-        from tui.client.grid import GridError
-
-        try:
-            sheet = grid.save_sheet()
-        except (GridError, OSError) as error:
-            self.app.call_from_thread(self.app.notify, f"X/Y grid {grid.serial}: not saved ({error})",
-                                      severity="error", timeout=8)
-            return
-        self.app.call_from_thread(self._grid_saved, grid.serial, sheet)
-
-    def _grid_saved(self, serial: int, sheet) -> None:
-        self.log_line(f"X/Y grid {serial} saved: {sheet.image_path}")
-        self.post_message(m.OpenViewer(sheet))
 
     # --- keys -------------------------------------------------------------------------------
 
@@ -283,27 +243,26 @@ class MainScreen(Screen):
         elif change.ahead:
             what = settings.model if key == "model" else f"the model with {key} {getattr(settings, key)}"
             self.log_line(f"loading {what} after {plural(change.ahead, 'job')} ahead of it")
-            self.app.sub_title = f"{self.app.sub_title.split(' · waiting')[0]} · waiting: {what} loads after " \
-                                 f"{plural(change.ahead, 'job')}"
+            from tui.client.subtitle import with_waiting
+
+            self.app.sub_title = with_waiting(self.app.sub_title, what, change.ahead)
         if change.not_loaded:
             self.app.notify(f"Not loaded: {change.not_loaded}.", severity="error", timeout=8)
 
     # --- what the server says: the header, the dialogs, the other screens ---------------------
 
-    def _say_model(self) -> None:
-        self.app.sub_title = f"{self.session.model} · {self.session.device} · {self.session.dtype}"
-
     @on(m.Connected)
-    def _connected(self, message: m.Connected) -> None:
-        state = message.state
-        if state.model:  # a busy server gets to this client's own load only after its queue
-            self.app.sub_title = f"{state.model} · {state.device} · {state.dtype}"
-        elif state.loading:
-            self.app.sub_title = "loading a model…"
+    @on(m.ServerLost)
+    @on(m.ServerEvent)
+    def _header(self, message) -> None:
+        from tui.client.subtitle import subtitle_for  # with the first message, not the first frame
+
+        subtitle = subtitle_for(message, self.session)
+        if subtitle is not None:
+            self.app.sub_title = subtitle
 
     @on(m.ServerLost)
     def _server_lost(self, message: m.ServerLost) -> None:
-        self.app.sub_title = "no sdtui server"
         reason = message.message.rstrip(".")
         said = reason[0].upper() + reason[1:] if reason.startswith("the sdtui server ") \
             else f"The sdtui server stopped: {reason}"
@@ -319,58 +278,30 @@ class MainScreen(Screen):
 
         self.app.push_screen(ConfirmScreen(f"{said}. Start it again?"), answered)
 
-    @on(m.LoadStarted)
-    def _load_started(self, message: m.LoadStarted) -> None:
-        self.app.sub_title = f"loading {message.event.model}…"
-
-    @on(m.Unloaded)
-    def _unloaded(self, message: m.Unloaded) -> None:
-        self.app.sub_title = f"{message.event.model} unloaded; it loads again with the next job"
-
     @on(m.Loaded)
     def _loaded(self, message: m.Loaded) -> None:
-        report = message.event
-        self.app.sub_title = f"{report.model} · {report.device} · {report.dtype}"
         self.query_one(SettingsPanel).show(message.defaults)
 
     @on(m.LoadFailed)
     def _load_failed(self, message: m.LoadFailed) -> None:
-        if message.event.kept is None:
-            self.app.sub_title = "no model loaded"
-        else:
+        if message.event.kept is not None:  # the settings name the model kept again
             self.query_one(SettingsPanel).show(["model"])
-            self._say_model()
+
+    @on(m.GridFinished)
+    def _grid_finished(self, message: m.GridFinished) -> None:
+        self.app.palette.save_grid(message.grid)
 
     @on(m.ImageSaved)
-    def _image_saved(self, message: m.ImageSaved) -> None:
-        self._tell_history_screens()
+    @on(m.JobDone)
+    @on(StatusPanel.Progressed)
+    def _follow_in_history(self, message) -> None:
+        from tui.client.screens.history import follow_jobs  # with the first job, not the first frame
+
+        follow_jobs(self.app.screen_stack, message, self.session)
 
     @on(m.JobDone)
     def _job_done(self, message: m.JobDone) -> None:
         self._images_this_run += message.event.images
-        self._tell_history_screens(progress="" if self.session.waiting == 0 else None)
         if self.session.waiting == 0:
             self.app.terminal.queue_done(self._images_this_run)
             self._images_this_run = 0
-
-    @on(StatusPanel.Progressed)
-    def _progressed(self, message: StatusPanel.Progressed) -> None:
-        report, job, making = message.report, self.session.running, self.session.making
-        images = making.count if making is not None else 1
-        text = f"generating{f' job {job}' if job is not None else ''}: step {report.step}/{report.total}"
-        if images > 1:
-            text += f", image {report.image_index + 1} of {images}"
-        if self.session.waiting:
-            text += f" · {self.session.waiting} waiting"
-        self._tell_history_screens(progress=text, rows=False)
-
-    def _tell_history_screens(self, progress: str | None = None, rows: bool = True) -> None:
-        """The history screen, when open, shows new rows and the running job's progress as they come."""
-        from tui.client.screens.history import HistoryScreen
-
-        for screen in self.app.screen_stack:
-            if isinstance(screen, HistoryScreen):
-                if rows:
-                    screen.history_changed()
-                if progress is not None:
-                    screen.show_progress(progress)

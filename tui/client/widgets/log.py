@@ -20,6 +20,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from tui.client.messages import LogLine
 from tui.logs import screen_line
 from tui.text import visible
 
@@ -255,16 +256,26 @@ class LogPanel(ScrollView, can_focus=True):
 
 
 class LogForwarder(logging.Handler):
-    """Sends log records to the app as messages; safe from any thread."""
+    """Sends log records to ``post`` as LogLine messages; safe from any thread."""
 
     def __init__(self, post, level: int = logging.INFO) -> None:
         super().__init__(level)
         self._post = post
 
+    def attach(self) -> None:
+        """Take the root logger's records, INFO and up at least."""
+        root = logging.getLogger()
+        root.addHandler(self)
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+
+    def detach(self) -> None:
+        logging.getLogger().removeHandler(self)
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = screen_line(record)
             if line is not None:
-                self._post(record.levelname.lower(), line, record.created)
+                self._post(LogLine(record.levelname.lower(), line, record.created))
         except Exception:  # logging must never break the app
             self.handleError(record)

@@ -265,7 +265,7 @@ class SettingsPanel(VerticalScroll):
         self.set_value(key, value if key == "steps" else f"{value:g}")
         if self.has_class("hidden"):  # else the field shows it
             edge = " (the most)" if value == high else " (the least)" if value == low else ""
-            self.app.notify_in_place(key, f"{key.capitalize()} {value:g}{edge} for the next job.")
+            self.app.toast_slots.show(key, f"{key.capitalize()} {value:g}{edge} for the next job.")
 
     def _set_switch(self, checkbox_id: str, value: bool) -> None:
         checkbox = self.query_one(f"#{checkbox_id}", Checkbox)
