@@ -105,7 +105,7 @@ def test_sdxl_img2img_and_hires_use_the_loaded_components(tiny_sdxl_dir, source)
     assert results[0].image.size == (256, 256)
 
 
-def test_a_source_whose_size_is_not_a_multiple_of_8_is_said_to_shrink(sdtui_home, tmp_path):
+def test_a_source_whose_size_is_not_a_multiple_of_8_is_said_to_shrink(demo_server, tmp_path):
     odd = tmp_path / "odd.png"
     Image.new("RGB", (200, 150), (40, 90, 160)).save(odd)
     done = run_sdtui(["generate", "x", "--demo", "--steps", "2", "--init-image", str(odd), "--output",
@@ -115,7 +115,7 @@ def test_a_source_whose_size_is_not_a_multiple_of_8_is_said_to_shrink(sdtui_home
     assert Image.open(tmp_path / "o.png").size == (200, 144)
 
 
-def test_the_cli_records_source_strength_and_upscale(sdtui_home, source, tmp_path):
+def test_the_cli_records_source_strength_and_upscale(sdtui_home, demo_server, source, tmp_path):
     varied = run_sdtui(["generate", "a lighthouse at night", "--demo", "--steps", "4", "--seed", "8",
                         "--init-image", str(source), "--strength", "0.75", "--output", str(tmp_path / "v.png")])
     assert varied.returncode == 0, varied.stderr
