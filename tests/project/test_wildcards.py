@@ -55,7 +55,7 @@ def test_each_request_remembers_its_template(cards):
     assert expanded_requests(plain, cards) == [plain]
 
 
-def test_the_cli_queues_one_job_per_prompt_and_stores_the_template(sdtui_home, cards, tmp_path):
+def test_the_cli_queues_one_job_per_prompt_and_stores_the_template(sdtui_home, demo_server, cards, tmp_path):
     import shutil
 
     shutil.copytree(cards, sdtui_home / "wildcards")
