@@ -223,7 +223,7 @@ def test_sdxl_loras_and_embeddings_use_both_text_encoders(tiny_sdxl_dir, models)
     assert make(engine, "a fox <lora:ink:1>").message.startswith("LoRA: ink is made for another model")
 
 
-def test_the_cli_writes_lora_hashes_into_the_png_and_the_history(sdtui_home, models, tmp_path):
+def test_the_cli_writes_lora_hashes_into_the_png_and_the_history(sdtui_home, demo_server, models, tmp_path):
     import shutil
 
     shutil.copytree(models, sdtui_home / "models")
