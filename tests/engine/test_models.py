@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import run_sdtui
+from tests.conftest import demo_serving, run_sdtui
 from tests.tiny_models import hub_cache_with
 from tui.engine import Engine, EngineOptions, Finished, GenerationRequest, ModelLoadError
 from tui.engine.models import pickle_weights, resolve_source
@@ -83,25 +83,37 @@ def test_unusable_model_names_say_what_to_give(text):
         resolve_source(text)
 
 
+def hub_settings(monkeypatch, cache, offline: str) -> None:
+    """HF_HUB_CACHE and HF_HUB_OFFLINE for the command and for the server on a thread of this
+    process, as a server process started with them would see them: the engine reads the
+    environment when it loads, huggingface_hub the constants it set when first imported."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", bool(offline))
+
+
 @pytest.mark.parametrize("offline", ["1", ""])
-def test_a_cached_hub_model_loads_without_the_network(tiny_pipeline_dir, tmp_path, offline):
-    cache = hub_cache_with(tmp_path / "hub", tiny_pipeline_dir, "someone/tiny-sd")
-    result = run_sdtui(["generate", "a fox", "--model", "someone/tiny-sd", "--steps", "2", "--width", "64",
-                        "--height", "64", "--output", str(tmp_path / "out.png")],
-                       env_extra={"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": offline,
-                                  "SDTUI_HOME": str(tmp_path / "home")})
+def test_a_cached_hub_model_loads_without_the_network(tiny_pipeline_dir, tmp_path, sdtui_home, monkeypatch,
+                                                      offline):
+    hub_settings(monkeypatch, hub_cache_with(tmp_path / "hub", tiny_pipeline_dir, "someone/tiny-sd"), offline)
+    with demo_serving(sdtui_home):
+        result = run_sdtui(["generate", "a fox", "--model", "someone/tiny-sd", "--steps", "2", "--width", "64",
+                            "--height", "64", "--output", str(tmp_path / "out.png")])
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "out.png")
 
 
 # With the Hub off, a name in no cache is bad input (2); a Hub that cannot be reached fails the run (1).
 @pytest.mark.parametrize("offline,status", [("1", 2), ("", 1)])
-def test_a_missing_model_offline_says_so_in_seconds(tmp_path, offline, status):
-    started = time.monotonic()
-    result = run_sdtui(["generate", "a fox", "--model", "nobody/not-cached"],
-                       env_extra={"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": offline,
-                                  "SDTUI_HOME": str(tmp_path / "home")})
-    elapsed = time.monotonic() - started
+def test_a_missing_model_offline_says_so_in_seconds(tmp_path, sdtui_home, monkeypatch, offline, status):
+    hub_settings(monkeypatch, tmp_path / "empty", offline)
+    with demo_serving(sdtui_home):
+        started = time.monotonic()
+        result = run_sdtui(["generate", "a fox", "--model", "nobody/not-cached"])
+        elapsed = time.monotonic() - started
     assert result.returncode == status
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("sdtui: model: nobody/not-cached is not in the local Hugging Face cache")
