@@ -284,22 +284,31 @@ def test_gated_and_missing_repositories_say_what_to_do(fake_hub):
         fetch_from_hub("someone/no-such-model", False, lambda *_: None)
 
 
-def test_the_cli_renders_a_single_file_at_its_family_size_unless_told(single_files, tiny_sdxl_dir, tmp_path):
+def test_the_cli_renders_a_single_file_at_its_family_size_unless_told(single_files, tiny_sdxl_dir, tmp_path,
+                                                                      sdtui_home, monkeypatch):
+    from huggingface_hub import constants
     from PIL import Image
 
-    from tests.conftest import run_sdtui
+    from tests.conftest import demo_serving, run_sdtui
 
     cache = hub_cache_with(tmp_path / "hub", tiny_sdxl_dir, SDXL_CONFIG_REPO, configs_only=True)
-    env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "SDTUI_HOME": str(tmp_path / "home")}
-    native = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1",
-                        "--output", str(tmp_path / "native.png")], env_extra=env)
-    assert native.returncode == 0, native.stderr
-    assert "SDXL defaults: width 256, height 256" in native.stderr
-    assert Image.open(tmp_path / "native.png").size == (256, 256)
-    chosen = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1", "--width", "64",
-                        "--height", "128", "--output", str(tmp_path / "chosen.png")], env_extra=env)
-    assert chosen.returncode == 0, chosen.stderr
-    assert Image.open(tmp_path / "chosen.png").size == (64, 128) and "defaults" not in chosen.stderr
+    # For the command and for the server on a thread of this process, as a server process started
+    # with them would see them: the engine reads the environment when it loads, huggingface_hub
+    # the constants it set when first imported.
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with demo_serving(sdtui_home):
+        native = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1",
+                            "--output", str(tmp_path / "native.png")])
+        assert native.returncode == 0, native.stderr
+        assert "SDXL defaults: width 256, height 256" in native.stderr
+        assert Image.open(tmp_path / "native.png").size == (256, 256)
+        chosen = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1", "--width",
+                            "64", "--height", "128", "--output", str(tmp_path / "chosen.png")])
+        assert chosen.returncode == 0, chosen.stderr
+        assert Image.open(tmp_path / "chosen.png").size == (64, 128) and "defaults" not in chosen.stderr
 
 
 def test_a_pickle_checkpoint_loads_only_when_allowed(single_files, tiny_pipeline_dir, hub_cache, tmp_path):
