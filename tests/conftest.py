@@ -138,6 +138,18 @@ def demo_server(sdtui_home, monkeypatch):
         yield host
 
 
+def hub_settings(monkeypatch, cache, offline: str) -> None:
+    """HF_HUB_CACHE and HF_HUB_OFFLINE for the command and for the server on a thread of this
+    process, as a server process started with them would see them: the engine reads the
+    environment when it loads, huggingface_hub the constants it set when first imported."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", bool(offline))
+
+
 def hub_online(monkeypatch) -> None:
     """The Hub switched on for this test: huggingface_hub reads HF_HUB_OFFLINE once, when first
     imported, which an earlier test of this process may have done with it set."""

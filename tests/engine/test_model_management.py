@@ -286,19 +286,12 @@ def test_gated_and_missing_repositories_say_what_to_do(fake_hub):
 
 def test_the_cli_renders_a_single_file_at_its_family_size_unless_told(single_files, tiny_sdxl_dir, tmp_path,
                                                                       sdtui_home, monkeypatch):
-    from huggingface_hub import constants
     from PIL import Image
 
-    from tests.conftest import demo_serving, run_sdtui
+    from tests.conftest import demo_serving, hub_settings, run_sdtui
 
-    cache = hub_cache_with(tmp_path / "hub", tiny_sdxl_dir, SDXL_CONFIG_REPO, configs_only=True)
-    # For the command and for the server on a thread of this process, as a server process started
-    # with them would see them: the engine reads the environment when it loads, huggingface_hub
-    # the constants it set when first imported.
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    hub_settings(monkeypatch, hub_cache_with(tmp_path / "hub", tiny_sdxl_dir, SDXL_CONFIG_REPO, configs_only=True),
+                 "1")
     with demo_serving(sdtui_home):
         native = run_sdtui(["generate", "a fox", "--model", str(single_files["sdxl"]), "--steps", "1",
                             "--output", str(tmp_path / "native.png")])

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import demo_serving, run_sdtui
+from tests.conftest import demo_serving, hub_settings, run_sdtui
 from tests.tiny_models import hub_cache_with
 from tui.engine import Engine, EngineOptions, Finished, GenerationRequest, ModelLoadError
 from tui.engine.models import pickle_weights, resolve_source
@@ -81,18 +81,6 @@ def test_source_resolution(text, kind):
 def test_unusable_model_names_say_what_to_give(text):
     with pytest.raises(ModelLoadError, match="^model: .*(--model PATH|Hub id)"):
         resolve_source(text)
-
-
-def hub_settings(monkeypatch, cache, offline: str) -> None:
-    """HF_HUB_CACHE and HF_HUB_OFFLINE for the command and for the server on a thread of this
-    process, as a server process started with them would see them: the engine reads the
-    environment when it loads, huggingface_hub the constants it set when first imported."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", bool(offline))
 
 
 @pytest.mark.parametrize("offline", ["1", ""])
