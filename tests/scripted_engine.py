@@ -38,7 +38,7 @@ from tui.engine import device as devices
 from tui.engine.cancel import CancelScope
 from tui.engine.events import (Cancelled, DownloadProgress, Failed, Finished, Loaded, LoadStarted, Notice, Started,
                                Step, Timings, Unloaded)
-from tui.engine.families import ModelFamily
+from tui.engine.families import SD1, ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.options import EngineOptions
 from tui.engine.preview import PreviewThrottle
@@ -68,7 +68,7 @@ class ScriptedEngine:
     load_s: float = 0.0  # how long a load takes
     load_errors: dict[str, str] = field(default_factory=dict)  # model setting -> the load's error message
     notices: list[tuple[str, str]] = field(default_factory=list)  # (message, level) sent with each load
-    family_info_for: Callable[[str], ModelFamily] = field(default=lambda model: ModelFamily("SD1"))
+    family_info_for: Callable[[str], ModelFamily] = field(default=lambda model: ModelFamily(SD1))
 
     def __post_init__(self):
         self.model_label = ""

@@ -7,6 +7,7 @@ import torch
 
 from tui.engine import Engine, EngineOptions, Finished, GenerationRequest, Notice
 from tui.engine.conditioning import prompt_arguments
+from tui.engine.families import SD1, SDXL, family
 from tui.engine.prompt_weights import TokenChunk, split_into_chunks
 
 SMALL = dict(width=128, height=128, steps=4)
@@ -42,10 +43,10 @@ def test_weights_move_with_their_tokens_and_break_ends_a_chunk_where_it_is():
 
 def test_a_plain_prompt_is_handed_to_the_pipeline_as_text(demo_engine):
     pipe = demo_engine.pipe
-    assert prompt_arguments(pipe, "SD 1.x", "a red fox", "").kwargs == {"prompt": "a red fox",
+    assert prompt_arguments(pipe, family(SD1), "a red fox", "").kwargs == {"prompt": "a red fox",
                                                                          "negative_prompt": None}
     # Explicit weights of 1 and escaped brackets are plain text too: the syntax is removed.
-    assert prompt_arguments(pipe, "SD 1.x", "(a red fox:1.0)", "\\(blurry\\)").kwargs == {
+    assert prompt_arguments(pipe, family(SD1), "(a red fox:1.0)", "\\(blurry\\)").kwargs == {
         "prompt": "a red fox", "negative_prompt": "(blurry)"}
 
 
@@ -64,7 +65,7 @@ def _unweighted(encoder, pipe, penultimate=False):
 
 def test_weighted_sdxl_embeddings_follow_a1111s_original_emphasis_by_hand(tiny_sdxl_pipe):
     pipe = tiny_sdxl_pipe
-    embeds = prompt_arguments(pipe, "SDXL", "a (red:1.5) [fox]", "").kwargs["prompt_embeds"][0].numpy()
+    embeds = prompt_arguments(pipe, family(SDXL), "a (red:1.5) [fox]", "").kwargs["prompt_embeds"][0].numpy()
     expected = []
     for encoder in (pipe.text_encoder, pipe.text_encoder_2):
         # By hand: the unweighted rows times their weights, then all times (old mean / new mean).
@@ -79,7 +80,7 @@ def test_a_chunk_whose_mean_is_zero_is_weighted_without_the_rescale(demo_engine)
     """The demo model's untrained final layer norm centres every row: the chunk's mean is zero up
     to rounding, and A1111's quotient of two such means would be noise."""
     pipe = demo_engine.pipe
-    embeds = prompt_arguments(pipe, "SD 1.x", "a (red:1.5) [fox]", "").kwargs["prompt_embeds"][0].numpy()
+    embeds = prompt_arguments(pipe, family(SD1), "a (red:1.5) [fox]", "").kwargs["prompt_embeds"][0].numpy()
     z = _unweighted(pipe.text_encoder, pipe)
     assert abs(z.mean()) < 1e-6 * np.abs(z).mean()
     np.testing.assert_allclose(embeds, z * WEIGHTS[:, None], rtol=1e-5, atol=1e-6)
@@ -89,24 +90,24 @@ def test_an_unweighted_chunk_is_exactly_what_diffusers_encodes(demo_engine, tiny
     from tui.engine.conditioning import _encode_prompt, _encoders
     from tui.engine.prompt_weights import parse_emphasis
 
-    for pipe, base in ((demo_engine.pipe, "SD 1.x"), (tiny_sdxl_pipe, "SDXL")):
+    for pipe, base in ((demo_engine.pipe, family(SD1)), (tiny_sdxl_pipe, family(SDXL))):
         with torch.no_grad():
             embeds, pooled, chunks = _encode_prompt(pipe, _encoders(pipe, base), parse_emphasis("a red fox"))
         reference = pipe.encode_prompt("a red fox", device="cpu", num_images_per_prompt=1,
                                        do_classifier_free_guidance=False)
         assert chunks == 1 and torch.equal(embeds, reference[0])
-        if base == "SDXL":
+        if base.id == SDXL:
             assert torch.equal(pooled, reference[2])
 
 
 def test_long_prompts_are_read_in_chunks_and_the_negative_is_padded_with_the_empty_prompt(demo_engine):
     pipe = demo_engine.pipe
-    kwargs = prompt_arguments(pipe, "SD 1.x", "fox " * 60, "blurry").kwargs  # 180 tokens: 3 chunks
+    kwargs = prompt_arguments(pipe, family(SD1), "fox " * 60, "blurry").kwargs  # 180 tokens: 3 chunks
     assert kwargs["prompt_embeds"].shape == (1, 231, 32) == kwargs["negative_prompt_embeds"].shape
-    empty = prompt_arguments(pipe, "SD 1.x", "(x:1.2)", "").kwargs["negative_prompt_embeds"]
+    empty = prompt_arguments(pipe, family(SD1), "(x:1.2)", "").kwargs["negative_prompt_embeds"]
     assert torch.equal(kwargs["negative_prompt_embeds"][:, 77:154], empty)
     assert torch.equal(kwargs["negative_prompt_embeds"][:, 154:], empty)
-    broken = prompt_arguments(pipe, "SD 1.x", "a fox BREAK in snow", "").kwargs["prompt_embeds"]
+    broken = prompt_arguments(pipe, family(SD1), "a fox BREAK in snow", "").kwargs["prompt_embeds"]
     assert broken.shape == (1, 154, 32)
 
 
@@ -157,7 +158,7 @@ def sdxl_engine(tiny_sdxl_dir):
 
 def test_sdxl_weights_and_long_prompts_use_both_encoders_and_the_pooled_embedding(sdxl_engine):
     pipe = sdxl_engine.pipe
-    kwargs = prompt_arguments(pipe, "SDXL", "a (red:1.5) fox, " + "snow " * 30, "").kwargs
+    kwargs = prompt_arguments(pipe, family(SDXL), "a (red:1.5) fox, " + "snow " * 30, "").kwargs
     # Two chunks; 32 + 40 features from the two encoders; the pooled embedding from the second.
     assert kwargs["prompt_embeds"].shape == (1, 154, 72) and kwargs["pooled_prompt_embeds"].shape == (1, 40)
     # An empty negative prompt is zeros, as SDXL's force_zeros_for_empty_prompt asks of diffusers.

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from tui.engine import device as d
+from tui.engine.families import SD1, SDXL
 
 GIB = 1024**3
 
@@ -115,15 +116,15 @@ def test_out_of_memory_recognition():
 
 
 @pytest.mark.parametrize("setting,family,expected,words", [
-    ("auto", "SDXL", False, "diffusers issues 11229, 14438"),
-    ("auto", "SD1", True, "under 64 GiB"),
-    ("on", "SDXL", True, "black (NaN) images"),  # the user's word stands, with the warning
-    ("off", "SDXL", False, "set by the user"),
+    ("auto", SDXL, False, "diffusers issues 11229, 14438"),
+    ("auto", SD1, True, "under 64 GiB"),
+    ("on", SDXL, True, "black (NaN) images"),  # the user's word stands, with the warning
+    ("off", SDXL, False, "set by the user"),
 ])
 def test_no_attention_slicing_for_sdxl_on_mps(setting, family, expected, words):
     decision = d.choose_attention_slicing(setting, "mps", 16 * GIB, family)
     assert decision.value is expected and words in decision.reason
-    assert d.choose_attention_slicing("auto", "cuda", 16 * GIB, "SDXL").value is False
+    assert d.choose_attention_slicing("auto", "cuda", 16 * GIB, SDXL).value is False
 
 
 @pytest.mark.parametrize("ratio,limit,unlimited,words", [
@@ -144,8 +145,8 @@ def test_the_swap_warning_names_the_watermark_on_mps_only():
 
 
 @pytest.mark.parametrize("device,version,family,warns", [
-    ("mps", "2.5.1", "SDXL", True), ("mps", "2.5.0", "SDXL", True), ("mps", "2.6.0", "SDXL", False),
-    ("mps", "2.4.1", "SDXL", False), ("mps", "2.5.1", "SD1", False), ("cuda", "2.5.1", "SDXL", False),
+    ("mps", "2.5.1", SDXL, True), ("mps", "2.5.0", SDXL, True), ("mps", "2.6.0", SDXL, False),
+    ("mps", "2.4.1", SDXL, False), ("mps", "2.5.1", SD1, False), ("cuda", "2.5.1", SDXL, False),
 ])
 def test_torch_2_5_warns_once_for_sdxl_on_mps(device, version, family, warns):
     warning = d.mps_torch_warning(device, version, family)

@@ -203,9 +203,10 @@ def test_an_embedding_named_in_a_prompt_is_loaded_and_changes_the_image(engine):
     assert np.abs(named - plain).mean() > 0.3
     # A name standing for 40 vectors counts as 40 tokens: with 36 more the prompt takes two chunks.
     from tui.engine.conditioning import prompt_arguments
+    from tui.engine.families import SD1, family
 
     assert isinstance(make(engine, "fox " * 12 + "wide"), tuple)
-    embeds = prompt_arguments(engine.pipe, "SD 1.x", "fox " * 12 + "wide", "").kwargs["prompt_embeds"]
+    embeds = prompt_arguments(engine.pipe, family(SD1), "fox " * 12 + "wide", "").kwargs["prompt_embeds"]
     assert embeds.shape[1] == 154
     wrong = make(engine, "xl-emb fox")
     assert isinstance(wrong, Failed)

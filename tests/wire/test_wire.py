@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from tui.engine.events import Finished, Loaded, Step, Timings, Unloaded
-from tui.engine.families import ModelFamily
+from tui.engine.families import SDXL, ModelFamily
 from tui.engine.memory import MemorySample
 from tui.engine.request import GenerationRequest
 from tui.wire import events as wire
@@ -27,7 +27,7 @@ def example(cls: type):
         Step: lambda: Step(1, 3, 20, 1.5, 0.1, 10.0, MEMORY, PICTURE),
         Finished: lambda: Finished(PICTURE, 1, 99, REQUEST, TIMINGS, {"torch": "2.13", "loras": ["ink"]}),
         Loaded: lambda: Loaded("owner/model", "SDXL", "mps", "float16", 2.5, ("attention slicing: on (64 GB)",),
-                               ModelFamily("SDXL", turbo=True, native_size=1024), MEMORY, "owner/model"),
+                               ModelFamily(SDXL, turbo=True, native_size=1024), MEMORY, "owner/model"),
         Unloaded: lambda: Unloaded("owner/model", MEMORY),
         wire.ImageSaved: lambda: wire.ImageSaved("/out/fox.png", 1, 99, REQUEST, TIMINGS, {"torch": "2.13"}),
         wire.Queued: lambda: wire.Queued(REQUEST, "generate"),
@@ -76,7 +76,7 @@ def test_an_event_without_its_picture_has_none_and_no_payload():
 
 def test_the_servers_state_comes_back_typed():
     state = wire.ServerState(5, "0.1.0", 1234, 1.0e9, model="owner/model", device="mps", dtype="float16",
-                             family_info=ModelFamily("SDXL"), running=3, waiting=(4, 5), running_step=(2, 20),
+                             family_info=ModelFamily(SDXL), running=3, waiting=(4, 5), running_step=(2, 20),
                              history_notice="adopted 2 images")
     message = wire.encode_state(state, "welcome")
     assert message["type"] == "welcome"

@@ -393,7 +393,7 @@ def run_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-FAMILY_DEFAULT_KEYS = ("width", "height", "steps", "guidance")  # what a model family may set
+FAMILY_DEFAULT_KEYS = ("width", "height", "steps", "guidance", "scheduler")  # what a model family may set
 
 
 def _flag_keys(args: argparse.Namespace) -> set[str]:

@@ -92,7 +92,7 @@ class PaletteActions:
             if text:
                 self.app.main_screen.insert_into_prompt(text)
 
-        family = self.session.family.base if self.session.family else ""
+        family = self.session.family.family.label if self.session.family else ""
         self.app.push_screen(NetworkPickerScreen(self.session.models_dir, family, self.session.allow_pickle), chosen)
 
     def grid(self) -> None:

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tui.engine.families import SD1, SD2, SDXL
+from tui.engine.families import CLIP, Family, family_labels
 from tui.engine.models import first_line
 from tui.engine.networks import (EMBEDDINGS, LORAS, LoraUse, NetworkError, NetworkFile, extract_loras, find_network,
                                  network_files, short_hash)
@@ -61,7 +61,7 @@ class Networks:
         self._enabled = True
         self._serial = 0
 
-    def prepare(self, pipe, base: str, models_dir: str, prompt: str, negative: str,
+    def prepare(self, pipe, family: Family, models_dir: str, prompt: str, negative: str,
                 allow_pickle: bool) -> PreparedPrompts:
         """Make ``pipe`` use the LoRAs ``prompt`` names (and none other) and the embeddings either
         prompt names. Raises NetworkError, in one sentence, for a file that is missing, of another
@@ -80,14 +80,14 @@ class Networks:
             files = network_files(folder / LORAS, LORAS, allow_pickle) if folder else []
             for use in wanted.loras:
                 found = find_network(files, use.name, LORAS)
-                _check_usable(found, pipe, base)
+                _check_usable(found, pipe, family)
                 uses.append((self._adapter(pipe, found), use))
                 described.append(replace(use, name=found.name).described)
                 prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
         self._activate(pipe, uses, described)
         if folder and (folder / EMBEDDINGS).is_dir():
             for found in _named_embeddings(folder / EMBEDDINGS, allow_pickle, prepared.prompt, prepared.negative):
-                self._embedding(pipe, base, found)
+                self._embedding(pipe, family, found)
                 prepared.ti_hashes[found.name] = short_hash(found.path, skip_header=False)
         return prepared
 
@@ -136,31 +136,37 @@ class Networks:
                 break
             pipe.delete_adapters([self._adapters.pop(key)])
 
-    def _embedding(self, pipe, base: str, found: NetworkFile) -> None:
+    def _embedding(self, pipe, family: Family, found: NetworkFile) -> None:
         key = (str(found.path), found.path.stat().st_mtime_ns)
         if self._embeddings.get(found.name) == key:
             return
         if found.name in self._embeddings:  # the file changed: its tokens are replaced
-            _unload_embedding(pipe, base, found.name)
+            _unload_embedding(pipe, family, found.name)
         if found.problem:
             raise NetworkError(f"embedding: {found.problem}")
         vectors = _read_vectors(found.path)
-        if base == SDXL:
-            if "clip_l" not in vectors or "clip_g" not in vectors:
-                raise NetworkError(f"embedding: {found.name} is not an SDXL embedding (it has no clip_l and clip_g "
-                                   f"vectors); the loaded model is SDXL")
-            pairs = [(vectors["clip_l"], pipe.text_encoder, pipe.tokenizer),
-                     (vectors["clip_g"], pipe.text_encoder_2, pipe.tokenizer_2)]
-        else:
+        encoders = [e for e in family.encoders if e.kind == CLIP]
+        if len(encoders) > 1:  # one set of vectors per text encoder, by name (SDXL's clip_l and clip_g)
+            names = [e.embedding_key for e in encoders]
+            if any(name not in vectors for name in names):
+                raise NetworkError(f"embedding: {found.name} is not an {family.label} embedding (it has no "
+                                   f"{' and '.join(names)} vectors); the loaded model is {family.label}")
+            pairs = [(vectors[e.embedding_key], getattr(pipe, e.component), getattr(pipe, e.tokenizer))
+                     for e in encoders]
+        elif len(encoders) == 1:
             if len(vectors) != 1:
                 raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)}; "
-                                   f"the loaded model is {base}")
-            pairs = [(next(iter(vectors.values())), pipe.text_encoder, pipe.tokenizer)]
+                                   f"the loaded model is {family.label}")
+            pairs = [(next(iter(vectors.values())), getattr(pipe, encoders[0].component),
+                      getattr(pipe, encoders[0].tokenizer))]
+        else:
+            raise NetworkError(f"embedding: {found.name} cannot be used; {family.label} models have no CLIP text "
+                               "encoder to load embeddings into")
         for tensor, encoder, tokenizer in pairs:
             width = encoder.config.hidden_size
             if tensor.shape[-1] != width:
                 raise NetworkError(f"embedding: {found.name} is made for {_made_for(found)} "
-                                   f"(width {tensor.shape[-1]}); the loaded model is {base} (width {width})")
+                                   f"(width {tensor.shape[-1]}); the loaded model is {family.label} (width {width})")
         for tensor, encoder, tokenizer in pairs:
             pipe.load_textual_inversion(tensor.reshape(-1, tensor.shape[-1]), token=found.name,
                                         text_encoder=encoder, tokenizer=tokenizer)
@@ -171,19 +177,21 @@ class Networks:
 
 
 def _made_for(found: NetworkFile) -> str:
-    return found.family if found.family in (SD1, SD2, SDXL) else "another model"
+    return found.family if found.family in family_labels().values() else "another model"
 
 
-def _check_usable(found: NetworkFile, pipe, base: str) -> None:
+def _check_usable(found: NetworkFile, pipe, family: Family) -> None:
     if found.problem:
         raise NetworkError(f"LoRA: {found.problem}")
+    if family.lora is None:
+        raise NetworkError(f"LoRA: {found.name} cannot be used; sdtui loads no LoRAs into {family.label} models")
     unet = getattr(pipe, "unet", None)
     context = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
     if found.width is not None and context is not None and found.width != context:
         raise NetworkError(f"LoRA: {found.name} is made for {_made_for(found)} (cross-attention width {found.width}); "
-                           f"the loaded model is {base} (width {context})")
-    if found.width is None and found.family in (SD1, SD2, SDXL) and found.family != base:
-        raise NetworkError(f"LoRA: {found.name} is made for {found.family}; the loaded model is {base}")
+                           f"the loaded model is {family.label} (width {context})")
+    if found.width is None and found.family in family_labels().values() and found.family != family.label:
+        raise NetworkError(f"LoRA: {found.name} is made for {found.family}; the loaded model is {family.label}")
 
 
 def _drop_partial(pipe, name: str) -> None:
@@ -220,7 +228,8 @@ def _read_vectors(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _unload_embedding(pipe, base: str, token: str) -> None:
+def _unload_embedding(pipe, family: Family, token: str) -> None:
     pipe.unload_textual_inversion(token)
-    if base == SDXL:
-        pipe.unload_textual_inversion(token, text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
+    for encoder in [e for e in family.encoders if e.kind == CLIP][1:]:
+        pipe.unload_textual_inversion(token, text_encoder=getattr(pipe, encoder.component),
+                                      tokenizer=getattr(pipe, encoder.tokenizer))

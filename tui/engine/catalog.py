@@ -17,14 +17,14 @@ from typing import Any
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
-from tui.engine.families import ModelFamily, family_from_checkpoint, family_from_configs
+from tui.engine.families import SD1, ModelFamily, family_from_checkpoint, family_from_configs
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, read_header
 
 log = logging.getLogger("tui.engine.catalog")
 RECENT_LIMIT = 12
 UNFINISHED = "unfinished download: pick it to resume"  # its size column shows what has arrived
-DEMO_FAMILY = ModelFamily("SD 1.x", False, 512)
+DEMO_FAMILY = ModelFamily(SD1, False, 512)
 
 
 @dataclass(frozen=True)

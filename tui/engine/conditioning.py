@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tui.engine.families import SDXL
+from tui.engine.families import CLIP, Family
 from tui.engine.prompt_weights import (CHUNK_TOKENS, TokenChunk, is_weighted, parse_emphasis, plain_text,
                                        split_into_chunks)
 
@@ -32,8 +32,8 @@ from tui.engine.prompt_weights import (CHUNK_TOKENS, TokenChunk, is_weighted, pa
 class _Encoder:
     tokenizer: Any
     text_encoder: Any
-    penultimate: bool  # SDXL reads the layer before last, without the final layer norm
-    pooled: bool  # the encoder with a projection gives SDXL's pooled embedding
+    penultimate: bool  # the layer before last (SDXL's), without the final layer norm
+    pooled: bool  # the encoder that gives the pooled embedding (SDXL's second)
 
 
 @dataclass(frozen=True)
@@ -44,15 +44,11 @@ class PromptArguments:
     notes: tuple[str, ...] = ()
 
 
-def _encoders(pipe, base: str) -> list[_Encoder]:
-    if base == SDXL:
-        found = [_Encoder(getattr(pipe, "tokenizer", None), getattr(pipe, "text_encoder", None), True, False),
-                 _Encoder(getattr(pipe, "tokenizer_2", None), getattr(pipe, "text_encoder_2", None), True, True)]
-        # The refiner has only the second encoder.
-        return [encoder for encoder in found if encoder.text_encoder is not None and encoder.tokenizer is not None]
-    if getattr(pipe, "tokenizer", None) is None or getattr(pipe, "text_encoder", None) is None:
-        return []
-    return [_Encoder(pipe.tokenizer, pipe.text_encoder, False, False)]
+def _encoders(pipe, family: Family) -> list[_Encoder]:
+    """The family's CLIP text encoders the pipeline has (SDXL's refiner has only the second)."""
+    found = [_Encoder(getattr(pipe, e.tokenizer, None), getattr(pipe, e.component, None), e.penultimate, e.pooled)
+             for e in family.encoders if e.kind == CLIP]
+    return [encoder for encoder in found if encoder.text_encoder is not None and encoder.tokenizer is not None]
 
 
 def token_ids(pipe, tokenizer, text: str) -> list[int]:
@@ -63,12 +59,12 @@ def token_ids(pipe, tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
-def prompt_arguments(pipe, base: str, prompt: str, negative: str) -> PromptArguments:
+def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> PromptArguments:
     """The pipeline arguments for ``prompt`` and ``negative`` (either in A1111's syntax)."""
     pieces, negative_pieces = parse_emphasis(prompt), parse_emphasis(negative)
     text, negative_text = plain_text(pieces), plain_text(negative_pieces)
-    plain = {"prompt": text, "negative_prompt": negative_text or None}
-    encoders = _encoders(pipe, base)
+    plain = {"prompt": text, "negative_prompt": negative_text or None} if family.negative_prompt else {"prompt": text}
+    encoders = _encoders(pipe, family)
     if not encoders:
         if is_weighted(pieces) or is_weighted(negative_pieces):
             return PromptArguments(plain, ("this pipeline has no CLIP text encoder sdtui can weight; "

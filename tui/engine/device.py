@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from tui.engine.families import SDXL
+
 DEVICES = ("auto", "mps", "cuda", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 SWITCHES = ("auto", "on", "off")
@@ -79,7 +81,7 @@ SDXL_SLICING_ON_MPS = "SDXL with sliced attention on mps gives black (NaN) image
 def choose_attention_slicing(setting: str, device: str, total_ram: int, family_base: str = "") -> Decision:
     if setting not in SWITCHES:
         raise DeviceError(f"attention slicing: unknown {setting!r}; use one of {', '.join(SWITCHES)}")
-    sdxl_on_mps = device == "mps" and family_base == "SDXL"
+    sdxl_on_mps = device == "mps" and family_base == SDXL
     if setting != "auto":
         warning = f"; {SDXL_SLICING_ON_MPS}" if sdxl_on_mps and setting == "on" else ""
         return Decision("attention slicing", setting == "on", "set by the user" + warning)
@@ -214,7 +216,7 @@ def swap_advice(device: str, ratio_setting: str | None) -> str:
 
 def mps_torch_warning(device: str, torch_version: str, family_base: str) -> str | None:
     """torch 2.5 made SDXL on mps about 60% slower with 50% more memory (pytorch issue 139389)."""
-    if device == "mps" and family_base == "SDXL" and parse_torch_version(torch_version) == (2, 5):
+    if device == "mps" and family_base == SDXL and parse_torch_version(torch_version) == (2, 5):
         return (f"torch {torch_version} runs SDXL on mps about 60% slower and with 50% more memory "
                 "(pytorch issue 139389); torch 2.4 or 2.6 and later do not")
     return None

@@ -13,7 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.engine.families import SD1, SD2, SDXL
+from tui.engine.families import CLIP, FAMILIES, SDXL, family
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, SafetensorsHeader, read_header
 
@@ -22,9 +22,13 @@ SAFE_SUFFIXES = (".safetensors",)
 DEFAULT_WEIGHT = 1.0
 # A1111's extra-network tags: <lora:name>, <lora:name:0.8>; <lyco:...> is LoRA's old alias there.
 _TAG = re.compile(r"<(lora|lyco|hypernet):([^>]*)>", re.IGNORECASE)
-# The cross-attention width each family's UNet reads (its text encoders' output).
-_CONTEXT_WIDTHS = {768: SD1, 1024: SD2, 2048: SDXL}
-_TEXT_WIDTHS = {768: SD1, 1024: SD2}
+# The cross-attention width each family's UNet reads (its text encoders' output), and the width of
+# the one text encoder of the families that have one, by family label.
+_CONTEXT_WIDTHS = {f.lora.context_width: f.label for f in FAMILIES if f.lora and f.lora.context_width}
+_TEXT_WIDTHS = {clip[0].width: f.label for f in FAMILIES
+                if len(clip := [e for e in f.encoders if e.kind == CLIP]) == 1}
+# SDXL's LoRAs and embeddings are told apart by their second text encoder's parts.
+_TWO_ENCODERS = family(SDXL).label
 
 
 class NetworkError(ValueError):
@@ -126,7 +130,7 @@ class NetworkFile:
     kind: str  # LORAS | EMBEDDINGS
     name: str  # what a prompt calls it: the file name without its suffix
     path: Path
-    family: str  # SD1 | SD2 | SDXL, "" when its shapes say nothing, or a width for unknown models
+    family: str  # a family's label ("SD 1.x"), "" when its shapes say nothing, or a width for unknown models
     width: int | None  # the cross-attention (LoRA) or text-encoder (embedding) width it was made for
     problem: str = ""  # why it cannot be used, when it cannot
 
@@ -181,7 +185,7 @@ def lora_family(header: SafetensorsHeader) -> tuple[str, int | None]:
         if "attn2" in key and "to_k" in key and _is_down(key) and len(shape) == 2:
             return _family_label(shape[1], _CONTEXT_WIDTHS), shape[1]
     if any("te2" in key or "text_encoder_2" in key for key in shapes):
-        return SDXL, None
+        return _TWO_ENCODERS, None
     for key, shape in shapes.items():
         if ("lora_te" in key or "text_encoder" in key) and "q_proj" in key and _is_down(key) and len(shape) == 2:
             return _family_label(shape[1], _TEXT_WIDTHS), None
@@ -197,7 +201,7 @@ def embedding_family(header: SafetensorsHeader) -> tuple[str, int | None]:
     A1111's (``emb_params``) and diffusers' (one tensor) have the width of the one text encoder."""
     shapes = header.shapes
     if "clip_l" in shapes and "clip_g" in shapes:
-        return SDXL, shapes["clip_l"][-1]
+        return _TWO_ENCODERS, shapes["clip_l"][-1]
     if len(shapes) == 1:
         width = next(iter(shapes.values()))[-1]
         return _family_label(width, _TEXT_WIDTHS), width

@@ -230,9 +230,10 @@ class Engine:
         upcast = needs_vae_upcast(self.family_info, self.dtype, configured)
         if upcast and not configured:
             vae.register_to_config(force_upcast=True)
-        if self.family_info.base != "SDXL" or self.dtype != "float16":
+        if not self.family_info.family.vae_float16_overflow or self.dtype != "float16":
             return None
-        reason = ("SDXL's VAE overflows in float16 (black images), so it decodes in float32" if upcast
+        label = self.family_info.family.label
+        reason = (f"{label}'s VAE overflows in float16 (black images), so it decodes in float32" if upcast
                   else "this VAE is marked float16-safe, so it decodes in float16")
         return devices.Decision("vae upcast", upcast, reason)
 
@@ -324,7 +325,7 @@ class Engine:
             self._use_scheduler(request.scheduler)
             self._apply_attention_slicing()
             self._apply_vae_tiling(request.output_size)
-            prepared = self._networks.prepare(self.pipe, self.family_info.base, self.options.models_dir,
+            prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
             prompts = self._prompt_arguments(prepared)
             # Read once for the job, before it starts: a bad source fails it without a step run.
@@ -367,6 +368,10 @@ class Engine:
         spec = find_scheduler(name)
         if spec is None:
             raise ValueError(f"scheduler: unknown {name!r}")
+        family = self.family_info.family
+        if spec.name not in family.samplers:
+            raise ValueError(f"scheduler: {spec.name} does not work with {family.label} models; use one of "
+                             f"{', '.join(family.samplers)}")
         if spec.name == self._scheduler_name:
             return
         if spec.name not in self._schedulers:
@@ -400,7 +405,7 @@ class Engine:
     def _prompt_arguments(self, prepared: PreparedPrompts) -> dict[str, Any]:
         from tui.engine.conditioning import prompt_arguments
 
-        arguments = prompt_arguments(self.pipe, self.family_info.base, prepared.prompt, prepared.negative)
+        arguments = prompt_arguments(self.pipe, self.family_info.family, prepared.prompt, prepared.negative)
         for note in arguments.notes:
             log.info(note)
         return arguments.kwargs
@@ -417,7 +422,7 @@ class Engine:
                                 called=called, swap_start=swap_start, cancel=cancel, on_event=on_event,
                                 preview=self._preview if opts.previews else None,
                                 throttle=PreviewThrottle(opts.preview_interval, opts.preview_max_fps))
-        arguments = {**prompts, "num_inference_steps": request.steps, "guidance_scale": request.guidance,
+        arguments = {**prompts, "num_inference_steps": request.steps, **self._guidance(request.guidance),
                      "num_images_per_prompt": len(indices),
                      "generator": generators if len(generators) > 1 else generators[0],
                      "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": callback.tensor_inputs}
@@ -464,13 +469,22 @@ class Engine:
         """A step's preview: of the scheduler's denoised estimate where it gives one, else of the latents."""
         return self._previewer.to_image(self._denoised if self._denoised is not None else latents)
 
-    def _image_to_image(self):
-        """The loaded pipeline's image-to-image sibling, on the same components (``from_pipe``
-        shares every module: no weights are copied), with the job's scheduler."""
-        if self._img2img is None:
-            from diffusers import AutoPipelineForImage2Image
+    def _guidance(self, value: float) -> dict[str, Any]:
+        """The request's guidance under the name the family's pipeline reads it by."""
+        argument = self.family_info.family.guidance.argument
+        return {argument: value} if argument else {}
 
-            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+    def _image_to_image(self):
+        """The loaded pipeline's image-to-image sibling, the family's image-to-image pipeline on the
+        same components (``from_pipe`` shares every module: no weights are copied), with the job's
+        scheduler."""
+        if self._img2img is None:
+            import diffusers
+
+            family = self.family_info.family
+            if family.pipelines.image_to_image is None:
+                raise InitImageError(f"init image: {family.label} models have no image-to-image pipeline here")
+            self._img2img = getattr(diffusers, family.pipelines.image_to_image).from_pipe(self.pipe)
             self._img2img.set_progress_bar_config(disable=True)
             log.info("image-to-image: %s on the loaded model's components", type(self._img2img).__name__)
         self._img2img.scheduler = self.pipe.scheduler
