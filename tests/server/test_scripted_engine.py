@@ -45,7 +45,7 @@ def test_a_job_loads_the_demo_model_steps_with_previews_and_saves_its_image(serv
     names = [m["event"] for m in seen]
     assert names.index("LoadStarted") < names.index("Loaded") < names.index("Started") < names.index("Step")
     loaded = next(m for m in seen if m["event"] == "Loaded")
-    assert loaded["model"] == "demo model (random weights)" and loaded["family"] == "SD1 (demo)"
+    assert loaded["model"] == "demo model (random weights)" and loaded["family"] == "SD 1.x (demo)"
     assert loaded["device"] == "cpu" and loaded["setting"] == "demo"
     steps = [m for m in seen if m["event"] == "Step"]
     assert [m["step"] for m in steps] == [1, 2, 3, 4] and {m["total"] for m in steps} == {4}
