@@ -2,7 +2,7 @@
 
 Each latent channel maps linearly to RGB. The factors per latent format are the
 published approximations (as in ComfyUI's latent formats): SD 1.x/2.x share one set,
-SDXL has its own with a bias. The product runs on the device; only a small
+SDXL has its own with a bias, and FLUX.1's 16-channel VAE (Z-Image's too) another. The product runs on the device; only a small
 (width/8 x height/8) image comes back to the CPU.
 """
 
@@ -26,6 +26,16 @@ LATENT_RGB = {
                     (0.1076, 0.1111, -0.0362),
                     (-0.3165, -0.2492, -0.2188)),
         "bias": (0.1084, -0.0175, -0.0011),
+    },
+    # FLUX.1's 16-channel VAE (also Z-Image's); ComfyUI's comfy/latent_formats.py, class Flux.
+    "flux": {
+        "factors": ((-0.0346, 0.0244, 0.0681), (0.0034, 0.0210, 0.0687), (0.0275, -0.0668, -0.0433),
+                    (-0.0174, 0.0160, 0.0617), (0.0859, 0.0721, 0.0329), (0.0004, 0.0383, 0.0115),
+                    (0.0405, 0.0861, 0.0915), (-0.0236, -0.0185, -0.0259), (-0.0245, 0.0250, 0.1180),
+                    (0.1008, 0.0755, -0.0421), (-0.0515, 0.0201, 0.0011), (0.0428, -0.0012, -0.0036),
+                    (0.0817, 0.0765, 0.0749), (-0.1264, -0.0522, -0.1103), (-0.0280, -0.0881, -0.0499),
+                    (-0.1262, -0.0982, -0.0778)),
+        "bias": (-0.0329, -0.0718, -0.0851),
     },
 }
 
@@ -67,7 +77,7 @@ class LatentPreviewer:
         return self._cache[key]
 
     def to_image(self, latents):
-        """RGB PIL image of the first latent in a (batch, 4, h, w) tensor."""
+        """RGB PIL image of the first latent in a (batch, channels, h, w) tensor."""
         import torch
         from PIL import Image
 

@@ -523,6 +523,8 @@ class Engine:
             latents = latents * std / config.scaling_factor + mean
         else:
             latents = latents / config.scaling_factor
+            if getattr(config, "shift_factor", None):  # FLUX.1's VAE (Z-Image's): z / scale + shift
+                latents = latents + config.shift_factor
         with torch.no_grad():
             decoded = vae.decode(latents, return_dict=False)[0]
         return self.pipe.image_processor.postprocess(decoded, output_type="pil")
