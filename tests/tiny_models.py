@@ -9,7 +9,62 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from tui.engine.demo import _byte_level_vocab
+from tui.engine.demo import _byte_characters, _byte_level_vocab
+
+
+# Special tokens of Qwen's tokenizers that Z-Image's chat template uses.
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")
+# Enough of Qwen3's chat template for apply_chat_template(messages, add_generation_prompt=True,
+# enable_thinking=...), as pipeline_z_image.py calls it.
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+    "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
+    "{% endif %}")
+
+
+def qwen_tokenizer():
+    """A Qwen2Tokenizer over a byte-level vocabulary (every byte a token, no merges), so any text
+    tokenizes; returns it and its vocabulary size."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    vocab = {char: index for index, char in enumerate(_byte_characters())}
+    for special in QWEN_SPECIALS:
+        vocab[special] = len(vocab)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=4096)
+    tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(s, special=True)
+                                                                for s in QWEN_SPECIALS[1:]]})
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer, len(vocab)
+
+
+def build_tiny_z_image():
+    """A Z-Image pipeline of random weights, a few hundred kilobytes (the shapes of diffusers'
+    tests/pipelines/z_image/test_z_image.py), with Z-Image-Turbo's scheduler."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer, vocab_size = qwen_tokenizer()
+    torch.manual_seed(0)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
+        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+        axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
+    with torch.no_grad():  # made with torch.empty: random memory, NaN at times
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,
+        latent_channels=16, norm_num_groups=32, sample_size=32, scaling_factor=0.3611, shift_factor=0.1159)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
+    text_encoder = Qwen3Model(Qwen3Config(
+        hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+        head_dim=8, vocab_size=vocab_size, max_position_embeddings=512))
+    return ZImagePipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                          transformer=transformer.eval())
 
 
 def build_tiny_sdxl():

@@ -21,7 +21,7 @@ from typing import Any, Callable, Collection, Mapping
 
 from tui.engine.schedulers import DEFAULT_SCHEDULER, scheduler_names
 
-SD1, SD2, SDXL = "sd1", "sd2", "sdxl"  # registry ids
+SD1, SD2, SDXL, ZIMAGE = "sd1", "sd2", "sdxl", "zimage"  # registry ids
 STANDARD_STEPS, STANDARD_GUIDANCE = 20, 7.0
 TURBO_STEPS, TURBO_GUIDANCE = 1, 0.0
 
@@ -165,7 +165,9 @@ def _sd1_checkpoint(keys: Collection[str]) -> bool:
     return _has_unet(keys) and not _sdxl_checkpoint(keys) and not _sd2_checkpoint(keys)
 
 
-ALL_SAMPLERS = tuple(scheduler_names())
+SD_SAMPLERS = tuple(scheduler_names(flow=False))
+FLOW_SAMPLERS = tuple(scheduler_names(flow=True))
+FLOW_EULER = "FlowMatch Euler"
 _SD_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline")
 _SDXL_PIPELINES = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline",
                    "StableDiffusionXLInpaintPipeline")
@@ -185,7 +187,7 @@ FAMILIES: tuple[Family, ...] = (
         defaults=Defaults(512, STANDARD_STEPS, STANDARD_GUIDANCE, DEFAULT_SCHEDULER),
         guidance=_SD_GUIDANCE, negative_prompt=True,
         encoders=(TextEncoder("text_encoder", "tokenizer", CLIP, 77, 768),),
-        latent_format="sd", lora=Lora("StableDiffusionLoraLoaderMixin", 768), samplers=ALL_SAMPLERS,
+        latent_format="sd", lora=Lora("StableDiffusionLoraLoaderMixin", 768), samplers=SD_SAMPLERS,
         variants=(_turbo(512),)),
     Family(
         id=SD2, label="SD 2.x",
@@ -194,7 +196,7 @@ FAMILIES: tuple[Family, ...] = (
         defaults=Defaults(768, STANDARD_STEPS, STANDARD_GUIDANCE, DEFAULT_SCHEDULER),
         guidance=_SD_GUIDANCE, negative_prompt=True,
         encoders=(TextEncoder("text_encoder", "tokenizer", CLIP, 77, 1024),),
-        latent_format="sd", lora=Lora("StableDiffusionLoraLoaderMixin", 1024), samplers=ALL_SAMPLERS,
+        latent_format="sd", lora=Lora("StableDiffusionLoraLoaderMixin", 1024), samplers=SD_SAMPLERS,
         variants=(_turbo(512),),
         # SD 2.x weights do not say whether they are the 512 base or the 768 v-model; the 768 model
         # is the common one, and its config is what diffusers picks for them.
@@ -210,9 +212,24 @@ FAMILIES: tuple[Family, ...] = (
         encoders=(TextEncoder("text_encoder", "tokenizer", CLIP, 77, 768, penultimate=True, embedding_key="clip_l"),
                   TextEncoder("text_encoder_2", "tokenizer_2", CLIP, 77, 1280, penultimate=True, pooled=True,
                               embedding_key="clip_g")),
-        latent_format="sdxl", lora=Lora("StableDiffusionXLLoraLoaderMixin", 2048), samplers=ALL_SAMPLERS,
+        latent_format="sdxl", lora=Lora("StableDiffusionXLLoraLoaderMixin", 2048), samplers=SD_SAMPLERS,
         variants=(_turbo(512),),
         vae_float16_overflow=True),
+    # Z-Image (Tongyi-MAI): facts from diffusers' pipelines/z_image/pipeline_z_image.py.
+    Family(
+        id=ZIMAGE, label="Z-Image",
+        pipelines=Pipelines("ZImagePipeline", "ZImageImg2ImgPipeline"),
+        recognise=Recognise(("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline")),
+        # Base: the pipeline's own defaults (50 steps, guidance_scale 5.0, 1024 px).
+        defaults=Defaults(1024, 50, 5.0, FLOW_EULER),
+        # CFG is pred = pos + g * (pos - neg), on when guidance_scale > 0: 0 is off, not 1.
+        guidance=Guidance(CFG, "guidance_scale", 0.0), negative_prompt=True,
+        # Qwen3 (4B: hidden size 2560); prompts are padded to max_sequence_length, 512 by default.
+        encoders=(TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560),),
+        # Its VAE is FLUX.1's: 16 channels, previewed with FLUX's factors (ComfyUI's ZImage latent format).
+        latent_format="flux", lora=Lora("ZImageLoraLoaderMixin"), samplers=FLOW_SAMPLERS,
+        # Turbo: 8 steps at guidance 0 (the pipeline's docstring example).
+        variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 8, 0.0, FLOW_EULER)),)),
 )
 
 _BY_ID = {family.id: family for family in FAMILIES}

@@ -25,6 +25,7 @@ class SchedulerSpec:
     options: dict[str, Any] = field(default_factory=dict)
     # The "Schedule type" A1111 writes for it; None for samplers that have none (DDIM, PLMS, UniPC).
     schedule: str | None = UNIFORM
+    flow: bool = False  # for flow-matching models only (the families' samplers say which family takes which)
 
 
 _KARRAS = {"use_karras_sigmas": True}
@@ -50,13 +51,16 @@ SCHEDULERS: tuple[SchedulerSpec, ...] = (
     SchedulerSpec("LMS", "LMSDiscreteScheduler", "LMS"),
     SchedulerSpec("LMS Karras", "LMSDiscreteScheduler", "LMS", _KARRAS, KARRAS),
     SchedulerSpec("LCM", "LCMScheduler", "LCM"),
+    # Flow-matching models (Z-Image, FLUX, SD3...) ship this scheduler; their pipelines pass it sigmas
+    # or mu that the other classes do not all take (pipeline_z_image.py, retrieve_timesteps).
+    SchedulerSpec("FlowMatch Euler", "FlowMatchEulerDiscreteScheduler", "Euler", flow=True),
 )
 
 DEFAULT_SCHEDULER = "DPM++ 2M Karras"
 
 _BY_KEY = {spec.name.casefold(): spec for spec in SCHEDULERS}
 _BY_SAMPLER_AND_SCHEDULE = {(spec.a1111_sampler.casefold(), (spec.schedule or UNIFORM).casefold()): spec
-                            for spec in SCHEDULERS}
+                            for spec in SCHEDULERS if not spec.flow}
 
 # Older A1111 sampler spellings (its aliases list) and the short names of the first web UIs.
 _A1111_ALIASES = {
@@ -92,8 +96,9 @@ _SCHEDULE_SUFFIXES = ("Karras", "Exponential", "Uniform", "Automatic", "Polyexpo
                       "KL Optimal", "Align Your Steps", "Simple", "Normal", "DDIM", "Beta")
 
 
-def scheduler_names() -> list[str]:
-    return [spec.name for spec in SCHEDULERS]
+def scheduler_names(flow: bool | None = None) -> list[str]:
+    """Every scheduler's name; only flow-matching ones (``flow``=True) or only the others (False)."""
+    return [spec.name for spec in SCHEDULERS if flow is None or spec.flow == flow]
 
 
 def find_scheduler(name: str) -> SchedulerSpec | None:
