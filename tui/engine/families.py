@@ -281,10 +281,6 @@ class ModelFamily:
         return self.family.latent_format
 
 
-def is_turbo_name(name: str) -> bool:
-    return "turbo" in name.casefold()
-
-
 def _variant_of(entry: Family, name: str) -> Variant | None:
     folded = name.casefold()
     return next((v for v in entry.variants if v.name_contains in folded), None)
