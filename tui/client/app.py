@@ -71,8 +71,10 @@ class SdtuiApp(App[int]):
 
     # --- start and stop -----------------------------------------------------------------
 
+    def get_default_screen(self) -> MainScreen:
+        return self.main_screen
+
     def on_mount(self) -> None:
-        self.push_screen(self.main_screen)
         self.sub_title = "starting…"
         self._forwarder.attach()
         self.terminal.catch_stop_signals(self.shutdown)  # as Ctrl+Q does: the server's jobs go on
