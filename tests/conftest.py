@@ -33,17 +33,29 @@ def stop_servers() -> list[int]:
         except (OSError, ValueError):
             pass
     for pid in stopped:
-        for _ in range(100):  # up to 10 s each for the server to finish its step and leave
+        for _ in range(200):  # up to 10 s each for the server to finish its step and leave
             try:
                 os.waitpid(pid, os.WNOHANG)  # an app in this process started it: reaped, it is gone, not a zombie
             except ChildProcessError:
                 pass
-            try:
-                os.kill(pid, 0)
-            except OSError:
+            if process_ended(pid):
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
     return stopped
+
+
+def process_ended(pid: int) -> bool:
+    """Whether ``pid`` has ended: gone, or a zombie (a server whose starter has exited belongs to
+    init, which reaps it in its own time, a second or more in this VM)."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:  # gone since
+        return True
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -267,3 +267,20 @@ async def test_a_value_set_while_the_hidden_panels_fields_are_being_made_is_kept
         assert app.session.settings.seed == 119080905858220
         assert panel.query_one("#setting-seed").value == "119080905858220"
         assert panel.query_one("#seed-lock").value is True
+
+
+@pytest.mark.asyncio
+async def test_the_garbage_collector_is_back_on_after_the_first_frame(sdtui_home):
+    """The command line turns it off while the app starts (tui/cli/main.py); left off, an app open
+    all day would keep every reference cycle it ever made."""
+    import gc
+
+    gc.disable()
+    try:
+        app = make_app(engine=scripted(), steps=2)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause()
+            assert gc.isenabled()
+    finally:
+        gc.unfreeze()
+        gc.enable()

@@ -154,8 +154,12 @@ async def test_ctrl_t_returns_to_the_prompt_from_anywhere(sdtui_home):
     app = make_recording_app(engine=scripted(), steps=2)
     async with app.run_test(size=SIZE) as pilot:
         await generate_each(pilot, app, ("somewhere",))
-        await pilot.press("f2", "ctrl+o")
-        await wait_for(pilot, lambda: len(app.screen_stack) >= 3, what="history and the viewer")
+        await pilot.press("f2")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "HistoryScreen", what="history")
+        await pilot.press("o")
+        stack = ["MainScreen", "HistoryScreen", "ViewerScreen"]
+        await wait_for(pilot, lambda: [type(s).__name__ for s in app.screen_stack] == stack,
+                       what="history and the viewer")
         await pilot.press("ctrl+t")
         assert app.screen is app.main_screen and app.focused is app.main_screen.query_one("#prompt")
         await app.main_screen.action_toggle_settings()

@@ -175,6 +175,15 @@ def test_the_app_draws_with_what_the_terminal_answered(tmp_path, terminal):
     assert expected[terminal] in log, log[-2000:]
 
 
+def assert_first_frame_is_whole(output: bytes) -> None:
+    """The first frame that shows the picture's place also has the prompt box and the footer's
+    keys: no half-drawn screen first (a frame starts where it moves the cursor home)."""
+    frames = [frame for frame in output.split(b"\x1b[1;1H") if b"no image yet" in frame]
+    assert frames, "no frame with the picture's place"
+    for part in (b"Enter to generate", b"negative prompt", b"Quit", b"palette"):
+        assert part in frames[0], f"{part!r} missing from the first frame"
+
+
 def _draws_with_what_the_terminal_answered(home, terminal: str) -> None:
     session = TerminalSession([sdtui_script()], 100, 30, session_env(home))
     try:
@@ -182,6 +191,7 @@ def _draws_with_what_the_terminal_answered(home, terminal: str) -> None:
         output = session.output_since(session.started)
         assert output.index(b"Enter to generate") < output.index(KITTY_QUERY.encode()), \
             "the queries come after the first frame"
+        assert_first_frame_is_whole(output)
         answers = ANSWERS[terminal]
         # Answer in the order asked, cut in two reads, as a slow link might deliver them.
         reply = "".join(answers.get(q, "") for q in (KITTY_QUERY, XTVERSION_QUERY, CELL_SIZE_QUERY, DA1_QUERY))

@@ -150,7 +150,7 @@ def test_nothing_goes_on_the_network_unless_a_download_is_asked_for(sdtui_home, 
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
-def test_pickle_stays_refused_unless_allowed(sdtui_home, tmp_path):
+def test_pickle_stays_refused_unless_allowed(demo_server, sdtui_home, tmp_path):
     from tui.engine.demo import build_demo_pipeline
 
     folder = tmp_path / "pickled"

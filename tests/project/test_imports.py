@@ -147,7 +147,9 @@ NOT_FOR_THE_FIRST_FRAME = ("psutil", "tomllib", "hashlib", "secrets", "numpy", "
                            "tui.client.screens.viewer", "tui.client.screens.models", "tui.client.screens.networks",
                            "tui.client.screens.picker", "tui.client.screens.compare",
                            # the wire and the link come with the connection, which starts after it
-                           "tui.wire.events", "tui.wire.protocol", "tui.client.link", "tui.engine.events")
+                           "tui.wire.events", "tui.wire.protocol", "tui.client.link", "tui.engine.events",
+                           # LoRA files and tags: read when a prompt is checked or an image saved
+                           "tui.engine.networks", "tui.engine.safetensors_header")
 
 
 def test_the_first_frame_imports_only_what_it_draws():

@@ -60,7 +60,9 @@ def split_replies(data: str, held: str) -> tuple[list[str], str, str]:
     return replies, rest, ""
 
 
-HOLD_S = 0.1  # how long a possible start of a reply waits for the rest (the Escape key, if not)
+# How long a possible start of a reply waits for the rest (the Escape key, if none comes). The two
+# halves of a reply cut across reads can be more than 0.1 s apart on a busy machine or a slow link.
+HOLD_S = 0.3
 
 
 class ReplyFilteringParser(XTermParser):
@@ -87,7 +89,7 @@ class ReplyFilteringParser(XTermParser):
     def tick(self):
         """Called by the input thread after every wait for input (at most 0.1 s): what was held
         as the possible start of a reply and got no continuation goes on as keys (an Escape
-        press during the query window arrives at most about 0.2 s late)."""
+        press during the query window arrives at most about 0.4 s late)."""
         if self._held and time.monotonic() - self._held_at > HOLD_S:
             data, self._held = self._held, ""
             yield from super().feed(data)

@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 from tui.engine.img2img import steps_run
-from tui.engine.networks import NetworkError, extract_loras
 from tui.engine.schedulers import DEFAULT_SCHEDULER, find_scheduler, scheduler_names
 
 SIZE_MIN, SIZE_MAX = 64, 2048
@@ -172,6 +171,8 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         if problem:
             problems.append(problem)
     if "prompt" in out:
+        from tui.engine.networks import NetworkError, extract_loras  # with the first request, not the app's first frame
+
         try:
             extract_loras(out["prompt"])
         except NetworkError as error:

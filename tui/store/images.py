@@ -18,7 +18,6 @@ from typing import Any
 
 from tui import __version__
 from tui.engine.img2img import HIRES_UPSCALER
-from tui.engine.networks import format_hashes
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import find_scheduler
 
@@ -62,6 +61,8 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
         pairs += [("Hires upscale", _number(request.hires)), ("Hires upscaler", HIRES_UPSCALER)]
     for key, label in (("lora_hashes", "Lora hashes"), ("ti_hashes", "TI hashes")):
         if info.get(key):  # A1111's own keys, so civitai and A1111 find the LoRAs and embeddings used
+            from tui.engine.networks import format_hashes  # LoRA files are read only by the engine's side
+
             pairs.append((label, format_hashes(info[key])))
     pairs.append(("Version", f"sdtui {__version__}"))
     lines = [request.prompt]

@@ -13,6 +13,13 @@ from textual.widgets._footer import FooterKey
 
 
 class FittingFooter(Footer):
+    def compose(self):
+        # Textual's Footer draws no keys until the screen first reports its bindings, and then a
+        # frame later: the first frame would have an empty footer. The screen's bindings are
+        # known when the footer is composed, so the keys are there from the first frame.
+        self.set_reactive(Footer._bindings_ready, True)
+        yield from super().compose()
+
     async def recompose(self) -> None:
         await super().recompose()
         self._fit_after_layout()
