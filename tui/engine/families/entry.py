@@ -1,0 +1,111 @@
+"""What a family entry says: the dataclasses every family module fills in, and the names they share
+(guidance kinds, text encoder kinds, sampler lists). Pure data: no torch, no diffusers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Collection, Mapping
+
+from tui.engine.schedulers import DEFAULT_SCHEDULER, scheduler_names
+
+STANDARD_STEPS, STANDARD_GUIDANCE = 20, 7.0
+TURBO_STEPS, TURBO_GUIDANCE = 1, 0.0
+
+# Guidance kinds: how a family's pipeline reads the request's guidance value.
+CFG = "cfg"  # classifier-free guidance: a second pass with the negative prompt
+DISTILLED = "distilled"  # a guidance embedding the model was distilled with (FLUX): no second pass
+TRUE_CFG = "true_cfg"  # classifier-free guidance under its own argument (Qwen-Image's true_cfg_scale)
+NO_GUIDANCE = "none"
+GUIDANCE_KINDS = (CFG, DISTILLED, TRUE_CFG, NO_GUIDANCE)
+CLIP = "clip"  # text encoder kinds; conditioning.py weights prompts (A1111's syntax) for CLIP only
+
+
+@dataclass(frozen=True)
+class Pipelines:
+    """diffusers pipeline class names per task; None where the family has no such pipeline."""
+
+    text_to_image: str
+    image_to_image: str | None = None
+    edit: str | None = None
+
+
+@dataclass(frozen=True)
+class Recognise:
+    """How a model of the family is told apart on disk. ``folder`` and ``checkpoint`` are further
+    tests where the names alone cannot tell (SD 1.x and 2.x share their pipeline classes); the
+    families' tests must be exclusive, so the order of the registry never decides."""
+
+    pipeline_classes: tuple[str, ...] = ()  # model_index.json "_class_name" values
+    folder: Callable[[Mapping[str, Any], Mapping[str, Mapping[str, Any]]], bool] | None = None
+    checkpoint: Callable[[Collection[str]], bool] | None = None  # a single file's tensor names
+    gguf_architectures: tuple[str, ...] = ()  # general.architecture as ComfyUI-GGUF writes it
+
+
+@dataclass(frozen=True)
+class Defaults:
+    size: int  # the square size the family was trained at
+    steps: int
+    guidance: float
+    scheduler: str
+
+
+@dataclass(frozen=True)
+class Guidance:
+    kind: str  # one of GUIDANCE_KINDS
+    argument: str | None  # the pipeline's keyword for the value; None when it takes none
+    off_at: float = 1.0  # at or below this value the pipeline runs no guidance
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    component: str  # the pipeline's attribute: "text_encoder", "text_encoder_2"
+    tokenizer: str
+    kind: str  # CLIP, or another name for encoders sdtui hands plain text
+    token_limit: int  # tokens one encoding reads, start and end tokens included
+    width: int  # its hidden size, which a textual-inversion embedding must match
+    penultimate: bool = False  # the prompt embedding is the layer before last
+    pooled: bool = False  # it gives the pooled embedding
+    embedding_key: str | None = None  # its vectors' name in a multi-encoder embedding file
+
+
+@dataclass(frozen=True)
+class Lora:
+    loader: str  # the diffusers mixin whose load_lora_weights reads the family's LoRAs
+    context_width: int | None = None  # the cross-attention width a LoRA for it shows (UNet models)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """Models of a family distilled or tuned to other settings, told by their name."""
+
+    id: str
+    label: str
+    name_contains: str
+    defaults: Defaults
+
+
+@dataclass(frozen=True)
+class Family:
+    id: str
+    label: str
+    pipelines: Pipelines
+    recognise: Recognise
+    defaults: Defaults
+    guidance: Guidance
+    negative_prompt: bool  # whether the pipeline takes a negative prompt
+    encoders: tuple[TextEncoder, ...]
+    latent_format: str  # a key of preview.LATENT_RGB
+    lora: Lora | None
+    samplers: tuple[str, ...]  # names in schedulers.SCHEDULERS
+    variants: tuple[Variant, ...] = ()
+    vae_float16_overflow: bool = False  # its VAE gives NaN (black) images decoding in float16
+    checkpoint_v_prediction: bool = False  # a single file of it is taken as v-prediction (its configs are)
+
+    def variant(self, variant_id: str) -> Variant | None:
+        return next((v for v in self.variants if v.id == variant_id), None)
+
+
+SD_SAMPLERS = tuple(scheduler_names(flow=False))
+FLOW_SAMPLERS = tuple(scheduler_names(flow=True))
+FLOW_EULER = "FlowMatch Euler"
+STANDARD = Defaults(512, STANDARD_STEPS, STANDARD_GUIDANCE, DEFAULT_SCHEDULER)  # what settings start at
