@@ -151,3 +151,19 @@ def test_class_names_and_lora_loaders_exist_in_diffusers():
 
             mixin = getattr(loaders, entry.lora.loader)
             assert issubclass(getattr(diffusers, entry.pipelines.text_to_image), mixin), entry.id
+
+
+def test_previews_unpack_latents_as_flux_packs_them():
+    """FLUX.1's own _pack_latents makes the packed layout; spatial() must give back the grid it packed."""
+    import torch
+    from diffusers import FluxPipeline
+
+    from tui.engine.preview import spatial
+
+    latents = torch.randn(2, 16, 6, 10)  # 48x80 pixels at 8 per latent
+    packed = FluxPipeline._pack_latents(latents, 2, 16, 6, 10)
+    assert packed.shape == (2, 15, 64)
+    assert torch.equal(spatial(packed, 80, 48), latents)
+    assert spatial(packed, 48, 80) is None or spatial(packed, 48, 80).shape != latents.shape
+    assert torch.equal(spatial(latents.unsqueeze(2), 80, 48), latents)  # Qwen-Image's (b, c, frames, h, w)
+    assert spatial(latents, 80, 48) is latents

@@ -54,11 +54,11 @@ def test_latent_format_by_pipeline():
 def test_latent_preview_colours_follow_the_factors():
     latents = torch.zeros(1, 4, 2, 3)
     latents[0, 0] = 1.0  # only the first channel: RGB = (1 + factors[0]) * 127.5
-    image = LatentPreviewer("sd").to_image(latents)
+    image = LatentPreviewer("sd").to_image(latents, 24, 16)
     assert image.size == (3, 2) and image.mode == "RGB"
     expected = tuple(int((1 + f) * 127.5) for f in LATENT_RGB["sd"]["factors"][0])
     assert all(abs(a - b) <= 1 for a, b in zip(image.getpixel((0, 0)), expected))
-    xl = LatentPreviewer("sdxl").to_image(torch.zeros(1, 4, 1, 1)).getpixel((0, 0))
+    xl = LatentPreviewer("sdxl").to_image(torch.zeros(1, 4, 1, 1), 8, 8).getpixel((0, 0))
     assert all(abs(a - int((1 + b) * 127.5)) <= 1 for a, b in zip(xl, LATENT_RGB["sdxl"]["bias"]))
 
 

@@ -61,6 +61,27 @@ class PreviewThrottle:
         return True
 
 
+def spatial(latents, width: int, height: int):
+    """Latents as (batch, channels, h, w), from the layouts pipelines hand their step callbacks:
+    that one already; video-shaped (batch, channels, frames, h, w), Qwen-Image's VAE, as its first
+    frame; and packed 2x2 patches, (batch, h/2 * w/2, channels * 4) as FLUX.1, FLUX.2 and
+    Qwen-Image pack them (channel c of patch cell (dy, dx) at c * 4 + dy * 2 + dx). ``width`` and
+    ``height`` are the pass's pixel size, whose shape the patch grid has. None when the tokens do
+    not make a grid of that shape."""
+    if latents.ndim == 5:
+        return latents[:, :, 0]
+    if latents.ndim != 3:
+        return latents
+    batch, tokens, packed = latents.shape
+    rows = max(1, round((tokens * height / max(width, 1)) ** 0.5))
+    cols = tokens // rows
+    if rows * cols != tokens or packed % 4:
+        return None
+    channels = packed // 4
+    return (latents.reshape(batch, rows, cols, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+            .reshape(batch, channels, rows * 2, cols * 2))
+
+
 class LatentPreviewer:
     def __init__(self, latent_format: str):
         self.latent_format = latent_format
@@ -76,11 +97,15 @@ class LatentPreviewer:
                                 torch.tensor(spec["bias"], device=device, dtype=dtype))
         return self._cache[key]
 
-    def to_image(self, latents):
-        """RGB PIL image of the first latent in a (batch, channels, h, w) tensor."""
+    def to_image(self, latents, width: int, height: int):
+        """RGB PIL image of the first latent of a batch, in any layout ``spatial`` reads (None
+        for one it cannot); ``width`` and ``height``: the pass's size in pixels."""
         import torch
         from PIL import Image
 
+        latents = spatial(latents, width, height)
+        if latents is None:
+            return None
         with torch.no_grad():
             sample = latents[0].float()
             factors, bias = self._weights(sample.device, sample.dtype)

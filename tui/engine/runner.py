@@ -76,6 +76,7 @@ class Engine:
         self._schedulers: dict[str, Any] = {}
         self._scheduler_name = ""
         self._denoised = None
+        self._pass_size = (512, 512)  # the pass being denoised, in pixels
         self._previewer: LatentPreviewer | None = None
         self._slicing: bool | None = None
         self._tiling: bool | None = None  # the VAE tiling decision the log last gave
@@ -427,17 +428,20 @@ class Engine:
                      "generator": generators if len(generators) > 1 else generators[0],
                      "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": callback.tensor_inputs}
 
-        def denoise(pipe, inputs: dict[str, Any], steps: int) -> list:
+        def denoise(pipe, inputs: dict[str, Any], steps: int, size: tuple[int, int]) -> list:
+            self._pass_size = size  # previews unpack packed latents to this shape
             return self._denoise(pipe, {**arguments, **inputs}, steps, callback, on_event)
 
         def refine(image) -> list:  # image to image, from the init image or the upscaled first pass
+            size = (image[0] if isinstance(image, list) else image).size
             return denoise(self._image_to_image(), {"image": image, "strength": request.strength},
-                           steps_run(request.steps, request.strength))
+                           steps_run(request.steps, request.strength), size)
 
         if source is not None:
             images = refine(source)
         else:
-            images = denoise(self.pipe, {"width": request.width, "height": request.height}, request.steps)
+            images = denoise(self.pipe, {"width": request.width, "height": request.height}, request.steps,
+                             (request.width, request.height))
             if request.hires:  # A1111's hires fix: the first pass upscaled, then denoised again lightly
                 from PIL import Image
 
@@ -467,7 +471,7 @@ class Engine:
 
     def _preview(self, latents):
         """A step's preview: of the scheduler's denoised estimate where it gives one, else of the latents."""
-        return self._previewer.to_image(self._denoised if self._denoised is not None else latents)
+        return self._previewer.to_image(self._denoised if self._denoised is not None else latents, *self._pass_size)
 
     def _guidance(self, value: float) -> dict[str, Any]:
         """The request's guidance under the name the family's pipeline reads it by."""
