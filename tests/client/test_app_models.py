@@ -145,3 +145,28 @@ async def test_choosing_the_loaded_model_again_does_nothing(sdtui_home, hub_cach
         log = app.main_screen.query_one(LogPanel).lines_written
         assert sum("demo is already loaded; nothing to do" in line for line in log) >= 1
         assert not any("loading demo model" in line for line in log[-5:])
+
+
+async def test_a_family_that_cannot_use_the_sampler_gets_its_own_and_the_log_says_so(sdtui_home):
+    """With family_defaults off the size and steps stay, but a Z-Image model cannot run an SD sampler:
+    the Session takes the family's own, the panel offers only the family's samplers, and the log
+    says why."""
+    from tui.engine.families import FLOW_SAMPLERS, SD_SAMPLERS, ZIMAGE, ModelFamily
+
+    def family_of(model: str) -> ModelFamily:
+        return ModelFamily(ZIMAGE, turbo=True, native_size=1024) if "z-image" in model else ModelFamily("sd1")
+
+    app = make_app(engine=scripted(family_info_for=family_of), family_defaults=False, scheduler="DPM++ 2M Karras")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        panel = app.main_screen.query_one(SettingsPanel)
+        await panel.build()
+        scheduler = panel.query_one("#setting-scheduler")
+        assert [value for _, value in scheduler._options] == list(SD_SAMPLERS)
+        app.main_screen.change_setting("model", "someone/z-image-turbo")
+        await wait_for(pilot, lambda: app.settings.scheduler == "FlowMatch Euler", what="the family's sampler")
+        await wait_for(pilot, lambda: scheduler.value == "FlowMatch Euler", what="the field showing it")
+        assert [value for _, value in scheduler._options] == list(FLOW_SAMPLERS)
+        assert "scheduler: DPM++ 2M Karras does not work with Z-Image Turbo models; using FlowMatch Euler" \
+            in log_text(app)
+        assert app.settings.width == 128  # family_defaults off: the size stays (the tests' settings)

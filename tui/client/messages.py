@@ -130,11 +130,15 @@ class DownloadProgress(ServerEvent):
 
 
 class Loaded(ServerEvent):
-    """A model is loaded; ``defaults``: the family's settings the Session took after a switch to it."""
+    """A model is loaded; ``defaults``: the family's settings the Session took after a switch to it;
+    ``adjusted``: settings the Session changed because the family cannot use them (its sampler),
+    and ``notes``: the log's sentences for those and for settings the family ignores."""
 
-    def __init__(self, event: wire.Loaded, job: int | None = None, defaults: dict | None = None) -> None:
+    def __init__(self, event: wire.Loaded, job: int | None = None, defaults: dict | None = None,
+                 adjusted: dict | None = None, notes: tuple[str, ...] = ()) -> None:
         super().__init__(event, job)
         self.defaults = defaults or {}
+        self.adjusted, self.notes = adjusted or {}, notes
 
 
 class Unloaded(ServerEvent):

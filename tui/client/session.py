@@ -354,6 +354,26 @@ class Session:
             self._save()
         return changes
 
+    def _fit_to_family(self, model) -> tuple[dict[str, Any], tuple[str, ...]]:
+        """The loaded family's sampler in place of one it cannot use (a Z-Image model after an SD
+        one, whatever family_defaults says: the job would fail), and the log's sentences for that
+        and for the settings the family ignores."""
+        from tui.client.family_fields import fields_for, sampler_for, unused_settings
+
+        if model is None:
+            return {}, ()
+        fields = fields_for(model)
+        adjusted, notes = {}, []
+        sampler = sampler_for(fields, self.settings.scheduler)
+        if sampler is not None:
+            notes.append(f"scheduler: {self.settings.scheduler} does not work with {fields.label} models; "
+                         f"using {sampler}")
+            adjusted["scheduler"] = sampler
+            self.settings = replace(self.settings, scheduler=sampler)
+            self._save()
+        notes.extend(unused_settings(fields, self.settings.negative_prompt, self.settings.guidance))
+        return adjusted, tuple(notes)
+
     def _take_state(self, state: wire.ServerState) -> None:
         self.model, self.loaded_ref = state.model, state.loaded
         self.device, self.dtype = state.device or "", state.dtype or ""
@@ -382,7 +402,9 @@ class Session:
             self.family = event.family_info
             self.loaded_ref = event.setting or None  # whichever client's load or job it was
             self.slicing = any(d.startswith("attention slicing: on") for d in event.decisions)
-            return m.Loaded(event, job, defaults=self._after_a_load(event))
+            defaults = self._after_a_load(event)
+            adjusted, notes = self._fit_to_family(event.family_info)
+            return m.Loaded(event, job, defaults=defaults, adjusted=adjusted, notes=notes)
         elif kind is wire.QueueChanged:
             self.waiting, self.running, self.loading = event.waiting, event.running_job, event.loading
         elif kind is wire.LoadFailed:

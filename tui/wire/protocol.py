@@ -17,7 +17,7 @@ from typing import Any
 
 from tui import __version__
 
-PROTOCOL_VERSION = 5  # 5: every event and the server's state are typed by their fields (tui/wire/events.py)
+PROTOCOL_VERSION = 6  # 6: a model's family is named by its registry id ("sd1", "zimage"...); 5: typed events
 # 4: JobDone says how its job ended (ended, reason); log lines name their job
 # 3: requests carry template, init_image, strength and hires; options carry models_dir
 MAX_LINE = 1 << 20  # a message line; prompts are at most 20,000 characters

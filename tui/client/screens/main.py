@@ -280,7 +280,13 @@ class MainScreen(Screen):
 
     @on(m.Loaded)
     def _loaded(self, message: m.Loaded) -> None:
-        self.query_one(SettingsPanel).show(message.defaults)
+        from tui.client.family_fields import fields_for
+
+        family = fields_for(self.session.family)
+        panel = self.query_one(SettingsPanel)
+        panel.use_family(family)  # first: the sampler the Session took is among the family's
+        panel.show([*message.defaults, *message.adjusted])
+        self.query_one("#negative", Input).display = family.negative_prompt
 
     @on(m.LoadFailed)
     def _load_failed(self, message: m.LoadFailed) -> None:

@@ -284,6 +284,8 @@ class JobView(Vertical):
             self.log_line(f"{family.label} defaults applied: {summary} (change them in settings; "
                           "family_defaults = false in config.toml turns this off)")
             self.app.notify(f"{family.label}: {summary}", timeout=5)
+        for note in message.notes:
+            self.log_line(note)
 
     @on(m.LoadFailed)
     def _load_failed(self, message: m.LoadFailed) -> None:

@@ -17,6 +17,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
+from tui.client.family_fields import FamilyFields, fields_for
 from tui.config import ConfigError, override, panel_fields
 from tui.engine.request import RANDOM_SEED_MAX
 from tui.client.widgets.safe_input import SafeInput
@@ -26,6 +27,7 @@ SIZE_PRESETS = ["512x512", "768x768", "1024x1024", "512x768", "768x512", "832x12
 # The panel's fields come from the settings' own (tui/config.py): a field with a label is shown,
 # as a switch (true or false), a list (choices) or a text field.
 FIELDS = panel_fields()
+FIELDS_BY_NAME = {f.name: f for f in FIELDS}
 RELOAD_KEYS = tuple(f.name for f in FIELDS if f.metadata["reload"])
 SWITCH_KEYS = tuple(f.name for f in FIELDS if isinstance(f.default, bool))
 TEXT_KEYS = tuple(f.name for f in FIELDS if not f.metadata["choices"] and f.name not in SWITCH_KEYS)
@@ -94,10 +96,13 @@ class SettingsPanel(VerticalScroll):
         rows = []
 
         def row(title: str, field) -> Horizontal:
-            return Horizontal(Label(title, classes="name"), field, classes="row")
+            return Horizontal(Label(title, classes="name", id=f"name-{field.id}"), field, classes="row")
 
+        family = fields_for(self.session.family)
         for spec in FIELDS:
             key, title, value = spec.name, spec.metadata["label"], getattr(s, spec.name)
+            if key == "guidance":
+                title = family.guidance_label
             if key == "width":
                 rows.append(row("Size preset", Select([(p, p) for p in SIZE_PRESETS], prompt="custom",
                                                       value=size if size in SIZE_PRESETS else Select.NULL,
@@ -105,7 +110,9 @@ class SettingsPanel(VerticalScroll):
             if isinstance(spec.default, bool):
                 field = Checkbox(spec.metadata["help"], value=value, id=f"setting-{key}", compact=True)
             elif spec.metadata["choices"]:
-                field = Select([(o, o) for o in spec.metadata["choices"]], value=value, allow_blank=False,
+                choices = family.samplers if key == "scheduler" and value in family.samplers \
+                    else spec.metadata["choices"]
+                field = Select([(o, o) for o in choices], value=value, allow_blank=False,
                                id=f"setting-{key}", compact=True)
             else:
                 field = SafeInput(shown_value(value), id=f"setting-{key}", select_on_focus=False, compact=True)
@@ -213,6 +220,19 @@ class SettingsPanel(VerticalScroll):
         else:
             self.query_one(f"#setting-{key}", Select).value = value
             self._apply(key, value)
+
+    def use_family(self, family: FamilyFields) -> None:
+        """Offer the loaded family's samplers and name its guidance as it does (the Session has
+        already moved the sampler to one of them)."""
+        if not self._built:
+            return  # the fields are made from the Session's family
+        scheduler, chosen = self.query_one("#setting-scheduler", Select), self.session.settings.scheduler
+        samplers = family.samplers if chosen in family.samplers else FIELDS_BY_NAME["scheduler"].metadata["choices"]
+        with scheduler.prevent(Select.Changed):
+            scheduler.set_options([(o, o) for o in samplers])
+            scheduler.value = chosen
+        self.query_one("#name-setting-guidance", Label).update(family.guidance_label)
+        self.query_one("#setting-guidance", Input).disabled = not family.takes_guidance
 
     def show(self, keys) -> None:
         """Show the Session's values of ``keys`` in their fields, which the Session has already taken
