@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tui.engine import Engine, EngineOptions, Failed, Finished, GenerationRequest, Loaded
+from tui.engine import Engine, EngineOptions, Failed, GenerationRequest, Loaded
 from tui.engine.catalog import folder_family
 from tui.engine.events import Step
 from tui.engine.families import ZIMAGE, family_defaults
@@ -65,3 +65,13 @@ def test_z_image_runs_image_to_image_and_refuses_samplers_it_cannot_use(engine, 
     failed = [e for e in events if isinstance(e, Failed)]
     assert failed and "does not work with Z-Image models" in failed[0].message
     assert not any(isinstance(e, Loaded) for e in events)
+
+
+def test_a_shift_replaces_the_models_schedule_for_flow_samplers(engine):
+    base = engine.generate(GenerationRequest("a red fox", guidance=0.0, **TINY))
+    shifted = engine.generate(GenerationRequest("a red fox", guidance=0.0, shift=9.0, **TINY))
+    assert engine.pipe.scheduler.config.shift == 9.0 and not engine.pipe.scheduler.config.use_dynamic_shifting
+    assert not np.array_equal(np.asarray(shifted[0].image), np.asarray(base[0].image))
+    again = engine.generate(GenerationRequest("a red fox", guidance=0.0, **TINY))
+    assert engine.pipe.scheduler.config.shift == 3.0  # the model's own, back
+    assert np.array_equal(np.asarray(again[0].image), np.asarray(base[0].image))

@@ -39,6 +39,14 @@ def test_format_matches_a1111_layout():
     ]
 
 
+def test_distilled_guidance_and_shift_are_written_as_forge_writes_them():
+    request = GenerationRequest("a red fox", steps=28, guidance=3.5, seed=7, scheduler="FlowMatch Euler", shift=3.0)
+    line = format_parameters(request, 7, {"model": "flux1-dev", "guidance_kind": "distilled"}).split("\n")[-1]
+    assert "CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 7" in line and ", Shift: 3," in line
+    sd = format_parameters(GenerationRequest("a red fox", guidance=5.0, seed=7), 7, {"guidance_kind": "cfg"})
+    assert "CFG scale: 5, Seed: 7" in sd and "Distilled" not in sd and "Shift" not in sd
+
+
 def test_hand_written_a1111_text_parses():
     text = ("masterpiece, 1girl, (blue hair:1.2), <lora:detail:0.6>\n"
             "Negative prompt: (worst quality:1.4), lowres\n"

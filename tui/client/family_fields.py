@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from tui.engine.families import CFG, DISTILLED, NO_GUIDANCE, TRUE_CFG, ModelFamily
 from tui.engine.schedulers import scheduler_names
 
+FLOW_NAMES = frozenset(scheduler_names(flow=True))
+
 # The guidance field's label per kind, as Forge and ComfyUI users know them ("Distilled CFG Scale"
 # is Forge's name for FLUX's guidance; Qwen-Image's pipeline calls its own true_cfg_scale).
 GUIDANCE_LABELS = {CFG: "Guidance", DISTILLED: "Distilled CFG", TRUE_CFG: "True CFG", NO_GUIDANCE: "Guidance"}
@@ -23,15 +25,17 @@ class FamilyFields:
     guidance_label: str
     takes_guidance: bool
     negative_prompt: bool
+    shift: bool  # its samplers are flow-matching ones, which take a shift
 
 
 def fields_for(model: ModelFamily | None) -> FamilyFields:
     """The fields of ``model``'s family; before any model is known, every sampler and field."""
     if model is None:
-        return FamilyFields("", tuple(scheduler_names()), "", GUIDANCE_LABELS[CFG], True, True)
+        return FamilyFields("", tuple(scheduler_names()), "", GUIDANCE_LABELS[CFG], True, True, True)
     family = model.family
     return FamilyFields(model.label, family.samplers, model.defaults.scheduler, GUIDANCE_LABELS[family.guidance.kind],
-                        family.guidance.kind != NO_GUIDANCE, family.negative_prompt)
+                        family.guidance.kind != NO_GUIDANCE, family.negative_prompt,
+                        any(name in FLOW_NAMES for name in family.samplers))
 
 
 def sampler_for(fields: FamilyFields, scheduler: str) -> str | None:

@@ -21,10 +21,11 @@ PROMPT_MAX_CHARS = 20_000
 COUNT_MIN, COUNT_MAX = 1, 100
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height",
-                  "seed", "scheduler", "count", "template", "init_image", "strength", "hires")
+                  "seed", "scheduler", "count", "template", "init_image", "strength", "hires", "shift")
 STRENGTH_DEFAULT = 0.5  # img2img: half noise, so the source's composition stays
 HIRES_STRENGTH_DEFAULT = 0.45  # hires fix: enough to add detail at the new size, not to redraw it
 HIRES_MAX = 4.0
+SHIFT_MAX = 20.0  # flow-matching samplers' timestep shift: models use 1 to 7 (SD3 3.0, Z-Image Turbo 3.0)
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class GenerationRequest:
     init_image: str = ""  # img2img: the source image's path; empty for text-to-image
     strength: float = STRENGTH_DEFAULT  # img2img and hires fix: how much of the source is noised away
     hires: float = 0.0  # hires fix: the upscale factor (0: none); with init_image the size is already upscaled
+    shift: float = 0.0  # flow-matching samplers: the timestep shift (0: the model's own schedule)
 
     def with_seed(self) -> "GenerationRequest":
         """This request with its seed fixed, drawing a random one if it has none."""
@@ -214,9 +216,10 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
         out["init_image"] = init_image
     for field, low, high, rule in (
             ("strength", 0.0, 1.0, "use a number above 0 and at most 1"),
-            ("hires", 1.0, HIRES_MAX, f"use an upscale factor above 1 and at most {HIRES_MAX:g}, or 0 for none")):
+            ("hires", 1.0, HIRES_MAX, f"use an upscale factor above 1 and at most {HIRES_MAX:g}, or 0 for none"),
+            ("shift", 0.0, SHIFT_MAX, f"use a number above 0 and at most {SHIFT_MAX:g}, or 0 for the model's own")):
         number = _as_float(values[field])
-        allowed = number is not None and (low < number <= high or (field == "hires" and number == 0))
+        allowed = number is not None and (low < number <= high or (field in ("hires", "shift") and number == 0))
         if not allowed:  # NaN compares false, so it is refused too
             problems.append(FieldProblem(field, f"{field}: {values[field]!r} is not allowed; {rule}"))
         else:

@@ -323,7 +323,7 @@ class Engine:
         try:
             if not self.loaded:
                 self.load(on_event, cancel)
-            self._use_scheduler(request.scheduler)
+            self._use_scheduler(request.scheduler, request.shift)
             self._apply_attention_slicing()
             self._apply_vae_tiling(request.output_size)
             prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
@@ -365,7 +365,7 @@ class Engine:
             on_event(Failed(request, message, out_of_memory=oom, completed=len(results)))
         return results
 
-    def _use_scheduler(self, name: str) -> None:
+    def _use_scheduler(self, name: str, shift: float = 0.0) -> None:
         spec = find_scheduler(name)
         if spec is None:
             raise ValueError(f"scheduler: unknown {name!r}")
@@ -373,13 +373,20 @@ class Engine:
         if spec.name not in family.samplers:
             raise ValueError(f"scheduler: {spec.name} does not work with {family.label} models; use one of "
                              f"{', '.join(family.samplers)}")
-        if spec.name == self._scheduler_name:
+        if shift and not spec.flow:
+            log.info("shift: %g is for flow-matching samplers; %s does not use it", shift, spec.name)
+            shift = 0.0
+        key = f"{spec.name} shift {shift:g}" if shift else spec.name
+        if key == self._scheduler_name:
             return
-        if spec.name not in self._schedulers:
-            scheduler = build_scheduler(spec, self._base_scheduler_config)
-            self._schedulers[spec.name] = self._tap(scheduler)
-        self.pipe.scheduler = self._schedulers[spec.name]
-        self._scheduler_name = spec.name
+        if key not in self._schedulers:
+            # A fixed shift replaces the model's own schedule, including FLUX's shift by image size
+            # (use_dynamic_shifting; FlowMatchEulerDiscreteScheduler's config).
+            config = {**self._base_scheduler_config, "shift": shift, "use_dynamic_shifting": False} if shift \
+                else self._base_scheduler_config
+            self._schedulers[key] = self._tap(build_scheduler(spec, config))
+        self.pipe.scheduler = self._schedulers[key]
+        self._scheduler_name = key
 
     def _tap(self, scheduler):
         """Wrap ``scheduler.step`` to keep the denoised estimate (x0) for previews.
@@ -535,7 +542,8 @@ class Engine:
 
     def describe(self) -> dict[str, Any]:
         """What produced the images, for metadata and history."""
-        return {"model": self.model_label, "family": self.family, "device": self.device, "dtype": self.dtype,
+        kind = {"guidance_kind": self.family_info.family.guidance.kind} if self.family_info else {}
+        return {"model": self.model_label, "family": self.family, **kind, "device": self.device, "dtype": self.dtype,
                 **self.machine}
 
 

@@ -40,6 +40,14 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
+def _guidance_pairs(guidance: float, kind: str | None) -> list[tuple[str, str]]:
+    """The guidance as Forge writes it: a distilled model's (FLUX dev) as "Distilled CFG Scale" beside
+    "CFG scale: 1", the classifier-free guidance it did not run; others' as "CFG scale"."""
+    if kind == "distilled":
+        return [("CFG scale", "1"), ("Distilled CFG Scale", _number(guidance))]
+    return [("CFG scale", _number(guidance))]
+
+
 def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any] | None = None) -> str:
     """The A1111 ``parameters`` text for one image made with ``seed``."""
     info = info or {}
@@ -49,10 +57,12 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
         ("Sampler", spec.a1111_sampler if spec else request.scheduler),
         # A1111 1.9+ reads a missing schedule type as the sampler's default (Karras for DPM++ 2M).
         *((("Schedule type", spec.schedule),) if spec and spec.schedule else ()),
-        ("CFG scale", _number(request.guidance)),
+        *_guidance_pairs(request.guidance, info.get("guidance_kind")),
         ("Seed", seed),
         ("Size", f"{request.width}x{request.height}"),
     ]
+    if request.shift:
+        pairs.append(("Shift", _number(request.shift)))  # Forge's name for a flow model's shift
     if info.get("model"):
         pairs.append(("Model", info["model"]))
     if request.init_image or request.hires:

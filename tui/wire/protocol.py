@@ -92,4 +92,9 @@ def mismatch(message: dict[str, Any], from_server: bool = False) -> str | None:
     if message.get("protocol") == PROTOCOL_VERSION and theirs == __version__:
         return None
     client, server = (__version__, theirs) if from_server else (theirs, __version__)
+    if client == server:  # the same release number, built from different code (an upgrade in place)
+        ours = PROTOCOL_VERSION
+        other = message.get("protocol", "unknown")
+        client, server = (f"{client}, protocol {ours}", f"{server}, protocol {other}") if from_server else \
+            (f"{client}, protocol {other}", f"{server}, protocol {ours}")
     return f"this sdtui ({client}) and the running sdtui server ({server}) differ; run `sdtui stop`, then try again"

@@ -117,6 +117,8 @@ class SettingsPanel(VerticalScroll):
             else:
                 field = SafeInput(shown_value(value), id=f"setting-{key}", select_on_focus=False, compact=True)
             rows.append(row(title, field))
+            if key == "shift":
+                rows[-1].display = family.shift  # flow-matching samplers only
             if key in TEXT_KEYS:
                 rows.append(Static(id=f"problem-{key}", classes="problem"))
             if key == "seed":
@@ -233,6 +235,9 @@ class SettingsPanel(VerticalScroll):
             scheduler.value = chosen
         self.query_one("#name-setting-guidance", Label).update(family.guidance_label)
         self.query_one("#setting-guidance", Input).disabled = not family.takes_guidance
+        shift = self.query_one("#setting-shift", Input)
+        shift.parent.display = family.shift
+        self.query_one("#problem-shift", Static).display = family.shift
 
     def show(self, keys) -> None:
         """Show the Session's values of ``keys`` in their fields, which the Session has already taken
