@@ -29,9 +29,10 @@ class FamilyFields:
 
 
 def fields_for(model: ModelFamily | None) -> FamilyFields:
-    """The fields of ``model``'s family; before any model is known, every sampler and field."""
+    """The fields of ``model``'s family; before any model is known, every sampler and field but the
+    shift, which only flow-matching models take."""
     if model is None:
-        return FamilyFields("", tuple(scheduler_names()), "", GUIDANCE_LABELS[CFG], True, True, True)
+        return FamilyFields("", tuple(scheduler_names()), "", GUIDANCE_LABELS[CFG], True, True, False)
     family = model.family
     return FamilyFields(model.label, family.samplers, model.defaults.scheduler, GUIDANCE_LABELS[family.guidance.kind],
                         family.guidance.kind != NO_GUIDANCE, family.negative_prompt,
