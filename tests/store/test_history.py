@@ -44,6 +44,20 @@ def test_save_writes_the_png_and_its_row(history, tmp_path):
     assert not list(path.parent.glob(".*partial"))
 
 
+def test_an_edit_records_its_parent_and_the_chain_of_edits_reads_back(history):
+    original, original_path = save(history, "a harbour at dusk", shift=3.0)
+    edited, edited_path = save(history, "make the sky stormy", init_image=str(original_path), edit=True)
+    again, _ = save(history, "add a lighthouse", init_image=str(edited_path), edit=True)
+    variation, _ = save(history, "a harbour", init_image=str(original_path), strength=0.4)
+    row = history.get(again.id)
+    assert row.extras()["edit"] is True and "strength" not in row.extras()
+    assert row.request().edit and row.request().init_image == str(edited_path)
+    assert history.get(original.id).request().shift == 3.0
+    assert [e.id for e in history.lineage(row)] == [edited.id, original.id]
+    assert history.parent(history.get(variation.id)).id == original.id
+    assert history.parent(history.get(original.id)) is None and history.lineage(history.get(original.id)) == []
+
+
 def test_same_name_never_overwrites(history):
     _, first = save(history)
     _, second = save(history)

@@ -21,7 +21,7 @@ PROMPT_MAX_CHARS = 20_000
 COUNT_MIN, COUNT_MAX = 1, 100
 
 REQUEST_FIELDS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height",
-                  "seed", "scheduler", "count", "template", "init_image", "strength", "hires", "shift")
+                  "seed", "scheduler", "count", "template", "init_image", "strength", "hires", "shift", "edit")
 STRENGTH_DEFAULT = 0.5  # img2img: half noise, so the source's composition stays
 HIRES_STRENGTH_DEFAULT = 0.45  # hires fix: enough to add detail at the new size, not to redraw it
 HIRES_MAX = 4.0
@@ -65,6 +65,7 @@ class GenerationRequest:
     strength: float = STRENGTH_DEFAULT  # img2img and hires fix: how much of the source is noised away
     hires: float = 0.0  # hires fix: the upscale factor (0: none); with init_image the size is already upscaled
     shift: float = 0.0  # flow-matching samplers: the timestep shift (0: the model's own schedule)
+    edit: bool = False  # init_image is a picture to edit by the prompt's instruction (an edit model), not to noise
 
     def with_seed(self) -> "GenerationRequest":
         """This request with its seed fixed, drawing a random one if it has none."""
@@ -224,7 +225,16 @@ def validate_request(raw: Mapping[str, Any]) -> GenerationRequest:
             problems.append(FieldProblem(field, f"{field}: {values[field]!r} is not allowed; {rule}"))
         else:
             out[field] = number
-    if (out.get("init_image") or out.get("hires")) and "strength" in out and "steps" in out \
+    edit = values["edit"]
+    if not isinstance(edit, bool):
+        problems.append(FieldProblem("edit", "edit: expected true or false"))
+    elif edit and not out.get("init_image"):
+        problems.append(FieldProblem("edit", "edit: needs the picture to edit (init_image)"))
+    elif edit and out.get("hires"):
+        problems.append(FieldProblem("edit", "edit: an edit cannot also be a hires fix; leave hires at 0"))
+    else:
+        out["edit"] = edit
+    if (out.get("init_image") or out.get("hires")) and not edit and "strength" in out and "steps" in out \
             and steps_run(out["steps"], out["strength"]) < 1:
         problems.append(FieldProblem("strength", f"strength: {out['strength']:g} of {out['steps']} steps runs no "
                                                  f"step; use at least {1 / out['steps']:.2g}"))

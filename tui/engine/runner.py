@@ -90,6 +90,7 @@ class Engine:
         self._owner_thread: int | None = None  # the thread that loaded the model, where mps work stays
         self._networks = Networks()  # the LoRAs and embeddings loaded into the pipeline
         self._img2img = None  # the loaded pipeline's image-to-image sibling, made when first needed
+        self._edit = None  # ... and its edit-by-instruction one
 
     # --- loading ------------------------------------------------------------------------
 
@@ -289,6 +290,7 @@ class Engine:
         self._slicing = self._tiling = None
         self._networks.reset()
         self._img2img = None
+        self._edit = None
         _free_device_memory(self.device)
         memory = sample_memory(self.device)
         log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
@@ -444,7 +446,10 @@ class Engine:
             return denoise(self._image_to_image(), {"image": image, "strength": request.strength},
                            steps_run(request.steps, request.strength), size)
 
-        if source is not None:
+        if source is not None and request.edit:  # the prompt is an instruction for the picture, kept whole
+            images = denoise(self._edit_pipeline(), {"image": source, "width": request.width,
+                                                     "height": request.height}, request.steps, source.size)
+        elif source is not None:
             images = refine(source)
         else:
             images = denoise(self.pipe, {"width": request.width, "height": request.height}, request.steps,
@@ -484,6 +489,28 @@ class Engine:
         """The request's guidance under the name the family's pipeline reads it by."""
         argument = self.family_info.family.guidance.argument
         return {argument: value} if argument else {}
+
+    def _edit_pipeline(self):
+        """The family's edit-by-instruction pipeline: the loaded one when it is that (FLUX.1 Kontext,
+        Qwen-Image-Edit), else made with ``from_pipe`` on the same components."""
+        from tui.engine.families import FAMILIES
+
+        family = self.family_info.family
+        name = family.pipelines.edit
+        if name is None:
+            able = ", ".join(f.label for f in FAMILIES if f.pipelines.edit)
+            raise InitImageError(f"edit: {family.label} models cannot edit a picture by instruction; load a model "
+                                 f"that can ({able})")
+        if type(self.pipe).__name__ == name:
+            return self.pipe
+        if self._edit is None:
+            import diffusers
+
+            self._edit = getattr(diffusers, name).from_pipe(self.pipe)
+            self._edit.set_progress_bar_config(disable=True)
+            log.info("edit: %s on the loaded model's components", name)
+        self._edit.scheduler = self.pipe.scheduler
+        return self._edit
 
     def _image_to_image(self):
         """The loaded pipeline's image-to-image sibling, the family's image-to-image pipeline on the
@@ -549,7 +576,7 @@ class Engine:
 
 def total_steps_of(request: GenerationRequest) -> int:
     """The denoising steps a job's image takes: img2img runs a share of them; hires fix adds a pass."""
-    if request.init_image:
+    if request.init_image and not request.edit:
         return steps_run(request.steps, request.strength)
     if request.hires:
         return request.steps + steps_run(request.steps, request.strength)

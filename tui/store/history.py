@@ -114,8 +114,9 @@ class HistoryEntry:
         # What the request adds to the columns goes with the LoRAs in ``extra``: its wildcard
         # template, and for image-to-image its source, strength and upscale.
         added = {key: value for key, value in (("template", request.template), ("source", request.init_image),
-                                               ("hires", request.hires)) if value}
-        if request.init_image or request.hires:
+                                               ("hires", request.hires), ("shift", request.shift),
+                                               ("edit", request.edit)) if value}
+        if (request.init_image or request.hires) and not request.edit:
             added["strength"] = request.strength
         if added:
             extra = {**json.loads(columns.get("extra") or "{}"), **added}
@@ -134,7 +135,8 @@ class HistoryEntry:
     def request(self) -> GenerationRequest:
         """The request that re-makes this image alone: its own seed, count 1."""
         extras = self.extras()
-        source = {"init_image": str(extras.get("source", "")), "hires": float(extras.get("hires", 0.0))}
+        source = {"init_image": str(extras.get("source", "")), "hires": float(extras.get("hires", 0.0)),
+                  "shift": float(extras.get("shift", 0.0)), "edit": extras.get("edit") is True}
         if "strength" in extras:
             source["strength"] = float(extras["strength"])
         return GenerationRequest(prompt=self.prompt, negative_prompt=self.negative_prompt, steps=self.steps,
@@ -373,6 +375,26 @@ class History:
             f"(created_at = ? AND id {sign} ?)) ORDER BY created_at {order}, id {order} LIMIT 1",
             (here.created_at, here.created_at, here.id))
         return _entry(rows[0]) if rows else None
+
+    def parent(self, entry: HistoryEntry) -> HistoryEntry | None:
+        """The entry whose image ``entry`` was made from (an edit, a variation, a hires fix of it),
+        found by its image's path; None for an image made from text or from a file not in the history."""
+        source = str(entry.extras().get("source", ""))
+        if not source:
+            return None
+        rows = self._query("SELECT * FROM generations WHERE image_path = ? ORDER BY id DESC LIMIT 1", (source,))
+        return _entry(rows[0]) if rows and rows[0]["id"] != entry.id else None
+
+    def lineage(self, entry: HistoryEntry, limit: int = 20) -> list[HistoryEntry]:
+        """``entry``'s parent, its parent's, and so on (nearest first; at most ``limit``, and no loops)."""
+        chain: list[HistoryEntry] = []
+        seen = {entry.id}
+        here = self.parent(entry)
+        while here is not None and here.id not in seen and len(chain) < limit:
+            chain.append(here)
+            seen.add(here.id)
+            here = self.parent(here)
+        return chain
 
     def latest_done(self) -> HistoryEntry | None:
         entries = self.query(status="done", limit=1)
