@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sdtui", description="Stable Diffusion in the terminal.")
     parser.add_argument("--version", action="version", version=f"sdtui {__version__}")
     _add_model_options(parser, GLOBAL_PREFIX)
-    from tui.config import AppSettings, RequestDefaults, flag_fields
+    from tui.config import AppSettings, flag_fields
 
     parser.add_argument("--no-server", dest="app_no_server", action="store_true",
                         help="run the engine inside the app instead of the sdtui server (its jobs end when the "
@@ -77,8 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="make images without the interface; prints each saved path",
                                    description="Make images headless: progress on stderr, saved paths on stdout.")
     generate.add_argument("prompt", metavar="PROMPT")
-    for spec in flag_fields(RequestDefaults):
-        _add_flag(generate, spec, choices=False)
+    _add_job_flags(generate)
     generate.add_argument("--init-image", metavar="PATH", type=Path,
                           help="image-to-image from this image (its size, unless --width/--height say otherwise)")
     generate.add_argument("--strength", metavar="S",
@@ -89,14 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--grid", metavar="AXIS=V1,V2", action="append", default=[],
                           help="an X/Y grid: vary seed, steps, guidance, scheduler or sr (search and replace in the "
                                "prompt) over the values; give it twice for X and Y. Saves a contact sheet too")
-    generate.add_argument("--lora", metavar="NAME[:W]", action="append", default=[],
-                          help="a LoRA from the models folder's loras/, weight W (default 1); repeat for more. "
-                               "Same as <lora:NAME:W> in the prompt")
-    generate.add_argument("--output", metavar="PATH", type=Path,
-                          help="write the image here (several: PATH-1.png, PATH-2.png, ...)")
-    generate.add_argument("--no-server", action="store_true",
-                          help="run the model in this process instead of the sdtui server (loads it every time)")
+    edit = commands.add_parser("edit", help="edit an image by instruction with an edit model; prints the saved path",
+                               description="Edit IMAGE as INSTRUCTION says (\"make the sky stormy\"), with a model "
+                                           "that edits by instruction: FLUX.1 Kontext, Qwen-Image-Edit or FLUX.2 "
+                                           "klein. The result is made at IMAGE's size.")
+    edit.add_argument("init_image", metavar="IMAGE", type=Path)
+    edit.add_argument("prompt", metavar="INSTRUCTION")
+    _add_job_flags(edit)
+    edit.set_defaults(edit=True, strength=None, hires=None, grid=[])
     _add_model_options(generate)
+    _add_model_options(edit)
     bench = commands.add_parser("bench", help="measure it/s and memory of slicing, dtype and schedulers here",
                                 description="Measure this machine with your model and size, and recommend "
                                             "attention slicing and dtype settings.")
@@ -111,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(commands)
     return parser
+
+
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags ``generate`` and ``edit`` share: the request's settings, LoRAs, the output path."""
+    from tui.config import RequestDefaults, flag_fields
+
+    for spec in flag_fields(RequestDefaults):
+        _add_flag(parser, spec, choices=False)
+    parser.add_argument("--lora", metavar="NAME[:W]", action="append", default=[],
+                        help="a LoRA from the models folder's loras/, weight W (default 1); repeat for more. "
+                             "Same as <lora:NAME:W> in the prompt")
+    parser.add_argument("--output", metavar="PATH", type=Path,
+                        help="write the image here (several: PATH-1.png, PATH-2.png, ...)")
+    parser.add_argument("--no-server", action="store_true",
+                        help="run the model in this process instead of the sdtui server (loads it every time)")
 
 
 def _settings_from(args: argparse.Namespace):
@@ -156,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 return cli_server.run_serve(args, _say)
             return cli_server.run_status(_say) if args.command == "status" else cli_server.run_stop(_say)
         _merge_global(args)
-        if args.command == "generate":
+        if args.command in ("generate", "edit"):
             return run_generate(args)
         if args.command == "bench":
             return run_bench(args)
@@ -243,6 +259,8 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
         fields["strength"] = STRENGTH_DEFAULT
     if args.init_image is None:
         return fields
+    if getattr(args, "edit", False):
+        fields["edit"] = True
     path = args.init_image.expanduser().resolve()
     from PIL import Image, UnidentifiedImageError
 
@@ -250,9 +268,9 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
         with Image.open(path) as image:
             width, height = image.size
     except FileNotFoundError:
-        raise UsageError(f"--init-image: {path} does not exist") from None
+        raise UsageError(f"{_image_flag(args)}: {path} does not exist") from None
     except (OSError, UnidentifiedImageError):
-        raise UsageError(f"--init-image: {path} is not an image sdtui can read (PNG, JPEG, WebP...)") from None
+        raise UsageError(f"{_image_flag(args)}: {path} is not an image sdtui can read (PNG, JPEG, WebP...)") from None
     fields["init_image"] = str(path)
     if args.width is None and args.height is None:
         try:
@@ -262,10 +280,14 @@ def _image_to_image_fields(args: argparse.Namespace) -> dict[str, Any]:
         made = hires_size(width, height, scale)
         made = (min(max(made[0], SIZE_MIN), SIZE_MAX), min(max(made[1], SIZE_MIN), SIZE_MAX))
         if scale == 1.0 and made != (width, height):
-            print(f"sdtui: --init-image is {width}x{height}; the image is made at {made[0]}x{made[1]} (sizes are "
+            print(f"sdtui: {_image_flag(args)} is {width}x{height}; the image is made at {made[0]}x{made[1]} (sizes are "
                   f"multiples of 8, from {SIZE_MIN} to {SIZE_MAX})", file=sys.stderr)
         fields.update(width=made[0], height=made[1])
     return fields
+
+
+def _image_flag(args: argparse.Namespace) -> str:
+    return "IMAGE" if getattr(args, "edit", False) else "--init-image"
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -231,6 +231,12 @@ class Session:
     def clear_queue(self) -> str | None:
         return self._send({"type": "clear_queue"})
 
+    def settings_request(self, prompt: str):
+        """A request for ``prompt`` with the current settings (their negative prompt too), checked."""
+        from tui.engine.request import validate_request
+
+        return validate_request({**self.settings.request_fields(), "prompt": prompt})
+
     def change_settings(self, settings: Settings, key: str = "", reload: bool = False) -> "SettingsChange":
         """Take ``settings`` as the one copy and save them (with config.toml's own seed). A change
         of ``key`` that needs the model loaded again sends a load, which runs after the jobs

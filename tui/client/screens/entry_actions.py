@@ -28,6 +28,9 @@ ENTRY_BINDINGS = [
             key_display="[", show=False),
     Binding("right_square_bracket", "strength(1)", "Image-to-image strength +0.05", id="entry-strength-up",
             key_display="]", show=False),
+    Binding("e", "edit", "Edit by instruction (an edit model: Kontext, Qwen-Image-Edit, FLUX.2 klein)",
+            id="entry-edit", show=False),
+    Binding("u", "parent", "Up to the image this one was made from", id="entry-parent", show=False),
     Binding("c", "copy_path", "Copy path", id="entry-copy"),
     Binding("d,delete", "delete", "Delete", id="entry-delete"),
 ]
@@ -44,6 +47,18 @@ def image_size(path: str) -> tuple[int, int] | None:
         return None
 
 
+def edit_refusal(model) -> str | None:
+    """Why the loaded model (a ModelFamily, None before one loads) cannot edit by instruction."""
+    from tui.engine.families import FAMILIES
+
+    if model is None:
+        return "No model is loaded yet; load an edit model first."
+    if model.family.pipelines.edit:
+        return None
+    able = ", ".join(f.label for f in FAMILIES if f.pipelines.edit)
+    return f"{model.label} models cannot edit a picture by instruction; load a model that can ({able})."
+
+
 class EntryActions:
     """Mixed into a Screen that has a current entry (``selected``) and knows what to show
     once it is deleted (``entry_deleted``)."""
@@ -53,6 +68,10 @@ class EntryActions:
         raise NotImplementedError
 
     def entry_deleted(self, entry: HistoryEntry) -> None:
+        raise NotImplementedError
+
+    def go_to_entry(self, entry: HistoryEntry) -> None:
+        """Make ``entry`` the current one."""
         raise NotImplementedError
 
     def _need_selection(self, any_picture: bool = False) -> HistoryEntry | None:
@@ -108,6 +127,41 @@ class EntryActions:
         self.post_message(QueueRequest(
             request, f"a variation of this image at strength {strength:g}{cut}",
             f"Queued: a variation of this image{cut}, strength {strength:g} ([ and ] change it).", timeout=4))
+
+    def action_edit(self) -> None:
+        """Ask for an instruction and queue an edit of the image with the loaded edit model, at the
+        image's size and the current settings (the edit model's, not the source's)."""
+        found = self._source()
+        if not found:
+            return
+        entry, (width, height) = found
+        refusal = edit_refusal(self.app.session.family)
+        if refusal:
+            self.app.notify(refusal, severity="error", timeout=8)
+            return
+        from tui.client.screens.ask import AskScreen
+
+        def asked(instruction: str | None) -> None:
+            if not instruction:
+                return
+            size = hires_size(width, height, 1.0)
+            request = replace(self.app.session.settings_request(instruction), init_image=entry.image_path, edit=True,
+                              seed=None, count=1, width=size[0], height=size[1])
+            self.post_message(QueueRequest(request, f"an edit of #{entry.id}: {instruction}",
+                                           f"Queued: {instruction}", timeout=4))
+
+        self.app.push_screen(AskScreen(f"Edit #{entry.id}: what should change?", placeholder="make the sky stormy"),
+                             asked)
+
+    def action_parent(self) -> None:
+        entry = self._need_selection()
+        if not entry:
+            return
+        parent = self.app.history.parent(entry)
+        if parent is None:
+            self.app.notify("This image was not made from another image in the history.", timeout=3)
+        else:
+            self.go_to_entry(parent)
 
     def action_hires(self) -> None:
         found = self._source()

@@ -194,6 +194,16 @@ class HistoryScreen(EntryActions, Screen):
             table.add_row(*row_cells(entry, self.columns, entry.id in self.marked), key=str(entry.id))
         self.entries.extend(page)
 
+    def go_to_entry(self, entry: HistoryEntry) -> None:
+        """Select ``entry``, clearing the filters when they hide it."""
+        self._move_to(entry.id)
+        if self.selected is None or self.selected.id != entry.id:
+            self.text, self.status, self.model = "", None, None
+            self.select_id = entry.id
+            self.reload()
+        else:
+            self._show_params()
+
     def _move_to(self, entry_id: int) -> None:
         while not any(e.id == entry_id for e in self.entries) and len(self.entries) < self.total:
             self._load_page()
@@ -259,7 +269,9 @@ class HistoryScreen(EntryActions, Screen):
 
     def _show_params(self) -> None:
         entry = self.selected
-        self.query_one("#param-text", Static).update(details_table(entry) if entry is not None else "")
+        lineage = self.history.lineage(entry) if entry is not None and entry.id is not None else None
+        self.query_one("#param-text", Static).update(details_table(entry, lineage=lineage) if entry is not None
+                                                     else "")
 
     def _show_image(self) -> None:
         entry = self.selected

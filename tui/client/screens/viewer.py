@@ -118,6 +118,9 @@ class ViewerScreen(EntryActions, Screen):
             return
         self._show(neighbour)
 
+    def go_to_entry(self, entry: HistoryEntry) -> None:
+        self._show(entry)
+
     def entry_deleted(self, entry: HistoryEntry) -> None:
         history = self.history
         after = history.neighbour(entry, older=True) or history.neighbour(entry, older=False)

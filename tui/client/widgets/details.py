@@ -11,14 +11,22 @@ from tui.store.history import HistoryEntry
 from tui.text import plural, visible
 
 
-def entry_fields(entry: HistoryEntry) -> list[tuple[str, str]]:
+def entry_fields(entry: HistoryEntry, lineage: list[HistoryEntry] | None = None) -> list[tuple[str, str]]:
+    """The entry's parameters in display order; ``lineage``: the images it was made from, nearest
+    first (History.lineage), shown as its chain of edits."""
     def seconds(value: float | None) -> str:
         return "" if value is None else f"{value:.2f} s"
 
     machine = " · ".join(part for part in (entry.chip, entry.os_version,
                                            entry.torch_version and f"torch {entry.torch_version}") if part)
     fields = _fields(entry, seconds, machine)
-    return [*fields[:2], *_made_with(entry), *fields[2:]]  # after the prompt and negative prompt
+    chain = [("made from", " <- ".join(f"#{e.id} {_short(e.prompt)}" for e in lineage))] if lineage else []
+    return [*fields[:2], *_made_with(entry), *chain, *fields[2:]]  # after the prompt and negative prompt
+
+
+def _short(text: str, limit: int = 32) -> str:
+    line = " ".join(text.split())
+    return f'"{line}"' if len(line) <= limit else f'"{line[:limit - 1]}…"'
 
 
 def _made_with(entry: HistoryEntry) -> list[tuple[str, str]]:
@@ -28,11 +36,15 @@ def _made_with(entry: HistoryEntry) -> list[tuple[str, str]]:
     rows = []
     if extra.get("template"):
         rows.append(("template", str(extra["template"])))
-    if extra.get("source"):
+    if extra.get("source") and extra.get("edit"):
+        rows.append(("edited from", f"{extra['source']} (by the prompt's instruction)"))
+    elif extra.get("source"):
         how = f"strength {extra.get('strength', '')}" + (f", hires x{extra['hires']:g}" if extra.get("hires") else "")
         rows.append(("from image", f"{extra['source']} ({how})"))
     elif extra.get("hires"):
         rows.append(("hires fix", f"x{extra['hires']:g} at strength {extra.get('strength', '')}"))
+    if extra.get("shift"):
+        rows.append(("shift", f"{extra['shift']:g}"))
     for key, label in (("lora_hashes", "LoRAs"), ("ti_hashes", "embeddings")):
         if isinstance(extra.get(key), dict) and extra[key]:
             rows.append((label, ", ".join(f"{name} ({value})" for name, value in extra[key].items())))
@@ -71,14 +83,15 @@ def entry_status(entry: HistoryEntry) -> str:
     return "missing" if entry.status == "done" and entry.missing else entry.status
 
 
-def details_table(entry: HistoryEntry, other: HistoryEntry | None = None) -> Table:
+def details_table(entry: HistoryEntry, other: HistoryEntry | None = None,
+                  lineage: list[HistoryEntry] | None = None) -> Table:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(ratio=1)
     if other is not None:
         table.add_column(ratio=1)
     theirs = dict(entry_fields(other)) if other is not None else {}
-    for name, value in entry_fields(entry):
+    for name, value in entry_fields(entry, lineage):
         if other is None:
             table.add_row(Text(name), Text(visible(value)))
             continue
