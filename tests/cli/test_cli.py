@@ -145,3 +145,12 @@ def test_the_tokenizers_other_warnings_still_show(caplog):
                               "indexing errors")
         tokenizer_log.warning("Special tokens have been added in the vocabulary")
     assert [r.getMessage() for r in caplog.records] == ["Special tokens have been added in the vocabulary"]
+
+
+def test_edit_with_a_model_that_cannot_edit_names_those_that_can(demo_server, sdtui_home, tmp_path):
+    Image.new("RGB", (64, 48), "navy").save(tmp_path / "harbour.png")
+    result = run_sdtui(["edit", str(tmp_path / "harbour.png"), "make the sky stormy", "--demo", "--steps", "2"])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "SD 1.x models cannot edit a picture by instruction; load a model that can (" in result.stderr
+    missing = run_sdtui(["edit", str(tmp_path / "nowhere.png"), "make the sky stormy", "--demo"])
+    assert missing.returncode == 2 and f"IMAGE: {tmp_path / 'nowhere.png'} does not exist" in missing.stderr

@@ -67,9 +67,9 @@ def test_previews_use_the_denoised_estimate_where_the_scheduler_gives_one(demo_e
     captured = []
     original = demo_engine._previewer.to_image
 
-    def spy(latents):
+    def spy(latents, width, height):
         captured.append(latents)
-        return original(latents)
+        return original(latents, width, height)
 
     demo_engine._previewer.to_image = spy
     try:

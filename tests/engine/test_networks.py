@@ -332,3 +332,14 @@ async def test_importing_an_image_whose_lora_has_another_name_here_uses_the_file
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.history.count() == 1 and not app.session.busy, what="the image")
         assert app.history.recent(1)[0].extras()["lora_hashes"] == {"ink": ink}
+
+
+@pytest.mark.parametrize("name,metadata,steps", [
+    ("Qwen-Image-Lightning-8steps-V1.0", {}, 8), ("Z-Image-Turbo-4-step", {}, 4), ("lightning_8_steps", {}, 8),
+    ("Hyper-SD15-12steps-CFG-lora", {}, 12), ("FLUX.1-Turbo-Alpha", {}, None), ("ink", {}, None),
+    ("v1.5steps", {}, None), ("ink", {"modelspec.title": "Qwen Lightning 4 steps"}, 4),
+])
+def test_a_lora_that_names_its_step_count_is_read(name, metadata, steps):
+    from tui.engine.networks import made_for_steps
+
+    assert made_for_steps(name, metadata) == steps

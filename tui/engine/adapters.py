@@ -33,6 +33,7 @@ class PreparedPrompts:
     negative: str
     lora_hashes: dict[str, str] = field(default_factory=dict)
     ti_hashes: dict[str, str] = field(default_factory=dict)
+    made_for_steps: dict[str, int] = field(default_factory=dict)  # LoRAs that name their step count
 
     def metadata(self) -> dict[str, dict[str, str]]:
         return {key: value for key, value in (("lora_hashes", self.lora_hashes), ("ti_hashes", self.ti_hashes))
@@ -84,6 +85,8 @@ class Networks:
                 uses.append((self._adapter(pipe, found), use))
                 described.append(replace(use, name=found.name).described)
                 prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
+                if found.steps:
+                    prepared.made_for_steps[found.name] = found.steps
         self._activate(pipe, uses, described)
         if folder and (folder / EMBEDDINGS).is_dir():
             for found in _named_embeddings(folder / EMBEDDINGS, allow_pickle, prepared.prompt, prepared.negative):

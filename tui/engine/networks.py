@@ -133,6 +133,7 @@ class NetworkFile:
     family: str  # a family's label ("SD 1.x"), "" when its shapes say nothing, or a width for unknown models
     width: int | None  # the cross-attention (LoRA) or text-encoder (embedding) width it was made for
     problem: str = ""  # why it cannot be used, when it cannot
+    steps: int | None = None  # the step count it is made for, where its name or metadata says (Lightning, Turbo)
 
     @property
     def label(self) -> str:
@@ -167,7 +168,22 @@ def describe_file(path: Path, kind: str, allow_pickle: bool = False) -> NetworkF
     if header.truncated:
         return NetworkFile(kind, name, path, "", None, f"{path.name} is truncated: download it again")
     family, width = (lora_family(header) if kind == LORAS else embedding_family(header))
-    return NetworkFile(kind, name, path, family, width)
+    return NetworkFile(kind, name, path, family, width, steps=made_for_steps(name, header.metadata))
+
+
+# "8steps", "4-step", "Lightning_8_steps": distilled LoRAs name the step count they were made for.
+_STEPS = re.compile(r"(?<![\d.])(\d{1,2})[-_ ]?steps?(?![a-z])", re.IGNORECASE)
+# Metadata keys whose text describes the LoRA (the safetensors "modelspec" convention, kohya's output name).
+_DESCRIBING_KEYS = ("modelspec.title", "modelspec.description", "ss_output_name")
+
+
+def made_for_steps(name: str, metadata: dict[str, str]) -> int | None:
+    """The step count a LoRA says it is made for, in its file name or its describing metadata."""
+    for text in (name, *(str(metadata.get(key, "")) for key in _DESCRIBING_KEYS)):
+        found = _STEPS.search(text)
+        if found and 0 < int(found.group(1)) <= 50:
+            return int(found.group(1))
+    return None
 
 
 def _family_label(width: int | None, table: dict[int, str]) -> str:

@@ -330,6 +330,10 @@ class Engine:
             self._apply_vae_tiling(request.output_size)
             prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
+            for name, steps in prepared.made_for_steps.items():
+                if steps != request.steps:
+                    log.info("LoRA %s is made for %d steps (its name or metadata says so); this job runs %d",
+                             name, steps, request.steps)
             prompts = self._prompt_arguments(prepared)
             # Read once for the job, before it starts: a bad source fails it without a step run.
             source = load_init_image(request.init_image, (request.width, request.height)) \
