@@ -64,6 +64,11 @@ def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> Prompt
     pieces, negative_pieces = parse_emphasis(prompt), parse_emphasis(negative)
     text, negative_text = plain_text(pieces), plain_text(negative_pieces)
     plain = {"prompt": text, "negative_prompt": negative_text or None} if family.negative_prompt else {"prompt": text}
+    if not family.clip_prompt_embeds:  # its embeddings hold another encoder's too (SD3's T5)
+        if is_weighted(pieces) or is_weighted(negative_pieces):
+            return PromptArguments(plain, (f"{family.label} prompts are read as plain text: sdtui weights "
+                                           "CLIP-only embeddings, and its embeddings also hold T5's",))
+        return PromptArguments(plain)
     encoders = _encoders(pipe, family)
     if not encoders:
         if is_weighted(pieces) or is_weighted(negative_pieces):

@@ -447,7 +447,8 @@ class Engine:
 
         def refine(image) -> list:  # image to image, from the init image or the upscaled first pass
             size = (image[0] if isinstance(image, list) else image).size
-            return denoise(self._image_to_image(), {"image": image, "strength": request.strength},
+            pipe = self._image_to_image()
+            return denoise(pipe, {"image": image, "strength": request.strength, **_size_arguments(pipe, size)},
                            steps_run(request.steps, request.strength), size)
 
         if source is not None and request.edit:  # the prompt is an instruction for the picture, kept whole
@@ -585,6 +586,15 @@ def total_steps_of(request: GenerationRequest) -> int:
     if request.hires:
         return request.steps + steps_run(request.steps, request.strength)
     return request.steps
+
+
+def _size_arguments(pipe, size: tuple[int, int]) -> dict[str, int]:
+    """The image's own size for image-to-image pipelines that take one: SD3's (FLUX.1's and
+    Qwen-Image's too) resize the image to their default size, 1024 px, when not given it."""
+    import inspect
+
+    parameters = inspect.signature(pipe.__call__).parameters
+    return {"width": size[0], "height": size[1]} if "width" in parameters and "height" in parameters else {}
 
 
 def _family(pipe, label: str) -> ModelFamily:

@@ -100,6 +100,9 @@ class Family:
     variants: tuple[Variant, ...] = ()
     vae_float16_overflow: bool = False  # its VAE gives NaN (black) images decoding in float16
     checkpoint_v_prediction: bool = False  # a single file of it is taken as v-prediction (its configs are)
+    # The pipeline's prompt embeddings are its CLIP encoders' alone, so conditioning can build them
+    # (A1111's weights, long prompts); False where another encoder's join them (SD3's T5): plain text.
+    clip_prompt_embeds: bool = True
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)

@@ -13,6 +13,7 @@ from tui.engine.schedulers import DEFAULT_SCHEDULER
 SD1, SD2, SDXL = "sd1", "sd2", "sdxl"  # registry ids
 
 UNET_PREFIX = "model.diffusion_model."
+UNET_INPUT_BLOCKS = UNET_PREFIX + "input_blocks."
 # Tensor names that only one family's original (non-diffusers) checkpoints contain.
 _SDXL_KEYS = ("conditioner.embedders.1.model.positional_embedding",
               "conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight")
@@ -40,7 +41,8 @@ def _sd1_folder(index: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any
 
 
 def _has_unet(keys: Collection[str]) -> bool:
-    return any(key.startswith(UNET_PREFIX) for key in keys)
+    # The UNet's own blocks: transformer models (SD3, FLUX.1...) share the "model.diffusion_model." prefix.
+    return any(key.startswith(UNET_INPUT_BLOCKS) for key in keys)
 
 
 def _sdxl_checkpoint(keys: Collection[str]) -> bool:
