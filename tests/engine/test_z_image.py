@@ -75,3 +75,17 @@ def test_a_shift_replaces_the_models_schedule_for_flow_samplers(engine):
     again = engine.generate(GenerationRequest("a red fox", guidance=0.0, **TINY))
     assert engine.pipe.scheduler.config.shift == 3.0  # the model's own, back
     assert np.array_equal(np.asarray(again[0].image), np.asarray(base[0].image))
+
+
+def test_a_long_or_weighted_prompt_is_read_as_plain_text_and_a_cut_is_said(engine):
+    from tui.engine.conditioning import prompt_arguments
+    from tui.engine.families import family
+
+    long = "a red fox in a snowy forest at dawn, " * 120
+    arguments = prompt_arguments(engine.pipe, family(ZIMAGE), f"(red:1.3) {long}", "")
+    assert arguments.kwargs["prompt"].startswith("red a red fox")
+    weights, cut = arguments.notes
+    assert "no CLIP text encoder sdtui can weight" in weights
+    assert cut.startswith("prompt: ") and cut.endswith("tokens; Z-Image's qwen3 text encoder reads the first 512, "
+                                                       "the rest is cut")
+    assert prompt_arguments(engine.pipe, family(ZIMAGE), "a red fox", "").notes == ()

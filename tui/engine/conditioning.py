@@ -65,20 +65,40 @@ def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> Prompt
     text, negative_text = plain_text(pieces), plain_text(negative_pieces)
     plain = {"prompt": text, "negative_prompt": negative_text or None} if family.negative_prompt else {"prompt": text}
     if not family.clip_prompt_embeds:  # its embeddings hold another encoder's too (SD3's T5)
+        notes = _cut_notes(pipe, family, text, negative_text)
         if is_weighted(pieces) or is_weighted(negative_pieces):
-            return PromptArguments(plain, (f"{family.label} prompts are read as plain text: sdtui weights "
-                                           "CLIP-only embeddings, and its embeddings also hold T5's",))
-        return PromptArguments(plain)
+            notes.insert(0, f"{family.label} prompts are read as plain text: sdtui weights CLIP-only embeddings, "
+                            "and its embeddings also hold T5's")
+        return PromptArguments(plain, tuple(notes))
     encoders = _encoders(pipe, family)
     if not encoders:
+        notes = _cut_notes(pipe, family, text, negative_text)
         if is_weighted(pieces) or is_weighted(negative_pieces):
-            return PromptArguments(plain, ("this pipeline has no CLIP text encoder sdtui can weight; "
-                                           "the prompt is read without its weights",))
-        return PromptArguments(plain)
+            notes.insert(0, f"{family.label} models have no CLIP text encoder sdtui can weight; the prompt is "
+                            "read without its weights")
+        return PromptArguments(plain, tuple(notes))
     counts = [max(len(token_ids(pipe, e.tokenizer, t)) for e in encoders) for t in (text, negative_text)]
     if not (is_weighted(pieces) or is_weighted(negative_pieces)) and max(counts) <= CHUNK_TOKENS:
         return PromptArguments(plain)
     return _embedded(pipe, encoders, pieces, negative_pieces, counts)
+
+
+def _cut_notes(pipe, family: Family, text: str, negative_text: str) -> list[str]:
+    """A line for each prompt that one of the family's text encoders will cut (the pipeline
+    truncates to the encoder's limit without saying so), with its token count."""
+    notes = []
+    for encoder in family.encoders:
+        tokenizer = getattr(pipe, encoder.tokenizer, None)
+        if tokenizer is None:
+            continue
+        readable = encoder.token_limit - (2 if encoder.kind == CLIP else 0)  # CLIP's start and end tokens
+        for label, value in (("prompt", text), ("negative prompt", negative_text)):
+            count = len(tokenizer(value, add_special_tokens=False, truncation=False, verbose=False).input_ids) \
+                if value else 0
+            if count > readable:
+                notes.append(f"{label}: {count} tokens; {family.label}'s {encoder.kind} text encoder reads the "
+                             f"first {readable}, the rest is cut")
+    return notes
 
 
 def _embedded(pipe, encoders: list[_Encoder], pieces, negative_pieces, counts: list[int]) -> PromptArguments:
