@@ -3,6 +3,8 @@ here) is recognised from its model_index.json, loads, generates with previews of
 latents, runs image to image on the same components, and reads weighted prompts as plain text;
 its original single files are told apart from FLUX.1's and SD/SDXL's by their tensor names."""
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -68,8 +70,10 @@ def test_sd3_reads_weighted_prompts_as_plain_text(engine):
     assert arguments.kwargs == {"prompt": "a red fox", "negative_prompt": "blurry"}
     assert len(arguments.notes) == 1 and "plain text" in arguments.notes[0]
     long = " ".join(["fox"] * 80)  # past CLIP's 75 tokens: the pipeline's own encoders read it (T5 all of it)
-    assert prompt_arguments(engine.pipe, family(SD3), long, "") == type(arguments)({"prompt": long,
-                                                                                    "negative_prompt": None})
+    cut = prompt_arguments(engine.pipe, family(SD3), long, "")
+    assert cut.kwargs == {"prompt": long, "negative_prompt": None}
+    assert len(cut.notes) == 1 and re.fullmatch(r"prompt: \d+ tokens; SD3's CLIP text encoder reads the first 75, "
+                                                r"the rest is cut", cut.notes[0])
     finished = engine.generate(GenerationRequest("a (red:1.3) fox", guidance=0.0, **TINY))
     assert len(finished) == 1 and isinstance(finished[0], Finished)
 

@@ -86,6 +86,6 @@ def test_a_long_or_weighted_prompt_is_read_as_plain_text_and_a_cut_is_said(engin
     assert arguments.kwargs["prompt"].startswith("red a red fox")
     weights, cut = arguments.notes
     assert "no CLIP text encoder sdtui can weight" in weights
-    assert cut.startswith("prompt: ") and cut.endswith("tokens; Z-Image's qwen3 text encoder reads the first 512, "
+    assert cut.startswith("prompt: ") and cut.endswith("tokens; Z-Image's Qwen3 text encoder reads the first 512, "
                                                        "the rest is cut")
     assert prompt_arguments(engine.pipe, family(ZIMAGE), "a red fox", "").notes == ()

@@ -83,6 +83,9 @@ def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> Prompt
     return _embedded(pipe, encoders, pieces, negative_pieces, counts)
 
 
+_ENCODER_NAMES = {CLIP: "CLIP", "t5": "T5", "qwen3": "Qwen3", "qwen2.5-vl": "Qwen2.5-VL", "mistral": "Mistral"}
+
+
 def _cut_notes(pipe, family: Family, text: str, negative_text: str) -> list[str]:
     """A line for each prompt that one of the family's text encoders will cut (the pipeline
     truncates to the encoder's limit without saying so), with its token count."""
@@ -95,9 +98,11 @@ def _cut_notes(pipe, family: Family, text: str, negative_text: str) -> list[str]
         for label, value in (("prompt", text), ("negative prompt", negative_text)):
             count = len(tokenizer(value, add_special_tokens=False, truncation=False, verbose=False).input_ids) \
                 if value else 0
-            if count > readable:
-                notes.append(f"{label}: {count} tokens; {family.label}'s {encoder.kind} text encoder reads the "
-                             f"first {readable}, the rest is cut")
+            note = f"{label}: {count} tokens; {family.label}'s {_ENCODER_NAMES.get(encoder.kind, encoder.kind)} text " \
+                   f"encoder reads the first " \
+                   f"{readable}, the rest is cut"
+            if count > readable and note not in notes:  # SDXL-like pairs of CLIP encoders say it once
+                notes.append(note)
     return notes
 
 
