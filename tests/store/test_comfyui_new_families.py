@@ -45,7 +45,6 @@ WORKFLOW_DIFFERS = {
 # Workflows the import cannot read on their own (the prompt graph of both is read in full).
 WORKFLOW_REFUSED = {
     "ew_flux1_kontext_dev_grouped.png": "group node",  # the older editor's group nodes (extra.groupNodes)
-    "ew_sd35_stability_api_node.png": "no sampler node",  # a cloud node whose widgets the workflow does not name
 }
 
 
@@ -148,9 +147,11 @@ def test_a_prompt_graph_without_a_sampler_falls_back_to_the_workflow(tmp_path):
 
 def test_the_cloud_node_is_a_partial_import():
     item = ITEMS["ew_sd35_stability_api_node.png"]
-    imported = comfyui_import(item["chunks"]["prompt"], (1024, 1024))
-    assert set(imported.values) == {"prompt", "seed", "guidance"}
-    assert imported.notes[0] == "made by the cloud node StabilityStableImageSD_3_5Node, not a local sampler"
+    for imported in (comfyui_import(item["chunks"]["prompt"], (1024, 1024)),
+                     comfyui_import(None, (1024, 1024), item["chunks"]["workflow"])):
+        assert imported.values == {"prompt": item["truth"]["prompts"][0], "seed": 0, "guidance": 4.0}
+        assert "made by the cloud node StabilityStableImageSD_3_5Node, not a local sampler" in imported.notes
+        assert imported.notes[-1] == "not applied here: model sd3.5-large"
 
 
 def test_shift_and_flux_guidance_notes():

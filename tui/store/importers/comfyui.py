@@ -321,6 +321,8 @@ def comfyui_import(prompt_json: str | None, image_size: tuple[int, int] | None =
     for tried in (graph, workflow):
         draft = Draft("ComfyUI")
         if _api_node(tried, draft):
+            if tried is workflow:
+                draft.notes.insert(0, "read from the editor's workflow: the prompt graph has no sampler")
             return draft.finish()
     if problem is not None and workflow_json is None:
         raise problem

@@ -48,6 +48,9 @@ WIDGETS: dict[str, tuple[str, ...]] = {
     "ModelSamplingFlux": ("max_shift", "base_shift", "width", "height"),
     "ModelSamplingAuraFlow": ("shift",),
     "ModelSamplingSD3": ("shift",),
+    # Stability AI's cloud node: it holds the prompt and settings itself (no sampler)
+    "StabilityStableImageSD_3_5Node": ("prompt", "model", "aspect_ratio", "style_preset", "cfg_scale", "seed",
+                                       _CONTROL, "image_denoise"),
     "PrimitiveString": ("value",),
     "PrimitiveStringMultiline": ("value",),
     "PrimitiveInt": ("value", _CONTROL),
