@@ -174,6 +174,17 @@ def test_a_sampler_with_no_flow_equivalent_keeps_the_scheduler():
             in imported.notes)
 
 
+def test_sigmas_from_a_node_without_a_schedule_name_have_no_equivalent():
+    """FLUX.2's Flux2Scheduler is FlowMatch Euler's own schedule; a Karras sigmas node on FLUX is not."""
+    graph = json.loads(ITEMS["ce_flux_schnell_example.png"]["chunks"]["prompt"])
+    graph["17"] = {"class_type": "KarrasScheduler", "inputs": {"steps": 4, "sigma_max": 14.6, "sigma_min": 0.03,
+                                                                "rho": 7.0}}
+    imported = comfyui_import(json.dumps(graph), (1024, 1024))
+    assert "scheduler" not in imported.values and imported.values["steps"] == 4
+    assert ("sampler euler with KarrasScheduler's sigmas has no exact equivalent in sdtui; the current scheduler "
+            "is kept") in imported.notes
+
+
 def test_workflow_text_written_as_raw_utf8_is_read_back(tmp_path):
     """The editor writes a workflow's UTF-8 bytes into a tEXt chunk; read as Latin-1 they are mojibake."""
     editor = _workflow(

@@ -366,11 +366,15 @@ def _import(graph: Graph, found: tuple[str, dict], image_size: tuple[int, int] |
     elif image_size and earlier is None and all(n % 8 == 0 and SIZE_MIN <= n <= SIZE_MAX for n in image_size):
         draft.take_size(*image_size)  # img2img from a loaded picture: the output keeps its size
     name = str(sampler.get("sampler_name") or "")
-    schedule = sampler.get("scheduler")
-    if schedule is None and not (flow and _node(graph, sampler.inputs.get("sigmas"))):
-        schedule = "normal"  # a KSampler always names one; only a flow model's own sigmas node may not
-    asked = f"{name} with the {schedule} schedule" if schedule else f"{name} with {_sigmas_name(graph, sampler)}"
-    draft.take_scheduler(scheduler_from_comfyui(name, schedule, flow), asked if name else "")
+    schedule, sigmas = sampler.get("scheduler"), _node(graph, sampler.inputs.get("sigmas"))
+    if schedule is not None or sigmas is None:  # a KSampler names its schedule (the oldest graphs may not)
+        schedule = str(schedule or "normal")
+        draft.take_scheduler(scheduler_from_comfyui(name, schedule, flow), f"{name} with the {schedule} schedule"
+                             if name else "")
+    else:  # a sigmas node with no schedule name: only FLUX.2's own has an equivalent
+        own = flow and _class(sigmas[1]) == "Flux2Scheduler"
+        draft.take_scheduler(scheduler_from_comfyui(name, None, flow) if own else None,
+                             f"{name} with {_class(sigmas[1])}'s sigmas" if name else "")
     if sampler.denoise < 1.0:
         source = "an earlier pass" if earlier else "an input image"
         draft.not_used(f"denoise {sampler.denoise:.2f} (it refined {source}; sdtui runs text-to-image)")
@@ -391,11 +395,6 @@ def _import(graph: Graph, found: tuple[str, dict], image_size: tuple[int, int] |
                 shown = "/".join(f"{v:g}" for v in values)
                 draft.not_used(f"shift {shown} ({_class(node)})")
     return draft.finish()
-
-
-def _sigmas_name(graph: Graph, sampler: _Sampler) -> str:
-    found = _node(graph, sampler.inputs.get("sigmas"))
-    return f"{_class(found[1])}'s sigmas" if found else "its own sigmas"
 
 
 def _take_guidance(draft: Draft, sampler: _Sampler, flux_guidance: float | None, flow: bool) -> None:
