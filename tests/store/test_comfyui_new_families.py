@@ -108,6 +108,8 @@ def test_new_family_graph_gives_the_truth(tmp_path, name):
         assert f"LoRA {lora}" in notes
     if truth["negative_kind"] == "zeroed":
         assert "zeroed (ConditioningZeroOut)" in notes
+    if item["family"] in ("flux-kontext", "qwen-image-edit"):  # edits of a picture sdtui does not send
+        assert "the input picture of " in notes
     if truth["guidance"] is not None:
         assert f"FluxGuidance {truth['guidance']:g}" in notes
     elif truth["cfg"] and truth["sampler"]:
@@ -151,13 +153,14 @@ def test_the_cloud_node_is_a_partial_import():
                      comfyui_import(None, (1024, 1024), item["chunks"]["workflow"])):
         assert imported.values == {"prompt": item["truth"]["prompts"][0], "seed": 0, "guidance": 4.0}
         assert "made by the cloud node StabilityStableImageSD_3_5Node, not a local sampler" in imported.notes
-        assert imported.notes[-1] == "not applied here: model sd3.5-large"
+        assert imported.notes[-1] == "not applied here: aspect ratio 1:1, style preset cinematic, model sd3.5-large"
 
 
 def test_shift_and_flux_guidance_notes():
     flux = comfyui_import(ITEMS["ce_flux_kontext_example.png"]["chunks"]["prompt"], (1024, 1024))
     assert flux.notes == ["guidance is FLUX's distilled guidance (FluxGuidance 2.5)",
-                          "not applied here: shift 1.15/0.5 (ModelSamplingFlux), model flux1-kontext-dev.safetensors"]
+                          "not applied here: the input picture of ReferenceLatent, shift 1.15/0.5 (ModelSamplingFlux), "
+                          "model flux1-kontext-dev.safetensors"]
     depth = comfyui_import(ITEMS["ew_flux1_depth_dev_lora.png"]["chunks"]["prompt"], (1024, 1024))
     assert depth.notes[0] == "guidance is FLUX's distilled guidance (FluxGuidance 35); the sampler's CFG 2 is not used"
     schnell = comfyui_import(ITEMS["ce_flux_schnell_example.png"]["chunks"]["prompt"], (1024, 1024))

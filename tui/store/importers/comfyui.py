@@ -38,6 +38,11 @@ _FLOW_NODES = {"ModelSamplingFlux", "ModelSamplingAuraFlow", "ModelSamplingSD3",
                "TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus", "FluxKontextImageScale"}
 _FLOW_CLIP_TYPES = {"flux", "flux2", "sd3", "qwen_image", "lumina2", "chroma", "hidream", "hunyuan_image"}
 _FLOW_NAMES = re.compile(r"flux|sd3|qwen|z[_-]?image|chroma|lumina|hidream|auraflow|kontext", re.IGNORECASE)
+# Nodes that condition on a picture (Kontext's and Qwen-Image-Edit's reference, FLUX's canny, depth and
+# fill models): sdtui runs text-to-image, so the import names them when a picture is linked in.
+_IMAGE_CONDITIONING = {"ReferenceLatent", "InstructPixToPixConditioning", "InpaintModelConditioning", "FluxKontext",
+                       "TextEncodeQwenImageEdit", "TextEncodeQwenImageEditPlus"}
+_IMAGE_INPUTS = ("latent", "pixels", "image", "image1", "image2", "image3")
 _SHIFT_NODES = {"ModelSamplingFlux": ("max_shift", "base_shift"), "ModelSamplingAuraFlow": ("shift",),
                 "ModelSamplingSD3": ("shift",)}
 
@@ -269,6 +274,9 @@ def _api_node(graph: Graph, draft: Draft) -> bool:
         if isinstance(inputs.get("width"), int) and isinstance(inputs.get("height"), int):
             draft.take_size(inputs["width"], inputs["height"])
         draft.notes.append(f"made by the cloud node {_class(found[1])}, not a local sampler")
+        for key in ("aspect_ratio", "style_preset"):
+            if isinstance(inputs.get(key), str) and inputs[key] not in ("", "None"):
+                draft.not_used(f"{key.replace('_', ' ')} {inputs[key]}")
         if isinstance(inputs.get("model"), str):
             draft.not_used(f"model {inputs['model']}")
         return True
@@ -381,6 +389,11 @@ def _import(graph: Graph, found: tuple[str, dict], image_size: tuple[int, int] |
     if earlier:
         first = _Sampler(graph, earlier[1])
         draft.not_used(f"the earlier pass ({first.get('steps')} steps of {first.get('sampler_name')})")
+    pictures = sorted({_class(node) for _, node in _upstream(graph, positive, _conditioning_input, _is_sampler)
+                       if _class(node) in _IMAGE_CONDITIONING and any(_is_link(_inputs(node).get(k))
+                                                                       for k in _IMAGE_INPUTS)})
+    if pictures:
+        draft.not_used(f"the input picture of {', '.join(pictures)}")
     for node in models:
         inputs = _inputs(node)
         for key in ("ckpt_name", "unet_name"):
