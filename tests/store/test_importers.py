@@ -165,3 +165,43 @@ def test_invokeai_bad_size_keeps_the_other_fields(tmp_path):
     imported = import_png(png_with(tmp_path, "i.png", invokeai_metadata=json.dumps({**INVOKE_META, "width": 1001})))
     assert "width" not in imported.values and imported.values["prompt"] == "a castle on a hill"
     assert imported.notes[0] == "width: 1001 is not allowed; use a multiple of 8 from 64 to 2048; the current size is kept"
+
+
+FORGE_FLUX = ("a red fox in the snow\nSteps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1, "
+              "Distilled CFG Scale: 3.5, Seed: 2357, Size: 896x1152, Model hash: bea01d51bd, "
+              "Model: flux1-dev-bnb-nf4-v2, Version: f2.0.1v1.10.1-previous-313-g8a042934, Module 1: ae, "
+              "Module 2: clip_l, Module 3: t5xxl_fp16")
+
+
+def test_forge_flux_distilled_cfg_is_the_guidance(tmp_path):
+    """Forge writes FLUX's distilled guidance as "Distilled CFG Scale" beside "CFG scale: 1"."""
+    imported = import_png(png_with(tmp_path, "forge.png", parameters=FORGE_FLUX))
+    assert imported.source == "A1111"
+    assert imported.values == {"prompt": "a red fox in the snow", "negative_prompt": "", "steps": 20, "seed": 2357,
+                               "guidance": 3.5, "width": 896, "height": 1152, "scheduler": "FlowMatch Euler"}
+    assert imported.notes == ["guidance is FLUX's distilled guidance (Distilled CFG Scale 3.5)",
+                              "not applied here: model flux1-dev-bnb-nf4-v2"]
+
+
+def test_forge_flux_with_a_real_cfg_says_it_is_not_used(tmp_path):
+    text = FORGE_FLUX.replace("CFG scale: 1,", "CFG scale: 2.5,")
+    text = text.replace("Schedule type: Simple", "Schedule type: Beta")
+    imported = import_png(png_with(tmp_path, "forge.png", parameters=text))
+    assert imported.values["guidance"] == 3.5 and "scheduler" not in imported.values
+    assert imported.notes[:2] == [
+        "guidance is FLUX's distilled guidance (Distilled CFG Scale 3.5); its CFG scale 2.5 is not used here",
+        "sampler Euler with the Beta schedule has no exact equivalent in sdtui; the current scheduler is kept"]
+
+
+def test_forge_shift_is_noted_and_the_cfg_is_the_guidance(tmp_path):
+    text = ("a lighthouse\nNegative prompt: blurry\nSteps: 28, Sampler: Euler, Schedule type: SGM Uniform, "
+            "CFG scale: 4.5, Shift: 3, Seed: 7, Size: 1024x1024, Model: sd3.5_large")
+    imported = import_png(png_with(tmp_path, "forge.png", parameters=text))
+    assert imported.values == {"prompt": "a lighthouse", "negative_prompt": "blurry", "steps": 28, "seed": 7,
+                               "guidance": 4.5, "width": 1024, "height": 1024, "scheduler": "FlowMatch Euler"}
+    assert imported.notes == ["guidance is the CFG scale (4.5)", "not applied here: shift 3, model sd3.5_large"]
+
+
+def test_a1111_euler_without_forge_fields_stays_euler(tmp_path):
+    text = "a cat\nSteps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 512x512"
+    assert import_png(png_with(tmp_path, "a.png", parameters=text)).values["scheduler"] == "Euler"

@@ -143,15 +143,45 @@ def scheduler_from_a1111(sampler: str, schedule_type: str | None = None,
     return _BY_SAMPLER_AND_SCHEDULE.get((base.casefold(), schedule.casefold()))
 
 
-def scheduler_from_comfyui(sampler_name: str, scheduler: str | None) -> SchedulerSpec | None:
+# ComfyUI's schedules that, for euler on a flow-matching model, give what sdtui's "FlowMatch Euler"
+# runs. The rule: on a flow model (FLUX, SD3, Qwen-Image, Z-Image...) ComfyUI's sigmas are the
+# model's shifted sigmas at evenly spaced timesteps; "simple" and "sgm_uniform" take them from 1 down
+# to 1/steps, which is the linspace(1, 1/steps) the diffusers pipelines pass FlowMatchEulerDiscrete;
+# "normal" spaces them down to the smallest sigma instead, the same curve ending a step lower; and
+# Flux2Scheduler (no schedule name, read as None) computes FLUX.2's own resolution-dependent shift,
+# as the diffusers FLUX.2 pipeline does. Other samplers or schedules (karras, beta...) have no
+# exact equivalent on a flow model.
+COMFY_FLOW_SCHEDULES = {None, "simple", "normal", "sgm_uniform"}
+
+
+def scheduler_from_comfyui(sampler_name: str, scheduler: str | None, flow: bool = False) -> SchedulerSpec | None:
     """ComfyUI's KSampler ``sampler_name`` and ``scheduler``; early versions prefixed "sample_", and
-    "_gpu" only says where the noise is drawn."""
+    "_gpu" only says where the noise is drawn. ``flow``: the graph runs a flow-matching model, where
+    euler is FlowMatch Euler (see COMFY_FLOW_SCHEDULES)."""
     name = sampler_name.strip().casefold().removeprefix("sample_").removesuffix("_gpu")
+    if flow:
+        key = scheduler.strip().casefold() if isinstance(scheduler, str) and scheduler else None
+        return _BY_KEY["flowmatch euler"] if name == "euler" and key in COMFY_FLOW_SCHEDULES else None
     base = COMFY_SAMPLERS.get(name)
     schedule = COMFY_SCHEDULES.get((scheduler or "normal").strip().casefold())
     if base is None or schedule is None:
         return None
     return _BY_SAMPLER_AND_SCHEDULE.get((base.casefold(), schedule.casefold()))
+
+
+# Forge writes A1111's "Sampler" and "Schedule type" for FLUX and other flow models too (its backend
+# samples as ComfyUI does): Euler with these schedules is FlowMatch Euler there, by the rule above;
+# "Automatic" and "Uniform" are Euler's own default, ComfyUI's "normal".
+A1111_FLOW_SCHEDULES = {None, "automatic", "uniform", "simple", "normal", "sgm uniform"}
+
+
+def scheduler_from_a1111_flow(sampler: str, schedule_type: str | None) -> SchedulerSpec | None:
+    """An A1111-style ``Sampler`` and ``Schedule type`` written for a flow-matching model (Forge's FLUX)."""
+    base, suffix = split_a1111_sampler(sampler)
+    schedule = (schedule_type or suffix or "").strip().casefold() or None
+    if base.casefold() in ("euler", "k_euler") and schedule in A1111_FLOW_SCHEDULES:
+        return _BY_KEY["flowmatch euler"]
+    return None
 
 
 def scheduler_from_invokeai(name: str) -> SchedulerSpec | None:

@@ -20,6 +20,7 @@ from tui.store.importers.draft import Imported
 from tui.store.importers.invokeai import invokeai2_import, invokeai_import, novelai_import
 
 COMFY_KEY = "prompt"
+WORKFLOW_KEY = "workflow"  # ComfyUI's editor graph
 INVOKE_KEY = "invokeai_metadata"
 _EXIF_USER_COMMENT = 0x9286
 _EXIF_IFD = 0x8769
@@ -96,8 +97,8 @@ def _dispatch(chunks: dict[str, str], size: tuple[int, int]) -> Imported | None:
         return invokeai_import(chunks[INVOKE_KEY])
     if "sd-metadata" in chunks or "Dream" in chunks:
         return invokeai2_import(chunks.get("sd-metadata"), chunks.get("Dream"))
-    if COMFY_KEY in chunks:
-        return comfyui_import(chunks[COMFY_KEY], size)
+    if COMFY_KEY in chunks or WORKFLOW_KEY in chunks:
+        return comfyui_import(chunks.get(COMFY_KEY), size, chunks.get(WORKFLOW_KEY))
     if chunks.get("Software") == "NovelAI" and "Comment" in chunks:
         return novelai_import(chunks.get("Description"), chunks["Comment"])
     return None

@@ -7,7 +7,7 @@ import ast
 import json
 from typing import Any
 
-from tui.engine.schedulers import scheduler_from_a1111, scheduler_from_comfyui
+from tui.engine.schedulers import scheduler_from_a1111, scheduler_from_a1111_flow, scheduler_from_comfyui
 from tui.store.images import MetadataError, parse_parameters
 from tui.store.importers.draft import Draft, Imported
 
@@ -27,19 +27,46 @@ def a1111_import(text: str) -> Imported:
     draft = Draft("A1111")
     draft.take("prompt", parsed.prompt)
     draft.take("negative_prompt", parsed.negative_prompt)
-    draft.take_from(settings, steps="Steps", guidance="CFG scale", seed="Seed")
+    draft.take_from(settings, steps="Steps", seed="Seed")
+    flow = _forge_flow(settings, draft)
     size = settings.get("Size", "")
     if "x" in size:
         draft.take_size(*(part.strip() for part in size.split("x", 1)))
     if "Sampler" in settings:
         schedule = settings.get("Schedule type")
-        spec = scheduler_from_a1111(settings["Sampler"], schedule, settings.get("Version"))
+        spec = scheduler_from_a1111_flow(settings["Sampler"], schedule) if flow else \
+            scheduler_from_a1111(settings["Sampler"], schedule, settings.get("Version"))
         asked = settings["Sampler"] + (f" with the {schedule} schedule" if schedule and spec is None else "")
         draft.take_scheduler(spec, asked)
     for key, label in _NOT_APPLIED.items():
         if settings.get(key) and not (key == "Model" and settings.get("Version", "").startswith("sdtui")):
             draft.not_used(label.format(settings[key]) if key != "Template" else label)
     return draft.finish()
+
+
+def _forge_flow(settings: dict[str, str], draft: Draft) -> bool:
+    """Forge's fields for flow-matching models: "Distilled CFG Scale" is FLUX's distilled guidance
+    (FLUX.1 dev runs with "CFG scale: 1" beside it), and "Shift" the shift of a model whose guidance
+    is its CFG scale; Forge writes the one its model uses. Takes the guidance; True if either is there."""
+    distilled, shift, cfg = settings.get("Distilled CFG Scale"), settings.get("Shift"), settings.get("CFG scale")
+    if distilled is not None:
+        draft.take("guidance", distilled)
+        unused = f"; its CFG scale {cfg} is not used here" if cfg is not None and _number(cfg) != 1 else ""
+        draft.notes.append(f"guidance is FLUX's distilled guidance (Distilled CFG Scale {distilled}){unused}")
+    else:
+        draft.take("guidance", cfg)
+        if shift is not None and cfg is not None:
+            draft.notes.append(f"guidance is the CFG scale ({cfg})")
+    if shift is not None:
+        draft.not_used(f"shift {shift}")  # sdtui has no shift setting: the model's scheduler config keeps its own
+    return distilled is not None or shift is not None
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def fooocus_import(data: dict[str, Any]) -> Imported:
