@@ -43,6 +43,7 @@ def test_distilled_guidance_and_shift_are_written_as_forge_writes_them():
     request = GenerationRequest("a red fox", steps=28, guidance=3.5, seed=7, scheduler="FlowMatch Euler", shift=3.0)
     line = format_parameters(request, 7, {"model": "flux1-dev", "guidance_kind": "distilled"}).split("\n")[-1]
     assert "CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 7" in line and ", Shift: 3," in line
+    assert request_from_parameters(format_parameters(request, 7, {"guidance_kind": "distilled"})) == request
     sd = format_parameters(GenerationRequest("a red fox", guidance=5.0, seed=7), 7, {"guidance_kind": "cfg"})
     assert "CFG scale: 5, Seed: 7" in sd and "Distilled" not in sd and "Shift" not in sd
 

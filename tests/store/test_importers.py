@@ -193,13 +193,14 @@ def test_forge_flux_with_a_real_cfg_says_it_is_not_used(tmp_path):
         "sampler Euler with the Beta schedule has no exact equivalent in sdtui; the current scheduler is kept"]
 
 
-def test_forge_shift_is_noted_and_the_cfg_is_the_guidance(tmp_path):
+def test_forge_shift_is_taken_and_the_cfg_is_the_guidance(tmp_path):
     text = ("a lighthouse\nNegative prompt: blurry\nSteps: 28, Sampler: Euler, Schedule type: SGM Uniform, "
             "CFG scale: 4.5, Shift: 3, Seed: 7, Size: 1024x1024, Model: sd3.5_large")
     imported = import_png(png_with(tmp_path, "forge.png", parameters=text))
     assert imported.values == {"prompt": "a lighthouse", "negative_prompt": "blurry", "steps": 28, "seed": 7,
-                               "guidance": 4.5, "width": 1024, "height": 1024, "scheduler": "FlowMatch Euler"}
-    assert imported.notes == ["guidance is the CFG scale (4.5)", "not applied here: shift 3, model sd3.5_large"]
+                               "guidance": 4.5, "width": 1024, "height": 1024, "scheduler": "FlowMatch Euler",
+                               "shift": 3.0}
+    assert imported.notes == ["guidance is the CFG scale (4.5)", "not applied here: model sd3.5_large"]
 
 
 def test_a1111_euler_without_forge_fields_stays_euler(tmp_path):

@@ -57,8 +57,7 @@ def _forge_flow(settings: dict[str, str], draft: Draft) -> bool:
         draft.take("guidance", cfg)
         if shift is not None and cfg is not None:
             draft.notes.append(f"guidance is the CFG scale ({cfg})")
-    if shift is not None:
-        draft.not_used(f"shift {shift}")  # sdtui has no shift setting: the model's scheduler config keeps its own
+    draft.take("shift", shift)
     return distilled is not None or shift is not None
 
 

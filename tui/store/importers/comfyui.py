@@ -403,10 +403,12 @@ def _import(graph: Graph, found: tuple[str, dict], image_size: tuple[int, int] |
             draft.not_used(f"LoRA {inputs['lora_name']}")
         if _class(node) in _SHIFT_NODES:
             values = [inputs.get(k) for k in _SHIFT_NODES[_class(node)]]
-            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                # sdtui has no shift setting: the model's scheduler config keeps its own
-                shown = "/".join(f"{v:g}" for v in values)
-                draft.not_used(f"shift {shown} ({_class(node)})")
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                continue
+            if len(values) == 1:  # AuraFlow's and SD3's: one shift for every size, as sdtui's
+                draft.take("shift", values[0])
+            else:  # FLUX's shift by image size, between these two: the model's own schedule does that
+                draft.not_used(f"shift {'/'.join(f'{v:g}' for v in values)} ({_class(node)})")
     return draft.finish()
 
 
