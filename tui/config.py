@@ -35,7 +35,7 @@ class RequestDefaults:
     height: int = option(512, label="Height", order=50, flag="--height", metavar="H", help="multiple of 8, 64..2048")
     seed: int | str = option("random", label="Seed", order=60, flag="--seed", metavar="S",
                              help="0..18446744073709551615 (64-bit, as ComfyUI's), or 'random'")
-    shift: float = option(0.0, label="Shift", order=110, flag="--shift", metavar="S",
+    shift: float = option(0.0, label="Shift", order=101, flag="--shift", metavar="S",
                           help="flow-matching samplers' timestep shift, 0..20 (0: the model's own)")
     scheduler: str = option(DEFAULT_SCHEDULER, label="Scheduler", order=100, flag="--scheduler", metavar="NAME",
                             choices=tuple(scheduler_names()), help="e.g. 'Euler a', 'DPM++ 2M Karras', DDIM, UniPC")

@@ -42,6 +42,14 @@ class CatalogEntry:
     def family_label(self) -> str:
         return self.family.label if self.family else "?"
 
+    @property
+    def defaults_label(self) -> str:
+        """The settings the family starts a model at: "1024px 8 steps cfg 0"."""
+        if not self.family:
+            return ""
+        d = self.family.defaults
+        return f"{self.family.native_size}px {d.steps} steps cfg {d.guidance:g}"
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:

@@ -28,7 +28,7 @@ def _looks_like_model(text: str) -> bool:
 class ModelPickerScreen(PickerScreen):
     TITLE = "[b]Models[/b]: Enter loads the highlighted one, Esc closes"
     PLACEHOLDER = "filter, or type a Hub id (owner/name) or a path to load it"
-    COLUMNS = ("", "model", "family", "size", "where")
+    COLUMNS = ("", "model", "family", "size", "defaults", "where")
 
     def __init__(self, models_dir: Path, recent: list[str], current: str) -> None:
         super().__init__()
@@ -60,14 +60,15 @@ class ModelPickerScreen(PickerScreen):
 
     def row(self, item: CatalogEntry | str) -> tuple:
         if isinstance(item, str):
-            return "→", Text(f"load {visible(item)}"), "", "", "typed"
+            return "→", Text(f"load {visible(item)}"), "", "", "", "typed"
         mark = "●" if item.ref == self.current else ("★" if item.recent else "")
         name = Text(visible(item.name))
         if item.note:
             name.append(f"  ({visible(item.note)})", style="dim")
         size = format_bytes(item.size_bytes) if item.size_bytes else ""
         where = item.where.split(" (")[0]  # the folders themselves are named in the hint below
-        return mark, name, item.family_label, size, Text(visible(where), style="dim")
+        return mark, name, item.family_label, size, Text(item.defaults_label, style="dim"), \
+            Text(visible(where), style="dim")
 
     def result(self, item: CatalogEntry | str) -> str:
         return item if isinstance(item, str) else item.ref

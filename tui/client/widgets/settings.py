@@ -237,7 +237,6 @@ class SettingsPanel(VerticalScroll):
         self.query_one("#setting-guidance", Input).disabled = not family.takes_guidance
         shift = self.query_one("#setting-shift", Input)
         shift.parent.display = family.shift
-        self.query_one("#problem-shift", Static).display = family.shift
 
     def show(self, keys) -> None:
         """Show the Session's values of ``keys`` in their fields, which the Session has already taken
