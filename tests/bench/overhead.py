@@ -1,11 +1,14 @@
 """sdtui's cost over bare diffusers, side by side in one run.
 
-Run: python -m tests.bench.overhead [--model demo|sd15] [--device cpu|cuda|mps] [--repeats N]
-                                    [--steps N] [--size N] [--smoke]
+Run: python -m tests.bench.overhead [--model demo|sd15|zimage] [--device cpu|cuda|mps] [--repeats N]
+                                    [--steps N] [--size N] [--engine-only] [--smoke]
 
 ``demo`` is the built-in tiny model (CPU, 512x512, 20 steps by default). ``sd15`` builds a
 pipeline with Stable Diffusion 1.5's published architecture and random weights, saves it
 as a diffusers folder and loads it as users' models load (float16 on a GPU, 30 steps).
+``zimage`` does the same with Z-Image-Turbo's (6.15 B transformer, Qwen3-4B text encoder,
+FLUX.1's VAE; bfloat16, 8 steps at guidance 0 with FlowMatch Euler, its family's defaults).
+``--engine-only`` leaves the app runs out (a big model loads a second time in the server).
 On the same pipeline, seed, scheduler, size and steps it alternates:
   bare    ``pipe(...)`` with an untouched scheduler;
   engine  ``Engine.generate`` with live previews (4 per second) and memory sampling;
@@ -69,6 +72,47 @@ def build_sd15_folder(folder: Path) -> None:
     pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
 
 
+def build_z_image_folder(folder: Path, device: str) -> None:
+    """Z-Image-Turbo's published component configurations (diffusers' transformer_z_image.py
+    defaults, Qwen3-4B's config, FLUX.1's VAE, the Turbo scheduler's static shift 3), random
+    weights made on ``device`` in bfloat16, and a byte-level Qwen tokenizer built here."""
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    from tests.tiny_models import qwen_tokenizer
+
+    tokenizer, _ = qwen_tokenizer()
+    torch.manual_seed(0)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            transformer = ZImageTransformer2DModel(
+                all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=3840, n_layers=30, n_refiner_layers=2,
+                n_heads=30, n_kv_heads=30, norm_eps=1e-5, qk_norm=True, cap_feat_dim=2560, rope_theta=256.0,
+                t_scale=1000.0, axes_dims=[32, 48, 48], axes_lens=[1024, 512, 512])
+            text_encoder = Qwen3Model(Qwen3Config(
+                hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
+                rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True))
+            vae = AutoencoderKL(
+                in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, sample_size=1024,
+                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.3611, shift_factor=0.1159,
+                use_quant_conv=False, use_post_quant_conv=False)
+        with torch.no_grad():  # parameters made with torch.empty: random memory, NaN at times
+            for module in (transformer, text_encoder, vae):
+                for parameter in module.parameters():
+                    parameter.normal_(0.0, 0.02)
+    finally:
+        torch.set_default_dtype(before)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
+    pipe = ZImagePipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
+                          transformer=transformer.eval())
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
 class Bench:
     """One loaded engine, a bare call on its pipeline, and the request both make."""
 
@@ -76,15 +120,17 @@ class Bench:
         import torch
 
         from tui.engine import Engine, EngineOptions, GenerationRequest
-        from tui.engine.schedulers import build_scheduler, find_scheduler
+        from tui.engine.schedulers import DEFAULT_SCHEDULER, build_scheduler, find_scheduler
 
         self.torch, self.device, self.dtype, self.model = torch, device, dtype, model
         self.engine = Engine(EngineOptions(model=model, device=device, dtype=dtype, previews=True,
                                            preview_max_fps=4.0))
         self.engine.load()
+        defaults = self.engine.family_info.defaults  # the family's sampler and guidance (Turbo: none)
+        self.scheduler = "Euler a" if defaults.scheduler == DEFAULT_SCHEDULER else defaults.scheduler
         self.request = GenerationRequest("a red fox in the snow", seed=7, steps=steps, width=size, height=size,
-                                         scheduler="Euler a")
-        self.bare_scheduler = build_scheduler(find_scheduler("Euler a"), self.engine._base_scheduler_config)
+                                         scheduler=self.scheduler, guidance=defaults.guidance)
+        self.bare_scheduler = build_scheduler(find_scheduler(self.scheduler), self.engine._base_scheduler_config)
 
     def sync(self) -> None:
         if self.device == "cuda":
@@ -96,7 +142,7 @@ class Bench:
         try:
             self.sync()
             began = time.perf_counter()
-            pipe(prompt=request.prompt, num_inference_steps=request.steps, guidance_scale=request.guidance,
+            pipe(prompt=request.prompt, num_inference_steps=request.steps, **self.engine._guidance(request.guidance),
                  width=request.width, height=request.height, generator=self.torch.Generator("cpu").manual_seed(7))
             self.sync()
             return time.perf_counter() - began
@@ -169,22 +215,27 @@ async def app_runs(bench: Bench, repeats: int, terminal: tuple[int, int], previe
 
 
 def prepare(model: str, device: str, steps: int | None) -> tuple[str, str, str, int]:
-    """What a benchmark runs: the model reference (the demo, or a freshly built SD 1.5-architecture
-    folder), the resolved device, its dtype (float16 on a GPU) and the steps (20 demo, 30 sd15)."""
+    """What a benchmark runs: the model reference (the demo, or a freshly built folder of SD 1.5's or
+    Z-Image-Turbo's architecture), the resolved device, its dtype (float16 on a GPU, bfloat16 for
+    Z-Image) and the steps (20 demo, 30 sd15, 8 zimage)."""
     import torch
 
     from tui.engine.device import choose_device
 
     device = choose_device(device, torch.backends.mps.is_available(), torch.cuda.is_available()).value
     dtype = "float32" if device == "cpu" else "float16"
-    if model != "sd15":
+    if model == "demo":
         return "demo", device, dtype, steps or 20
-    folder = Path(tempfile.mkdtemp(prefix="sdtui-sd15-")) / "sd15-random"
+    folder = Path(tempfile.mkdtemp(prefix=f"sdtui-{model}-")) / f"{model}-random"
+    if model == "zimage":
+        folder = folder.with_name("z-image-turbo-random")  # the name says Turbo: its family's Turbo defaults
+        build_z_image_folder(folder, device)
+        return str(folder), device, "float32" if device == "cpu" else "bfloat16", steps or 8
     build_sd15_folder(folder)
     return str(folder), device, dtype, steps or 30
 
 
-def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> dict:
+def run(model: str, device: str, repeats: int, steps: int | None, size: int, engine_only: bool = False) -> dict:
     import torch
 
     os.environ["SDTUI_HOME"] = str(Path(tempfile.mkdtemp(prefix="sdtui-bench-")) / "home")
@@ -193,20 +244,27 @@ def run(model: str, device: str, repeats: int, steps: int | None, size: int) -> 
     bench.through_engine()  # warm-up: kernels, autotuning, the tapped scheduler
     bench.bare()
     engine_runs = {"engine": [], "bare": []}
+    peaks = {"engine": 0, "bare": 0}
     for _ in range(repeats):
-        engine_runs["bare"].append(bench.bare())
-        engine_runs["engine"].append(bench.through_engine())
+        for name, call in (("bare", bench.bare), ("engine", bench.through_engine)):
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            engine_runs[name].append(call())
+            if device == "cuda":
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated())
     median = statistics.median
     result = {
         "model": model, "device": device_name(device), "torch": torch.__version__, "dtype": dtype,
-        "size": size, "steps": steps, "scheduler": "Euler a", "repeats": repeats, "cpus": os.cpu_count(),
+        "size": size, "steps": steps, "scheduler": bench.scheduler, "guidance": bench.request.guidance,
+        "repeats": repeats, "cpus": os.cpu_count(),
         "date": time.strftime("%Y-%m-%d"),
         "bare_s": round(median(engine_runs["bare"]), 4),
         "engine_s": round(median(engine_runs["engine"]), 4),
         "engine_ratio": round(median(engine_runs["engine"]) / median(engine_runs["bare"]), 4),
+        "peak_gb": {name: round(value / 1e9, 2) for name, value in peaks.items()} if device == "cuda" else {},
         "app": {}, "runs": {"engine": engine_runs},
     }
-    for terminal, previews in TERMINALS:
+    for terminal, previews in () if engine_only else TERMINALS:
         label = f"{terminal[0]}x{terminal[1]} previews {'on' if previews else 'off'}"
         times = asyncio.run(app_runs(bench, repeats, terminal, previews))
         bare = median(times["bare"])
@@ -235,6 +293,9 @@ def report(result: dict) -> str:
              f"{result['repeats']} alternating runs",
              f"  {'bare pipe(...)':34} {result['bare_s']:8.3f} s",
              f"  {'engine (previews, memory)':34} {result['engine_s']:8.3f} s   ratio {result['engine_ratio']:.3f}"]
+    if result.get("peak_gb"):
+        lines.append(f"  {'peak GPU memory, bare / engine':34} {result['peak_gb']['bare']:.2f} GB / "
+                     f"{result['peak_gb']['engine']:.2f} GB")
     for label, figures in result["app"].items():
         lines.append(f"  {'app ' + label + ', shown':34} {figures['shown_s']:8.3f} s   ratio "
                      f"{figures['shown_ratio']:.3f}   (saved: {figures['saved_s']:.3f} s, "
@@ -246,16 +307,17 @@ def report(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=("demo", "sd15"), default="demo")
+    parser.add_argument("--model", choices=("demo", "sd15", "zimage"), default="demo")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int)
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--engine-only", action="store_true", help="no app runs")
     parser.add_argument("--smoke", action="store_true", help="each part once at 64x64, 2 steps")
     args = parser.parse_args()
     if args.smoke:
         args.repeats, args.steps, args.size = SMOKE["repeats"], SMOKE["steps"], SMOKE["size"]
-    result = run(args.model, args.device, args.repeats, args.steps, args.size)
+    result = run(args.model, args.device, args.repeats, args.steps, args.size, args.engine_only)
     print(report(result), flush=True)
     save_result(f"overhead-{args.model}.json", result)
 
