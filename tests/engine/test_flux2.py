@@ -46,7 +46,7 @@ def _pixels(finished):
 
 def test_flux2_folders_are_recognised_with_their_defaults(folders):
     expected = {"klein-base": (FLUX2_KLEIN_BASE, "FLUX.2 klein Base", 50, 4.0),
-                "klein": (FLUX2_KLEIN, "FLUX.2 klein", 4, 1.0), "dev": (FLUX2, "FLUX.2", 50, 4.0)}
+                "klein": (FLUX2_KLEIN, "FLUX.2 klein", 4, 0.0), "dev": (FLUX2, "FLUX.2", 50, 4.0)}
     for name, (base, label, steps, guidance) in expected.items():
         model = folder_family(folders[name])
         assert (model.base, model.label, model.native_size, model.latent_format) == (base, label, 1024, "flux2")
@@ -64,6 +64,7 @@ def test_flux2_folders_are_recognised_with_their_defaults(folders):
     klein = family(FLUX2_KLEIN)
     assert klein.pipelines.edit == klein.pipelines.text_to_image == "Flux2KleinPipeline"
     assert not klein.negative_prompt and klein.encoders[0].kind == "qwen3"
+    assert klein.guidance.kind == "none" and family(FLUX2_KLEIN_BASE).guidance.kind == "cfg"
     assert family(FLUX2).encoders[0].kind == "mistral" and family(FLUX2).guidance.kind == "distilled"
 
 
@@ -83,9 +84,13 @@ def test_klein_base_generates_with_previews_and_real_guidance(base):
     assert guided and not np.array_equal(_pixels(guided), _pixels(finished))
 
 
-def test_klein_base_refuses_init_images_and_samplers_it_cannot_use(base, tmp_path):
+def test_klein_base_edits_by_instruction_and_refuses_img2img_and_samplers_it_cannot_use(base, tmp_path):
     source = tmp_path / "red.png"
-    Image.new("RGB", (32, 32), (200, 30, 30)).save(source)
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(source)  # FLUX.2 takes references of 64 px a side or more
+    events = []
+    edited = base.generate(GenerationRequest("make it blue", init_image=str(source), edit=True,
+                                             **{**TINY, "width": 64, "height": 64}), events.append)
+    assert edited and edited[0].image.size == (64, 64), [e for e in events if isinstance(e, Failed)]
     events = []
     base.generate(GenerationRequest("a red fox", init_image=str(source), strength=0.5, **TINY), events.append)
     failed = [e for e in events if isinstance(e, Failed)]

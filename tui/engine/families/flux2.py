@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping
 
-from tui.engine.families.entry import (CFG, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Recognise, TextEncoder)
+from tui.engine.families.entry import (CFG, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family,
+                                       Guidance, Lora, Pipelines, Recognise, TextEncoder)
 
 FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE = "flux2", "flux2-klein", "flux2-klein-base"
 
@@ -65,15 +65,12 @@ def _undistilled(index: Mapping[str, Any], _configs: Mapping[str, Mapping[str, A
 # Klein's text encoder: Qwen3ForCausalLM (Qwen3-4B for klein 4B, hidden size 2560; Qwen3-8B for 9B,
 # 4096); the prompt is padded to max_sequence_length, 512 by default, and layers (9, 18, 27) stacked.
 _KLEIN_ENCODER = TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560)
-# Klein: guidance_scale is real CFG with an empty negative prompt (the pipeline takes no negative_prompt,
-# only negative_prompt_embeds; "" is used), on when guidance_scale > 1 and the model is not distilled
-# (do_classifier_free_guidance); a distilled model ignores it (and warns above 1).
-_KLEIN_GUIDANCE = Guidance(CFG, "guidance_scale", 1.0)
 # FLUX.2's VAE latents (32 channels, 2x2 patches) as the transformer reads them, batch-normalised:
 # ComfyUI's Flux2 latent format (comfy/latent_formats.py).
 _LATENT = "flux2"
 _LORA = Lora("Flux2LoraLoaderMixin")  # both pipelines; transformer only
-# No img2img with strength: the pipelines edit by reference images (image=, one or several PIL images).
+# No img2img with strength: the pipelines edit by reference images (image=, one or several PIL images of
+# at least 64 px a side; flux2/image_processor.py), the engine's edit by instruction.
 # No GGUF architecture: ComfyUI-GGUF writes "flux" for FLUX.1 and FLUX.2 alike.
 
 FAMILIES: tuple[Family, ...] = (
@@ -92,9 +89,11 @@ FAMILIES: tuple[Family, ...] = (
         id=FLUX2_KLEIN, label="FLUX.2 klein",
         pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
         recognise=Recognise(_KLEIN_PIPELINES, folder=_distilled, checkpoint=_klein_checkpoint),
-        # Step-distilled: 4 steps at guidance_scale 1.0 (the klein-4B/9B model cards' example).
-        defaults=Defaults(1024, 4, 1.0, FLOW_EULER),
-        guidance=_KLEIN_GUIDANCE, negative_prompt=False, encoders=(_KLEIN_ENCODER,),
+        # Step-distilled: 4 steps without guidance (the klein-4B/9B model cards run guidance_scale 1.0).
+        defaults=Defaults(1024, 4, 0.0, FLOW_EULER),
+        # The pipeline runs no guidance for a distilled model whatever guidance_scale says (it logs that
+        # one above 1, its default 4.0 included, "is ignored for step-wise distilled models").
+        guidance=Guidance(NO_GUIDANCE, None), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
         latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
     Family(
         id=FLUX2_KLEIN_BASE, label="FLUX.2 klein Base",
@@ -102,6 +101,8 @@ FAMILIES: tuple[Family, ...] = (
         recognise=Recognise(_KLEIN_PIPELINES, folder=_undistilled),
         # The pipeline's docstring example (FLUX.2-klein-base-9B) and __call__ defaults: 50 steps, guidance 4.0.
         defaults=Defaults(1024, 50, 4.0, FLOW_EULER),
-        guidance=_KLEIN_GUIDANCE, negative_prompt=False, encoders=(_KLEIN_ENCODER,),
+        # guidance_scale is real CFG against the empty prompt (the pipeline takes no negative_prompt,
+        # only negative_prompt_embeds; "" is used), on when guidance_scale > 1 (do_classifier_free_guidance).
+        guidance=Guidance(CFG, "guidance_scale", 1.0), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
         latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
 )
