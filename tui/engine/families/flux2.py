@@ -55,7 +55,8 @@ def _klein(index: Mapping[str, Any]) -> bool:
 
 def _distilled(index: Mapping[str, Any], _configs: Mapping[str, Mapping[str, Any]]) -> bool:
     # Flux2KleinPipeline registers is_distilled (default False) to model_index.json: true for
-    # klein-4B/9B, false for klein-base-4B/9B; its guidance runs only when not distilled.
+    # klein-4B/9B (black-forest-labs/FLUX.2-klein-4B's model_index.json says "is_distilled": true),
+    # false for the base models; its guidance runs only when not distilled.
     return _klein(index) and index.get("is_distilled") is True
 
 
@@ -89,7 +90,8 @@ FAMILIES: tuple[Family, ...] = (
         id=FLUX2_KLEIN, label="FLUX.2 klein",
         pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
         recognise=Recognise(_KLEIN_PIPELINES, folder=_distilled, checkpoint=_klein_checkpoint),
-        # Step-distilled: 4 steps without guidance (the klein-4B/9B model cards run guidance_scale 1.0).
+        # Step-distilled to 4 steps (BFL's flux2 README: klein 4B/9B step-distilled, the Base ones not;
+        # their model cards run 4 steps at guidance_scale 1.0), so no guidance.
         defaults=Defaults(1024, 4, 0.0, FLOW_EULER),
         # The pipeline runs no guidance for a distilled model whatever guidance_scale says (it logs that
         # one above 1, its default 4.0 included, "is ignored for step-wise distilled models").
