@@ -1,0 +1,110 @@
+"""FLUX.2 (Black Forest Labs): flow-matching transformers on a 32-channel VAE whose latents are
+patchified 2x2 into 128 channels and batch-normalised. [dev] has a Mistral Small 3.1 text encoder
+and distilled guidance; [klein] 4B and 9B have a Qwen3 text encoder, distilled to 4 steps without
+guidance ("klein") or undistilled with real classifier-free guidance ("klein base").
+
+Facts from diffusers' pipelines/flux2/pipeline_flux2.py, pipeline_flux2_klein.py and
+loaders/single_file_utils.py (diffusers 0.42.1)."""
+
+from __future__ import annotations
+
+from typing import Any, Collection, Mapping
+
+from tui.engine.families.entry import (CFG, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family,
+                                       Guidance, Lora, Pipelines, Recognise, TextEncoder)
+
+FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE = "flux2", "flux2-klein", "flux2-klein-base"
+
+COMFY_PREFIX = "model.diffusion_model."
+# FLUX.2's original transformer files: one modulation for all double blocks and one for all single
+# blocks (CHECKPOINT_KEY_NAMES["flux2"] in single_file_utils.py; convert_flux2_transformer_checkpoint_to_diffusers
+# maps them to double_stream_modulation_img/single_stream_modulation). FLUX.1's files share
+# "double_blocks.0.img_attn.qkv.weight" but modulate each block ("double_blocks.0.img_mod.lin.weight")
+# and have no shared modulation.
+_FLUX2_KEY = "single_stream_modulation.lin.weight"
+_FLUX1_KEY = "double_blocks.0.img_mod.lin.weight"
+# [dev] embeds the guidance (transformer guidance_embeds=True, "guidance_in.in_layer" ->
+# time_guidance_embed.guidance_embedder.linear_1 in the conversion); klein has none (guidance_embeds=False).
+_GUIDANCE_KEY = "guidance_in.in_layer.weight"
+
+
+def _has(keys: Collection[str], name: str) -> bool:
+    return name in keys or COMFY_PREFIX + name in keys
+
+
+def _flux2_checkpoint(keys: Collection[str]) -> bool:
+    return _has(keys, _FLUX2_KEY) and not _has(keys, _FLUX1_KEY)
+
+
+def _dev_checkpoint(keys: Collection[str]) -> bool:
+    return _flux2_checkpoint(keys) and _has(keys, _GUIDANCE_KEY)
+
+
+def _klein_checkpoint(keys: Collection[str]) -> bool:
+    # A klein and a klein base file have the same tensors; a file is taken for the distilled klein,
+    # the published klein-4B/9B single files (a base one is recognised, with klein's defaults).
+    return _flux2_checkpoint(keys) and not _has(keys, _GUIDANCE_KEY)
+
+
+_KLEIN_PIPELINES = ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline")
+
+
+def _klein(index: Mapping[str, Any]) -> bool:
+    return index.get("_class_name") in _KLEIN_PIPELINES
+
+
+def _distilled(index: Mapping[str, Any], _configs: Mapping[str, Mapping[str, Any]]) -> bool:
+    # Flux2KleinPipeline registers is_distilled (default False) to model_index.json: true for
+    # klein-4B/9B (black-forest-labs/FLUX.2-klein-4B's model_index.json says "is_distilled": true),
+    # false for the base models; its guidance runs only when not distilled.
+    return _klein(index) and index.get("is_distilled") is True
+
+
+def _undistilled(index: Mapping[str, Any], _configs: Mapping[str, Mapping[str, Any]]) -> bool:
+    return _klein(index) and index.get("is_distilled") is not True
+
+# Klein's text encoder: Qwen3ForCausalLM (Qwen3-4B for klein 4B, hidden size 2560; Qwen3-8B for 9B,
+# 4096); the prompt is padded to max_sequence_length, 512 by default, and layers (9, 18, 27) stacked.
+_KLEIN_ENCODER = TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560)
+# FLUX.2's VAE latents (32 channels, 2x2 patches) as the transformer reads them, batch-normalised:
+# ComfyUI's Flux2 latent format (comfy/latent_formats.py).
+_LATENT = "flux2"
+_LORA = Lora("Flux2LoraLoaderMixin")  # both pipelines; transformer only
+# No img2img with strength: the pipelines edit by reference images (image=, one or several PIL images of
+# at least 64 px a side; flux2/image_processor.py), the engine's edit by instruction.
+# No GGUF architecture: ComfyUI-GGUF writes "flux" for FLUX.1 and FLUX.2 alike.
+
+FAMILIES: tuple[Family, ...] = (
+    Family(
+        id=FLUX2, label="FLUX.2",
+        pipelines=Pipelines("Flux2Pipeline", edit="Flux2Pipeline"),
+        recognise=Recognise(("Flux2Pipeline",), checkpoint=_dev_checkpoint),
+        # Flux2Pipeline.__call__'s defaults: 50 steps, guidance_scale 4.0, 1024 px (default_sample_size 128 x 8).
+        defaults=Defaults(1024, 50, 4.0, FLOW_EULER),
+        # guidance_scale feeds the guidance embedding (transformer guidance=...): no second pass, never off.
+        guidance=Guidance(DISTILLED, "guidance_scale", 0.0), negative_prompt=False,
+        # Mistral3ForConditionalGeneration (Mistral Small 3.1, hidden size 5120), max_sequence_length 512.
+        encoders=(TextEncoder("text_encoder", "tokenizer", "mistral", 512, 5120),),
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
+    Family(
+        id=FLUX2_KLEIN, label="FLUX.2 klein",
+        pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
+        recognise=Recognise(_KLEIN_PIPELINES, folder=_distilled, checkpoint=_klein_checkpoint),
+        # Step-distilled to 4 steps (BFL's flux2 README: klein 4B/9B step-distilled, the Base ones not;
+        # their model cards run 4 steps at guidance_scale 1.0), so no guidance.
+        defaults=Defaults(1024, 4, 0.0, FLOW_EULER),
+        # The pipeline runs no guidance for a distilled model whatever guidance_scale says (it logs that
+        # one above 1, its default 4.0 included, "is ignored for step-wise distilled models").
+        guidance=Guidance(NO_GUIDANCE, None), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
+    Family(
+        id=FLUX2_KLEIN_BASE, label="FLUX.2 klein Base",
+        pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
+        recognise=Recognise(_KLEIN_PIPELINES, folder=_undistilled),
+        # The pipeline's docstring example (FLUX.2-klein-base-9B) and __call__ defaults: 50 steps, guidance 4.0.
+        defaults=Defaults(1024, 50, 4.0, FLOW_EULER),
+        # guidance_scale is real CFG against the empty prompt (the pipeline takes no negative_prompt,
+        # only negative_prompt_embeds; "" is used), on when guidance_scale > 1 (do_classifier_free_guidance).
+        guidance=Guidance(CFG, "guidance_scale", 1.0), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
+)
