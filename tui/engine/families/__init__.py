@@ -20,23 +20,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping
 
-from tui.engine.families import flux2, sd3, stable_diffusion, z_image
+from tui.engine.families import flux, flux2, sd3, stable_diffusion, z_image
 from tui.engine.families.entry import (CFG, CLIP, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, GUIDANCE_KINDS, NO_GUIDANCE,
                                        SD_SAMPLERS, STANDARD, TRUE_CFG, Defaults, Family, Guidance, Lora, Pipelines,
                                        Recognise, TextEncoder, Variant)
+from tui.engine.families.flux import FLUX, FLUX_KONTEXT
 from tui.engine.families.flux2 import FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE
 from tui.engine.families.sd3 import SD3
 from tui.engine.families.stable_diffusion import SD1, SD2, SDXL
 from tui.engine.families.z_image import ZIMAGE
 
-FAMILIES: tuple[Family, ...] = (*stable_diffusion.FAMILIES, *z_image.FAMILIES, *sd3.FAMILIES, *flux2.FAMILIES)
+FAMILIES: tuple[Family, ...] = (*stable_diffusion.FAMILIES, *z_image.FAMILIES, *sd3.FAMILIES, *flux2.FAMILIES,
+                                *flux.FAMILIES)
 
-__all__ = ["CFG", "CLIP", "DISTILLED", "FAMILIES", "FLOW_EULER", "FLOW_SAMPLERS", "FLUX2", "FLUX2_KLEIN",
-           "FLUX2_KLEIN_BASE", "GUIDANCE_KINDS", "NO_GUIDANCE", "SD1", "SD2", "SD3", "SDXL", "SD_SAMPLERS", "STANDARD",
-           "TRUE_CFG", "ZIMAGE", "Defaults", "Family", "Guidance", "Lora", "ModelFamily", "Pipelines", "Recognise",
-           "TextEncoder", "Variant", "defaults_on_switch", "family", "family_defaults", "family_from_checkpoint",
-           "family_from_configs", "family_from_gguf", "family_labels", "family_of_folder", "needs_vae_upcast",
-           "with_family_defaults"]
+__all__ = ["CFG", "CLIP", "DISTILLED", "FAMILIES", "FLOW_EULER", "FLOW_SAMPLERS", "FLUX", "FLUX2", "FLUX2_KLEIN",
+           "FLUX2_KLEIN_BASE", "FLUX_KONTEXT", "GUIDANCE_KINDS", "NO_GUIDANCE", "SD1", "SD2", "SD3", "SDXL",
+           "SD_SAMPLERS", "STANDARD", "TRUE_CFG", "ZIMAGE", "Defaults", "Family", "Guidance", "Lora", "ModelFamily",
+           "Pipelines", "Recognise", "TextEncoder", "Variant", "defaults_on_switch", "family", "family_defaults",
+           "family_from_checkpoint", "family_from_configs", "family_from_gguf", "family_labels", "family_of_folder",
+           "needs_vae_upcast", "with_family_defaults"]
 _BY_ID = {family.id: family for family in FAMILIES}
 FALLBACK = SD1  # what a folder no family recognises is taken for, as before the registry
 
@@ -81,14 +83,31 @@ class ModelFamily:
         return variant.defaults if variant else self.family.defaults
 
     @property
+    def guidance(self) -> Guidance:
+        """The guidance the model takes: its variant's where that differs from its family's."""
+        variant = self.variant
+        return variant.guidance if variant and variant.guidance else self.family.guidance
+
+    @property
     def latent_format(self) -> str:
         """Which latent-to-RGB factors previews use."""
         return self.family.latent_format
 
 
-def _variant_of(entry: Family, name: str) -> Variant | None:
+def _variant_of(entry: Family, name: str, configs: Mapping[str, Mapping[str, Any]] | None = None,
+                keys: Collection[str] | None = None) -> Variant | None:
+    """The variant the folder's configs or the file's tensor names say the model is, where they
+    say; else the one its name contains."""
     folded = name.casefold()
-    return next((v for v in entry.variants if v.name_contains in folded), None)
+    for variant in entry.variants:
+        said = None
+        if configs is not None and variant.configs is not None:
+            said = variant.configs(configs)
+        elif keys is not None and variant.checkpoint is not None:
+            said = variant.checkpoint(keys)
+        if said if said is not None else variant.name_contains in folded:
+            return variant
+    return None
 
 
 def family_of_folder(model_index: Mapping[str, Any], configs: Mapping[str, Mapping[str, Any]]) -> Family:
@@ -114,7 +133,7 @@ def family_from_configs(model_index: Mapping[str, Any], unet: Mapping[str, Any] 
     entry = family_of_folder(model_index, configs)
     sample = configs["unet"].get("sample_size")  # UNet models: latents of sample_size, 8 pixels each
     native = int(sample) * 8 if isinstance(sample, int) and 16 <= sample <= 256 else entry.defaults.size
-    variant = _variant_of(entry, name)
+    variant = _variant_of(entry, name, configs)
     return ModelFamily(entry.id, variant is not None, native, scheduler.get("prediction_type") == "v_prediction")
 
 
@@ -124,7 +143,7 @@ def family_from_checkpoint(keys: Collection[str], name: str = "") -> ModelFamily
     entry = next((f for f in FAMILIES if f.recognise.checkpoint is not None and f.recognise.checkpoint(keys)), None)
     if entry is None:
         return None
-    variant = _variant_of(entry, name)
+    variant = _variant_of(entry, name, keys=keys)
     size = variant.defaults.size if variant else entry.defaults.size
     return ModelFamily(entry.id, variant is not None, size, entry.checkpoint_v_prediction and variant is None)
 

@@ -76,12 +76,16 @@ class Lora:
 
 @dataclass(frozen=True)
 class Variant:
-    """Models of a family distilled or tuned to other settings, told by their name."""
+    """Models of a family distilled or tuned to other settings, told by their name, or by a folder's
+    configs or a single file's tensor names where those say (True or False; None: they do not)."""
 
     id: str
     label: str
     name_contains: str
     defaults: Defaults
+    guidance: Guidance | None = None  # its own where it differs from the family's (FLUX.1 schnell: none)
+    configs: Callable[[Mapping[str, Mapping[str, Any]]], bool | None] | None = None  # components' configs
+    checkpoint: Callable[[Collection[str]], bool | None] | None = None  # a single file's tensor names
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ class Family:
     # The pipeline's prompt embeddings are its CLIP encoders' alone, so conditioning can build them
     # (A1111's weights, long prompts); False where another encoder's join them (SD3's T5): plain text.
     clip_prompt_embeds: bool = True
+    # The keyword its text-to-image pipeline takes the output's area by, rescaling height and width to
+    # it (FLUX.1 Kontext's max_area, 1024**2 unless given): the engine gives width * height.
+    area_argument: str | None = None
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
