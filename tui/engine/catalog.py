@@ -61,7 +61,8 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def folder_family(folder: Path, name: str = "") -> ModelFamily:
     return family_from_configs(_read_json(folder / "model_index.json"), _read_json(folder / "unet" / "config.json"),
-                               _read_json(folder / "scheduler" / "scheduler_config.json"), name or folder.name)
+                               _read_json(folder / "scheduler" / "scheduler_config.json"), name or folder.name,
+                               transformer=_read_json(folder / "transformer" / "config.json"))
 
 
 def checkpoint_family(path: Path) -> tuple[ModelFamily | None, str]:

@@ -170,7 +170,7 @@ class Engine:
         self._scheduler_name = ""
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
         if warmup.value:
-            pipe(prompt="warm-up", num_inference_steps=1, width=256, height=256, output_type="latent")
+            pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
         self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
         for decision in self.decisions:
             log.info(decision.describe())
@@ -452,12 +452,12 @@ class Engine:
                            steps_run(request.steps, request.strength), size)
 
         if source is not None and request.edit:  # the prompt is an instruction for the picture, kept whole
-            images = denoise(self._edit_pipeline(), {"image": source, "width": request.width,
-                                                     "height": request.height}, request.steps, source.size)
+            images = denoise(self._edit_pipeline(), {"image": source, **self._size(request.width, request.height)},
+                             request.steps, source.size)
         elif source is not None:
             images = refine(source)
         else:
-            images = denoise(self.pipe, {"width": request.width, "height": request.height}, request.steps,
+            images = denoise(self.pipe, self._size(request.width, request.height), request.steps,
                              (request.width, request.height))
             if request.hires:  # A1111's hires fix: the first pass upscaled, then denoised again lightly
                 from PIL import Image
@@ -491,8 +491,9 @@ class Engine:
         return self._previewer.to_image(self._denoised if self._denoised is not None else latents, *self._pass_size)
 
     def _guidance(self, value: float) -> dict[str, Any]:
-        """The request's guidance under the name the family's pipeline reads it by."""
-        argument = self.family_info.family.guidance.argument
+        """The request's guidance under the name the model's pipeline reads it by (none for a
+        model that takes none, such as FLUX.1 schnell)."""
+        argument = self.family_info.guidance.argument
         return {argument: value} if argument else {}
 
     def _edit_pipeline(self):
@@ -516,6 +517,12 @@ class Engine:
             log.info("edit: %s on the loaded model's components", name)
         self._edit.scheduler = self.pipe.scheduler
         return self._edit
+
+    def _size(self, width: int, height: int) -> dict[str, Any]:
+        """A text-to-image or edit pass's size arguments; with the area, for pipelines that rescale
+        their height and width to an area of their own otherwise (FLUX.1 Kontext's max_area)."""
+        area = self.family_info.family.area_argument
+        return {"width": width, "height": height, **({area: width * height} if area else {})}
 
     def _image_to_image(self):
         """The loaded pipeline's image-to-image sibling, the family's image-to-image pipeline on the
@@ -574,7 +581,7 @@ class Engine:
 
     def describe(self) -> dict[str, Any]:
         """What produced the images, for metadata and history."""
-        kind = {"guidance_kind": self.family_info.family.guidance.kind} if self.family_info else {}
+        kind = {"guidance_kind": self.family_info.guidance.kind} if self.family_info else {}
         return {"model": self.model_label, "family": self.family, **kind, "device": self.device, "dtype": self.dtype,
                 **self.machine}
 
@@ -602,7 +609,7 @@ def _family(pipe, label: str) -> ModelFamily:
         return dict(getattr(getattr(pipe, component, None), "config", None) or {})
 
     index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
-    return family_from_configs(index, config("unet"), config("scheduler"), label)
+    return family_from_configs(index, config("unet"), config("scheduler"), label, transformer=config("transformer"))
 
 
 CPU_ALIGNMENT = 64  # bytes; what PyTorch's CPU allocator gives every new tensor
