@@ -76,6 +76,14 @@ def test_flux_generates_with_previews_of_its_packed_latents(engine):
     # The guidance embedding reads the value: another value, another image.
     guided = engine.generate(GenerationRequest("a red fox", guidance=1.0, **TINY))
     assert not np.array_equal(_image(guided), _image(finished))
+    # A model whose VAE gave black images in float16 decodes in float32 from its latent output,
+    # which FLUX.1 packs: unpacked, it decodes to the pipeline's own image.
+    engine._float32_vae.add(engine._loaded_key)
+    try:
+        in_float32 = engine.generate(GenerationRequest("a red fox", guidance=3.5, **TINY))
+    finally:
+        engine._float32_vae.discard(engine._loaded_key)
+    assert np.abs(_image(in_float32).astype(int) - _image(finished).astype(int)).max() <= 1
 
 
 def test_flux_runs_image_to_image_and_refuses_samplers_it_cannot_use(engine, tmp_path):

@@ -565,6 +565,10 @@ class Engine:
         if vae.dtype != torch.float32:
             vae.to(torch.float32)
         config = vae.config
+        if latents.ndim == 3:  # FLUX.1's packed 2x2 patches (its latent output), as the VAE reads them
+            from tui.engine.preview import spatial
+
+            latents = spatial(latents, *self._pass_size)
         latents = latents.to(device=vae.device, dtype=torch.float32)
         mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
         if mean is not None and std is not None:  # SDXL-style VAEs normalise their latents
