@@ -16,6 +16,9 @@ def test_every_family_offers_its_own_samplers_and_names_its_guidance(entry):
     assert fields.guidance_label == GUIDANCE_LABELS[entry.guidance.kind]
     assert fields.negative_prompt == entry.negative_prompt
     assert fields.takes_guidance == (entry.guidance.kind != NO_GUIDANCE)
+    for variant in entry.variants:  # a variant's guidance is its own where it has one (FLUX.1 schnell: none)
+        kind = (variant.guidance or entry.guidance).kind
+        assert fields_for(ModelFamily(entry.id, turbo=True)).takes_guidance == (kind != NO_GUIDANCE)
     assert fields.shift == (set(entry.samplers) <= set(scheduler_names(flow=True)))
     foreign = next(name for name in scheduler_names() if name not in entry.samplers)
     assert sampler_for(fields, foreign) == fields.default_sampler and sampler_for(fields, fields.default_sampler) is None

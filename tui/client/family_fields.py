@@ -33,9 +33,9 @@ def fields_for(model: ModelFamily | None) -> FamilyFields:
     shift, which only flow-matching models take."""
     if model is None:
         return FamilyFields("", tuple(scheduler_names()), "", GUIDANCE_LABELS[CFG], True, True, False)
-    family = model.family
-    return FamilyFields(model.label, family.samplers, model.defaults.scheduler, GUIDANCE_LABELS[family.guidance.kind],
-                        family.guidance.kind != NO_GUIDANCE, family.negative_prompt,
+    family, guidance = model.family, model.guidance  # a variant's own where it has one (FLUX.1 schnell: none)
+    return FamilyFields(model.label, family.samplers, model.defaults.scheduler, GUIDANCE_LABELS[guidance.kind],
+                        guidance.kind != NO_GUIDANCE, family.negative_prompt,
                         any(name in FLOW_NAMES for name in family.samplers))
 
 

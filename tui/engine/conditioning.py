@@ -83,7 +83,7 @@ def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> Prompt
     return _embedded(pipe, encoders, pieces, negative_pieces, counts)
 
 
-_ENCODER_NAMES = {CLIP: "CLIP", "t5": "T5", "qwen3": "Qwen3", "qwen2.5-vl": "Qwen2.5-VL", "mistral": "Mistral"}
+_ENCODER_NAMES = {CLIP: "CLIP", "clip-pooled": "CLIP", "t5": "T5", "qwen3": "Qwen3", "qwen2.5-vl": "Qwen2.5-VL", "mistral": "Mistral"}
 
 
 def _cut_notes(pipe, family: Family, text: str, negative_text: str) -> list[str]:
@@ -94,7 +94,7 @@ def _cut_notes(pipe, family: Family, text: str, negative_text: str) -> list[str]
         tokenizer = getattr(pipe, encoder.tokenizer, None)
         if tokenizer is None:
             continue
-        readable = encoder.token_limit - (2 if encoder.kind == CLIP else 0)  # CLIP's start and end tokens
+        readable = encoder.token_limit - (2 if _ENCODER_NAMES.get(encoder.kind) == "CLIP" else 0)  # its start, end
         for label, value in (("prompt", text), ("negative prompt", negative_text)):
             count = len(tokenizer(value, add_special_tokens=False, truncation=False, verbose=False).input_ids) \
                 if value else 0
