@@ -170,3 +170,28 @@ async def test_a_family_that_cannot_use_the_sampler_gets_its_own_and_the_log_say
         assert "scheduler: DPM++ 2M Karras does not work with Z-Image Turbo models; using FlowMatch Euler" \
             in log_text(app)
         assert app.settings.width == 128  # family_defaults off: the size stays (the tests' settings)
+
+
+async def test_a_distilled_family_names_its_guidance_and_hides_the_negative_prompt_it_ignores(sdtui_home):
+    from tui.engine.families import FLUX, ModelFamily
+
+    def family_of(model: str) -> ModelFamily:
+        return ModelFamily(FLUX, native_size=1024) if "flux" in model else ModelFamily("sd1")
+
+    app = make_app(engine=scripted(family_info_for=family_of), negative_prompt="blurry")
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        panel = app.main_screen.query_one(SettingsPanel)
+        await panel.build()
+        negative = app.main_screen.query_one("#negative", Input)
+        assert negative.display and str(panel.query_one("#name-setting-guidance").render()) == "Guidance"
+        app.main_screen.change_setting("model", "someone/flux1-dev")
+        await wait_for(pilot, lambda: not negative.display, what="the negative prompt hidden")
+        assert str(panel.query_one("#name-setting-guidance").render()) == "Distilled CFG"
+        assert panel.query_one("#setting-shift").parent.display  # a flow-matching family takes a shift
+        assert "negative prompt: FLUX.1 models do not read one; it is kept for other models" in log_text(app)
+        assert app.settings.negative_prompt == "blurry"
+        app.main_screen.change_setting("model", "demo")
+        await wait_for(pilot, lambda: negative.display, what="the negative prompt back")
+        assert str(panel.query_one("#name-setting-guidance").render()) == "Guidance"
+        assert not panel.query_one("#setting-shift").parent.display
