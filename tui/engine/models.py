@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from tui.engine.families import FAMILIES
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
+from tui.engine.families import FAMILIES
 from tui.engine.pickles import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
