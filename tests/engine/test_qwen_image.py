@@ -1,8 +1,8 @@
 """Qwen-Image through the engine: tiny random-weight Qwen-Image and Qwen-Image-Edit folders (tokenizer
 built here) are recognised from their model_index.json, load, and generate: text to image with
 previews of the packed, video-shaped Wan 2.1 latents and true CFG (an empty negative prompt sent as
-" "), image to image, and editing an init image; an editing model without one fails the job in one
-sentence. Single files of its transformer are told by their tensor names."""
+" "), image to image, and edits of an init image by instruction; a job for an editing model that is
+not an edit fails in one sentence. Single files of its transformer are told by their tensor names."""
 
 import json
 
@@ -95,15 +95,16 @@ def test_an_edit_model_loads_edits_an_init_image_and_needs_one(tmp_path_factory,
     engine.load()  # its Qwen2VLProcessor loads without torchvision
     assert type(engine.pipe).__name__ == "QwenImageEditPipeline" and engine.family_info.base == QWEN_IMAGE_EDIT
     events = []
-    finished = engine.generate(GenerationRequest("make it blue", guidance=4.0, init_image=red, strength=0.5, **TINY),
+    finished = engine.generate(GenerationRequest("make it blue", guidance=4.0, init_image=red, edit=True, **TINY),
                                events.append)
     assert len(finished) == 1 and finished[0].image.size == (32, 32), failures(events)
-    started = next(e for e in events if isinstance(e, Started))
-    assert started.steps == TINY["steps"]  # an edit runs every step, whatever the strength
-    events = []
-    assert engine.generate(GenerationRequest("make it blue", **TINY), events.append) == []
-    assert [e.message for e in failures(events)] == [
-        "Qwen-Image-Edit models edit an image: give the image to edit as the init image"]
+    assert next(e for e in events if isinstance(e, Started)).steps == TINY["steps"]  # an edit runs every step
+    for request in (GenerationRequest("make it blue", **TINY),
+                    GenerationRequest("make it blue", init_image=red, strength=0.5, **TINY)):
+        events = []
+        assert engine.generate(request, events.append) == []
+        assert [e.message for e in failures(events)] == [
+            "Qwen-Image-Edit models only edit a picture by instruction: give the picture as the init image of an edit"]
 
 
 @pytest.mark.parametrize("prefix", ["", "model.diffusion_model."])
