@@ -505,11 +505,11 @@ class Engine:
         return arguments
 
     def _edits_only(self) -> bool:
-        """Whether the loaded pipeline is its family's edit pipeline with no other of its own to run
-        (Qwen-Image-Edit's): it cannot run without a picture to edit."""
+        """Whether the loaded pipeline is its family's edit pipeline and that cannot run without a
+        picture to edit (pipelines.edit_only: Qwen-Image-Edit's)."""
         family = self.family_info.family if self.family_info else None
-        return (family is not None and family.pipelines.edit == type(self.pipe).__name__
-                and family.pipelines.text_to_image == family.pipelines.edit)
+        return (family is not None and family.pipelines.edit_only
+                and family.pipelines.edit == type(self.pipe).__name__)
 
     def _edit_pipeline(self):
         """The family's edit-by-instruction pipeline: the loaded one when it is that (FLUX.1 Kontext,

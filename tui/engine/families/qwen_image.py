@@ -60,7 +60,7 @@ FAMILIES: tuple[Family, ...] = (
     # one), which is also the one they run; they have no text-to-image or image-to-image pipeline of their own.
     Family(
         id=QWEN_IMAGE_EDIT, label="Qwen-Image-Edit",
-        pipelines=Pipelines("QwenImageEditPipeline", None, edit="QwenImageEditPipeline"),
+        pipelines=Pipelines("QwenImageEditPipeline", None, edit="QwenImageEditPipeline", edit_only=True),
         recognise=Recognise(("QwenImageEditPipeline", "QwenImageEditInpaintPipeline")),
         # 50 steps, true_cfg_scale 4.0 (__call__'s defaults); the output is ~1 MP at the input's aspect when no
         # size is given (calculate_dimensions(1024 * 1024, ...) in __call__).
@@ -69,7 +69,7 @@ FAMILIES: tuple[Family, ...] = (
     # Qwen-Image-Edit-2509 and -2511: several reference images (pipeline_qwenimage_edit_plus.py).
     Family(
         id=QWEN_IMAGE_EDIT_PLUS, label="Qwen-Image-Edit-2509/2511",
-        pipelines=Pipelines("QwenImageEditPlusPipeline", None, edit="QwenImageEditPlusPipeline"),
+        pipelines=Pipelines("QwenImageEditPlusPipeline", None, edit="QwenImageEditPlusPipeline", edit_only=True),
         recognise=Recognise(("QwenImageEditPlusPipeline",)),
         # ~1 MP output as Edit's; 40 steps at true_cfg_scale 4.0 in the Qwen-Image-Edit-2509 model card's example.
         defaults=Defaults(1024, 40, 4.0, FLOW_EULER), guidance=_GUIDANCE, negative_prompt=True, encoders=_ENCODERS,
