@@ -106,7 +106,7 @@ def test_schnell_and_kontext_load_and_generate(tmp_path_factory):
     engine = Engine(EngineOptions(model=str(schnell_dir), preview_max_fps=0))
     engine.load()
     assert engine.family == "FLUX.1 schnell" and engine.family_info.guidance.kind == NO_GUIDANCE
-    assert engine._guidance(3.5) == {}  # no guidance_scale: its transformer has no embedding to read it
+    assert engine._guidance(3.5, {"prompt": "a fox"}) == {}  # no guidance_scale: its transformer has no embedding to read it
     finished = engine.generate(GenerationRequest("a red fox", guidance=0.0, **TINY))
     assert len(finished) == 1 and finished[0].image.size == (32, 32)
     # Kontext generates from the prompt alone at the size asked: its pipeline would rescale

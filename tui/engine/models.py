@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
+from tui.engine.families import FAMILIES
 from tui.engine.pickles import PICKLE_SUFFIXES
 
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
@@ -432,14 +433,20 @@ def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None
     unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype."""
     check_folder(folder, allow_pickle)
     components = _components(folder / "model_index.json")
+    index = json.loads((folder / "model_index.json").read_text())
+    # An editing pipeline (Qwen-Image-Edit's) has no text-to-image counterpart: it loads as itself.
+    edits = str(index.get("_class_name", "")) in {f.pipelines.edit for f in FAMILIES if f.pipelines.edit}
 
     def load(torch_dtype):
-        from diffusers import AutoPipelineForText2Image
+        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+
+        from tui.engine.qwen_vl import processor_components
 
         try:
-            return AutoPipelineForText2Image.from_pretrained(
+            return (DiffusionPipeline if edits else AutoPipelineForText2Image).from_pretrained(
                 str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None, variant=variant,
-                local_files_only=True, **_without_safety_checker(components))
+                local_files_only=True, **_without_safety_checker(components),
+                **processor_components(folder, {name: index[name] for name in components}))
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
 

@@ -3,8 +3,8 @@
 Each latent channel maps linearly to RGB. The factors per latent format are the
 published approximations (as in ComfyUI's latent formats): SD 1.x/2.x share one set,
 SDXL has its own with a bias, FLUX.1's 16-channel VAE (Z-Image's too) another, FLUX.2's
-32-channel one another. The product runs on the device; only a small
-(width/8 x height/8) image comes back to the CPU.
+32-channel one another, Wan 2.1's (Qwen-Image's) another. The product runs on the device; only a
+small (width/8 x height/8) image comes back to the CPU.
 """
 
 from __future__ import annotations
@@ -65,6 +65,18 @@ LATENT_RGB = {
                     (0.0220, 0.0169, -0.0048), (-0.0332, -0.0457, -0.0468), (-0.0085, 0.0389, 0.0609),
                     (-0.0076, 0.0003, -0.0043), (-0.0111, -0.0460, -0.0614)),
         "bias": (-0.0329, -0.0718, -0.0851),
+    },
+    # Wan 2.1's 16-channel video VAE (Qwen-Image's); ComfyUI's comfy/latent_formats.py, class Wan21. ComfyUI
+    # applies them to latents after its process_in, (z - latents_mean) / latents_std: the normalised latents
+    # Qwen-Image's pipelines denoise and hand their step callbacks, so they apply as they are.
+    "wan21": {
+        "factors": ((-0.1299, -0.1692, 0.2932), (0.0671, 0.0406, 0.0442), (0.3568, 0.2548, 0.1747),
+                    (0.0372, 0.2344, 0.1420), (0.0313, 0.0189, -0.0328), (0.0296, -0.0956, -0.0665),
+                    (-0.3477, -0.4059, -0.2925), (0.0166, 0.1902, 0.1975), (-0.0412, 0.0267, -0.1364),
+                    (-0.1293, 0.0740, 0.1636), (0.0680, 0.3019, 0.1128), (0.0032, 0.0581, 0.0639),
+                    (-0.1251, 0.0927, 0.1699), (0.0060, -0.0633, 0.0005), (0.3477, 0.2275, 0.2950),
+                    (0.1984, 0.0913, 0.1861)),
+        "bias": (-0.1835, -0.0868, -0.3360),
     },
 }
 

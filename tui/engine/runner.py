@@ -21,7 +21,7 @@ from tui.engine.adapters import Networks, PreparedPrompts
 from tui.engine.cancel import CancelScope
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Unloaded)
-from tui.engine.families import ModelFamily, family_from_configs, needs_vae_upcast
+from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, needs_vae_upcast
 from tui.engine.memory import format_bytes, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
 from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
@@ -169,7 +169,7 @@ class Engine:
         self._schedulers = {}
         self._scheduler_name = ""
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
-        if warmup.value:
+        if warmup.value and not self._edits_only():  # an editing pipeline cannot run without an image
             pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
         self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
         for decision in self.decisions:
@@ -338,6 +338,9 @@ class Engine:
             # Read once for the job, before it starts: a bad source fails it without a step run.
             source = load_init_image(request.init_image, (request.width, request.height)) \
                 if request.init_image else None
+            if self._edits_only() and not request.edit:
+                raise InitImageError(f"{self.family_info.label} models only edit a picture by instruction: give the "
+                                     "picture as the init image of an edit")
             on_event(Started(request, request.count, total_steps_of(request)))
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
@@ -436,7 +439,7 @@ class Engine:
                                 called=called, swap_start=swap_start, cancel=cancel, on_event=on_event,
                                 preview=self._preview if opts.previews else None,
                                 throttle=PreviewThrottle(opts.preview_interval, opts.preview_max_fps))
-        arguments = {**prompts, "num_inference_steps": request.steps, **self._guidance(request.guidance),
+        arguments = {**prompts, "num_inference_steps": request.steps, **self._guidance(request.guidance, prompts),
                      "num_images_per_prompt": len(indices),
                      "generator": generators if len(generators) > 1 else generators[0],
                      "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": callback.tensor_inputs}
@@ -490,11 +493,24 @@ class Engine:
         """A step's preview: of the scheduler's denoised estimate where it gives one, else of the latents."""
         return self._previewer.to_image(self._denoised if self._denoised is not None else latents, *self._pass_size)
 
-    def _guidance(self, value: float) -> dict[str, Any]:
-        """The request's guidance under the name the model's pipeline reads it by (none for a
-        model that takes none, such as FLUX.1 schnell)."""
-        argument = self.family_info.guidance.argument
-        return {argument: value} if argument else {}
+    def _guidance(self, value: float, prompts: dict[str, Any]) -> dict[str, Any]:
+        """The request's guidance under the name the family's pipeline reads it by. True CFG
+        (Qwen-Image's true_cfg_scale) runs only when a negative prompt is given: with guidance on
+        and none given, the negative prompt is " ", as Qwen-Image's pipeline docs say to pass. None
+        for a model that takes none, such as FLUX.1 schnell."""
+        guidance = self.family_info.guidance
+        arguments = {guidance.argument: value} if guidance.argument else {}
+        if (guidance.kind == TRUE_CFG and value > guidance.off_at and "negative_prompt" in prompts
+                and not prompts["negative_prompt"]):
+            arguments["negative_prompt"] = " "
+        return arguments
+
+    def _edits_only(self) -> bool:
+        """Whether the loaded pipeline is its family's edit pipeline and that cannot run without a
+        picture to edit (pipelines.edit_only: Qwen-Image-Edit's)."""
+        family = self.family_info.family if self.family_info else None
+        return (family is not None and family.pipelines.edit_only
+                and family.pipelines.edit == type(self.pipe).__name__)
 
     def _edit_pipeline(self):
         """The family's edit-by-instruction pipeline: the loaded one when it is that (FLUX.1 Kontext,

@@ -20,25 +20,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping
 
-from tui.engine.families import flux, flux2, sd3, stable_diffusion, z_image
+from tui.engine.families import flux, flux2, qwen_image, sd3, stable_diffusion, z_image
 from tui.engine.families.entry import (CFG, CLIP, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, GUIDANCE_KINDS, NO_GUIDANCE,
                                        SD_SAMPLERS, STANDARD, TRUE_CFG, Defaults, Family, Guidance, Lora, Pipelines,
                                        Recognise, TextEncoder, Variant)
 from tui.engine.families.flux import FLUX, FLUX_KONTEXT
 from tui.engine.families.flux2 import FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE
+from tui.engine.families.qwen_image import QWEN_IMAGE, QWEN_IMAGE_EDIT, QWEN_IMAGE_EDIT_PLUS
 from tui.engine.families.sd3 import SD3
 from tui.engine.families.stable_diffusion import SD1, SD2, SDXL
 from tui.engine.families.z_image import ZIMAGE
 
 FAMILIES: tuple[Family, ...] = (*stable_diffusion.FAMILIES, *z_image.FAMILIES, *sd3.FAMILIES, *flux2.FAMILIES,
-                                *flux.FAMILIES)
+                                *flux.FAMILIES, *qwen_image.FAMILIES)
 
 __all__ = ["CFG", "CLIP", "DISTILLED", "FAMILIES", "FLOW_EULER", "FLOW_SAMPLERS", "FLUX", "FLUX2", "FLUX2_KLEIN",
-           "FLUX2_KLEIN_BASE", "FLUX_KONTEXT", "GUIDANCE_KINDS", "NO_GUIDANCE", "SD1", "SD2", "SD3", "SDXL",
-           "SD_SAMPLERS", "STANDARD", "TRUE_CFG", "ZIMAGE", "Defaults", "Family", "Guidance", "Lora", "ModelFamily",
-           "Pipelines", "Recognise", "TextEncoder", "Variant", "defaults_on_switch", "family", "family_defaults",
-           "family_from_checkpoint", "family_from_configs", "family_from_gguf", "family_labels", "family_of_folder",
-           "needs_vae_upcast", "with_family_defaults"]
+           "FLUX2_KLEIN_BASE", "FLUX_KONTEXT", "GUIDANCE_KINDS", "NO_GUIDANCE", "QWEN_IMAGE", "QWEN_IMAGE_EDIT",
+           "QWEN_IMAGE_EDIT_PLUS", "SD1", "SD2", "SD3", "SDXL", "SD_SAMPLERS", "STANDARD", "TRUE_CFG", "ZIMAGE",
+           "Defaults", "Family", "Guidance", "Lora", "ModelFamily", "Pipelines", "Recognise", "TextEncoder", "Variant",
+           "defaults_on_switch", "family", "family_defaults", "family_from_checkpoint", "family_from_configs",
+           "family_from_gguf", "family_labels", "family_of_folder", "needs_vae_upcast", "with_family_defaults"]
 _BY_ID = {family.id: family for family in FAMILIES}
 FALLBACK = SD1  # what a folder no family recognises is taken for, as before the registry
 

@@ -27,6 +27,9 @@ class Pipelines:
     text_to_image: str
     image_to_image: str | None = None
     edit: str | None = None
+    # The edit pipeline is the family's only one and cannot run without a picture to edit
+    # (Qwen-Image-Edit's; FLUX.2's also makes images from text alone)
+    edit_only: bool = False
 
 
 @dataclass(frozen=True)
