@@ -363,7 +363,8 @@ def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
 def report(result: dict) -> str:
     weights = result["weights_gb"]
     line = (f"{result['family']:<14} {result['model']:<28} {result['size']}x{result['size']}, "
-            f"{result['steps']:>2} steps, {result['guidance_kind']} {result['guidance']:g}: bare {result['bare_s']:7.3f} s, engine "
+            f"{result['steps']:>2} steps, {result['guidance_kind']} {result['guidance']:g}: "
+            f"bare {result['bare_s']:7.3f} s, engine "
             f"{result['engine_s']:7.3f} s, ratio {result['time_ratio']:.3f}")
     if result["peak_ratio"] is not None:
         line += (f"; peak bare {result['peak_gb']['bare']:.1f} GB, engine {result['peak_gb']['engine']:.1f} GB, "
