@@ -215,3 +215,53 @@ def test_the_hub_is_reached_through_the_proxy_downloads_use(hub, monkeypatch):
     assert (local.folder / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     hosts = {line.split()[1].split("/")[0] for line in proxy.requests}
     assert hosts == {"hub.invalid", "cdn.invalid"}
+
+
+@pytest.fixture(scope="module")
+def sharded_z_image(tmp_path_factory):
+    """A tiny Z-Image laid out as the big repositories are: every component's weights in shards with
+    their index, the same in fp16 beside them, the tokenizer's chat template in chat_template.jinja
+    (transformers 5 writes it there) and a single-file copy at the top that the pipeline does not use."""
+    import torch
+
+    from tests.tiny_models import build_tiny_z_image
+
+    folder = tmp_path_factory.mktemp("z-image-sharded")
+    pipe = build_tiny_z_image()
+    pipe.save_pretrained(folder, max_shard_size="300KB")
+    pipe.to(torch.float16).save_pretrained(folder, max_shard_size="300KB", variant="fp16")
+    (folder / "z_image_turbo_bf16.safetensors").write_bytes(os.urandom(100_000))
+    return folder
+
+
+def test_sharded_weights_come_with_their_index_and_the_chat_template(sharded_z_image, hub, tmp_path):
+    hub.add_folder("someone/tiny-z-image", sharded_z_image)
+    local = fetch_from_hub("someone/tiny-z-image", False, lambda *_: None)
+    got = fetched(hub)
+    shards = {p for p in got if "-of-" in p}
+    assert {"transformer/diffusion_pytorch_model.safetensors.index.json",
+            "vae/diffusion_pytorch_model.safetensors.index.json", "tokenizer/chat_template.jinja"} <= got
+    assert len([p for p in shards if p.startswith("transformer/")]) > 1
+    assert not any(".fp16." in p for p in got) and "z_image_turbo_bf16.safetensors" not in got
+    assert local.variant is None
+    request = GenerationRequest("a red fox", **{**TINY, "scheduler": "FlowMatch Euler"})
+    engine = Engine(EngineOptions(model="someone/tiny-z-image", preview_max_fps=0))
+    engine.load()
+    reference = Engine(EngineOptions(model=str(sharded_z_image), preview_max_fps=0))
+    reference.load()
+    assert engine.generate(request)[0].image.tobytes() == reference.generate(request)[0].image.tobytes()
+
+
+def test_a_download_the_disk_cannot_hold_fails_before_its_first_byte(hub, monkeypatch):
+    from tui.engine import download
+
+    monkeypatch.setattr(download, "free_bytes", lambda path: 200_000)  # less than the weights plus the margin
+    with pytest.raises(ModelLoadError) as raised:
+        fetch_from_hub(REPO, False, lambda *_: None)
+    message = str(raised.value)
+    assert message.startswith(f"model: downloading {REPO} needs ") and "free; free some space" in message
+    assert "HF_HUB_CACHE" in message
+    assert not any(p.endswith(".safetensors") for p in fetched(hub))
+    assert download.disk_shortfall(10, 10 + download.DISK_MARGIN_BYTES) is False
+    assert download.disk_shortfall(11, 10 + download.DISK_MARGIN_BYTES) is True
+    assert download.disk_shortfall(0, 0) is False  # nothing left to fetch needs no room

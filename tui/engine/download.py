@@ -33,6 +33,29 @@ REPORT_INTERVAL_S = 0.25
 ProgressCallback = Callable[[int, int | None], None]
 
 
+# Room left on the disk after a download: the OS, logs and the app's own images need some.
+DISK_MARGIN_BYTES = 512 * 1024**2
+
+
+class NotEnoughDisk(Exception):
+    """The disk holding the cache has less free space than a download still needs."""
+
+    def __init__(self, needed: int, free: int, where: Path):
+        super().__init__(f"{needed} bytes needed, {free} free at {where}")
+        self.needed, self.free, self.where = needed, free, where
+
+
+def free_bytes(path: Path) -> int:
+    import shutil
+
+    return shutil.disk_usage(path).free
+
+
+def disk_shortfall(needed: int, free: int, margin: int = DISK_MARGIN_BYTES) -> bool:
+    """Whether a download of ``needed`` more bytes would leave less than ``margin`` free."""
+    return needed > 0 and needed + margin > free
+
+
 class DownloadCancelled(Exception):
     """The user stopped the download; what was fetched stays for next time."""
 
@@ -98,9 +121,15 @@ def download_files(repo_id: str, commit: str, files: list[RemoteFile], cache_dir
     total = sum(f.size for f in missing)
     counted = {f.path: _partial_size(blobs, f) for f in missing}
     progress = _Progress(on_progress, sum(counted.values()), total)
+    # Checked before the first byte: a 20-60 GB model that cannot fit fails now, not at 90%.
+    needed = sum(f.size - counted[f.path] for f in missing
+                 if not ((blobs / f.blob).exists() and (blobs / f.blob).stat().st_size == f.size))
+    free = free_bytes(blobs)
+    if disk_shortfall(needed, free):
+        raise NotEnoughDisk(needed, free, cache_dir)
     if missing:
-        log.info("downloading %d files of %s (%d bytes, %d already here)", len(missing), repo_id, total,
-                 progress.done)
+        log.info("downloading %d files of %s: %s (%s already here)", len(missing), repo_id,
+                 _size_text(total), _size_text(progress.done))
     for file in missing:
         blob = blobs / file.blob
         with _locked(blob_lock(cache_dir, repo_id, file.blob), file.path, cancelled):
@@ -113,6 +142,12 @@ def download_files(repo_id: str, commit: str, files: list[RemoteFile], cache_dir
     if name_ref:
         _write_atomically(repo / "refs" / "main", commit)  # last: a snapshot is only named once it is whole
     return snapshot
+
+
+def _size_text(count: int) -> str:
+    from tui.engine.memory import format_bytes
+
+    return format_bytes(count)
 
 
 class _locked:

@@ -160,7 +160,7 @@ def single_file_config_repo(path: Path, header, allow_pickle: bool) -> str:
                              f"load ({error})") from None
 
 
-CONFIG_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model"]
+CONFIG_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/*.model", "*/*.jinja"]
 
 
 def single_file_configs(repo_id: str) -> Path:
@@ -324,7 +324,8 @@ def _download_patterns(components: list[str], allow_pickle: bool, variant: str |
     for name in components:
         if name in SKIPPED_COMPONENTS:
             continue
-        allow += [f"{name}/*.json", f"{name}/*.txt", f"{name}/*.model"]
+        # chat_template.jinja: the Qwen and Mistral tokenizers' chat template, a file of its own in transformers 5
+        allow += [f"{name}/*.json", f"{name}/*.txt", f"{name}/*.model", f"{name}/*.jinja"]
         allow.append(f"{name}/*.{variant}.safetensors" if variant else f"{name}/*.safetensors")
         if allow_pickle:
             allow.append(f"{name}/*.{variant}.bin" if variant else f"{name}/*.bin")
@@ -378,7 +379,9 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
     from tui.engine.download import hub_cache_dir
-    from tui.engine.download import DownloadCancelled, download_files, list_remote_files, select_files
+    from tui.engine.download import (DownloadCancelled, NotEnoughDisk, download_files, list_remote_files,
+                                     select_files)
+    from tui.engine.memory import format_bytes
 
     cached = cached_snapshot(repo_id, allow_pickle, prefer_fp16)
     if cached is not None:
@@ -407,6 +410,10 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         folder = download_files(repo_id, commit, select_files(listed, allow, ignore), cache, on_progress, cancelled,
                                 endpoint)
         return LocalModel(folder, variant)
+    except NotEnoughDisk as error:
+        raise ModelLoadError(f"model: downloading {repo_id} needs {format_bytes(error.needed)} more and the disk "
+                             f"holding the Hugging Face cache ({error.where}) has {format_bytes(error.free)} free; "
+                             "free some space, or set HF_HUB_CACHE to a folder on a larger disk") from None
     except DownloadCancelled:
         raise ModelLoadError(f"model: downloading {repo_id} was cancelled; choose it again to resume "
                              "where it stopped") from None
