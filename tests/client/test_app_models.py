@@ -195,3 +195,21 @@ async def test_a_distilled_family_names_its_guidance_and_hides_the_negative_prom
         await wait_for(pilot, lambda: negative.display, what="the negative prompt back")
         assert str(panel.query_one("#name-setting-guidance").render()) == "Guidance"
         assert not panel.query_one("#setting-shift").parent.display
+
+
+async def test_a_model_named_at_start_takes_its_family_defaults_but_not_over_flags_given(sdtui_home):
+    """`sdtui --model FLUX --steps 6` with config.toml's settings made for an SD model: FLUX.1's
+    size, guidance and sampler apply once it has loaded, the steps given on the command line stay."""
+    from tui.engine.families import FLUX, ModelFamily
+
+    def family_of(model: str) -> ModelFamily:
+        return ModelFamily(FLUX, native_size=1024) if "flux" in model else ModelFamily("sd1")
+
+    app = make_app(engine=scripted(family_info_for=family_of), model="someone/flux1-dev", steps=6, guidance=7.0)
+    app.session.switching_at_start(kept={"model", "steps"})
+    async with app.run_test(size=(140, 40)) as pilot:
+        await wait_loaded(pilot, app)
+        await wait_for(pilot, lambda: app.settings.guidance == 3.5, what="FLUX.1's distilled guidance")
+        assert (app.settings.width, app.settings.height, app.settings.steps) == (1024, 1024, 6)
+        assert app.settings.scheduler == "FlowMatch Euler"
+        assert "FLUX.1 defaults applied" in log_text(app)

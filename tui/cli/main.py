@@ -145,6 +145,20 @@ def _settings_from(args: argparse.Namespace):
         raise UsageError(str(error)) from None
 
 
+def _given_on_the_command_line(args: argparse.Namespace) -> set[str]:
+    from tui.config import Settings, flag_fields
+
+    return {spec.name for spec in flag_fields(Settings) if getattr(args, spec.name, None) not in (None, False)}
+
+
+def _config_model() -> str:
+    """The model config.toml's settings were last used with."""
+    from tui.config import load_settings
+    from tui.locations import locations
+
+    return load_settings(locations().config_file).model
+
+
 def _merge_global(args: argparse.Namespace) -> None:
     """Flags given before the subcommand apply too (``sdtui --demo generate x``); those after it win."""
     for key in [spec.name for spec in _model_flags()] + ["demo", "verbose"]:
@@ -204,6 +218,9 @@ def run_app(args: argparse.Namespace) -> NoReturn:
         host = in_process(places)
     setup_logging(places.log_file, verbose=False)  # the terminal is the app's: nothing logs to stderr
     app = SdtuiApp(settings, allow_pickle=args.allow_pickle, places=places, host=host)
+    # The demo model is for trying the app: it takes config.toml's settings as they are.
+    if settings.model not in (_config_model(), "demo"):
+        app.session.switching_at_start(kept=_given_on_the_command_line(args))
     _leave_now(app.run() or 0)
 
 

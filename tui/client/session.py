@@ -22,7 +22,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Collection
 
 from tui.client import messages as m
 from tui.config import Settings, save_settings
@@ -68,6 +68,7 @@ class Session:
         self._made: tuple | None = None  # ((job, index), image) of the image finished and being saved
         self._switching = False  # the user picked another model: its family's defaults apply once loaded
         self._switch_from: ModelFamily | None = None  # the family before the switch
+        self._kept: frozenset[str] = frozenset()  # settings a switch leaves alone (given on the command line)
         # The server's state as its welcome and events tell it.
         self.connected = False
         self.model: str | None = None  # the loaded model's label
@@ -256,6 +257,12 @@ class Session:
         change.not_loaded = self.load()
         return change
 
+    def switching_at_start(self, kept: Collection[str] = ()) -> None:
+        """The model to load first is not the one config.toml's settings were last used with (the
+        command line named another): its family's defaults apply once it has loaded, as after a
+        switch in the app, except to the settings in ``kept`` (those the command line gave too)."""
+        self._switching, self._switch_from, self._kept = True, None, frozenset(kept)
+
     def current_seed(self) -> tuple[int | None, str]:
         """The seed of the image being made, else of the last one, and which it is."""
         if self.making is not None:
@@ -353,8 +360,9 @@ class Session:
         self._switching = False
         if not self.settings.family_defaults:
             return {}
+        kept, self._kept = self._kept, frozenset()
         changes = {k: v for k, v in defaults_on_switch(self._switch_from, family).items()
-                   if getattr(self.settings, k) != v}
+                   if getattr(self.settings, k) != v and k not in kept}
         if changes:
             self.settings = replace(self.settings, **changes)
             self._save()

@@ -48,7 +48,7 @@ class SettingsPanel(VerticalScroll):
     SettingsPanel { width: 40; max-width: 45%; border-right: solid $primary-darken-2; padding: 0 1; }
     SettingsPanel.hidden { display: none; }
     SettingsPanel .row { height: auto; }
-    SettingsPanel .name { width: 13; text-wrap: nowrap; }
+    SettingsPanel .name { width: 14; text-wrap: nowrap; }  /* "Distilled CFG" and a space */
     SettingsPanel Input { width: 1fr; }
     SettingsPanel Select { width: 1fr; }
     SettingsPanel .problem { color: $error; height: auto; padding: 0 0 0 13; display: none; }
