@@ -89,3 +89,15 @@ def test_a_long_or_weighted_prompt_is_read_as_plain_text_and_a_cut_is_said(engin
     assert cut.startswith("prompt: ") and cut.endswith("tokens; Z-Image's Qwen3 text encoder reads the first 512, "
                                                        "the rest is cut")
     assert prompt_arguments(engine.pipe, family(ZIMAGE), "a red fox", "").notes == ()
+
+
+def test_its_family_is_read_from_disk_before_loading_to_choose_the_dtype(z_image_dir, monkeypatch):
+    from tui.engine import device
+
+    asked = []
+    choose = device.choose_dtype
+    monkeypatch.setattr(device, "choose_dtype", lambda *args: asked.append(args) or choose(*args))
+    loaded = []
+    Engine(EngineOptions(model=str(z_image_dir), device="cpu")).load(loaded.append)
+    assert asked[0][2].id == ZIMAGE
+    assert [e.dtype for e in loaded if isinstance(e, Loaded)] == ["float32"]

@@ -66,8 +66,11 @@ class PaletteActions:
         self.app.notify(f"Loaded {imported.source} parameters from {name}.{more}", timeout=8)
 
     def pick_model(self) -> None:
+        import platform
+
         from tui.client.screens.models import ModelPickerScreen
         from tui.engine.catalog import load_recent
+        from tui.engine.device import expected_device
 
         if isinstance(self.app.screen, ModelPickerScreen):
             return
@@ -77,7 +80,10 @@ class PaletteActions:
                 self.use_model(model)
 
         recent = load_recent(self.session.places.recent_models_file)
-        self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, self.session.settings.model), chosen)
+        settings = self.session.settings
+        device = expected_device(settings.device, self.session.device, platform.system())
+        self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, settings.model, settings.dtype, device),
+                             chosen)
 
     def use_model(self, model: str) -> None:
         self.app.main_screen.change_setting("model", model)

@@ -37,6 +37,7 @@ class CatalogEntry:
     where: str
     recent: bool = False
     note: str = ""  # why it may not load as it is
+    weights: int | None = None  # how many weights its .safetensors files hold (one variant of each)
 
     @property
     def family_label(self) -> str:
@@ -49,6 +50,68 @@ class CatalogEntry:
             return ""
         d = self.family.defaults
         return f"{self.family.native_size}px {d.steps} steps cfg {d.guidance:g}"
+
+    def memory_label(self, dtype: str, total: int) -> str:
+        """What it needs running in ``dtype`` against ``total`` bytes of memory: "needs ~23 GB of 32 GB"."""
+        if not self.weights:
+            return ""
+        measured = self.family.family.job_memory_gb if self.family else None
+        return memory_label(memory_need(self.weights, DTYPE_BYTES.get(dtype, 2), measured), total,
+                            measured is not None)
+
+
+# --- the memory a model needs -----------------------------------------------------------
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+GB = 1000**3  # the job memory figures are measured in these
+
+
+def memory_need(weights: int, dtype_bytes: int, job_memory_gb: float | None) -> int:
+    """Bytes a model needs: its weights at the dtype it runs in, plus a job's working memory at the
+    family's default size where that was measured (peak minus weights on a GPU, docs/performance.md)."""
+    return weights * dtype_bytes + int((job_memory_gb or 0) * GB)
+
+
+def memory_label(need: int, total: int, measured: bool) -> str:
+    """"needs ~23 GB of 32 GB"; "over" where a job's working memory was not measured, so only the
+    weights are counted. Nothing is refused: a model that needs more than there is swaps."""
+    over = "" if measured else "over "
+    return f"needs {over}~{_gb(need)} GB of {_gb(total)} GB"
+
+
+def _gb(count: int) -> str:
+    value = count / GB
+    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
+
+
+def weight_count(shapes) -> int:
+    """The number of weights in a safetensors header's tensor shapes."""
+    total = 0
+    for shape in shapes:
+        count = 1
+        for size in shape:
+            count *= size
+        total += count
+    return total
+
+
+def folder_weights(folder: Path) -> int | None:
+    """The weights of a diffusers folder: per component, one variant's files (fp16 and full-precision
+    copies hold the same weights); None when no header can be read."""
+    from tui.engine.models import weight_variant
+
+    by_place: dict[tuple[Path, str | None], int] = {}
+    for path in list(folder.glob("*.safetensors")) + list(folder.glob("*/*.safetensors")):
+        try:
+            header = read_header(path)
+        except HeaderError:
+            continue
+        place = (path.parent, weight_variant(path.name))
+        by_place[place] = by_place.get(place, 0) + weight_count(header.shapes.values())
+    per_component: dict[Path, int] = {}
+    for (parent, _variant), count in by_place.items():
+        per_component[parent] = max(per_component.get(parent, 0), count)
+    return sum(per_component.values()) or None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -67,16 +130,22 @@ def folder_family(folder: Path, name: str = "") -> ModelFamily:
 
 def checkpoint_family(path: Path) -> tuple[ModelFamily | None, str]:
     """The family of a single-file checkpoint and a note when it cannot be used as it is."""
+    family, note, _weights = _checkpoint(path)
+    return family, note
+
+
+def _checkpoint(path: Path) -> tuple[ModelFamily | None, str, int | None]:
+    """checkpoint_family, and the weights the file holds."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return None, "pickle format: loads only with --allow-pickle"
+        return None, "pickle format: loads only with --allow-pickle", None
     try:
         header = read_header(path)
     except HeaderError as error:
-        return None, str(error)
+        return None, str(error), None
     family = family_from_checkpoint(header.shapes.keys(), path.name)
     if family is None:
-        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)"
-    return family, "truncated: download it again" if header.truncated else ""
+        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)", None
+    return family, "truncated: download it again" if header.truncated else "", weight_count(header.shapes.values())
 
 
 def _folder_size(folder: Path) -> int:
@@ -114,13 +183,13 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
         where = f"Hugging Face cache ({cache_dir})"
         if (snapshot / "model_index.json").is_file():
             entries.append(CatalogEntry(repo.repo_id, repo.repo_id, "hub", folder_family(snapshot, repo.repo_id),
-                                        repo.size_on_disk, where))
+                                        repo.size_on_disk, where, weights=folder_weights(snapshot)))
             continue
         for file in sorted(snapshot.glob("*.safetensors")):
-            family, note = checkpoint_family(file)
+            family, note, weights = _checkpoint(file)
             if family is not None:
                 entries.append(CatalogEntry(str(file), f"{repo.repo_id}/{file.name}", "file", family,
-                                            _size(file), where, note=note))
+                                            _size(file), where, note=note, weights=weights))
     return entries
 
 
@@ -141,12 +210,14 @@ def scan_models_dir(models_dir: Path) -> list[CatalogEntry]:
         where = f"models folder ({models_dir})"
         name = str(path.relative_to(models_dir))
         if path.is_dir():
-            entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where))
+            entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where,
+                                        weights=folder_weights(path)))
         else:
-            family, note = checkpoint_family(path)
+            family, note, weights = _checkpoint(path)
             if family is None and path.suffix.lower() not in PICKLE_SUFFIXES:
                 continue  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
-            entries.append(CatalogEntry(str(path), name, "file", family, _size(path), where, note=note))
+            entries.append(CatalogEntry(str(path), name, "file", family, _size(path), where, note=note,
+                                        weights=weights))
     return entries
 
 
@@ -175,17 +246,34 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
     if path.is_dir():
         note = "" if (path / "model_index.json").is_file() else "no model_index.json"
         return CatalogEntry(ref, path.name, "folder", folder_family(path), _folder_size(path), str(path.parent),
-                            note=note)
+                            note=note, weights=folder_weights(path))
     if path.is_file():
-        family, note = checkpoint_family(path)
-        return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note)
+        family, note, weights = _checkpoint(path)
+        return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note,
+                            weights=weights)
     if "/" in ref and not ref.startswith(("/", ".", "~")):
         snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():
             return CatalogEntry(ref, ref, "hub", folder_family(snapshot, ref), _folder_size(snapshot),
-                                "Hugging Face cache")
+                                "Hugging Face cache", weights=folder_weights(snapshot))
         return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
     return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
+
+
+def family_on_disk(ref: str, cache_dir: Path | None = None) -> ModelFamily | None:
+    """The family of a model setting read from its files before anything loads (so its dtype can be
+    chosen for it); None where they are not here yet (a Hub id not downloaded) or say no family."""
+    if ref.strip().casefold() == DEMO_MODEL_ID:
+        return DEMO_FAMILY
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return folder_family(path)
+    if path.is_file():
+        return checkpoint_family(path)[0]
+    snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref)) if "/" in ref else None
+    if snapshot is not None and (snapshot / "model_index.json").is_file():
+        return folder_family(snapshot, ref)
+    return None
 
 
 def _with_unfinished_downloads(entries: list[CatalogEntry], cache_dir: Path) -> list[CatalogEntry]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tui.engine.families import SDXL
+from tui.engine.families import FLUX, FLUX_KONTEXT, SDXL
 
 DEVICES = ("auto", "mps", "cuda", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -60,16 +60,117 @@ def choose_device(setting: str, mps_available: bool, cuda_available: bool) -> De
     return Decision("device", setting, "set by the user")
 
 
-def choose_dtype(setting: str, device: str) -> Decision:
+@dataclass(frozen=True)
+class DtypeFacts:
+    """What the dtype choice reads besides the setting, the device and the family."""
+
+    macos: tuple[int, int] | None = None  # (major, minor); None off a Mac
+    chip: int | None = None  # Apple's M generation (1 for M1, 3 for M3 Pro...); None when unknown
+    torch_version: str = ""
+    cuda_bf16: bool = True  # torch.cuda.is_bf16_supported(); Ampere and later
+
+
+def parse_macos_version(version: str) -> tuple[int, int] | None:
+    """(major, minor) from platform.mac_ver()'s '14.4.1'; None for '' (not a Mac)."""
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 and parts[1] else 0
+    except ValueError:
+        return None
+
+
+def apple_chip_generation(brand: str) -> int | None:
+    """1 for 'Apple M1', 2 for 'Apple M2 Pro', ...; None for any other CPU."""
+    words = brand.split()
+    if len(words) >= 2 and words[0] == "Apple" and words[1][:1] == "M" and words[1][1:].isdigit():
+        return int(words[1][1:])
+    return None
+
+
+# bfloat16 on mps: MPSGraph has it from macOS 14 (Sonoma), and PyTorch enables it there from 2.3
+# (pytorch/pytorch#119641). M1 and M2 have no bfloat16 in hardware: Metal emulates it in float32, so it
+# runs but gains no speed there (huggingface/transformers#40458); M3 and later compute it natively.
+MPS_BF16_MACOS = (14, 0)
+MPS_BF16_TORCH = (2, 3)
+LAST_EMULATED_BF16_CHIP = 2
+
+
+def mps_has_bfloat16(facts: DtypeFacts) -> bool:
+    return (facts.macos is not None and facts.macos >= MPS_BF16_MACOS
+            and parse_torch_version(facts.torch_version) >= MPS_BF16_TORCH)
+
+
+def _bf16_on_mps_note(facts: DtypeFacts) -> str:
+    if facts.chip is not None and facts.chip <= LAST_EMULATED_BF16_CHIP:
+        return f"; M{facts.chip} has no native bfloat16, so Metal emulates it: slower than on M3 and later"
+    return ""
+
+
+def _family_bits(family) -> tuple[str, str, bool, str]:
+    """(label, preferred dtype, float16 safe, source) of a family entry, or SD's when unknown."""
+    from tui.engine.families.entry import SD_PRECISION
+
+    precision = family.precision if family is not None else SD_PRECISION
+    label = family.label if family is not None else "this model"
+    return label, precision.preferred, precision.float16_safe, precision.source
+
+
+def choose_dtype(setting: str, device: str, family=None, facts: DtypeFacts = DtypeFacts()) -> Decision:
+    """The dtype a model of ``family`` (a families.Family, or None when not known) runs in on ``device``.
+    An explicit setting is always obeyed, with a warning in its reason where it is known to break."""
     if setting not in DTYPES:
         raise DeviceError(f"dtype: unknown {setting!r}; use one of {', '.join(DTYPES)}")
-    if setting == "auto":
-        if device in ("mps", "cuda"):
-            return Decision("dtype", "float16", f"auto: half precision halves memory on {device}")
+    if setting != "auto":
+        return Decision("dtype", setting, "set by the user" + _dtype_warning(setting, device, family, facts))
+    if device == "cpu":
         return Decision("dtype", "float32", "auto: the CPU computes float16 slowly or not at all")
+    label, preferred, float16_safe, source = _family_bits(family)
+    if preferred == "float16":
+        return Decision("dtype", "float16", f"auto: half precision halves memory on {device}")
+    if device == "cuda":
+        return _bf16_family_on_cuda(label, float16_safe, source, facts)
+    return _bf16_family_on_mps(label, float16_safe, source, facts)
+
+
+def _bf16_family_on_cuda(label: str, float16_safe: bool, source: str, facts: DtypeFacts) -> Decision:
+    if facts.cuda_bf16:
+        return Decision("dtype", "bfloat16", f"auto: {label} is published and run in bfloat16")
+    if float16_safe:
+        return Decision("dtype", "float16", f"auto: this GPU has no bfloat16, and {label} runs in float16")
+    return Decision("dtype", "float32", f"auto: this GPU has no bfloat16 and {source}; float32 doubles the "
+                                        "memory the weights take")
+
+
+def _bf16_family_on_mps(label: str, float16_safe: bool, source: str, facts: DtypeFacts) -> Decision:
+    if mps_has_bfloat16(facts):
+        return Decision("dtype", "bfloat16", f"auto: {label} is published and run in bfloat16, which mps has on "
+                                             f"macOS 14 and later{_bf16_on_mps_note(facts)}")
+    missing = ("bfloat16 on mps needs macOS 14 and torch 2.3 or later (pytorch/pytorch#119641), "
+               f"here {_macos_text(facts)} and torch {facts.torch_version or 'unknown'}")
+    if float16_safe:
+        return Decision("dtype", "float16", f"auto: {missing}; {label} runs in float16")
+    return Decision("dtype", "float32", f"auto: {missing}, and {source}: float32, which doubles the memory "
+                                        "the weights take")
+
+
+def _macos_text(facts: DtypeFacts) -> str:
+    return f"macOS {facts.macos[0]}.{facts.macos[1]}" if facts.macos else "macOS unknown"
+
+
+def _dtype_warning(setting: str, device: str, family, facts: DtypeFacts) -> str:
+    label, _preferred, float16_safe, source = _family_bits(family)
     if device == "cpu" and setting == "float16":
-        return Decision("dtype", "float16", "set by the user (float16 on the CPU is slow)")
-    return Decision("dtype", setting, "set by the user")
+        return " (float16 on the CPU is slow)"
+    if setting == "float16" and device != "cpu" and not float16_safe:
+        return f"; beware: {source}"
+    if setting == "bfloat16" and device == "mps" and not mps_has_bfloat16(facts):
+        return (f"; beware: bfloat16 on mps needs macOS 14 and torch 2.3 or later (pytorch/pytorch#119641), "
+                f"here {_macos_text(facts)} and torch {facts.torch_version or 'unknown'}")
+    if setting == "bfloat16" and device == "mps":
+        return _bf16_on_mps_note(facts)
+    if setting == "bfloat16" and device == "cuda" and not facts.cuda_bf16:
+        return "; beware: this GPU has no bfloat16"
+    return ""
 
 
 # Sliced attention on mps reads uninitialised memory through torch.baddbmm(beta=0), and SDXL then
@@ -214,11 +315,46 @@ def swap_advice(device: str, ratio_setting: str | None) -> str:
     return f"; {MPS_WATERMARK_VARIABLE} (default 1.7) sets how far past the GPU's working set a job may go"
 
 
+def parse_torch_release(version: str) -> tuple[int, int, int]:
+    """(major, minor, patch) from '2.4.0', '2.4.1+cpu' or '2.5.0a0+git12'."""
+    major, minor = parse_torch_version(version)
+    parts = version.split("+")[0].split(".")
+    digits = "".join(ch for ch in (parts[2] if len(parts) > 2 else "0").split("a")[0] if ch.isdigit())
+    return major, minor, int(digits or 0)
+
+
+@dataclass(frozen=True)
+class TorchBreakage:
+    """A torch release range (inclusive) that runs some families badly on mps."""
+
+    families: frozenset[str]
+    first: tuple[int, int, int]
+    last: tuple[int, int, int]
+    text: str  # what goes wrong, with its source
+
+
+# Only breakages with a source. FLUX.1's, Z-Image's, Qwen-Image's and FLUX.2's rotary embeddings do not
+# need float64, which mps lacks: diffusers computes FLUX.1's and FLUX.2's in float32 on mps
+# (maybe_adjust_dtype_for_device, after huggingface/diffusers#9047), Z-Image's in float64 on the CPU
+# before moving them, and Qwen-Image's in float32.
+MPS_TORCH_BREAKAGES = (
+    TorchBreakage(frozenset({SDXL}), (2, 5, 0), (2, 5, 99),
+                  "runs SDXL on mps about 60% slower and with 50% more memory (pytorch issue 139389); "
+                  "torch 2.4 or 2.6 and later do not"),
+    TorchBreakage(frozenset({FLUX, FLUX_KONTEXT}), (2, 4, 0), (2, 4, 0),
+                  "gives FLUX.1 images of noise on mps (pytorch issue 133520, black-forest-labs/flux#30); "
+                  "torch 2.4.1 fixed it"),
+)
+
+
 def mps_torch_warning(device: str, torch_version: str, family_base: str) -> str | None:
-    """torch 2.5 made SDXL on mps about 60% slower with 50% more memory (pytorch issue 139389)."""
-    if device == "mps" and family_base == SDXL and parse_torch_version(torch_version) == (2, 5):
-        return (f"torch {torch_version} runs SDXL on mps about 60% slower and with 50% more memory "
-                "(pytorch issue 139389); torch 2.4 or 2.6 and later do not")
+    """A known bad torch release on mps for this family, said once at load."""
+    if device != "mps":
+        return None
+    release = parse_torch_release(torch_version)
+    for breakage in MPS_TORCH_BREAKAGES:
+        if family_base in breakage.families and breakage.first <= release <= breakage.last:
+            return f"torch {torch_version} {breakage.text}"
     return None
 
 
@@ -259,26 +395,65 @@ def describe_machine(device: str, torch_version: str, system: str, release: str,
     return {"torch": torch_version, "os": os_text, "chip": chip or "unknown"}
 
 
+def local_dtype_facts() -> DtypeFacts:
+    """DtypeFacts without importing torch, for the client's estimates: torch's version from its package
+    metadata, and bfloat16 taken as present on a CUDA GPU (the engine asks the GPU itself)."""
+    import platform
+    from importlib import metadata
+
+    try:
+        torch_version = metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        torch_version = ""
+    macos = parse_macos_version(platform.mac_ver()[0])
+    return DtypeFacts(macos, apple_chip_generation(cpu_brand()) if macos else None, torch_version, True)
+
+
+def expected_device(setting: str, loaded: str, system: str) -> str:
+    """The device a model will load on, as the client can tell without torch: the setting, else the
+    device of the loaded model, else mps on a Mac and cuda elsewhere (the engine decides for real)."""
+    if setting in ("mps", "cuda", "cpu"):
+        return setting
+    if loaded:
+        return loaded
+    return "mps" if system == "Darwin" else "cuda"
+
+
 def machine_facts(device: str) -> dict[str, str]:
     """describe_machine for this machine (imports torch)."""
     import platform
-    import subprocess
 
     import torch
 
     gpu = torch.cuda.get_device_name() if device == "cuda" and torch.cuda.is_available() else ""
-    cpu = ""
-    if platform.system() == "Darwin":
-        try:  # "Apple M2 Pro"
-            cpu = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
-                                 timeout=2).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            cpu = ""
-    else:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as info:
-                cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
-        except OSError:
-            cpu = ""
     return describe_machine(device, torch.__version__, platform.system(), platform.release(),
-                            platform.mac_ver()[0], gpu, cpu or platform.processor())
+                            platform.mac_ver()[0], gpu, cpu_brand() or platform.processor())
+
+
+def cpu_brand() -> str:
+    """'Apple M2 Pro' on a Mac, the model name from /proc/cpuinfo on Linux, '' where neither says."""
+    import platform
+    import subprocess
+
+    if platform.system() == "Darwin":
+        try:
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=2).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
+def dtype_facts(device: str) -> DtypeFacts:
+    """DtypeFacts for this machine (imports torch)."""
+    import platform
+
+    import torch
+
+    cuda_bf16 = device == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return DtypeFacts(parse_macos_version(platform.mac_ver()[0]), apple_chip_generation(cpu_brand()),
+                      torch.__version__, cuda_bf16)

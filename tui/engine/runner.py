@@ -19,6 +19,7 @@ from typing import Any, Callable
 from tui.engine import device as devices
 from tui.engine.adapters import Networks, PreparedPrompts
 from tui.engine.cancel import CancelScope
+from tui.engine.catalog import family_on_disk
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Unloaded)
 from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, needs_vae_upcast
@@ -71,6 +72,7 @@ class Engine:
         self.dtype = ""
         self.load_seconds = 0.0
         self.decisions: list[devices.Decision] = []
+        self._facts: dict[str, devices.DtypeFacts] = {}
         self._cancels = CancelScope()
         self._base_scheduler_config: dict[str, Any] = {}
         self._schedulers: dict[str, Any] = {}
@@ -131,7 +133,9 @@ class Engine:
         options = self.options
         source = resolve_source(options.model)  # a name that cannot be a model keeps the loaded one
         device = devices.choose_device(options.device, torch.backends.mps.is_available(), torch.cuda.is_available())
-        dtype = devices.choose_dtype(options.dtype, device.value)
+        facts = self._dtype_facts(device.value)
+        family = family_on_disk(source.ref)
+        dtype = devices.choose_dtype(options.dtype, device.value, family and family.family, facts)
         key = (source.kind, source.ref, device.value, dtype.value)
         if self.pipe is not None and key == self._loaded_key and self._loaded_event is not None:
             if not quiet_if_loaded:
@@ -144,6 +148,10 @@ class Engine:
         # Downloads and checks come before the loaded model is unloaded: a model that cannot load
         # (a Hub id while offline, a truncated file) leaves the working one in place.
         build = self._loader(source, on_event, cancel, dtype.value)
+        if family is None and source.kind == "hub":  # downloaded just now: its family can be read at last
+            family = family_on_disk(source.ref)
+            dtype = devices.choose_dtype(options.dtype, device.value, family and family.family, facts)
+            key = (source.kind, source.ref, device.value, dtype.value)
         previous = self._loaded_options if self.pipe is not None else None
         self.unload(on_event)
         try:
@@ -188,6 +196,12 @@ class Engine:
                                     tuple(d.describe() for d in self.decisions), self.family_info,
                                     sample_memory(self.device), options.model)
         on_event(self._loaded_event)
+
+    def _dtype_facts(self, device: str) -> devices.DtypeFacts:
+        """The machine's facts for the dtype choice, read once per device (the chip takes a sysctl call)."""
+        if device not in self._facts:
+            self._facts[device] = devices.dtype_facts(device)
+        return self._facts[device]
 
     def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str):
         """A function of the torch dtype that builds the pipeline, once the model is on disk and checked."""

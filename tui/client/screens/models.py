@@ -7,13 +7,15 @@ The catalog is built in a thread: scanning a large cache reads many small files.
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 from rich.text import Text
 
 from tui.engine.catalog import CatalogEntry, build_catalog
+from tui.engine.device import choose_dtype, expected_device, local_dtype_facts
 from tui.engine.download import hub_cache_dir
-from tui.engine.memory import format_bytes
+from tui.engine.memory import format_bytes, total_ram
 from tui.client.screens.picker import PickerScreen
 from tui.text import plural, visible
 
@@ -28,11 +30,16 @@ def _looks_like_model(text: str) -> bool:
 class ModelPickerScreen(PickerScreen):
     TITLE = "[b]Models[/b]: Enter loads the highlighted one, Esc closes"
     PLACEHOLDER = "filter, or type a Hub id (owner/name) or a path to load it"
-    COLUMNS = ("", "model", "family", "size", "defaults", "where")
+    COLUMNS = ("", "model", "family", "size", "memory", "defaults", "where")
 
-    def __init__(self, models_dir: Path, recent: list[str], current: str) -> None:
+    def __init__(self, models_dir: Path, recent: list[str], current: str, dtype_setting: str = "auto",
+                 device: str = "") -> None:
         super().__init__()
         self.models_dir, self.recent, self.current = models_dir, recent, current
+        self.dtype_setting = dtype_setting
+        self.device = device or expected_device("auto", "", platform.system())
+        self.facts = local_dtype_facts()
+        self.total_memory = total_ram()
 
     @property
     def entries(self) -> list[CatalogEntry]:
@@ -60,15 +67,21 @@ class ModelPickerScreen(PickerScreen):
 
     def row(self, item: CatalogEntry | str) -> tuple:
         if isinstance(item, str):
-            return "→", Text(f"load {visible(item)}"), "", "", "", "typed"
+            return "→", Text(f"load {visible(item)}"), "", "", "", "", "typed"
         mark = "●" if item.ref == self.current else ("★" if item.recent else "")
         name = Text(visible(item.name))
         if item.note:
             name.append(f"  ({visible(item.note)})", style="dim")
         size = format_bytes(item.size_bytes) if item.size_bytes else ""
         where = item.where.split(" (")[0]  # the folders themselves are named in the hint below
-        return mark, name, item.family_label, size, Text(item.defaults_label, style="dim"), \
+        return mark, name, item.family_label, size, self.memory(item), Text(item.defaults_label, style="dim"), \
             Text(visible(where), style="dim")
+
+    def memory(self, item: CatalogEntry) -> str:
+        """What the model needs at the dtype it will run in, against this machine's memory (unified on a Mac)."""
+        family = item.family.family if item.family else None
+        dtype = choose_dtype(self.dtype_setting, self.device, family, self.facts).value
+        return item.memory_label(dtype, self.total_memory)
 
     def result(self, item: CatalogEntry | str) -> str:
         return item if isinstance(item, str) else item.ref

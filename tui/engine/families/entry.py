@@ -92,6 +92,19 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class Precision:
+    """The half precision a family is published and run in, and whether float16 gives finite
+    images with it; ``source`` says where the facts come from (an issue, a model card)."""
+
+    preferred: str  # "float16" | "bfloat16"
+    float16_safe: bool
+    source: str
+
+
+SD_PRECISION = Precision("float16", True, "SD 1.x, 2.x and SDXL are published with fp16 weights")
+
+
+@dataclass(frozen=True)
 class Family:
     id: str
     label: str
@@ -113,6 +126,10 @@ class Family:
     # The keyword its text-to-image pipeline takes the output's area by, rescaling height and width to
     # it (FLUX.1 Kontext's max_area, 1024**2 unless given): the engine gives width * height.
     area_argument: str | None = None
+    precision: Precision = SD_PRECISION
+    # A job's working memory at the default size, beyond the weights, in GB: measured peak minus weights
+    # (docs/performance.md); None where it was not measured.
+    job_memory_gb: float | None = None
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from tui.engine.families.entry import (DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family, Guidance,
-                                       Lora, Pipelines, Recognise, TextEncoder, Variant)
+                                       Lora, Pipelines, Precision, Recognise, TextEncoder, Variant)
 
 FLUX, FLUX_KONTEXT = "flux", "flux-kontext"  # registry ids
 
@@ -58,6 +58,10 @@ _ENCODERS = (TextEncoder("text_encoder", "tokenizer", "clip-pooled", 77, 768, po
 # pipeline's true_cfg_scale with a negative prompt, is not used). Every value is read: none is off.
 _DISTILLED = Guidance(DISTILLED, "guidance_scale", 0.0)
 _LORA = Lora("FluxLoraLoaderMixin")  # lora_pipeline.py; kohya, XLabs and ComfyUI keys are converted
+# Published in bfloat16. diffusers clips the transformer's two float16 overflows (huggingface/diffusers#9097),
+# but FLUX.1's VAE still decodes to black images in float16 on mps (invoke-ai/InvokeAI#7208).
+_PRECISION = Precision("bfloat16", False, "FLUX.1's VAE gives black images in float16: invoke-ai/InvokeAI#7208")
+_JOB_MEMORY_GB = 2.6  # FLUX.1-dev at 1024x1024, bfloat16, H200 peak minus weights
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -79,7 +83,8 @@ FAMILIES: tuple[Family, ...] = (
         # name. "turbo" is the id ModelFamily gives a family's distilled variant.
         variants=(Variant("turbo", "schnell", "schnell", Defaults(1024, 4, 0.0, FLOW_EULER),
                           guidance=Guidance(NO_GUIDANCE, None), configs=_schnell_configs,
-                          checkpoint=_schnell_checkpoint),)),
+                          checkpoint=_schnell_checkpoint),),
+        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
     Family(
         id=FLUX_KONTEXT, label="FLUX.1 Kontext",
         # It edits the image given as image=; without one it generates from the prompt alone. Its
@@ -91,5 +96,5 @@ FAMILIES: tuple[Family, ...] = (
         defaults=Defaults(1024, 28, 2.5, FLOW_EULER),
         guidance=_DISTILLED, negative_prompt=False, encoders=_ENCODERS,
         latent_format="flux", lora=_LORA, samplers=FLOW_SAMPLERS,
-        area_argument="max_area"),
+        area_argument="max_area", precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from tui.engine.families.entry import (CFG, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family,
-                                       Guidance, Lora, Pipelines, Recognise, TextEncoder)
+                                       Guidance, Lora, Pipelines, Precision, Recognise, TextEncoder)
 
 FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE = "flux2", "flux2-klein", "flux2-klein-base"
 
@@ -73,6 +73,9 @@ _LORA = Lora("Flux2LoraLoaderMixin")  # both pipelines; transformer only
 # No img2img with strength: the pipelines edit by reference images (image=, one or several PIL images of
 # at least 64 px a side; flux2/image_processor.py), the engine's edit by instruction.
 # No GGUF architecture: ComfyUI-GGUF writes "flux" for FLUX.1 and FLUX.2 alike.
+# Published in bfloat16; no report of FLUX.2 failing in float16 at inference was found, so it is taken as safe.
+_PRECISION = Precision("bfloat16", True, "FLUX.2 is published in bfloat16")
+_JOB_MEMORY_GB = 2.6  # FLUX.2 klein 4B at 1024x1024, bfloat16, H200 peak minus weights (dev and 9B unmeasured)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -85,7 +88,8 @@ FAMILIES: tuple[Family, ...] = (
         guidance=Guidance(DISTILLED, "guidance_scale", 0.0), negative_prompt=False,
         # Mistral3ForConditionalGeneration (Mistral Small 3.1, hidden size 5120), max_sequence_length 512.
         encoders=(TextEncoder("text_encoder", "tokenizer", "mistral", 512, 5120),),
-        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        job_memory_gb=_JOB_MEMORY_GB),
     Family(
         id=FLUX2_KLEIN, label="FLUX.2 klein",
         pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
@@ -96,7 +100,8 @@ FAMILIES: tuple[Family, ...] = (
         # The pipeline runs no guidance for a distilled model whatever guidance_scale says (it logs that
         # one above 1, its default 4.0 included, "is ignored for step-wise distilled models").
         guidance=Guidance(NO_GUIDANCE, None), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
-        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        job_memory_gb=_JOB_MEMORY_GB),
     Family(
         id=FLUX2_KLEIN_BASE, label="FLUX.2 klein Base",
         pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
@@ -106,5 +111,6 @@ FAMILIES: tuple[Family, ...] = (
         # guidance_scale is real CFG against the empty prompt (the pipeline takes no negative_prompt,
         # only negative_prompt_embeds; "" is used), on when guidance_scale > 1 (do_classifier_free_guidance).
         guidance=Guidance(CFG, "guidance_scale", 1.0), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
-        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS),
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        job_memory_gb=_JOB_MEMORY_GB),
 )

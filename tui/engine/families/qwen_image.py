@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Collection
 
 from tui.engine.families.entry import (FLOW_EULER, FLOW_SAMPLERS, TRUE_CFG, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Recognise, TextEncoder, Variant)
+                                       Pipelines, Precision, Recognise, TextEncoder, Variant)
 
 QWEN_IMAGE = "qwen_image"
 QWEN_IMAGE_EDIT = "qwen_image_edit"
@@ -43,6 +43,10 @@ _ENCODERS = (TextEncoder("text_encoder", "tokenizer", "qwen2.5-vl", 512, 3584),)
 _LATENT_FORMAT = "wan21"
 # LoRAs on the transformer only (diffusers' QwenImageLoraLoaderMixin converts kohya and ComfyUI names).
 _LORA = Lora("QwenImageLoraLoaderMixin")
+# Published in bfloat16; its transformer overflows to NaN (black images) in float16 (Comfy-Org/ComfyUI#10751,
+# leejet/stable-diffusion.cpp#1249).
+_PRECISION = Precision("bfloat16", False, "Qwen-Image in float16 gives black (NaN) images: Comfy-Org/ComfyUI#10751")
+_JOB_MEMORY_GB = 7.6  # Qwen-Image at 1328x1328, bfloat16, H200 peak minus weights (the edit models: at most this)
 
 FAMILIES: tuple[Family, ...] = (
     Family(
@@ -55,7 +59,8 @@ FAMILIES: tuple[Family, ...] = (
         latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS,
         # Lightning (lightx2v/Qwen-Image-Lightning's model card): distilled to 8 (or 4) steps at true_cfg_scale
         # 1.0, that is without CFG; merged checkpoints carry "Lightning" in their names.
-        variants=(Variant("turbo", "Lightning", "lightning", Defaults(1328, 8, 1.0, FLOW_EULER)),)),
+        variants=(Variant("turbo", "Lightning", "lightning", Defaults(1328, 8, 1.0, FLOW_EULER)),),
+        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
     # The editing models load their edit pipeline (it takes the image to edit as image=, and cannot run without
     # one), which is also the one they run; they have no text-to-image or image-to-image pipeline of their own.
     Family(
@@ -65,7 +70,8 @@ FAMILIES: tuple[Family, ...] = (
         # 50 steps, true_cfg_scale 4.0 (__call__'s defaults); the output is ~1 MP at the input's aspect when no
         # size is given (calculate_dimensions(1024 * 1024, ...) in __call__).
         defaults=Defaults(1024, 50, 4.0, FLOW_EULER), guidance=_GUIDANCE, negative_prompt=True, encoders=_ENCODERS,
-        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS),
+        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        job_memory_gb=_JOB_MEMORY_GB),
     # Qwen-Image-Edit-2509 and -2511: several reference images (pipeline_qwenimage_edit_plus.py).
     Family(
         id=QWEN_IMAGE_EDIT_PLUS, label="Qwen-Image-Edit-2509/2511",
@@ -73,5 +79,6 @@ FAMILIES: tuple[Family, ...] = (
         recognise=Recognise(("QwenImageEditPlusPipeline",)),
         # ~1 MP output as Edit's; 40 steps at true_cfg_scale 4.0 in the Qwen-Image-Edit-2509 model card's example.
         defaults=Defaults(1024, 40, 4.0, FLOW_EULER), guidance=_GUIDANCE, negative_prompt=True, encoders=_ENCODERS,
-        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS),
+        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        job_memory_gb=_JOB_MEMORY_GB),
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Collection
 
 from tui.engine.families.entry import (CFG, CLIP, FLOW_EULER, FLOW_SAMPLERS, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Recognise, TextEncoder, Variant)
+                                       Pipelines, Precision, Recognise, TextEncoder, Variant)
 
 SD3 = "sd3"
 
@@ -53,5 +53,8 @@ FAMILIES: tuple[Family, ...] = (
         # 16 channels, not packed (the transformer patchifies); ComfyUI's comfy/latent_formats.py, class SD3.
         latent_format="sd3", lora=Lora("SD3LoraLoaderMixin"), samplers=FLOW_SAMPLERS,
         # SD 3.5 Large Turbo's model card: 4 steps at guidance 0 (no CFG).
-        variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 4, 0.0, FLOW_EULER)),)),
+        variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 4, 0.0, FLOW_EULER)),),
+        # SD 3.5's model cards load it in bfloat16; no report of it failing in float16 was found.
+        precision=Precision("bfloat16", True, "SD 3.5's model cards run it in bfloat16"),
+        job_memory_gb=3.4),  # SD 3.5 Large at 1024x1024, bfloat16, H200 peak minus weights
 )

@@ -4,7 +4,7 @@ and FLUX.1's VAE. Facts from diffusers' pipelines/z_image/pipeline_z_image.py.""
 from __future__ import annotations
 
 from tui.engine.families.entry import (CFG, FLOW_EULER, FLOW_SAMPLERS, Defaults, Family, Guidance, Lora, Pipelines,
-                                       Recognise, TextEncoder, Variant)
+                                       Precision, Recognise, TextEncoder, Variant)
 
 ZIMAGE = "zimage"
 
@@ -22,6 +22,9 @@ FAMILIES: tuple[Family, ...] = (
         # Its VAE is FLUX.1's: 16 channels, previewed with FLUX's factors (ComfyUI's ZImage latent format).
         latent_format="flux", lora=Lora("ZImageLoraLoaderMixin"), samplers=FLOW_SAMPLERS,
         # Turbo: 8 steps at guidance 0 (the pipeline's docstring example).
-        variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 8, 0.0, FLOW_EULER)),)),
+        variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 8, 0.0, FLOW_EULER)),),
+        # Published in bfloat16; float16 gives NaN latents, black images (Tongyi-MAI/Z-Image issue 14).
+        precision=Precision("bfloat16", False, "Z-Image in float16 gives black (NaN) images: Tongyi-MAI/Z-Image#14"),
+        job_memory_gb=2.8),  # Z-Image-Turbo at 1024x1024, bfloat16, H100/H200 peak minus weights
 )
 
