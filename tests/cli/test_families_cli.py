@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.bare_diffusers import bare_image, bare_pipeline
 from tests.conftest import run_sdtui
 from tui.store.images import parse_parameters
 
@@ -94,31 +95,6 @@ def saved(request, tmp_path_factory):
     return case, folder
 
 
-def bare_diffusers_image(case: Case, folder) -> np.ndarray:
-    """The image of a bare diffusers call: the folder loaded as it is, FlowMatch Euler on the
-    pipeline's own scheduler config, the CPU generator seeded as the engine seeds it.
-
-    Each weight is copied into memory of its own first: from_pretrained maps the safetensors file,
-    which leaves weights 8-byte aligned, and the CPU's matrix kernels pick their code path by
-    alignment, so the last bits of a product (here one level of a pixel of Kontext's image) follow
-    where the weight lies, not what it is. Weights built in memory, as a pipeline made in Python
-    has them, are 64-byte aligned; the engine copies the mapped ones for the same reason."""
-    import torch
-    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
-
-    pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32)
-    assert type(pipe).__name__ == case.pipeline
-    for module in pipe.components.values():
-        if isinstance(module, torch.nn.Module):
-            for tensor in [*module.parameters(), *module.buffers()]:
-                tensor.data = tensor.data.clone()
-    pipe.scheduler = FlowMatchEulerDiscreteScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    image = pipe(prompt=PROMPT, num_inference_steps=STEPS, width=SIZE, height=SIZE,
-                 generator=torch.Generator("cpu").manual_seed(SEED), **case.bare_guidance, **case.bare_extra).images[0]
-    return np.asarray(image)
-
-
 def test_generate_through_the_server_gives_bare_diffusers_image(saved, demo_server, sdtui_home, tmp_path):
     from tui.engine.catalog import folder_family
 
@@ -140,7 +116,10 @@ def test_generate_through_the_server_gives_bare_diffusers_image(saved, demo_serv
     assert png.size == (SIZE, SIZE)
     pixels = np.asarray(png.convert("RGB"))
     assert pixels.std() > 0  # a picture, not a flat field
-    assert np.array_equal(pixels, bare_diffusers_image(case, folder))
+    pipe = bare_pipeline(folder)
+    assert type(pipe).__name__ == case.pipeline
+    assert np.array_equal(pixels, bare_image(pipe, PROMPT, SEED, STEPS, SIZE, SIZE, **case.bare_guidance,
+                                             **case.bare_extra))
 
     parsed = parse_parameters(png.text["parameters"])
     assert parsed.prompt == PROMPT
