@@ -61,3 +61,14 @@ def build_tiny_flux(guidance_embeds: bool = True, kontext: bool = False):
     pipe = (FluxKontextPipeline if kontext else FluxPipeline)(**tiny_flux_components(guidance_embeds))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def shrink_kontext_resolutions(monkeypatch, side: int = 64) -> None:
+    """Test speed: FluxKontextPipeline resizes the image to edit to the nearest of Kontext's trained
+    sizes, all about 1 MP (PREFERRED_KONTEXT_RESOLUTIONS in pipeline_flux_kontext.py, read on every
+    call unless _auto_resize=False): 4096 image tokens' attention on the CPU, and a 1 MP VAE encode,
+    take minutes with tiny weights. With ``side`` x ``side`` the only trained size, an image of that
+    size is edited as it is, by the engine and a bare call alike."""
+    import diffusers.pipelines.flux.pipeline_flux_kontext as kontext
+
+    monkeypatch.setattr(kontext, "PREFERRED_KONTEXT_RESOLUTIONS", [(side, side)])
