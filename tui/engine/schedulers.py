@@ -26,11 +26,17 @@ class SchedulerSpec:
     # The "Schedule type" A1111 writes for it; None for samplers that have none (DDIM, PLMS, UniPC).
     schedule: str | None = UNIFORM
     flow: bool = False  # for flow-matching models only (the families' samplers say which family takes which)
+    # Runs with a fixed shift where the pipeline passes mu anyway (FLUX's, Z-Image's, Qwen-Image's do):
+    # DPMSolverMultistepScheduler.set_timesteps asserts use_dynamic_shifting whenever it is given mu.
+    fixed_shift_with_mu: bool = True
 
 
 _KARRAS = {"use_karras_sigmas": True}
 _DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _DPMPP_2M_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+# The multistep solvers on a flow-matching model's sigmas (their use_flow_sigmas); the model's shift
+# becomes their flow_shift (build_scheduler).
+_FLOW_SIGMAS = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 
 SCHEDULERS: tuple[SchedulerSpec, ...] = (
     SchedulerSpec("Euler", "EulerDiscreteScheduler", "Euler"),
@@ -54,6 +60,12 @@ SCHEDULERS: tuple[SchedulerSpec, ...] = (
     # Flow-matching models (Z-Image, FLUX, SD3...) ship this scheduler; their pipelines pass it sigmas
     # or mu that the other classes do not all take (pipeline_z_image.py, retrieve_timesteps).
     SchedulerSpec("FlowMatch Euler", "FlowMatchEulerDiscreteScheduler", "Euler", flow=True),
+    # UniPCMultistepScheduler.set_timesteps takes sigmas and mu, so every flow pipeline runs it;
+    # DPMSolverMultistepScheduler's takes no sigmas, so it runs only in the pipelines that pass none
+    # to it (pipeline_flux2*.py, pipeline_stable_diffusion_3*.py drop or never make them).
+    SchedulerSpec("FlowMatch UniPC", "UniPCMultistepScheduler", "UniPC", _FLOW_SIGMAS, None, flow=True),
+    SchedulerSpec("FlowMatch DPM++ 2M", "DPMSolverMultistepScheduler", "DPM++ 2M", {**_DPMPP_2M, **_FLOW_SIGMAS},
+                  flow=True, fixed_shift_with_mu=False),
 )
 
 DEFAULT_SCHEDULER = "DPM++ 2M Karras"
@@ -149,8 +161,9 @@ def scheduler_from_a1111(sampler: str, schedule_type: str | None = None,
 # to 1/steps, which is the linspace(1, 1/steps) the diffusers pipelines pass FlowMatchEulerDiscrete;
 # "normal" spaces them down to the smallest sigma instead, the same curve ending a step lower; and
 # Flux2Scheduler (no schedule name, read as None) computes FLUX.2's own resolution-dependent shift,
-# as the diffusers FLUX.2 pipeline does. Other samplers or schedules (karras, beta...) have no
-# exact equivalent on a flow model.
+# as the diffusers FLUX.2 pipeline does. Other schedules (karras, beta...) have no exact equivalent on a
+# flow model: diffusers' FlowMatchEulerDiscreteScheduler spans them between the pipeline's first and last
+# shifted sigma, ComfyUI between the model's sigma_max and sigma_min (its karras, exponential and beta).
 COMFY_FLOW_SCHEDULES = {None, "simple", "normal", "sgm_uniform"}
 
 
@@ -194,4 +207,7 @@ def build_scheduler(spec: SchedulerSpec, base_config: dict[str, Any]):
     import diffusers
 
     cls = getattr(diffusers, spec.diffusers_class)
-    return cls.from_config(dict(base_config), **spec.options)
+    options = dict(spec.options)
+    if options.get("use_flow_sigmas"):  # FlowMatchEulerDiscreteScheduler's shift is their flow_shift
+        options.setdefault("flow_shift", base_config.get("shift", 1.0))
+    return cls.from_config(dict(base_config), **options)
