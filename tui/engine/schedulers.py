@@ -2,7 +2,8 @@
 names other tools write for them.
 
 Pure data plus one builder; diffusers is imported only when a scheduler is built. Only exact
-equivalents are listed: the same algorithm with the same noise schedule. The diffusers
+equivalents are listed (the same algorithm with the same noise schedule), but for ComfyUI's multistep
+solvers on flow models (COMFY_FLOW_SAMPLERS says how near). The diffusers
 scheduler overview's "A1111/k-diffusion" table is the source for the sampler classes;
 ``use_karras_sigmas`` and ``use_exponential_sigmas`` compute the same sigmas as
 k-diffusion's ``get_sigmas_karras`` and ``get_sigmas_exponential``.
@@ -165,16 +166,23 @@ def scheduler_from_a1111(sampler: str, schedule_type: str | None = None,
 # flow model: diffusers' FlowMatchEulerDiscreteScheduler spans them between the pipeline's first and last
 # shifted sigma, ComfyUI between the model's sigma_max and sigma_min (its karras, exponential and beta).
 COMFY_FLOW_SCHEDULES = {None, "simple", "normal", "sgm_uniform"}
+# The same schedules with ComfyUI's multistep solvers on a flow model are the same solvers in diffusers
+# on the model's flow sigmas. Close, not equal: ComfyUI's sample_dpmpp_2m and uni_pc.py step in -log(sigma)
+# (and uni_pc defaults to its bh1 variant), diffusers' in log((1 - sigma) / sigma); the first order step
+# is the same.
+COMFY_FLOW_SAMPLERS = {"euler": "FlowMatch Euler", "uni_pc": "FlowMatch UniPC", "uni_pc_bh2": "FlowMatch UniPC",
+                       "dpmpp_2m": "FlowMatch DPM++ 2M"}
 
 
 def scheduler_from_comfyui(sampler_name: str, scheduler: str | None, flow: bool = False) -> SchedulerSpec | None:
     """ComfyUI's KSampler ``sampler_name`` and ``scheduler``; early versions prefixed "sample_", and
     "_gpu" only says where the noise is drawn. ``flow``: the graph runs a flow-matching model, where
-    euler is FlowMatch Euler (see COMFY_FLOW_SCHEDULES)."""
+    euler is FlowMatch Euler, uni_pc FlowMatch UniPC and dpmpp_2m FlowMatch DPM++ 2M (COMFY_FLOW_SAMPLERS)."""
     name = sampler_name.strip().casefold().removeprefix("sample_").removesuffix("_gpu")
     if flow:
         key = scheduler.strip().casefold() if isinstance(scheduler, str) and scheduler else None
-        return _BY_KEY["flowmatch euler"] if name == "euler" and key in COMFY_FLOW_SCHEDULES else None
+        ours = COMFY_FLOW_SAMPLERS.get(name)
+        return _BY_KEY[ours.casefold()] if ours and key in COMFY_FLOW_SCHEDULES else None
     base = COMFY_SAMPLERS.get(name)
     schedule = COMFY_SCHEDULES.get((scheduler or "normal").strip().casefold())
     if base is None or schedule is None:
