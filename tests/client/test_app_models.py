@@ -155,7 +155,7 @@ async def test_a_family_that_cannot_use_the_sampler_gets_its_own_and_the_log_say
     """With family_defaults off the size and steps stay, but a Z-Image model cannot run an SD sampler:
     the Session takes the family's own, the panel offers only the family's samplers, and the log
     says why."""
-    from tui.engine.families import FLOW_SAMPLERS, SD_SAMPLERS, ZIMAGE, ModelFamily
+    from tui.engine.families import SD_SAMPLERS, ZIMAGE, ModelFamily, family
 
     def family_of(model: str) -> ModelFamily:
         return ModelFamily(ZIMAGE, turbo=True, native_size=1024) if "z-image" in model else ModelFamily("sd1")
@@ -170,7 +170,7 @@ async def test_a_family_that_cannot_use_the_sampler_gets_its_own_and_the_log_say
         app.main_screen.change_setting("model", "someone/z-image-turbo")
         await wait_for(pilot, lambda: app.settings.scheduler == "FlowMatch Euler", what="the family's sampler")
         await wait_for(pilot, lambda: scheduler.value == "FlowMatch Euler", what="the field showing it")
-        assert [value for _, value in scheduler._options] == list(FLOW_SAMPLERS)
+        assert [value for _, value in scheduler._options] == list(family(ZIMAGE).samplers)
         assert "scheduler: DPM++ 2M Karras does not work with Z-Image Turbo models; using FlowMatch Euler" \
             in log_text(app)
         assert app.settings.width == 128  # family_defaults off: the size stays (the tests' settings)

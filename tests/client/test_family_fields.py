@@ -5,7 +5,8 @@ ignores. Read from the registry itself, so a new family is covered by being regi
 import pytest
 
 from tui.client.family_fields import GUIDANCE_LABELS, fields_for, sampler_for, unused_settings
-from tui.engine.families import FAMILIES, NO_GUIDANCE, SD1, ModelFamily
+from tui.engine.families import (FAMILIES, FLUX, FLUX2, FLUX2_KLEIN, FLUX_KONTEXT, NO_GUIDANCE, QWEN_IMAGE,
+                                 QWEN_IMAGE_EDIT, SD1, SD3, ZIMAGE, ModelFamily)
 from tui.engine.schedulers import scheduler_names
 
 
@@ -35,3 +36,15 @@ def test_settings_a_family_ignores_are_said_and_kept():
         assert unused_settings(fields, "  ", 3.5) == []
     before_any = fields_for(None)
     assert before_any.samplers == tuple(scheduler_names()) and not before_any.shift
+
+
+ALL_FLOW = ("FlowMatch Euler", "FlowMatch UniPC", "FlowMatch DPM++ 2M")
+
+
+@pytest.mark.parametrize("family_id, samplers", [
+    (SD3, ALL_FLOW), (FLUX2, ALL_FLOW), (FLUX2_KLEIN, ALL_FLOW),
+    (FLUX, ALL_FLOW[:2]), (FLUX_KONTEXT, ALL_FLOW[:2]), (QWEN_IMAGE, ALL_FLOW[:2]), (QWEN_IMAGE_EDIT, ALL_FLOW[:2]),
+    (ZIMAGE, ALL_FLOW[:1]),
+])
+def test_flow_families_list_the_multistep_samplers_their_pipelines_run(family_id, samplers):
+    assert fields_for(ModelFamily(family_id)).samplers == samplers

@@ -177,6 +177,34 @@ def test_a_sampler_with_no_flow_equivalent_keeps_the_scheduler():
             in imported.notes)
 
 
+def _with_sampler(name: str, sampler: str, schedule: str | None = None) -> str:
+    """The graph of ``name`` with another sampler (KSampler's or KSamplerSelect's) and schedule."""
+    graph = json.loads(ITEMS[name]["chunks"]["prompt"])
+    for node in graph.values():
+        if "sampler_name" in node["inputs"]:
+            node["inputs"]["sampler_name"] = sampler
+        if schedule and "scheduler" in node["inputs"]:
+            node["inputs"]["scheduler"] = schedule
+    return json.dumps(graph)
+
+
+@pytest.mark.parametrize("name", ["ce_z_image_turbo_example.png", "ew_flux_dev_fp8.png", "ce_flux_schnell_example.png",
+                                  "ce_sd35_simple_example.png"])
+@pytest.mark.parametrize("sampler, ours", [("uni_pc", "FlowMatch UniPC"), ("uni_pc_bh2", "FlowMatch UniPC"),
+                                           ("dpmpp_2m", "FlowMatch DPM++ 2M")])
+def test_multistep_samplers_on_a_flow_model_are_the_flow_sigma_ones(name, sampler, ours):
+    assert comfyui_import(_with_sampler(name, sampler), (1024, 1024)).values["scheduler"] == ours
+    karras = comfyui_import(_with_sampler(name, sampler, "karras"), (1024, 1024))
+    assert "scheduler" not in karras.values
+    assert (f"sampler {sampler} with the karras schedule has no exact equivalent in sdtui; the current scheduler "
+            "is kept") in karras.notes
+
+
+def test_flux2s_own_sigmas_take_the_multistep_samplers_too():
+    imported = comfyui_import(_with_sampler("ce_flux2_example.png", "dpmpp_2m"), (1024, 1024))
+    assert imported.values["scheduler"] == "FlowMatch DPM++ 2M"
+
+
 def test_sigmas_from_a_node_without_a_schedule_name_have_no_equivalent():
     """FLUX.2's Flux2Scheduler is FlowMatch Euler's own schedule; a Karras sigmas node on FLUX is not."""
     graph = json.loads(ITEMS["ce_flux_schnell_example.png"]["chunks"]["prompt"])

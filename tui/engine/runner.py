@@ -403,13 +403,20 @@ class Engine:
         if key == self._scheduler_name:
             return
         if key not in self._schedulers:
-            # A fixed shift replaces the model's own schedule, including FLUX's shift by image size
-            # (use_dynamic_shifting; FlowMatchEulerDiscreteScheduler's config).
-            config = {**self._base_scheduler_config, "shift": shift, "use_dynamic_shifting": False} if shift \
-                else self._base_scheduler_config
+            config = self._scheduler_config(shift)
+            if family.passes_mu and not spec.fixed_shift_with_mu and not config.get("use_dynamic_shifting"):
+                raise ValueError(f"scheduler: {spec.name} takes only a shift by image size on {family.label} models "
+                                 "(the model's own, at shift 0); use another sampler for a fixed shift")
             self._schedulers[key] = self._tap(build_scheduler(spec, config))
         self.pipe.scheduler = self._schedulers[key]
         self._scheduler_name = key
+
+    def _scheduler_config(self, shift: float) -> dict[str, Any]:
+        """The model's scheduler config; a fixed ``shift`` replaces its own schedule, including FLUX's shift by
+        image size (use_dynamic_shifting; FlowMatchEulerDiscreteScheduler's config)."""
+        if not shift:
+            return self._base_scheduler_config
+        return {**self._base_scheduler_config, "shift": shift, "use_dynamic_shifting": False}
 
     def _tap(self, scheduler):
         """Wrap ``scheduler.step`` to keep the denoised estimate (x0) for previews.

@@ -2,7 +2,8 @@
 names other tools write for them.
 
 Pure data plus one builder; diffusers is imported only when a scheduler is built. Only exact
-equivalents are listed: the same algorithm with the same noise schedule. The diffusers
+equivalents are listed (the same algorithm with the same noise schedule), but for ComfyUI's multistep
+solvers on flow models (COMFY_FLOW_SAMPLERS says how near). The diffusers
 scheduler overview's "A1111/k-diffusion" table is the source for the sampler classes;
 ``use_karras_sigmas`` and ``use_exponential_sigmas`` compute the same sigmas as
 k-diffusion's ``get_sigmas_karras`` and ``get_sigmas_exponential``.
@@ -26,11 +27,17 @@ class SchedulerSpec:
     # The "Schedule type" A1111 writes for it; None for samplers that have none (DDIM, PLMS, UniPC).
     schedule: str | None = UNIFORM
     flow: bool = False  # for flow-matching models only (the families' samplers say which family takes which)
+    # Runs with a fixed shift where the pipeline passes mu anyway (FLUX's, Z-Image's, Qwen-Image's do):
+    # DPMSolverMultistepScheduler.set_timesteps asserts use_dynamic_shifting whenever it is given mu.
+    fixed_shift_with_mu: bool = True
 
 
 _KARRAS = {"use_karras_sigmas": True}
 _DPMPP_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
 _DPMPP_2M_SDE = {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}
+# The multistep solvers on a flow-matching model's sigmas (their use_flow_sigmas); the model's shift
+# becomes their flow_shift (build_scheduler).
+_FLOW_SIGMAS = {"use_flow_sigmas": True, "prediction_type": "flow_prediction"}
 
 SCHEDULERS: tuple[SchedulerSpec, ...] = (
     SchedulerSpec("Euler", "EulerDiscreteScheduler", "Euler"),
@@ -54,6 +61,12 @@ SCHEDULERS: tuple[SchedulerSpec, ...] = (
     # Flow-matching models (Z-Image, FLUX, SD3...) ship this scheduler; their pipelines pass it sigmas
     # or mu that the other classes do not all take (pipeline_z_image.py, retrieve_timesteps).
     SchedulerSpec("FlowMatch Euler", "FlowMatchEulerDiscreteScheduler", "Euler", flow=True),
+    # UniPCMultistepScheduler.set_timesteps takes sigmas and mu, so every flow pipeline runs it;
+    # DPMSolverMultistepScheduler's takes no sigmas, so it runs only in the pipelines that pass none
+    # to it (pipeline_flux2*.py, pipeline_stable_diffusion_3*.py drop or never make them).
+    SchedulerSpec("FlowMatch UniPC", "UniPCMultistepScheduler", "UniPC", _FLOW_SIGMAS, None, flow=True),
+    SchedulerSpec("FlowMatch DPM++ 2M", "DPMSolverMultistepScheduler", "DPM++ 2M", {**_DPMPP_2M, **_FLOW_SIGMAS},
+                  flow=True, fixed_shift_with_mu=False),
 )
 
 DEFAULT_SCHEDULER = "DPM++ 2M Karras"
@@ -149,19 +162,27 @@ def scheduler_from_a1111(sampler: str, schedule_type: str | None = None,
 # to 1/steps, which is the linspace(1, 1/steps) the diffusers pipelines pass FlowMatchEulerDiscrete;
 # "normal" spaces them down to the smallest sigma instead, the same curve ending a step lower; and
 # Flux2Scheduler (no schedule name, read as None) computes FLUX.2's own resolution-dependent shift,
-# as the diffusers FLUX.2 pipeline does. Other samplers or schedules (karras, beta...) have no
-# exact equivalent on a flow model.
+# as the diffusers FLUX.2 pipeline does. Other schedules (karras, beta...) have no exact equivalent on a
+# flow model: diffusers' FlowMatchEulerDiscreteScheduler spans them between the pipeline's first and last
+# shifted sigma, ComfyUI between the model's sigma_max and sigma_min (its karras, exponential and beta).
 COMFY_FLOW_SCHEDULES = {None, "simple", "normal", "sgm_uniform"}
+# The same schedules with ComfyUI's multistep solvers on a flow model are the same solvers in diffusers
+# on the model's flow sigmas. Close, not equal: ComfyUI's sample_dpmpp_2m and uni_pc.py step in -log(sigma)
+# (and uni_pc defaults to its bh1 variant), diffusers' in log((1 - sigma) / sigma); the first order step
+# is the same.
+COMFY_FLOW_SAMPLERS = {"euler": "FlowMatch Euler", "uni_pc": "FlowMatch UniPC", "uni_pc_bh2": "FlowMatch UniPC",
+                       "dpmpp_2m": "FlowMatch DPM++ 2M"}
 
 
 def scheduler_from_comfyui(sampler_name: str, scheduler: str | None, flow: bool = False) -> SchedulerSpec | None:
     """ComfyUI's KSampler ``sampler_name`` and ``scheduler``; early versions prefixed "sample_", and
     "_gpu" only says where the noise is drawn. ``flow``: the graph runs a flow-matching model, where
-    euler is FlowMatch Euler (see COMFY_FLOW_SCHEDULES)."""
+    euler is FlowMatch Euler, uni_pc FlowMatch UniPC and dpmpp_2m FlowMatch DPM++ 2M (COMFY_FLOW_SAMPLERS)."""
     name = sampler_name.strip().casefold().removeprefix("sample_").removesuffix("_gpu")
     if flow:
         key = scheduler.strip().casefold() if isinstance(scheduler, str) and scheduler else None
-        return _BY_KEY["flowmatch euler"] if name == "euler" and key in COMFY_FLOW_SCHEDULES else None
+        ours = COMFY_FLOW_SAMPLERS.get(name)
+        return _BY_KEY[ours.casefold()] if ours and key in COMFY_FLOW_SCHEDULES else None
     base = COMFY_SAMPLERS.get(name)
     schedule = COMFY_SCHEDULES.get((scheduler or "normal").strip().casefold())
     if base is None or schedule is None:
@@ -194,4 +215,7 @@ def build_scheduler(spec: SchedulerSpec, base_config: dict[str, Any]):
     import diffusers
 
     cls = getattr(diffusers, spec.diffusers_class)
-    return cls.from_config(dict(base_config), **spec.options)
+    options = dict(spec.options)
+    if options.get("use_flow_sigmas"):  # FlowMatchEulerDiscreteScheduler's shift is their flow_shift
+        options.setdefault("flow_shift", base_config.get("shift", 1.0))
+    return cls.from_config(dict(base_config), **options)

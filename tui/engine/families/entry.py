@@ -130,12 +130,20 @@ class Family:
     # A job's working memory at the default size, beyond the weights, in GB: measured peak minus weights
     # (docs/performance.md); None where it was not measured.
     job_memory_gb: float | None = None
+    # Its pipelines pass mu (the shift by image size) to every scheduler, whether it shifts dynamically or
+    # not (pipeline_flux.py, pipeline_flux2.py, pipeline_z_image.py, pipeline_qwenimage.py; SD3's only when
+    # it does): a sampler without fixed_shift_with_mu then runs only the model's own dynamic shift.
+    passes_mu: bool = False
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
 
 
 SD_SAMPLERS = tuple(scheduler_names(flow=False))
-FLOW_SAMPLERS = tuple(scheduler_names(flow=True))
 FLOW_EULER = "FlowMatch Euler"
+FLOW_SAMPLERS = tuple(scheduler_names(flow=True))
+# For pipelines that hand the scheduler sigmas of their own, which DPMSolverMultistepScheduler.set_timesteps
+# does not take: Z-Image's and Qwen-Image's always, FLUX.1's image to image and Kontext (FLUX.1's and FLUX.2's
+# text to image drop them for a scheduler with use_flow_sigmas; pipeline_flux.py, pipeline_flux2.py).
+FLOW_SIGMAS_SAMPLERS = (FLOW_EULER, "FlowMatch UniPC")
 STANDARD = Defaults(512, STANDARD_STEPS, STANDARD_GUIDANCE, DEFAULT_SCHEDULER)  # what settings start at

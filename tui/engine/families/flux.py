@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping
 
-from tui.engine.families.entry import (DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family, Guidance,
-                                       Lora, Pipelines, Precision, Recognise, TextEncoder, Variant)
+from tui.engine.families.entry import (DISTILLED, FLOW_EULER, FLOW_SIGMAS_SAMPLERS, NO_GUIDANCE, Defaults, Family,
+                                       Guidance, Lora, Pipelines, Precision, Recognise, TextEncoder, Variant)
 
 FLUX, FLUX_KONTEXT = "flux", "flux-kontext"  # registry ids
 
@@ -76,7 +76,7 @@ FAMILIES: tuple[Family, ...] = (
         defaults=Defaults(1024, 28, 3.5, FLOW_EULER),
         guidance=_DISTILLED, negative_prompt=False, encoders=_ENCODERS,
         # 16 channels packed 2x2 (_pack_latents); ComfyUI's Flux latent format, previews unpack them.
-        latent_format="flux", lora=_LORA, samplers=FLOW_SAMPLERS,
+        latent_format="flux", lora=_LORA, samplers=FLOW_SIGMAS_SAMPLERS, passes_mu=True,
         # schnell: timestep-distilled to 4 steps without guidance (its card and pipeline_flux.py's
         # example: num_inference_steps=4, guidance_scale=0.0; its transformer has no guidance
         # embedding). Told by its transformer config or tensor names where there are any, else by
@@ -95,6 +95,6 @@ FAMILIES: tuple[Family, ...] = (
         # 28 steps (FluxKontextPipeline.__call__), guidance 2.5 (its docstring example and card), 1024 px.
         defaults=Defaults(1024, 28, 2.5, FLOW_EULER),
         guidance=_DISTILLED, negative_prompt=False, encoders=_ENCODERS,
-        latent_format="flux", lora=_LORA, samplers=FLOW_SAMPLERS,
+        latent_format="flux", lora=_LORA, samplers=FLOW_SIGMAS_SAMPLERS, passes_mu=True,
         area_argument="max_area", precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
 )

@@ -88,7 +88,7 @@ FAMILIES: tuple[Family, ...] = (
         guidance=Guidance(DISTILLED, "guidance_scale", 0.0), negative_prompt=False,
         # Mistral3ForConditionalGeneration (Mistral Small 3.1, hidden size 5120), max_sequence_length 512.
         encoders=(TextEncoder("text_encoder", "tokenizer", "mistral", 512, 5120),),
-        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, passes_mu=True, precision=_PRECISION,
         job_memory_gb=_JOB_MEMORY_GB),
     Family(
         id=FLUX2_KLEIN, label="FLUX.2 klein",
@@ -100,7 +100,7 @@ FAMILIES: tuple[Family, ...] = (
         # The pipeline runs no guidance for a distilled model whatever guidance_scale says (it logs that
         # one above 1, its default 4.0 included, "is ignored for step-wise distilled models").
         guidance=Guidance(NO_GUIDANCE, None), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
-        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, passes_mu=True, precision=_PRECISION,
         job_memory_gb=_JOB_MEMORY_GB),
     Family(
         id=FLUX2_KLEIN_BASE, label="FLUX.2 klein Base",
@@ -111,6 +111,6 @@ FAMILIES: tuple[Family, ...] = (
         # guidance_scale is real CFG against the empty prompt (the pipeline takes no negative_prompt,
         # only negative_prompt_embeds; "" is used), on when guidance_scale > 1 (do_classifier_free_guidance).
         guidance=Guidance(CFG, "guidance_scale", 1.0), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
-        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
+        latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, passes_mu=True, precision=_PRECISION,
         job_memory_gb=_JOB_MEMORY_GB),
 )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Collection
 
-from tui.engine.families.entry import (FLOW_EULER, FLOW_SAMPLERS, TRUE_CFG, Defaults, Family, Guidance, Lora,
+from tui.engine.families.entry import (FLOW_EULER, FLOW_SIGMAS_SAMPLERS, TRUE_CFG, Defaults, Family, Guidance, Lora,
                                        Pipelines, Precision, Recognise, TextEncoder, Variant)
 
 QWEN_IMAGE = "qwen_image"
@@ -56,7 +56,7 @@ FAMILIES: tuple[Family, ...] = (
                             checkpoint=is_qwen_image_checkpoint,
                             gguf_architectures=("qwen_image",)),  # city96/ComfyUI-GGUF's IMG_ARCH_LIST
         defaults=_DEFAULTS, guidance=_GUIDANCE, negative_prompt=True, encoders=_ENCODERS,
-        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS,
+        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SIGMAS_SAMPLERS, passes_mu=True,
         # Lightning (lightx2v/Qwen-Image-Lightning's model card): distilled to 8 (or 4) steps at true_cfg_scale
         # 1.0, that is without CFG; merged checkpoints carry "Lightning" in their names.
         variants=(Variant("turbo", "Lightning", "lightning", Defaults(1328, 8, 1.0, FLOW_EULER)),),
@@ -70,8 +70,8 @@ FAMILIES: tuple[Family, ...] = (
         # 50 steps, true_cfg_scale 4.0 (__call__'s defaults); the output is ~1 MP at the input's aspect when no
         # size is given (calculate_dimensions(1024 * 1024, ...) in __call__).
         defaults=Defaults(1024, 50, 4.0, FLOW_EULER), guidance=_GUIDANCE, negative_prompt=True, encoders=_ENCODERS,
-        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
-        job_memory_gb=_JOB_MEMORY_GB),
+        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SIGMAS_SAMPLERS, passes_mu=True,
+        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
     # Qwen-Image-Edit-2509 and -2511: several reference images (pipeline_qwenimage_edit_plus.py).
     Family(
         id=QWEN_IMAGE_EDIT_PLUS, label="Qwen-Image-Edit-2509/2511",
@@ -79,6 +79,6 @@ FAMILIES: tuple[Family, ...] = (
         recognise=Recognise(("QwenImageEditPlusPipeline",)),
         # ~1 MP output as Edit's; 40 steps at true_cfg_scale 4.0 in the Qwen-Image-Edit-2509 model card's example.
         defaults=Defaults(1024, 40, 4.0, FLOW_EULER), guidance=_GUIDANCE, negative_prompt=True, encoders=_ENCODERS,
-        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SAMPLERS, precision=_PRECISION,
-        job_memory_gb=_JOB_MEMORY_GB),
+        latent_format=_LATENT_FORMAT, lora=_LORA, samplers=FLOW_SIGMAS_SAMPLERS, passes_mu=True,
+        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
 )

@@ -3,8 +3,8 @@ and FLUX.1's VAE. Facts from diffusers' pipelines/z_image/pipeline_z_image.py.""
 
 from __future__ import annotations
 
-from tui.engine.families.entry import (CFG, FLOW_EULER, FLOW_SAMPLERS, Defaults, Family, Guidance, Lora, Pipelines,
-                                       Precision, Recognise, TextEncoder, Variant)
+from tui.engine.families.entry import (CFG, FLOW_EULER, Defaults, Family, Guidance, Lora, Pipelines, Precision,
+                                       Recognise, TextEncoder, Variant)
 
 ZIMAGE = "zimage"
 
@@ -20,7 +20,10 @@ FAMILIES: tuple[Family, ...] = (
         # Qwen3 (4B: hidden size 2560); prompts are padded to max_sequence_length, 512 by default.
         encoders=(TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560),),
         # Its VAE is FLUX.1's: 16 channels, previewed with FLUX's factors (ComfyUI's ZImage latent format).
-        latent_format="flux", lora=Lora("ZImageLoraLoaderMixin"), samplers=FLOW_SAMPLERS,
+        latent_format="flux", lora=Lora("ZImageLoraLoaderMixin"), passes_mu=True,
+        # Its pipeline hands the scheduler its sigmas as a list (get_default_z_image_sigmas), which
+        # UniPCMultistepScheduler.set_timesteps multiplies by its shift unconverted, a TypeError (diffusers 0.42).
+        samplers=(FLOW_EULER,),
         # Turbo: 8 steps at guidance 0 (the pipeline's docstring example).
         variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 8, 0.0, FLOW_EULER)),),
         # Published in bfloat16; float16 gives NaN latents, black images (Tongyi-MAI/Z-Image issue 14).
