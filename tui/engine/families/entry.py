@@ -44,6 +44,21 @@ class Recognise:
     gguf_architectures: tuple[str, ...] = ()  # general.architecture as ComfyUI-GGUF writes it
 
 
+Shapes = Mapping[str, tuple[int, ...]]  # a single file's tensor names and shapes
+
+
+@dataclass(frozen=True)
+class SingleFile:
+    """How a file holding the family's transformer alone loads (the files BFL, Tongyi-MAI, Qwen and
+    ComfyUI publish): diffusers' ``transformer`` class converts it, and the pipeline's other parts
+    (text encoders, tokenizers, VAE, scheduler) and the transformer's config come from a diffusers
+    repository of the model in the local Hugging Face cache: ``base_repo`` of the file's tensor
+    shapes and whether it is the family's distilled variant (FLUX.1 schnell, SD 3.5 Large Turbo)."""
+
+    transformer: str  # a diffusers model class with from_single_file
+    base_repo: Callable[[Shapes, bool], str]
+
+
 @dataclass(frozen=True)
 class Defaults:
     size: int  # the square size the family was trained at
@@ -113,6 +128,7 @@ class Family:
     # The keyword its text-to-image pipeline takes the output's area by, rescaling height and width to
     # it (FLUX.1 Kontext's max_area, 1024**2 unless given): the engine gives width * height.
     area_argument: str | None = None
+    single_file: SingleFile | None = None  # None: its single files hold the whole pipeline (SD, SDXL)
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)
