@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import hub_settings
 from tests.tiny_models import hub_cache_with
 from tui.engine import Engine, EngineOptions, GenerationRequest, ModelLoadError
-from tui.engine.catalog import scan_models_dir
+from tui.engine.catalog import BASE_ONLY, scan_hub_cache, scan_models_dir
 from tui.engine.families import family_from_checkpoint
 from tui.engine.single_files import base_repo_id, holds_whole_pipeline
 
@@ -77,10 +77,15 @@ def test_a_z_image_transformer_file_loads_with_the_turbo_repository_from_the_cac
 
     state = load_file(str(z_image_folder / "transformer" / "diffusion_pytorch_model.safetensors"))
     checkpoint = save_tensors(z_image_to_original(state), tmp_path / "models" / "z_image_turbo_bf16.safetensors")
-    hub_settings(monkeypatch, hub_cache_with(tmp_path / "hub", z_image_folder, "Tongyi-MAI/Z-Image-Turbo"), "1")
+    # Fetched as the error says: all but the transformer's weights.
+    cache = hub_cache_with(tmp_path / "hub", z_image_folder, "Tongyi-MAI/Z-Image-Turbo")
+    for weights in cache.glob("models--Tongyi-MAI--Z-Image-Turbo/snapshots/*/transformer/*.safetensors"):
+        weights.unlink()
+    hub_settings(monkeypatch, cache, "1")
 
     listed = scan_models_dir(tmp_path / "models")
     assert [(e.name, e.family.label) for e in listed] == [("z_image_turbo_bf16.safetensors", "Z-Image Turbo")]
+    assert [e.note for e in scan_hub_cache(cache)] == [BASE_ONLY]
     engine, from_file = image_of(str(checkpoint), guidance=0.0)
     assert type(engine.pipe).__name__ == "ZImagePipeline" and engine.family == "Z-Image Turbo"
     assert np.array_equal(pixels(from_file), z_image_folder_pixels)
