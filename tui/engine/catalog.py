@@ -24,6 +24,7 @@ from tui.engine.safetensors_header import HeaderError, read_header
 log = logging.getLogger("tui.engine.catalog")
 RECENT_LIMIT = 12
 UNFINISHED = "unfinished download: pick it to resume"  # its size column shows what has arrived
+BASE_ONLY = "no transformer weights: the base of single files"
 DEMO_FAMILY = ModelFamily(SD1, False, 512)
 
 
@@ -182,8 +183,10 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
         snapshot = Path(revision.snapshot_path)
         where = f"Hugging Face cache ({cache_dir})"
         if (snapshot / "model_index.json").is_file():
+            note = BASE_ONLY if _without_transformer_weights(snapshot) else ""
             entries.append(CatalogEntry(repo.repo_id, repo.repo_id, "hub", folder_family(snapshot, repo.repo_id),
-                                        repo.size_on_disk, where, weights=folder_weights(snapshot)))
+                                        repo.size_on_disk, where, weights=folder_weights(snapshot),
+                                        note=note))
             continue
         for file in sorted(snapshot.glob("*.safetensors")):
             family, note, weights = _checkpoint(file)
@@ -191,6 +194,13 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
                 entries.append(CatalogEntry(str(file), f"{repo.repo_id}/{file.name}", "file", family,
                                             _size(file), where, note=note, weights=weights))
     return entries
+
+
+def _without_transformer_weights(snapshot: Path) -> bool:
+    """A repository fetched without its transformer's weights (hf download --exclude
+    'transformer/*.safetensors'): the base that transformer-only single files load with."""
+    transformer = snapshot / "transformer"
+    return (transformer / "config.json").is_file() and not any(transformer.glob("*.safetensors"))
 
 
 def _size(path: Path) -> int | None:

@@ -214,9 +214,9 @@ class Engine:
                 return pipe if torch_dtype == pipe.dtype else pipe.to(dtype=torch_dtype)
 
             return demo
-        if source.kind == "file":
-            return single_file_loader(Path(source.ref), options.allow_pickle)
         prefer_fp16 = dtype == "float16"  # half the download and the memory, where the repository has fp16
+        if source.kind == "file":
+            return single_file_loader(Path(source.ref), options.allow_pickle, prefer_fp16)
         if source.kind == "hub":
             local = fetch_from_hub(source.ref, options.allow_pickle,
                                    lambda done, total: on_event(DownloadProgress(source.label, done, total)),

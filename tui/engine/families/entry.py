@@ -44,6 +44,21 @@ class Recognise:
     gguf_architectures: tuple[str, ...] = ()  # general.architecture as ComfyUI-GGUF writes it
 
 
+Shapes = Mapping[str, tuple[int, ...]]  # a single file's tensor names and shapes
+
+
+@dataclass(frozen=True)
+class SingleFile:
+    """How a file holding the family's transformer alone loads (the files BFL, Tongyi-MAI, Qwen and
+    ComfyUI publish): diffusers' ``transformer`` class converts it, and the pipeline's other parts
+    (text encoders, tokenizers, VAE, scheduler) and the transformer's config come from a diffusers
+    repository of the model in the local Hugging Face cache: ``base_repo`` of the file's tensor
+    shapes and whether it is the family's distilled variant (FLUX.1 schnell, SD 3.5 Large Turbo)."""
+
+    transformer: str  # a diffusers model class with from_single_file
+    base_repo: Callable[[Shapes, bool], str]
+
+
 @dataclass(frozen=True)
 class Defaults:
     size: int  # the square size the family was trained at
@@ -134,6 +149,7 @@ class Family:
     # not (pipeline_flux.py, pipeline_flux2.py, pipeline_z_image.py, pipeline_qwenimage.py; SD3's only when
     # it does): a sampler without fixed_shift_with_mu then runs only the model's own dynamic shift.
     passes_mu: bool = False
+    single_file: SingleFile | None = None  # None: its single files hold the whole pipeline (SD, SDXL)
 
     def variant(self, variant_id: str) -> Variant | None:
         return next((v for v in self.variants if v.id == variant_id), None)

@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from tui.engine.families.entry import (DISTILLED, FLOW_EULER, FLOW_SIGMAS_SAMPLERS, NO_GUIDANCE, Defaults, Family,
-                                       Guidance, Lora, Pipelines, Precision, Recognise, TextEncoder, Variant)
+                                       Guidance, Lora, Pipelines, Precision, Recognise, SingleFile, TextEncoder,
+                                       Variant)
 
 FLUX, FLUX_KONTEXT = "flux", "flux-kontext"  # registry ids
 
@@ -25,6 +26,13 @@ COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's single files prefix the tra
 _FLUX_KEYS = ("double_blocks.0.img_attn.qkv.weight", "single_blocks.0.linear1.weight")
 _GUIDANCE_KEY = "guidance_in.in_layer.weight"
 _FLUX2_KEY = "single_stream_modulation.lin.weight"  # FLUX.2 keeps the block names and adds this one
+# The same transformer in diffusers' names (FluxTransformer2DModel's state dict, which some finetunes are
+# published in): SD3's blocks also have norm1_context but no single blocks; FLUX.2's single blocks fuse
+# proj_mlp into attn.to_qkv_mlp_proj, Chroma's norms have no linear (transformer_flux.py, transformer_flux2.py,
+# transformer_chroma.py).
+_DIFFUSERS_KEYS = ("transformer_blocks.0.norm1_context.linear.weight", "single_transformer_blocks.0.proj_mlp.weight")
+_DIFFUSERS_GUIDANCE_KEY = "time_text_embed.guidance_embedder.linear_1.weight"
+_DEV, _SCHNELL = "black-forest-labs/FLUX.1-dev", "black-forest-labs/FLUX.1-schnell"
 
 
 def _has(keys: Collection[str], name: str) -> bool:
@@ -32,11 +40,18 @@ def _has(keys: Collection[str], name: str) -> bool:
 
 
 def _flux_checkpoint(keys: Collection[str]) -> bool:
-    return all(_has(keys, name) for name in _FLUX_KEYS) and not _has(keys, _FLUX2_KEY)
+    original = all(_has(keys, name) for name in _FLUX_KEYS) and not _has(keys, _FLUX2_KEY)
+    return original or all(_has(keys, name) for name in _DIFFUSERS_KEYS)
 
 
 def _schnell_checkpoint(keys: Collection[str]) -> bool:
-    return not _has(keys, _GUIDANCE_KEY)
+    return not _has(keys, _GUIDANCE_KEY) and not _has(keys, _DIFFUSERS_GUIDANCE_KEY)
+
+
+def _base_repo(_shapes: Mapping[str, tuple[int, ...]], schnell: bool) -> str:
+    """dev's repository for dev and its finetunes (Krea), whose transformer config they share; schnell's
+    for schnell (no guidance embedding, its own scheduler)."""
+    return _SCHNELL if schnell else _DEV
 
 
 def _schnell_configs(configs: Mapping[str, Mapping[str, Any]]) -> bool | None:
@@ -84,7 +99,8 @@ FAMILIES: tuple[Family, ...] = (
         variants=(Variant("turbo", "schnell", "schnell", Defaults(1024, 4, 0.0, FLOW_EULER),
                           guidance=Guidance(NO_GUIDANCE, None), configs=_schnell_configs,
                           checkpoint=_schnell_checkpoint),),
-        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
+        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB,
+        single_file=SingleFile("FluxTransformer2DModel", _base_repo)),
     Family(
         id=FLUX_KONTEXT, label="FLUX.1 Kontext",
         # It edits the image given as image=; without one it generates from the prompt alone. Its

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from tui.engine.families.entry import (CFG, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family,
-                                       Guidance, Lora, Pipelines, Precision, Recognise, TextEncoder)
+                                       Guidance, Lora, Pipelines, Precision, Recognise, SingleFile, TextEncoder)
 
 FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE = "flux2", "flux2-klein", "flux2-klein-base"
 
@@ -44,6 +44,18 @@ def _klein_checkpoint(keys: Collection[str]) -> bool:
     # A klein and a klein base file have the same tensors; a file is taken for the distilled klein,
     # the published klein-4B/9B single files (a base one is recognised, with klein's defaults).
     return _flux2_checkpoint(keys) and not _has(keys, _GUIDANCE_KEY)
+
+
+def _dev_repo(_shapes: Mapping[str, tuple[int, ...]], _variant: bool) -> str:
+    return "black-forest-labs/FLUX.2-dev"
+
+
+def _klein_repo(shapes: Mapping[str, tuple[int, ...]], _variant: bool) -> str:
+    """klein 4B or 9B by the transformer's width (img_in's outputs): 24 heads of 128 in 4B's
+    transformer config, 32 in 9B's (black-forest-labs/FLUX.2-klein-4B and -9B, transformer/config.json);
+    their Qwen3 text encoders differ too, so the repository must be the file's own size."""
+    width = next((shape[0] for prefix in ("", COMFY_PREFIX) if (shape := shapes.get(prefix + "img_in.weight"))), 0)
+    return "black-forest-labs/FLUX.2-klein-9B" if width > 24 * 128 else "black-forest-labs/FLUX.2-klein-4B"
 
 
 _KLEIN_PIPELINES = ("Flux2KleinPipeline", "Flux2KleinInpaintPipeline", "Flux2KleinKVPipeline")
@@ -89,7 +101,8 @@ FAMILIES: tuple[Family, ...] = (
         # Mistral3ForConditionalGeneration (Mistral Small 3.1, hidden size 5120), max_sequence_length 512.
         encoders=(TextEncoder("text_encoder", "tokenizer", "mistral", 512, 5120),),
         latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, passes_mu=True, precision=_PRECISION,
-        job_memory_gb=_JOB_MEMORY_GB),
+        job_memory_gb=_JOB_MEMORY_GB,
+        single_file=SingleFile("Flux2Transformer2DModel", _dev_repo)),
     Family(
         id=FLUX2_KLEIN, label="FLUX.2 klein",
         pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),
@@ -101,7 +114,8 @@ FAMILIES: tuple[Family, ...] = (
         # one above 1, its default 4.0 included, "is ignored for step-wise distilled models").
         guidance=Guidance(NO_GUIDANCE, None), negative_prompt=False, encoders=(_KLEIN_ENCODER,),
         latent_format=_LATENT, lora=_LORA, samplers=FLOW_SAMPLERS, passes_mu=True, precision=_PRECISION,
-        job_memory_gb=_JOB_MEMORY_GB),
+        job_memory_gb=_JOB_MEMORY_GB,
+        single_file=SingleFile("Flux2Transformer2DModel", _klein_repo)),
     Family(
         id=FLUX2_KLEIN_BASE, label="FLUX.2 klein Base",
         pipelines=Pipelines("Flux2KleinPipeline", edit="Flux2KleinPipeline"),

@@ -5,10 +5,10 @@ _img2img.py, _inpaint.py, _edit.py, _edit_plus.py) and the Qwen-Image model card
 
 from __future__ import annotations
 
-from typing import Collection
+from typing import Collection, Mapping
 
 from tui.engine.families.entry import (FLOW_EULER, FLOW_SIGMAS_SAMPLERS, TRUE_CFG, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Precision, Recognise, TextEncoder, Variant)
+                                       Pipelines, Precision, Recognise, SingleFile, TextEncoder, Variant)
 
 QWEN_IMAGE = "qwen_image"
 QWEN_IMAGE_EDIT = "qwen_image_edit"
@@ -27,6 +27,10 @@ def is_qwen_image_checkpoint(keys: Collection[str]) -> bool:
     img_mod, img_in or txt_norm; SD3 has joint_blocks, Z-Image layers and cap_embedder."""
     return any(all(prefix + key in keys for key in _CHECKPOINT_KEYS)
                and prefix + "double_blocks.0.img_attn.qkv.weight" not in keys for prefix in _PREFIXES)
+
+
+def _base_repo(_shapes: Mapping[str, tuple[int, ...]], _lightning: bool) -> str:
+    return "Qwen/Qwen-Image"  # Lightning merges keep its architecture and components
 
 
 # 50 steps, true_cfg_scale 4.0 (pipeline_qwenimage.py __call__ defaults); 1328x1328 is the model card's 1:1 size.
@@ -60,7 +64,9 @@ FAMILIES: tuple[Family, ...] = (
         # Lightning (lightx2v/Qwen-Image-Lightning's model card): distilled to 8 (or 4) steps at true_cfg_scale
         # 1.0, that is without CFG; merged checkpoints carry "Lightning" in their names.
         variants=(Variant("turbo", "Lightning", "lightning", Defaults(1328, 8, 1.0, FLOW_EULER)),),
-        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB),
+        precision=_PRECISION, job_memory_gb=_JOB_MEMORY_GB,
+        # Its single files are the transformer in diffusers' own names (diffusers maps them unchanged).
+        single_file=SingleFile("QwenImageTransformer2DModel", _base_repo)),
     # The editing models load their edit pipeline (it takes the image to edit as image=, and cannot run without
     # one), which is also the one they run; they have no text-to-image or image-to-image pipeline of their own.
     Family(

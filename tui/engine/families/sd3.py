@@ -5,10 +5,10 @@ loader (loaders/single_file_utils.py) and Stability AI's model cards."""
 
 from __future__ import annotations
 
-from typing import Collection
+from typing import Collection, Mapping
 
 from tui.engine.families.entry import (CFG, CLIP, FLOW_EULER, FLOW_SAMPLERS, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Precision, Recognise, TextEncoder, Variant)
+                                       Pipelines, Precision, Recognise, SingleFile, TextEncoder, Variant)
 
 SD3 = "sd3"
 
@@ -23,6 +23,21 @@ def _sd3_checkpoint(keys: Collection[str]) -> bool:
     """A whole SD3/3.5 transformer, alone or with its text encoders (text_encoders.clip_l/clip_g/
     t5xxl) and VAE in one all-in-one file: its joint blocks decide, the encoders alone do not."""
     return any(all(prefix + key in keys for key in _MMDIT_KEYS) for prefix in _PREFIXES)
+
+
+def _has(keys: Collection[str], name: str) -> bool:
+    return any(prefix + name in keys for prefix in _PREFIXES)
+
+
+def _base_repo(shapes: Mapping[str, tuple[int, ...]], turbo: bool) -> str:
+    """The repository of the file's model, as diffusers tells them (single_file_utils.py,
+    infer_diffusers_model_type): 3.5 Large has 38 joint blocks, 3.5 Medium second attentions in its
+    image blocks (MMDiT-X), 3.0 Medium neither."""
+    if _has(shapes, "joint_blocks.37.x_block.mlp.fc1.weight"):
+        return "stabilityai/stable-diffusion-3.5-large" + ("-turbo" if turbo else "")
+    if _has(shapes, "joint_blocks.0.x_block.attn2.qkv.weight"):
+        return "stabilityai/stable-diffusion-3.5-medium"
+    return "stabilityai/stable-diffusion-3-medium-diffusers"
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -56,5 +71,6 @@ FAMILIES: tuple[Family, ...] = (
         variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 4, 0.0, FLOW_EULER)),),
         # SD 3.5's model cards load it in bfloat16; no report of it failing in float16 was found.
         precision=Precision("bfloat16", True, "SD 3.5's model cards run it in bfloat16"),
-        job_memory_gb=3.4),  # SD 3.5 Large at 1024x1024, bfloat16, H200 peak minus weights
+        job_memory_gb=3.4,  # SD 3.5 Large at 1024x1024, bfloat16, H200 peak minus weights
+        single_file=SingleFile("SD3Transformer2DModel", _base_repo)),
 )

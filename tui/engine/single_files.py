@@ -1,0 +1,127 @@
+"""Single files that hold a model's transformer alone (FLUX.1, FLUX.2, Z-Image, Qwen-Image, SD 3.5: the
+files their makers and ComfyUI publish): diffusers converts the transformer from its original layout,
+and the pipeline's other parts (text encoders, tokenizers, VAE, scheduler) and the transformer's
+config come from a diffusers repository of the same model already in the local Hugging Face cache.
+Nothing is fetched: a missing repository is an error that says how to fetch it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Collection, Iterator, Mapping
+
+from tui.engine.families import Family, ModelFamily
+from tui.engine.models import (LOADER_ERRORS, LocalModel, ModelLoadError, _components, _relative_files,
+                               choose_variant, complete_variants, first_line)
+
+COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's single files prefix the transformer's tensors
+# A file holding the whole pipeline also has its VAE and text encoders, under the original checkpoints' names
+# (SD's, SD3's all-in-one files, ComfyUI's checkpoints: first_stage_model, conditioner, text_encoders).
+_VAE_PREFIX = "first_stage_model."
+_TEXT_ENCODER_PREFIXES = ("cond_stage_model.", "conditioner.", "text_encoders.")
+TRANSFORMER = "transformer"
+
+
+def holds_whole_pipeline(keys: Collection[str]) -> bool:
+    return (any(key.startswith(_VAE_PREFIX) for key in keys)
+            and any(key.startswith(_TEXT_ENCODER_PREFIXES) for key in keys))
+
+
+def transformer_only(model: ModelFamily, keys: Collection[str]) -> bool:
+    """Whether a single file of ``model``'s family is its transformer alone, loaded with a base repository."""
+    return model.family.single_file is not None and not holds_whole_pipeline(keys)
+
+
+def base_repo_id(model: ModelFamily, shapes: Mapping[str, tuple[int, ...]]) -> str:
+    single_file = model.family.single_file
+    assert single_file is not None
+    return single_file.base_repo(shapes, model.turbo)
+
+
+def parts_besides_transformer(snapshot: Path | None, allow_pickle: bool, prefer_fp16: bool) -> LocalModel | None:
+    """``snapshot`` with the weight variant to load its other parts in, when it has the transformer's
+    config and every other component whole in one variant; else None."""
+    if snapshot is None or not (snapshot / "model_index.json").is_file():
+        return None
+    if not (snapshot / TRANSFORMER / "config.json").is_file():
+        return None
+    others = [name for name in _components(snapshot / "model_index.json") if name != TRANSFORMER]
+    present = complete_variants(others, _relative_files(snapshot), allow_pickle)
+    return LocalModel(snapshot, choose_variant(present, prefer_fp16)) if present else None
+
+
+def _cached_pipelines_of(entry: Family, cache: Path) -> Iterator[tuple[str, Path]]:
+    """Repository ids and snapshots in the cache whose pipeline class is one of ``entry``'s."""
+    from tui.engine.download import _repo_id, main_snapshot
+
+    for repo in sorted(cache.glob("models--*")):
+        snapshot = main_snapshot(repo)
+        try:
+            index = json.loads((snapshot / "model_index.json").read_text()) if snapshot else {}
+        except (OSError, ValueError):
+            continue
+        if isinstance(index, dict) and index.get("_class_name") in entry.recognise.pipeline_classes:
+            yield _repo_id(repo), snapshot
+
+
+def find_base(model: ModelFamily, repo_id: str, allow_pickle: bool,
+              prefer_fp16: bool) -> tuple[str, LocalModel] | None:
+    """The cached repository the file's other parts come from: ``repo_id`` when it is whole but for its
+    transformer weights, else another cached one of the family's pipeline classes (a finetune's, or the
+    same model saved under another name)."""
+    from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
+
+    cache = hub_cache_dir()
+    found = parts_besides_transformer(main_snapshot(repo_folder(cache, repo_id)), allow_pickle, prefer_fp16)
+    if found is not None:
+        return repo_id, found
+    for other, snapshot in _cached_pipelines_of(model.family, cache):
+        found = parts_besides_transformer(snapshot, allow_pickle, prefer_fp16) if other != repo_id else None
+        if found is not None:
+            return other, found
+    return None
+
+
+def missing_base_message(path: Path, model: ModelFamily, repo_id: str) -> str:
+    # The transformer's config is needed (its weights are not), so only the weights are excluded.
+    return (f"model: {path.name} holds only the {model.family.label} transformer, and its text encoders, VAE and "
+            f"scheduler come from {repo_id}, which the local Hugging Face cache does not hold; fetch them once with "
+            f"`hf download {repo_id} --exclude 'transformer/*.safetensors'`")
+
+
+def without_comfy_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The tensors under their own names: diffusers' Qwen-Image mapping keeps names as they are
+    (single_file_model.py), so ComfyUI's prefix would leave every weight unmatched."""
+    return {key.removeprefix(COMFY_PREFIX): value for key, value in state.items()}
+
+
+def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str, tuple[int, ...]],
+                            allow_pickle: bool, prefer_fp16: bool) -> Callable[[Any], Any]:
+    """Find the base repository's other parts in the cache, raising ModelLoadError before anything is
+    unloaded; the function returned loads the file's transformer and the pipeline around it."""
+    repo_id = base_repo_id(model, shapes)
+    found = find_base(model, repo_id, allow_pickle, prefer_fp16)
+    if found is None:
+        raise ModelLoadError(missing_base_message(path, model, repo_id))
+    base_id, base = found
+    single_file = model.family.single_file
+    assert single_file is not None
+
+    def load(torch_dtype):
+        import diffusers
+        from diffusers import AutoPipelineForText2Image
+        from safetensors.torch import load_file
+
+        try:
+            transformer = getattr(diffusers, single_file.transformer).from_single_file(
+                without_comfy_prefix(load_file(str(path))), config=str(base.folder), subfolder=TRANSFORMER,
+                torch_dtype=torch_dtype, local_files_only=True)
+            return AutoPipelineForText2Image.from_pretrained(
+                str(base.folder), transformer=transformer, torch_dtype=torch_dtype, variant=base.variant,
+                use_safetensors=not allow_pickle or None, local_files_only=True)
+        except LOADER_ERRORS as error:
+            raise ModelLoadError(f"model: loading {path.name} with the other parts of {base_id} failed: "
+                                 f"{first_line(error)}") from None
+
+    return load
