@@ -209,23 +209,12 @@ def _configs_complete(folder: Path) -> bool:
     return True
 
 
-def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False) -> Callable[[Any], Any]:
-    """Check a .safetensors (or, when allowed, .ckpt) checkpoint and find its diffusers configs in
-    the local cache, raising ModelLoadError before anything is unloaded; the function returned
-    loads it through diffusers' single-file loader at a torch dtype. A file holding a transformer
-    alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository instead
-    (single_files.py); ``prefer_fp16`` picks that repository's fp16 weights where it has them."""
+def whole_checkpoint_loader(path: Path, header, allow_pickle: bool) -> Callable[[Any], Any]:
+    """A checkpoint holding the whole pipeline (SD, SDXL): its diffusers configs found in the local
+    cache, raising ModelLoadError before anything is unloaded; the function returned loads it
+    through diffusers' single-file loader at a torch dtype."""
     import diffusers
 
-    from tui.engine.families import family_from_checkpoint
-
-    header = check_single_file(path, allow_pickle)
-    model = family_from_checkpoint(header.shapes.keys(), path.name) if header is not None else None
-    if model is not None:
-        from tui.engine.single_files import transformer_file_loader, transformer_only
-
-        if transformer_only(model, header.shapes.keys()):
-            return transformer_file_loader(path, model, header.shapes, allow_pickle, prefer_fp16)
     configs = single_file_configs(single_file_config_repo(path, header, allow_pickle))
     index = json.loads((configs / "model_index.json").read_text())
     pipeline_class = getattr(diffusers, str(index.get("_class_name", "")), None)

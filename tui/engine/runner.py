@@ -26,12 +26,13 @@ from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, need
 from tui.engine.memory import format_bytes, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
 from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
-                               local_variant, pipeline_loader, resolve_source, single_file_loader)
+                               local_variant, pipeline_loader, resolve_source)
 from tui.engine.networks import NetworkError
 from tui.engine.options import EngineOptions
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
+from tui.engine.single_files import single_file_loader
 from tui.engine.step_callback import CancelRequested, StepCallback
 
 log = logging.getLogger("tui.engine")

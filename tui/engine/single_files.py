@@ -13,7 +13,8 @@ from typing import Any, Callable, Collection, Iterator, Mapping
 
 from tui.engine.families import Family, ModelFamily
 from tui.engine.models import (LOADER_ERRORS, LocalModel, ModelLoadError, _components, _relative_files,
-                               choose_variant, complete_variants, first_line)
+                               check_single_file, choose_variant, complete_variants, first_line,
+                               whole_checkpoint_loader)
 
 COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's single files prefix the transformer's tensors
 # A file holding the whole pipeline also has its VAE and text encoders, under the original checkpoints' names
@@ -125,3 +126,18 @@ def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str,
                                  f"{first_line(error)}") from None
 
     return load
+
+
+def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False) -> Callable[[Any], Any]:
+    """Check a .safetensors (or, when allowed, .ckpt) checkpoint, raising ModelLoadError before
+    anything is unloaded; the function returned loads it at a torch dtype. A file holding a
+    transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository;
+    ``prefer_fp16`` picks that repository's fp16 weights where it has them. A whole checkpoint
+    loads through diffusers' single-file loader (models.whole_checkpoint_loader)."""
+    from tui.engine.families import family_from_checkpoint
+
+    header = check_single_file(path, allow_pickle)
+    model = family_from_checkpoint(header.shapes.keys(), path.name) if header is not None else None
+    if model is not None and transformer_only(model, header.shapes.keys()):
+        return transformer_file_loader(path, model, header.shapes, allow_pickle, prefer_fp16)
+    return whole_checkpoint_loader(path, header, allow_pickle)
