@@ -8,6 +8,13 @@ from tui.engine.families.entry import (CFG, FLOW_EULER, FLOW_SAMPLERS, Defaults,
 
 ZIMAGE = "zimage"
 
+# Its transformer's layer names (transformer_z_image.py): the main layers, and the refiners of the image
+# and caption tokens. ComfyUI's and kohya's Z-Image LoRAs keep them ("diffusion_model.layers.0.attention.qkv",
+# which lora_conversion_utils.py's _convert_non_diffusers_z_image_lora_to_diffusers splits).
+_LORA = Lora("ZImageLoraLoaderMixin", label="Z-Image",
+             layers=("layers.N.attention", "layers.N.feed_forward", "layers.N.adaLN_modulation", "noise_refiner.N",
+                     "context_refiner.N"))
+
 FAMILIES: tuple[Family, ...] = (
     Family(
         id=ZIMAGE, label="Z-Image",
@@ -20,7 +27,7 @@ FAMILIES: tuple[Family, ...] = (
         # Qwen3 (4B: hidden size 2560); prompts are padded to max_sequence_length, 512 by default.
         encoders=(TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560),),
         # Its VAE is FLUX.1's: 16 channels, previewed with FLUX's factors (ComfyUI's ZImage latent format).
-        latent_format="flux", lora=Lora("ZImageLoraLoaderMixin"), samplers=FLOW_SAMPLERS,
+        latent_format="flux", lora=_LORA, samplers=FLOW_SAMPLERS,
         # Turbo: 8 steps at guidance 0 (the pipeline's docstring example).
         variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 8, 0.0, FLOW_EULER)),)),
 )
