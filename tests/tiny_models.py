@@ -287,6 +287,40 @@ def save_tiny_lora(unet, path: Path, seed: int = 3, kohya: bool = True, rank: in
     return path
 
 
+def save_tiny_transformer_lora(pipe, path: Path, targets: list[str], seed: int = 3, rank: int = 4) -> Path:
+    """A random LoRA on ``targets`` of ``pipe``'s transformer, saved by the pipeline class's own
+    ``save_lora_weights``: diffusers' layout (``transformer.<layer>.lora_A.weight``)."""
+    state = _random_lora_state(pipe.transformer, targets, seed, rank)
+    type(pipe).save_lora_weights(path.parent, transformer_lora_layers=state, weight_name=path.name)
+    return path
+
+
+def save_tiny_kohya_flux_lora(transformer, path: Path, seed: int = 6, rank: int = 4) -> Path:
+    """A random FLUX.1 LoRA of ``transformer``'s double blocks as kohya's sd-scripts write them: the
+    original (BFL) layer names (``lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight``, q, k and v
+    in one) with an ``alpha``. Single blocks are left out: diffusers' converter splits their linear1 at
+    FLUX.1-dev's widths (lora_conversion_utils.py, _convert_kohya_flux_lora_to_diffusers)."""
+    import torch
+    from safetensors.torch import save_file
+
+    width = transformer.inner_dim
+    mlp = transformer.transformer_blocks[0].ff.net[0].proj.out_features
+    shapes = {"img_attn_qkv": (width, 3 * width), "img_attn_proj": (width, width), "img_mlp_0": (width, mlp),
+              "img_mlp_2": (mlp, width)}
+    shapes.update({name.replace("img", "txt"): shape for name, shape in shapes.items()})
+    generator = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for block in range(len(transformer.transformer_blocks)):
+        for name, (inputs, outputs) in shapes.items():
+            layer = f"lora_unet_double_blocks_{block}_{name}"
+            tensors[f"{layer}.lora_down.weight"] = torch.randn(rank, inputs, generator=generator) / inputs ** 0.5
+            tensors[f"{layer}.lora_up.weight"] = torch.randn(outputs, rank, generator=generator)
+            tensors[f"{layer}.alpha"] = torch.tensor(float(rank))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path))
+    return path
+
+
 def _random_lora_state(model, targets: list[str], seed: int, rank: int) -> dict:
     """peft's state dict of a random LoRA on a copy of ``model``'s ``targets``."""
     import copy

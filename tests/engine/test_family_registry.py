@@ -153,6 +153,17 @@ def test_class_names_and_lora_loaders_exist_in_diffusers():
             assert issubclass(getattr(diffusers, entry.pipelines.text_to_image), mixin), entry.id
 
 
+def test_every_lora_loader_tells_its_families_loras_and_a_shared_label_is_one_kind():
+    """A UNet family's LoRAs are told by the cross-attention width, a transformer family's by its layers:
+    each family that loads LoRAs has one of the two; families whose LoRAs go by one label share the rule."""
+    by_label = {}
+    for entry in FAMILIES:
+        if entry.lora is not None:
+            assert bool(entry.lora.context_width) != bool(entry.lora.layers or entry.lora.fits), entry.id
+            if entry.lora.label:
+                assert by_label.setdefault(entry.lora.label, entry.lora) == entry.lora, entry.id
+
+
 def test_previews_unpack_latents_as_flux_packs_them():
     """FLUX.1's own _pack_latents makes the packed layout; spatial() must give back the grid it packed."""
     import torch

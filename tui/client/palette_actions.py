@@ -90,6 +90,7 @@ class PaletteActions:
 
     def pick_network(self) -> None:
         from tui.client.screens.networks import NetworkPickerScreen
+        from tui.engine.networks import lora_label
 
         if isinstance(self.app.screen, NetworkPickerScreen):
             return
@@ -98,7 +99,8 @@ class PaletteActions:
             if text:
                 self.app.main_screen.insert_into_prompt(text)
 
-        family = self.session.family.family.label if self.session.family else ""
+        # LoRAs go by the label families taking the same ones share (FLUX.1's fit Kontext too)
+        family = lora_label(self.session.family.family) if self.session.family else ""
         self.app.push_screen(NetworkPickerScreen(self.session.models_dir, family, self.session.allow_pickle), chosen)
 
     def grid(self) -> None:

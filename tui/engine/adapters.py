@@ -16,13 +16,16 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tui.engine.families import CLIP, Family, family_labels
+from tui.engine.families import CLIP, FAMILIES, Family, family_labels
 from tui.engine.models import first_line
 from tui.engine.networks import (EMBEDDINGS, LORAS, LoraUse, NetworkError, NetworkFile, extract_loras, find_network,
-                                 network_files, short_hash)
+                                 lora_label, network_files, short_hash)
 
 log = logging.getLogger("tui.engine")
 MAX_LOADED_LORAS = 8
+# The model parts A1111's second weight is for: the UNet, or the transformer that takes its place.
+_DENOISERS = ("unet", "transformer")
+_LORA_LABELS = {lora_label(f) for f in FAMILIES if f.lora}
 
 
 @dataclass
@@ -42,10 +45,10 @@ class PreparedPrompts:
 
 def _weights(adapter: str, use: LoraUse, parts: dict[str, list[str]]) -> float | dict[str, float]:
     """One weight for the whole LoRA, or one per part it has (diffusers warns of a part it lacks):
-    the UNet's, and the text encoders' for both of SDXL's."""
+    the UNet's (or transformer's), and the text encoders' for both of SDXL's."""
     if use.unet is None:
         return use.weight
-    return {part: use.unet_weight if part == "unet" else use.weight
+    return {part: use.unet_weight if part in _DENOISERS else use.weight
             for part, adapters in parts.items() if adapter in adapters}
 
 
@@ -108,8 +111,7 @@ class Networks:
                 pipe.load_lora_weights(str(found.path), adapter_name=name)
         except Exception as error:
             _drop_partial(pipe, name)
-            raise NetworkError(f"LoRA: {found.name} could not be loaded ({type(error).__name__}: "
-                               f"{first_line(error, 'no message')})") from None
+            raise NetworkError(_load_failure(found, error)) from None
         self._adapters[key] = name
         log.info("LoRA %s (%s) loaded in %.2f s", found.name, found.label, time.perf_counter() - started)
         return name
@@ -180,21 +182,34 @@ class Networks:
 
 
 def _made_for(found: NetworkFile) -> str:
-    return found.family if found.family in family_labels().values() else "another model"
+    return found.family if found.family in family_labels().values() or found.family in _LORA_LABELS \
+        else "another model"
 
 
 def _check_usable(found: NetworkFile, pipe, family: Family) -> None:
+    """A LoRA of another family is refused: a UNet's by its cross-attention width where the model has a
+    UNet, else any of a known family by that family."""
     if found.problem:
         raise NetworkError(f"LoRA: {found.problem}")
     if family.lora is None:
         raise NetworkError(f"LoRA: {found.name} cannot be used; sdtui loads no LoRAs into {family.label} models")
     unet = getattr(pipe, "unet", None)
     context = getattr(getattr(unet, "config", None), "cross_attention_dim", None)
-    if found.width is not None and context is not None and found.width != context:
-        raise NetworkError(f"LoRA: {found.name} is made for {_made_for(found)} (cross-attention width {found.width}); "
-                           f"the loaded model is {family.label} (width {context})")
-    if found.width is None and found.family in family_labels().values() and found.family != family.label:
+    if found.width is not None and context is not None:
+        if found.width != context:
+            raise NetworkError(f"LoRA: {found.name} is made for {_made_for(found)} (cross-attention width "
+                               f"{found.width}); the loaded model is {family.label} (width {context})")
+        return
+    if found.family in _LORA_LABELS and found.family != lora_label(family):
         raise NetworkError(f"LoRA: {found.name} is made for {found.family}; the loaded model is {family.label}")
+
+
+def _load_failure(found: NetworkFile, error: Exception) -> str:
+    """The sentence for a LoRA diffusers could not load. peft's NoMatchingPeftModuleError lists every layer
+    of the file; that none is in the model is what it says."""
+    if type(error).__name__ == "NoMatchingPeftModuleError":
+        return f"LoRA: {found.name} could not be loaded: the loaded model has none of its layers"
+    return f"LoRA: {found.name} could not be loaded ({type(error).__name__}: {first_line(error, 'no message')})"
 
 
 def _drop_partial(pipe, name: str) -> None:

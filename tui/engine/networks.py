@@ -13,7 +13,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from tui.engine.families import CLIP, FAMILIES, SDXL, family
+from tui.engine.families import CLIP, FAMILIES, SDXL, Family, Lora, family
+from tui.engine.families.entry import LoraLayers, layer_pattern
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, SafetensorsHeader, read_header
 
@@ -29,6 +30,18 @@ _TEXT_WIDTHS = {clip[0].width: f.label for f in FAMILIES
                 if len(clip := [e for e in f.encoders if e.kind == CLIP]) == 1}
 # SDXL's LoRAs and embeddings are told apart by their second text encoder's parts.
 _TWO_ENCODERS = family(SDXL).label
+# The transformer families' kinds of LoRA by their label (FLUX.1 and Kontext take the same), with their
+# layer patterns compiled.
+_BY_LAYERS = {f.lora.label: (f.lora, tuple(layer_pattern(name) for name in f.lora.layers))
+              for f in FAMILIES if f.lora and (f.lora.layers or f.lora.fits)}
+# The prefixes a LoRA's layer names carry: diffusers' and PEFT's, ComfyUI's and ai-toolkit's, kohya's
+# (lora_conversion_utils.py reads each).
+_LAYER_PREFIXES = ("transformer.", "base_model.model.", "model.diffusion_model.", "diffusion_model.", "lora_unet_",
+                   "lora_transformer_")
+# What follows a layer's name: LoRA's halves (lora_A/lora_B, kohya's lora_down/lora_up, old diffusers'
+# lora.down), kohya's alpha, DoRA's and LoKr's parts.
+_LAYER_SUFFIX = re.compile(r"\.(?:lora[._]|alpha$|dora_scale|lokr_)")
+_DOWN_AND_UP = (("lora_A", "lora_down", "lora.down"), ("lora_B", "lora_up", "lora.up"))
 
 
 class NetworkError(ValueError):
@@ -192,11 +205,50 @@ def _family_label(width: int | None, table: dict[int, str]) -> str:
     return table.get(width, f"width {width}")
 
 
+def lora_label(entry: Family) -> str:
+    """What the LoRAs of ``entry`` go by: its LoRA label where families share them, else its own."""
+    return entry.lora.label if entry.lora and entry.lora.label else entry.label
+
+
+def lora_layers(shapes: dict[str, tuple[int, ...]]) -> LoraLayers:
+    """A LoRA file's layers, named without prefix and suffix, with their input and output widths."""
+    layers: dict[str, list[int | None]] = {}
+    for key, shape in shapes.items():
+        found = _LAYER_SUFFIX.search(key)
+        if found is None:
+            continue
+        name, rest = key[:found.start()], key[found.start() + 1:]
+        name = next((name[len(p):] for p in _LAYER_PREFIXES if name.startswith(p)), name)
+        widths = layers.setdefault(name, [None, None])
+        if len(shape) == 2 and rest.startswith(_DOWN_AND_UP[0]):
+            widths[0] = shape[1]
+        elif len(shape) == 2 and rest.startswith(_DOWN_AND_UP[1]):
+            widths[1] = shape[0]
+    return {name: (widths[0], widths[1]) for name, widths in layers.items()}
+
+
+def transformer_lora_family(layers: LoraLayers) -> str:
+    """The label of the one kind of transformer LoRA whose layer names (or test) the file's layers
+    match; "" when none does, or more than one."""
+    claims = [label for label, (lora, patterns) in _BY_LAYERS.items() if _claims(lora, patterns, layers)]
+    return claims[0] if len(claims) == 1 else ""
+
+
+def _claims(lora: Lora, patterns: tuple[re.Pattern[str], ...], layers: LoraLayers) -> bool:
+    if any(pattern.match(name) for name in layers for pattern in patterns):
+        return True
+    return lora.fits is not None and lora.fits(layers)
+
+
 def lora_family(header: SafetensorsHeader) -> tuple[str, int | None]:
-    """A LoRA's family from the input width of its cross-attention key projection (kohya's
+    """A LoRA's family: a transformer family's by its layers' names (and widths, where names are
+    shared); a UNet family's from the input width of its cross-attention key projection (kohya's
     ``attn2_to_k.lora_down`` or diffusers' ``attn2.to_k.lora_A``), else from its text-encoder
     layers (a second text encoder means SDXL)."""
     shapes = header.shapes
+    transformer = transformer_lora_family(lora_layers(shapes))
+    if transformer:
+        return transformer, None
     for key, shape in shapes.items():
         if "attn2" in key and "to_k" in key and _is_down(key) and len(shape) == 2:
             return _family_label(shape[1], _CONTEXT_WIDTHS), shape[1]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping
 
@@ -86,10 +87,37 @@ class TextEncoder:
     embedding_key: str | None = None  # its vectors' name in a multi-encoder embedding file
 
 
+# A LoRA file's layers: each layer's name as the file spells it, its prefix ("transformer.", kohya's
+# "lora_unet_", ComfyUI's "diffusion_model.") and LoRA suffix taken off, with its input and output width
+# (None where the file lacks that half). networks.lora_layers reads them.
+LoraLayers = Mapping[str, tuple[int | None, int | None]]
+
+
 @dataclass(frozen=True)
 class Lora:
+    """How the family loads LoRAs and tells its own. UNet families tell theirs by the cross-attention
+    width; transformer families by layer names only their transformer has (``layers``: a dotted name
+    whose "." also matches kohya's "_" and "N" any block number, matched at the start of a layer's name)
+    or, where names are shared, by a test of the names and widths (``fits``). A file that two kinds of
+    LoRA claim, or none, is of no known family and is tried."""
+
     loader: str  # the diffusers mixin whose load_lora_weights reads the family's LoRAs
     context_width: int | None = None  # the cross-attention width a LoRA for it shows (UNet models)
+    label: str = ""  # the name its LoRAs go by, shared by families taking the same ones (FLUX.1 and Kontext)
+    layers: tuple[str, ...] = ()
+    fits: Callable[[LoraLayers], bool] | None = None
+
+
+def layer_pattern(name: str) -> re.Pattern[str]:
+    """A pattern of ``Lora.layers`` compiled: "." matches "." or kohya's "_", "N" a block number."""
+    parts = [r"\d+" if part == "N" else re.escape(part) for part in name.split(".")]
+    return re.compile(r"[._]".join(parts) + r"(?:[._]|$)")
+
+
+def layers_named(layers: LoraLayers, name: str) -> dict[str, tuple[int | None, int | None]]:
+    """The layers whose names start with ``name`` (a pattern as in ``Lora.layers``)."""
+    pattern = layer_pattern(name)
+    return {layer: widths for layer, widths in layers.items() if pattern.match(layer)}
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from tui.engine.families.entry import (DISTILLED, FLOW_EULER, FLOW_SIGMAS_SAMPLERS, NO_GUIDANCE, Defaults, Family,
-                                       Guidance, Lora, Pipelines, Precision, Recognise, SingleFile, TextEncoder,
-                                       Variant)
+                                       Guidance, Lora, LoraLayers, Pipelines, Precision, Recognise, SingleFile,
+                                       TextEncoder, Variant, layers_named)
 
 FLUX, FLUX_KONTEXT = "flux", "flux-kontext"  # registry ids
 
@@ -72,7 +72,32 @@ _ENCODERS = (TextEncoder("text_encoder", "tokenizer", "clip-pooled", 77, 768, po
 # when its config says guidance_embeds; no second pass, so no negative prompt (true CFG, the
 # pipeline's true_cfg_scale with a negative prompt, is not used). Every value is read: none is off.
 _DISTILLED = Guidance(DISTILLED, "guidance_scale", 0.0)
-_LORA = Lora("FluxLoraLoaderMixin")  # lora_pipeline.py; kohya, XLabs and ComfyUI keys are converted
+
+
+def widens_as(layers: LoraLayers, linear1: int, img_mlp: int) -> bool:
+    """Whether a LoRA in FLUX's original (BFL) layer names, which kohya's and ComfyUI's LoRAs of FLUX.1 and
+    FLUX.2 share, widens as the family's blocks do: a single block's linear1 (q, k, v and the MLP's input)
+    and a double block's img_mlp.0, their output width over their input width."""
+    said = [out == width * times for name, times in (("single_blocks.N.linear1", linear1),
+                                                     ("double_blocks.N.img_mlp.0", img_mlp))
+            for width, out in layers_named(layers, name).values() if width and out]
+    return bool(said) and all(said)
+
+
+def _flux_lora(layers: LoraLayers) -> bool:
+    # FLUX.1's MLP is 4 x its width (GELU): linear1 is 3 + 4 times as wide (transformer_flux.py, mlp_ratio 4.0)
+    return widens_as(layers, linear1=7, img_mlp=4)
+
+
+# lora_pipeline.py's FluxLoraLoaderMixin converts kohya's, XLabs' and ComfyUI's names. In diffusers' names
+# FLUX.1's single blocks have their own q, k, v and MLP layers (FLUX.2's one fused layer), XLabs' LoRAs
+# "processor" layers and dev's transformer a guidance embedder under time_text_embed.
+_LORA = Lora("FluxLoraLoaderMixin", label="FLUX.1",
+             layers=("single_transformer_blocks.N.attn.to_q", "single_transformer_blocks.N.attn.to_k",
+                     "single_transformer_blocks.N.attn.to_v", "single_transformer_blocks.N.proj_mlp",
+                     "single_transformer_blocks.N.proj_out", "single_transformer_blocks.N.norm.linear",
+                     "time_text_embed.guidance_embedder", "double_blocks.N.processor"),
+             fits=_flux_lora)
 # Published in bfloat16. diffusers clips the transformer's two float16 overflows (huggingface/diffusers#9097),
 # but FLUX.1's VAE still decodes to black images in float16 on mps (invoke-ai/InvokeAI#7208).
 _PRECISION = Precision("bfloat16", False, "FLUX.1's VAE gives black images in float16: invoke-ai/InvokeAI#7208")

@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any, Collection, Mapping
 
 from tui.engine.families.entry import (CFG, DISTILLED, FLOW_EULER, FLOW_SAMPLERS, NO_GUIDANCE, Defaults, Family,
-                                       Guidance, Lora, Pipelines, Precision, Recognise, SingleFile, TextEncoder)
+                                       Guidance, Lora, LoraLayers, Pipelines, Precision, Recognise, SingleFile,
+                                       TextEncoder)
+from tui.engine.families.flux import widens_as
 
 FLUX2, FLUX2_KLEIN, FLUX2_KLEIN_BASE = "flux2", "flux2-klein", "flux2-klein-base"
 
@@ -81,7 +83,24 @@ _KLEIN_ENCODER = TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560)
 # FLUX.2's VAE latents (32 channels, 2x2 patches) as the transformer reads them, batch-normalised:
 # ComfyUI's Flux2 latent format (comfy/latent_formats.py).
 _LATENT = "flux2"
-_LORA = Lora("Flux2LoraLoaderMixin")  # both pipelines; transformer only
+
+
+def _flux2_lora(layers: LoraLayers) -> bool:
+    # FLUX.2's MLP is SwiGLU, 3 x its width with its gate fused: linear1 is 3 + 2 x 3 times as wide, img_mlp.0
+    # 2 x 3 (transformer_flux2.py: mlp_ratio 3.0, mlp_mult_factor 2, Flux2FeedForward's linear_in).
+    return widens_as(layers, linear1=9, img_mlp=6)
+
+
+# Both pipelines; transformer only. lora_pipeline.py's Flux2LoraLoaderMixin converts kohya's and ComfyUI's
+# (ai-toolkit's) original names. In diffusers' names its single blocks have one fused input layer and an
+# output layer, its double blocks a SwiGLU MLP, and its modulations are shared by all blocks.
+_LORA = Lora("Flux2LoraLoaderMixin", label="FLUX.2",
+             layers=("single_transformer_blocks.N.attn.to_qkv_mlp_proj", "single_transformer_blocks.N.attn.to_out",
+                     "transformer_blocks.N.ff.linear_in", "transformer_blocks.N.ff.linear_out",
+                     "transformer_blocks.N.ff_context.linear_in", "transformer_blocks.N.ff_context.linear_out",
+                     "double_stream_modulation_img", "double_stream_modulation_txt", "single_stream_modulation",
+                     "time_guidance_embed"),
+             fits=_flux2_lora)
 # No img2img with strength: the pipelines edit by reference images (image=, one or several PIL images of
 # at least 64 px a side; flux2/image_processor.py), the engine's edit by instruction.
 # No GGUF architecture: ComfyUI-GGUF writes "flux" for FLUX.1 and FLUX.2 alike.

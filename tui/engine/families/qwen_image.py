@@ -5,10 +5,12 @@ _img2img.py, _inpaint.py, _edit.py, _edit_plus.py) and the Qwen-Image model card
 
 from __future__ import annotations
 
+import re
 from typing import Collection, Mapping
 
 from tui.engine.families.entry import (FLOW_EULER, FLOW_SIGMAS_SAMPLERS, TRUE_CFG, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Precision, Recognise, SingleFile, TextEncoder, Variant)
+                                       LoraLayers, Pipelines, Precision, Recognise, SingleFile, TextEncoder, Variant,
+                                       layers_named)
 
 QWEN_IMAGE = "qwen_image"
 QWEN_IMAGE_EDIT = "qwen_image_edit"
@@ -45,8 +47,22 @@ _ENCODERS = (TextEncoder("text_encoder", "tokenizer", "qwen2.5-vl", 512, 3584),)
 # Its VAE is Wan 2.1's layout: 16 channels, normalised by latents_mean/latents_std; ComfyUI previews Qwen-Image
 # with its Wan21 latent format.
 _LATENT_FORMAT = "wan21"
-# LoRAs on the transformer only (diffusers' QwenImageLoraLoaderMixin converts kohya and ComfyUI names).
-_LORA = Lora("QwenImageLoraLoaderMixin")
+
+
+def _qwen_image_lora(layers: LoraLayers) -> bool:
+    """A LoRA of its attention alone, named as FLUX.1's and SD3's blocks are in diffusers, told by its blocks:
+    Qwen-Image has 60, FLUX.1 19 double blocks (and single ones), SD 3.5 Large 38."""
+    numbers = [int(match[1]) for layer in layers_named(layers, "transformer_blocks.N")
+               if (match := re.match(r"transformer_blocks[._](\d+)", layer))]
+    return bool(numbers) and max(numbers) >= 38 and not layers_named(layers, "single_transformer_blocks")
+
+
+# LoRAs on the transformer only (diffusers' QwenImageLoraLoaderMixin converts kohya and ComfyUI names, which are
+# diffusers' own here). Its blocks' image and text MLPs and modulations are named as no other family's.
+_LORA = Lora("QwenImageLoraLoaderMixin", label="Qwen-Image",
+             layers=("transformer_blocks.N.img_mlp", "transformer_blocks.N.txt_mlp", "transformer_blocks.N.img_mod",
+                     "transformer_blocks.N.txt_mod"),
+             fits=_qwen_image_lora)
 # Published in bfloat16; its transformer overflows to NaN (black images) in float16 (Comfy-Org/ComfyUI#10751,
 # leejet/stable-diffusion.cpp#1249).
 _PRECISION = Precision("bfloat16", False, "Qwen-Image in float16 gives black (NaN) images: Comfy-Org/ComfyUI#10751")

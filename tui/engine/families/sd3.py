@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Collection, Mapping
 
 from tui.engine.families.entry import (CFG, CLIP, FLOW_EULER, FLOW_SAMPLERS, Defaults, Family, Guidance, Lora,
-                                       Pipelines, Precision, Recognise, SingleFile, TextEncoder, Variant)
+                                       LoraLayers, Pipelines, Precision, Recognise, SingleFile, TextEncoder, Variant,
+                                       layers_named)
 
 SD3 = "sd3"
 
@@ -40,6 +41,24 @@ def _base_repo(shapes: Mapping[str, tuple[int, ...]], turbo: bool) -> str:
     return "stabilityai/stable-diffusion-3-medium-diffusers"
 
 
+# The MMDiT's width is 64 x its depth: 1536 for SD3 Medium and SD 3.5 Medium (24 blocks), 2432 for SD 3.5 Large
+# (38 blocks) (their transformer configs: attention_head_dim 64, num_attention_heads 24 or 38). FLUX.1's and
+# Qwen-Image's blocks, named as SD3's in diffusers, are 3072 wide.
+_WIDTHS = (1536, 2432)
+
+
+def _sd3_lora(layers: LoraLayers) -> bool:
+    """A LoRA in diffusers' names (transformer_blocks.N.attn, shared with FLUX.1 and Qwen-Image) of SD3's widths."""
+    attention = layers_named(layers, "transformer_blocks.N.attn")
+    return any(width in _WIDTHS for width, _ in attention.values()) and \
+        not layers_named(layers, "single_transformer_blocks")
+
+
+# Original (Stability AI) names, which kohya's SD3 LoRAs have (diffusers' SD3LoraLoaderMixin reads only its own
+# names), and the second attention only SD 3.5 Medium's blocks have (dual_attention_layers).
+_LORA = Lora("SD3LoraLoaderMixin", label="SD3", layers=("joint_blocks.N", "transformer_blocks.N.attn2"),
+             fits=_sd3_lora)
+
 FAMILIES: tuple[Family, ...] = (
     Family(
         id=SD3, label="SD3",
@@ -66,7 +85,7 @@ FAMILIES: tuple[Family, ...] = (
         # sequence with T5's: conditioning's CLIP-only embeddings would not fit, so prompts go as text.
         clip_prompt_embeds=False,
         # 16 channels, not packed (the transformer patchifies); ComfyUI's comfy/latent_formats.py, class SD3.
-        latent_format="sd3", lora=Lora("SD3LoraLoaderMixin"), samplers=FLOW_SAMPLERS,
+        latent_format="sd3", lora=_LORA, samplers=FLOW_SAMPLERS,
         # SD 3.5 Large Turbo's model card: 4 steps at guidance 0 (no CFG).
         variants=(Variant("turbo", "Turbo", "turbo", Defaults(1024, 4, 0.0, FLOW_EULER)),),
         # SD 3.5's model cards load it in bfloat16; no report of it failing in float16 was found.

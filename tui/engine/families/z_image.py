@@ -26,6 +26,14 @@ def _z_image_checkpoint(keys: Collection[str]) -> bool:
 def _base_repo(_shapes: Mapping[str, tuple[int, ...]], _turbo: bool) -> str:
     return _TURBO_REPO  # the published diffusers repository; any cached Z-Image one serves as well
 
+
+# Its transformer's layer names (transformer_z_image.py): the main layers, and the refiners of the image
+# and caption tokens. ComfyUI's and kohya's Z-Image LoRAs keep them ("diffusion_model.layers.0.attention.qkv",
+# which lora_conversion_utils.py's _convert_non_diffusers_z_image_lora_to_diffusers splits).
+_LORA = Lora("ZImageLoraLoaderMixin", label="Z-Image",
+             layers=("layers.N.attention", "layers.N.feed_forward", "layers.N.adaLN_modulation", "noise_refiner.N",
+                     "context_refiner.N"))
+
 FAMILIES: tuple[Family, ...] = (
     Family(
         id=ZIMAGE, label="Z-Image",
@@ -39,7 +47,7 @@ FAMILIES: tuple[Family, ...] = (
         # Qwen3 (4B: hidden size 2560); prompts are padded to max_sequence_length, 512 by default.
         encoders=(TextEncoder("text_encoder", "tokenizer", "qwen3", 512, 2560),),
         # Its VAE is FLUX.1's: 16 channels, previewed with FLUX's factors (ComfyUI's ZImage latent format).
-        latent_format="flux", lora=Lora("ZImageLoraLoaderMixin"), passes_mu=True,
+        latent_format="flux", lora=_LORA, passes_mu=True,
         # Its pipeline hands the scheduler its sigmas as a list (get_default_z_image_sigmas), which
         # UniPCMultistepScheduler.set_timesteps multiplies by its shift unconverted, a TypeError (diffusers 0.42).
         samplers=(FLOW_EULER,),
