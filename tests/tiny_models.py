@@ -23,18 +23,19 @@ QWEN_CHAT_TEMPLATE = (
     "{% endif %}")
 
 
-def qwen_tokenizer():
+def qwen_tokenizer(specials: tuple[str, ...] = QWEN_SPECIALS):
     """A Qwen2Tokenizer over a byte-level vocabulary (every byte a token, no merges), so any text
-    tokenizes; returns it and its vocabulary size."""
+    tokenizes, with ``specials`` (the first is its end of text) and Qwen's chat template; returns it
+    and its vocabulary size."""
     from tokenizers import AddedToken
     from transformers import Qwen2Tokenizer
 
     vocab = {char: index for index, char in enumerate(_byte_characters())}
-    for special in QWEN_SPECIALS:
+    for special in specials:
         vocab[special] = len(vocab)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=4096)
     tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(s, special=True)
-                                                                for s in QWEN_SPECIALS[1:]]})
+                                                                for s in specials[1:]]})
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     return tokenizer, len(vocab)
 

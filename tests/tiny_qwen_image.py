@@ -13,25 +13,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.tiny_models import QWEN_CHAT_TEMPLATE, _byte_characters
+from tests.tiny_models import qwen_tokenizer
 
 QWEN_VL_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                     "<|image_pad|>", "<|video_pad|>")
 
 
 def qwen_vl_tokenizer():
-    """A Qwen2Tokenizer over a byte-level vocabulary with Qwen2.5-VL's vision tokens; it and its size."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    vocab = {char: index for index, char in enumerate(_byte_characters())}
-    for special in QWEN_VL_SPECIALS:
-        vocab[special] = len(vocab)
-    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=4096)
-    tokenizer.add_special_tokens({"additional_special_tokens": [AddedToken(s, special=True)
-                                                                for s in QWEN_VL_SPECIALS[1:]]})
-    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
-    return tokenizer, len(vocab)
+    """A byte-level Qwen2Tokenizer with Qwen2.5-VL's vision tokens; it and its size."""
+    return qwen_tokenizer(QWEN_VL_SPECIALS)
 
 
 def _components(edit: bool) -> dict:
