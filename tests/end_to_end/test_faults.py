@@ -74,7 +74,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_history(tmp_path, full):
     home.mkdir()
     write_config(home, steps=2, width=64, height=64)
     rng = random.Random(7)
-    rounds, generations = (20, 50) if full else (4, 50)
+    rounds, generations = (20, 50) if full else (4, 20)
     printed: list[str] = []
     for run in range(rounds):
         kill = _kill_app if run % 2 else _kill_headless_run
@@ -274,7 +274,7 @@ def _quick_cancels(sdtui_home: Path, jobs: int, escapes: int) -> list[tuple]:
 async def test_the_app_and_two_headless_runs_share_one_history_without_losing_a_row(sdtui_home, full):
     from tests.app_helpers import make_app, wait_for, wait_loaded
 
-    each = 50 if full else 12
+    each = 50 if full else 8
     # Same prompt and seed everywhere, so all three want the same file names at the same time.
     headless = [subprocess.Popen(sdtui_command() + ["generate", "shared", "--demo", "--seed", "9", "--count",
                                                     str(each), *SMALL], stdout=subprocess.PIPE,
@@ -300,7 +300,7 @@ async def test_the_app_and_two_headless_runs_share_one_history_without_losing_a_
 # --- soak -----------------------------------------------------------------------------------
 
 def test_soak_memory_growth_after_warm_up_stays_under_50_mb(full):
-    generations, warmup = (500, 50) if full else (30, 10)
+    generations, warmup = (500, 50) if full else (20, 6)
     result = subprocess.run([sys.executable, "-m", "tests.soak", "--generations", str(generations),
                              "--warmup", str(warmup), "--json"], capture_output=True, text=True, timeout=1800,
                             cwd=Path(__file__).parents[2])
