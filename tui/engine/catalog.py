@@ -53,7 +53,7 @@ class CatalogEntry:
         return f"{self.family.native_size}px {d.steps} steps cfg {d.guidance:g}"
 
     def memory_label(self, dtype: str, total: int) -> str:
-        """What it needs running in ``dtype`` against ``total`` bytes of memory: "needs ~23 GB of 32 GB"."""
+        """What it needs running in ``dtype`` against ``total`` bytes of memory: "~23 of 32 GB"."""
         if not self.weights:
             return ""
         measured = self.family.family.job_memory_gb if self.family else None
@@ -74,10 +74,11 @@ def memory_need(weights: int, dtype_bytes: int, job_memory_gb: float | None) -> 
 
 
 def memory_label(need: int, total: int, measured: bool) -> str:
-    """"needs ~23 GB of 32 GB"; "over" where a job's working memory was not measured, so only the
-    weights are counted. Nothing is refused: a model that needs more than there is swaps."""
+    """"~23 of 32 GB" (short enough for the picker's column at 80 columns); "over ~6.0 of 16 GB"
+    where a job's working memory was not measured, so only the weights are counted. Nothing is
+    refused: a model that needs more than there is swaps."""
     over = "" if measured else "over "
-    return f"needs {over}~{_gb(need)} GB of {_gb(total)} GB"
+    return f"{over}~{_gb(need)} of {_gb(total)} GB"
 
 
 def _gb(count: int) -> str:
