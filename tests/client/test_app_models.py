@@ -51,7 +51,7 @@ async def test_pick_a_cached_sdxl_model_then_go_back_to_the_demo(sdtui_home, hub
         assert {"someone/tiny-sdxl", "someone/tiny-sd", "my-sd15"} <= {n.split("  (")[0] for n in names}
         assert any("demo model" in n for n in names)
         table = picker.query_one(DataTable)
-        memory = [str(table.get_row_at(i)[4]) for i in range(table.row_count)]
+        memory = [str(table.get_row_at(i)[3]) for i in range(table.row_count)]
         assert all(re.fullmatch(r"(over )?~[0-9.]+ of [0-9.]+ GB", m) for m in memory if m), memory
         assert any(memory)
         await pilot.press(*"xl")  # filtering

@@ -30,7 +30,7 @@ def _looks_like_model(text: str) -> bool:
 class ModelPickerScreen(PickerScreen):
     TITLE = "[b]Models[/b]: Enter loads the highlighted one, Esc closes"
     PLACEHOLDER = "filter, or type a Hub id (owner/name) or a path to load it"
-    COLUMNS = ("", "model", "family", "size", "memory", "defaults", "where")
+    COLUMNS = ("", "model", "family", "memory", "size", "defaults", "where")  # memory first: it decides a Mac
 
     def __init__(self, models_dir: Path, recent: list[str], current: str, dtype_setting: str = "auto",
                  device: str = "") -> None:
@@ -74,7 +74,7 @@ class ModelPickerScreen(PickerScreen):
             name.append(f"  ({visible(item.note)})", style="dim")
         size = format_bytes(item.size_bytes) if item.size_bytes else ""
         where = item.where.split(" (")[0]  # the folders themselves are named in the hint below
-        return mark, name, item.family_label, size, self.memory(item), Text(item.defaults_label, style="dim"), \
+        return mark, name, item.family_label, self.memory(item), size, Text(item.defaults_label, style="dim"), \
             Text(visible(where), style="dim")
 
     def memory(self, item: CatalogEntry) -> str:

@@ -20,7 +20,8 @@ from tui.client.widgets.safe_input import SafeInput
 class PickerScreen(ModalScreen[str | None]):
     DEFAULT_CSS = """
     PickerScreen { align: center middle; }
-    PickerScreen #dialog { width: 90%; height: 80%; border: thick $primary; background: $surface; padding: 0 1; }
+    PickerScreen #dialog { width: 100%; max-width: 160; margin: 0 2; height: 80%; border: thick $primary;
+                           background: $surface; padding: 0 1; }
     PickerScreen #picker-table { height: 1fr; }
     PickerScreen #picker-hint { color: $text-muted; height: auto; }
     """
