@@ -129,34 +129,34 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
                         help="run the model in this process instead of the sdtui server (loads it every time)")
 
 
-def _settings_from(args: argparse.Namespace):
-    """config.toml's settings with the flags given on top (every flag a settings field names)."""
-    from tui.config import ConfigError, Settings, flag_fields, load_settings, override
+def _config_and_flags(args: argparse.Namespace):
+    """config.toml's settings, and the settings the flags give (only those given)."""
+    from tui.config import ConfigError, Settings, flag_fields, load_settings
     from tui.locations import locations
 
     try:
-        settings = load_settings(locations().config_file)
-        values = {spec.name: getattr(args, spec.name, None) for spec in flag_fields(Settings)
-                  if not isinstance(spec.default, bool)}  # a switch flag (--allow-pickle) is the run's, not a setting
-        if getattr(args, "demo", False):
-            values["model"] = "demo"
-        return override(settings, values)
+        config = load_settings(locations().config_file)
+    except ConfigError as error:
+        raise UsageError(str(error)) from None
+    values = {spec.name: getattr(args, spec.name, None) for spec in flag_fields(Settings)
+              if not isinstance(spec.default, bool)}  # a switch flag (--allow-pickle) is the run's, not a setting
+    if getattr(args, "demo", False):
+        values["model"] = "demo"
+    return config, {key: value for key, value in values.items() if value is not None}
+
+
+def _with_flags(config, flags: dict):
+    from tui.config import ConfigError, override
+
+    try:
+        return override(config, flags)
     except ConfigError as error:
         raise UsageError(str(error)) from None
 
 
-def _given_on_the_command_line(args: argparse.Namespace) -> set[str]:
-    from tui.config import Settings, flag_fields
-
-    return {spec.name for spec in flag_fields(Settings) if getattr(args, spec.name, None) not in (None, False)}
-
-
-def _config_model() -> str:
-    """The model config.toml's settings were last used with."""
-    from tui.config import load_settings
-    from tui.locations import locations
-
-    return load_settings(locations().config_file).model
+def _settings_from(args: argparse.Namespace):
+    """config.toml's settings with the flags given on top (every flag a settings field names)."""
+    return _with_flags(*_config_and_flags(args))
 
 
 def _merge_global(args: argparse.Namespace) -> None:
@@ -206,7 +206,8 @@ def run_app(args: argparse.Namespace) -> NoReturn:
     from tui.engine.device import enable_mps_fallback
 
     enable_mps_fallback()  # before the generation thread imports torch
-    settings = _settings_from(args)
+    config, flags = _config_and_flags(args)
+    settings = _with_flags(config, flags)
     from tui.client.app import SdtuiApp
     from tui.locations import locations
     from tui.logs import setup_logging
@@ -219,8 +220,8 @@ def run_app(args: argparse.Namespace) -> NoReturn:
     setup_logging(places.log_file, verbose=False)  # the terminal is the app's: nothing logs to stderr
     app = SdtuiApp(settings, allow_pickle=args.allow_pickle, places=places, host=host)
     # The demo model is for trying the app: it takes config.toml's settings as they are.
-    if settings.model not in (_config_model(), "demo"):
-        app.session.switching_at_start(kept=_given_on_the_command_line(args))
+    if settings.model not in (config.model, "demo"):
+        app.session.switching_at_start(kept=set(flags))
     _leave_now(app.run() or 0)
 
 
