@@ -128,8 +128,10 @@ def download_files(repo_id: str, commit: str, files: list[RemoteFile], cache_dir
     if disk_shortfall(needed, free):
         raise NotEnoughDisk(needed, free, cache_dir)
     if missing:
+        from tui.engine.memory import format_bytes
+
         log.info("downloading %d files of %s: %s (%s already here)", len(missing), repo_id,
-                 _size_text(total), _size_text(progress.done))
+                 format_bytes(total), format_bytes(progress.done))
     for file in missing:
         blob = blobs / file.blob
         with _locked(blob_lock(cache_dir, repo_id, file.blob), file.path, cancelled):
@@ -142,12 +144,6 @@ def download_files(repo_id: str, commit: str, files: list[RemoteFile], cache_dir
     if name_ref:
         _write_atomically(repo / "refs" / "main", commit)  # last: a snapshot is only named once it is whole
     return snapshot
-
-
-def _size_text(count: int) -> str:
-    from tui.engine.memory import format_bytes
-
-    return format_bytes(count)
 
 
 class _locked:
