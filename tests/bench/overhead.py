@@ -73,44 +73,11 @@ def build_sd15_folder(folder: Path) -> None:
 
 
 def build_z_image_folder(folder: Path, device: str) -> None:
-    """Z-Image-Turbo's published component configurations (diffusers' transformer_z_image.py
-    defaults, Qwen3-4B's config, FLUX.1's VAE, the Turbo scheduler's static shift 3), random
-    weights made on ``device`` in bfloat16, and a byte-level Qwen tokenizer built here."""
-    import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-    from transformers import Qwen3Config, Qwen3Model
+    """Z-Image-Turbo's published architecture (families.published_z_image_turbo: random bfloat16
+    weights made on ``device``) saved as a diffusers folder."""
+    from tests.bench.families import published_z_image_turbo
 
-    from tests.tiny_models import qwen_tokenizer
-
-    tokenizer, _ = qwen_tokenizer()
-    torch.manual_seed(0)
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
-    try:
-        with torch.device(device):
-            transformer = ZImageTransformer2DModel(
-                all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=3840, n_layers=30, n_refiner_layers=2,
-                n_heads=30, n_kv_heads=30, norm_eps=1e-5, qk_norm=True, cap_feat_dim=2560, rope_theta=256.0,
-                t_scale=1000.0, axes_dims=[32, 48, 48], axes_lens=[1024, 512, 512])
-            text_encoder = Qwen3Model(Qwen3Config(
-                hidden_size=2560, intermediate_size=9728, num_hidden_layers=36, num_attention_heads=32,
-                num_key_value_heads=8, head_dim=128, vocab_size=151936, max_position_embeddings=40960,
-                rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True))
-            vae = AutoencoderKL(
-                in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, sample_size=1024,
-                block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.3611, shift_factor=0.1159,
-                use_quant_conv=False, use_post_quant_conv=False)
-        with torch.no_grad():  # parameters made with torch.empty: random memory, NaN at times
-            for module in (transformer, text_encoder, vae):
-                for parameter in module.parameters():
-                    parameter.normal_(0.0, 0.02)
-    finally:
-        torch.set_default_dtype(before)
-    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=False)
-    pipe = ZImagePipeline(scheduler=scheduler, vae=vae.eval(), text_encoder=text_encoder.eval(), tokenizer=tokenizer,
-                          transformer=transformer.eval())
-    pipe.save_pretrained(folder, safe_serialization=True)
+    published_z_image_turbo(device).save_pretrained(folder, safe_serialization=True)
 
 
 class Bench:
