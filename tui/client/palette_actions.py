@@ -71,6 +71,7 @@ class PaletteActions:
         from tui.client.screens.models import ModelPickerScreen
         from tui.engine.catalog import load_recent
         from tui.engine.device import expected_device
+        from tui.engine.fit import held_by_server
 
         if isinstance(self.app.screen, ModelPickerScreen):
             return
@@ -82,8 +83,10 @@ class PaletteActions:
         recent = load_recent(self.session.places.recent_models_file)
         settings = self.session.settings
         device = expected_device(settings.device, self.session.device, platform.system())
-        self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, settings.model, settings.dtype, device),
-                             chosen)
+        memory = self.session.memory
+        held = held_by_server(device, memory) if memory is not None and self.session.model else 0
+        self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, settings.model, settings.dtype, device,
+                                               memory, held), chosen)
 
     def use_model(self, model: str) -> None:
         self.app.main_screen.change_setting("model", model)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Collection
 from tui.client import messages as m
 from tui.config import Settings, save_settings
 from tui.engine.families import ModelFamily
+from tui.engine.memory import MemorySample
 from tui.engine.request import STRENGTH_DEFAULT, GenerationRequest
 from tui.locations import Locations
 from tui.store.history import History
@@ -74,6 +75,7 @@ class Session:
         self.model: str | None = None  # the loaded model's label
         self.loaded_ref: str | None = None  # the loaded model as its setting names it
         self.device = self.dtype = ""
+        self.memory: MemorySample | None = None  # the server's latest reading (at a load, a step, an unload)
         self.family: ModelFamily | None = None
         self.slicing: bool | None = None
         self.running: int | None = None
@@ -405,6 +407,7 @@ class Session:
             self.making, self.making_index, self._making_job = event.request, 0, job
         elif kind is wire.Step:
             self.making_index = event.image_index
+            self.memory = event.memory
         elif kind in (wire.Cancelled, wire.Failed):
             self.making = None
         elif kind is wire.Finished:
@@ -413,6 +416,7 @@ class Session:
             self.loading = True
         elif kind is wire.Loaded:
             self.model, self.device, self.dtype = event.model, event.device, event.dtype
+            self.memory = event.memory or self.memory
             self.family = event.family_info
             self.loaded_ref = event.setting or None  # whichever client's load or job it was
             self.slicing = any(d.startswith("attention slicing: on") for d in event.decisions)
@@ -430,6 +434,7 @@ class Session:
                 self._save()
         elif kind is wire.Unloaded:
             self.model = self.loaded_ref = None
+            self.memory = event.memory
         elif kind is wire.ClientsChanged:
             self.clients = event.clients
         elif kind is wire.JobDone:

@@ -19,6 +19,7 @@ from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
 from tui.engine.families import SD1, ModelFamily, family_from_checkpoint, family_from_configs
 from tui.engine.pickles import PICKLE_SUFFIXES
+from tui.engine.estimate import Estimate, Part, estimate, folder_parts, split_header
 from tui.engine.safetensors_header import HeaderError, read_header
 
 log = logging.getLogger("tui.engine.catalog")
@@ -38,7 +39,7 @@ class CatalogEntry:
     where: str
     recent: bool = False
     note: str = ""  # why it may not load as it is
-    weights: int | None = None  # how many weights its .safetensors files hold (one variant of each)
+    parts: tuple[Part, ...] = ()  # its components' weights, from the files' headers
 
     @property
     def family_label(self) -> str:
@@ -52,68 +53,14 @@ class CatalogEntry:
         d = self.family.defaults
         return f"{self.family.native_size}px {d.steps} steps cfg {d.guidance:g}"
 
-    def memory_label(self, dtype: str, total: int) -> str:
-        """What it needs running in ``dtype`` against ``total`` bytes of memory: "~23 of 32 GB"."""
-        if not self.weights:
-            return ""
-        measured = self.family.family.job_memory_gb if self.family else None
-        return memory_label(memory_need(self.weights, DTYPE_BYTES.get(dtype, 2), measured), total,
-                            measured is not None)
-
-
-# --- the memory a model needs -----------------------------------------------------------
-
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-GB = 1000**3  # the job memory figures are measured in these
-
-
-def memory_need(weights: int, dtype_bytes: int, job_memory_gb: float | None) -> int:
-    """Bytes a model needs: its weights at the dtype it runs in, plus a job's working memory at the
-    family's default size where that was measured (peak minus weights on a GPU, docs/performance.md)."""
-    return weights * dtype_bytes + int((job_memory_gb or 0) * GB)
-
-
-def memory_label(need: int, total: int, measured: bool) -> str:
-    """"~23 of 32 GB" (short enough for the picker's column at 80 columns); "over ~6.0 of 16 GB"
-    where a job's working memory was not measured, so only the weights are counted. Nothing is
-    refused: a model that needs more than there is swaps."""
-    over = "" if measured else "over "
-    return f"{over}~{_gb(need)} of {_gb(total)} GB"
-
-
-def _gb(count: int) -> str:
-    value = count / GB
-    return f"{value:.1f}" if value < 10 else f"{value:.0f}"
-
-
-def weight_count(shapes) -> int:
-    """The number of weights in a safetensors header's tensor shapes."""
-    total = 0
-    for shape in shapes:
-        count = 1
-        for size in shape:
-            count *= size
-        total += count
-    return total
-
-
-def folder_weights(folder: Path) -> int | None:
-    """The weights of a diffusers folder: per component, one variant's files (fp16 and full-precision
-    copies hold the same weights); None when no header can be read."""
-    from tui.engine.models import weight_variant
-
-    by_place: dict[tuple[Path, str | None], int] = {}
-    for path in list(folder.glob("*.safetensors")) + list(folder.glob("*/*.safetensors")):
-        try:
-            header = read_header(path)
-        except HeaderError:
-            continue
-        place = (path.parent, weight_variant(path.name))
-        by_place[place] = by_place.get(place, 0) + weight_count(header.shapes.values())
-    per_component: dict[Path, int] = {}
-    for (parent, _variant), count in by_place.items():
-        per_component[parent] = max(per_component.get(parent, 0), count)
-    return sum(per_component.values()) or None
+    def estimate(self, dtype: str, size: tuple[int, int] | None = None) -> Estimate | None:
+        """What it will need running in ``dtype`` at ``size`` (its native size when not given); None
+        where no header could be read."""
+        if not self.parts:
+            return None
+        family = self.family.family if self.family else None
+        native = self.family.native_size if self.family else 512
+        return estimate(self.parts, dtype, family.job_memory_gb if family else None, native, size)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -132,22 +79,36 @@ def folder_family(folder: Path, name: str = "") -> ModelFamily:
 
 def checkpoint_family(path: Path) -> tuple[ModelFamily | None, str]:
     """The family of a single-file checkpoint and a note when it cannot be used as it is."""
-    family, note, _weights = _checkpoint(path)
+    family, note, _parts = _checkpoint(path)
     return family, note
 
 
-def _checkpoint(path: Path) -> tuple[ModelFamily | None, str, int | None]:
-    """checkpoint_family, and the weights the file holds."""
+def _checkpoint(path: Path) -> tuple[ModelFamily | None, str, tuple[Part, ...]]:
+    """checkpoint_family, and the parts the model will hold."""
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return None, "pickle format: loads only with --allow-pickle", None
+        return None, "pickle format: loads only with --allow-pickle", ()
     try:
         header = read_header(path)
     except HeaderError as error:
-        return None, str(error), None
+        return None, str(error), ()
     family = family_from_checkpoint(header.shapes.keys(), path.name)
     if family is None:
-        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)", None
-    return family, "truncated: download it again" if header.truncated else "", weight_count(header.shapes.values())
+        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)", ()
+    return family, "truncated: download it again" if header.truncated else "", checkpoint_parts(family, header)
+
+
+def checkpoint_parts(family: ModelFamily, header) -> tuple[Part, ...]:
+    """A single file's parts: a whole checkpoint's own (its UNet, VAE and text encoders under their
+    prefixes); a transformer-only file's transformer with the other parts of the base repository it loads
+    with, where the cache holds one."""
+    from tui.engine.single_files import TRANSFORMER, base_repo_id, component_of, find_base, transformer_only
+
+    if not transformer_only(family, header.shapes.keys()):
+        return tuple(sorted(split_header(header, component_of).values(), key=lambda part: part.name))
+    own = split_header(header, lambda _tensor: TRANSFORMER)[TRANSFORMER]
+    found = find_base(family, base_repo_id(family, header.shapes), False, False)
+    others = tuple(part for part in folder_parts(found[1].folder) if part.name != TRANSFORMER) if found else ()
+    return (own, *others)
 
 
 def _folder_size(folder: Path) -> int:
@@ -186,14 +147,14 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
         if (snapshot / "model_index.json").is_file():
             note = BASE_ONLY if _without_transformer_weights(snapshot) else ""
             entries.append(CatalogEntry(repo.repo_id, repo.repo_id, "hub", folder_family(snapshot, repo.repo_id),
-                                        repo.size_on_disk, where, weights=folder_weights(snapshot),
+                                        repo.size_on_disk, where, parts=folder_parts(snapshot),
                                         note=note))
             continue
         for file in sorted(snapshot.glob("*.safetensors")):
-            family, note, weights = _checkpoint(file)
+            family, note, parts = _checkpoint(file)
             if family is not None:
                 entries.append(CatalogEntry(str(file), f"{repo.repo_id}/{file.name}", "file", family,
-                                            _size(file), where, note=note, weights=weights))
+                                            _size(file), where, note=note, parts=parts))
     return entries
 
 
@@ -222,13 +183,13 @@ def scan_models_dir(models_dir: Path) -> list[CatalogEntry]:
         name = str(path.relative_to(models_dir))
         if path.is_dir():
             entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where,
-                                        weights=folder_weights(path)))
+                                        parts=folder_parts(path)))
         else:
-            family, note, weights = _checkpoint(path)
+            family, note, parts = _checkpoint(path)
             if family is None and path.suffix.lower() not in PICKLE_SUFFIXES:
                 continue  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
             entries.append(CatalogEntry(str(path), name, "file", family, _size(path), where, note=note,
-                                        weights=weights))
+                                        parts=parts))
     return entries
 
 
@@ -257,16 +218,16 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
     if path.is_dir():
         note = "" if (path / "model_index.json").is_file() else "no model_index.json"
         return CatalogEntry(ref, path.name, "folder", folder_family(path), _folder_size(path), str(path.parent),
-                            note=note, weights=folder_weights(path))
+                            note=note, parts=folder_parts(path))
     if path.is_file():
-        family, note, weights = _checkpoint(path)
+        family, note, parts = _checkpoint(path)
         return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note,
-                            weights=weights)
+                            parts=parts)
     if "/" in ref and not ref.startswith(("/", ".", "~")):
         snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():
             return CatalogEntry(ref, ref, "hub", folder_family(snapshot, ref), _folder_size(snapshot),
-                                "Hugging Face cache", weights=folder_weights(snapshot))
+                                "Hugging Face cache", parts=folder_parts(snapshot))
         return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
     return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
 

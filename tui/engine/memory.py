@@ -22,17 +22,20 @@ class MemorySample:
     system_total: int
     swap_used: int
     device_unlimited: bool = False  # mps with the watermark off: jobs may run into swap
+    device_recommended: int | None = None  # mps: the GPU's recommended working set
+    device_free: int | None = None  # cuda: free on the card, other processes' use counted
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
-def _device_figures(device: str) -> tuple[int | None, int | None, int | None, bool]:
+def _device_figures(device: str) -> tuple[int | None, int | None, int | None, bool, int | None, int | None]:
+    """Allocated, reserved, limit, unlimited, recommended working set (mps), free (cuda)."""
     if device == "cuda":
         import torch
 
-        return (torch.cuda.memory_allocated(), torch.cuda.memory_reserved(),
-                torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory, False)
+        free, total = torch.cuda.mem_get_info()
+        return torch.cuda.memory_allocated(), torch.cuda.memory_reserved(), total, False, None, free
     if device == "mps":
         import os
 
@@ -43,8 +46,8 @@ def _device_figures(device: str) -> tuple[int | None, int | None, int | None, bo
         recommended = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
         limit = mps_memory_limit(recommended, os.environ.get(MPS_WATERMARK_VARIABLE))
         return (torch.mps.current_allocated_memory(), torch.mps.driver_allocated_memory(), limit.limit,
-                limit.unlimited and recommended is not None)
-    return None, None, None, False
+                limit.unlimited and recommended is not None, recommended, None)
+    return None, None, None, False, None, None
 
 
 _process = None  # this process, for psutil, made at the first sample: importing psutil takes 10 ms
@@ -56,7 +59,7 @@ def sample_memory(device: str) -> MemorySample:
 
     if _process is None:
         _process = psutil.Process()
-    allocated, reserved, limit, unlimited = _device_figures(device)
+    allocated, reserved, limit, unlimited, recommended, free = _device_figures(device)
     system = psutil.virtual_memory()
     return MemorySample(
         device_allocated=allocated,
@@ -67,6 +70,8 @@ def sample_memory(device: str) -> MemorySample:
         system_total=system.total,
         swap_used=psutil.swap_memory().used,
         device_unlimited=unlimited,
+        device_recommended=recommended,
+        device_free=free,
     )
 
 

@@ -94,6 +94,8 @@ class Engine:
         self._networks = Networks()  # the LoRAs and embeddings loaded into the pipeline
         self._img2img = None  # the loaded pipeline's image-to-image sibling, made when first needed
         self._edit = None  # ... and its edit-by-instruction one
+        self._estimate = None  # the loaded model's memory estimate, judged again per job size
+        self._sizes_judged: set[tuple[int, int]] = set()
 
     # --- loading ------------------------------------------------------------------------
 
@@ -153,6 +155,8 @@ class Engine:
             family = family_on_disk(source.ref)
             dtype = devices.choose_dtype(options.dtype, device.value, family and family.family, facts)
             key = (source.kind, source.ref, device.value, dtype.value)
+        self._estimate = self._judge_memory(source, device.value, dtype.value, on_event)
+        self._sizes_judged = set()
         previous = self._loaded_options if self.pipe is not None else None
         self.unload(on_event)
         try:
@@ -227,6 +231,48 @@ class Engine:
         variant = local_variant(folder, options.allow_pickle, prefer_fp16) if (folder / "model_index.json").is_file() \
             else None
         return pipeline_loader(folder, options.allow_pickle, variant or None)
+
+    def _judge_memory(self, source: ModelSource, device: str, dtype: str, on_event: OnEvent):
+        """Say, before it loads, what the model will need against what the device may use, and what
+        would fit instead where it will not; nothing is refused. Returns the estimate (None where its
+        files say nothing: the demo model, a Hub id not on disk)."""
+        from tui.engine.catalog import describe
+
+        if source.kind == "demo":
+            return None
+        estimate = describe(source.ref).estimate(dtype)
+        if estimate is not None:
+            self._say_fit(source.label, estimate, device, self._resident_bytes(), on_event)
+        return estimate
+
+    def _say_fit(self, label: str, estimate, device: str, held: int, on_event: OnEvent) -> None:
+        from tui.engine.fit import budget_from_sample, memory_line
+
+        line, over = memory_line(label, estimate, budget_from_sample(device, sample_memory(device), held))
+        if not over:
+            log.info(line)
+            return
+        log.warning(line)
+        on_event(Notice(line, "warning"))
+
+    def _judge_job_size(self, size: tuple[int, int], on_event: OnEvent) -> None:
+        """A job at another size than the load was judged at: said when it will not fit, once per size."""
+        if self._estimate is None or size == self._estimate.size or size in self._sizes_judged:
+            return
+        self._sizes_judged.add(size)
+        from tui.engine.fit import OVER, budget_from_sample, judge
+
+        estimate = self._estimate.at_size(size)
+        budget = budget_from_sample(self.device, sample_memory(self.device), self._resident_bytes())
+        if budget is not None and judge(estimate.peak, budget).verdict == OVER:
+            self._say_fit(f"a {size[0]}x{size[1]} job of {self.model_label}", estimate, self.device,
+                          self._resident_bytes(), on_event)
+
+    def _resident_bytes(self) -> int:
+        """What the loaded pipeline's weights hold on its device (given back before another loads)."""
+        if self.pipe is None:
+            return 0
+        return sum(resident_parts(self.pipe).values())
 
     def _load_again(self, previous: EngineOptions, on_event: OnEvent) -> None:
         """After a failed load, load the model that was loaded before, so a failure never leaves
@@ -343,6 +389,7 @@ class Engine:
             self._use_scheduler(request.scheduler, request.shift)
             self._apply_attention_slicing()
             self._apply_vae_tiling(request.output_size)
+            self._judge_job_size(request.output_size, on_event)
             prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
             for name, steps in prepared.made_for_steps.items():
@@ -652,6 +699,17 @@ def _family(pipe, label: str) -> ModelFamily:
 
     index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
     return family_from_configs(index, config("unet"), config("scheduler"), label, transformer=config("transformer"))
+
+
+def resident_parts(pipe) -> dict[str, int]:
+    """Bytes each of the pipeline's modules holds in parameters and buffers (quantized ones as stored)."""
+    import torch
+
+    parts = {}
+    for name, component in pipe.components.items():
+        if isinstance(component, torch.nn.Module):
+            parts[name] = sum(t.numel() * t.element_size() for t in [*component.parameters(), *component.buffers()])
+    return parts
 
 
 CPU_ALIGNMENT = 64  # bytes; what PyTorch's CPU allocator gives every new tensor

@@ -21,6 +21,7 @@ class HeaderError(ValueError):
 class SafetensorsHeader:
     shapes: dict[str, tuple[int, ...]]
     metadata: dict[str, str]
+    dtypes: dict[str, str]  # "F16", "BF16", "F32", "I64"...
     data_bytes: int  # the end of the last tensor's data, as the header states it
     file_bytes: int
     header_bytes: int
@@ -52,14 +53,16 @@ def read_header(path: Path) -> SafetensorsHeader:
     if not isinstance(data, dict):
         raise HeaderError("its header is not a table of tensors")
     shapes: dict[str, tuple[int, ...]] = {}
+    dtypes: dict[str, str] = {}
     end = 0
     for name, entry in data.items():
         if name == "__metadata__":
             continue
         try:
             shapes[name] = tuple(int(n) for n in entry["shape"])
+            dtypes[name] = str(entry.get("dtype", ""))
             end = max(end, int(entry["data_offsets"][1]))
         except (TypeError, KeyError, IndexError, ValueError):
             raise HeaderError(f"its header entry for {name!r} is malformed") from None
     metadata = data.get("__metadata__") or {}
-    return SafetensorsHeader(shapes, metadata if isinstance(metadata, dict) else {}, end, size, length)
+    return SafetensorsHeader(shapes, metadata if isinstance(metadata, dict) else {}, dtypes, end, size, length)

@@ -24,6 +24,15 @@ _TEXT_ENCODER_PREFIXES = ("cond_stage_model.", "conditioner.", "text_encoders.")
 TRANSFORMER = "transformer"
 
 
+def component_of(tensor: str) -> str:
+    """The pipeline component a whole checkpoint's tensor belongs to, by its prefix."""
+    if tensor.startswith(_VAE_PREFIX):
+        return "vae"
+    if tensor.startswith(_TEXT_ENCODER_PREFIXES):
+        return "text_encoder"
+    return "unet"
+
+
 def holds_whole_pipeline(keys: Collection[str]) -> bool:
     return (any(key.startswith(_VAE_PREFIX) for key in keys)
             and any(key.startswith(_TEXT_ENCODER_PREFIXES) for key in keys))

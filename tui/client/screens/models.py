@@ -15,7 +15,9 @@ from rich.text import Text
 from tui.engine.catalog import CatalogEntry, build_catalog
 from tui.engine.device import choose_dtype, expected_device, local_dtype_facts
 from tui.engine.download import hub_cache_dir
-from tui.engine.memory import format_bytes, total_ram
+from tui.engine.estimate import gb
+from tui.engine.fit import FITS, TIGHT, Budget, budget_from_sample, judge
+from tui.engine.memory import MemorySample, format_bytes, sample_memory
 from tui.client.screens.picker import PickerScreen
 from tui.text import plural, visible
 
@@ -33,13 +35,15 @@ class ModelPickerScreen(PickerScreen):
     COLUMNS = ("", "model", "family", "memory", "size", "defaults", "where")  # memory first: it decides a Mac
 
     def __init__(self, models_dir: Path, recent: list[str], current: str, dtype_setting: str = "auto",
-                 device: str = "") -> None:
+                 device: str = "", memory: MemorySample | None = None, held_by_sdtui: int = 0) -> None:
+        """``memory``: the server's latest reading, where it gave one (else this process reads the
+        system's); ``held_by_sdtui``: what its loaded model holds, given back before another loads."""
         super().__init__()
         self.models_dir, self.recent, self.current = models_dir, recent, current
         self.dtype_setting = dtype_setting
         self.device = device or expected_device("auto", "", platform.system())
         self.facts = local_dtype_facts()
-        self.total_memory = total_ram()
+        self.budget: Budget | None = budget_from_sample(self.device, memory or sample_memory("cpu"), held_by_sdtui)
 
     @property
     def entries(self) -> list[CatalogEntry]:
@@ -77,11 +81,20 @@ class ModelPickerScreen(PickerScreen):
         return mark, name, item.family_label, self.memory(item), size, Text(item.defaults_label, style="dim"), \
             Text(visible(where), style="dim")
 
-    def memory(self, item: CatalogEntry) -> str:
-        """What the model needs at the dtype it will run in, against this machine's memory (unified on a Mac)."""
+    def memory(self, item: CatalogEntry) -> Text:
+        """What the model needs at the dtype it will run in and its native size, against what this
+        machine's device may use: "fits 23/32 GB", "swaps 40/21 GB"; a "+" where a job's working
+        memory was never measured for its family, so only the weights are counted."""
         family = item.family.family if item.family else None
         dtype = choose_dtype(self.dtype_setting, self.device, family, self.facts).value
-        return item.memory_label(dtype, self.total_memory)
+        estimate = item.estimate(dtype)
+        if estimate is None:
+            return Text("")
+        more = "" if estimate.measured else "+"
+        if self.budget is None:
+            return Text(f"~{gb(estimate.peak)}{more} GB")
+        fit = judge(estimate.peak, self.budget)
+        return Text(fit.label(more), style={FITS: "green", TIGHT: "yellow"}.get(fit.verdict, "bold red"))
 
     def result(self, item: CatalogEntry | str) -> str:
         return item if isinstance(item, str) else item.ref
