@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import hub_settings
 from tests.tiny_models import hub_cache_with
 from tui.engine import Engine, EngineOptions, GenerationRequest, ModelLoadError
-from tui.engine.catalog import BASE_ONLY, scan_hub_cache, scan_models_dir
+from tui.engine.catalog import BASE_ONLY, describe, scan_hub_cache, scan_models_dir
 from tui.engine.families import family_from_checkpoint
 from tui.engine.single_files import base_repo_id, holds_whole_pipeline
 
@@ -85,6 +85,9 @@ def test_a_z_image_transformer_file_loads_with_the_turbo_repository_from_the_cac
 
     listed = scan_models_dir(tmp_path / "models")
     assert [(e.name, e.family.label) for e in listed] == [("z_image_turbo_bf16.safetensors", "Z-Image Turbo")]
+    # Its memory counts the transformer in the file and the other parts of the repository it loads with.
+    assert [p.name for p in listed[0].parts] == ["transformer", "text_encoder", "vae"]
+    assert listed[0].estimate("bfloat16").weights == describe(str(z_image_folder)).estimate("bfloat16").weights
     assert [e.note for e in scan_hub_cache(cache)] == [BASE_ONLY]
     engine, from_file = image_of(str(checkpoint), guidance=0.0)
     assert type(engine.pipe).__name__ == "ZImagePipeline" and engine.family == "Z-Image Turbo"

@@ -7,7 +7,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from tui.engine import device as d
-from tui.engine.catalog import CatalogEntry, describe, family_on_disk
+from tui.engine.catalog import describe, family_on_disk
 from tui.engine.estimate import GB, Part, estimate, folder_parts
 from tui.engine.families import FLUX, SD1, ZIMAGE
 from tui.engine.fit import (FITS, OVER, TIGHT, budget_from_sample, cpu_budget, cuda_budget, judge, memory_line,

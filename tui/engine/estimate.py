@@ -195,4 +195,6 @@ def gb(count: int) -> str:
     """Bytes as the figure macOS, Activity Monitor and Apple's specifications call GB (GiB): a 16 GB
     Mac shows 16."""
     value = count / 1024**3
+    if value < 0.1:
+        return f"{value:.2f}"
     return f"{value:.1f}" if value < 10 else f"{value:.0f}"

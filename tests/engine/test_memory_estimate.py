@@ -1,0 +1,81 @@
+"""The estimate made from a model's files before it loads, against what the loaded model and its job
+really hold on the CPU: the weights PyTorch keeps resident (every parameter and buffer) and the peak
+of the tensors PyTorch's own profiler records while a job runs.
+
+The model is a small Z-Image (tens of megabytes, saved in float32 and run in bfloat16, so the dtype's
+conversion is part of what is checked) at a small size, where the weights are most of the peak; a
+job's working memory at the published size is checked against the GPU in tests/bench/memory_fit.py.
+"""
+
+import logging
+
+import pytest
+
+from tui.engine import Engine, EngineOptions, GenerationRequest
+from tui.engine.catalog import describe
+from tui.engine.runner import resident_parts
+
+SIZE = 64
+
+
+def small_z_image():
+    """Z-Image's architecture at a width of 768 (about 80 M weights in its transformer), with the tiny
+    pipeline's text encoder, VAE and tokenizer."""
+    import torch
+    from diffusers import ZImageTransformer2DModel
+
+    from tests.tiny_models import build_tiny_z_image
+
+    pipe = build_tiny_z_image()
+    torch.manual_seed(1)
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=768, n_layers=6, n_refiner_layers=1,
+        n_heads=12, n_kv_heads=12, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+        axes_dims=[32, 16, 16], axes_lens=[256, 32, 32])
+    with torch.no_grad():
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    pipe.transformer = transformer.eval()
+    pipe.register_modules(transformer=pipe.transformer)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    path = tmp_path_factory.mktemp("small") / "Z-Image-Turbo"
+    small_z_image().save_pretrained(path)  # float32 on disk
+    return path
+
+
+def peak_during(call) -> int:
+    """The most bytes of tensors alive at once while ``call`` runs, above those alive before it, from
+    PyTorch's profiler: each operator's own allocations in the order they happened, and the frees it
+    records between them."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    changes = sorted((event.time_range.start, event.cpu_memory_usage if event.name == "[memory]"
+                      else event.self_cpu_memory_usage) for event in prof.events())
+    alive = peak = 0
+    for _start, change in changes:
+        alive += change
+        peak = max(peak, alive)
+    return peak
+
+
+def test_the_estimate_is_within_15_percent_of_the_measured_peak(folder, caplog):
+    estimate = describe(str(folder)).estimate("bfloat16", (SIZE, SIZE))
+    engine = Engine(EngineOptions(model=str(folder), device="cpu", dtype="bfloat16", preview_max_fps=0))
+    with caplog.at_level(logging.INFO, logger="tui.engine"):
+        engine.load()
+    resident = resident_parts(engine.pipe)
+    assert estimate.weights == pytest.approx(sum(resident.values()), rel=0.01)
+    assert estimate.resident(next(p for p in estimate.parts if p.name == "transformer")) == \
+        pytest.approx(resident["transformer"], rel=0.01)  # float32 on disk, held in bfloat16
+    request = GenerationRequest("a red fox", width=SIZE, height=SIZE, steps=2, seed=3, guidance=0.0,
+                                scheduler="FlowMatch Euler")
+    measured = sum(resident.values()) + peak_during(lambda: engine.generate(request))
+    assert estimate.peak == pytest.approx(measured, rel=0.15)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("memory: Z-Image-Turbo needs")]
+    assert len(said) == 1 and "fits in" in said[0] and "transformer" in said[0]
