@@ -2,7 +2,7 @@
 folders and single-file checkpoints in the models folder, recently used models, and the
 demo model. Each entry says its family, its size on disk and where it is.
 
-Only files are read (configs and safetensors headers), never weights, and nothing goes
+Only files are read (configs, safetensors and GGUF headers), never weights, and nothing goes
 online: the picker lists what is already here.
 """
 
@@ -13,11 +13,12 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
 from tui.engine.families import SD1, ModelFamily, family_from_checkpoint, family_from_configs
+from tui.engine.gguf_header import GGUF_SUFFIX, INSTALL
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.safetensors_header import HeaderError, read_header
 
@@ -39,10 +40,14 @@ class CatalogEntry:
     recent: bool = False
     note: str = ""  # why it may not load as it is
     weights: int | None = None  # how many weights its .safetensors files hold (one variant of each)
+    quantization: str = ""  # a GGUF file's: "Q8_0", "Q5_K_M"...
+    weight_bytes: int | None = None  # the bytes its weights take whatever the dtype: a GGUF file's, quantized
 
     @property
     def family_label(self) -> str:
-        return self.family.label if self.family else "?"
+        """Its family, and a GGUF file's quantization: "FLUX.1 Q8_0"."""
+        label = self.family.label if self.family else "?"
+        return f"{label} {self.quantization}" if self.quantization else label
 
     @property
     def defaults_label(self) -> str:
@@ -57,8 +62,10 @@ class CatalogEntry:
         if not self.weights:
             return ""
         measured = self.family.family.job_memory_gb if self.family else None
-        return memory_label(memory_need(self.weights, DTYPE_BYTES.get(dtype, 2), measured), total,
-                            measured is not None)
+        # A GGUF transformer stays quantized whatever the dtype: its bytes as stored
+        need = memory_need(self.weight_bytes, 1, measured) if self.weight_bytes else \
+            memory_need(self.weights, DTYPE_BYTES.get(dtype, 2), measured)
+        return memory_label(need, total, measured is not None)
 
 
 # --- the memory a model needs -----------------------------------------------------------
@@ -132,22 +139,63 @@ def folder_family(folder: Path, name: str = "") -> ModelFamily:
 
 def checkpoint_family(path: Path) -> tuple[ModelFamily | None, str]:
     """The family of a single-file checkpoint and a note when it cannot be used as it is."""
-    family, note, _weights = _checkpoint(path)
-    return family, note
+    checked = _checkpoint(path)
+    return checked.family, checked.note
 
 
-def _checkpoint(path: Path) -> tuple[ModelFamily | None, str, int | None]:
-    """checkpoint_family, and the weights the file holds."""
+class _Checked(NamedTuple):
+    """What a single file's header says of it."""
+
+    family: ModelFamily | None
+    note: str
+    weights: int | None = None
+    quantization: str = ""
+    weight_bytes: int | None = None
+    listed: bool = True  # False: not a model to pick (a LoRA, a VAE, a GGUF text encoder)
+
+
+def _checkpoint(path: Path) -> _Checked:
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return None, "pickle format: loads only with --allow-pickle", None
+        return _Checked(None, "pickle format: loads only with --allow-pickle")
+    if path.suffix.lower() == GGUF_SUFFIX:
+        return _gguf_checkpoint(path)
     try:
         header = read_header(path)
     except HeaderError as error:
-        return None, str(error), None
+        return _Checked(None, str(error))
     family = family_from_checkpoint(header.shapes.keys(), path.name)
     if family is None:
-        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)", None
-    return family, "truncated: download it again" if header.truncated else "", weight_count(header.shapes.values())
+        return _Checked(None, "not a whole checkpoint (a LoRA, VAE or embedding?)", listed=False)
+    return _Checked(family, "truncated: download it again" if header.truncated else "",
+                    weight_count(header.shapes.values()))
+
+
+def _gguf_checkpoint(path: Path) -> _Checked:
+    """A GGUF file's family (by its tensor names), its quantization and its weights' bytes as stored, from
+    its header. A GGUF of another kind (a text encoder's) is not listed; one whose architecture is a known
+    family's but whose tensors sdtui cannot load (Lumina 2's, which also says "lumina2") is listed with why."""
+    from tui.engine.families import family_from_gguf
+    from tui.engine.gguf_header import GGUFError, GGUFMissing, read_gguf_header
+    from tui.engine.single_files import gguf_family
+
+    try:
+        header = read_gguf_header(path)
+    except GGUFMissing:
+        return _Checked(None, f"GGUF: needs the gguf package ({INSTALL})")
+    except GGUFError:
+        return _Checked(None, "not a readable GGUF file: download it again")
+    family = gguf_family(header, path.name)
+    if family is None:  # listed where its architecture is an image model's, with why it does not load
+        note = f"GGUF of architecture {header.architecture!r}: not a transformer sdtui loads"
+        return _Checked(None, note, listed=family_from_gguf(header.architecture) is not None)
+    return _Checked(family, "", header.params, header.quantization, header.stored_bytes)
+
+
+def _file_entry(path: Path, name: str, where: str, checked: _Checked | None = None) -> CatalogEntry:
+    checked = checked or _checkpoint(path)
+    return CatalogEntry(str(path), name, "file", checked.family, _size(path), where, note=checked.note,
+                        weights=checked.weights, quantization=checked.quantization,
+                        weight_bytes=checked.weight_bytes)
 
 
 def _folder_size(folder: Path) -> int:
@@ -189,11 +237,10 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
                                         repo.size_on_disk, where, weights=folder_weights(snapshot),
                                         note=note))
             continue
-        for file in sorted(snapshot.glob("*.safetensors")):
-            family, note, weights = _checkpoint(file)
-            if family is not None:
-                entries.append(CatalogEntry(str(file), f"{repo.repo_id}/{file.name}", "file", family,
-                                            _size(file), where, note=note, weights=weights))
+        for file in sorted([*snapshot.glob("*.safetensors"), *snapshot.glob("*.gguf")]):
+            checked = _checkpoint(file)
+            if checked.family is not None:
+                entries.append(_file_entry(file, f"{repo.repo_id}/{file.name}", where, checked))
     return entries
 
 
@@ -224,11 +271,9 @@ def scan_models_dir(models_dir: Path) -> list[CatalogEntry]:
             entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where,
                                         weights=folder_weights(path)))
         else:
-            family, note, weights = _checkpoint(path)
-            if family is None and path.suffix.lower() not in PICKLE_SUFFIXES:
-                continue  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
-            entries.append(CatalogEntry(str(path), name, "file", family, _size(path), where, note=note,
-                                        weights=weights))
+            checked = _checkpoint(path)
+            if checked.listed:  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
+                entries.append(_file_entry(path, name, where, checked))
     return entries
 
 
@@ -245,7 +290,7 @@ def _walk(folder: Path, depth: int):
                 yield child
             elif depth > 1:
                 yield from _walk(child, depth - 1)
-        elif child.suffix.lower() in (".safetensors", ".ckpt"):
+        elif child.suffix.lower() in (".safetensors", ".ckpt", GGUF_SUFFIX):
             yield child
 
 
@@ -259,9 +304,7 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
         return CatalogEntry(ref, path.name, "folder", folder_family(path), _folder_size(path), str(path.parent),
                             note=note, weights=folder_weights(path))
     if path.is_file():
-        family, note, weights = _checkpoint(path)
-        return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note,
-                            weights=weights)
+        return replace(_file_entry(path, path.name, str(path.parent)), ref=ref)
     if "/" in ref and not ref.startswith(("/", ".", "~")):
         snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():
