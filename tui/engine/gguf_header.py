@@ -20,8 +20,8 @@ GGUF_SUFFIX = ".gguf"
 INSTALL = 'pip install "sdtui[gguf]"'
 # The mix a file's name gives (llama.cpp's and city96's naming: Q4_K_M, Q5_K_S, IQ4_XS, Q8_0...), which the
 # tensor types alone cannot tell: a Q4_K_M file is mostly Q4_K with some Q6_K.
-_NAMED_QUANTIZATION = re.compile(r"(?<![A-Za-z0-9])(I?Q\d_(?:K_[SMLX]|K|[01]|XXS|XS|S|M|NL)|BF16|F16|F32)(?![A-Za-z0-9])",
-                                 re.IGNORECASE)
+_NAMED_QUANTIZATION = re.compile(
+    r"(?<![A-Za-z0-9])(I?Q\d_(?:K_[SMLX]|K|[01]|XXS|XS|S|M|NL)|BF16|F16|F32)(?![A-Za-z0-9])", re.IGNORECASE)
 
 
 class GGUFError(Exception):

@@ -1,8 +1,8 @@
 """Single files that hold a model's transformer alone (FLUX.1, FLUX.2, Z-Image, Qwen-Image, SD 3.5: the
-files their makers and ComfyUI publish, and the GGUF files quantized from them): diffusers converts the transformer from its original layout,
-and the pipeline's other parts (text encoders, tokenizers, VAE, scheduler) and the transformer's
-config come from a diffusers repository of the same model already in the local Hugging Face cache.
-Nothing is fetched: a missing repository is an error that says how to fetch it.
+files their makers and ComfyUI publish, and the GGUF files quantized from them): diffusers converts the
+transformer from its original layout, and the pipeline's other parts (text encoders, tokenizers, VAE,
+scheduler) and the transformer's config come from a diffusers repository of the same model already in
+the local Hugging Face cache. Nothing is fetched: a missing repository is an error that says how to fetch it.
 """
 
 from __future__ import annotations
