@@ -236,6 +236,27 @@ def save_single_file(pipe, path: Path) -> Path:
     return path
 
 
+def z_image_to_original(state: dict) -> dict:
+    """ZImageTransformer2DModel's tensors under Tongyi-MAI's original names, the inverse of diffusers'
+    convert_z_image_transformer_checkpoint_to_diffusers: fused qkv, attention.out, q_norm/k_norm."""
+    import torch
+
+    out = {}
+    for key, value in state.items():
+        if re.search(r"\.attention\.to_[kv]\.weight$", key):
+            continue
+        if key.endswith(".attention.to_q.weight"):
+            base = key.removesuffix("to_q.weight")
+            out[base + "qkv.weight"] = torch.cat([state[base + f"to_{p}.weight"] for p in "qkv"])
+            continue
+        key = key.replace("all_x_embedder.2-1.", "x_embedder.").replace("all_final_layer.2-1.", "final_layer.")
+        key = key.replace(".attention.to_out.0.", ".attention.out.")
+        key = key.replace(".attention.norm_q.", ".attention.q_norm.")
+        key = key.replace(".attention.norm_k.", ".attention.k_norm.")
+        out[key] = value
+    return out
+
+
 def hub_cache_with(cache: Path, folder: Path, repo_id: str, configs_only: bool = False) -> Path:
     """A Hugging Face cache layout under ``cache`` holding ``folder`` as ``repo_id``'s main
     revision (only its config and tokenizer files when ``configs_only``)."""

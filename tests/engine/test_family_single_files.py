@@ -3,13 +3,11 @@ qwen_image files): recognised by their tensor names, listed with their family, a
 family's base repository from a local Hub cache (offline), giving the image that repository's own
 pipeline gives; a base repository not in the cache is one sentence naming it and the command to fetch it."""
 
-import re
-
 import numpy as np
 import pytest
 
 from tests.conftest import hub_settings
-from tests.tiny_models import hub_cache_with
+from tests.tiny_models import hub_cache_with, z_image_to_original
 from tui.engine import Engine, EngineOptions, GenerationRequest, ModelLoadError
 from tui.engine.catalog import BASE_ONLY, describe, scan_hub_cache, scan_models_dir
 from tui.engine.families import family_from_checkpoint
@@ -24,27 +22,6 @@ def save_tensors(state: dict, path, prefix: str = ""):
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({prefix + key: value.detach().clone().contiguous() for key, value in state.items()}, str(path))
     return path
-
-
-def z_image_to_original(state: dict) -> dict:
-    """ZImageTransformer2DModel's tensors under Tongyi-MAI's original names, the inverse of diffusers'
-    convert_z_image_transformer_checkpoint_to_diffusers: fused qkv, attention.out, q_norm/k_norm."""
-    import torch
-
-    out = {}
-    for key, value in state.items():
-        if re.search(r"\.attention\.to_[kv]\.weight$", key):
-            continue
-        if key.endswith(".attention.to_q.weight"):
-            base = key.removesuffix("to_q.weight")
-            out[base + "qkv.weight"] = torch.cat([state[base + f"to_{p}.weight"] for p in "qkv"])
-            continue
-        key = key.replace("all_x_embedder.2-1.", "x_embedder.").replace("all_final_layer.2-1.", "final_layer.")
-        key = key.replace(".attention.to_out.0.", ".attention.out.")
-        key = key.replace(".attention.norm_q.", ".attention.q_norm.")
-        key = key.replace(".attention.norm_k.", ".attention.k_norm.")
-        out[key] = value
-    return out
 
 
 def pixels(finished) -> np.ndarray:

@@ -183,3 +183,25 @@ def test_prompt_slug_is_safe_for_any_prompt(prompt, expected):
     slug = prompt_slug(prompt)
     assert slug == expected or (expected == "image" and slug.startswith("image"))
     assert set(slug) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") and len(slug) <= 48
+
+
+def test_a_gguf_transformers_quantization_is_written_beside_the_model_and_read_back(tmp_path):
+    """sdtui's own key: A1111's and civitai's readers skip keys they do not know, and the request parses as
+    before; sdtui's importer, the history row and the history rebuilt from the PNG keep it."""
+    from tui.store.history import History, HistoryEntry, info_fields
+    from tui.store.importers import import_png
+
+    request = GenerationRequest("a red fox", steps=8, seed=7)
+    info = {"model": "z_image_turbo-Q8_0.gguf", "quantization": "Q8_0", "dtype": "bfloat16"}
+    line = format_parameters(request, 7, info).split("\n")[-1]
+    assert "Model: z_image_turbo-Q8_0.gguf, Quantization: Q8_0, Version: sdtui" in line
+    assert request_from_parameters(format_parameters(request, 7, info)) == request
+
+    history = History(tmp_path / "history.db", tmp_path / "outputs")
+    entry = HistoryEntry.for_request(request, "done", **info_fields(info))
+    path = history.save_image(Image.new("RGB", (8, 8)), request, 7, 0, entry, info)
+    assert json.loads(history.recent()[0].extra) == {"quantization": "Q8_0"}
+    assert import_png(path).quantization == "Q8_0"
+    rebuilt = History(tmp_path / "again.db", tmp_path / "outputs")
+    assert rebuilt.reconcile().adopted == 1
+    assert rebuilt.recent()[0].extras()["quantization"] == "Q8_0"

@@ -2,7 +2,7 @@
 folders and single-file checkpoints in the models folder, recently used models, and the
 demo model. Each entry says its family, its size on disk and where it is.
 
-Only files are read (configs and safetensors headers), never weights, and nothing goes
+Only files are read (configs, safetensors and GGUF headers), never weights, and nothing goes
 online: the picker lists what is already here.
 """
 
@@ -13,14 +13,16 @@ import logging
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
 from tui.engine.families import SD1, ModelFamily, family_from_checkpoint, family_from_configs
+from tui.engine.gguf_header import GGUF_SUFFIX, INSTALL
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.estimate import Estimate, Part, estimate, folder_parts, split_header
 from tui.engine.safetensors_header import HeaderError, read_header
+from tui.engine.single_files import TRANSFORMER
 
 log = logging.getLogger("tui.engine.catalog")
 RECENT_LIMIT = 12
@@ -40,10 +42,13 @@ class CatalogEntry:
     recent: bool = False
     note: str = ""  # why it may not load as it is
     parts: tuple[Part, ...] = ()  # its components' weights, from the files' headers
+    quantization: str = ""  # a GGUF file's: "Q8_0", "Q5_K_M"...
 
     @property
     def family_label(self) -> str:
-        return self.family.label if self.family else "?"
+        """Its family, and a GGUF file's quantization: "FLUX.1 Q8_0"."""
+        label = self.family.label if self.family else "?"
+        return f"{label} {self.quantization}" if self.quantization else label
 
     @property
     def defaults_label(self) -> str:
@@ -55,7 +60,7 @@ class CatalogEntry:
 
     def estimate(self, dtype: str, size: tuple[int, int] | None = None) -> Estimate | None:
         """What it will need running in ``dtype`` at ``size`` (its native size when not given); None
-        where no header could be read."""
+        where no header could be read. A GGUF transformer stays quantized whatever the dtype."""
         if not self.parts:
             return None
         family = self.family.family if self.family else None
@@ -79,36 +84,82 @@ def folder_family(folder: Path, name: str = "") -> ModelFamily:
 
 def checkpoint_family(path: Path) -> tuple[ModelFamily | None, str]:
     """The family of a single-file checkpoint and a note when it cannot be used as it is."""
-    family, note, _parts = _checkpoint(path)
-    return family, note
+    checked = _checkpoint(path)
+    return checked.family, checked.note
 
 
-def _checkpoint(path: Path) -> tuple[ModelFamily | None, str, tuple[Part, ...]]:
-    """checkpoint_family, and the parts the model will hold."""
+class _Checked(NamedTuple):
+    """What a single file's header says of it."""
+
+    family: ModelFamily | None
+    note: str
+    parts: tuple[Part, ...] = ()
+    quantization: str = ""
+    listed: bool = True  # False: not a model to pick (a LoRA, a VAE, a GGUF text encoder)
+
+
+def _checkpoint(path: Path) -> _Checked:
     if path.suffix.lower() in PICKLE_SUFFIXES:
-        return None, "pickle format: loads only with --allow-pickle", ()
+        return _Checked(None, "pickle format: loads only with --allow-pickle")
+    if path.suffix.lower() == GGUF_SUFFIX:
+        return _gguf_checkpoint(path)
     try:
         header = read_header(path)
     except HeaderError as error:
-        return None, str(error), ()
+        return _Checked(None, str(error))
     family = family_from_checkpoint(header.shapes.keys(), path.name)
     if family is None:
-        return None, "not a whole checkpoint (a LoRA, VAE or embedding?)", ()
-    return family, "truncated: download it again" if header.truncated else "", checkpoint_parts(family, header)
+        return _Checked(None, "not a whole checkpoint (a LoRA, VAE or embedding?)", listed=False)
+    return _Checked(family, "truncated: download it again" if header.truncated else "",
+                    checkpoint_parts(family, header))
+
+
+def _gguf_checkpoint(path: Path) -> _Checked:
+    """A GGUF file's family (by its tensor names), its quantization and its weights' bytes as stored, from
+    its header. A GGUF of another kind (a text encoder's) is not listed; one whose architecture is a known
+    family's but whose tensors sdtui cannot load (Lumina 2's, which also says "lumina2") is listed with why."""
+    from tui.engine.families import family_from_gguf
+    from tui.engine.gguf_header import GGUFError, GGUFMissing, read_gguf_header
+    from tui.engine.single_files import gguf_family
+
+    try:
+        header = read_gguf_header(path)
+    except GGUFMissing:
+        return _Checked(None, f"GGUF: needs the gguf package ({INSTALL})")
+    except GGUFError:
+        return _Checked(None, "not a readable GGUF file: download it again")
+    family = gguf_family(header, path.name)
+    if family is None:  # listed where its architecture is an image model's, with why it does not load
+        note = f"GGUF of architecture {header.architecture!r}: not a transformer sdtui loads"
+        return _Checked(None, note, listed=family_from_gguf(header.architecture) is not None)
+    own = Part(TRANSFORMER, 0, header.stored_bytes, header.quantization)
+    return _Checked(family, "", (own, *base_parts(family, header.shapes)), header.quantization)
 
 
 def checkpoint_parts(family: ModelFamily, header) -> tuple[Part, ...]:
     """A single file's parts: a whole checkpoint's own (its UNet, VAE and text encoders under their
     prefixes); a transformer-only file's transformer with the other parts of the base repository it loads
     with, where the cache holds one."""
-    from tui.engine.single_files import TRANSFORMER, base_repo_id, component_of, find_base, transformer_only
+    from tui.engine.single_files import component_of, transformer_only
 
     if not transformer_only(family, header.shapes.keys()):
         return tuple(sorted(split_header(header, component_of).values(), key=lambda part: part.name))
-    own = split_header(header, lambda _tensor: TRANSFORMER)[TRANSFORMER]
-    found = find_base(family, base_repo_id(family, header.shapes), False, False)
-    others = tuple(part for part in folder_parts(found[1].folder) if part.name != TRANSFORMER) if found else ()
-    return (own, *others)
+    return (split_header(header, lambda _tensor: TRANSFORMER)[TRANSFORMER], *base_parts(family, header.shapes))
+
+
+def base_parts(family: ModelFamily, shapes) -> tuple[Part, ...]:
+    """The parts besides the transformer that a transformer-only file loads with: its base repository's,
+    where the cache holds one (else unknown: only the file's own weights are counted)."""
+    from tui.engine.single_files import base_repo_id, find_base
+
+    found = find_base(family, base_repo_id(family, shapes), False, False)
+    return tuple(part for part in folder_parts(found[1].folder) if part.name != TRANSFORMER) if found else ()
+
+
+def _file_entry(path: Path, name: str, where: str, checked: _Checked | None = None) -> CatalogEntry:
+    checked = checked or _checkpoint(path)
+    return CatalogEntry(str(path), name, "file", checked.family, _size(path), where, note=checked.note,
+                        parts=checked.parts, quantization=checked.quantization)
 
 
 def _folder_size(folder: Path) -> int:
@@ -150,11 +201,10 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
                                         repo.size_on_disk, where, parts=folder_parts(snapshot),
                                         note=note))
             continue
-        for file in sorted(snapshot.glob("*.safetensors")):
-            family, note, parts = _checkpoint(file)
-            if family is not None:
-                entries.append(CatalogEntry(str(file), f"{repo.repo_id}/{file.name}", "file", family,
-                                            _size(file), where, note=note, parts=parts))
+        for file in sorted([*snapshot.glob("*.safetensors"), *snapshot.glob("*.gguf")]):
+            checked = _checkpoint(file)
+            if checked.family is not None:
+                entries.append(_file_entry(file, f"{repo.repo_id}/{file.name}", where, checked))
     return entries
 
 
@@ -185,11 +235,9 @@ def scan_models_dir(models_dir: Path) -> list[CatalogEntry]:
             entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where,
                                         parts=folder_parts(path)))
         else:
-            family, note, parts = _checkpoint(path)
-            if family is None and path.suffix.lower() not in PICKLE_SUFFIXES:
-                continue  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
-            entries.append(CatalogEntry(str(path), name, "file", family, _size(path), where, note=note,
-                                        parts=parts))
+            checked = _checkpoint(path)
+            if checked.listed:  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
+                entries.append(_file_entry(path, name, where, checked))
     return entries
 
 
@@ -206,7 +254,7 @@ def _walk(folder: Path, depth: int):
                 yield child
             elif depth > 1:
                 yield from _walk(child, depth - 1)
-        elif child.suffix.lower() in (".safetensors", ".ckpt"):
+        elif child.suffix.lower() in (".safetensors", ".ckpt", GGUF_SUFFIX):
             yield child
 
 
@@ -220,9 +268,7 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
         return CatalogEntry(ref, path.name, "folder", folder_family(path), _folder_size(path), str(path.parent),
                             note=note, parts=folder_parts(path))
     if path.is_file():
-        family, note, parts = _checkpoint(path)
-        return CatalogEntry(ref, path.name, "file", family, _size(path), str(path.parent), note=note,
-                            parts=parts)
+        return replace(_file_entry(path, path.name, str(path.parent)), ref=ref)
     if "/" in ref and not ref.startswith(("/", ".", "~")):
         snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():

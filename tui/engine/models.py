@@ -122,8 +122,8 @@ def check_single_file(path: Path, allow_pickle: bool):
                                  "use a .safetensors file or pass --allow-pickle if you trust the source")
         return None
     if suffix not in SAFE_SUFFIXES:
-        raise ModelLoadError(f"model: {path.name} is not a model; give a .safetensors checkpoint, a diffusers "
-                             "folder (with model_index.json), a Hub id, or --demo")
+        raise ModelLoadError(f"model: {path.name} is not a model; give a .safetensors or .gguf checkpoint, a "
+                             "diffusers folder (with model_index.json), a Hub id, or --demo")
     try:
         header = read_header(path)
     except HeaderError as error:

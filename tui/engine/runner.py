@@ -73,6 +73,7 @@ class Engine:
         self.dtype = ""
         self.load_seconds = 0.0
         self.decisions: list[devices.Decision] = []
+        self.quantization = ""  # a GGUF transformer's ("Q8_0"); "" for weights at the run's dtype
         self._facts: dict[str, devices.DtypeFacts] = {}
         self._cancels = CancelScope()
         self._base_scheduler_config: dict[str, Any] = {}
@@ -184,7 +185,9 @@ class Engine:
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
         if warmup.value and not self._edits_only():  # an editing pipeline cannot run without an image
             pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
-        self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
+        self.quantization = self._estimate.quantization if self._estimate else ""
+        quantized = self._apply_quantized_fixes(dtype.value) if self.quantization else []
+        self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else []) + quantized
         for decision in self.decisions:
             log.info(decision.describe())
         self.machine = devices.machine_facts(device.value)
@@ -201,6 +204,14 @@ class Engine:
                                     tuple(d.describe() for d in self.decisions), self.family_info,
                                     sample_memory(self.device), options.model)
         on_event(self._loaded_event)
+
+    def _apply_quantized_fixes(self, dtype: str) -> list[devices.Decision]:
+        from tui.engine.quantized import choose_compute_dtype_reads, quantization_decision, report_compute_dtype
+
+        reads = choose_compute_dtype_reads(self.device, self.family_info.base)
+        if reads.value:
+            report_compute_dtype(self.pipe.transformer)
+        return [quantization_decision(self.quantization, dtype), reads]
 
     def _dtype_facts(self, device: str) -> devices.DtypeFacts:
         """The machine's facts for the dtype choice, read once per device (the chip takes a sysctl call)."""
@@ -671,8 +682,9 @@ class Engine:
     def describe(self) -> dict[str, Any]:
         """What produced the images, for metadata and history."""
         kind = {"guidance_kind": self.family_info.guidance.kind} if self.family_info else {}
+        quantized = {"quantization": self.quantization} if self.quantization else {}
         return {"model": self.model_label, "family": self.family, **kind, "device": self.device, "dtype": self.dtype,
-                **self.machine}
+                **quantized, **self.machine}
 
 
 def total_steps_of(request: GenerationRequest) -> int:

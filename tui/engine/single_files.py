@@ -1,8 +1,8 @@
 """Single files that hold a model's transformer alone (FLUX.1, FLUX.2, Z-Image, Qwen-Image, SD 3.5: the
-files their makers and ComfyUI publish): diffusers converts the transformer from its original layout,
-and the pipeline's other parts (text encoders, tokenizers, VAE, scheduler) and the transformer's
-config come from a diffusers repository of the same model already in the local Hugging Face cache.
-Nothing is fetched: a missing repository is an error that says how to fetch it.
+files their makers and ComfyUI publish, and the GGUF files quantized from them): diffusers converts the
+transformer from its original layout, and the pipeline's other parts (text encoders, tokenizers, VAE,
+scheduler) and the transformer's config come from a diffusers repository of the same model already in
+the local Hugging Face cache. Nothing is fetched: a missing repository is an error that says how to fetch it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
 from tui.engine.families import Family, ModelFamily
+from tui.engine.gguf_header import GGUF_SUFFIX, GGUFError, GGUFHeader, read_gguf_header
 from tui.engine.models import (LOADER_ERRORS, LocalModel, ModelLoadError, _components, _relative_files,
                                check_single_file, choose_variant, complete_variants, first_line,
                                whole_checkpoint_loader)
@@ -106,6 +107,20 @@ def without_comfy_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
     return {key.removeprefix(COMFY_PREFIX): value for key, value in state.items()}
 
 
+def transformer_tensors(path: Path, torch_dtype) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The file's tensors and the from_single_file arguments they need. A GGUF file's quantized tensors stay
+    quantized in memory (diffusers' GGUFLinear dequantizes one layer's weight at a time, in ``torch_dtype``,
+    as it computes); its unquantized ones (F32 norms and biases) are cast to ``torch_dtype``."""
+    if path.suffix.lower() != GGUF_SUFFIX:
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), {}
+    from diffusers import GGUFQuantizationConfig
+    from diffusers.models.model_loading_utils import load_gguf_checkpoint
+
+    return load_gguf_checkpoint(str(path)), {"quantization_config": GGUFQuantizationConfig(compute_dtype=torch_dtype)}
+
+
 def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str, tuple[int, ...]],
                             allow_pickle: bool, prefer_fp16: bool) -> Callable[[Any], Any]:
     """Find the base repository's other parts in the cache, raising ModelLoadError before anything is
@@ -121,12 +136,12 @@ def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str,
     def load(torch_dtype):
         import diffusers
         from diffusers import AutoPipelineForText2Image
-        from safetensors.torch import load_file
 
         try:
+            tensors, quantization = transformer_tensors(path, torch_dtype)
             transformer = getattr(diffusers, single_file.transformer).from_single_file(
-                without_comfy_prefix(load_file(str(path))), config=str(base.folder), subfolder=TRANSFORMER,
-                torch_dtype=torch_dtype, local_files_only=True)
+                without_comfy_prefix(tensors), config=str(base.folder), subfolder=TRANSFORMER,
+                torch_dtype=torch_dtype, local_files_only=True, **quantization)
             return AutoPipelineForText2Image.from_pretrained(
                 str(base.folder), transformer=transformer, torch_dtype=torch_dtype, variant=base.variant,
                 use_safetensors=not allow_pickle or None, local_files_only=True)
@@ -137,14 +152,51 @@ def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str,
     return load
 
 
+def gguf_family(header: GGUFHeader, name: str) -> ModelFamily | None:
+    """The family of a GGUF file's transformer, told by its tensor names as a .safetensors file's is (ComfyUI-GGUF
+    keeps the original names); its architecture field alone cannot tell FLUX.1 from FLUX.2 (both "flux"), nor
+    Z-Image from Lumina 2 (both "lumina2"). None for a file sdtui cannot load: a UNet's (SD, SDXL), a text
+    encoder's, an unknown transformer's."""
+    from tui.engine.families import family_from_checkpoint
+
+    keys = header.shapes.keys()
+    model = family_from_checkpoint(keys, name)
+    return model if model is not None and transformer_only(model, keys) else None
+
+
+def not_loadable_message(name: str, architecture: str) -> str:
+    from tui.engine.families import FAMILIES
+
+    labels = ", ".join(dict.fromkeys(f.label for f in FAMILIES if f.single_file is not None))
+    said = f" (its architecture says {architecture!r})" if architecture else ""
+    return (f"model: {name} is a GGUF file{said} but not a transformer sdtui can load; GGUF files of the "
+            f"transformers of {labels} load")
+
+
+def check_gguf_file(path: Path) -> tuple[GGUFHeader, ModelFamily]:
+    """The GGUF file's header and family, raising ModelLoadError (one sentence) for one that cannot load."""
+    try:
+        header = read_gguf_header(path)
+    except GGUFError as error:
+        raise ModelLoadError(str(error)) from None
+    model = gguf_family(header, path.name)
+    if model is None:
+        raise ModelLoadError(not_loadable_message(path.name, header.architecture))
+    return header, model
+
+
 def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False) -> Callable[[Any], Any]:
     """Check a .safetensors (or, when allowed, .ckpt) checkpoint, raising ModelLoadError before
     anything is unloaded; the function returned loads it at a torch dtype. A file holding a
     transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository;
     ``prefer_fp16`` picks that repository's fp16 weights where it has them. A whole checkpoint
-    loads through diffusers' single-file loader (models.whole_checkpoint_loader)."""
+    loads through diffusers' single-file loader (models.whole_checkpoint_loader). A .gguf file holds a
+    quantized transformer, which loads as a .safetensors one does and stays quantized."""
     from tui.engine.families import family_from_checkpoint
 
+    if path.suffix.lower() == GGUF_SUFFIX:
+        gguf, model = check_gguf_file(path)
+        return transformer_file_loader(path, model, gguf.shapes, allow_pickle, prefer_fp16)
     header = check_single_file(path, allow_pickle)
     model = family_from_checkpoint(header.shapes.keys(), path.name) if header is not None else None
     if model is not None and transformer_only(model, header.shapes.keys()):

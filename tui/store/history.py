@@ -66,8 +66,8 @@ CREATE INDEX IF NOT EXISTS generations_path ON generations (image_path);
 
 # What the engine's description of an image holds beyond its machine, kept as JSON in ``extra``
 # (with the request's wildcard template): the LoRAs and embeddings it used, by name, with A1111's
-# short hashes.
-EXTRA_KEYS = ("lora_hashes", "ti_hashes")
+# short hashes, and a GGUF transformer's quantization ("Q8_0").
+EXTRA_KEYS = ("lora_hashes", "ti_hashes", "quantization")
 
 
 def info_fields(info: dict[str, Any]) -> dict[str, str]:

@@ -65,6 +65,8 @@ def format_parameters(request: GenerationRequest, seed: int, info: dict[str, Any
         pairs.append(("Shift", _number(request.shift)))  # Forge's name for a flow model's shift
     if info.get("model"):
         pairs.append(("Model", info["model"]))
+    if info.get("quantization"):  # a GGUF transformer's; readers of A1111's text skip keys they do not know
+        pairs.append(("Quantization", info["quantization"]))
     if request.init_image or request.hires:
         pairs.append(("Denoising strength", _number(request.strength)))
     if request.hires:

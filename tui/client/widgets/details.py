@@ -60,7 +60,8 @@ def _fields(entry: HistoryEntry, seconds, machine: str) -> list[tuple[str, str]]
         ("guidance", f"{entry.guidance:g}"),
         ("size", f"{entry.width}x{entry.height}"),
         ("scheduler", entry.scheduler),
-        ("model", entry.model),
+        ("model", f"{entry.model} ({entry.extras()['quantization']})" if entry.extras().get("quantization")
+         else entry.model),
         ("device", f"{entry.device} {entry.dtype}".strip()),
         *((("machine", machine),) if machine else ()),  # entries from before it was recorded have none
         ("status", entry_status(entry)),

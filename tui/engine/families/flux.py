@@ -109,7 +109,7 @@ FAMILIES: tuple[Family, ...] = (
         pipelines=Pipelines("FluxPipeline", "FluxImg2ImgPipeline"),
         recognise=Recognise(("FluxPipeline", "FluxImg2ImgPipeline", "FluxInpaintPipeline"),
                             checkpoint=_flux_checkpoint,
-                            # city96/ComfyUI-GGUF loader.py IMG_ARCH_LIST (FLUX.2 files are said to carry it too)
+                            # city96/ComfyUI-GGUF loader.py IMG_ARCH_LIST; FLUX.2's files say "flux" too (flux2.py)
                             gguf_architectures=("flux",)),
         # dev and Krea: the pipeline's defaults, 28 steps at guidance 3.5 (FluxPipeline.__call__;
         # the dev card uses 3.5 with 50 steps), 1024 px (default_sample_size 128 x 8).

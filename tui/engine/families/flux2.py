@@ -103,7 +103,9 @@ _LORA = Lora("Flux2LoraLoaderMixin", label="FLUX.2",
              fits=_flux2_lora)
 # No img2img with strength: the pipelines edit by reference images (image=, one or several PIL images of
 # at least 64 px a side; flux2/image_processor.py), the engine's edit by instruction.
-# No GGUF architecture: ComfyUI-GGUF writes "flux" for FLUX.1 and FLUX.2 alike.
+# No GGUF architecture of its own: city96/ComfyUI-GGUF's tools/convert.py detects FLUX.1 and FLUX.2 alike by
+# double_blocks.0.img_attn.proj and writes "flux" (loader.py's IMG_ARCH_LIST has no "flux2"); the tensor
+# names tell the two apart.
 # Published in bfloat16; no report of FLUX.2 failing in float16 at inference was found, so it is taken as safe.
 _PRECISION = Precision("bfloat16", True, "FLUX.2 is published in bfloat16")
 _JOB_MEMORY_GB = 2.6  # FLUX.2 klein 4B at 1024x1024, bfloat16, H200 peak minus weights (dev and 9B unmeasured)

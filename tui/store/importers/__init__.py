@@ -78,14 +78,17 @@ def import_png(path: Path) -> Imported:
         raise MetadataError(f"{path.name}: no generation parameters found in its metadata (looked for sdtui, "
                             "A1111, Fooocus, ComfyUI, InvokeAI and NovelAI)")
     found.notes[:0] = damaged
-    found.lora_hashes = _lora_hashes(chunks.get(PARAMETERS_KEY))
+    settings = _settings(chunks.get(PARAMETERS_KEY))
+    found.lora_hashes = parse_hashes(settings.get("Lora hashes", ""))
+    found.quantization = settings.get("Quantization", "")
     return found
 
 
-def _lora_hashes(parameters: str | None) -> dict[str, str]:
-    """The ``Lora hashes`` that sdtui's, A1111's and civitai's text give for the prompt's LoRA names."""
+def _settings(parameters: str | None) -> dict[str, str]:
+    """The settings line of sdtui's, A1111's and civitai's text: ``Lora hashes`` for the prompt's LoRA names,
+    sdtui's ``Quantization``."""
     try:
-        return parse_hashes(parse_parameters(parameters).settings.get("Lora hashes", "")) if parameters else {}
+        return parse_parameters(parameters).settings if parameters else {}
     except MetadataError:
         return {}
 

@@ -17,6 +17,7 @@ class Imported:
     source: str  # sdtui | A1111 | Fooocus | InvokeAI | ComfyUI | NovelAI
     notes: list[str] = field(default_factory=list)
     lora_hashes: dict[str, str] = field(default_factory=dict)  # A1111's "Lora hashes": tag name -> short hash
+    quantization: str = ""  # sdtui's "Quantization": the GGUF transformer's ("Q8_0"), not a request field
 
     @property
     def request(self) -> GenerationRequest:
