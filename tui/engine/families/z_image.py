@@ -39,7 +39,12 @@ FAMILIES: tuple[Family, ...] = (
         id=ZIMAGE, label="Z-Image",
         pipelines=Pipelines("ZImagePipeline", "ZImageImg2ImgPipeline"),
         recognise=Recognise(("ZImagePipeline", "ZImageImg2ImgPipeline", "ZImageInpaintPipeline"),
-                            checkpoint=_z_image_checkpoint),
+                            checkpoint=_z_image_checkpoint,
+                            # city96/ComfyUI-GGUF's tools/convert.py has no Z-Image architecture: its Lumina 2
+                            # test (cap_embedder.1 and context_refiner.0.attention.qkv) matches Z-Image's
+                            # tensors, so Z-Image GGUF files say "lumina2" (loader.py's IMG_ARCH_LIST has no
+                            # other). Lumina 2's own files say it too; their tensor names tell them apart.
+                            gguf_architectures=("lumina2",)),
         # Base: the pipeline's own defaults (50 steps, guidance_scale 5.0, 1024 px).
         defaults=Defaults(1024, 50, 5.0, FLOW_EULER),
         # CFG is pred = pos + g * (pos - neg), on when guidance_scale > 0: 0 is off, not 1.
