@@ -24,6 +24,11 @@ class Locations:
         return self.config_dir / "config.toml"
 
     @property
+    def known_models_file(self) -> Path:
+        """Models the picker offers to get, added to or replacing the built-in list."""
+        return self.config_dir / "known_models.toml"
+
+    @property
     def history_db(self) -> Path:
         return self.data_dir / "history.db"
 

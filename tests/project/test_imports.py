@@ -15,7 +15,7 @@ SHARED = "shared"  # tui/*.py: config, locations, logs, text, wildcards, the ver
 ENGINE_VOCABULARY = {"tui.engine.events", "tui.engine.request", "tui.engine.memory", "tui.engine.families",
                      "tui.engine.device", "tui.engine.schedulers", "tui.engine.networks", "tui.engine.catalog",
                      "tui.engine.img2img", "tui.engine.download", "tui.engine.models", "tui.engine.options",
-                     "tui.engine.estimate", "tui.engine.fit"}
+                     "tui.engine.estimate", "tui.engine.fit", "tui.engine.getable", "tui.engine.known_models"}
 # Who may import whom: a room not listed on the right is out of bounds for the one on the left.
 MAY_IMPORT = {
     "engine": {"engine"},

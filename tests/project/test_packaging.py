@@ -1,4 +1,4 @@
-"""A non-editable install must carry the stylesheets: they ship inside the wheel."""
+"""A non-editable install must carry the stylesheets and the list of models to get: they ship inside the wheel."""
 
 import subprocess
 import sys
@@ -16,5 +16,6 @@ def test_wheel_contains_package_and_styles(tmp_path):
     styles = sorted(p.name for p in (ROOT / "styles").glob("*.tcss"))
     assert styles and all(f"tui/styles/{name}" in names for name in styles)
     assert "tui/engine/runner.py" in names and "tui/store/history.py" in names
+    assert "tui/engine/known_models.toml" in names  # the models the picker offers to get
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "sdtui = tui.cli.main:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

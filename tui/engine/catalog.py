@@ -35,14 +35,15 @@ DEMO_FAMILY = ModelFamily(SD1, False, 512)
 class CatalogEntry:
     ref: str  # what the model setting is set to when picked
     name: str
-    kind: str  # demo | hub | folder | file
+    kind: str  # demo | hub | folder | file | get (a known model not here yet: getable.py)
     family: ModelFamily | None
     size_bytes: int | None
     where: str
     recent: bool = False
     note: str = ""  # why it may not load as it is
-    parts: tuple[Part, ...] = ()  # its components' weights, from the files' headers
+    parts: tuple[Part, ...] = ()  # its components' weights, from the files' headers (a model to get: its entry's)
     quantization: str = ""  # a GGUF file's: "Q8_0", "Q5_K_M"...
+    does: str = ""  # a model to get: "text to image", "edit", "text to image and edit"
 
     @property
     def family_label(self) -> str:

@@ -1,6 +1,7 @@
 """The model picker: every model already on this machine (Hugging Face cache, the models
-folder, recently used, the demo) with its family, size and place; type to filter, or type a
-Hub id or a path that is not listed to load (and if need be download) it.
+folder, recently used, the demo) with its family, size and place, and below them the known
+models not here yet, with their download size; each judged for this machine's memory. Type to
+filter, or type a Hub id or a path that is not listed to load (and if need be download) it.
 
 The catalog is built in a thread: scanning a large cache reads many small files.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from rich.text import Text
 
 from tui.engine.catalog import CatalogEntry, build_catalog
+from tui.engine.getable import GET, getable
 from tui.engine.device import choose_dtype, expected_device, local_dtype_facts
 from tui.engine.download import hub_cache_dir
 from tui.engine.estimate import gb
@@ -29,17 +31,24 @@ def _looks_like_model(text: str) -> bool:
     return Path(text).expanduser().exists() or (text.count("/") == 1 and not text.startswith(("/", ".", "~")))
 
 
+TO_GET = "models to get"  # the heading row above them
+
+
 class ModelPickerScreen(PickerScreen):
     TITLE = "[b]Models[/b]: Enter loads the highlighted one, Esc closes"
     PLACEHOLDER = "filter, or type a Hub id (owner/name) or a path to load it"
-    COLUMNS = ("", "model", "family", "memory", "size", "defaults", "where")  # memory first: it decides a Mac
+    # What decides a Mac first: at 80 columns the model, its memory verdict and its size show whole
+    COLUMNS = ("", "model", "memory", "size", "family", "defaults", "where")
 
     def __init__(self, models_dir: Path, recent: list[str], current: str, dtype_setting: str = "auto",
-                 device: str = "", memory: MemorySample | None = None, held_by_sdtui: int = 0) -> None:
+                 device: str = "", memory: MemorySample | None = None, held_by_sdtui: int = 0,
+                 known_models_file: Path | None = None) -> None:
         """``memory``: the server's latest reading, where it gave one (else this process reads the
-        system's); ``held_by_sdtui``: what its loaded model holds, given back before another loads."""
+        system's); ``held_by_sdtui``: what its loaded model holds, given back before another loads;
+        ``known_models_file``: the user's additions to the models to get."""
         super().__init__()
         self.models_dir, self.recent, self.current = models_dir, recent, current
+        self.known_models_file = known_models_file
         self.dtype_setting = dtype_setting
         self.device = device or expected_device("auto", "", platform.system())
         self.facts = local_dtype_facts()
@@ -58,28 +67,42 @@ class ModelPickerScreen(PickerScreen):
         if hub_cache_dir().is_dir():
             remove_stale_partials(hub_cache_dir())
         entries = build_catalog(self.models_dir, self.recent)
-        return entries, (f"{plural(len(entries), 'model')}. Hugging Face cache: {hub_cache_dir()}. Models folder: "
-                         f"{self.models_dir} (put diffusers folders and .safetensors checkpoints there; set "
-                         "models_dir in config.toml to use another).")
+        to_get = getable(entries, self.known_models_file)
+        return entries + to_get, (
+            f"{plural(len(entries), 'model')} here, {len(to_get)} to get. Hugging Face cache: {hub_cache_dir()}. "
+            f"Models folder: {self.models_dir} (put diffusers folders and .safetensors checkpoints there; set "
+            "models_dir in config.toml to use another).")
 
     def shown(self, text: str, needle: str) -> list[CatalogEntry | str]:
         typed: list[CatalogEntry | str] = []
         if _looks_like_model(text) and not any(e.ref == text.strip() for e in self.items):
             typed.append(text.strip())
-        return typed + [e for e in self.items
-                        if not needle or needle in f"{e.name} {e.family_label} {e.where.split(' (')[0]}".casefold()]
+        matching = [e for e in self.items if not needle or needle in _searched(e).casefold()]
+        to_get = [e for e in matching if e.kind == GET]
+        return typed + [e for e in matching if e.kind != GET] + ([TO_GET, *to_get] if to_get else [])
 
     def row(self, item: CatalogEntry | str) -> tuple:
+        if item is TO_GET:
+            return "", Text(item, style="bold"), "", "", "", "", ""
         if isinstance(item, str):
             return "→", Text(f"load {visible(item)}"), "", "", "", "", "typed"
+        if item.kind == GET:
+            return self._row_to_get(item)
         mark = "●" if item.ref == self.current else ("★" if item.recent else "")
         name = Text(visible(item.name))
         if item.note:
             name.append(f"  ({visible(item.note)})", style="dim")
         size = format_bytes(item.size_bytes) if item.size_bytes else ""
         where = item.where.split(" (")[0]  # the folders themselves are named in the hint below
-        return mark, name, item.family_label, self.memory(item), size, Text(item.defaults_label, style="dim"), \
+        return mark, name, self.memory(item), size, item.family_label, Text(item.defaults_label, style="dim"), \
             Text(visible(where), style="dim")
+
+    def _row_to_get(self, item: CatalogEntry) -> tuple:
+        name = Text(visible(item.name))
+        if item.note:
+            name.append(f"  {item.note}", style="yellow")
+        return "↓", name, self.memory(item), format_bytes(item.size_bytes or 0), item.family_label, \
+            Text(item.defaults_label, style="dim"), Text(f"Hub: {item.does}", style="dim")
 
     def memory(self, item: CatalogEntry) -> Text:
         """What the model needs at the dtype it will run in and its native size, against what this
@@ -96,9 +119,31 @@ class ModelPickerScreen(PickerScreen):
         fit = judge(estimate.peak, self.budget)
         return Text(fit.label(more), style={FITS: "green", TIGHT: "yellow"}.get(fit.verdict, "bold red"))
 
-    def result(self, item: CatalogEntry | str) -> str:
-        return item if isinstance(item, str) else item.ref
+    def result(self, item: CatalogEntry | str) -> str | None:
+        if item is TO_GET:
+            return None
+        if isinstance(item, str):
+            return item
+        if item.kind == GET and item.ref.count("/") > 1:  # one file of a repository
+            self._say_how_to_fetch(item)
+            return None
+        return item.ref
+
+    def _say_how_to_fetch(self, item: CatalogEntry) -> None:
+        from tui.engine.getable import fetch_command, known_model
+
+        entry = known_model(item.ref, self.known_models_file)
+        if entry is not None:
+            self.hint(f"{visible(item.name)} is one file of {entry.repo}, which sdtui does not download itself: fetch "
+                      f"it, and the text encoders and VAE it loads with, by `{fetch_command(entry)}`", style="bold")
 
     def nothing_matches(self, text: str) -> None:
         self.hint(f"model: nothing here matches {visible(text)!r}; type a Hub id like owner/name or the path of an "
                   "existing folder or .safetensors file", style="bold red")
+
+
+def _searched(entry: CatalogEntry) -> str:
+    """What typing filters an entry by: its name, family and place; a model to get also by its repository
+    and what it does."""
+    text = f"{entry.name} {entry.family_label} {entry.where.split(' (')[0]}"
+    return f"{text} {entry.ref} {entry.does}" if entry.kind == GET else text

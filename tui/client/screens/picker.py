@@ -66,7 +66,7 @@ class PickerScreen(ModalScreen[str | None]):
         raise NotImplementedError
 
     def result(self, item: Any) -> str | None:
-        """What picking ``item`` returns."""
+        """What picking ``item`` returns; None keeps the dialog open (the picker has said why)."""
         raise NotImplementedError
 
     def nothing_matches(self, text: str) -> None:
@@ -111,7 +111,9 @@ class PickerScreen(ModalScreen[str | None]):
 
     def _pick(self, row: int) -> None:
         if 0 <= row < len(self._shown):
-            self.dismiss(self.result(self._shown[row]))
+            result = self.result(self._shown[row])
+            if result is not None:
+                self.dismiss(result)
 
     def action_to_table(self) -> None:
         self.query_one(DataTable).focus()
