@@ -80,10 +80,10 @@ class Fit:
         return "swaps"
 
     def label(self, mark: str = "") -> str:
-        """For the picker's column: "fits 23/32 GB", "swaps 40/21 GB" (against the limit it is past);
-        ``mark`` follows the need ("+": a job's working memory comes on top)."""
-        shown = self.budget.limit if self.verdict == OVER else self.budget.comfortable
-        return f"{self.word} {gb(self.need)}{mark}/{gb(shown)} GB"
+        """For the picker's column: "fits 15/23 GB", "tight 22/23 GB", "swaps 40/23 GB": the need against
+        the most the system can give it (past that it swaps); ``mark`` follows the need ("+": a job's
+        working memory comes on top)."""
+        return f"{self.word} {gb(self.need)}{mark}/{gb(self.budget.limit)} GB"
 
     def sentence(self) -> str:
         """For the log: the need against the budget, and what happens."""

@@ -78,7 +78,7 @@ class ModelPickerScreen(PickerScreen):
         if _looks_like_model(text) and not any(e.ref == text.strip() for e in self.items):
             typed.append(text.strip())
         matching = [e for e in self.items if not needle or needle in _searched(e).casefold()]
-        to_get = [e for e in matching if e.kind == GET]
+        to_get = sorted((e for e in matching if e.kind == GET), key=self._fit_order)
         return typed + [e for e in matching if e.kind != GET] + ([TO_GET, *to_get] if to_get else [])
 
     def row(self, item: CatalogEntry | str) -> tuple:
@@ -104,13 +104,24 @@ class ModelPickerScreen(PickerScreen):
         return "↓", name, self.memory(item), format_bytes(item.size_bytes or 0), item.family_label, \
             Text(item.defaults_label, style="dim"), Text(f"Hub: {item.does}", style="dim")
 
+    def _fit_order(self, item: CatalogEntry) -> tuple[int, int]:
+        """Models to get that fit this machine first, then the tight ones, then those that would swap;
+        the smallest first within each."""
+        estimate = self._estimate(item)
+        if estimate is None:
+            return 3, 0
+        verdict = judge(estimate.peak, self.budget).verdict if self.budget else FITS
+        return (FITS, TIGHT).index(verdict) if verdict in (FITS, TIGHT) else 2, estimate.peak
+
+    def _estimate(self, item: CatalogEntry):
+        family = item.family.family if item.family else None
+        return item.estimate(choose_dtype(self.dtype_setting, self.device, family, self.facts).value)
+
     def memory(self, item: CatalogEntry) -> Text:
         """What the model needs at the dtype it will run in and its native size, against what this
         machine's device may use: "fits 23/32 GB", "swaps 40/21 GB"; a "+" where a job's working
         memory was never measured for its family, so only the weights are counted."""
-        family = item.family.family if item.family else None
-        dtype = choose_dtype(self.dtype_setting, self.device, family, self.facts).value
-        estimate = item.estimate(dtype)
+        estimate = self._estimate(item)
         if estimate is None:
             return Text("")
         more = "" if estimate.measured else "+"
