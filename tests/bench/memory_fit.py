@@ -199,6 +199,28 @@ def _line(family: str, row: dict) -> str:
             f"{row['estimate_weights_gb']:.2f}){ratio}")
 
 
+MAC_SIZES_GB = (16, 24, 32, 48, 64, 128)  # as Apple sells them: GiB
+
+
+def mac_table(results: dict) -> str:
+    """README's "which model fits my Mac" table: each measured peak (in GiB, as macOS counts) judged by
+    sdtui's own verdict for a Mac of each size whose other apps hold the least sdtui assumes."""
+    from tui.engine.fit import judge, mps_budget
+
+    gib = 1024**3
+    lines = ["| model, as it runs | needs | " + " | ".join(f"{size} GB" for size in MAC_SIZES_GB) + " |",
+             "|---|---|" + "---|" * len(MAC_SIZES_GB)]
+    for family in results["families"]:
+        for row in family["rows"]:
+            if row["size"] != max(r["size"] for r in family["rows"]) or row["name"] == "bare":
+                continue
+            need = round(row["peak_gb"] * 1e9 / gib, 1)
+            words = [judge(int(need * gib), mps_budget(size * gib, None)).word for size in MAC_SIZES_GB]
+            label = row["name"].removeprefix("sdtui").strip(", ") or "bfloat16"
+            lines.append(f"| {family['model']}, {label} | {need} GB | " + " | ".join(words) + " |")
+    return "\n".join(lines)
+
+
 def run(families: list[str], device: str, repeats: int, smoke: bool) -> dict:
     import torch
 
@@ -216,7 +238,13 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny pipelines on the CPU at 64x64, 2 steps")
+    parser.add_argument("--mac-table", metavar="JSON", help="print README's table from a run's results, and stop")
     args = parser.parse_args()
+    if args.mac_table:
+        import json
+
+        print(mac_table(json.loads(Path(args.mac_table).read_text())))
+        return
     device, repeats = ("cpu", 1) if args.smoke else (args.device, args.repeats)
     save_result("memory_fit.json", run(args.family or list(ARCHITECTURES), device, repeats, args.smoke))
 
