@@ -41,3 +41,26 @@ def test_readme_lists_the_family_with_its_defaults(family):
 
 def test_the_table_has_no_family_the_registry_lacks():
     assert set(_rows()) == {family.label for family in FAMILIES}
+
+
+GIB = 1024**3
+
+
+def _mac_rows() -> list[list[str]]:
+    section = README.read_text().split("\n### Which model fits my Mac\n", 1)[1]
+    table = section.split("\n| model, as it runs |", 1)[1].split("\n\n", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+
+
+def test_the_which_model_fits_my_mac_table_says_what_sdtui_would():
+    from tui.engine.fit import judge, mps_budget
+
+    header = README.read_text().split("\n| model, as it runs |", 1)[1].splitlines()[0]
+    sizes = [int(cell.split()[0]) for cell in header.strip("|").split("|")[1:]]
+    assert sizes == [16, 24, 32, 48, 64, 128]
+    rows = _mac_rows()
+    assert len(rows) >= 9
+    for model, need, *words in rows:
+        needed = int(float(need.removesuffix(" GB")) * GIB)
+        said = [judge(needed, mps_budget(size * GIB, None)).word for size in sizes]
+        assert words == said, f"README's row for {model} says {words}; sdtui says {said}"
