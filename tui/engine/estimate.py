@@ -9,7 +9,7 @@ twenty; so the estimate is shown in the picker and said at every load, and nothi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tui.engine.safetensors_header import HeaderError, read_header
@@ -29,7 +29,8 @@ class Part:
     floating: int = 0
     fixed_bytes: int = 0
     quantization: str = ""  # "Q8_0", "Q4_K", "NF4" where the weights are quantized
-    linear: int | None = None  # of ``floating``, the linear layers' matrices; None: not known (all of them)
+    # Of ``floating``, the linear layers' matrices (what NF4 quantizes); None: not known, taken as all of them.
+    linear: int | None = field(default=None, compare=False)
 
     def resident(self, dtype_bytes: int) -> int:
         return self.floating * dtype_bytes + self.fixed_bytes
