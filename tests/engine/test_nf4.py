@@ -13,7 +13,6 @@ import pytest
 from safetensors.numpy import save_file
 
 from tui.config import ConfigError, Settings, load_settings, override, panel_fields
-from tui.engine import Engine, EngineOptions
 from tui.engine.catalog import CatalogEntry, describe
 from tui.engine.device import DeviceError
 from tui.engine.estimate import Part, estimate, folder_parts, quantized_on_load
@@ -86,13 +85,15 @@ def test_it_is_a_setting_everywhere_settings_are(tmp_path):
         session.history.close()
 
 
-def test_on_the_cpu_nf4_is_one_sentence_and_the_loaded_model_stays(caplog):
-    engine = Engine(EngineOptions(model="demo", preview_max_fps=0))
-    engine.load()
+def test_on_the_cpu_nf4_is_one_sentence_and_the_loaded_model_stays(demo_engine, caplog):
+    engine, options = demo_engine, demo_engine.options
     pipe = engine.pipe
-    engine.options = EngineOptions(model="demo", quantize="nf4", preview_max_fps=0)
-    with caplog.at_level(logging.INFO, logger="tui.engine"), pytest.raises(DeviceError) as refused:
-        engine.load()
+    engine.options = replace(options, quantize="nf4")
+    try:
+        with caplog.at_level(logging.INFO, logger="tui.engine"), pytest.raises(DeviceError) as refused:
+            engine.load()
+    finally:
+        engine.options = options
     assert str(refused.value).startswith("quantize: nf4 needs a GPU (cuda, or mps on a Mac with bitsandbytes 0.50")
     assert engine.pipe is pipe and engine.loaded_model == "demo" and engine.quantization == ""
     assert "unloaded" not in caplog.text
