@@ -273,7 +273,7 @@ def _engine_with(pipe, folder: Path, device: str, dtype: str):
     from tui.engine import Engine, EngineOptions
 
     class PrebuiltEngine(Engine):
-        def _loader(self, source, on_event, cancel, dtype):
+        def _loader(self, source, on_event, cancel, dtype, device):
             return lambda torch_dtype: pipe
 
     return PrebuiltEngine(EngineOptions(model=str(folder), device=device, dtype=dtype, previews=True,

@@ -86,7 +86,8 @@ class PaletteActions:
         memory = self.session.memory
         held = held_by_server(device, memory) if memory is not None and self.session.model else 0
         self.app.push_screen(ModelPickerScreen(self.session.models_dir, recent, settings.model, settings.dtype, device,
-                                               memory, held, self.session.places.known_models_file), chosen)
+                                               memory, held, self.session.places.known_models_file,
+                                               settings.quantize), chosen)
 
     def use_model(self, model: str) -> None:
         self.app.main_screen.change_setting("model", model)

@@ -20,7 +20,7 @@ from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
 from tui.engine.families import SD1, ModelFamily, family_from_checkpoint, family_from_configs
 from tui.engine.gguf_header import GGUF_SUFFIX, INSTALL
 from tui.engine.pickles import PICKLE_SUFFIXES
-from tui.engine.estimate import Estimate, Part, estimate, folder_parts, split_header
+from tui.engine.estimate import Estimate, Part, estimate, folder_parts, quantized_on_load, split_header
 from tui.engine.safetensors_header import HeaderError, read_header
 from tui.engine.single_files import TRANSFORMER
 
@@ -59,14 +59,24 @@ class CatalogEntry:
         d = self.family.defaults
         return f"{self.family.native_size}px {d.steps} steps cfg {d.guidance:g}"
 
-    def estimate(self, dtype: str, size: tuple[int, int] | None = None) -> Estimate | None:
-        """What it will need running in ``dtype`` at ``size`` (its native size when not given); None
+    def estimate(self, dtype: str, size: tuple[int, int] | None = None, quantize: str = "none") -> Estimate | None:
+        """What it will need running in ``dtype`` at ``size`` (its native size when not given), with the parts
+        the ``quantize`` setting quantizes as they load held in NF4 where it applies to this model; None
         where no header could be read. A GGUF transformer stays quantized whatever the dtype."""
         if not self.parts:
             return None
         family = self.family.family if self.family else None
         native = self.family.native_size if self.family else 512
-        return estimate(self.parts, dtype, family.job_memory_gb if family else None, native, size)
+        parts = quantized_on_load(self.parts, quantize) if self.quantizes_on_load else self.parts
+        return estimate(parts, dtype, family.job_memory_gb if family else None, native, size)
+
+    @property
+    def quantizes_on_load(self) -> bool:
+        """Whether the quantize setting applies to it: pipelines (a folder, a Hub snapshot, a model to get) and
+        files holding a transformer alone; not a GGUF file, already quantized, nor a whole checkpoint."""
+        if self.quantization or any(part.quantization for part in self.parts):
+            return False
+        return self.kind != "file" or any(part.name == TRANSFORMER for part in self.parts)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

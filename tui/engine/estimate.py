@@ -8,7 +8,8 @@ twenty; so the estimate is shown in the picker and said at every load, and nothi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tui.engine.safetensors_header import HeaderError, read_header
@@ -27,7 +28,9 @@ class Part:
     name: str  # the pipeline's attribute: transformer, unet, text_encoder, vae
     floating: int = 0
     fixed_bytes: int = 0
-    quantization: str = ""  # "Q8_0", "Q4_K" where the weights are quantized
+    quantization: str = ""  # "Q8_0", "Q4_K", "NF4" where the weights are quantized
+    # Of ``floating``, the linear layers' matrices (what NF4 quantizes); None: not known, taken as all of them.
+    linear: int | None = field(default=None, compare=False)
 
     def resident(self, dtype_bytes: int) -> int:
         return self.floating * dtype_bytes + self.fixed_bytes
@@ -48,7 +51,8 @@ def header_part(name: str, paths: list[Path]) -> Part | None:
     if not parts:
         return None
     found = [p.get(name, Part(name)) for p in parts]
-    return Part(name, sum(p.floating for p in found), sum(p.fixed_bytes for p in found))
+    return Part(name, sum(p.floating for p in found), sum(p.fixed_bytes for p in found),
+                linear=sum(p.linear or 0 for p in found))
 
 
 def _headers(paths: list[Path]):
@@ -64,15 +68,32 @@ def split_header(header, component_of) -> dict[str, Part]:
     its UNet, VAE and text encoders under their own prefixes)."""
     floating: dict[str, int] = {}
     fixed: dict[str, int] = {}
+    linear: dict[str, int] = {}
     for tensor, shape in header.shapes.items():
         name = component_of(tensor)
         count = _count(shape)
         dtype = header.dtypes.get(tensor, "F16")
         if dtype in FLOATING:
             floating[name] = floating.get(name, 0) + count
+            if is_linear_weight(tensor, shape):
+                linear[name] = linear.get(name, 0) + count
         else:
             fixed[name] = fixed.get(name, 0) + count * _INTEGER_BYTES.get(dtype, 1)
-    return {name: Part(name, floating.get(name, 0), fixed.get(name, 0)) for name in {*floating, *fixed}}
+    return {name: Part(name, floating.get(name, 0), fixed.get(name, 0), linear=linear.get(name, 0))
+            for name in {*floating, *fixed}}
+
+
+# The matrices a 4-bit quantizer leaves at the run dtype although they are two-dimensional: token and
+# position embeddings (nn.Embedding, which bitsandbytes' replace_with_bnb_linear does not replace) and a
+# language model's output head, which transformers keeps unquantized (get_modules_to_not_convert).
+_NOT_LINEAR = ("embed_tokens", "shared", "token_embedding", "position_embedding", "word_embeddings",
+               "position_embeddings", "token_type_embeddings", "relative_attention_bias", "lm_head", "wte", "wpe")
+
+
+def is_linear_weight(tensor: str, shape) -> bool:
+    """Whether a tensor, by its name and shape, is a linear layer's weight matrix (what NF4 quantizes)."""
+    module, _, kind = tensor.rpartition(".")
+    return kind == "weight" and len(shape) == 2 and module.rpartition(".")[2] not in _NOT_LINEAR
 
 
 _INTEGER_BYTES = {"I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1, "BOOL": 1,
@@ -168,6 +189,22 @@ def _part_label(part: Part) -> str:
     if part.name == "vae":
         return "VAE"
     return part.name + (f" ({part.quantization})" if part.quantization else "")
+
+
+def quantized_on_load(parts: tuple[Part, ...], setting: str) -> tuple[Part, ...]:
+    """The parts as they will be held when the ``quantize`` setting quantizes some as they load: their linear
+    layers' matrices at NF4's bytes per weight, the rest (biases, norms, embeddings) at the run dtype. Parts
+    already quantized (a GGUF transformer) stay as stored."""
+    from tui.engine.nf4 import NF4, NF4_BYTES_PER_WEIGHT, quantizes
+
+    def held(part: Part) -> Part:
+        if not quantizes(setting, part.name) or part.quantization or not part.floating:
+            return part
+        linear = part.floating if part.linear is None else part.linear
+        return Part(part.name, part.floating - linear, part.fixed_bytes + math.ceil(linear * NF4_BYTES_PER_WEIGHT),
+                    NF4, linear=0)
+
+    return tuple(held(part) for part in parts)
 
 
 def working_bytes(job_memory_gb: float | None, native_size: int, width: int, height: int,

@@ -434,9 +434,12 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         raise
 
 
-def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None) -> Callable[[Any], Any]:
+def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None,
+                    quantize: str = "none") -> Callable[[Any], Any]:
     """Check a pipeline folder (SD 1.x, 2.x, SDXL, Turbo), raising ModelLoadError before anything is
-    unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype."""
+    unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype, the
+    components the ``quantize`` setting names quantized to NF4 as they load (bitsandbytes places them on
+    the GPU itself; ``DiffusionPipeline.to`` then moves only the others)."""
     check_folder(folder, allow_pickle)
     components = _components(folder / "model_index.json")
     index = json.loads((folder / "model_index.json").read_text())
@@ -446,13 +449,15 @@ def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None
     def load(torch_dtype):
         from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
+        from tui.engine.nf4 import pipeline_quantization
         from tui.engine.qwen_vl import processor_components
 
         try:
             return (DiffusionPipeline if edits else AutoPipelineForText2Image).from_pretrained(
                 str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None, variant=variant,
                 local_files_only=True, **_without_safety_checker(components),
-                **processor_components(folder, {name: index[name] for name in components}))
+                **processor_components(folder, {name: index[name] for name in components}),
+                **pipeline_quantization(quantize, components, torch_dtype))
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from tui.engine.device import DEVICES, DTYPES, SWITCHES
 from tui.engine.models import DEFAULT_MODEL
+from tui.engine.nf4 import QUANTIZE
 
 
 def option(default: Any, *, label: str = "", flag: str = "", help: str = "", metavar: str = "",
@@ -40,6 +41,9 @@ class EngineOptions:
                          help="where to run (auto: mps, else cuda, else cpu)")
     dtype: str = option("auto", label="Dtype", order=130, reload=True, flag="--dtype", choices=DTYPES,
                         help="weights precision (auto: float16 on a GPU, float32 on cpu)")
+    quantize: str = option("none", label="Quantize", order=135, reload=True, flag="--quantize", choices=QUANTIZE,
+                           help="quantize the weights to 4-bit NF4 as they load, with bitsandbytes (cuda, or mps "
+                                "with bitsandbytes 0.50+): nf4 the transformer, nf4-encoders the text encoders too")
     attention_slicing: str = option("auto", label="Attn slicing", order=110, flag="--attention-slicing",
                                     choices=SWITCHES,
                                     help="compute attention in slices to save memory (auto: on for mps under 64 GB)")

@@ -50,7 +50,8 @@ def quiet_libraries() -> None:
     # With no handler anywhere, Python prints warnings through its last-resort stderr
     # handler; a NullHandler on each library logger stops that while records still
     # propagate to whatever handlers sdtui configured on the root logger.
-    for name in ("diffusers", "transformers", "huggingface_hub", "accelerate", "py.warnings", "torch"):
+    for name in ("diffusers", "transformers", "huggingface_hub", "accelerate", "bitsandbytes", "py.warnings",
+                 "torch"):
         logging.getLogger(name).addHandler(logging.NullHandler())
     for name in TOKENIZER_LOGGERS:  # a filter on the logger that makes the record, so no handler sees it
         logging.getLogger(name).addFilter(_NotTheLongPromptWarning())

@@ -73,7 +73,7 @@ class Engine:
         self.dtype = ""
         self.load_seconds = 0.0
         self.decisions: list[devices.Decision] = []
-        self.quantization = ""  # a GGUF transformer's ("Q8_0"); "" for weights at the run's dtype
+        self.quantization = ""  # "NF4" (bitsandbytes), a GGUF transformer's ("Q8_0"); "" for the run's dtype
         self._facts: dict[str, devices.DtypeFacts] = {}
         self._cancels = CancelScope()
         self._base_scheduler_config: dict[str, Any] = {}
@@ -140,7 +140,8 @@ class Engine:
         facts = self._dtype_facts(device.value)
         family = family_on_disk(source.ref)
         dtype = devices.choose_dtype(options.dtype, device.value, family and family.family, facts)
-        key = (source.kind, source.ref, device.value, dtype.value)
+        quantize = self._quantize(options.quantize, device.value)  # one that cannot run keeps the loaded model
+        key = (source.kind, source.ref, device.value, dtype.value, options.quantize)
         if self.pipe is not None and key == self._loaded_key and self._loaded_event is not None:
             if not quiet_if_loaded:
                 log.info("%s is already loaded on %s (%s); nothing to load", self.model_label, self.device, self.dtype)
@@ -151,11 +152,11 @@ class Engine:
         started = time.perf_counter()
         # Downloads and checks come before the loaded model is unloaded: a model that cannot load
         # (a Hub id while offline, a truncated file) leaves the working one in place.
-        build = self._loader(source, on_event, cancel, dtype.value)
+        build = self._loader(source, on_event, cancel, dtype.value, device.value)
         if family is None and source.kind == "hub":  # downloaded just now: its family can be read at last
             family = family_on_disk(source.ref)
             dtype = devices.choose_dtype(options.dtype, device.value, family and family.family, facts)
-            key = (source.kind, source.ref, device.value, dtype.value)
+            key = (source.kind, source.ref, device.value, dtype.value, options.quantize)
         self._estimate = self._judge_memory(source, device.value, dtype.value, on_event)
         self._sizes_judged = set()
         previous = self._loaded_options if self.pipe is not None else None
@@ -185,9 +186,9 @@ class Engine:
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
         if warmup.value and not self._edits_only():  # an editing pipeline cannot run without an image
             pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
-        self.quantization = self._estimate.quantization if self._estimate else ""
-        quantized = self._apply_quantized_fixes(dtype.value) if self.quantization else []
-        self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else []) + quantized
+        quantized = self._apply_quantized_fixes(dtype.value)
+        self.decisions = ([device, dtype, slicing, warmup] + ([upcast] if upcast else [])
+                          + ([quantize] if quantize.value != "none" else []) + quantized)
         for decision in self.decisions:
             log.info(decision.describe())
         self.machine = devices.machine_facts(device.value)
@@ -206,12 +207,28 @@ class Engine:
         on_event(self._loaded_event)
 
     def _apply_quantized_fixes(self, dtype: str) -> list[devices.Decision]:
+        """Set ``quantization`` from what the pipeline holds (components bitsandbytes loaded in NF4, else a GGUF
+        transformer's type, from its estimate); its decisions, and the fix quantized weights may need."""
+        from tui.engine.nf4 import NF4, held_decision, quantized_components
         from tui.engine.quantized import choose_compute_dtype_reads, quantization_decision, report_compute_dtype
 
+        nf4 = quantized_components(self.pipe)
+        gguf = self._estimate.quantization if self._estimate and self._estimate.quantization != NF4 else ""
+        self.quantization = NF4 if nf4 else gguf
+        if not self.quantization:
+            return []
         reads = choose_compute_dtype_reads(self.device, self.family_info.base)
         if reads.value:
             report_compute_dtype(self.pipe.transformer)
-        return [quantization_decision(self.quantization, dtype), reads]
+        held = held_decision(nf4, dtype) if nf4 else quantization_decision(self.quantization, dtype)
+        return [held, reads]
+
+    def _quantize(self, setting: str, device: str) -> devices.Decision:
+        """The quantize setting's decision: DeviceError where NF4 cannot run here; the machine's facts are read
+        (bitsandbytes imported) only when it is asked for."""
+        from tui.engine.nf4 import QuantizeFacts, choose_quantization, quantize_facts
+
+        return choose_quantization(setting, device, quantize_facts() if setting != "none" else QuantizeFacts(None))
 
     def _dtype_facts(self, device: str) -> devices.DtypeFacts:
         """The machine's facts for the dtype choice, read once per device (the chip takes a sysctl call)."""
@@ -219,11 +236,15 @@ class Engine:
             self._facts[device] = devices.dtype_facts(device)
         return self._facts[device]
 
-    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str):
+    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str, device: str):
         """A function of the torch dtype that builds the pipeline, once the model is on disk and checked."""
         options = self.options
+        quantize = options.quantize
         if source.kind == "demo":
             from tui.engine.demo import build_demo_pipeline
+
+            if quantize != "none":
+                log.info("quantize: %s does not apply to the demo model, built in memory", quantize)
 
             def demo(torch_dtype):
                 pipe = build_demo_pipeline()
@@ -232,16 +253,16 @@ class Engine:
             return demo
         prefer_fp16 = dtype == "float16"  # half the download and the memory, where the repository has fp16
         if source.kind == "file":
-            return single_file_loader(Path(source.ref), options.allow_pickle, prefer_fp16)
+            return single_file_loader(Path(source.ref), options.allow_pickle, prefer_fp16, quantize, device)
         if source.kind == "hub":
             local = fetch_from_hub(source.ref, options.allow_pickle,
                                    lambda done, total: on_event(DownloadProgress(source.label, done, total)),
                                    cancel.is_set, prefer_fp16)
-            return pipeline_loader(local.folder, options.allow_pickle, local.variant)
+            return pipeline_loader(local.folder, options.allow_pickle, local.variant, quantize)
         folder = Path(source.ref)
         variant = local_variant(folder, options.allow_pickle, prefer_fp16) if (folder / "model_index.json").is_file() \
             else None
-        return pipeline_loader(folder, options.allow_pickle, variant or None)
+        return pipeline_loader(folder, options.allow_pickle, variant or None, quantize)
 
     def _judge_memory(self, source: ModelSource, device: str, dtype: str, on_event: OnEvent):
         """Say, before it loads, what the model will need against what the device may use, and what
@@ -251,7 +272,7 @@ class Engine:
 
         if source.kind == "demo":
             return None
-        estimate = describe(source.ref).estimate(dtype)
+        estimate = describe(source.ref).estimate(dtype, quantize=self.options.quantize)
         if estimate is not None:
             self._say_fit(source.label, estimate, device, self._resident_bytes(), on_event)
         return estimate

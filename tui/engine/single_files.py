@@ -8,6 +8,7 @@ the local Hugging Face cache. Nothing is fetched: a missing repository is an err
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
@@ -23,6 +24,7 @@ COMFY_PREFIX = "model.diffusion_model."  # ComfyUI's single files prefix the tra
 _VAE_PREFIX = "first_stage_model."
 _TEXT_ENCODER_PREFIXES = ("cond_stage_model.", "conditioner.", "text_encoders.")
 TRANSFORMER = "transformer"
+log = logging.getLogger("tui.engine.single_files")
 
 
 def component_of(tensor: str) -> str:
@@ -122,9 +124,12 @@ def transformer_tensors(path: Path, torch_dtype) -> tuple[dict[str, Any], dict[s
 
 
 def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str, tuple[int, ...]],
-                            allow_pickle: bool, prefer_fp16: bool) -> Callable[[Any], Any]:
+                            allow_pickle: bool, prefer_fp16: bool, quantize: str = "none",
+                            device: str = "cpu") -> Callable[[Any], Any]:
     """Find the base repository's other parts in the cache, raising ModelLoadError before anything is
-    unloaded; the function returned loads the file's transformer and the pipeline around it."""
+    unloaded; the function returned loads the file's transformer and the pipeline around it, the parts the
+    ``quantize`` setting names quantized to NF4 on ``device`` as they load (not a GGUF file's: it is
+    quantized already)."""
     repo_id = base_repo_id(model, shapes)
     found = find_base(model, repo_id, allow_pickle, prefer_fp16)
     if found is None:
@@ -137,14 +142,20 @@ def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str,
         import diffusers
         from diffusers import AutoPipelineForText2Image
 
+        from tui.engine.nf4 import model_quantization, pipeline_quantization, quantizes
+
+        others = [name for name in _components(base.folder / "model_index.json") if name != TRANSFORMER]
         try:
             tensors, quantization = transformer_tensors(path, torch_dtype)
+            if not quantization and quantizes(quantize, TRANSFORMER):
+                quantization = model_quantization(torch_dtype, device)
             transformer = getattr(diffusers, single_file.transformer).from_single_file(
                 without_comfy_prefix(tensors), config=str(base.folder), subfolder=TRANSFORMER,
                 torch_dtype=torch_dtype, local_files_only=True, **quantization)
             return AutoPipelineForText2Image.from_pretrained(
                 str(base.folder), transformer=transformer, torch_dtype=torch_dtype, variant=base.variant,
-                use_safetensors=not allow_pickle or None, local_files_only=True)
+                use_safetensors=not allow_pickle or None, local_files_only=True,
+                **pipeline_quantization(quantize, others, torch_dtype))
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {path.name} with the other parts of {base_id} failed: "
                                  f"{first_line(error)}") from None
@@ -185,20 +196,29 @@ def check_gguf_file(path: Path) -> tuple[GGUFHeader, ModelFamily]:
     return header, model
 
 
-def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False) -> Callable[[Any], Any]:
+def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False, quantize: str = "none",
+                       device: str = "cpu") -> Callable[[Any], Any]:
     """Check a .safetensors (or, when allowed, .ckpt) checkpoint, raising ModelLoadError before
     anything is unloaded; the function returned loads it at a torch dtype. A file holding a
     transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository;
     ``prefer_fp16`` picks that repository's fp16 weights where it has them. A whole checkpoint
     loads through diffusers' single-file loader (models.whole_checkpoint_loader). A .gguf file holds a
-    quantized transformer, which loads as a .safetensors one does and stays quantized."""
+    quantized transformer, which loads as a .safetensors one does and stays quantized. ``quantize`` applies
+    to a transformer-only .safetensors file alone (on ``device``)."""
     from tui.engine.families import family_from_checkpoint
 
     if path.suffix.lower() == GGUF_SUFFIX:
         gguf, model = check_gguf_file(path)
+        _not_quantized(quantize, path, "a GGUF file, whose transformer is quantized already")
         return transformer_file_loader(path, model, gguf.shapes, allow_pickle, prefer_fp16)
     header = check_single_file(path, allow_pickle)
     model = family_from_checkpoint(header.shapes.keys(), path.name) if header is not None else None
     if model is not None and transformer_only(model, header.shapes.keys()):
-        return transformer_file_loader(path, model, header.shapes, allow_pickle, prefer_fp16)
+        return transformer_file_loader(path, model, header.shapes, allow_pickle, prefer_fp16, quantize, device)
+    _not_quantized(quantize, path, "a whole checkpoint, which diffusers' single-file loader cannot quantize")
     return whole_checkpoint_loader(path, header, allow_pickle)
+
+
+def _not_quantized(quantize: str, path: Path, why: str) -> None:
+    if quantize != "none":
+        log.info("quantize: %s does not apply to %s, %s", quantize, path.name, why)

@@ -42,14 +42,16 @@ class ModelPickerScreen(PickerScreen):
 
     def __init__(self, models_dir: Path, recent: list[str], current: str, dtype_setting: str = "auto",
                  device: str = "", memory: MemorySample | None = None, held_by_sdtui: int = 0,
-                 known_models_file: Path | None = None) -> None:
+                 known_models_file: Path | None = None, quantize: str = "none") -> None:
         """``memory``: the server's latest reading, where it gave one (else this process reads the
         system's); ``held_by_sdtui``: what its loaded model holds, given back before another loads;
-        ``known_models_file``: the user's additions to the models to get."""
+        ``known_models_file``: the user's additions to the models to get; ``quantize``: the setting, which
+        counts the parts it quantizes as they load at NF4's size."""
         super().__init__()
         self.models_dir, self.recent, self.current = models_dir, recent, current
         self.known_models_file = known_models_file
         self.dtype_setting = dtype_setting
+        self.quantize = quantize
         self.device = device or expected_device("auto", "", platform.system())
         self.facts = local_dtype_facts()
         self.budget: Budget | None = budget_from_sample(self.device, memory or sample_memory("cpu"), held_by_sdtui)
@@ -115,7 +117,8 @@ class ModelPickerScreen(PickerScreen):
 
     def _estimate(self, item: CatalogEntry):
         family = item.family.family if item.family else None
-        return item.estimate(choose_dtype(self.dtype_setting, self.device, family, self.facts).value)
+        return item.estimate(choose_dtype(self.dtype_setting, self.device, family, self.facts).value,
+                             quantize=self.quantize)
 
     def memory(self, item: CatalogEntry) -> Text:
         """What the model needs at the dtype it will run in and its native size, against what this
