@@ -67,7 +67,8 @@ def resolve_source(model: str) -> ModelSource:
     if path.is_dir():
         return ModelSource("folder", str(path.resolve()), path.name)
     if path.is_file():
-        return ModelSource("file", str(path.resolve()), path.name)
+        # Its own name kept: a file in the Hugging Face cache is a link to a blob named by its hash alone.
+        return ModelSource("file", str(path.parent.resolve() / path.name), path.name)
     if _HUB_ID.match(text) and not text.startswith((".", "~")):
         return ModelSource("hub", text, text)
     raise ModelLoadError(f"model: {text!r} is neither an existing folder nor a Hub id like "
