@@ -1,5 +1,6 @@
 """Where a model comes from and how it is loaded: the demo model, a local diffusers
-folder, or a Hugging Face Hub id (from the local cache, downloading when allowed).
+folder or single file, a Hugging Face Hub id, or one file of a Hub repository (from the
+local cache, downloading when allowed).
 
 Safetensors only by default: weights that would be unpickled (.ckpt .bin .pt .pth)
 can run arbitrary code, so they are refused unless the user allows pickle.
@@ -24,6 +25,9 @@ from tui.engine.pickles import PICKLE_SUFFIXES
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SAFE_SUFFIXES = (".safetensors",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# owner/name/path/to/file.gguf: one file of a repository, its path inside it after the repository id
+_HUB_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>[\w.-]+(?:/[\w.-]+)*)$")
+HUB_FILE_SUFFIXES = (".safetensors", ".gguf")
 HUB_PROBE_TIMEOUT_S = 3.0
 log = logging.getLogger("tui.engine.models")
 
@@ -57,9 +61,20 @@ def _without_safety_checker(components) -> dict:
 
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "demo" | "folder" | "hub" | "file"
+    kind: str  # "demo" | "folder" | "hub" | "file" | "hub_file"
     ref: str
     label: str
+
+
+def split_hub_file(ref: str) -> tuple[str, str] | None:
+    """("owner/name", "path/to/file.gguf") for one loadable file of a Hub repository; None for anything
+    else (a repository id, a path, another kind of file)."""
+    match = _HUB_FILE.match(ref.strip())
+    if match is None or not match["file"].lower().endswith(HUB_FILE_SUFFIXES):
+        return None
+    if any(part in (".", "..") for part in match["file"].split("/")):
+        return None
+    return match["repo"], match["file"]
 
 
 def resolve_source(model: str) -> ModelSource:
@@ -76,8 +91,11 @@ def resolve_source(model: str) -> ModelSource:
         return ModelSource("file", str(path.parent.resolve() / path.name), path.name)
     if _HUB_ID.match(text) and not text.startswith((".", "~")):
         return ModelSource("hub", text, text)
-    raise ModelLoadError(f"model: {text!r} is neither an existing folder nor a Hub id like "
-                         f"owner/name; give --model PATH to a diffusers folder, or --demo")
+    if split_hub_file(text) is not None:
+        return ModelSource("hub_file", text, text)
+    raise ModelLoadError(f"model: {text!r} is neither an existing folder nor a Hub id like owner/name (or "
+                         "owner/name/FILE.safetensors or .gguf for one file of it); give --model PATH to a "
+                         "diffusers folder, or --demo")
 
 
 def pickle_weights(folder: Path) -> list[Path]:
@@ -449,7 +467,7 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         index = select_files(listed, ["model_index.json"], [])
         if not index:
             raise ModelLoadError(f"model: {repo_id} has no model_index.json, so it is not a diffusers pipeline; "
-                                 "for a single .safetensors checkpoint, download it and give its path")
+                                 f"for one .safetensors or .gguf file of it, give {repo_id}/FILE")
         first = download_files(repo_id, commit, index, cache, lambda *_: None, cancelled, endpoint, name_ref=False)
         components = _components(first / "model_index.json")
         weighted = [name for name in components if name not in without_weights_of]
