@@ -152,3 +152,15 @@ def test_what_cannot_be_a_hub_file_is_one_sentence(model):
     assert str(caught.value) == (f"model: {model!r} is neither an existing folder nor a Hub id like owner/name (or "
                                  "owner/name/FILE.safetensors or .gguf for one file of it); give --model PATH to a "
                                  "diffusers folder, or --demo")
+
+
+def test_an_interrupted_file_download_is_no_model_of_its_own_in_the_picker(tmp_path, monkeypatch):
+    """Its repository has no model_index.json: picking the repository could not load it; the file, picked
+    again from the models to get, resumes."""
+    from tui.engine.download import PARTIAL_SUFFIX, repo_folder
+
+    hub_settings(monkeypatch, tmp_path / "hub", "1")
+    blobs = repo_folder(tmp_path / "hub", GGUF_REPO) / "blobs"
+    blobs.mkdir(parents=True)
+    (blobs / f"{'a' * 64}{PARTIAL_SUFFIX}").write_bytes(b"x" * 1000)
+    assert GGUF_REPO not in {entry.ref for entry in build_catalog(tmp_path / "models", [], tmp_path / "hub")}

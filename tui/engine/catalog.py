@@ -316,10 +316,12 @@ def family_on_disk(ref: str, cache_dir: Path | None = None) -> ModelFamily | Non
 
 def _with_unfinished_downloads(entries: list[CatalogEntry], cache_dir: Path) -> list[CatalogEntry]:
     """Downloads that stopped before the model was whole: marked, with what is here, so picking
-    one resumes it."""
+    one resumes it. Only a pipeline's (its model_index.json comes first): a single file's, which
+    has none, is resumed by picking that file again, and its repository is no model to pick."""
     from tui.engine.download import interrupted_downloads
 
-    unfinished = {d.repo_id: d for d in interrupted_downloads(cache_dir) if not d.named}
+    unfinished = {d.repo_id: d for d in interrupted_downloads(cache_dir)
+                  if not d.named and any((repo_folder(cache_dir, d.repo_id) / "snapshots").glob("*/model_index.json"))}
     out = []
     for entry in entries:
         download = unfinished.pop(entry.ref, None) if entry.kind == "hub" else None
