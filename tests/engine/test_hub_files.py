@@ -95,6 +95,24 @@ def test_the_file_downloads_alone_then_its_base_without_transformer_weights_and_
     assert catalog[0].family_label == "Z-Image Turbo Q8_0"
 
 
+def test_a_stopped_file_download_resumes_where_it_stopped(hub, repos):
+    from tui.engine.hub_files import fetch_hub_file
+
+    hub.cdn.delay_per_chunk = 0.01
+
+    def stop_mid_file(done, total):
+        if 0 < done < total:
+            raise KeyboardInterrupt  # a user's Ctrl-C, or the power going
+
+    with pytest.raises(KeyboardInterrupt):
+        fetch_hub_file(REF, stop_mid_file)
+    assert cached_hub_file(REF) is None
+    path = fetch_hub_file(REF, lambda *_: None)
+    assert path.read_bytes() == (repos / "gguf" / FILE).read_bytes()
+    ranges = [wanted for _sha, wanted in hub.cdn.requests]
+    assert ranges[0] is None and ranges[1].startswith("bytes=") and ranges[1] != "bytes=0-"
+
+
 def test_a_file_the_hub_does_not_have_is_one_sentence_and_the_loaded_model_stays(hub):
     engine = Engine(EngineOptions(model="demo", preview_max_fps=0))
     engine.load()
