@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 COMMIT = "feedc0de" * 5
+LFS_SUFFIXES = (".safetensors", ".gguf")  # stored in LFS on the Hub: a sha256 of their own, served by the CDN
 
 
 class FakeHub:
@@ -26,6 +27,8 @@ class FakeHub:
         self.repos: dict[str, dict[str, bytes]] = {}
         self.gated: set[str] = set()
         self.requests: list[tuple[str, str | None]] = []  # (file path, Range header)
+        self.served: list[tuple[str, str]] = []  # (repository, file path) of each file download
+        self.calls: list[str] = []  # "GET /path" of every request, API calls too
         self.bytes_sent = 0
         self.delay_per_chunk = 0.0
         self.cdn: FakeCdn | None = None  # set one to serve .safetensors files by redirect
@@ -42,6 +45,10 @@ class FakeHub:
         self.repos[repo_id] = {str(p.relative_to(folder)): p.read_bytes()
                                for p in sorted(folder.rglob("*")) if p.is_file()}
 
+    def fetched(self, repo_id: str) -> set[str]:
+        """The files of ``repo_id`` downloaded so far."""
+        return {path for repo, path in self.served if repo == repo_id}
+
     def __enter__(self) -> FakeHub:
         self._thread.start()
         return self
@@ -54,7 +61,7 @@ class FakeHub:
         siblings = []
         for name, data in self.repos[repo_id].items():
             entry = {"rfilename": name, "size": len(data), "blobId": hashlib.sha1(data).hexdigest()}
-            if name.endswith(".safetensors"):
+            if name.endswith(LFS_SUFFIXES):
                 entry["lfs"] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 130}
             siblings.append(entry)
         return {"id": repo_id, "sha": COMMIT, "siblings": siblings, "gated": repo_id in self.gated}
@@ -77,6 +84,7 @@ class FakeHub:
 
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
+                hub.calls.append(f"GET {path}")
                 if m := re.fullmatch(r"/api/models/([^/]+/[^/]+)(/revision/[^/]+|/tree/[^/]+)?", path):
                     if m[1] not in hub.repos:
                         return self._error(404, "RepoNotFound")
@@ -97,7 +105,8 @@ class FakeHub:
                     if data is None:
                         return
                     hub.requests.append((m[3], self.headers.get("Range")))
-                    if hub.cdn is not None and m[3].endswith(".safetensors"):
+                    hub.served.append((m[1], m[3]))
+                    if hub.cdn is not None and m[3].endswith(LFS_SUFFIXES):
                         sha = hashlib.sha256(data).hexdigest()
                         hub.cdn.blobs[sha] = data
                         self.send_response(302)
@@ -120,6 +129,7 @@ class FakeHub:
 
             def do_HEAD(self):
                 """File metadata, as huggingface_hub's hf_hub_download asks for it first."""
+                hub.calls.append(f"HEAD {self.path.split('?', 1)[0]}")
                 m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path.split("?", 1)[0])
                 data = self._file(m[1], m[3]) if m else None
                 if data is None:
@@ -129,7 +139,7 @@ class FakeHub:
                 self.send_response(200)
                 self.send_header("X-Repo-Commit", COMMIT)
                 self.send_header("ETag", f'"{hashlib.sha1(data).hexdigest()}"')
-                if m[3].endswith(".safetensors"):
+                if m[3].endswith(LFS_SUFFIXES):
                     self.send_header("X-Linked-Etag", f'"{hashlib.sha256(data).hexdigest()}"')
                     self.send_header("X-Linked-Size", str(len(data)))
                 self.send_header("Content-Length", str(len(data)))

@@ -92,3 +92,17 @@ def dequantized(path: Path) -> dict:
         shape = tuple(int(size) for size in reversed(tensor.shape.tolist()))
         out[tensor.name] = torch.from_numpy(values.astype("float32").reshape(shape).copy())
     return out
+
+
+def z_image_hub_repositories(root: Path, file: str) -> tuple[Path, Path]:
+    """Folders of two Hub repositories: a GGUF one as city96's or jayn7's are laid out (``file``, a Q8_0 file of
+    the wide Z-Image-Turbo transformer, beside another quantization and a README), and its base, the whole
+    pipeline. Returns (the GGUF repository's folder, the base's)."""
+    from tests.tiny_models import z_image_to_original
+
+    pipe = wide_z_image_pipeline()
+    pipe.save_pretrained(root / "base")
+    save_gguf(z_image_to_original(pipe.transformer.state_dict()), root / "gguf" / file, "lumina2", "Q8_0")
+    (root / "gguf" / "z_image_turbo-Q4_0.gguf").write_bytes(b"another quantization")
+    (root / "gguf" / "README.md").write_text("a tiny Z-Image-Turbo transformer in GGUF")
+    return root / "gguf", root / "base"

@@ -1,6 +1,6 @@
 """The picker's models to get: below those on disk, judged for this machine with their download size,
 hidden once in the cache, found by typing; Enter on one downloads it (from a Hub on 127.0.0.1) and loads
-it, and on a GGUF file says how to fetch it."""
+it: a repository, or a GGUF file with the base repository it loads with."""
 
 import re
 
@@ -11,6 +11,7 @@ from tests.app_helpers import make_app, wait_for, wait_loaded
 from tests.client.test_app_models import open_picker
 from tests.conftest import hub_online
 from tests.fake_hub import FakeHub
+from tests.tiny_gguf import z_image_hub_repositories
 from tests.tiny_models import hub_cache_with
 from tui.client.screens.models import TO_GET
 from tui.client.widgets.status import StatusPanel
@@ -31,7 +32,19 @@ label = "Tiny SD already here"
 family = "sd1"
 licence = "MIT"
 parameters = { unet = 2_000_000, text_encoder = 1_000_000, vae = 500_000 }
+
+[[model]]
+repo = "someone/z-image-gguf"
+file = "z_image_turbo-Q8_0.gguf"
+base = "Tongyi-MAI/Z-Image-Turbo"
+quantization = "Q8_0"
+label = "Tiny Z-Image Q8_0"
+family = "zimage"
+variant = "turbo"
+licence = "MIT"
+parameters = { transformer = 200_000 }
 """
+GGUF = "someone/z-image-gguf/z_image_turbo-Q8_0.gguf"
 
 
 def rows(picker) -> list[tuple[str, ...]]:
@@ -40,13 +53,17 @@ def rows(picker) -> list[tuple[str, ...]]:
 
 
 async def test_models_to_get_are_listed_judged_and_one_downloads_when_chosen(sdtui_home, hub_cache, tiny_pipeline_dir,
-                                                                            monkeypatch):
+                                                                            monkeypatch, tmp_path):
+    pytest.importorskip("gguf")
+    gguf_repository, base = z_image_hub_repositories(tmp_path / "repositories", GGUF.rsplit("/", 1)[1])
     sdtui_home.mkdir(parents=True, exist_ok=True)
     (sdtui_home / "known_models.toml").write_text(MINE, encoding="utf-8")
     hub_cache_with(hub_cache, tiny_pipeline_dir, "someone/tiny-here")
     hub_online(monkeypatch)
     with FakeHub() as hub:
         hub.add_folder("someone/tiny-sd", tiny_pipeline_dir)
+        hub.add_folder("someone/z-image-gguf", gguf_repository)
+        hub.add_folder("Tongyi-MAI/Z-Image-Turbo", base)
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         app = make_app()
         async with app.run_test(size=(100, 30)) as pilot:
@@ -64,14 +81,6 @@ async def test_models_to_get_are_listed_judged_and_one_downloads_when_chosen(sdt
             assert mine[3] == "6.7 MB" and mine[4] == "SD 1.x" and mine[6] == "Hub: text to image"
             assert to_get["FLUX.1 dev  gated"][3].endswith(" GB")
 
-            await pilot.press(*"klein 4B Q8")  # a GGUF file: how to fetch it, and the dialog stays
-            assert [row[1] for row in rows(picker)] == [TO_GET, "FLUX.2 klein 4B Q8_0"]
-            await pilot.press("down", "down", "enter")
-            hint = str(picker.query_one("#picker-hint").render())
-            assert "`hf download unsloth/FLUX.2-klein-4B-GGUF flux-2-klein-4b-Q8_0.gguf && hf download " \
-                   "black-forest-labs/FLUX.2-klein-4B --exclude 'transformer/*.safetensors'`" in hint
-            assert app.screen is picker
-
             picker.query_one("#picker-filter", Input).value = "tiny sd to"
             await pilot.pause()
             assert [row[1] for row in rows(picker)] == [TO_GET, "Tiny SD to get"]
@@ -82,3 +91,17 @@ async def test_models_to_get_are_listed_judged_and_one_downloads_when_chosen(sdt
             await wait_for(pilot, lambda: app.session.hosted.server.engine.model_label == "someone/tiny-sd",
                            what="the downloaded model loaded")
             assert any(path == "unet/diffusion_pytorch_model.safetensors" for path, _ in hub.requests)
+
+            # A GGUF file: the file, then its base repository without the transformer's weights, then it loads.
+            picker = await open_picker(pilot, app)
+            picker.query_one("#picker-filter", Input).value = "tiny z-image"
+            await pilot.pause()
+            assert [row[1] for row in rows(picker)] == [TO_GET, "Tiny Z-Image Q8_0"]
+            await pilot.press("down", "down", "enter")
+            await wait_for(pilot, lambda: app.session.hosted.server.engine.model_label == GGUF,
+                           what="the downloaded GGUF file loaded")
+            assert hub.fetched("someone/z-image-gguf") == {"z_image_turbo-Q8_0.gguf"}
+            assert "vae/diffusion_pytorch_model.safetensors" in hub.fetched("Tongyi-MAI/Z-Image-Turbo")
+            assert not any(path.startswith("transformer/") and path.endswith(".safetensors")
+                           for path in hub.fetched("Tongyi-MAI/Z-Image-Turbo"))
+            assert app.session.model == GGUF

@@ -7,7 +7,7 @@ import pytest
 
 from tui.engine.families import FAMILIES, FLUX2_KLEIN, family, family_from_configs, family_from_gguf
 from tui.engine.fit import GIB, judge, mps_budget
-from tui.engine.getable import GET, fetch_command, getable, parts
+from tui.engine.getable import GET, getable, parts
 from tui.engine.known_models import BITS_PER_WEIGHT, BUILT_IN, block_type, known_models, pipelines_do, read_entries
 
 BUILT = known_models()
@@ -47,7 +47,6 @@ def test_a_gguf_file_is_smaller_than_its_model_and_loads_with_a_base_of_its_fami
     assert block_type(entry.quantization) in BITS_PER_WEIGHT
     assert 0 < entry.download_bytes < base.parameters["transformer"] * 2
     assert family_from_gguf(GGUF_ARCHITECTURE[entry.family]) is not None
-    assert fetch_command(entry).startswith(f"hf download {entry.repo} {entry.file} && hf download {entry.base} ")
 
 
 def test_a_model_to_get_is_judged_for_this_machine_without_a_file_on_disk(tmp_path):
@@ -120,6 +119,14 @@ quantization = "Q9_0"
 label = "Q9"
 family = "qwen_image"
 parameters = { transformer = 12 }
+
+[[model]]
+repo = "someone/pickles"
+file = "model.ckpt"
+base = "Qwen/Qwen-Image"
+label = "A pickle"
+family = "qwen_image"
+parameters = { transformer = 12 }
 """
 
 
@@ -139,7 +146,9 @@ def test_a_bad_entry_is_one_sentence_naming_file_entry_and_field_said_once_and_t
         "that entry is left out",
         f"{path}: model entry 5 (Q9): quantization 'Q9_0' is not one sdtui can size; use one of "
         "Q8_0, Q6_K, Q5_K, Q5_0, Q4_K, Q4_0, Q3_K, Q2_K (with _S or _M where the file's name has it); "
-        "that entry is left out"]
+        "that entry is left out",
+        f"{path}: model entry 6 (A pickle): file 'model.ckpt' is not allowed; name a .safetensors or .gguf file "
+        "by its path in the repository (folder/name.gguf); that entry is left out"]
     assert all(message.count(". ") == 0 for message in said)
 
 

@@ -19,6 +19,8 @@ from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
 from tui.engine.families import SD1, ModelFamily, family_from_checkpoint, family_from_configs
 from tui.engine.gguf_header import GGUF_SUFFIX, INSTALL
+from tui.engine.hub_files import cached_hub_file
+from tui.engine.models import split_hub_file
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.estimate import Estimate, Part, estimate, folder_parts, quantized_on_load, split_header
 from tui.engine.safetensors_header import HeaderError, read_header
@@ -215,7 +217,11 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
         for file in sorted([*snapshot.glob("*.safetensors"), *snapshot.glob("*.gguf")]):
             checked = _checkpoint(file)
             if checked.family is not None:
-                entries.append(_file_entry(file, f"{repo.repo_id}/{file.name}", where, checked))
+                name = f"{repo.repo_id}/{file.name}"
+                # Picked by its Hub name where that finds it (the main revision's): the name the recent
+                # list, the models to get and a typed setting use, loaded from the cache all the same.
+                entry = _file_entry(file, name, where, checked)
+                entries.append(replace(entry, ref=name) if main is not None else entry)
     return entries
 
 
@@ -280,6 +286,8 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
                             note=note, parts=folder_parts(path))
     if path.is_file():
         return replace(_file_entry(path, path.name, str(path.parent)), ref=ref)
+    if split_hub_file(ref) is not None:
+        return _hub_file_entry(ref, cache_dir)
     if "/" in ref and not ref.startswith(("/", ".", "~")):
         snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():
@@ -287,6 +295,14 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
                                 "Hugging Face cache", parts=folder_parts(snapshot))
         return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
     return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
+
+
+def _hub_file_entry(ref: str, cache_dir: Path | None) -> CatalogEntry:
+    """One file of a Hub repository (owner/name/file.gguf): described from the cache's copy, once there."""
+    path = cached_hub_file(ref, cache_dir)
+    if path is None:
+        return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
+    return replace(_file_entry(path, ref, "Hugging Face cache"), ref=ref)
 
 
 def family_on_disk(ref: str, cache_dir: Path | None = None) -> ModelFamily | None:
@@ -299,6 +315,9 @@ def family_on_disk(ref: str, cache_dir: Path | None = None) -> ModelFamily | Non
         return folder_family(path)
     if path.is_file():
         return checkpoint_family(path)[0]
+    if split_hub_file(ref) is not None:
+        cached = cached_hub_file(ref, cache_dir)
+        return checkpoint_family(cached)[0] if cached is not None else None
     snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref)) if "/" in ref else None
     if snapshot is not None and (snapshot / "model_index.json").is_file():
         return folder_family(snapshot, ref)
@@ -307,10 +326,12 @@ def family_on_disk(ref: str, cache_dir: Path | None = None) -> ModelFamily | Non
 
 def _with_unfinished_downloads(entries: list[CatalogEntry], cache_dir: Path) -> list[CatalogEntry]:
     """Downloads that stopped before the model was whole: marked, with what is here, so picking
-    one resumes it."""
+    one resumes it. Only a pipeline's (its model_index.json comes first): a single file's, which
+    has none, is resumed by picking that file again, and its repository is no model to pick."""
     from tui.engine.download import interrupted_downloads
 
-    unfinished = {d.repo_id: d for d in interrupted_downloads(cache_dir) if not d.named}
+    unfinished = {d.repo_id: d for d in interrupted_downloads(cache_dir)
+                  if not d.named and any((repo_folder(cache_dir, d.repo_id) / "snapshots").glob("*/model_index.json"))}
     out = []
     for entry in entries:
         download = unfinished.pop(entry.ref, None) if entry.kind == "hub" else None

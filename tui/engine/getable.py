@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tui.engine.catalog import CatalogEntry
-from tui.engine.download import hub_cache_dir, main_snapshot, repo_folder
+from tui.engine.download import hub_cache_dir
 from tui.engine.estimate import Part
+from tui.engine.hub_files import cached_hub_file
 from tui.engine.known_models import KnownModel, known_models
 
 GET = "get"  # CatalogEntry.kind of a model to get
@@ -32,16 +33,9 @@ def is_gated(entry: KnownModel, base: KnownModel | None) -> bool:
     return entry.gated or bool(base and base.gated)
 
 
-def fetch_command(entry: KnownModel) -> str:
-    """How to fetch a single-file entry and the parts of its base repository it loads with."""
-    return (f"hf download {entry.repo} {entry.file}" + (f" && hf download {entry.base} --exclude "
-                                                         "'transformer/*.safetensors'" if entry.base else ""))
-
-
 def in_cache(entry: KnownModel, cache_dir: Path) -> bool:
     """Whether its file is already in the cache (a repository counts as here when the cache scan lists it)."""
-    snapshot = main_snapshot(repo_folder(cache_dir, entry.repo))
-    return snapshot is not None and (snapshot / entry.file).is_file()
+    return cached_hub_file(entry.id, cache_dir) is not None
 
 
 def catalog_entry(entry: KnownModel, base: KnownModel | None = None) -> CatalogEntry:
@@ -63,7 +57,3 @@ def getable(on_disk: list[CatalogEntry], user_file: Path | None = None,
             continue
         rows.append(catalog_entry(entry, by_id.get(entry.base)))
     return rows
-
-
-def known_model(ref: str, user_file: Path | None = None) -> KnownModel | None:
-    return next((entry for entry in known_models(user_file) if entry.id == ref), None)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from tui.engine.families import FAMILIES, ModelFamily, family
+from tui.engine.models import split_hub_file
 
 log = logging.getLogger("tui.engine.known_models")
 BUILT_IN = Path(__file__).with_name("known_models.toml")
@@ -100,6 +101,14 @@ def _repo(raw: Mapping[str, Any], key: str) -> str:
     return repo
 
 
+def _file(raw: Mapping[str, Any]) -> str:
+    file = _text(raw, "file", required=False)
+    if file and split_hub_file(f"owner/name/{file}") is None:
+        raise BadEntry(f"file {file!r} is not allowed; name a .safetensors or .gguf file by its path in the "
+                       "repository (folder/name.gguf)")
+    return file
+
+
 def _family(raw: Mapping[str, Any]) -> tuple[str, str]:
     family_id = _text(raw, "family")
     ids = [f.id for f in FAMILIES]
@@ -130,7 +139,7 @@ def parse_entry(raw: Any) -> KnownModel:
         raise BadEntry("the entry must be a [[model]] table")
     repo = _repo(raw, "repo")
     family_id, variant = _family(raw)
-    file = _text(raw, "file", required=False)
+    file = _file(raw)
     base = _repo(raw, "base") if file else ""
     quantization = _text(raw, "quantization", required=False)
     if quantization and block_type(quantization) not in BITS_PER_WEIGHT:

@@ -1,5 +1,6 @@
 """Where a model comes from and how it is loaded: the demo model, a local diffusers
-folder, or a Hugging Face Hub id (from the local cache, downloading when allowed).
+folder or single file, a Hugging Face Hub id, or one file of a Hub repository (from the
+local cache, downloading when allowed).
 
 Safetensors only by default: weights that would be unpickled (.ckpt .bin .pt .pth)
 can run arbitrary code, so they are refused unless the user allows pickle.
@@ -12,9 +13,10 @@ import logging
 import os
 import re
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection, Iterator
 
 from tui.engine.demo import DEMO_LABEL, DEMO_MODEL_ID
 from tui.engine.families import FAMILIES
@@ -23,12 +25,19 @@ from tui.engine.pickles import PICKLE_SUFFIXES
 DEFAULT_MODEL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 SAFE_SUFFIXES = (".safetensors",)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# owner/name/path/to/file.gguf: one file of a repository, its path inside it after the repository id
+_HUB_FILE = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)/(?P<file>[\w.-]+(?:/[\w.-]+)*)$")
+HUB_FILE_SUFFIXES = (".safetensors", ".gguf")
 HUB_PROBE_TIMEOUT_S = 3.0
 log = logging.getLogger("tui.engine.models")
 
 
 class ModelLoadError(Exception):
     """A model could not be found or loaded; the message says what to do."""
+
+
+class NotOnHub(ModelLoadError):
+    """The Hub has no such repository (or file): nothing answers to the model's name."""
 
 
 def first_line(error: BaseException, default: str | None = None) -> str:
@@ -52,9 +61,20 @@ def _without_safety_checker(components) -> dict:
 
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # "demo" | "folder" | "hub" | "file"
+    kind: str  # "demo" | "folder" | "hub" | "file" | "hub_file"
     ref: str
     label: str
+
+
+def split_hub_file(ref: str) -> tuple[str, str] | None:
+    """("owner/name", "path/to/file.gguf") for one loadable file of a Hub repository; None for anything
+    else (a repository id, a path, another kind of file)."""
+    match = _HUB_FILE.match(ref.strip())
+    if match is None or not match["file"].lower().endswith(HUB_FILE_SUFFIXES):
+        return None
+    if any(part in (".", "..") for part in match["file"].split("/")):
+        return None
+    return match["repo"], match["file"]
 
 
 def resolve_source(model: str) -> ModelSource:
@@ -67,11 +87,15 @@ def resolve_source(model: str) -> ModelSource:
     if path.is_dir():
         return ModelSource("folder", str(path.resolve()), path.name)
     if path.is_file():
-        return ModelSource("file", str(path.resolve()), path.name)
+        # Its own name kept: a file in the Hugging Face cache is a link to a blob named by its hash alone.
+        return ModelSource("file", str(path.parent.resolve() / path.name), path.name)
     if _HUB_ID.match(text) and not text.startswith((".", "~")):
         return ModelSource("hub", text, text)
-    raise ModelLoadError(f"model: {text!r} is neither an existing folder nor a Hub id like "
-                         f"owner/name; give --model PATH to a diffusers folder, or --demo")
+    if split_hub_file(text) is not None:
+        return ModelSource("hub_file", text, text)
+    raise ModelLoadError(f"model: {text!r} is neither an existing folder nor a Hub id like owner/name (or "
+                         "owner/name/FILE.safetensors or .gguf for one file of it); give --model PATH to a "
+                         "diffusers folder, or --demo")
 
 
 def pickle_weights(folder: Path) -> list[Path]:
@@ -317,14 +341,18 @@ def choose_variant(present: set[str | None], prefer_fp16: bool) -> str | None:
     return None if None in present else FP16
 
 
-def _download_patterns(components: list[str], allow_pickle: bool, variant: str | None) -> tuple[list[str], list[str]]:
-    """Exactly the files the pipeline loads: each component's configs and its weights in one variant."""
+def _download_patterns(components: list[str], allow_pickle: bool, variant: str | None,
+                       without_weights_of: Collection[str] = ()) -> tuple[list[str], list[str]]:
+    """Exactly the files the pipeline loads: each component's configs and its weights in one variant
+    (only the configs of the components in ``without_weights_of``)."""
     allow = ["model_index.json"]
     for name in components:
         if name in SKIPPED_COMPONENTS:
             continue
         # chat_template.jinja: the Qwen and Mistral tokenizers' chat template, a file of its own in transformers 5
         allow += [f"{name}/*.json", f"{name}/*.txt", f"{name}/*.model", f"{name}/*.jinja"]
+        if name in without_weights_of:
+            continue
         allow.append(f"{name}/*.{variant}.safetensors" if variant else f"{name}/*.safetensors")
         if allow_pickle:
             allow.append(f"{name}/*.{variant}.bin" if variant else f"{name}/*.bin")
@@ -351,64 +379,50 @@ def _relative_files(folder: Path) -> list[str]:
     return [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
 
 
-def local_variant(folder: Path, allow_pickle: bool, prefer_fp16: bool) -> str | None | bool:
-    """The variant to load a pipeline folder with, or False when no variant is complete."""
-    present = complete_variants(_components(folder / "model_index.json"), _relative_files(folder), allow_pickle)
+def local_variant(folder: Path, allow_pickle: bool, prefer_fp16: bool,
+                  without_weights_of: Collection[str] = ()) -> str | None | bool:
+    """The variant to load a pipeline folder with, or False when no variant is complete (the components
+    in ``without_weights_of`` left out)."""
+    components = [name for name in _components(folder / "model_index.json") if name not in without_weights_of]
+    present = complete_variants(components, _relative_files(folder), allow_pickle)
     return choose_variant(present, prefer_fp16) if present else False
 
 
-def cached_snapshot(repo_id: str, allow_pickle: bool, prefer_fp16: bool = False) -> LocalModel | None:
-    """The cached snapshot of ``repo_id``'s main revision if every component's weights are there
-    in one variant; an interrupted download (no ``refs/main`` yet) or a half set does not count."""
+def cached_snapshot(repo_id: str, allow_pickle: bool, prefer_fp16: bool = False,
+                    without_weights_of: Collection[str] = ()) -> LocalModel | None:
+    """The cached snapshot of ``repo_id``'s main revision if every component's weights (but those of
+    ``without_weights_of``) are there in one variant; an interrupted download (no ``refs/main`` yet) or a
+    half set does not count."""
     from tui.engine.download import hub_cache_dir
     from tui.engine.download import main_snapshot, repo_folder
 
     snapshot = main_snapshot(repo_folder(hub_cache_dir(), repo_id))
     if snapshot is None or not (snapshot / "model_index.json").is_file():
         return None
-    variant = local_variant(snapshot, allow_pickle, prefer_fp16)
+    variant = local_variant(snapshot, allow_pickle, prefer_fp16, without_weights_of)
     return None if variant is False else LocalModel(snapshot, variant)
 
 
-def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallback,
-                   cancelled: Callable[[], bool] = _never, prefer_fp16: bool = False) -> LocalModel:
-    """The local snapshot of ``repo_id``, downloading what is missing when the Hub is reachable:
-    the fp16 weights when ``prefer_fp16`` and the repository has them, never the safety checker.
-    A cancelled download keeps its files and partial file; the next call resumes."""
+def require_hub(name: str, repo_id: str) -> None:
+    """Raise the one sentence that says why ``name`` (not in the cache) cannot be downloaded now, if it cannot:
+    the Hub switched off, or not answering."""
+    if hub_offline():
+        raise ModelLoadError(offline_message(name, "HF_HUB_OFFLINE is set"))
+    if not hub_reachable(repo_id):
+        raise ModelLoadError(offline_message(name, "the Hub cannot be reached"))
+
+
+@contextmanager
+def download_errors(repo_id: str) -> Iterator[None]:
+    """A download of ``repo_id``'s failures as one sentence each (ModelLoadError): no room on the disk,
+    cancelled, gated, not found, or the connection failing."""
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
 
-    from tui.engine.download import hub_cache_dir
-    from tui.engine.download import (DownloadCancelled, NotEnoughDisk, download_files, list_remote_files,
-                                     select_files)
+    from tui.engine.download import DownloadCancelled, NotEnoughDisk
     from tui.engine.memory import format_bytes
 
-    cached = cached_snapshot(repo_id, allow_pickle, prefer_fp16)
-    if cached is not None:
-        return cached
-    if hub_offline():
-        raise ModelLoadError(offline_message(repo_id, "HF_HUB_OFFLINE is set"))
-    if not hub_reachable(repo_id):
-        raise ModelLoadError(offline_message(repo_id, "the Hub cannot be reached"))
-    cache, endpoint = hub_cache_dir(), hub_endpoint()
     try:
-        commit, listed = list_remote_files(repo_id, endpoint)
-        index = select_files(listed, ["model_index.json"], [])
-        if not index:
-            raise ModelLoadError(f"model: {repo_id} has no model_index.json, so it is not a diffusers pipeline; "
-                                 "for a single .safetensors checkpoint, download it and give its path")
-        first = download_files(repo_id, commit, index, cache, lambda *_: None, cancelled, endpoint, name_ref=False)
-        components = _components(first / "model_index.json")
-        present = complete_variants(components, [f.path for f in listed], allow_pickle)
-        if not present:
-            raise ModelLoadError(f"model: {repo_id} has no complete set of .safetensors weights"
-                                 + ("" if allow_pickle else "; if you trust it, --allow-pickle also takes .bin"))
-        variant = choose_variant(present, prefer_fp16)
-        if variant:
-            log.info("downloading the %s weights of %s", variant, repo_id)
-        allow, ignore = _download_patterns(components, allow_pickle, variant)
-        folder = download_files(repo_id, commit, select_files(listed, allow, ignore), cache, on_progress, cancelled,
-                                endpoint)
-        return LocalModel(folder, variant)
+        yield
     except NotEnoughDisk as error:
         raise ModelLoadError(f"model: downloading {repo_id} needs {format_bytes(error.needed)} more and the disk "
                              f"holding the Hugging Face cache ({error.where}) has {format_bytes(error.free)} free; "
@@ -420,8 +434,8 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
         raise ModelLoadError(f"model: {repo_id} is gated; accept its licence on its Hub page, then log in "
                              "with the Hugging Face CLI (`hf auth login`) and try again") from None
     except RepositoryNotFoundError:
-        raise ModelLoadError(f"model: {repo_id} was not found on the Hub (or it is private and you are "
-                             "not logged in: `hf auth login`)") from None
+        raise NotOnHub(f"model: {repo_id} was not found on the Hub (or it is private and you are "
+                       "not logged in: `hf auth login`)") from None
     except (HfHubHTTPError, OSError) as error:
         raise ModelLoadError(f"model: downloading {repo_id} failed: {first_line(error)}; "
                              "try again to resume") from None
@@ -432,6 +446,42 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
             raise ModelLoadError(f"model: downloading {repo_id} failed: {type(error).__name__} "
                                  f"{first_line(error, '')}; try again to resume") from None
         raise
+
+
+def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallback,
+                   cancelled: Callable[[], bool] = _never, prefer_fp16: bool = False,
+                   without_weights_of: Collection[str] = ()) -> LocalModel:
+    """The local snapshot of ``repo_id``, downloading what is missing when the Hub is reachable:
+    the fp16 weights when ``prefer_fp16`` and the repository has them, never the safety checker, and
+    only the configs of the components in ``without_weights_of`` (a single file's base repository
+    without its transformer). A cancelled download keeps its files and partial file; the next call resumes."""
+    from tui.engine.download import download_files, hub_cache_dir, list_remote_files, select_files
+
+    cached = cached_snapshot(repo_id, allow_pickle, prefer_fp16, without_weights_of)
+    if cached is not None:
+        return cached
+    require_hub(repo_id, repo_id)
+    cache, endpoint = hub_cache_dir(), hub_endpoint()
+    with download_errors(repo_id):
+        commit, listed = list_remote_files(repo_id, endpoint)
+        index = select_files(listed, ["model_index.json"], [])
+        if not index:
+            raise ModelLoadError(f"model: {repo_id} has no model_index.json, so it is not a diffusers pipeline; "
+                                 f"for one .safetensors or .gguf file of it, give {repo_id}/FILE")
+        first = download_files(repo_id, commit, index, cache, lambda *_: None, cancelled, endpoint, name_ref=False)
+        components = _components(first / "model_index.json")
+        weighted = [name for name in components if name not in without_weights_of]
+        present = complete_variants(weighted, [f.path for f in listed], allow_pickle)
+        if not present:
+            raise ModelLoadError(f"model: {repo_id} has no complete set of .safetensors weights"
+                                 + ("" if allow_pickle else "; if you trust it, --allow-pickle also takes .bin"))
+        variant = choose_variant(present, prefer_fp16)
+        if variant:
+            log.info("downloading the %s weights of %s", variant, repo_id)
+        allow, ignore = _download_patterns(components, allow_pickle, variant, without_weights_of)
+        folder = download_files(repo_id, commit, select_files(listed, allow, ignore), cache, on_progress, cancelled,
+                                endpoint)
+        return LocalModel(folder, variant)
 
 
 def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None,

@@ -26,13 +26,13 @@ from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, need
 from tui.engine.memory import format_bytes, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
 from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
-                               local_variant, pipeline_loader, resolve_source)
+                               local_variant, pipeline_loader, require_hub, resolve_source)
 from tui.engine.networks import NetworkError
 from tui.engine.options import EngineOptions
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
-from tui.engine.single_files import single_file_loader
+from tui.engine.single_files import TRANSFORMER, single_file_loader
 from tui.engine.step_callback import CancelRequested, StepCallback
 
 log = logging.getLogger("tui.engine")
@@ -153,7 +153,7 @@ class Engine:
         # Downloads and checks come before the loaded model is unloaded: a model that cannot load
         # (a Hub id while offline, a truncated file) leaves the working one in place.
         build = self._loader(source, on_event, cancel, dtype.value, device.value)
-        if family is None and source.kind == "hub":  # downloaded just now: its family can be read at last
+        if family is None and source.kind in ("hub", "hub_file"):  # downloaded just now: its family can be read
             family = family_on_disk(source.ref)
             dtype = devices.choose_dtype(options.dtype, device.value, family and family.family, facts)
             key = (source.kind, source.ref, device.value, dtype.value, options.quantize)
@@ -255,14 +255,36 @@ class Engine:
         if source.kind == "file":
             return single_file_loader(Path(source.ref), options.allow_pickle, prefer_fp16, quantize, device)
         if source.kind == "hub":
-            local = fetch_from_hub(source.ref, options.allow_pickle,
-                                   lambda done, total: on_event(DownloadProgress(source.label, done, total)),
-                                   cancel.is_set, prefer_fp16)
+            local = fetch_from_hub(source.ref, options.allow_pickle, _progress(source.label, on_event), cancel.is_set,
+                                   prefer_fp16)
             return pipeline_loader(local.folder, options.allow_pickle, local.variant, quantize)
+        if source.kind == "hub_file":
+            return self._hub_file_loader(source, on_event, cancel, prefer_fp16, quantize, device)
         folder = Path(source.ref)
         variant = local_variant(folder, options.allow_pickle, prefer_fp16) if (folder / "model_index.json").is_file() \
             else None
         return pipeline_loader(folder, options.allow_pickle, variant or None, quantize)
+
+    def _hub_file_loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, prefer_fp16: bool,
+                         quantize: str, device: str):
+        """One file of a Hub repository, downloaded unless cached; a transformer alone also downloads its
+        family's base repository without the transformer's weights, unless one is cached."""
+        from tui.engine.hub_files import fetch_hub_file
+
+        allow_pickle = self.options.allow_pickle
+        path = fetch_hub_file(source.ref, _progress(source.label, on_event), cancel.is_set)
+
+        def fetch_base(repo_id: str) -> None:
+            try:
+                require_hub(repo_id, repo_id)
+            except ModelLoadError:
+                return  # the loader then says which repository is missing and how to fetch it
+            log.info("%s loads with the text encoders, VAE and configs of %s, which the cache does not hold: "
+                     "downloading them (not its transformer weights)", source.label, repo_id)
+            fetch_from_hub(repo_id, allow_pickle, _progress(repo_id, on_event), cancel.is_set, prefer_fp16,
+                           without_weights_of=(TRANSFORMER,))
+
+        return single_file_loader(path, allow_pickle, prefer_fp16, quantize, device, fetch_base)
 
     def _judge_memory(self, source: ModelSource, device: str, dtype: str, on_event: OnEvent):
         """Say, before it loads, what the model will need against what the device may use, and what
@@ -706,6 +728,11 @@ class Engine:
         quantized = {"quantization": self.quantization} if self.quantization else {}
         return {"model": self.model_label, "family": self.family, **kind, "device": self.device, "dtype": self.dtype,
                 **quantized, **self.machine}
+
+
+def _progress(name: str, on_event: OnEvent):
+    """A download's progress callback, reporting as DownloadProgress events of ``name``."""
+    return lambda done, total: on_event(DownloadProgress(name, done, total))
 
 
 def total_steps_of(request: GenerationRequest) -> int:

@@ -1,8 +1,10 @@
 """Single files that hold a model's transformer alone (FLUX.1, FLUX.2, Z-Image, Qwen-Image, SD 3.5: the
 files their makers and ComfyUI publish, and the GGUF files quantized from them): diffusers converts the
 transformer from its original layout, and the pipeline's other parts (text encoders, tokenizers, VAE,
-scheduler) and the transformer's config come from a diffusers repository of the same model already in
-the local Hugging Face cache. Nothing is fetched: a missing repository is an error that says how to fetch it.
+scheduler) and the transformer's config come from a diffusers repository of the same model in the local
+Hugging Face cache. A file given by path fetches nothing: a missing repository is an error that says how to
+fetch it. A file the user chose from the Hub (owner/name/file.gguf) is given a ``fetch_base``, which downloads
+the family's base repository without its transformer weights.
 """
 
 from __future__ import annotations
@@ -123,15 +125,21 @@ def transformer_tensors(path: Path, torch_dtype) -> tuple[dict[str, Any], dict[s
     return load_gguf_checkpoint(str(path)), {"quantization_config": GGUFQuantizationConfig(compute_dtype=torch_dtype)}
 
 
+FetchBase = Callable[[str], object]  # downloads a base repository (by id) without its transformer weights
+
+
 def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str, tuple[int, ...]],
-                            allow_pickle: bool, prefer_fp16: bool, quantize: str = "none",
-                            device: str = "cpu") -> Callable[[Any], Any]:
-    """Find the base repository's other parts in the cache, raising ModelLoadError before anything is
-    unloaded; the function returned loads the file's transformer and the pipeline around it, the parts the
-    ``quantize`` setting names quantized to NF4 on ``device`` as they load (not a GGUF file's: it is
-    quantized already)."""
+                            allow_pickle: bool, prefer_fp16: bool, quantize: str = "none", device: str = "cpu",
+                            fetch_base: FetchBase | None = None) -> Callable[[Any], Any]:
+    """Find the base repository's other parts in the cache (downloading them with ``fetch_base`` where given
+    and none is cached), raising ModelLoadError before anything is unloaded; the function returned loads the
+    file's transformer and the pipeline around it, the parts the ``quantize`` setting names quantized to NF4
+    on ``device`` as they load (not a GGUF file's: it is quantized already)."""
     repo_id = base_repo_id(model, shapes)
     found = find_base(model, repo_id, allow_pickle, prefer_fp16)
+    if found is None and fetch_base is not None:
+        fetch_base(repo_id)
+        found = find_base(model, repo_id, allow_pickle, prefer_fp16)
     if found is None:
         raise ModelLoadError(missing_base_message(path, model, repo_id))
     base_id, base = found
@@ -197,11 +205,12 @@ def check_gguf_file(path: Path) -> tuple[GGUFHeader, ModelFamily]:
 
 
 def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False, quantize: str = "none",
-                       device: str = "cpu") -> Callable[[Any], Any]:
+                       device: str = "cpu", fetch_base: FetchBase | None = None) -> Callable[[Any], Any]:
     """Check a .safetensors (or, when allowed, .ckpt) checkpoint, raising ModelLoadError before
     anything is unloaded; the function returned loads it at a torch dtype. A file holding a
-    transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository;
-    ``prefer_fp16`` picks that repository's fp16 weights where it has them. A whole checkpoint
+    transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository, which
+    ``fetch_base`` downloads where given and the cache holds none; ``prefer_fp16`` picks that repository's
+    fp16 weights where it has them. A whole checkpoint
     loads through diffusers' single-file loader (models.whole_checkpoint_loader). A .gguf file holds a
     quantized transformer, which loads as a .safetensors one does and stays quantized. ``quantize`` applies
     to a transformer-only .safetensors file alone (on ``device``)."""
@@ -210,11 +219,12 @@ def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False
     if path.suffix.lower() == GGUF_SUFFIX:
         gguf, model = check_gguf_file(path)
         _not_quantized(quantize, path, "a GGUF file, whose transformer is quantized already")
-        return transformer_file_loader(path, model, gguf.shapes, allow_pickle, prefer_fp16)
+        return transformer_file_loader(path, model, gguf.shapes, allow_pickle, prefer_fp16, fetch_base=fetch_base)
     header = check_single_file(path, allow_pickle)
     model = family_from_checkpoint(header.shapes.keys(), path.name) if header is not None else None
     if model is not None and transformer_only(model, header.shapes.keys()):
-        return transformer_file_loader(path, model, header.shapes, allow_pickle, prefer_fp16, quantize, device)
+        return transformer_file_loader(path, model, header.shapes, allow_pickle, prefer_fp16, quantize, device,
+                                       fetch_base)
     _not_quantized(quantize, path, "a whole checkpoint, which diffusers' single-file loader cannot quantize")
     return whole_checkpoint_loader(path, header, allow_pickle)
 

@@ -375,14 +375,17 @@ def prompt_problem(request: GenerationRequest, models_dir: str | None, allow_pic
 def model_is_unknown(options, error: Exception) -> bool:
     """Whether a model failed to load because nothing answers to its name (bad input): not a
     folder, file or Hub id; not on the Hub; or, with the Hub off, nowhere in the local cache."""
-    from tui.engine.models import ModelLoadError, cached_snapshot, hub_offline, resolve_source
+    from tui.engine.hub_files import cached_hub_file
+    from tui.engine.models import ModelLoadError, NotOnHub, cached_snapshot, hub_offline, resolve_source
 
     try:
         source = resolve_source(options.model)
     except ModelLoadError:
         return True
-    if source.kind != "hub":
+    if source.kind not in ("hub", "hub_file"):
         return False
-    if type(error.__context__).__name__ == "RepositoryNotFoundError":  # the Hub said so
+    if isinstance(error, NotOnHub):  # the Hub said so
         return True
+    if source.kind == "hub_file":
+        return hub_offline() and cached_hub_file(source.ref) is None
     return hub_offline() and cached_snapshot(source.ref, allow_pickle=True) is None

@@ -1,7 +1,8 @@
 """The model picker: every model already on this machine (Hugging Face cache, the models
 folder, recently used, the demo) with its family, size and place, and below them the known
 models not here yet, with their download size; each judged for this machine's memory. Type to
-filter, or type a Hub id or a path that is not listed to load (and if need be download) it.
+filter, or type a Hub id (or one file of a repository, owner/name/file.gguf) or a path that is not listed to
+load (and if need be download) it.
 
 The catalog is built in a thread: scanning a large cache reads many small files.
 """
@@ -20,6 +21,7 @@ from tui.engine.download import hub_cache_dir
 from tui.engine.estimate import gb
 from tui.engine.fit import FITS, TIGHT, Budget, budget_from_sample, judge
 from tui.engine.memory import MemorySample, format_bytes, sample_memory
+from tui.engine.models import split_hub_file
 from tui.client.screens.picker import PickerScreen
 from tui.text import plural, visible
 
@@ -28,7 +30,8 @@ def _looks_like_model(text: str) -> bool:
     text = text.strip()
     if not text:
         return False
-    return Path(text).expanduser().exists() or (text.count("/") == 1 and not text.startswith(("/", ".", "~")))
+    return (Path(text).expanduser().exists() or (text.count("/") == 1 and not text.startswith(("/", ".", "~")))
+            or split_hub_file(text) is not None)
 
 
 TO_GET = "models to get"  # the heading row above them
@@ -138,22 +141,12 @@ class ModelPickerScreen(PickerScreen):
             return None
         if isinstance(item, str):
             return item
-        if item.kind == GET and item.ref.count("/") > 1:  # one file of a repository
-            self._say_how_to_fetch(item)
-            return None
-        return item.ref
-
-    def _say_how_to_fetch(self, item: CatalogEntry) -> None:
-        from tui.engine.getable import fetch_command, known_model
-
-        entry = known_model(item.ref, self.known_models_file)
-        if entry is not None:
-            self.hint(f"{visible(item.name)} is one file of {entry.repo}, which sdtui does not download itself: fetch "
-                      f"it, and the text encoders and VAE it loads with, by `{fetch_command(entry)}`", style="bold")
+        return item.ref  # a model to get too, a repository or one file of it: loading it downloads it
 
     def nothing_matches(self, text: str) -> None:
-        self.hint(f"model: nothing here matches {visible(text)!r}; type a Hub id like owner/name or the path of an "
-                  "existing folder or .safetensors file", style="bold red")
+        self.hint(f"model: nothing here matches {visible(text)!r}; type a Hub id like owner/name (or owner/name/"
+                  "FILE.gguf for one file of it) or the path of an existing folder or .safetensors file",
+                  style="bold red")
 
 
 def _searched(entry: CatalogEntry) -> str:

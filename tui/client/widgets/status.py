@@ -98,7 +98,7 @@ class StatusPanel(Vertical):
         self._pending = None  # the newest Step not yet shown
         self._due = 0.0
         self._timer = None
-        self._download_start: tuple[float, int] | None = None
+        self._download_start: tuple[float, int, str] | None = None  # when, bytes then, of which download
         self.step_times: list[float] = []
         self.total_steps = 0
         self.images = 1
@@ -172,9 +172,10 @@ class StatusPanel(Vertical):
         """The progress bar and line show a model download (a DownloadProgress) instead of steps;
         returns how far it is, its rate since it began here, and the time left."""
         now = time.monotonic()
-        if self._download_start is None:
-            self._download_start = (now, report.done_bytes)
-        began, first_bytes = self._download_start
+        # A single file's download is followed by its base repository's: the rate starts again with it.
+        if self._download_start is None or self._download_start[2] != report.model:
+            self._download_start = (now, report.done_bytes, report.model)
+        began, first_bytes, _model = self._download_start
         rate = (report.done_bytes - first_bytes) / (now - began) if now > began else 0.0
         total = format_bytes(report.total_bytes) if report.total_bytes else "?"
         text = f"{format_bytes(report.done_bytes)} of {total} at {format_bytes(int(rate))}/s"
