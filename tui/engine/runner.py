@@ -7,7 +7,6 @@ any thread.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -23,9 +22,9 @@ from tui.engine.catalog import family_on_disk
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Unloaded)
 from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, needs_vae_upcast
-from tui.engine.memory import format_bytes, sample_memory, total_ram
+from tui.engine.memory import format_bytes, release_device_memory, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
-from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
+from tui.engine.models import (Loader, ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, resolve_source)
 from tui.engine.networks import NetworkError
 from tui.engine.options import EngineOptions
@@ -34,6 +33,7 @@ from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
 from tui.engine.single_files import single_file_loader
 from tui.engine.step_callback import CancelRequested, StepCallback
+from tui.engine.weights import own_aligned_memory, pipeline_modules
 
 log = logging.getLogger("tui.engine")
 OnEvent = Callable[[Event], None]
@@ -162,7 +162,7 @@ class Engine:
                 self._load_again(previous, on_event)
             raise
         if device.value == "cpu":
-            _own_aligned_memory(pipe)
+            own_aligned_memory(pipeline_modules(pipe).values())
         pipe.set_progress_bar_config(disable=True)
 
         self.pipe = pipe
@@ -204,8 +204,8 @@ class Engine:
             self._facts[device] = devices.dtype_facts(device)
         return self._facts[device]
 
-    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str):
-        """A function of the torch dtype that builds the pipeline, once the model is on disk and checked."""
+    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str) -> Loader:
+        """What builds the pipeline at a torch dtype, once the model is on disk and checked."""
         options = self.options
         if source.kind == "demo":
             from tui.engine.demo import build_demo_pipeline
@@ -214,7 +214,7 @@ class Engine:
                 pipe = build_demo_pipeline()
                 return pipe if torch_dtype == pipe.dtype else pipe.to(dtype=torch_dtype)
 
-            return demo
+            return Loader(demo)
         prefer_fp16 = dtype == "float16"  # half the download and the memory, where the repository has fp16
         if source.kind == "file":
             return single_file_loader(Path(source.ref), options.allow_pickle, prefer_fp16)
@@ -306,7 +306,7 @@ class Engine:
         self._networks.reset()
         self._img2img = None
         self._edit = None
-        _free_device_memory(self.device)
+        release_device_memory(self.device)
         memory = sample_memory(self.device)
         log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
                  format_bytes(memory.device_allocated), format_bytes(memory.process_rss))
@@ -360,7 +360,7 @@ class Engine:
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
                 log.debug("freeing the %s cache before a job at a new size, %dx%d", self.device, *size)
-                _free_device_memory(self.device)
+                release_device_memory(self.device)
             self._last_size = size
             batch = devices.choose_batch_size(self.device, request.count).value
             swap_start = sample_memory(self.device).swap_used
@@ -378,7 +378,7 @@ class Engine:
             on_event(Failed(request, str(error), completed=len(results)))
         except Exception as error:  # the engine must survive any pipeline failure
             oom = devices.is_out_of_memory(error)
-            _free_device_memory(self.device)
+            release_device_memory(self.device)
             if oom:
                 message = (f"out of memory on {self.device} at {request.width}x{request.height}; "
                            "turn attention slicing on, use a smaller size or fewer images at once")
@@ -652,41 +652,3 @@ def _family(pipe, label: str) -> ModelFamily:
 
     index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
     return family_from_configs(index, config("unet"), config("scheduler"), label, transformer=config("transformer"))
-
-
-CPU_ALIGNMENT = 64  # bytes; what PyTorch's CPU allocator gives every new tensor
-
-
-def _own_aligned_memory(pipe) -> int:
-    """Give every CPU weight its own 64-byte-aligned memory; returns how many were moved.
-
-    CPU matrix kernels pick their code path by the alignment of the data, and the last bits of
-    a product follow the path: the same weight at an 8-byte-aligned address (where a memory-mapped
-    .safetensors file puts it) and at a 64-byte-aligned one gave text embeddings 2.7e-7 apart here,
-    enough to change pixels. Loading a folder maps the file; loading a single-file checkpoint
-    converts into new tensors. Copying the misaligned ones makes the same model give the same
-    image whichever way it was loaded. (mps and cuda copy every weight to the device anyway.)"""
-    import torch
-
-    moved = 0
-    for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
-        for tensor in [*component.parameters(), *component.buffers()]:
-            if tensor.device.type == "cpu" and tensor.data_ptr() % CPU_ALIGNMENT:
-                tensor.data = tensor.data.clone()
-                moved += 1
-    return moved
-
-
-def _free_device_memory(device: str) -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if device == "cuda" and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        elif device == "mps" and torch.backends.mps.is_available():
-            torch.mps.empty_cache()
-    except Exception:  # freeing caches is best effort
-        log.debug("could not empty the device cache", exc_info=True)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 from tui.engine.families import Family, ModelFamily
-from tui.engine.models import (LOADER_ERRORS, LocalModel, ModelLoadError, _components, _relative_files,
+from tui.engine.models import (LOADER_ERRORS, LocalModel, Loader, ModelLoadError, _components, _relative_files,
                                check_single_file, choose_variant, complete_variants, first_line,
                                whole_checkpoint_loader)
 
@@ -98,7 +98,7 @@ def without_comfy_prefix(state: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str, tuple[int, ...]],
-                            allow_pickle: bool, prefer_fp16: bool) -> Callable[[Any], Any]:
+                            allow_pickle: bool, prefer_fp16: bool) -> Loader:
     """Find the base repository's other parts in the cache, raising ModelLoadError before anything is
     unloaded; the function returned loads the file's transformer and the pipeline around it."""
     repo_id = base_repo_id(model, shapes)
@@ -125,10 +125,10 @@ def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str,
             raise ModelLoadError(f"model: loading {path.name} with the other parts of {base_id} failed: "
                                  f"{first_line(error)}") from None
 
-    return load
+    return Loader(load, base, not allow_pickle or None)
 
 
-def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False) -> Callable[[Any], Any]:
+def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False) -> Loader:
     """Check a .safetensors (or, when allowed, .ckpt) checkpoint, raising ModelLoadError before
     anything is unloaded; the function returned loads it at a torch dtype. A file holding a
     transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository;
