@@ -62,8 +62,15 @@ class Networks:
         self._adapters: dict[tuple[str, int], str] = {}  # (path, mtime) -> adapter name, oldest use first
         self._embeddings: dict[str, tuple[str, int]] = {}  # token -> (path, mtime)
         self._active: tuple = ()
+        self._in_encoders: tuple = ()  # the active LoRAs whose layers include a text encoder's
         self._enabled = True
         self._serial = 0
+
+    @property
+    def encoder_state(self) -> tuple:
+        """What of the LoRAs and embeddings reaches the text encoders: prompt embeddings made
+        under one state are not the embeddings of another."""
+        return self._in_encoders, tuple(sorted(self._embeddings.items()))
 
     def prepare(self, pipe, family: Family, models_dir: str, prompt: str, negative: str,
                 allow_pickle: bool) -> PreparedPrompts:
@@ -120,6 +127,7 @@ class Networks:
         active = tuple(uses)
         if active == self._active:
             return
+        self._in_encoders = ()
         if not uses:
             if self._adapters and self._enabled:
                 pipe.disable_lora()
@@ -131,6 +139,8 @@ class Networks:
                 self._enabled = True
             parts = pipe.get_list_adapters()  # {"unet": [adapter, ...], "text_encoder": [...], ...}
             pipe.set_adapters([name for name, _ in uses], [_weights(name, use, parts) for name, use in uses])
+            encoders = [adapters for part, adapters in parts.items() if part not in _DENOISERS]
+            self._in_encoders = tuple((name, use) for name, use in uses if any(name in a for a in encoders))
             log.info("LoRAs: %s", ", ".join(described))
         self._active = active
         self._evict(pipe, {name for name, _ in uses})

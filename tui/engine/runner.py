@@ -29,6 +29,7 @@ from tui.engine.models import (Loader, ModelLoadError, ModelSource, fetch_from_h
 from tui.engine.networks import NetworkError
 from tui.engine.options import EngineOptions
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
+from tui.engine.prompt_cache import PromptCache, memoise_encode_prompt
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
 from tui.engine.single_files import single_file_loader
@@ -94,6 +95,8 @@ class Engine:
         self._networks = Networks()  # the LoRAs and embeddings loaded into the pipeline
         self._img2img = None  # the loaded pipeline's image-to-image sibling, made when first needed
         self._edit = None  # ... and its edit-by-instruction one
+        self._prompts = PromptCache()  # the loaded model's prompt embeddings, for re-rolls
+        self._encoder_state: tuple = ()  # the LoRAs and embeddings in the text encoders the cache was made under
 
     # --- loading ------------------------------------------------------------------------
 
@@ -180,6 +183,7 @@ class Engine:
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
         if warmup.value and not self._edits_only():  # an editing pipeline cannot run without an image
             pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
+        memoise_encode_prompt(pipe, self._prompts)
         self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
         for decision in self.decisions:
             log.info(decision.describe())
@@ -306,6 +310,8 @@ class Engine:
         self._networks.reset()
         self._img2img = None
         self._edit = None
+        self._prompts.clear()
+        self._encoder_state = ()
         release_device_memory(self.device)
         memory = sample_memory(self.device)
         log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
@@ -343,8 +349,12 @@ class Engine:
             self._use_scheduler(request.scheduler, request.shift)
             self._apply_attention_slicing()
             self._apply_vae_tiling(request.output_size)
+            self._prompts.begin_job()
             prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
                                               request.prompt, request.negative_prompt, self.options.allow_pickle)
+            if self._networks.encoder_state != self._encoder_state:  # embeddings made under other ones
+                self._prompts.clear()
+                self._encoder_state = self._networks.encoder_state
             for name, steps in prepared.made_for_steps.items():
                 if steps != request.steps:
                     log.info("LoRA %s is made for %d steps (its name or metadata says so); this job runs %d",
@@ -368,6 +378,8 @@ class Engine:
                 indices = list(range(first, min(first + batch, request.count)))
                 results += self._run_batch(request, prompts, prepared, source, indices, called, swap_start,
                                            on_event, cancel)
+            if self._prompts.all_reused:
+                log.info("prompt embeddings reused: the text encoders did not run")
         except _ListenerError:
             raise
         except CancelRequested:
@@ -444,7 +456,10 @@ class Engine:
     def _prompt_arguments(self, prepared: PreparedPrompts) -> dict[str, Any]:
         from tui.engine.conditioning import prompt_arguments
 
-        arguments = prompt_arguments(self.pipe, self.family_info.family, prepared.prompt, prepared.negative)
+        family = self.family_info.family
+        # The same tensors on a re-roll (not copies), so encode_prompt's cache, which keys them by identity, hits.
+        arguments = self._prompts.get(("a1111", prepared.prompt, prepared.negative), lambda: prompt_arguments(
+            self.pipe, family, prepared.prompt, prepared.negative), copy=False)
         for note in arguments.notes:
             log.info(note)
         return arguments.kwargs
@@ -552,6 +567,7 @@ class Engine:
 
             self._edit = getattr(diffusers, name).from_pipe(self.pipe)
             self._edit.set_progress_bar_config(disable=True)
+            memoise_encode_prompt(self._edit, self._prompts)
             log.info("edit: %s on the loaded model's components", name)
         self._edit.scheduler = self.pipe.scheduler
         return self._edit
@@ -574,6 +590,7 @@ class Engine:
                 raise InitImageError(f"init image: {family.label} models have no image-to-image pipeline here")
             self._img2img = getattr(diffusers, family.pipelines.image_to_image).from_pipe(self.pipe)
             self._img2img.set_progress_bar_config(disable=True)
+            memoise_encode_prompt(self._img2img, self._prompts)
             log.info("image-to-image: %s on the loaded model's components", type(self._img2img).__name__)
         self._img2img.scheduler = self.pipe.scheduler
         return self._img2img
