@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from tui.engine.families import CLIP, FAMILIES, Family, family_labels
 from tui.engine.models import first_line
@@ -72,11 +73,17 @@ class Networks:
         under one state are not the embeddings of another."""
         return self._in_encoders, tuple(sorted(self._embeddings.items()))
 
+    def in_text_encoders(self, pipe) -> bool:
+        """Whether a LoRA or an embedding is loaded into one of the text encoders (switched on or not)."""
+        return bool(self._embeddings) or (bool(self._adapters) and any(
+            part not in _DENOISERS for part in pipe.get_list_adapters()))
+
     def prepare(self, pipe, family: Family, models_dir: str, prompt: str, negative: str,
-                allow_pickle: bool) -> PreparedPrompts:
+                allow_pickle: bool, before_loading: Callable[[], None] = lambda: None) -> PreparedPrompts:
         """Make ``pipe`` use the LoRAs ``prompt`` names (and none other) and the embeddings either
         prompt names. Raises NetworkError, in one sentence, for a file that is missing, of another
-        family, or unreadable."""
+        family, or unreadable. ``before_loading`` runs before a file is loaded into the pipeline
+        (which may need its text encoders)."""
         wanted = extract_loras(prompt)
         unwanted = extract_loras(negative)
         for sentence in wanted.ignored:
@@ -92,7 +99,7 @@ class Networks:
             for use in wanted.loras:
                 found = find_network(files, use.name, LORAS)
                 _check_usable(found, pipe, family)
-                uses.append((self._adapter(pipe, found), use))
+                uses.append((self._adapter(pipe, found, before_loading), use))
                 described.append(replace(use, name=found.name).described)
                 prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
                 if found.steps:
@@ -100,15 +107,17 @@ class Networks:
         self._activate(pipe, uses, described)
         if folder and (folder / EMBEDDINGS).is_dir():
             for found in _named_embeddings(folder / EMBEDDINGS, allow_pickle, prepared.prompt, prepared.negative):
-                self._embedding(pipe, family, found)
+                self._embedding(pipe, family, found, before_loading)
                 prepared.ti_hashes[found.name] = short_hash(found.path, skip_header=False)
         return prepared
 
-    def _adapter(self, pipe, found: NetworkFile) -> str:
+    def _adapter(self, pipe, found: NetworkFile, before_loading: Callable[[], None]) -> str:
         key = (str(found.path), found.path.stat().st_mtime_ns)
         if key in self._adapters:
             self._adapters[key] = self._adapters.pop(key)  # now the most recently used
             return self._adapters[key]
+        if any(part not in _DENOISERS for part in getattr(pipe, "_lora_loadable_modules", ())):
+            before_loading()  # a LoRA's text encoder layers go into the encoders (SD's, FLUX.1's)
         self._serial += 1
         name = f"lora{self._serial}"  # adapter names must be identifiers; file names need not be
         started = time.perf_counter()
@@ -151,10 +160,11 @@ class Networks:
                 break
             pipe.delete_adapters([self._adapters.pop(key)])
 
-    def _embedding(self, pipe, family: Family, found: NetworkFile) -> None:
+    def _embedding(self, pipe, family: Family, found: NetworkFile, before_loading: Callable[[], None]) -> None:
         key = (str(found.path), found.path.stat().st_mtime_ns)
         if self._embeddings.get(found.name) == key:
             return
+        before_loading()
         if found.name in self._embeddings:  # the file changed: its tokens are replaced
             _unload_embedding(pipe, family, found.name)
         if found.problem:

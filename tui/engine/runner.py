@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -22,7 +23,7 @@ from tui.engine.catalog import family_on_disk
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Unloaded)
 from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, needs_vae_upcast
-from tui.engine.memory import format_bytes, release_device_memory, sample_memory, total_ram
+from tui.engine.memory import MemorySample, format_bytes, release_device_memory, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
 from tui.engine.models import (Loader, ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, resolve_source)
@@ -34,7 +35,8 @@ from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
 from tui.engine.single_files import single_file_loader
 from tui.engine.step_callback import CancelRequested, StepCallback
-from tui.engine.weights import own_aligned_memory, pipeline_modules
+from tui.engine.text_encoders import TextEncoders
+from tui.engine.weights import module_bytes, own_aligned_memory, pipeline_modules
 
 log = logging.getLogger("tui.engine")
 OnEvent = Callable[[Event], None]
@@ -97,6 +99,11 @@ class Engine:
         self._edit = None  # ... and its edit-by-instruction one
         self._prompts = PromptCache()  # the loaded model's prompt embeddings, for re-rolls
         self._encoder_state: tuple = ()  # the LoRAs and embeddings in the text encoders the cache was made under
+        self._encoders: TextEncoders | None = None
+        self._weight_bytes = 0  # every weight of the loaded pipeline, measured after loading
+        self._residency: devices.Decision | None = None  # the text encoder decision the log last gave
+        self._free_encoders = devices.KEEP  # how the text encoders leave at the next denoising step
+        self._said_encoders_stay = False
 
     # --- loading ------------------------------------------------------------------------
 
@@ -183,8 +190,9 @@ class Engine:
         warmup = devices.choose_warmup(options.warmup, device.value, torch.__version__)
         if warmup.value and not self._edits_only():  # an editing pipeline cannot run without an image
             pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
-        memoise_encode_prompt(pipe, self._prompts)
-        self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else [])
+        self._watch_text_encoders(build)
+        residency = self._apply_text_encoder_residency(sample_memory(device.value))
+        self.decisions = [device, dtype, slicing, warmup] + ([upcast] if upcast else []) + [residency]
         for decision in self.decisions:
             log.info(decision.describe())
         self.machine = devices.machine_facts(device.value)
@@ -276,14 +284,13 @@ class Engine:
             self._slicing = decision.value
         return decision
 
-    def _apply_vae_tiling(self, size: tuple[int, int]) -> devices.Decision | None:
+    def _apply_vae_tiling(self, size: tuple[int, int], memory: MemorySample) -> devices.Decision | None:
         """Decode this job's image in tiles or whole: it depends on the size, so it is decided per job."""
         vae = getattr(self.pipe, "vae", None)
         if vae is None or not hasattr(vae, "enable_tiling"):
             return None
         import torch
 
-        memory = sample_memory(self.device)
         decision = devices.choose_vae_tiling(self.options.vae_tiling, self.device,
                                              memory.device_limit or memory.system_total, *size,
                                              torch.finfo(vae.dtype).bits // 8)
@@ -293,6 +300,61 @@ class Engine:
             log.info(decision.describe())
             self._tiling = decision.value
         return decision
+
+    def _pipelines(self) -> list:
+        """The loaded pipeline and its siblings made with from_pipe, which share its components."""
+        return [p for p in (self.pipe, self._img2img, self._edit) if p is not None]
+
+    def _watch_text_encoders(self, loader: Loader) -> None:
+        """Measure the weights, answer re-rolls from the prompt cache, and free the text encoders
+        (when decided) as the first denoising step starts, once every encoding of the call is done."""
+        import torch
+
+        pipe = self.pipe
+        modules = pipeline_modules(pipe)
+        self._weight_bytes = sum(module_bytes(m) for m in modules.values())
+        names = list(dict.fromkeys(e.component for e in self.family_info.family.encoders if e.component in modules))
+        self._encoders = TextEncoders(self._pipelines, names, self.device, self.dtype, loader.parts,
+                                      loader.use_safetensors)
+        memoise_encode_prompt(pipe, self._prompts, self._encoders.bring_back)
+        denoiser = modules.get("transformer", modules.get("unet"))
+        if isinstance(denoiser, torch.nn.Module):
+            engine = weakref.ref(self)
+
+            def denoising_starts(_module, _args) -> None:  # a function: copying the module copies no engine
+                if engine() is not None:
+                    engine()._denoising_starts()
+
+            denoiser.register_forward_pre_hook(denoising_starts)
+
+    def _apply_text_encoder_residency(self, memory: MemorySample) -> devices.Decision:
+        """Where the text encoders wait while this job denoises; decided per job, as the setting
+        may change between jobs and memory is measured each time."""
+        family = self.family_info.family
+        working = None if family.job_memory_gb is None else int(family.job_memory_gb * devices.GB)
+        limit = memory.device_limit or memory.system_total
+        if self.device == "mps":  # the allocator's ceiling may be over the unified memory there is
+            limit = min(limit, memory.system_total)
+        decision = devices.choose_text_encoder_residency(
+            self.options.text_encoders, self.device, self._weight_bytes, self._encoders.bytes, working, limit,
+            self._encoders.reloadable)
+        if self._residency is not None and decision != self._residency:
+            log.info(decision.describe())
+        self._residency = decision
+        return decision
+
+    def _denoising_starts(self) -> None:
+        """At the denoiser's first forward of a pipeline call: the prompts are encoded by now, so the
+        text encoders leave if this job decided so, before the first step's working memory is taken."""
+        how, self._free_encoders = self._free_encoders, devices.KEEP
+        if how == devices.KEEP or not self._encoders.resident:
+            return
+        if self._networks.in_text_encoders(self.pipe):  # freeing would lose them: they stay while loaded
+            if not self._said_encoders_stay:
+                log.info("text encoders stay: a LoRA or embedding is loaded into them")
+                self._said_encoders_stay = True
+            return
+        self._encoders.free(how)
 
     def unload(self, on_event: OnEvent = _ignore) -> None:
         """Drop the pipeline and hand its memory back before anything else is loaded."""
@@ -312,6 +374,10 @@ class Engine:
         self._edit = None
         self._prompts.clear()
         self._encoder_state = ()
+        self._encoders = None
+        self._residency = None
+        self._free_encoders = devices.KEEP
+        self._said_encoders_stay = False
         release_device_memory(self.device)
         memory = sample_memory(self.device)
         log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
@@ -348,10 +414,13 @@ class Engine:
                 self.load(on_event, cancel)
             self._use_scheduler(request.scheduler, request.shift)
             self._apply_attention_slicing()
-            self._apply_vae_tiling(request.output_size)
+            memory = sample_memory(self.device)
+            self._apply_vae_tiling(request.output_size, memory)
+            self._apply_text_encoder_residency(memory)
             self._prompts.begin_job()
             prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
-                                              request.prompt, request.negative_prompt, self.options.allow_pickle)
+                                              request.prompt, request.negative_prompt, self.options.allow_pickle,
+                                              self._encoders.bring_back)
             if self._networks.encoder_state != self._encoder_state:  # embeddings made under other ones
                 self._prompts.clear()
                 self._encoder_state = self._networks.encoder_state
@@ -459,7 +528,7 @@ class Engine:
         family = self.family_info.family
         # The same tensors on a re-roll (not copies), so encode_prompt's cache, which keys them by identity, hits.
         arguments = self._prompts.get(("a1111", prepared.prompt, prepared.negative), lambda: prompt_arguments(
-            self.pipe, family, prepared.prompt, prepared.negative), copy=False)
+            self.pipe, family, prepared.prompt, prepared.negative, self._encoders.bring_back), copy=False)
         for note in arguments.notes:
             log.info(note)
         return arguments.kwargs
@@ -481,8 +550,10 @@ class Engine:
                      "generator": generators if len(generators) > 1 else generators[0],
                      "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": callback.tensor_inputs}
 
-        def denoise(pipe, inputs: dict[str, Any], steps: int, size: tuple[int, int]) -> list:
+        def denoise(pipe, inputs: dict[str, Any], steps: int, size: tuple[int, int], last: bool = True) -> list:
             self._pass_size = size  # previews unpack packed latents to this shape
+            # The text encoders leave as the job's last pass starts: a hires fix's second pass may encode again.
+            self._free_encoders = self._residency.value if last else devices.KEEP
             return self._denoise(pipe, {**arguments, **inputs}, steps, callback, on_event)
 
         def refine(image) -> list:  # image to image, from the init image or the upscaled first pass
@@ -498,7 +569,7 @@ class Engine:
             images = refine(source)
         else:
             images = denoise(self.pipe, self._size(request.width, request.height), request.steps,
-                             (request.width, request.height))
+                             (request.width, request.height), last=not request.hires)
             if request.hires:  # A1111's hires fix: the first pass upscaled, then denoised again lightly
                 from PIL import Image
 
@@ -567,7 +638,7 @@ class Engine:
 
             self._edit = getattr(diffusers, name).from_pipe(self.pipe)
             self._edit.set_progress_bar_config(disable=True)
-            memoise_encode_prompt(self._edit, self._prompts)
+            memoise_encode_prompt(self._edit, self._prompts, self._encoders.bring_back)
             log.info("edit: %s on the loaded model's components", name)
         self._edit.scheduler = self.pipe.scheduler
         return self._edit
@@ -590,7 +661,7 @@ class Engine:
                 raise InitImageError(f"init image: {family.label} models have no image-to-image pipeline here")
             self._img2img = getattr(diffusers, family.pipelines.image_to_image).from_pipe(self.pipe)
             self._img2img.set_progress_bar_config(disable=True)
-            memoise_encode_prompt(self._img2img, self._prompts)
+            memoise_encode_prompt(self._img2img, self._prompts, self._encoders.bring_back)
             log.info("image-to-image: %s on the loaded model's components", type(self._img2img).__name__)
         self._img2img.scheduler = self.pipe.scheduler
         return self._img2img
@@ -669,3 +740,4 @@ def _family(pipe, label: str) -> ModelFamily:
 
     index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
     return family_from_configs(index, config("unet"), config("scheduler"), label, transformer=config("transformer"))
+
