@@ -167,6 +167,19 @@ def test_encoders_holding_a_lora_stay_when_freed(demo_engine, tiny_pipeline_dir,
     assert "text encoders stay: a LoRA or embedding is loaded into them" in caplog.text
 
 
+def test_an_unload_says_what_it_freed_and_forgets_the_embeddings(tiny_pipeline_dir):
+    from tui.engine.events import Unloaded
+
+    events = []
+    engine = Engine(EngineOptions(model=str(tiny_pipeline_dir), preview_max_fps=0))
+    engine.generate(GenerationRequest("a fox", seed=1, **SETTINGS["sd"]))
+    assert len(engine._prompts) > 0
+    engine.unload(events.append)
+    assert [type(e) for e in events] == [Unloaded]
+    assert isinstance(events[0].freed, int) and events[0].freed >= 0  # RSS on the CPU: the allocator may keep it
+    assert len(engine._prompts) == 0
+
+
 # --- the decision, pure -----------------------------------------------------------------------
 
 FLUX_DEV = dict(resident_weight_bytes=int(33.7 * GB), encoder_bytes=int(9.8 * GB), job_working_bytes=int(2.6 * GB))

@@ -419,6 +419,11 @@ def free_memory_between_jobs(device: str, previous_size: tuple[int, int] | None,
     return device in ("mps", "cuda") and previous_size is not None and previous_size != size
 
 
+def has_device_cache(device: str) -> bool:
+    """Whether the device's allocator keeps freed blocks for reuse (mps, cuda), which empty_cache hands back."""
+    return device in ("mps", "cuda")
+
+
 def needs_float32_decode(dtype: str, brightest: int) -> bool:
     """A float16 VAE that overflows gives NaN, which becomes an all-black image (every channel 0):
     decode that one again in float32, as A1111 does after its NaN check."""

@@ -361,6 +361,7 @@ class Engine:
         if self.pipe is None:
             return
         label = self.model_label
+        before = sample_memory(self.device)
         self.pipe = None
         self._loaded_key = self._loaded_options = self._loaded_event = None
         self._schedulers = {}
@@ -380,9 +381,10 @@ class Engine:
         self._said_encoders_stay = False
         release_device_memory(self.device)
         memory = sample_memory(self.device)
-        log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
+        freed = _freed(before, memory)
+        log.info("unloaded %s; %s freed; memory now: %s on the device, %s process RSS", label, format_bytes(freed),
                  format_bytes(memory.device_allocated), format_bytes(memory.process_rss))
-        on_event(Unloaded(label, memory))
+        on_event(Unloaded(label, memory, freed))
 
     # --- generation ---------------------------------------------------------------------
 
@@ -468,6 +470,9 @@ class Engine:
                 message = f"generation failed: {type(error).__name__}: {first_line(error, '')}".rstrip(": ")
                 log.exception("generation failed")
             on_event(Failed(request, message, out_of_memory=oom, completed=len(results)))
+        finally:
+            if devices.has_device_cache(self.device):  # the job's buffers, handed back between jobs
+                release_device_memory(self.device, collect=False)
         return results
 
     def _use_scheduler(self, name: str, shift: float = 0.0) -> None:
@@ -741,3 +746,9 @@ def _family(pipe, label: str) -> ModelFamily:
     index = {"_class_name": type(pipe).__name__, **dict(pipe.config)}
     return family_from_configs(index, config("unet"), config("scheduler"), label, transformer=config("transformer"))
 
+
+def _freed(before: MemorySample, after: MemorySample) -> int:
+    """What an unload handed back: the device's allocated bytes on a GPU, the process's RSS on the CPU."""
+    if before.device_allocated is not None and after.device_allocated is not None:
+        return max(0, before.device_allocated - after.device_allocated)
+    return max(0, before.process_rss - after.process_rss)
