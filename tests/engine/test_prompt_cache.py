@@ -13,6 +13,7 @@ import torch
 
 from tui.engine import Engine, EngineOptions, GenerationRequest
 from tui.engine.device import DROP, GB, KEEP, TO_RAM, DeviceError, choose_text_encoder_residency
+from tui.engine.memory import format_bytes
 from tui.engine.weights import module_bytes
 
 FLOW = dict(width=32, height=32, steps=2, scheduler="FlowMatch Euler")
@@ -196,11 +197,12 @@ Z_IMAGE = dict(resident_weight_bytes=int(20.5 * GB), encoder_bytes=int(8.0 * GB)
 def test_auto_frees_them_when_the_weights_and_a_job_would_not_fit(device, limit_gb, facts, value):
     decision = choose_text_encoder_residency("auto", device, **facts, device_limit_bytes=limit_gb * GB)
     assert decision.name == "text encoders" and decision.value == value
-    need = (facts["resident_weight_bytes"] + facts["job_working_bytes"]) / GB
+    need = facts["resident_weight_bytes"] + facts["job_working_bytes"]
     assert decision.reason.startswith(f"auto: {'kept, ' if value == KEEP else ''}weights ")
-    assert f"= {need:.1f} GB" in decision.reason and f"{limit_gb:.1f} GB" in decision.reason
+    assert f"= {format_bytes(need)}" in decision.reason
+    assert f"{device}'s {format_bytes(limit_gb * GB)}" in decision.reason
     if value != KEEP:
-        assert f"without the encoders' {facts['encoder_bytes'] / GB:.1f} GB" in decision.reason
+        assert f"without the encoders' {format_bytes(facts['encoder_bytes'])}" in decision.reason
 
 
 def test_the_setting_and_what_cannot_be_freed_decide_before_the_figures():

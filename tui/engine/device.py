@@ -237,7 +237,8 @@ GB = 1000**3  # as the families' measured working memory is given
 
 
 def _gb(count: int) -> str:
-    return f"{count / GB:.1f} GB"
+    """As the memory line and the log's other figures give them (memory.format_bytes, which imports this module)."""
+    return f"{count / GIB:.1f} GB"
 
 
 def choose_text_encoder_residency(setting: str, device: str, resident_weight_bytes: int, encoder_bytes: int,
@@ -270,7 +271,8 @@ def choose_text_encoder_residency(setting: str, device: str, resident_weight_byt
         working = job_working_bytes or 0
         unmeasured = "" if job_working_bytes is not None else " (a job's working memory is not measured here)"
         need = resident_weight_bytes + working
-        figures = f"weights {_gb(resident_weight_bytes)} + a job {_gb(working)} = {_gb(need)}{unmeasured}"
+        figures = (f"weights {_gb(resident_weight_bytes)} + a job {_gb(working)} = "
+                   f"{_gb(need)}{unmeasured}")
         if need <= device_limit_bytes:
             return Decision(name, KEEP, f"auto: kept, {figures} fit {device}'s {_gb(device_limit_bytes)}")
         why = (f"auto: {figures} is over {device}'s {_gb(device_limit_bytes)}; without the encoders' "

@@ -94,8 +94,9 @@ def _called_on_self(code: types.CodeType, self_name: str = "self") -> set[str]:
     names, previous = set(), None
     for instruction in dis.get_instructions(code):
         if instruction.opname in ("LOAD_ATTR", "LOAD_METHOD") and previous is not None \
-                and previous.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) and previous.argval == self_name:
-            names.add(instruction.argval)
+                and previous.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) and self_name in (
+                    previous.argval, *(previous.argval[-1:] if isinstance(previous.argval, tuple) else ())):
+            names.add(instruction.argval)  # (3.13 loads two locals in one instruction: self may be the second)
         previous = instruction
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
@@ -103,7 +104,7 @@ def _called_on_self(code: types.CodeType, self_name: str = "self") -> set[str]:
     return names
 
 
-_ENCODING_CODE: dict[type, tuple] = {}
+_ENCODING_CODE: dict[tuple[type, str], tuple] = {}
 
 
 def encoding_code(cls: type, method: str = "encode_prompt") -> tuple:
@@ -121,8 +122,8 @@ def encoding_code(cls: type, method: str = "encode_prompt") -> tuple:
             continue
         shapes[name] = _code_shape(code)
         todo.extend(_called_on_self(code))
-    _ENCODING_CODE[cls, method] = found = tuple(sorted(shapes.items()))
-    return found
+    _ENCODING_CODE[cls, method] = code_of = tuple(sorted(shapes.items()))
+    return code_of
 
 
 def _copied(value):
