@@ -20,6 +20,8 @@ def test_each_model_event_says_what_became_of_the_model():
     assert subtitle_for(m.LoadStarted(LoadStarted("tiny sd", "hub")), SESSION) == "loading tiny sd…"
     assert subtitle_for(m.Unloaded(Unloaded("tiny sd", None)), SESSION) == \
         "tiny sd unloaded; it loads again with the next job"
+    assert subtitle_for(m.Unloaded(Unloaded("tiny sd", None, freed=3 * 1024**3)), SESSION) == \
+        "tiny sd unloaded, 3.0 GB freed; it loads again with the next job"
     assert subtitle_for(m.LoadFailed(LoadFailed("x/y", "gone")), SESSION) == "no model loaded"
     assert subtitle_for(m.LoadFailed(LoadFailed("x/y", "gone", kept="demo")), SESSION) == "demo model · cpu · float32"
     assert subtitle_for(m.ServerLost("the sdtui server stopped"), SESSION) == "no sdtui server"

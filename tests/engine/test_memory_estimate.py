@@ -13,7 +13,7 @@ import pytest
 
 from tui.engine import Engine, EngineOptions, GenerationRequest
 from tui.engine.catalog import describe
-from tui.engine.runner import resident_parts
+from tui.engine.weights import resident_parts
 
 SIZE = 64
 

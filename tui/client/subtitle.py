@@ -5,6 +5,7 @@ the main screen puts it in the header."""
 from __future__ import annotations
 
 from tui.client import messages as m
+from tui.engine.memory import format_bytes
 from tui.text import plural
 
 
@@ -25,11 +26,17 @@ def _load_failed(message: m.LoadFailed, session) -> str:
     return model_line(session.model, session.device, session.dtype)  # the model kept
 
 
+def _unloaded(message: m.Unloaded, session) -> str:
+    freed = message.event.freed
+    return f"{message.event.model} unloaded{f', {format_bytes(freed)} freed' if freed else ''}; it loads again " \
+           "with the next job"
+
+
 SUBTITLES = {
     m.Connected: _connected,
     m.ServerLost: lambda message, session: "no sdtui server",
     m.LoadStarted: lambda message, session: f"loading {message.event.model}…",
-    m.Unloaded: lambda message, session: f"{message.event.model} unloaded; it loads again with the next job",
+    m.Unloaded: _unloaded,
     m.Loaded: lambda message, session: model_line(message.event.model, message.event.device, message.event.dtype),
     m.LoadFailed: _load_failed,
 }

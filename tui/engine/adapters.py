@@ -15,6 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from tui.engine.families import CLIP, FAMILIES, Family, family_labels
 from tui.engine.models import first_line
@@ -62,14 +63,27 @@ class Networks:
         self._adapters: dict[tuple[str, int], str] = {}  # (path, mtime) -> adapter name, oldest use first
         self._embeddings: dict[str, tuple[str, int]] = {}  # token -> (path, mtime)
         self._active: tuple = ()
+        self._in_encoders: tuple = ()  # the active LoRAs whose layers include a text encoder's
         self._enabled = True
         self._serial = 0
 
+    @property
+    def encoder_state(self) -> tuple:
+        """What of the LoRAs and embeddings reaches the text encoders: prompt embeddings made
+        under one state are not the embeddings of another."""
+        return self._in_encoders, tuple(sorted(self._embeddings.items()))
+
+    def in_text_encoders(self, pipe) -> bool:
+        """Whether a LoRA or an embedding is loaded into one of the text encoders (switched on or not)."""
+        return bool(self._embeddings) or (bool(self._adapters) and any(
+            part not in _DENOISERS for part in pipe.get_list_adapters()))
+
     def prepare(self, pipe, family: Family, models_dir: str, prompt: str, negative: str,
-                allow_pickle: bool) -> PreparedPrompts:
+                allow_pickle: bool, before_loading: Callable[[], None] = lambda: None) -> PreparedPrompts:
         """Make ``pipe`` use the LoRAs ``prompt`` names (and none other) and the embeddings either
         prompt names. Raises NetworkError, in one sentence, for a file that is missing, of another
-        family, or unreadable."""
+        family, or unreadable. ``before_loading`` runs before a file is loaded into the pipeline
+        (which may need its text encoders)."""
         wanted = extract_loras(prompt)
         unwanted = extract_loras(negative)
         for sentence in wanted.ignored:
@@ -85,7 +99,7 @@ class Networks:
             for use in wanted.loras:
                 found = find_network(files, use.name, LORAS)
                 _check_usable(found, pipe, family)
-                uses.append((self._adapter(pipe, found), use))
+                uses.append((self._adapter(pipe, found, before_loading), use))
                 described.append(replace(use, name=found.name).described)
                 prepared.lora_hashes[found.name] = short_hash(found.path, skip_header=True)
                 if found.steps:
@@ -93,15 +107,17 @@ class Networks:
         self._activate(pipe, uses, described)
         if folder and (folder / EMBEDDINGS).is_dir():
             for found in _named_embeddings(folder / EMBEDDINGS, allow_pickle, prepared.prompt, prepared.negative):
-                self._embedding(pipe, family, found)
+                self._embedding(pipe, family, found, before_loading)
                 prepared.ti_hashes[found.name] = short_hash(found.path, skip_header=False)
         return prepared
 
-    def _adapter(self, pipe, found: NetworkFile) -> str:
+    def _adapter(self, pipe, found: NetworkFile, before_loading: Callable[[], None]) -> str:
         key = (str(found.path), found.path.stat().st_mtime_ns)
         if key in self._adapters:
             self._adapters[key] = self._adapters.pop(key)  # now the most recently used
             return self._adapters[key]
+        if any(part not in _DENOISERS for part in getattr(pipe, "_lora_loadable_modules", ())):
+            before_loading()  # a LoRA's text encoder layers go into the encoders (SD's, FLUX.1's)
         self._serial += 1
         name = f"lora{self._serial}"  # adapter names must be identifiers; file names need not be
         started = time.perf_counter()
@@ -120,6 +136,7 @@ class Networks:
         active = tuple(uses)
         if active == self._active:
             return
+        self._in_encoders = ()
         if not uses:
             if self._adapters and self._enabled:
                 pipe.disable_lora()
@@ -131,6 +148,8 @@ class Networks:
                 self._enabled = True
             parts = pipe.get_list_adapters()  # {"unet": [adapter, ...], "text_encoder": [...], ...}
             pipe.set_adapters([name for name, _ in uses], [_weights(name, use, parts) for name, use in uses])
+            encoders = [adapters for part, adapters in parts.items() if part not in _DENOISERS]
+            self._in_encoders = tuple((name, use) for name, use in uses if any(name in a for a in encoders))
             log.info("LoRAs: %s", ", ".join(described))
         self._active = active
         self._evict(pipe, {name for name, _ in uses})
@@ -141,10 +160,11 @@ class Networks:
                 break
             pipe.delete_adapters([self._adapters.pop(key)])
 
-    def _embedding(self, pipe, family: Family, found: NetworkFile) -> None:
+    def _embedding(self, pipe, family: Family, found: NetworkFile, before_loading: Callable[[], None]) -> None:
         key = (str(found.path), found.path.stat().st_mtime_ns)
         if self._embeddings.get(found.name) == key:
             return
+        before_loading()
         if found.name in self._embeddings:  # the file changed: its tokens are replaced
             _unload_embedding(pipe, family, found.name)
         if found.problem:

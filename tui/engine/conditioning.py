@@ -20,8 +20,8 @@ give A1111's embeddings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Callable
 
 from tui.engine.families import CLIP, Family
 from tui.engine.prompt_weights import (CHUNK_TOKENS, TokenChunk, is_weighted, parse_emphasis, plain_text,
@@ -34,6 +34,7 @@ class _Encoder:
     text_encoder: Any
     penultimate: bool  # the layer before last (SDXL's), without the final layer norm
     pooled: bool  # the encoder that gives the pooled embedding (SDXL's second)
+    component: str = ""  # the pipeline's attribute
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,11 @@ class PromptArguments:
 
 
 def _encoders(pipe, family: Family) -> list[_Encoder]:
-    """The family's CLIP text encoders the pipeline has (SDXL's refiner has only the second)."""
-    found = [_Encoder(getattr(pipe, e.tokenizer, None), getattr(pipe, e.component, None), e.penultimate, e.pooled)
-             for e in family.encoders if e.kind == CLIP]
-    return [encoder for encoder in found if encoder.text_encoder is not None and encoder.tokenizer is not None]
+    """The family's CLIP text encoders the pipeline has (SDXL's refiner has only the second), told by
+    their tokenizers: an encoder freed from memory between prompts (text_encoders.py) keeps its own."""
+    found = [_Encoder(getattr(pipe, e.tokenizer, None), getattr(pipe, e.component, None), e.penultimate, e.pooled,
+                      e.component) for e in family.encoders if e.kind == CLIP]
+    return [encoder for encoder in found if encoder.tokenizer is not None]
 
 
 def token_ids(pipe, tokenizer, text: str) -> list[int]:
@@ -59,8 +61,10 @@ def token_ids(pipe, tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False, truncation=False, verbose=False).input_ids
 
 
-def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> PromptArguments:
-    """The pipeline arguments for ``prompt`` and ``negative`` (either in A1111's syntax)."""
+def prompt_arguments(pipe, family: Family, prompt: str, negative: str,
+                     before_encoding: Callable[[], None] = lambda: None) -> PromptArguments:
+    """The pipeline arguments for ``prompt`` and ``negative`` (either in A1111's syntax);
+    ``before_encoding`` runs before sdtui's own embeddings need the text encoders."""
     pieces, negative_pieces = parse_emphasis(prompt), parse_emphasis(negative)
     text, negative_text = plain_text(pieces), plain_text(negative_pieces)
     plain = {"prompt": text, "negative_prompt": negative_text or None} if family.negative_prompt else {"prompt": text}
@@ -80,6 +84,8 @@ def prompt_arguments(pipe, family: Family, prompt: str, negative: str) -> Prompt
     counts = [max(len(token_ids(pipe, e.tokenizer, t)) for e in encoders) for t in (text, negative_text)]
     if not (is_weighted(pieces) or is_weighted(negative_pieces)) and max(counts) <= CHUNK_TOKENS:
         return PromptArguments(plain)
+    before_encoding()
+    encoders = [replace(e, text_encoder=getattr(pipe, e.component)) for e in encoders]
     return _embedded(pipe, encoders, pieces, negative_pieces, counts)
 
 

@@ -229,6 +229,63 @@ def choose_vae_tiling(setting: str, device: str, memory_total: int, width: int, 
     return Decision("VAE tiling", False, f"auto: off, {share} on {device}")
 
 
+# Text encoders run once per new prompt (the prompt cache answers re-rolls), yet Z-Image's Qwen3,
+# FLUX.1's T5-XXL and Qwen-Image's Qwen2.5-VL are a third or more of their models' weights.
+TEXT_ENCODER_SETTINGS = ("auto", "keep", "free")
+KEEP, TO_RAM, DROP = "keep", "move to RAM", "drop"
+GB = 1000**3  # as the families' measured working memory is given
+
+
+def _gb(count: int) -> str:
+    """As the memory line and the log's other figures give them (memory.format_bytes, which imports this module)."""
+    return f"{count / GIB:.1f} GB"
+
+
+def choose_text_encoder_residency(setting: str, device: str, resident_weight_bytes: int, encoder_bytes: int,
+                                  job_working_bytes: int | None, device_limit_bytes: int | None,
+                                  reloadable: bool = True) -> Decision:
+    """Whether the text encoders stay on the device while images denoise, and how they leave.
+
+    ``resident_weight_bytes``: every weight on the device, the encoders' ``encoder_bytes`` among them;
+    ``job_working_bytes``: a job's working memory beyond the weights (None: not measured);
+    ``device_limit_bytes``: what the device may hold comfortably (fit.Budget.comfortable: a Mac's
+    recommended working set, most of the card's free memory on cuda, of the RAM on the CPU); ``reloadable``:
+    the encoders can be read again from a folder (not for the demo model or a whole checkpoint file).
+
+    On cuda they move to RAM and come back to the GPU for a new prompt's encoding: a copy over PCIe
+    rather than encoding on the CPU, which is many times slower for a multi-billion-weight encoder in
+    bfloat16, and which some pipelines cannot do (Z-Image's and Qwen-Image's put the tokens on the
+    pipeline's device, not the encoder's). On mps and the CPU, RAM is the memory in question, so
+    moving frees nothing: they are dropped and read from disk again for the next new prompt."""
+    if setting not in TEXT_ENCODER_SETTINGS:
+        raise DeviceError(f"text encoders: unknown {setting!r}; use one of {', '.join(TEXT_ENCODER_SETTINGS)}")
+    name = "text encoders"
+    if encoder_bytes <= 0:
+        return Decision(name, KEEP, "the model has no text encoder to free")
+    if setting == "keep":
+        return Decision(name, KEEP, "set by the user")
+    if setting == "free":
+        why = "set by the user"
+    elif not device_limit_bytes:
+        return Decision(name, KEEP, f"auto: kept, what {device} may hold is not known")
+    else:
+        working = job_working_bytes or 0
+        unmeasured = "" if job_working_bytes is not None else " (a job's working memory is not measured here)"
+        need = resident_weight_bytes + working
+        figures = (f"weights {_gb(resident_weight_bytes)} + a job {_gb(working)} = "
+                   f"{_gb(need)}{unmeasured}")
+        if need <= device_limit_bytes:
+            return Decision(name, KEEP, f"auto: kept, {figures} fit the {_gb(device_limit_bytes)} {device} may hold")
+        why = (f"auto: {figures} is over the {_gb(device_limit_bytes)} {device} may hold; without the encoders' "
+               f"{_gb(encoder_bytes)}, {_gb(need - encoder_bytes)}")
+    if device == "cuda":
+        return Decision(name, TO_RAM, f"{why}; they wait in RAM and come back to the GPU for a new prompt")
+    if not reloadable:
+        return Decision(name, KEEP, f"{why}, but they stay: they cannot be read again (the model was not "
+                                    "loaded from a folder)")
+    return Decision(name, DROP, f"{why}; they are read from disk again for a new prompt")
+
+
 def choose_warmup(setting: str, device: str, torch_version: str) -> Decision:
     if setting not in SWITCHES:
         raise DeviceError(f"warm-up: unknown {setting!r}; use one of {', '.join(SWITCHES)}")
@@ -363,6 +420,11 @@ def free_memory_between_jobs(device: str, previous_size: tuple[int, int] | None,
     size's buffers counts against unified memory (and on cuda against the card) and is not
     reused; the same size reuses it, so it is kept."""
     return device in ("mps", "cuda") and previous_size is not None and previous_size != size
+
+
+def has_device_cache(device: str) -> bool:
+    """Whether the device's allocator keeps freed blocks for reuse (mps, cuda), which empty_cache hands back."""
+    return device in ("mps", "cuda")
 
 
 def needs_float32_decode(dtype: str, brightest: int) -> bool:

@@ -42,9 +42,11 @@ class Loaded:
 
 @dataclass(frozen=True)
 class Unloaded:
-    """The previous model is gone and its memory handed back; ``memory`` is measured after."""
+    """The previous model is gone and its memory handed back; ``memory`` is measured after, ``freed``
+    is what the unload handed back in bytes (the device's on a GPU, the process's RSS on the CPU)."""
     model: str
     memory: MemorySample
+    freed: int | None = None
 
 
 @dataclass(frozen=True)

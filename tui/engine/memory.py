@@ -101,3 +101,23 @@ def format_bytes(count: int | None) -> str:
             return f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"
+
+
+def release_device_memory(device: str, collect: bool = True) -> None:
+    """Hand the allocator's cached blocks back to the device (mps, cuda), after a garbage
+    collection when ``collect``: dropped modules in reference cycles (peft's) only go then.
+    Best effort: a failure is logged and ignored."""
+    import gc
+    import logging
+
+    if collect:
+        gc.collect()
+    try:
+        import torch
+
+        if device == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        elif device == "mps" and torch.backends.mps.is_available():
+            torch.mps.empty_cache()
+    except Exception:
+        logging.getLogger("tui.engine").debug("could not empty the device cache", exc_info=True)

@@ -233,7 +233,21 @@ def _configs_complete(folder: Path) -> bool:
     return True
 
 
-def whole_checkpoint_loader(path: Path, header, allow_pickle: bool) -> Callable[[Any], Any]:
+@dataclass(frozen=True)
+class Loader:
+    """Builds the pipeline at a torch dtype (call it); ``parts``: the folder its components come from
+    (a single transformer file's aside), where a component freed from memory is read again; None for
+    a pipeline built in memory or from one checkpoint file."""
+
+    build: Callable[[Any], Any]
+    parts: LocalModel | None = None
+    use_safetensors: bool | None = True  # as from_pretrained was given it
+
+    def __call__(self, torch_dtype):
+        return self.build(torch_dtype)
+
+
+def whole_checkpoint_loader(path: Path, header, allow_pickle: bool) -> Loader:
     """A checkpoint holding the whole pipeline (SD, SDXL): its diffusers configs found in the local
     cache, raising ModelLoadError before anything is unloaded; the function returned loads it
     through diffusers' single-file loader at a torch dtype."""
@@ -253,7 +267,7 @@ def whole_checkpoint_loader(path: Path, header, allow_pickle: bool) -> Callable[
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {path.name} failed: {first_line(error)}") from None
 
-    return load
+    return Loader(load)
 
 
 # --- Hugging Face Hub -------------------------------------------------------------------
@@ -485,7 +499,7 @@ def fetch_from_hub(repo_id: str, allow_pickle: bool, on_progress: ProgressCallba
 
 
 def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None,
-                    quantize: str = "none") -> Callable[[Any], Any]:
+                    quantize: str = "none") -> Loader:
     """Check a pipeline folder (SD 1.x, 2.x, SDXL, Turbo), raising ModelLoadError before anything is
     unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype, the
     components the ``quantize`` setting names quantized to NF4 as they load (bitsandbytes places them on
@@ -511,4 +525,4 @@ def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
 
-    return load
+    return Loader(load, LocalModel(folder, variant), not allow_pickle or None)

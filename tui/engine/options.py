@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from tui.engine.device import DEVICES, DTYPES, SWITCHES
+from tui.engine.device import DEVICES, DTYPES, SWITCHES, TEXT_ENCODER_SETTINGS
 from tui.engine.models import DEFAULT_MODEL
 from tui.engine.nf4 import QUANTIZE
 
@@ -50,6 +50,11 @@ class EngineOptions:
     vae_tiling: str = option("auto", label="VAE tiling", order=115, flag="--vae-tiling", choices=SWITCHES,
                              help="decode the image in tiles to save memory (auto: on when the decode would take "
                                   "over a quarter of the memory)")
+    text_encoders: str = option("auto", label="Text encoders", order=117, flag="--text-encoders",
+                                choices=TEXT_ENCODER_SETTINGS,
+                                help="free the text encoders while images denoise, to save memory (auto: when the "
+                                     "weights and a job would not fit the device); re-rolls reuse the prompt's "
+                                     "embeddings either way")
     warmup: str = option("auto", choices=SWITCHES)
     # Never kept in config.toml: a pickle can run code, so each run that wants one says so.
     allow_pickle: bool = option(False, saved=False, flag="--allow-pickle",

@@ -7,10 +7,10 @@ any thread.
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -23,17 +23,20 @@ from tui.engine.catalog import family_on_disk
 from tui.engine.events import (Cancelled, DownloadProgress, Event, Failed, Finished, Loaded, LoadStarted,
                                Notice, Started, Unloaded)
 from tui.engine.families import TRUE_CFG, ModelFamily, family_from_configs, needs_vae_upcast
-from tui.engine.memory import format_bytes, sample_memory, total_ram
+from tui.engine.memory import MemorySample, format_bytes, release_device_memory, sample_memory, total_ram
 from tui.engine.img2img import InitImageError, hires_size, load_init_image, steps_run
-from tui.engine.models import (ModelLoadError, ModelSource, fetch_from_hub, first_line,
+from tui.engine.models import (Loader, ModelLoadError, ModelSource, fetch_from_hub, first_line,
                                local_variant, pipeline_loader, require_hub, resolve_source)
 from tui.engine.networks import NetworkError
 from tui.engine.options import EngineOptions
 from tui.engine.preview import LatentPreviewer, PreviewThrottle
+from tui.engine.prompt_cache import PromptCache, memoise_encode_prompt
 from tui.engine.request import GenerationRequest
 from tui.engine.schedulers import build_scheduler, find_scheduler
 from tui.engine.single_files import TRANSFORMER, single_file_loader
 from tui.engine.step_callback import CancelRequested, StepCallback
+from tui.engine.text_encoders import TextEncoders
+from tui.engine.weights import module_bytes, own_aligned_memory, pipeline_modules, resident_parts
 
 log = logging.getLogger("tui.engine")
 OnEvent = Callable[[Event], None]
@@ -97,6 +100,13 @@ class Engine:
         self._edit = None  # ... and its edit-by-instruction one
         self._estimate = None  # the loaded model's memory estimate, judged again per job size
         self._sizes_judged: set[tuple[int, int]] = set()
+        self._prompts = PromptCache()  # the loaded model's prompt embeddings, for re-rolls
+        self._encoder_state: tuple = ()  # the LoRAs and embeddings in the text encoders the cache was made under
+        self._encoders: TextEncoders | None = None
+        self._weight_bytes = 0  # every weight of the loaded pipeline, measured after loading
+        self._residency: devices.Decision | None = None  # the text encoder decision the log last gave
+        self._free_encoders = devices.KEEP  # how the text encoders leave at the next denoising step
+        self._said_encoders_stay = False
 
     # --- loading ------------------------------------------------------------------------
 
@@ -168,7 +178,7 @@ class Engine:
                 self._load_again(previous, on_event)
             raise
         if device.value == "cpu":
-            _own_aligned_memory(pipe)
+            own_aligned_memory(pipeline_modules(pipe).values())
         pipe.set_progress_bar_config(disable=True)
 
         self.pipe = pipe
@@ -187,8 +197,10 @@ class Engine:
         if warmup.value and not self._edits_only():  # an editing pipeline cannot run without an image
             pipe(prompt="warm-up", num_inference_steps=1, **self._size(256, 256), output_type="latent")
         quantized = self._apply_quantized_fixes(dtype.value)
+        self._watch_text_encoders(build)
+        residency = self._apply_text_encoder_residency(sample_memory(device.value))
         self.decisions = ([device, dtype, slicing, warmup] + ([upcast] if upcast else [])
-                          + ([quantize] if quantize.value != "none" else []) + quantized)
+                          + ([quantize] if quantize.value != "none" else []) + quantized + [residency])
         for decision in self.decisions:
             log.info(decision.describe())
         self.machine = devices.machine_facts(device.value)
@@ -236,8 +248,9 @@ class Engine:
             self._facts[device] = devices.dtype_facts(device)
         return self._facts[device]
 
-    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str, device: str):
-        """A function of the torch dtype that builds the pipeline, once the model is on disk and checked."""
+    def _loader(self, source: ModelSource, on_event: OnEvent, cancel: threading.Event, dtype: str,
+                device: str) -> Loader:
+        """What builds the pipeline at a torch dtype, once the model is on disk and checked."""
         options = self.options
         quantize = options.quantize
         if source.kind == "demo":
@@ -250,7 +263,7 @@ class Engine:
                 pipe = build_demo_pipeline()
                 return pipe if torch_dtype == pipe.dtype else pipe.to(dtype=torch_dtype)
 
-            return demo
+            return Loader(demo)
         prefer_fp16 = dtype == "float16"  # half the download and the memory, where the repository has fp16
         if source.kind == "file":
             return single_file_loader(Path(source.ref), options.allow_pickle, prefer_fp16, quantize, device)
@@ -372,14 +385,13 @@ class Engine:
             self._slicing = decision.value
         return decision
 
-    def _apply_vae_tiling(self, size: tuple[int, int]) -> devices.Decision | None:
+    def _apply_vae_tiling(self, size: tuple[int, int], memory: MemorySample) -> devices.Decision | None:
         """Decode this job's image in tiles or whole: it depends on the size, so it is decided per job."""
         vae = getattr(self.pipe, "vae", None)
         if vae is None or not hasattr(vae, "enable_tiling"):
             return None
         import torch
 
-        memory = sample_memory(self.device)
         decision = devices.choose_vae_tiling(self.options.vae_tiling, self.device,
                                              memory.device_limit or memory.system_total, *size,
                                              torch.finfo(vae.dtype).bits // 8)
@@ -390,11 +402,71 @@ class Engine:
             self._tiling = decision.value
         return decision
 
+    def _pipelines(self) -> list:
+        """The loaded pipeline and its siblings made with from_pipe, which share its components."""
+        return [p for p in (self.pipe, self._img2img, self._edit) if p is not None]
+
+    def _watch_text_encoders(self, loader: Loader) -> None:
+        """Measure the weights, answer re-rolls from the prompt cache, and free the text encoders
+        (when decided) as the first denoising step starts, once every encoding of the call is done."""
+        import torch
+
+        pipe = self.pipe
+        modules = pipeline_modules(pipe)
+        self._weight_bytes = sum(module_bytes(m) for m in modules.values())
+        names = list(dict.fromkeys(e.component for e in self.family_info.family.encoders if e.component in modules))
+        self._encoders = TextEncoders(self._pipelines, names, self.device, self.dtype, loader.parts,
+                                      loader.use_safetensors)
+        memoise_encode_prompt(pipe, self._prompts, self._encoders.bring_back)
+        denoiser = modules.get("transformer", modules.get("unet"))
+        if isinstance(denoiser, torch.nn.Module):
+            engine = weakref.ref(self)
+
+            def denoising_starts(_module, _args) -> None:  # a function: copying the module copies no engine
+                if engine() is not None:
+                    engine()._denoising_starts()
+
+            denoiser.register_forward_pre_hook(denoising_starts)
+
+    def _apply_text_encoder_residency(self, memory: MemorySample,
+                                      size: tuple[int, int] | None = None) -> devices.Decision:
+        """Where the text encoders wait while this job denoises; decided per job, as the setting, the size
+        and the memory free may change between jobs. auto frees them where the model does not fit what
+        the device may use comfortably (fit.py: a Mac's recommended working set), the picker's "fits"."""
+        from tui.engine.estimate import working_bytes
+        from tui.engine.fit import budget_from_sample
+
+        model = self.family_info
+        width, height = size or (model.native_size, model.native_size)
+        working = working_bytes(model.family.job_memory_gb, model.native_size, width, height)
+        budget = budget_from_sample(self.device, memory, self._weight_bytes)
+        decision = devices.choose_text_encoder_residency(
+            self.options.text_encoders, self.device, self._weight_bytes, self._encoders.bytes, working,
+            budget.comfortable if budget else None, self._encoders.reloadable)
+        if self._residency is not None and decision != self._residency:
+            log.info(decision.describe())
+        self._residency = decision
+        return decision
+
+    def _denoising_starts(self) -> None:
+        """At the denoiser's first forward of a pipeline call: the prompts are encoded by now, so the
+        text encoders leave if this job decided so, before the first step's working memory is taken."""
+        how, self._free_encoders = self._free_encoders, devices.KEEP
+        if how == devices.KEEP or not self._encoders.resident:
+            return
+        if self._networks.in_text_encoders(self.pipe):  # freeing would lose them: they stay while loaded
+            if not self._said_encoders_stay:
+                log.info("text encoders stay: a LoRA or embedding is loaded into them")
+                self._said_encoders_stay = True
+            return
+        self._encoders.free(how)
+
     def unload(self, on_event: OnEvent = _ignore) -> None:
         """Drop the pipeline and hand its memory back before anything else is loaded."""
         if self.pipe is None:
             return
         label = self.model_label
+        before = sample_memory(self.device)
         self.pipe = None
         self._loaded_key = self._loaded_options = self._loaded_event = None
         self._schedulers = {}
@@ -406,11 +478,18 @@ class Engine:
         self._networks.reset()
         self._img2img = None
         self._edit = None
-        _free_device_memory(self.device)
+        self._prompts.clear()
+        self._encoder_state = ()
+        self._encoders = None
+        self._residency = None
+        self._free_encoders = devices.KEEP
+        self._said_encoders_stay = False
+        release_device_memory(self.device)
         memory = sample_memory(self.device)
-        log.info("unloaded %s; memory now: %s on the device, %s process RSS", label,
+        freed = _freed(before, memory)
+        log.info("unloaded %s; %s freed; memory now: %s on the device, %s process RSS", label, format_bytes(freed),
                  format_bytes(memory.device_allocated), format_bytes(memory.process_rss))
-        on_event(Unloaded(label, memory))
+        on_event(Unloaded(label, memory, freed))
 
     # --- generation ---------------------------------------------------------------------
 
@@ -442,10 +521,17 @@ class Engine:
                 self.load(on_event, cancel)
             self._use_scheduler(request.scheduler, request.shift)
             self._apply_attention_slicing()
-            self._apply_vae_tiling(request.output_size)
+            memory = sample_memory(self.device)
+            self._apply_vae_tiling(request.output_size, memory)
             self._judge_job_size(request.output_size, on_event)
+            self._apply_text_encoder_residency(memory, request.output_size)
+            self._prompts.begin_job()
             prepared = self._networks.prepare(self.pipe, self.family_info.family, self.options.models_dir,
-                                              request.prompt, request.negative_prompt, self.options.allow_pickle)
+                                              request.prompt, request.negative_prompt, self.options.allow_pickle,
+                                              self._encoders.bring_back)
+            if self._networks.encoder_state != self._encoder_state:  # embeddings made under other ones
+                self._prompts.clear()
+                self._encoder_state = self._networks.encoder_state
             for name, steps in prepared.made_for_steps.items():
                 if steps != request.steps:
                     log.info("LoRA %s is made for %d steps (its name or metadata says so); this job runs %d",
@@ -461,7 +547,7 @@ class Engine:
             size = (request.width, request.height)
             if devices.free_memory_between_jobs(self.device, self._last_size, size):
                 log.debug("freeing the %s cache before a job at a new size, %dx%d", self.device, *size)
-                _free_device_memory(self.device)
+                release_device_memory(self.device)
             self._last_size = size
             batch = devices.choose_batch_size(self.device, request.count).value
             swap_start = sample_memory(self.device).swap_used
@@ -469,6 +555,8 @@ class Engine:
                 indices = list(range(first, min(first + batch, request.count)))
                 results += self._run_batch(request, prompts, prepared, source, indices, called, swap_start,
                                            on_event, cancel)
+            if self._prompts.all_reused:
+                log.info("prompt embeddings reused: the text encoders did not run")
         except _ListenerError:
             raise
         except CancelRequested:
@@ -479,7 +567,7 @@ class Engine:
             on_event(Failed(request, str(error), completed=len(results)))
         except Exception as error:  # the engine must survive any pipeline failure
             oom = devices.is_out_of_memory(error)
-            _free_device_memory(self.device)
+            release_device_memory(self.device)
             if oom:
                 message = (f"out of memory on {self.device} at {request.width}x{request.height}; "
                            "turn attention slicing on, use a smaller size or fewer images at once")
@@ -488,6 +576,9 @@ class Engine:
                 message = f"generation failed: {type(error).__name__}: {first_line(error, '')}".rstrip(": ")
                 log.exception("generation failed")
             on_event(Failed(request, message, out_of_memory=oom, completed=len(results)))
+        finally:
+            if devices.has_device_cache(self.device):  # the job's buffers, handed back between jobs
+                release_device_memory(self.device, collect=False)
         return results
 
     def _use_scheduler(self, name: str, shift: float = 0.0) -> None:
@@ -545,7 +636,10 @@ class Engine:
     def _prompt_arguments(self, prepared: PreparedPrompts) -> dict[str, Any]:
         from tui.engine.conditioning import prompt_arguments
 
-        arguments = prompt_arguments(self.pipe, self.family_info.family, prepared.prompt, prepared.negative)
+        family = self.family_info.family
+        # The same tensors on a re-roll (not copies), so encode_prompt's cache, which keys them by identity, hits.
+        arguments = self._prompts.get(("a1111", prepared.prompt, prepared.negative), lambda: prompt_arguments(
+            self.pipe, family, prepared.prompt, prepared.negative, self._encoders.bring_back), copy=False)
         for note in arguments.notes:
             log.info(note)
         return arguments.kwargs
@@ -567,8 +661,10 @@ class Engine:
                      "generator": generators if len(generators) > 1 else generators[0],
                      "callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": callback.tensor_inputs}
 
-        def denoise(pipe, inputs: dict[str, Any], steps: int, size: tuple[int, int]) -> list:
+        def denoise(pipe, inputs: dict[str, Any], steps: int, size: tuple[int, int], last: bool = True) -> list:
             self._pass_size = size  # previews unpack packed latents to this shape
+            # The text encoders leave as the job's last pass starts: a hires fix's second pass may encode again.
+            self._free_encoders = self._residency.value if last else devices.KEEP
             return self._denoise(pipe, {**arguments, **inputs}, steps, callback, on_event)
 
         def refine(image) -> list:  # image to image, from the init image or the upscaled first pass
@@ -584,7 +680,7 @@ class Engine:
             images = refine(source)
         else:
             images = denoise(self.pipe, self._size(request.width, request.height), request.steps,
-                             (request.width, request.height))
+                             (request.width, request.height), last=not request.hires)
             if request.hires:  # A1111's hires fix: the first pass upscaled, then denoised again lightly
                 from PIL import Image
 
@@ -653,6 +749,7 @@ class Engine:
 
             self._edit = getattr(diffusers, name).from_pipe(self.pipe)
             self._edit.set_progress_bar_config(disable=True)
+            memoise_encode_prompt(self._edit, self._prompts, self._encoders.bring_back)
             log.info("edit: %s on the loaded model's components", name)
         self._edit.scheduler = self.pipe.scheduler
         return self._edit
@@ -675,6 +772,7 @@ class Engine:
                 raise InitImageError(f"init image: {family.label} models have no image-to-image pipeline here")
             self._img2img = getattr(diffusers, family.pipelines.image_to_image).from_pipe(self.pipe)
             self._img2img.set_progress_bar_config(disable=True)
+            memoise_encode_prompt(self._img2img, self._prompts, self._encoders.bring_back)
             log.info("image-to-image: %s on the loaded model's components", type(self._img2img).__name__)
         self._img2img.scheduler = self.pipe.scheduler
         return self._img2img
@@ -761,50 +859,8 @@ def _family(pipe, label: str) -> ModelFamily:
     return family_from_configs(index, config("unet"), config("scheduler"), label, transformer=config("transformer"))
 
 
-def resident_parts(pipe) -> dict[str, int]:
-    """Bytes each of the pipeline's modules holds in parameters and buffers (quantized ones as stored)."""
-    import torch
-
-    parts = {}
-    for name, component in pipe.components.items():
-        if isinstance(component, torch.nn.Module):
-            parts[name] = sum(t.numel() * t.element_size() for t in [*component.parameters(), *component.buffers()])
-    return parts
-
-
-CPU_ALIGNMENT = 64  # bytes; what PyTorch's CPU allocator gives every new tensor
-
-
-def _own_aligned_memory(pipe) -> int:
-    """Give every CPU weight its own 64-byte-aligned memory; returns how many were moved.
-
-    CPU matrix kernels pick their code path by the alignment of the data, and the last bits of
-    a product follow the path: the same weight at an 8-byte-aligned address (where a memory-mapped
-    .safetensors file puts it) and at a 64-byte-aligned one gave text embeddings 2.7e-7 apart here,
-    enough to change pixels. Loading a folder maps the file; loading a single-file checkpoint
-    converts into new tensors. Copying the misaligned ones makes the same model give the same
-    image whichever way it was loaded. (mps and cuda copy every weight to the device anyway.)"""
-    import torch
-
-    moved = 0
-    for component in pipe.components.values():
-        if not isinstance(component, torch.nn.Module):
-            continue
-        for tensor in [*component.parameters(), *component.buffers()]:
-            if tensor.device.type == "cpu" and tensor.data_ptr() % CPU_ALIGNMENT:
-                tensor.data = tensor.data.clone()
-                moved += 1
-    return moved
-
-
-def _free_device_memory(device: str) -> None:
-    gc.collect()
-    try:
-        import torch
-
-        if device == "cuda" and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        elif device == "mps" and torch.backends.mps.is_available():
-            torch.mps.empty_cache()
-    except Exception:  # freeing caches is best effort
-        log.debug("could not empty the device cache", exc_info=True)
+def _freed(before: MemorySample, after: MemorySample) -> int:
+    """What an unload handed back: the device's allocated bytes on a GPU, the process's RSS on the CPU."""
+    if before.device_allocated is not None and after.device_allocated is not None:
+        return max(0, before.device_allocated - after.device_allocated)
+    return max(0, before.process_rss - after.process_rss)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Collection, Iterator, Mapping
 
 from tui.engine.families import Family, ModelFamily
 from tui.engine.gguf_header import GGUF_SUFFIX, GGUFError, GGUFHeader, read_gguf_header
-from tui.engine.models import (LOADER_ERRORS, LocalModel, ModelLoadError, _components, _relative_files,
+from tui.engine.models import (LOADER_ERRORS, LocalModel, Loader, ModelLoadError, _components, _relative_files,
                                check_single_file, choose_variant, complete_variants, first_line,
                                whole_checkpoint_loader)
 
@@ -130,7 +130,7 @@ FetchBase = Callable[[str], object]  # downloads a base repository (by id) witho
 
 def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str, tuple[int, ...]],
                             allow_pickle: bool, prefer_fp16: bool, quantize: str = "none", device: str = "cpu",
-                            fetch_base: FetchBase | None = None) -> Callable[[Any], Any]:
+                            fetch_base: FetchBase | None = None) -> Loader:
     """Find the base repository's other parts in the cache (downloading them with ``fetch_base`` where given
     and none is cached), raising ModelLoadError before anything is unloaded; the function returned loads the
     file's transformer and the pipeline around it, the parts the ``quantize`` setting names quantized to NF4
@@ -168,7 +168,7 @@ def transformer_file_loader(path: Path, model: ModelFamily, shapes: Mapping[str,
             raise ModelLoadError(f"model: loading {path.name} with the other parts of {base_id} failed: "
                                  f"{first_line(error)}") from None
 
-    return load
+    return Loader(load, base, not allow_pickle or None)
 
 
 def gguf_family(header: GGUFHeader, name: str) -> ModelFamily | None:
@@ -205,7 +205,7 @@ def check_gguf_file(path: Path) -> tuple[GGUFHeader, ModelFamily]:
 
 
 def single_file_loader(path: Path, allow_pickle: bool, prefer_fp16: bool = False, quantize: str = "none",
-                       device: str = "cpu", fetch_base: FetchBase | None = None) -> Callable[[Any], Any]:
+                       device: str = "cpu", fetch_base: FetchBase | None = None) -> Loader:
     """Check a .safetensors (or, when allowed, .ckpt) checkpoint, raising ModelLoadError before
     anything is unloaded; the function returned loads it at a torch dtype. A file holding a
     transformer alone (FLUX.1, Z-Image, Qwen-Image...) loads with its family's base repository, which
