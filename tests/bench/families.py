@@ -271,10 +271,11 @@ ARCHITECTURES = {
 def _engine_with(pipe, folder: Path, device: str, dtype: str):
     """An Engine that loads ``pipe`` (already built on ``device``) as the model at ``folder``."""
     from tui.engine import Engine, EngineOptions
+    from tui.engine.models import Loader
 
     class PrebuiltEngine(Engine):
         def _loader(self, source, on_event, cancel, dtype, device):
-            return lambda torch_dtype: pipe
+            return Loader(lambda torch_dtype: pipe)
 
     return PrebuiltEngine(EngineOptions(model=str(folder), device=device, dtype=dtype, previews=True,
                                         preview_max_fps=4.0))

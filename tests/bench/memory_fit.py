@@ -114,7 +114,7 @@ def pipeline_parts(pipe):
     return tuple(parts)
 
 
-def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
+def run_family(key: str, device: str, repeats: int, smoke: bool, max_steps: int | None = None) -> dict:
     import torch
 
     from tui.engine import GenerationRequest
@@ -131,30 +131,37 @@ def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
     engine.load()
     model = engine.family_info
     defaults = model.defaults
-    size, steps = (64, 2) if smoke else (defaults.size, defaults.steps)
+    size, steps = (64, 2) if smoke else (defaults.size, min(defaults.steps, max_steps or defaults.steps))
     small = size * 3 // 4 // 16 * 16
     request = GenerationRequest(PROMPT, seed=7, steps=steps, width=size, height=size, scheduler=defaults.scheduler,
                                 guidance=defaults.guidance)
     bare_scheduler = build_scheduler(find_scheduler(defaults.scheduler), engine._base_scheduler_config)
     prompts = {"prompt": PROMPT, **({"negative_prompt": ""} if model.family.negative_prompt else {})}
+    fresh = iter(range(10**6))
 
-    def bare() -> None:
+    def bare(run_steps: int = steps) -> None:
         tapped, pipe.scheduler = pipe.scheduler, bare_scheduler
         try:
-            pipe(prompt=PROMPT, num_inference_steps=steps, **engine._guidance(request.guidance, prompts),
+            pipe(prompt=PROMPT, num_inference_steps=run_steps, **engine._guidance(request.guidance, prompts),
                  **engine._size(size, size), generator=torch.Generator("cpu").manual_seed(7))
         finally:
             pipe.scheduler = tapped
 
-    def through_engine(side: int = size):
+    def through_engine(side: int = size, new_prompt: bool = False):
+        """A job of the engine's; with ``new_prompt`` one its prompt cache has not seen (the encoders run),
+        else a re-roll of the same prompt (answered from the cache)."""
         from dataclasses import replace
 
-        return lambda: engine.generate(replace(request, width=side, height=side))
+        def call(run_steps: int = steps) -> None:
+            prompt = f"{PROMPT}, take {next(fresh)}" if new_prompt else PROMPT
+            engine.generate(replace(request, prompt=prompt, width=side, height=side, steps=run_steps))
 
-    def measured(name: str, call, side: int = size) -> dict:
-        """The call run once to warm up, then ``repeats`` times: its median time, its peak, the weights
-        resident before it, and sdtui's estimate for what is loaded."""
-        call()
+        return call
+
+    def measured(name: str, call, side: int = size, without_encoders: bool = False) -> dict:
+        """The call run once at two steps to warm up, then ``repeats`` times: its median time, its peak, the
+        weights resident before it, and sdtui's estimate for what is loaded."""
+        call(min(2, steps))
         times, peaks = [], []
         for _ in range(repeats):
             gc.collect()
@@ -170,18 +177,31 @@ def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
             times.append(time.perf_counter() - start)
             peaks.append(torch.cuda.max_memory_allocated() if cuda else 0)
         guess = estimate(pipeline_parts(pipe), dtype, model.family.job_memory_gb, model.native_size, (side, side))
+        need = guess.peak_without_encoders if without_encoders else guess.peak
+        weights = guess.weights - (guess.encoders if without_encoders else 0)
         row = {"name": name, "size": side, "seconds": round(statistics.median(times), 3),
                "peak_gb": round(max(peaks) / 1e9, 2), "weights_gb": round(resident / 1e9, 2),
-               "estimate_gb": round(guess.peak / 1e9, 2), "estimate_weights_gb": round(guess.weights / 1e9, 2)}
-        row["estimate_ratio"] = round(guess.peak / max(peaks), 3) if cuda and max(peaks) else None
+               "estimate_gb": round(need / 1e9, 2), "estimate_weights_gb": round(weights / 1e9, 2)}
+        row["estimate_ratio"] = round(need / max(peaks), 3) if cuda and max(peaks) else None
         print(_line(model.label, row), flush=True)
         return row
 
-    rows = [measured("bare", bare), measured("sdtui", through_engine()),
-            measured("sdtui smaller", through_engine(small), small)]
+    def encoders(setting: str) -> None:
+        engine.options.text_encoders = setting
+        if setting == "keep":
+            engine._encoders.bring_back()
+
+    rows = [measured("bare", bare), measured("sdtui, new prompt", through_engine(new_prompt=True)),
+            measured("sdtui", through_engine()), measured("sdtui", through_engine(small), small)]
+    encoders("free")
+    rows += [measured("sdtui, encoders freed", through_engine(), without_encoders=True),
+             measured("sdtui, encoders freed, new prompt", through_engine(new_prompt=True))]
+    encoders("keep")
     for kind in ("Q8_0", "Q4_K"):
         swapped = quantize_transformer(pipe, kind)
-        rows.append({**measured(f"sdtui {kind}", through_engine()), "layers_quantized": swapped})
+        rows.append({**measured(f"sdtui, GGUF {kind}", through_engine()), "layers_quantized": swapped})
+    encoders("free")
+    rows.append(measured("sdtui, GGUF Q4_K, encoders freed", through_engine(), without_encoders=True))
     result = {"family": model.label, "model": architecture.hub_name, "steps": steps, "guidance": request.guidance,
               "job_memory_gb": model.family.job_memory_gb, "rows": rows}
     engine.unload()
@@ -194,7 +214,7 @@ def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
 
 def _line(family: str, row: dict) -> str:
     ratio = f", estimate / peak {row['estimate_ratio']:.3f}" if row["estimate_ratio"] is not None else ""
-    return (f"{family:<14} {row['name']:<14} {row['size']:>4}px: {row['seconds']:7.3f} s, peak {row['peak_gb']:6.2f} GB,"
+    return (f"{family:<14} {row['name']:<34} {row['size']:>4}px: {row['seconds']:7.3f} s, peak {row['peak_gb']:6.2f} GB,"
             f" weights {row['weights_gb']:6.2f} GB; estimate {row['estimate_gb']:6.2f} GB (weights "
             f"{row['estimate_weights_gb']:.2f}){ratio}")
 
@@ -212,23 +232,25 @@ def mac_table(results: dict) -> str:
              "|---|---|" + "---|" * len(MAC_SIZES_GB)]
     for family in results["families"]:
         for row in family["rows"]:
-            if row["size"] != max(r["size"] for r in family["rows"]) or row["name"] == "bare":
-                continue
+            if row["size"] != max(r["size"] for r in family["rows"]) or not row["name"].startswith("sdtui") \
+                    or "new prompt" in row["name"]:
+                continue  # a re-roll's peak, at the default size, as sdtui runs it
             need = round(row["peak_gb"] * 1e9 / gib, 1)
             words = [judge(int(need * gib), mps_budget(size * gib, None)).word for size in MAC_SIZES_GB]
-            label = row["name"].removeprefix("sdtui").strip(", ") or "bfloat16"
+            label = row["name"].removeprefix("sdtui").strip(", ")
+            label = label if label.startswith("GGUF") else ", ".join(filter(None, ("bfloat16", label)))
             lines.append(f"| {family['model']}, {label} | {need} GB | " + " | ".join(words) + " |")
     return "\n".join(lines)
 
 
-def run(families: list[str], device: str, repeats: int, smoke: bool) -> dict:
+def run(families: list[str], device: str, repeats: int, smoke: bool, max_steps: int | None = None) -> dict:
     import torch
 
     os.environ["SDTUI_HOME"] = str(Path(tempfile.mkdtemp(prefix="sdtui-bench-")) / "home")
     results = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"{device} ({os.cpu_count()} cores)",
                "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "families": []}
     for key in families:
-        results["families"].append(run_family(key, device, repeats, smoke))
+        results["families"].append(run_family(key, device, repeats, smoke, max_steps))
     return results
 
 
@@ -238,6 +260,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--smoke", action="store_true", help="tiny pipelines on the CPU at 64x64, 2 steps")
+    parser.add_argument("--max-steps", type=int, help="at most this many steps (the peak does not depend on them)")
     parser.add_argument("--mac-table", metavar="JSON", help="print README's table from a run's results, and stop")
     args = parser.parse_args()
     if args.mac_table:
@@ -246,7 +269,7 @@ def main() -> None:
         print(mac_table(json.loads(Path(args.mac_table).read_text())))
         return
     device, repeats = ("cpu", 1) if args.smoke else (args.device, args.repeats)
-    save_result("memory_fit.json", run(args.family or list(ARCHITECTURES), device, repeats, args.smoke))
+    save_result("memory_fit.json", run(args.family or list(ARCHITECTURES), device, repeats, args.smoke, args.max_steps))
 
 
 if __name__ == "__main__":
