@@ -238,7 +238,7 @@ def mac_table(results: dict) -> str:
             need = round(row["peak_gb"] * 1e9 / gib, 1)
             words = [judge(int(need * gib), mps_budget(size * gib, None)).word for size in MAC_SIZES_GB]
             label = row["name"].removeprefix("sdtui").strip(", ")
-            label = label if label.startswith("GGUF") else ", ".join(filter(None, ("bfloat16", label)))
+            label = label if label.startswith(("GGUF", "NF4")) else ", ".join(filter(None, ("bfloat16", label)))
             lines.append(f"| {family['model']}, {label} | {need} GB | " + " | ".join(words) + " |")
     return "\n".join(lines)
 
