@@ -13,6 +13,7 @@ import pytest
 
 from tui.engine import Engine, EngineOptions, GenerationRequest
 from tui.engine.catalog import describe
+from tui.engine.memory import format_bytes
 from tui.engine.weights import resident_parts
 
 SIZE = 64
@@ -79,3 +80,27 @@ def test_the_estimate_is_within_15_percent_of_the_measured_peak(folder, caplog):
     assert estimate.peak == pytest.approx(measured, rel=0.15)
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("memory: Z-Image-Turbo needs")]
     assert len(said) == 1 and "fits in" in said[0] and "transformer" in said[0]
+
+
+def test_the_memory_line_says_what_the_model_holds_by_part_and_the_jobs_peak(folder):
+    """Each step's memory reading carries the parts the loaded model holds (the text encoders at 0 while
+    they are freed) and the job's peak so far; the status line shows them first."""
+    from tui.client.widgets.status import memory_text
+    from tui.engine.events import Loaded, Step
+
+    events = []
+    engine = Engine(EngineOptions(model=str(folder), device="cpu", dtype="bfloat16", preview_max_fps=0,
+                                  text_encoders="free"))
+    engine.load(events.append)
+    held = next(e for e in events if isinstance(e, Loaded)).memory.held
+    assert set(held) == {"transformer", "text encoders", "VAE"} and all(held.values())
+    request = GenerationRequest("a fox in the snow", width=SIZE, height=SIZE, steps=2, seed=3, guidance=0.0,
+                                scheduler="FlowMatch Euler")
+    engine.generate(request, events.append)
+    steps = [e.memory for e in events if isinstance(e, Step)]
+    assert steps and steps[-1].held == {**held, "text encoders": 0}
+    assert steps[-1].job_peak >= steps[-1].process_rss
+    line = memory_text(steps[-1]).plain
+    assert line.startswith(f"model {format_bytes(sum(steps[-1].held.values()))}: transformer, VAE "
+                           "(text encoders off)  peak ")
+    assert line.index("swap") < line.index("RAM") < line.index("RSS")

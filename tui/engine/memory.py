@@ -24,6 +24,11 @@ class MemorySample:
     device_unlimited: bool = False  # mps with the watermark off: jobs may run into swap
     device_recommended: int | None = None  # mps: the GPU's recommended working set
     device_free: int | None = None  # cuda: free on the card, other processes' use counted
+    # What the loaded model holds, by part ("transformer", "text encoders", "VAE"; 0: freed while images
+    # denoise), and the job's peak so far (device allocated on a GPU, process RSS on the CPU); None
+    # where no model or job is in question.
+    held: dict[str, int] | None = None
+    job_peak: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -104,6 +104,7 @@ class Engine:
         self._encoder_state: tuple = ()  # the LoRAs and embeddings in the text encoders the cache was made under
         self._encoders: TextEncoders | None = None
         self._weight_bytes = 0  # every weight of the loaded pipeline, measured after loading
+        self._part_bytes: dict[str, int] = {}  # ... by component
         self._residency: devices.Decision | None = None  # the text encoder decision the log last gave
         self._free_encoders = devices.KEEP  # how the text encoders leave at the next denoising step
         self._said_encoders_stay = False
@@ -215,7 +216,7 @@ class Engine:
         self._loaded_key, self._loaded_options = key, replace(options)
         self._loaded_event = Loaded(self.model_label, self.family, self.device, self.dtype, self.load_seconds,
                                     tuple(d.describe() for d in self.decisions), self.family_info,
-                                    sample_memory(self.device), options.model)
+                                    replace(sample_memory(self.device), held=self._held_parts()), options.model)
         on_event(self._loaded_event)
 
     def _apply_quantized_fixes(self, dtype: str) -> list[devices.Decision]:
@@ -413,7 +414,8 @@ class Engine:
 
         pipe = self.pipe
         modules = pipeline_modules(pipe)
-        self._weight_bytes = sum(module_bytes(m) for m in modules.values())
+        self._part_bytes = {name: module_bytes(m) for name, m in modules.items()}
+        self._weight_bytes = sum(self._part_bytes.values())
         names = list(dict.fromkeys(e.component for e in self.family_info.family.encoders if e.component in modules))
         self._encoders = TextEncoders(self._pipelines, names, self.device, self.dtype, loader.parts,
                                       loader.use_safetensors)
@@ -447,6 +449,18 @@ class Engine:
             log.info(decision.describe())
         self._residency = decision
         return decision
+
+    def _held_parts(self) -> dict[str, int]:
+        """What the loaded model holds on its device by part, for the memory line: the denoiser, the text
+        encoders (0 while they are freed) and the VAE, from the sizes measured at load."""
+        held: dict[str, int] = {}
+        encoders = self._encoders.names if self._encoders else ()
+        for name, count in self._part_bytes.items():
+            label = "text encoders" if name in encoders else "VAE" if name == "vae" else name
+            resident = name not in encoders or self._encoders.resident
+            held[label] = held.get(label, 0) + (count if resident else 0)
+        order = {"transformer": 0, "unet": 0, "text encoders": 1, "VAE": 2}
+        return dict(sorted(held.items(), key=lambda item: order.get(item[0], 3)))
 
     def _denoising_starts(self) -> None:
         """At the denoiser's first forward of a pipeline call: the prompts are encoded by now, so the
@@ -655,7 +669,8 @@ class Engine:
         callback = StepCallback(device=self.device, image_index=indices[0], total_steps=total_steps_of(request),
                                 called=called, swap_start=swap_start, cancel=cancel, on_event=on_event,
                                 preview=self._preview if opts.previews else None,
-                                throttle=PreviewThrottle(opts.preview_interval, opts.preview_max_fps))
+                                throttle=PreviewThrottle(opts.preview_interval, opts.preview_max_fps),
+                                held=self._held_parts)
         arguments = {**prompts, "num_inference_steps": request.steps, **self._guidance(request.guidance, prompts),
                      "num_images_per_prompt": len(indices),
                      "generator": generators if len(generators) > 1 else generators[0],

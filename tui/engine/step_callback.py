@@ -7,6 +7,7 @@ import os
 import statistics
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from tui.engine import device as devices
@@ -33,8 +34,10 @@ class StepCallback:
 
     def __init__(self, *, device: str, image_index: int, total_steps: int, called: float, swap_start: int,
                  cancel: threading.Event, on_event: Callable[[Event], None],
-                 preview: Callable[[Any], Any] | None, throttle: PreviewThrottle):
+                 preview: Callable[[Any], Any] | None, throttle: PreviewThrottle,
+                 held: Callable[[], dict[str, int]] | None = None):
         self.device = device
+        self.held = held  # what the loaded model holds by part, for the memory line
         self.image_index = image_index  # the job's index of the batch's first image
         self.total_steps = total_steps  # of every pass
         self.called = called  # when the job was asked for: its first step is timed from there
@@ -87,7 +90,10 @@ class StepCallback:
 
     def _memory(self, now: float, last_of_pass: bool) -> MemorySample:
         if self.memory is None or now - self.sampled >= MEMORY_SAMPLE_INTERVAL_S or last_of_pass:
-            self.memory, self.sampled = sample_memory(self.device), now
+            sample = sample_memory(self.device)
+            peak = max(self.peak_memory, sample.device_allocated or sample.process_rss)
+            self.memory = replace(sample, held=self.held() if self.held else None, job_peak=peak)
+            self.sampled = now
         return self.memory
 
     def _warn_of_swap(self, swap_used: int) -> None:

@@ -27,9 +27,21 @@ def eta_seconds(step_times: list[float], steps_left: int) -> float:
 
 
 def memory_text(memory: MemorySample | None) -> Text:
+    """One line, the most telling first: what the loaded model holds and which of its parts (text encoders
+    "off" while images denoise without them), the job's peak, the device's use and limit, swap, the
+    system's memory and the process's."""
     if memory is None:
         return Text("memory: waiting for the first step", style="dim")
     text = Text()
+    if memory.held:
+        loaded = [name for name, count in memory.held.items() if count]
+        off = [name for name, count in memory.held.items() if not count]
+        text.append("model ", style="bold")
+        text.append(f"{format_bytes(sum(memory.held.values()))}: {', '.join(loaded)}")
+        text.append(f" ({', '.join(off)} off)  " if off else "  ")
+    if memory.job_peak:
+        text.append("peak ", style="bold")
+        text.append(format_bytes(memory.job_peak) + "  ")
     if memory.device_allocated is not None:
         text.append("GPU ", style="bold")
         text.append(f"{format_bytes(memory.device_allocated)}")
@@ -38,12 +50,12 @@ def memory_text(memory: MemorySample | None) -> Text:
         elif memory.device_unlimited:  # PYTORCH_MPS_HIGH_WATERMARK_RATIO=0: past the GPU's share, it swaps
             text.append(" / no limit", style="bold yellow")
         text.append("  ")
-    text.append("RSS ", style="bold")
-    text.append(format_bytes(memory.process_rss) + "  ")
+    text.append("swap ", style="bold")
+    text.append(format_bytes(memory.swap_used) + "  ")
     text.append("RAM ", style="bold")
     text.append(f"{format_bytes(memory.system_used)} / {format_bytes(memory.system_total)}  ")
-    text.append("swap ", style="bold")
-    text.append(format_bytes(memory.swap_used))
+    text.append("RSS ", style="bold")
+    text.append(format_bytes(memory.process_rss))
     return text
 
 
