@@ -374,12 +374,27 @@ def report(result: dict) -> str:
         f"{name} {gb:.2f}" for name, gb in weights.items())
 
 
-def run(families: list[str], device: str, repeats: int, smoke: bool) -> dict:
+def results_header(device: str) -> dict:
+    """The machine a family benchmark runs on, and a fresh sdtui home for its engines."""
     import torch
 
     os.environ["SDTUI_HOME"] = str(Path(tempfile.mkdtemp(prefix="sdtui-bench-")) / "home")
-    results = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"{device} ({os.cpu_count()} cores)",
-               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "families": []}
+    return {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"{device} ({os.cpu_count()} cores)",
+            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "families": []}
+
+
+def family_arguments(repeats: int, smoke: str) -> argparse.ArgumentParser:
+    """The flags every benchmark over the published architectures takes."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--family", action="append", choices=tuple(ARCHITECTURES), help="default: all")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--smoke", action="store_true", help=smoke)
+    return parser
+
+
+def run(families: list[str], device: str, repeats: int, smoke: bool) -> dict:
+    results = results_header(device)
     for key in families:
         result = run_family(key, device, repeats, smoke)
         print(report(result), flush=True)
@@ -388,12 +403,7 @@ def run(families: list[str], device: str, repeats: int, smoke: bool) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--family", action="append", choices=tuple(ARCHITECTURES), help="default: all")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--smoke", action="store_true", help="tiny pipelines on the CPU, one pair at 64x64, 2 steps")
-    args = parser.parse_args()
+    args = family_arguments(3, "tiny pipelines on the CPU, one pair at 64x64, 2 steps").parse_args()
     device, repeats = ("cpu", 1) if args.smoke else (args.device, args.repeats)
     results = run(args.family or list(ARCHITECTURES), device, repeats, args.smoke)
     save_result("families.json", results)

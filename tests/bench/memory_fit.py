@@ -25,16 +25,14 @@ Writes bench-results/memory_fit.json.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from tests.bench import save_result
-from tests.bench.families import ARCHITECTURES, PROMPT, _engine_with
+from tests.bench.families import ARCHITECTURES, PROMPT, _engine_with, family_arguments, results_header
 
 GGUF_LAYOUTS = {  # name: (weights per block, bytes per block, where the block's fp16 scales sit)
     "Q8_0": (32, 34, (0,)),  # d, then 32 int8
@@ -244,22 +242,14 @@ def mac_table(results: dict) -> str:
 
 
 def run(families: list[str], device: str, repeats: int, smoke: bool, max_steps: int | None = None) -> dict:
-    import torch
-
-    os.environ["SDTUI_HOME"] = str(Path(tempfile.mkdtemp(prefix="sdtui-bench-")) / "home")
-    results = {"device": torch.cuda.get_device_name(0) if device == "cuda" else f"{device} ({os.cpu_count()} cores)",
-               "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "families": []}
+    results = results_header(device)
     for key in families:
         results["families"].append(run_family(key, device, repeats, smoke, max_steps))
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--family", action="append", choices=tuple(ARCHITECTURES), help="default: all")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--smoke", action="store_true", help="tiny pipelines on the CPU at 64x64, 2 steps")
+    parser = family_arguments(2, "tiny pipelines on the CPU at 64x64, 2 steps")
     parser.add_argument("--max-steps", type=int, help="at most this many steps (the peak does not depend on them)")
     parser.add_argument("--mac-table", metavar="JSON", help="print README's table from a run's results, and stop")
     args = parser.parse_args()
