@@ -88,6 +88,8 @@ class SettingsPanel(VerticalScroll):
         self._building = True  # while the fields mount: F4 then does not make a second set
         await self.mount_all(self._rows())
         self._built, self._building = True, False
+        if not self.query("#setting-steps"):  # the app closed as the timer fired: nothing was mounted
+            return
         self._fill(TEXT_KEYS + SWITCH_KEYS)  # a value set while the fields were being made (a key typed ahead)
 
     def _rows(self) -> list:
