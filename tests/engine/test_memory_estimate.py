@@ -104,3 +104,16 @@ def test_the_memory_line_says_what_the_model_holds_by_part_and_the_jobs_peak(fol
     assert line.startswith(f"model {format_bytes(sum(steps[-1].held.values()))}: transformer, VAE "
                            "(text encoders off)  peak ")
     assert line.index("swap") < line.index("RAM") < line.index("RSS")
+
+
+def test_a_load_that_would_swap_is_offered_the_familys_quantized_files_and_nf4(folder):
+    """What the engine offers instead, read before loading: the known GGUF files of Z-Image-Turbo and, on a
+    GPU, NF4 with the text encoder; the largest first, each with its need."""
+    engine = Engine(EngineOptions(model=str(folder)))
+    estimate = describe(str(folder)).estimate("bfloat16")
+    offered = dict(engine._alternatives(estimate, "mps"))
+    assert any("Z-Image Turbo Q8_0" in label for label in offered)
+    assert any("Z-Image Turbo Q4_K_M" in label for label in offered)
+    assert offered["with --quantize nf4-encoders (bitsandbytes)"] < estimate.peak
+    assert list(offered.values()) == sorted(offered.values(), reverse=True)
+    assert not any("nf4" in label for label, _need in engine._alternatives(estimate, "cpu"))

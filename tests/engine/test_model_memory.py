@@ -8,7 +8,7 @@ from safetensors.numpy import save_file
 
 from tui.engine import device as d
 from tui.engine.catalog import describe, family_on_disk
-from tui.engine.estimate import GB, Part, estimate, folder_parts
+from tui.engine.estimate import GB, Part, estimate, folder_parts, gb
 from tui.engine.families import FLUX, SD1, ZIMAGE
 from tui.engine.fit import (FITS, OVER, TIGHT, budget_from_sample, cpu_budget, cuda_budget, judge, memory_line,
                             mps_budget, recommended_working_set, what_fits_instead)
@@ -150,3 +150,20 @@ def test_family_on_disk_before_loading(tmp_path):
     model = family_on_disk(str(folder))
     assert model.base == ZIMAGE
     assert d.choose_dtype("auto", "cuda", model.family, d.DtypeFacts(torch_version="2.13.0")).value == "bfloat16"
+
+
+def test_a_model_that_would_swap_is_offered_the_largest_known_one_of_its_family_that_fits():
+    from tui.engine.getable import smaller_of_the_family
+
+    flux = smaller_of_the_family("flux", "bfloat16", (1024, 1024))
+    labels = [label for label, _need in flux]
+    assert any("FLUX.1 dev Q8_0" in label for label in labels) and any("Q4_K_S" in label for label in labels)
+    assert [need for _label, need in flux] == sorted((need for _label, need in flux), reverse=True)
+    dev = estimate((Part("text_encoder", 123_000_000), Part("text_encoder_2", 4_760_000_000),
+                    Part("transformer", 11_900_000_000), Part("vae", 84_000_000)), "bfloat16", 2.6, 1024)
+    line, over = memory_line("FLUX.1-dev", dev, mps_budget(32 * GIB, 4 * GIB), lambda: flux)
+    fitting = [label for label, need in flux if need <= recommended_working_set(32 * GIB)]
+    assert over and line.endswith(f"{fitting[0]}, ~{gb(dict(flux)[fitting[0]])} GB")
+    asked = []
+    memory_line("FLUX.1-dev", dev, mps_budget(128 * GIB, 4 * GIB), lambda: asked.append(1) or flux)
+    assert asked == []  # a model that fits is not compared with others

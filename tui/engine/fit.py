@@ -159,16 +159,18 @@ def _largest_size_that_fits(estimate: Estimate, fitting: int) -> int | None:
     return None
 
 
-def memory_line(label: str, estimate: Estimate, budget: Budget | None) -> tuple[str, bool]:
+def memory_line(label: str, estimate: Estimate, budget: Budget | None,
+                alternatives=lambda: ()) -> tuple[str, bool]:
     """The log's line on what ``label`` will need against ``budget``, with what would fit instead where
-    it will not; and whether it will not (swap, or stop for want of memory)."""
+    it will not (``alternatives()``: other models' labels and needs, asked for only then); and whether it
+    will not (swap, or stop for want of memory)."""
     if budget is None:
         return f"memory: {label} needs ~{gb(estimate.peak)} GB ({estimate.breakdown()})", False
     fit = judge(estimate.peak, budget)
     line = f"memory: {label} {fit.sentence()} ({estimate.breakdown()})"
     if fit.verdict != OVER:
         return line, False
-    ways = what_fits_instead(estimate, budget)
+    ways = what_fits_instead(estimate, budget, tuple(alternatives()))
     return line + ("; what would fit: " + "; ".join(ways) if ways else ""), True
 
 

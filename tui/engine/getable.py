@@ -57,3 +57,18 @@ def getable(on_disk: list[CatalogEntry], user_file: Path | None = None,
             continue
         rows.append(catalog_entry(entry, by_id.get(entry.base)))
     return rows
+
+
+def smaller_of_the_family(family_id: str, dtype: str, size: tuple[int, int]) -> list[tuple[str, int]]:
+    """The known models of a family (quantized files, smaller variants) with their need at ``dtype`` and
+    ``size``, the largest first: what the log suggests, in that order, for a model that would swap."""
+    known = known_models()
+    by_id = {entry.id: entry for entry in known}
+    found = []
+    for entry in known:
+        if entry.family != family_id:
+            continue
+        estimate = catalog_entry(entry, by_id.get(entry.base)).estimate(dtype, size)
+        if estimate is not None:
+            found.append((f"{entry.label} ({entry.id})", estimate.peak))
+    return sorted(found, key=lambda item: -item[1])

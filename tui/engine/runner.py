@@ -316,12 +316,30 @@ class Engine:
     def _say_fit(self, label: str, estimate, device: str, held: int, on_event: OnEvent) -> None:
         from tui.engine.fit import budget_from_sample, memory_line
 
-        line, over = memory_line(label, estimate, budget_from_sample(device, sample_memory(device), held))
+        budget = budget_from_sample(device, sample_memory(device), held)
+        line, over = memory_line(label, estimate, budget, lambda: self._alternatives(estimate, device))
         if not over:
             log.info(line)
             return
         log.warning(line)
         on_event(Notice(line, "warning"))
+
+    def _alternatives(self, estimate, device: str) -> tuple[tuple[str, int], ...]:
+        """What the log offers instead of a model that would swap, the largest that fits first: the family's
+        known quantized files and smaller variants, and NF4 on a GPU where the model is not quantized."""
+        from tui.engine.getable import smaller_of_the_family
+
+        dtype = "bfloat16" if estimate.dtype_bytes == 2 else "float32"
+        ways = []
+        model = family_on_disk(self.options.model)
+        if model is not None:
+            ways += smaller_of_the_family(model.base, dtype, estimate.size)
+        if device != "cpu" and self.options.quantize == "none" and not estimate.quantization:
+            from tui.engine.estimate import quantized_on_load
+
+            nf4 = replace(estimate, parts=quantized_on_load(estimate.parts, "nf4-encoders"))
+            ways.append(("with --quantize nf4-encoders (bitsandbytes)", nf4.peak))
+        return tuple(sorted(ways, key=lambda way: -way[1]))
 
     def _judge_job_size(self, size: tuple[int, int], on_event: OnEvent) -> None:
         """A job at another size than the load was judged at: said when it will not fit, once per size."""
