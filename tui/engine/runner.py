@@ -36,7 +36,7 @@ from tui.engine.schedulers import build_scheduler, find_scheduler
 from tui.engine.single_files import TRANSFORMER, single_file_loader
 from tui.engine.step_callback import CancelRequested, StepCallback
 from tui.engine.text_encoders import TextEncoders
-from tui.engine.weights import module_bytes, own_aligned_memory, pipeline_modules, resident_parts
+from tui.engine.weights import module_bytes, own_aligned_memory, pipeline_modules
 
 log = logging.getLogger("tui.engine")
 OnEvent = Callable[[Event], None]
@@ -313,16 +313,19 @@ class Engine:
             self._say_fit(source.label, estimate, device, self._resident_bytes(), on_event)
         return estimate
 
-    def _say_fit(self, label: str, estimate, device: str, held: int, on_event: OnEvent) -> None:
+    def _say_fit(self, label: str, estimate, device: str, held: int, on_event: OnEvent,
+                 only_if_over: bool = False) -> None:
+        """The memory line for ``estimate`` (a warning with what would fit where it will not); with
+        ``only_if_over``, nothing where it fits."""
         from tui.engine.fit import budget_from_sample, memory_line
 
         budget = budget_from_sample(device, sample_memory(device), held)
         line, over = memory_line(label, estimate, budget, lambda: self._alternatives(estimate, device))
-        if not over:
+        if over:
+            log.warning(line)
+            on_event(Notice(line, "warning"))
+        elif not only_if_over:
             log.info(line)
-            return
-        log.warning(line)
-        on_event(Notice(line, "warning"))
 
     def _alternatives(self, estimate, device: str) -> tuple[tuple[str, int], ...]:
         """What the log offers instead of a model that would swap, the largest that fits first: the family's
@@ -346,19 +349,13 @@ class Engine:
         if self._estimate is None or size == self._estimate.size or size in self._sizes_judged:
             return
         self._sizes_judged.add(size)
-        from tui.engine.fit import OVER, budget_from_sample, judge
-
-        estimate = self._estimate.at_size(size)
-        budget = budget_from_sample(self.device, sample_memory(self.device), self._resident_bytes())
-        if budget is not None and judge(estimate.peak, budget).verdict == OVER:
-            self._say_fit(f"a {size[0]}x{size[1]} job of {self.model_label}", estimate, self.device,
-                          self._resident_bytes(), on_event)
+        self._say_fit(f"a {size[0]}x{size[1]} job of {self.model_label}", self._estimate.at_size(size), self.device,
+                      self._resident_bytes(), on_event, only_if_over=True)
 
     def _resident_bytes(self) -> int:
-        """What the loaded pipeline's weights hold on its device (given back before another loads)."""
-        if self.pipe is None:
-            return 0
-        return sum(resident_parts(self.pipe).values())
+        """What the loaded pipeline's weights hold on its device (given back before another loads), from
+        the sizes measured at load: text encoders freed from the device are not counted."""
+        return sum(self._held_parts().values()) if self.pipe is not None else 0
 
     def _load_again(self, previous: EngineOptions, on_event: OnEvent) -> None:
         """After a failed load, load the model that was loaded before, so a failure never leaves

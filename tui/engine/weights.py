@@ -19,11 +19,6 @@ def pipeline_modules(pipe) -> dict[str, object]:
     return {name: c for name, c in pipe.components.items() if isinstance(c, torch.nn.Module)}
 
 
-def resident_parts(pipe) -> dict[str, int]:
-    """The bytes each of the pipeline's modules holds (quantized weights as stored), by name."""
-    return {name: module_bytes(module) for name, module in pipeline_modules(pipe).items()}
-
-
 def own_aligned_memory(modules: Iterable) -> int:
     """Give every CPU weight of ``modules`` its own 64-byte-aligned memory; returns how many were moved.
 
