@@ -36,11 +36,6 @@ class Part:
         return self.floating * dtype_bytes + self.fixed_bytes
 
     @property
-    def weights(self) -> int:
-        """The number of floating weights; quantized ones are counted by their bytes."""
-        return self.floating
-
-    @property
     def is_encoder(self) -> bool:
         return self.name.startswith(ENCODER_PREFIX)
 

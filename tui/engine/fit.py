@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tui.engine.estimate import GB, Estimate, gb
+from tui.engine.estimate import Estimate, gb
 from tui.engine.memory import MemorySample
 
 FITS, TIGHT, OVER = "fits", "tight", "over"
@@ -181,7 +181,3 @@ def held_by_server(device: str, sample: MemorySample) -> int:
     if device == "cuda":
         return sample.device_reserved or 0
     return sample.process_rss if device == "cpu" else 0
-
-
-__all__ = ["Budget", "Fit", "FITS", "GB", "OVER", "TIGHT", "memory_line", "what_fits_instead", "budget_from_sample", "cpu_budget", "held_by_server", "cuda_budget", "judge", "mps_budget",
-           "recommended_working_set"]
