@@ -281,6 +281,29 @@ def _engine_with(pipe, folder: Path, device: str, dtype: str):
                                         preview_max_fps=4.0))
 
 
+def bare_call(pipe, engine, request):
+    """``pipe(...)`` as bare diffusers is called for ``request`` (the family's default sampler, a fresh
+    scheduler, the same seed and guidance the engine gives), taking the steps to run."""
+    import torch
+
+    from tui.engine.schedulers import build_scheduler, find_scheduler
+
+    model = engine.family_info
+    scheduler = build_scheduler(find_scheduler(model.defaults.scheduler), engine._base_scheduler_config)
+    prompts = {"prompt": request.prompt, **({"negative_prompt": ""} if model.family.negative_prompt else {})}
+
+    def bare(run_steps: int = request.steps) -> None:
+        tapped, pipe.scheduler = pipe.scheduler, scheduler
+        try:
+            pipe(prompt=request.prompt, num_inference_steps=run_steps, **engine._guidance(request.guidance, prompts),
+                 **engine._size(request.width, request.height),
+                 generator=torch.Generator("cpu").manual_seed(request.seed))
+        finally:
+            pipe.scheduler = tapped
+
+    return bare
+
+
 def _weights_gb(pipe) -> dict[str, float]:
     import torch
 
@@ -292,8 +315,6 @@ def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
     import torch
 
     from tui.engine import GenerationRequest
-    from tui.engine.schedulers import build_scheduler, find_scheduler
-
     architecture = ARCHITECTURES[key]
     cuda = device == "cuda"
     began = time.perf_counter()
@@ -308,16 +329,8 @@ def run_family(key: str, device: str, repeats: int, smoke: bool) -> dict:
     size, steps = (64, 2) if smoke else (defaults.size, defaults.steps)
     request = GenerationRequest(PROMPT, seed=7, steps=steps, width=size, height=size, scheduler=defaults.scheduler,
                                 guidance=defaults.guidance)
-    bare_scheduler = build_scheduler(find_scheduler(defaults.scheduler), engine._base_scheduler_config)
-    prompts = {"prompt": PROMPT, **({"negative_prompt": ""} if model.family.negative_prompt else {})}
 
-    def bare(run_steps: int = steps) -> None:
-        tapped, pipe.scheduler = pipe.scheduler, bare_scheduler
-        try:
-            pipe(prompt=PROMPT, num_inference_steps=run_steps, **engine._guidance(request.guidance, prompts),
-                 **engine._size(size, size), generator=torch.Generator("cpu").manual_seed(7))
-        finally:
-            pipe.scheduler = tapped
+    bare = bare_call(pipe, engine, request)
 
     def through_engine(run_steps: int = steps) -> None:
         from dataclasses import replace

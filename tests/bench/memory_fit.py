@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from tests.bench import save_result
-from tests.bench.families import ARCHITECTURES, PROMPT, _engine_with, family_arguments, results_header
+from tests.bench.families import ARCHITECTURES, PROMPT, _engine_with, bare_call, family_arguments, results_header
 
 GGUF_LAYOUTS = {  # name: (weights per block, bytes per block, where the block's fp16 scales sit)
     "Q8_0": (32, 34, (0,)),  # d, then 32 int8
@@ -117,8 +117,6 @@ def run_family(key: str, device: str, repeats: int, smoke: bool, max_steps: int 
 
     from tui.engine import GenerationRequest
     from tui.engine.estimate import estimate
-    from tui.engine.schedulers import build_scheduler, find_scheduler
-
     architecture = ARCHITECTURES[key]
     cuda = device == "cuda"
     pipe = (architecture.tiny if smoke else architecture.published)(device)
@@ -133,17 +131,9 @@ def run_family(key: str, device: str, repeats: int, smoke: bool, max_steps: int 
     small = size * 3 // 4 // 16 * 16
     request = GenerationRequest(PROMPT, seed=7, steps=steps, width=size, height=size, scheduler=defaults.scheduler,
                                 guidance=defaults.guidance)
-    bare_scheduler = build_scheduler(find_scheduler(defaults.scheduler), engine._base_scheduler_config)
-    prompts = {"prompt": PROMPT, **({"negative_prompt": ""} if model.family.negative_prompt else {})}
     fresh = iter(range(10**6))
 
-    def bare(run_steps: int = steps) -> None:
-        tapped, pipe.scheduler = pipe.scheduler, bare_scheduler
-        try:
-            pipe(prompt=PROMPT, num_inference_steps=run_steps, **engine._guidance(request.guidance, prompts),
-                 **engine._size(size, size), generator=torch.Generator("cpu").manual_seed(7))
-        finally:
-            pipe.scheduler = tapped
+    bare = bare_call(pipe, engine, request)
 
     def through_engine(side: int = size, new_prompt: bool = False):
         """A job of the engine's; with ``new_prompt`` one its prompt cache has not seen (the encoders run),
