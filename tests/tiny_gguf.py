@@ -35,20 +35,13 @@ def wide_flux_pipeline():
 def wide_z_image_pipeline():
     """tests/tiny_models.py's ZImagePipeline with a transformer 64 channels wide (2 heads of 32)."""
     import torch
-    from diffusers import ZImagePipeline, ZImageTransformer2DModel
+    from diffusers import ZImagePipeline
 
-    from tests.tiny_models import build_tiny_z_image
+    from tests.tiny_models import build_tiny_z_image, z_image_transformer
 
     components = build_tiny_z_image().components
     torch.manual_seed(1)
-    transformer = ZImageTransformer2DModel(
-        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=64, n_layers=2, n_refiner_layers=1,
-        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
-        axes_dims=[16, 8, 8], axes_lens=[256, 32, 32])
-    with torch.no_grad():  # made with torch.empty: random memory, NaN at times
-        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
-        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
-    components["transformer"] = transformer.eval()
+    components["transformer"] = z_image_transformer(dim=64, heads=2, axes_dims=(16, 8, 8))
     pipe = ZImagePipeline(**components)
     pipe.set_progress_bar_config(disable=True)
     return pipe

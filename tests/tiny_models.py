@@ -40,22 +40,32 @@ def qwen_tokenizer(specials: tuple[str, ...] = QWEN_SPECIALS):
     return tokenizer, len(vocab)
 
 
+def z_image_transformer(dim: int, heads: int, axes_dims: tuple[int, int, int], layers: int = 2):
+    """A ZImageTransformer2DModel of random weights (from torch's generator as it stands) ``dim`` wide, with the
+    tiny pipeline's 16-wide caption features."""
+    import torch
+    from diffusers import ZImageTransformer2DModel
+
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=dim, n_layers=layers, n_refiner_layers=1,
+        n_heads=heads, n_kv_heads=heads, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0,
+        t_scale=1000.0, axes_dims=list(axes_dims), axes_lens=[256, 32, 32])
+    with torch.no_grad():  # made with torch.empty: random memory, NaN at times
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    return transformer.eval()
+
+
 def build_tiny_z_image():
     """A Z-Image pipeline of random weights, a few hundred kilobytes (the shapes of diffusers'
     tests/pipelines/z_image/test_z_image.py), with Z-Image-Turbo's scheduler."""
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline
     from transformers import Qwen3Config, Qwen3Model
 
     tokenizer, vocab_size = qwen_tokenizer()
     torch.manual_seed(0)
-    transformer = ZImageTransformer2DModel(
-        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=2, n_refiner_layers=1,
-        n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
-        axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
-    with torch.no_grad():  # made with torch.empty: random memory, NaN at times
-        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
-        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    transformer = z_image_transformer(dim=32, heads=2, axes_dims=(8, 4, 4))
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2, block_out_channels=[32, 64], layers_per_block=1,

@@ -23,21 +23,12 @@ def small_z_image():
     """Z-Image's architecture at a width of 768 (about 80 M weights in its transformer), with the tiny
     pipeline's text encoder, VAE and tokenizer."""
     import torch
-    from diffusers import ZImageTransformer2DModel
 
-    from tests.tiny_models import build_tiny_z_image
+    from tests.tiny_models import build_tiny_z_image, z_image_transformer
 
     pipe = build_tiny_z_image()
     torch.manual_seed(1)
-    transformer = ZImageTransformer2DModel(
-        all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=768, n_layers=6, n_refiner_layers=1,
-        n_heads=12, n_kv_heads=12, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
-        axes_dims=[32, 16, 16], axes_lens=[256, 32, 32])
-    with torch.no_grad():
-        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
-        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
-    pipe.transformer = transformer.eval()
-    pipe.register_modules(transformer=pipe.transformer)
+    pipe.register_modules(transformer=z_image_transformer(dim=768, heads=12, axes_dims=(32, 16, 16), layers=6))
     return pipe
 
 
