@@ -155,14 +155,6 @@ def test_torch_2_5_warns_once_for_sdxl_on_mps(device, version, family, warns):
         assert "pytorch issue 139389" in warning
 
 
-@pytest.mark.parametrize("device,before,now,frees", [
-    ("mps", (512, 512), (1024, 1024), True), ("mps", (512, 512), (512, 512), False),
-    ("mps", None, (512, 512), False), ("cuda", (512, 512), (768, 512), True), ("cpu", (512, 512), (64, 64), False),
-])
-def test_device_cache_is_emptied_between_jobs_when_the_size_changes(device, before, now, frees):
-    assert d.free_memory_between_jobs(device, before, now) is frees
-
-
 def test_mps_work_stays_on_the_loading_thread():
     assert d.wrong_thread("mps", 1, 2) and not d.wrong_thread("mps", 1, 1)
     assert not d.wrong_thread("cuda", 1, 2) and not d.wrong_thread("mps", None, 2)

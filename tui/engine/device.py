@@ -415,13 +415,6 @@ def mps_torch_warning(device: str, torch_version: str, family_base: str) -> str 
     return None
 
 
-def free_memory_between_jobs(device: str, previous_size: tuple[int, int] | None, size: tuple[int, int]) -> bool:
-    """Empty the allocator's cache before a job of another size: on mps the cache of the old
-    size's buffers counts against unified memory (and on cuda against the card) and is not
-    reused; the same size reuses it, so it is kept."""
-    return device in ("mps", "cuda") and previous_size is not None and previous_size != size
-
-
 def has_device_cache(device: str) -> bool:
     """Whether the device's allocator keeps freed blocks for reuse (mps, cuda), which empty_cache hands back."""
     return device in ("mps", "cuda")

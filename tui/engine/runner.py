@@ -91,7 +91,6 @@ class Engine:
         self._loaded_options: EngineOptions | None = None
         self._loaded_event: Loaded | None = None
         self.machine: dict[str, str] = {}  # torch, OS and chip, recorded with every image
-        self._last_size: tuple[int, int] | None = None
         # Models whose VAE gave NaN (black) images in float16: they decode in float32 from then on.
         self._float32_vae: set[tuple] = set()
         self._owner_thread: int | None = None  # the thread that loaded the model, where mps work stays
@@ -206,7 +205,6 @@ class Engine:
             log.info(decision.describe())
         self.machine = devices.machine_facts(device.value)
         self._owner_thread = threading.get_ident()
-        self._last_size = None
         slow_torch = devices.mps_torch_warning(device.value, torch.__version__, self.family_info.base)
         if slow_torch:
             log.warning(slow_torch)
@@ -573,11 +571,6 @@ class Engine:
                 raise InitImageError(f"{self.family_info.label} models only edit a picture by instruction: give the "
                                      "picture as the init image of an edit")
             on_event(Started(request, request.count, total_steps_of(request)))
-            size = (request.width, request.height)
-            if devices.free_memory_between_jobs(self.device, self._last_size, size):
-                log.debug("freeing the %s cache before a job at a new size, %dx%d", self.device, *size)
-                release_device_memory(self.device)
-            self._last_size = size
             batch = devices.choose_batch_size(self.device, request.count).value
             swap_start = sample_memory(self.device).swap_used
             for first in range(0, request.count, batch):
