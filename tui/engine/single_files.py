@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
@@ -72,12 +73,28 @@ def _cached_pipelines_of(entry: Family, cache: Path) -> Iterator[tuple[str, Path
 
     for repo in sorted(cache.glob("models--*")):
         snapshot = main_snapshot(repo)
-        try:
-            index = json.loads((snapshot / "model_index.json").read_text()) if snapshot else {}
-        except (OSError, ValueError):
-            continue
-        if isinstance(index, dict) and index.get("_class_name") in entry.recognise.pipeline_classes:
+        if snapshot and _pipeline_class(snapshot / "model_index.json") in entry.recognise.pipeline_classes:
             yield _repo_id(repo), snapshot
+
+
+def _pipeline_class(index: Path) -> str | None:
+    """The pipeline class a model_index.json names, read once per version of the file: the picker looks up a
+    base for every transformer-only and GGUF file it lists, each lookup going over the whole cache."""
+    try:
+        stamp = index.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _read_pipeline_class(str(index), stamp)
+
+
+@lru_cache(maxsize=512)
+def _read_pipeline_class(index: str, _stamp: int) -> str | None:
+    try:
+        data = json.loads(Path(index).read_text())
+    except (OSError, ValueError):
+        return None
+    name = data.get("_class_name") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def find_base(model: ModelFamily, repo_id: str, allow_pickle: bool,
