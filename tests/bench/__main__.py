@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 
 from tests.bench import (colour, families, history_scale, img2img, memory, memory_fit, nf4_check, overhead,
-                         save_result, server, switching, terminal)
+                         save_result, sdnq_check, server, switching, terminal)
 
 
 def targets(results: dict, gpu: bool) -> list[tuple[str, str, str, bool]]:
@@ -112,6 +112,7 @@ def smoke(model: str, device: str, gpu: bool) -> None:
         families.run(list(families.ARCHITECTURES), "cpu", 1, smoke=True)
         memory_fit.run(list(families.ARCHITECTURES), "cpu", 1, smoke=True)
         nf4_check.run("cpu", False, 1, smoke=True)
+        sdnq_check.run(["zimage"], ["uint4"], "cpu", 1, smoke=True)
         results["terminal"] = terminal.run(1, smoke=True)
         print(terminal.report(results["terminal"]), flush=True)
         history_scale.run(300, 1)

@@ -161,8 +161,10 @@ def test_the_estimate_counts_the_quantized_linear_layers_at_nf4s_size(tmp_path):
 def test_a_gguf_transformer_and_a_whole_checkpoint_are_not_quantized_again():
     gguf = CatalogEntry("x.gguf", "x.gguf", "file", None, 1, "", quantization="Q8_0",
                         parts=(Part("transformer", 0, 6_500_000_000, "Q8_0"), Part("text_encoder", 4_000_000_000)))
-    assert not gguf.quantizes_on_load
-    assert gguf.estimate("bfloat16", quantize="nf4-encoders").parts == gguf.parts
+    held = {part.name: part for part in gguf.estimate("bfloat16", quantize="nf4-encoders").parts}
+    assert held["transformer"] == gguf.parts[0]  # stays Q8_0
+    assert held["text_encoder"].quantization == NF4  # the base's encoders load in NF4, as the loader asks
+    assert gguf.estimate("bfloat16", quantize="nf4").parts == gguf.parts
     whole = CatalogEntry("sd.safetensors", "sd", "file", None, 1, "", parts=(Part("unet", 860_000_000),))
     assert not whole.quantizes_on_load
     to_get = CatalogEntry("owner/model", "model", "get", None, 1, "", parts=(Part("transformer", 12_000_000_000),))

@@ -44,12 +44,12 @@ class CatalogEntry:
     recent: bool = False
     note: str = ""  # why it may not load as it is
     parts: tuple[Part, ...] = ()  # its components' weights, from the files' headers (a model to get: its entry's)
-    quantization: str = ""  # a GGUF file's: "Q8_0", "Q5_K_M"...
+    quantization: str = ""  # a GGUF file's ("Q8_0", "Q5_K_M"...), an SDNQ repository's ("SDNQ uint4")
     does: str = ""  # a model to get: "text to image", "edit", "text to image and edit"
 
     @property
     def family_label(self) -> str:
-        """Its family, and a GGUF file's quantization: "FLUX.1 Q8_0"."""
+        """Its family, and its quantization where it is stored quantized: "FLUX.1 Q8_0", "Z-Image SDNQ uint4"."""
         label = self.family.label if self.family else "?"
         return f"{label} {self.quantization}" if self.quantization else label
 
@@ -75,9 +75,8 @@ class CatalogEntry:
     @property
     def quantizes_on_load(self) -> bool:
         """Whether the quantize setting applies to it: pipelines (a folder, a Hub snapshot, a model to get) and
-        files holding a transformer alone; not a GGUF file, already quantized, nor a whole checkpoint."""
-        if self.quantization or any(part.quantization for part in self.parts):
-            return False
+        files holding a transformer alone, with their base's parts; not a whole checkpoint. Parts quantized
+        already (a GGUF transformer, a repository's SDNQ ones) stay as they are (quantized_on_load)."""
         return self.kind != "file" or any(part.name == TRANSFORMER for part in self.parts)
 
 
@@ -210,9 +209,8 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
         where = f"Hugging Face cache ({cache_dir})"
         if (snapshot / "model_index.json").is_file():
             note = BASE_ONLY if _without_transformer_weights(snapshot) else ""
-            entries.append(CatalogEntry(repo.repo_id, repo.repo_id, "hub", folder_family(snapshot, repo.repo_id),
-                                        repo.size_on_disk, where, parts=folder_parts(snapshot),
-                                        note=note))
+            entries.append(_pipeline_entry(repo.repo_id, repo.repo_id, "hub", snapshot, repo.size_on_disk, where,
+                                           note, family_name=repo.repo_id))
             continue
         for file in sorted([*snapshot.glob("*.safetensors"), *snapshot.glob("*.gguf")]):
             checked = _checkpoint(file)
@@ -223,6 +221,17 @@ def scan_hub_cache(cache_dir: Path | None = None) -> list[CatalogEntry]:
                 entry = _file_entry(file, name, where, checked)
                 entries.append(replace(entry, ref=name) if main is not None else entry)
     return entries
+
+
+def _pipeline_entry(ref: str, name: str, kind: str, folder: Path, size: int | None, where: str, note: str = "",
+                    family_name: str = "") -> CatalogEntry:
+    """A diffusers folder's entry (a Hub snapshot's too): its family, its parts from the headers, and the
+    quantization its weights are stored in where a quantizer saved them (an SDNQ repository's)."""
+    parts = folder_parts(folder)
+    main = next((part.quantization for part in parts if part.name in (TRANSFORMER, "unet") and part.quantization), "")
+    quantization = main or next((part.quantization for part in parts if part.quantization), "")
+    return CatalogEntry(ref, name, kind, folder_family(folder, family_name), size, where, note=note, parts=parts,
+                        quantization=quantization)
 
 
 def _without_transformer_weights(snapshot: Path) -> bool:
@@ -249,8 +258,7 @@ def scan_models_dir(models_dir: Path) -> list[CatalogEntry]:
         where = f"models folder ({models_dir})"
         name = str(path.relative_to(models_dir))
         if path.is_dir():
-            entries.append(CatalogEntry(str(path), name, "folder", folder_family(path), _folder_size(path), where,
-                                        parts=folder_parts(path)))
+            entries.append(_pipeline_entry(str(path), name, "folder", path, _folder_size(path), where))
         else:
             checked = _checkpoint(path)
             if checked.listed:  # LoRAs, VAEs and embeddings live beside checkpoints; they are not models to pick
@@ -282,8 +290,7 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
     path = Path(ref).expanduser()
     if path.is_dir():
         note = "" if (path / "model_index.json").is_file() else "no model_index.json"
-        return CatalogEntry(ref, path.name, "folder", folder_family(path), _folder_size(path), str(path.parent),
-                            note=note, parts=folder_parts(path))
+        return _pipeline_entry(ref, path.name, "folder", path, _folder_size(path), str(path.parent), note)
     if path.is_file():
         return replace(_file_entry(path, path.name, str(path.parent)), ref=ref)
     if split_hub_file(ref) is not None:
@@ -291,8 +298,8 @@ def describe(ref: str, cache_dir: Path | None = None) -> CatalogEntry:
     if "/" in ref and not ref.startswith(("/", ".", "~")):
         snapshot = main_snapshot(repo_folder(cache_dir or hub_cache_dir(), ref))
         if snapshot is not None and (snapshot / "model_index.json").is_file():
-            return CatalogEntry(ref, ref, "hub", folder_family(snapshot, ref), _folder_size(snapshot),
-                                "Hugging Face cache", parts=folder_parts(snapshot))
+            return _pipeline_entry(ref, ref, "hub", snapshot, _folder_size(snapshot), "Hugging Face cache",
+                                   family_name=ref)
         return CatalogEntry(ref, ref, "hub", None, None, "Hugging Face Hub", note="not downloaded yet")
     return CatalogEntry(ref, ref, "folder", None, None, "", note="missing")
 

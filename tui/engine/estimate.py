@@ -28,7 +28,7 @@ class Part:
     name: str  # the pipeline's attribute: transformer, unet, text_encoder, vae
     floating: int = 0
     fixed_bytes: int = 0
-    quantization: str = ""  # "Q8_0", "Q4_K", "NF4" where the weights are quantized
+    quantization: str = ""  # "Q8_0", "Q4_K", "NF4", "SDNQ uint4" where the weights are quantized
     # Of ``floating``, the linear layers' matrices (what NF4 quantizes); None: not known, taken as all of them.
     linear: int | None = field(default=None, compare=False)
 
@@ -106,6 +106,7 @@ def folder_parts(folder: Path) -> tuple[Part, ...]:
     """A diffusers folder's components, each counted once: fp16 and full-precision copies of a
     component hold the same weights, so one variant of each is read."""
     from tui.engine.models import weight_variant
+    from tui.engine.sdnq import folder_quantization
 
     files: dict[tuple[str, str | None], list[Path]] = {}
     for path in sorted(folder.glob("*/*.safetensors")):
@@ -115,7 +116,8 @@ def folder_parts(folder: Path) -> tuple[Part, ...]:
         part = header_part(name, paths)
         if part is not None and (name not in parts or part.floating > parts[name].floating):
             parts[name] = part
-    return tuple(parts[name] for name in sorted(parts))
+    quantized = folder_quantization(folder)  # stored as they are held: only labelled
+    return tuple(replace(parts[name], quantization=quantized.get(name, "")) for name in sorted(parts))
 
 
 @dataclass(frozen=True)

@@ -504,8 +504,11 @@ def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None
     unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype, the
     components the ``quantize`` setting names quantized to NF4 as they load (bitsandbytes places them on
     the GPU itself; ``DiffusionPipeline.to`` then moves only the others)."""
+    from tui.engine.sdnq import prepare
+
     check_folder(folder, allow_pickle)
     components = _components(folder / "model_index.json")
+    stored_quantized = prepare(folder)  # SDNQ components: sdnq imported, or why it cannot be
     index = json.loads((folder / "model_index.json").read_text())
     # An editing pipeline (Qwen-Image-Edit's) has no text-to-image counterpart: it loads as itself.
     edits = str(index.get("_class_name", "")) in {f.pipelines.edit for f in FAMILIES if f.pipelines.edit}
@@ -521,7 +524,7 @@ def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None
                 str(folder), torch_dtype=torch_dtype, use_safetensors=not allow_pickle or None, variant=variant,
                 local_files_only=True, **_without_safety_checker(components),
                 **processor_components(folder, {name: index[name] for name in components}),
-                **pipeline_quantization(quantize, components, torch_dtype))
+                **pipeline_quantization(quantize, [c for c in components if c not in stored_quantized], torch_dtype))
         except LOADER_ERRORS as error:
             raise ModelLoadError(f"model: loading {folder} failed: {first_line(error)}") from None
 

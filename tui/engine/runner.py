@@ -220,10 +220,16 @@ class Engine:
     def _apply_quantized_fixes(self, dtype: str) -> list[devices.Decision]:
         """Set ``quantization`` from what the pipeline holds (components bitsandbytes loaded in NF4, else a GGUF
         transformer's type, from its estimate); its decisions, and the fix quantized weights may need."""
+        from tui.engine import sdnq
         from tui.engine.nf4 import NF4, held_decision, quantized_components
         from tui.engine.quantized import choose_compute_dtype_reads, quantization_decision, report_compute_dtype
 
         nf4 = quantized_components(self.pipe)
+        by_sdnq = sdnq.loaded_quantization(self.pipe)
+        if by_sdnq:  # a repository stored quantized; NF4 never takes the parts SDNQ holds
+            held = sdnq.held_decision(by_sdnq, dtype)
+            self.quantization = held.value
+            return [held] + ([held_decision(nf4, dtype)] if nf4 else [])
         gguf = self._estimate.quantization if self._estimate and self._estimate.quantization != NF4 else ""
         self.quantization = NF4 if nf4 else gguf
         if not self.quantization:

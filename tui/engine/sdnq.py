@@ -1,0 +1,94 @@
+"""Pre-quantized SDNQ repositories (Disty0's Z-Image-Turbo-SDNQ-uint4-svd-r32, FLUX.2-klein-4B-SDNQ-4bit-dynamic,
+Qwen-Image-SDNQ-uint4-svd-r32...): diffusers folders whose transformer and text encoders were quantized by the
+``sdnq`` package and saved with ``quantization_config.quant_method = "sdnq"`` in their config.json.
+
+Their weights are stored as they will be held (packed integers, with scales and, for SVD, a low-rank
+correction), so the memory estimate reads them from the headers like any other weights; the label shown in the
+picker, the history and the PNG comes from the config. Loading needs the optional ``sdnq`` package imported
+first: importing it registers its quantizer with diffusers and transformers, and transformers only learns of it
+that way (diffusers' own SDNQ quantizer imports it for diffusers' models alone, sdnq_quantizer.py), so a text
+encoder quantized by SDNQ would otherwise load with its packed weights read as plain ones. sdnq runs its
+layers in PyTorch eager mode on mps and the CPU (its README: "SDNQ can run on any device (MPS (Apple Mac) ...)
+with PyTorch Eager fallback mode").
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+from pathlib import Path
+
+from tui.engine.device import Decision
+from tui.engine.models import ModelLoadError
+
+log = logging.getLogger("tui.engine.sdnq")
+METHOD = "sdnq"
+# diffusers' recommended release (quantizers/sdnq/sdnq_quantizer.py); some newer checkpoints need it.
+INSTALL = 'pip install "sdtui[sdnq]"'
+
+
+def quantization_label(config: dict) -> str:
+    """ "SDNQ uint4", "SDNQ int8", "SDNQ uint4 dynamic" (a mix per layer, uint4 the smallest) from a
+    quantization_config; "" where it is not SDNQ's."""
+    if not isinstance(config, dict) or config.get("quant_method") != METHOD:
+        return ""
+    dtype = config.get("weights_dtype")
+    label = f"SDNQ {dtype}" if isinstance(dtype, str) and dtype else "SDNQ"
+    return label + (" dynamic" if config.get("use_dynamic_quantization") else "")
+
+
+def folder_quantization(folder: Path) -> dict[str, str]:
+    """Each component of a diffusers folder that SDNQ quantized, with its label."""
+    found = {}
+    for config in sorted(folder.glob("*/config.json")):
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        label = quantization_label(data.get("quantization_config") if isinstance(data, dict) else None)
+        if label:
+            found[config.parent.name] = label
+    return found
+
+
+def missing_message(folder: Path) -> str:
+    return (f"model: {folder.name} is quantized with SDNQ, which needs the sdnq package; install it with "
+            f"`{INSTALL}`")
+
+
+def prepare(folder: Path) -> dict[str, str]:
+    """Before loading ``folder``: its SDNQ components, with sdnq imported so that diffusers and transformers
+    both load them quantized; ModelLoadError in one sentence where sdnq is not installed."""
+    found = folder_quantization(folder)
+    if found:
+        try:
+            importlib.import_module("sdnq")  # registers its quantizer with diffusers and transformers
+        except ImportError:
+            raise ModelLoadError(missing_message(folder)) from None
+    return found
+
+
+def loaded_quantization(pipe) -> dict[str, str]:
+    """The loaded pipeline's components that SDNQ holds quantized, with their labels: diffusers' models keep
+    the quantization config as a dict in their config, transformers' as sdnq's config object."""
+    found = {}
+    for name, module in pipe.components.items():
+        config = getattr(module, "config", None)
+        quantization = config.get("quantization_config") if isinstance(config, dict) \
+            else getattr(config, "quantization_config", None)
+        if quantization is not None and not isinstance(quantization, dict):
+            quantization = {key: getattr(quantization, key, None)
+                            for key in ("quant_method", "weights_dtype", "use_dynamic_quantization")}
+        label = quantization_label(quantization)
+        if label:
+            found[name] = label
+    return found
+
+
+def held_decision(components: dict[str, str], dtype: str) -> Decision:
+    """What the log and the loaded model's description say of the SDNQ components."""
+    labels = sorted(set(components.values()))
+    return Decision("quantization", labels[0] if len(labels) == 1 else ", ".join(labels),
+                    f"{', '.join(components)} quantized by SDNQ as the repository holds them, each layer's "
+                    f"weights dequantized to {dtype} as it computes")
