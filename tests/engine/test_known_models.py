@@ -49,6 +49,27 @@ def test_a_gguf_file_is_smaller_than_its_model_and_loads_with_a_base_of_its_fami
     assert family_from_gguf(GGUF_ARCHITECTURE[entry.family]) is not None
 
 
+SDNQ = [entry for entry in REPOSITORIES if entry.quantization]
+
+
+@pytest.mark.parametrize("entry", SDNQ, ids=lambda entry: entry.label)
+def test_an_sdnq_repository_holds_its_transformer_and_encoders_quantized_and_its_vae_in_bf16(entry, tmp_path):
+    plain = next(other for other in REPOSITORIES if not other.quantization and other.family == entry.family
+                 and other.parameters == entry.parameters)
+    held = {part.name: part for part in parts(entry)}
+    assert held["vae"].floating == entry.parameters["vae"] and held["vae"].quantization == ""
+    assert all(part.quantization == entry.quantization and part.floating == 0
+               for name, part in held.items() if name != "vae")
+    assert entry.download_bytes < plain.download_bytes * 0.6
+    budget = mps_budget(24 * GIB, 6 * GIB)
+    rows = getable([], cache_dir=tmp_path)
+    row, base = (next(r for r in rows if r.ref == e.id) for e in (entry, plain))
+    assert row.estimate("bfloat16").peak < base.estimate("bfloat16").peak
+    if entry.repo == "Disty0/Z-Image-Turbo-SDNQ-uint4-svd-r32":  # 9.64 GB measured at 1024 px (sdnq_check)
+        assert row.estimate("bfloat16").peak == pytest.approx(9.64e9, rel=0.05)
+        assert not judge(row.estimate("bfloat16").peak, budget).label().startswith("swaps")
+
+
 def test_a_model_to_get_is_judged_for_this_machine_without_a_file_on_disk(tmp_path):
     rows = {row.ref: row for row in getable([], cache_dir=tmp_path)}
     assert len(rows) == len(BUILT) and all(row.kind == GET for row in rows.values())
@@ -121,6 +142,13 @@ family = "qwen_image"
 parameters = { transformer = 12 }
 
 [[model]]
+repo = "someone/three-bits"
+quantization = "SDNQ int3"
+label = "Three bits"
+family = "zimage"
+parameters = { transformer = 12, vae = 1 }
+
+[[model]]
 repo = "someone/pickles"
 file = "model.ckpt"
 base = "Qwen/Qwen-Image"
@@ -144,10 +172,13 @@ def test_a_bad_entry_is_one_sentence_naming_file_entry_and_field_said_once_and_t
         f"{path}: model entry 4 (Negative): parameters unet = -5 is not allowed; parameters must be a table of "
         "transformer, unet, text_encoder, text_encoder_2, text_encoder_3, vae to positive whole numbers of weights; "
         "that entry is left out",
-        f"{path}: model entry 5 (Q9): quantization 'Q9_0' is not one sdtui can size; use one of "
+        f"{path}: model entry 5 (Q9): quantization 'Q9_0' is not one sdtui can size for a GGUF file; use one of "
         "Q8_0, Q6_K, Q5_K, Q5_0, Q4_K, Q4_0, Q3_K, Q2_K (with _S or _M where the file's name has it); "
         "that entry is left out",
-        f"{path}: model entry 6 (A pickle): file 'model.ckpt' is not allowed; name a .safetensors or .gguf file "
+        f"{path}: model entry 6 (Three bits): quantization 'SDNQ int3' is not one sdtui can size for a repository; "
+        "use one of SDNQ uint4, SDNQ int8, SDNQ uint4 dynamic (an SDNQ repository's), or leave it out; "
+        "that entry is left out",
+        f"{path}: model entry 7 (A pickle): file 'model.ckpt' is not allowed; name a .safetensors or .gguf file "
         "by its path in the repository (folder/name.gguf); that entry is left out"]
     assert all(message.count(". ") == 0 for message in said)
 

@@ -68,8 +68,12 @@ def test_the_folder_is_listed_with_its_quantization_and_the_bytes_it_stores(uint
     parts = {part.name: part for part in entry.parts}
     assert parts["transformer"].quantization == parts["text_encoder"].quantization == "SDNQ uint4"
     assert parts["vae"].quantization == ""
-    # Packed 4-bit weights are stored as bytes, held as they are stored: the estimate counts them as such.
-    assert parts["transformer"].fixed_bytes > 0
+    # sdnq keeps every tensor of a part it holds as saved (packed bytes, and scales in float32 where saved so),
+    # whatever the run dtype: the estimate counts those parts as stored, and only the VAE at the run dtype.
+    assert parts["transformer"].floating == 0 and parts["transformer"].fixed_bytes > 0
+    at_32, at_16 = entry.estimate("float32"), entry.estimate("bfloat16")
+    assert at_16.resident(parts["transformer"]) == at_32.resident(parts["transformer"])
+    assert at_16.resident(parts["vae"]) * 2 == at_32.resident(parts["vae"])
     # NF4 is not applied again to what SDNQ holds.
     assert entry.estimate("float32", quantize="nf4-encoders").parts == entry.parts
 

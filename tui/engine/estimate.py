@@ -31,6 +31,7 @@ class Part:
     quantization: str = ""  # "Q8_0", "Q4_K", "NF4", "SDNQ uint4" where the weights are quantized
     # Of ``floating``, the linear layers' matrices (what NF4 quantizes); None: not known, taken as all of them.
     linear: int | None = field(default=None, compare=False)
+    floating_stored: int = field(default=0, compare=False)  # the bytes ``floating`` takes in the files
 
     def resident(self, dtype_bytes: int) -> int:
         return self.floating * dtype_bytes + self.fixed_bytes
@@ -47,7 +48,7 @@ def header_part(name: str, paths: list[Path]) -> Part | None:
         return None
     found = [p.get(name, Part(name)) for p in parts]
     return Part(name, sum(p.floating for p in found), sum(p.fixed_bytes for p in found),
-                linear=sum(p.linear or 0 for p in found))
+                linear=sum(p.linear or 0 for p in found), floating_stored=sum(p.floating_stored for p in found))
 
 
 def _headers(paths: list[Path]):
@@ -62,6 +63,7 @@ def split_header(header, component_of) -> dict[str, Part]:
     """One file's weights per component, ``component_of`` naming each tensor's (a whole checkpoint holds
     its UNet, VAE and text encoders under their own prefixes)."""
     floating: dict[str, int] = {}
+    stored: dict[str, int] = {}
     fixed: dict[str, int] = {}
     linear: dict[str, int] = {}
     for tensor, shape in header.shapes.items():
@@ -70,11 +72,13 @@ def split_header(header, component_of) -> dict[str, Part]:
         dtype = header.dtypes.get(tensor, "F16")
         if dtype in FLOATING:
             floating[name] = floating.get(name, 0) + count
+            stored[name] = stored.get(name, 0) + count * FLOATING[dtype]
             if is_linear_weight(tensor, shape):
                 linear[name] = linear.get(name, 0) + count
         else:
             fixed[name] = fixed.get(name, 0) + count * _INTEGER_BYTES.get(dtype, 1)
-    return {name: Part(name, floating.get(name, 0), fixed.get(name, 0), linear=linear.get(name, 0))
+    return {name: Part(name, floating.get(name, 0), fixed.get(name, 0), linear=linear.get(name, 0),
+                       floating_stored=stored.get(name, 0))
             for name in {*floating, *fixed}}
 
 
@@ -116,8 +120,15 @@ def folder_parts(folder: Path) -> tuple[Part, ...]:
         part = header_part(name, paths)
         if part is not None and (name not in parts or part.floating > parts[name].floating):
             parts[name] = part
-    quantized = folder_quantization(folder)  # stored as they are held: only labelled
-    return tuple(replace(parts[name], quantization=quantized.get(name, "")) for name in sorted(parts))
+    quantized = folder_quantization(folder)
+    return tuple(as_stored(parts[name], quantized[name]) if name in quantized else parts[name]
+                 for name in sorted(parts))
+
+
+def as_stored(part: Part, quantization: str) -> Part:
+    """A part whose quantizer keeps every tensor as it was saved: its floating tensors too (an SDNQ part's scales
+    and SVD factors stay float32 where saved so, whatever the run dtype), so all of it is counted as stored."""
+    return Part(part.name, 0, part.fixed_bytes + part.floating_stored, quantization, linear=0)
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,11 @@ ON_THE_HUB = "Hugging Face Hub"
 
 
 def parts(entry: KnownModel, base: KnownModel | None = None) -> tuple[Part, ...]:
-    """What the model will hold: a repository's components at the run dtype; a quantized file's transformer
-    as stored, with its base repository's other parts."""
-    if not entry.quantization:
-        own = tuple(Part(name, floating=count) for name, count in entry.parameters.items())
-    else:
-        own = tuple(Part(name, fixed_bytes=int(count * entry.bytes_per_weight), quantization=entry.quantization)
-                    for name, count in entry.parameters.items())
+    """What the model will hold: a repository's components at the run dtype, but those it stores quantized (an
+    SDNQ repository's), as stored; a quantized file's transformer as stored, with its base repository's other
+    parts."""
+    own = tuple(Part(name, fixed_bytes=int(count * entry.bytes_per_weight(name)), quantization=entry.quantization)
+                if entry.quantizes(name) else Part(name, floating=count) for name, count in entry.parameters.items())
     others = tuple(part for part in parts(base) if part.name not in entry.parameters) if base else ()
     return tuple(sorted(own + others, key=lambda part: part.name))
 

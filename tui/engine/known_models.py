@@ -27,6 +27,13 @@ BUILT_IN = Path(__file__).with_name("known_models.toml")
 # Q3_K 110 (3.4375), Q2_K 84 (2.625).
 BITS_PER_WEIGHT = {"Q8_0": 8.5, "Q6_K": 6.5625, "Q5_K": 5.5, "Q5_0": 5.5, "Q4_K": 4.5, "Q4_0": 4.5,
                    "Q3_K": 3.4375, "Q2_K": 2.625}
+# Bits per weight an SDNQ repository stores for its transformer (or UNet) and for its text encoders, with scales,
+# zero points, SVD factors and the layers sdnq leaves unquantized (norms, embeddings, small layers): measured
+# by tests/bench/sdnq_check.py on the published Z-Image-Turbo and FLUX.2 klein 4B architectures (H200,
+# 2026-12-04): uint4 with SVD rank 32 stored 4.78 and 5.28 for the transformers, 5.88 for Qwen3-4B; int8
+# 8.04 and 8.79. The larger transformer figure is taken. A "dynamic" repository mixes uint4 and int5 layers
+# by trial; it is counted as if every layer took int5, a bit more than uint4, so its need is not understated.
+SDNQ_BITS_PER_WEIGHT = {"SDNQ uint4": (5.3, 5.9), "SDNQ int8": (8.1, 8.8), "SDNQ uint4 dynamic": (6.3, 6.9)}
 HALF_PRECISION_BYTES = 2  # bf16 and fp16, what the repositories publish
 COMPONENTS = ("transformer", "unet", "text_encoder", "text_encoder_2", "text_encoder_3", "vae")
 TEXT_TO_IMAGE, EDIT, BOTH = "text to image", "edit", "text to image and edit"
@@ -45,7 +52,7 @@ class KnownModel:
     parameters: Mapping[str, int]  # component -> weights
     file: str = ""  # a single file of the repository: its transformer, quantized
     base: str = ""  # a single file's: the repository its other parts come from
-    quantization: str = ""  # "Q8_0", "Q4_K_S"
+    quantization: str = ""  # a GGUF file's ("Q8_0", "Q4_K_S"), an SDNQ repository's ("SDNQ uint4")
     pipeline: str = ""  # a repository's model_index.json _class_name
 
     @property
@@ -59,15 +66,22 @@ class KnownModel:
         size = variant.defaults.size if variant else entry.defaults.size
         return ModelFamily(entry.id, variant is not None, size)
 
-    @property
-    def bytes_per_weight(self) -> float:
-        if not self.quantization:
+    def quantizes(self, component: str) -> bool:
+        """Whether ``component`` is stored quantized: a GGUF file's transformer, an SDNQ repository's transformer
+        (or UNet) and text encoders; never a VAE."""
+        return bool(self.quantization) and component != "vae"
+
+    def bytes_per_weight(self, component: str) -> float:
+        if not self.quantizes(component):
             return HALF_PRECISION_BYTES
+        if self.quantization in SDNQ_BITS_PER_WEIGHT:
+            main, encoders = SDNQ_BITS_PER_WEIGHT[self.quantization]
+            return (encoders if component.startswith("text_encoder") else main) / 8
         return BITS_PER_WEIGHT[block_type(self.quantization)] / 8
 
     @property
     def download_bytes(self) -> int:
-        return int(sum(self.parameters.values()) * self.bytes_per_weight)
+        return int(sum(count * self.bytes_per_weight(name) for name, count in self.parameters.items()))
 
 
 def block_type(quantization: str) -> str:
@@ -142,9 +156,12 @@ def parse_entry(raw: Any) -> KnownModel:
     file = _file(raw)
     base = _repo(raw, "base") if file else ""
     quantization = _text(raw, "quantization", required=False)
-    if quantization and block_type(quantization) not in BITS_PER_WEIGHT:
-        raise BadEntry(f"quantization {quantization!r} is not one sdtui can size; use one of "
+    if quantization and file and block_type(quantization) not in BITS_PER_WEIGHT:
+        raise BadEntry(f"quantization {quantization!r} is not one sdtui can size for a GGUF file; use one of "
                        f"{', '.join(BITS_PER_WEIGHT)} (with _S or _M where the file's name has it)")
+    if quantization and not file and quantization not in SDNQ_BITS_PER_WEIGHT:
+        raise BadEntry(f"quantization {quantization!r} is not one sdtui can size for a repository; use one of "
+                       f"{', '.join(SDNQ_BITS_PER_WEIGHT)} (an SDNQ repository's), or leave it out")
     does = _text(raw, "does", required=False) or pipelines_do(family_id)
     if does not in (TEXT_TO_IMAGE, EDIT, BOTH):
         raise BadEntry(f"does {does!r} is not allowed; use {TEXT_TO_IMAGE!r}, {EDIT!r} or {BOTH!r}")
