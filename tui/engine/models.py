@@ -504,11 +504,13 @@ def pipeline_loader(folder: Path, allow_pickle: bool, variant: str | None = None
     unloaded; the function returned loads it through diffusers' auto pipeline at a torch dtype, the
     components the ``quantize`` setting names quantized to NF4 as they load (bitsandbytes places them on
     the GPU itself; ``DiffusionPipeline.to`` then moves only the others)."""
-    from tui.engine.sdnq import prepare
+    from tui.engine.sdnq import folder_quantization, import_sdnq, missing_message
 
     check_folder(folder, allow_pickle)
     components = _components(folder / "model_index.json")
-    stored_quantized = prepare(folder)  # SDNQ components: sdnq imported, or why it cannot be
+    stored_quantized = folder_quantization(folder)  # an SDNQ repository's components
+    if stored_quantized and not import_sdnq():
+        raise ModelLoadError(missing_message(folder))
     index = json.loads((folder / "model_index.json").read_text())
     # An editing pipeline (Qwen-Image-Edit's) has no text-to-image counterpart: it loads as itself.
     edits = str(index.get("_class_name", "")) in {f.pipelines.edit for f in FAMILIES if f.pipelines.edit}

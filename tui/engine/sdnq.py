@@ -20,7 +20,6 @@ import logging
 from pathlib import Path
 
 from tui.engine.device import Decision
-from tui.engine.models import ModelLoadError
 
 log = logging.getLogger("tui.engine.sdnq")
 METHOD = "sdnq"
@@ -57,16 +56,14 @@ def missing_message(folder: Path) -> str:
             f"`{INSTALL}`")
 
 
-def prepare(folder: Path) -> dict[str, str]:
-    """Before loading ``folder``: its SDNQ components, with sdnq imported so that diffusers and transformers
-    both load them quantized; ModelLoadError in one sentence where sdnq is not installed."""
-    found = folder_quantization(folder)
-    if found:
-        try:
-            importlib.import_module("sdnq")  # registers its quantizer with diffusers and transformers
-        except ImportError:
-            raise ModelLoadError(missing_message(folder)) from None
-    return found
+def import_sdnq() -> bool:
+    """Import sdnq, which registers its quantizer with diffusers and transformers; False where it is not
+    installed."""
+    try:
+        importlib.import_module("sdnq")
+    except ImportError:
+        return False
+    return True
 
 
 def loaded_quantization(pipe) -> dict[str, str]:
