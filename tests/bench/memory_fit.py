@@ -3,7 +3,7 @@ size, the peak memory and the time of one image, side by side in one run, and sd
 loading against each measured peak.
 
 Run: python -m tests.bench.memory_fit [--family zimage|flux2-klein|flux|sd35|qwen-image ...] [--repeats N]
-                                      [--device cuda] [--smoke]
+                                      [--max-steps N] [--gguf-only] [--device cuda] [--smoke]
 
 Each pipeline is built on the GPU in bfloat16 with random weights (tests/bench/families.py). In turn:
   bare    ``pipe(...)`` at the default size, steps and guidance: every part resident.
@@ -112,7 +112,8 @@ def pipeline_parts(pipe):
     return tuple(parts)
 
 
-def run_family(key: str, device: str, repeats: int, smoke: bool, max_steps: int | None = None) -> dict:
+def run_family(key: str, device: str, repeats: int, smoke: bool, max_steps: int | None = None,
+               gguf_only: bool = False) -> dict:
     import torch
 
     from tui.engine import GenerationRequest
@@ -179,12 +180,14 @@ def run_family(key: str, device: str, repeats: int, smoke: bool, max_steps: int 
         if setting == "keep":
             engine._encoders.bring_back()
 
-    rows = [measured("bare", bare), measured("sdtui, new prompt", through_engine(new_prompt=True)),
-            measured("sdtui", through_engine()), measured("sdtui", through_engine(small), small)]
-    encoders("free")
-    rows += [measured("sdtui, encoders freed", through_engine(), without_encoders=True),
-             measured("sdtui, encoders freed, new prompt", through_engine(new_prompt=True))]
-    encoders("keep")
+    rows = []
+    if not gguf_only:
+        rows += [measured("bare", bare), measured("sdtui, new prompt", through_engine(new_prompt=True)),
+                 measured("sdtui", through_engine()), measured("sdtui", through_engine(small), small)]
+        encoders("free")
+        rows += [measured("sdtui, encoders freed", through_engine(), without_encoders=True),
+                 measured("sdtui, encoders freed, new prompt", through_engine(new_prompt=True))]
+        encoders("keep")
     for kind in ("Q8_0", "Q4_K"):
         swapped = quantize_transformer(pipe, kind)
         rows.append({**measured(f"sdtui, GGUF {kind}", through_engine()), "layers_quantized": swapped})
@@ -231,16 +234,18 @@ def mac_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(families: list[str], device: str, repeats: int, smoke: bool, max_steps: int | None = None) -> dict:
+def run(families: list[str], device: str, repeats: int, smoke: bool, max_steps: int | None = None,
+        gguf_only: bool = False) -> dict:
     results = results_header(device)
     for key in families:
-        results["families"].append(run_family(key, device, repeats, smoke, max_steps))
+        results["families"].append(run_family(key, device, repeats, smoke, max_steps, gguf_only))
     return results
 
 
 def main() -> None:
     parser = family_arguments(2, "tiny pipelines on the CPU at 64x64, 2 steps")
     parser.add_argument("--max-steps", type=int, help="at most this many steps (the peak does not depend on them)")
+    parser.add_argument("--gguf-only", action="store_true", help="only the GGUF rows (Q8_0, Q4_K, Q4_K freed)")
     parser.add_argument("--mac-table", metavar="JSON", help="print README's table from a run's results, and stop")
     args = parser.parse_args()
     if args.mac_table:
@@ -249,7 +254,8 @@ def main() -> None:
         print(mac_table(json.loads(Path(args.mac_table).read_text())))
         return
     device, repeats = ("cpu", 1) if args.smoke else (args.device, args.repeats)
-    save_result("memory_fit.json", run(args.family or list(ARCHITECTURES), device, repeats, args.smoke, args.max_steps))
+    save_result("memory_fit.json", run(args.family or list(ARCHITECTURES), device, repeats, args.smoke, args.max_steps,
+                                       args.gguf_only))
 
 
 if __name__ == "__main__":
