@@ -118,3 +118,18 @@ def test_without_sdnq_the_model_is_one_sentence_and_the_loaded_model_stays(uint4
     assert str(caught.value) == ("model: Z-Image-Turbo-SDNQ-uint4 is quantized with SDNQ, which needs the sdnq "
                                  'package; install it with `pip install "sdtui[sdnq]"`')
     assert engine.loaded_model == "demo"
+
+
+def test_a_freed_sdnq_text_encoder_comes_back_quantized_for_a_new_prompt(uint4):
+    """With text_encoders = "free" the encoder is dropped after encoding (on the CPU, as on a Mac) and read
+    from disk again for a new prompt: read back through sdnq it encodes as the kept one does."""
+    images = {}
+    for setting in ("keep", "free"):
+        engine = Engine(EngineOptions(model=str(uint4), preview_max_fps=0, text_encoders=setting))
+        engine.load()
+        images[setting] = [pixels(engine.generate(GenerationRequest(prompt, **TINY)))
+                           for prompt in ("a red fox", "a blue bird")]
+        if setting == "free":
+            assert engine.pipe.text_encoder is None  # dropped after the second prompt's encoding
+        engine.unload()
+    assert all(np.array_equal(kept, freed) for kept, freed in zip(images["keep"], images["free"]))
