@@ -120,6 +120,21 @@ def test_without_sdnq_the_model_is_one_sentence_and_the_loaded_model_stays(uint4
     assert engine.loaded_model == "demo"
 
 
+def test_the_picker_says_what_an_sdnq_model_needs_where_sdnq_is_not_installed(uint4, monkeypatch, tmp_path):
+    import importlib.util
+
+    from tui.engine.getable import getable
+
+    assert describe(str(uint4)).note == ""  # installed here: the picker says nothing
+    found = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "sdnq" else found(name, *rest))
+    need = 'needs sdnq (pip install "sdtui[sdnq]")'
+    assert describe(str(uint4)).note == need
+    rows = {row.ref: row for row in getable([], cache_dir=tmp_path)}
+    assert rows["Disty0/Z-Image-Turbo-SDNQ-uint4-svd-r32"].note == need
+    assert rows["Tongyi-MAI/Z-Image-Turbo"].note == ""
+
+
 def test_a_freed_sdnq_text_encoder_comes_back_quantized_for_a_new_prompt(uint4):
     """With text_encoders = "free" the encoder is dropped after encoding (on the CPU, as on a Mac) and read
     from disk again for a new prompt: read back through sdnq it encodes as the kept one does."""

@@ -15,6 +15,7 @@ with PyTorch Eager fallback mode").
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
 import logging
 from pathlib import Path
@@ -23,6 +24,7 @@ from tui.engine.device import Decision
 
 log = logging.getLogger("tui.engine.sdnq")
 METHOD = "sdnq"
+LABEL = "SDNQ"  # what every label of an SDNQ quantization starts with
 # diffusers' recommended release (quantizers/sdnq/sdnq_quantizer.py); some newer checkpoints need it.
 INSTALL = 'pip install "sdtui[sdnq]"'
 
@@ -33,7 +35,7 @@ def quantization_label(config: dict) -> str:
     if not isinstance(config, dict) or config.get("quant_method") != METHOD:
         return ""
     dtype = config.get("weights_dtype")
-    label = f"SDNQ {dtype}" if isinstance(dtype, str) and dtype else "SDNQ"
+    label = f"{LABEL} {dtype}" if isinstance(dtype, str) and dtype else LABEL
     return label + (" dynamic" if config.get("use_dynamic_quantization") else "")
 
 
@@ -54,6 +56,16 @@ def folder_quantization(folder: Path) -> dict[str, str]:
 def missing_message(folder: Path) -> str:
     return (f"model: {folder.name} is quantized with SDNQ, which needs the sdnq package; install it with "
             f"`{INSTALL}`")
+
+
+def missing_note() -> str:
+    """The picker's note for an SDNQ model where sdnq is not installed ("" where it is): found without importing
+    it, which takes seconds."""
+    try:
+        found = importlib.util.find_spec("sdnq") is not None
+    except (ImportError, ValueError):  # a broken install, or one being imported
+        found = False
+    return "" if found else f"needs sdnq ({INSTALL})"
 
 
 def import_sdnq() -> bool:
