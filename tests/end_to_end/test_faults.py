@@ -74,7 +74,7 @@ def test_sigkill_at_random_moments_leaves_a_consistent_history(tmp_path, full):
     home.mkdir()
     write_config(home, steps=2, width=64, height=64)
     rng = random.Random(7)
-    rounds, generations = (20, 50) if full else (4, 20)
+    rounds, generations = (20, 50) if full else (2, 20)  # short: one app and one headless run killed
     printed: list[str] = []
     for run in range(rounds):
         kill = _kill_app if run % 2 else _kill_headless_run
@@ -231,7 +231,7 @@ def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_h
     while the jobs (about 0.2 s each) run. Every job ends as done or cancelled, no more are
     cancelled than Escapes were pressed, and the app is left idle and answering.
     The short form queues 50 and presses Escape 25 times."""
-    jobs, escapes = (200, 100) if full else (50, 25)
+    jobs, escapes = (200, 100) if full else (30, 15)
     write_config(sdtui_home, steps=10, width=64, height=64)
     with serving(sdtui_home, step_s=0.02):  # the server the app finds: 10 steps of 20 ms a job
         rows = _quick_cancels(sdtui_home, jobs, escapes)
