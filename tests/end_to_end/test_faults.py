@@ -230,7 +230,7 @@ def test_a_hundred_quick_cancels_into_a_queue_of_two_hundred_jobs_add_up(sdtui_h
     """In a real terminal: Enter 200 times in one burst, then Escape 100 times, 40 ms apart,
     while the jobs (about 0.2 s each) run. Every job ends as done or cancelled, no more are
     cancelled than Escapes were pressed, and the app is left idle and answering.
-    The short form queues 50 and presses Escape 25 times."""
+    The short form queues 30 and presses Escape 15 times."""
     jobs, escapes = (200, 100) if full else (30, 15)
     write_config(sdtui_home, steps=10, width=64, height=64)
     with serving(sdtui_home, step_s=0.02):  # the server the app finds: 10 steps of 20 ms a job
