@@ -24,7 +24,7 @@ from tui.engine.models import split_hub_file
 from tui.engine.pickles import PICKLE_SUFFIXES
 from tui.engine.estimate import Estimate, Part, estimate, folder_parts, quantized_on_load, split_header
 from tui.engine.safetensors_header import HeaderError, read_header
-from tui.engine.sdnq import LABEL as SDNQ_LABEL, missing_note
+from tui.engine.sdnq import missing_note
 from tui.engine.single_files import TRANSFORMER
 
 log = logging.getLogger("tui.engine.catalog")
@@ -231,8 +231,7 @@ def _pipeline_entry(ref: str, name: str, kind: str, folder: Path, size: int | No
     parts = folder_parts(folder)
     main = next((part.quantization for part in parts if part.name in (TRANSFORMER, "unet") and part.quantization), "")
     quantization = main or next((part.quantization for part in parts if part.quantization), "")
-    if quantization.startswith(SDNQ_LABEL) and not note:
-        note = missing_note()
+    note = note or missing_note(quantization)
     return CatalogEntry(ref, name, kind, folder_family(folder, family_name), size, where, note=note, parts=parts,
                         quantization=quantization)
 

@@ -11,7 +11,7 @@ from tui.engine.download import hub_cache_dir
 from tui.engine.estimate import Part
 from tui.engine.hub_files import cached_hub_file
 from tui.engine.known_models import KnownModel, known_models
-from tui.engine.sdnq import LABEL as SDNQ_LABEL, missing_note
+from tui.engine.sdnq import missing_note
 
 GET = "get"  # CatalogEntry.kind of a model to get
 ON_THE_HUB = "Hugging Face Hub"
@@ -38,7 +38,7 @@ def in_cache(entry: KnownModel, cache_dir: Path) -> bool:
 
 
 def catalog_entry(entry: KnownModel, base: KnownModel | None = None) -> CatalogEntry:
-    note = "gated" if is_gated(entry, base) else missing_note() if entry.quantization.startswith(SDNQ_LABEL) else ""
+    note = "gated" if is_gated(entry, base) else missing_note(entry.quantization)
     return CatalogEntry(entry.id, entry.label, GET, entry.model_family, entry.download_bytes, ON_THE_HUB,
                         note=note, parts=parts(entry, base), does=entry.does)
 

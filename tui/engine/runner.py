@@ -218,8 +218,9 @@ class Engine:
         on_event(self._loaded_event)
 
     def _apply_quantized_fixes(self, dtype: str) -> list[devices.Decision]:
-        """Set ``quantization`` from what the pipeline holds (components bitsandbytes loaded in NF4, else a GGUF
-        transformer's type, from its estimate); its decisions, and the fix quantized weights may need."""
+        """Set ``quantization`` from what the pipeline holds (an SDNQ repository's components, else those
+        bitsandbytes loaded in NF4, else a GGUF transformer's type, from its estimate); its decisions, and the fix
+        quantized GGUF weights may need."""
         from tui.engine import sdnq
         from tui.engine.nf4 import NF4, held_decision, quantized_components
         from tui.engine.quantized import choose_compute_dtype_reads, quantization_decision, report_compute_dtype

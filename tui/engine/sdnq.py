@@ -17,15 +17,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
-import logging
 from pathlib import Path
 
 from tui.engine.device import Decision
 
-log = logging.getLogger("tui.engine.sdnq")
 METHOD = "sdnq"
 LABEL = "SDNQ"  # what every label of an SDNQ quantization starts with
-# diffusers' recommended release (quantizers/sdnq/sdnq_quantizer.py); some newer checkpoints need it.
 INSTALL = 'pip install "sdtui[sdnq]"'
 
 
@@ -58,9 +55,11 @@ def missing_message(folder: Path) -> str:
             f"`{INSTALL}`")
 
 
-def missing_note() -> str:
-    """The picker's note for an SDNQ model where sdnq is not installed ("" where it is): found without importing
-    it, which takes seconds."""
+def missing_note(quantization: str) -> str:
+    """The picker's note for a model stored in ``quantization`` where that is SDNQ's and sdnq is not installed;
+    "" otherwise. The package is looked for without importing it, which takes seconds."""
+    if not quantization.startswith(LABEL):
+        return ""
     try:
         found = importlib.util.find_spec("sdnq") is not None
     except (ImportError, ValueError):  # a broken install, or one being imported
